@@ -1,0 +1,339 @@
+/*
+ * bind.c — match the tensors a config implies against a checkpoint, by name, shape and dtype.
+ *
+ * Accepted naming schemes (jamba-architecture.md §6), per tensor, one scheme at a time:
+ *   Hugging Face        feed_forward.*, pre_ff_layernorm, mamba.b_layernorm / c_layernorm
+ *   AI21 March 2024     moe.router, moe.experts.{e}.*, the dense FFN as moe.experts.0.*,
+ *                       pre_moe_layernorm, mamba.B_layernorm / C_layernorm
+ *   stacked experts     feed_forward.experts.gate_up_proj [E, 2I, H] (gate rows first) and
+ *                       feed_forward.experts.down_proj [E, H, I]
+ */
+#include "weights.h"
+
+#include "../runtime/alloc.h"
+#include "../runtime/error.h"
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define NAME_BYTES 192
+#define MISMATCH JAMBA_ERR_WEIGHT_MISMATCH
+
+typedef struct binder {
+    const jamba_config *cfg;
+    const jb_checkpoint *ckpt;
+    const char *label;
+    bool *used;            /* [n_entries] */
+    jb_weights *w;
+    jb_strlist missing;    /* canonical names of absent tensors */
+    jamba_error *err;
+    jamba_status status;   /* first hard error (wrong shape/dtype, conflicting names, OOM) */
+} binder;
+
+typedef struct shape {
+    int rank;
+    int64_t d[3];
+} shape;
+
+#define SHAPE1(a) ((shape){1, {(a), 0, 0}})
+#define SHAPE2(a, b) ((shape){2, {(a), (b), 0}})
+#define SHAPE3(a, b, c) ((shape){3, {(a), (b), (c)}})
+
+static void format_shape(char *buf, size_t size, int rank, const int64_t *d) {
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < rank && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, i ? ", " : "", d[i]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+}
+
+static bool ok(const binder *b) { return b->status == JAMBA_OK; }
+
+static void hard_fail_oom(binder *b) { b->status = jb_fail(b->err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", b->label); }
+
+/* The entry stored under n0 or n1 (n1 may be NULL); both present is an error. */
+static const jb_ckpt_entry *find_one(binder *b, const char *n0, const char *n1) {
+    const jb_ckpt_entry *e0 = jb_checkpoint_find(b->ckpt, n0);
+    const jb_ckpt_entry *e1 = n1 ? jb_checkpoint_find(b->ckpt, n1) : NULL;
+    if (e0 && e1) {
+        b->status = jb_fail(b->err, MISMATCH, "%s: both \"%s\" and \"%s\" are stored; a checkpoint must use one "
+                            "naming scheme", b->label, n0, n1);
+        return NULL;
+    }
+    return e0 ? e0 : e1;
+}
+
+static bool check_entry(binder *b, const jb_ckpt_entry *e, shape want) {
+    const jb_st_tensor *t = e->tensor;
+    if (t->dtype != JAMBA_DTYPE_F32 && t->dtype != JAMBA_DTYPE_F16 && t->dtype != JAMBA_DTYPE_BF16) {
+        bool quantized = t->dtype == JAMBA_DTYPE_I8 || t->dtype == JAMBA_DTYPE_U8 ||
+                         t->dtype == JAMBA_DTYPE_F8_E4M3 || t->dtype == JAMBA_DTYPE_F8_E5M2;
+        b->status = jb_fail(b->err, quantized ? JAMBA_ERR_UNSUPPORTED : MISMATCH,
+                            "%s: tensor \"%s\" in %s has dtype %s; %s", b->label, e->name,
+                            b->ckpt->shards[e->shard].label, jamba_dtype_name(t->dtype),
+                            quantized ? "quantized checkpoints are not supported by this version"
+                                      : "expected F32, F16 or BF16");
+        return false;
+    }
+    bool same = t->rank == want.rank;
+    for (int i = 0; same && i < want.rank; i++)
+        same = t->shape[i] == want.d[i];
+    if (!same) {
+        char got[128], exp[128];
+        format_shape(got, sizeof got, t->rank, t->shape);
+        format_shape(exp, sizeof exp, want.rank, want.d);
+        b->status = jb_fail(b->err, MISMATCH, "%s: tensor \"%s\" has shape %s but config.json implies %s",
+                            b->label, e->name, got, exp);
+        return false;
+    }
+    return true;
+}
+
+static void mark_used(binder *b, const jb_ckpt_entry *e) {
+    int64_t idx = e - b->ckpt->entries;
+    if (!b->used[idx]) {
+        b->used[idx] = true;
+        b->w->order[b->w->n_order++] = idx;
+    }
+}
+
+static void set_view(jb_weight *dst, const jb_ckpt_entry *e, const void *data, shape s) {
+    dst->data = data;
+    dst->dtype = e->tensor->dtype;
+    dst->rank = s.rank;
+    memcpy(dst->shape, s.d, sizeof dst->shape);
+}
+
+/* Bind one tensor stored under n0 (canonical) or n1 (alternative; may be NULL). */
+static void bind(binder *b, jb_weight *dst, shape want, const char *n0, const char *n1) {
+    if (!ok(b))
+        return;
+    const jb_ckpt_entry *e = find_one(b, n0, n1);
+    if (!ok(b))
+        return;
+    if (e == NULL) {
+        if (!jb_strlist_addf(&b->missing, "%s", n0))
+            hard_fail_oom(b);
+        return;
+    }
+    if (!check_entry(b, e, want))
+        return;
+    mark_used(b, e);
+    set_view(dst, e, jb_st_tensor_data(&b->ckpt->shards[e->shard], e->tensor), want);
+}
+
+/* "model.layers.{i}.{suffix}" with an optional expert index substituted for %lld in suffix. */
+static const char *lname(char buf[NAME_BYTES], int64_t layer, const char *suffix) {
+    int n = snprintf(buf, NAME_BYTES, "model.layers.%lld.", (long long)layer);
+    snprintf(buf + n, (size_t)(NAME_BYTES - n), "%s", suffix);
+    return buf;
+}
+
+static const char *ename(char buf[NAME_BYTES], int64_t layer, const char *scheme, int64_t expert,
+                         const char *proj) {
+    snprintf(buf, NAME_BYTES, "model.layers.%lld.%s.experts.%lld.%s.weight", (long long)layer, scheme,
+             (long long)expert, proj);
+    return buf;
+}
+
+static void bind_attention(binder *b, int64_t i, jb_attention_weights *a) {
+    const jamba_config *c = b->cfg;
+    int64_t q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
+    char n[NAME_BYTES];
+    bind(b, &a->q_proj, SHAPE2(q, c->hidden_size), lname(n, i, "self_attn.q_proj.weight"), NULL);
+    bind(b, &a->k_proj, SHAPE2(kv, c->hidden_size), lname(n, i, "self_attn.k_proj.weight"), NULL);
+    bind(b, &a->v_proj, SHAPE2(kv, c->hidden_size), lname(n, i, "self_attn.v_proj.weight"), NULL);
+    bind(b, &a->o_proj, SHAPE2(c->hidden_size, q), lname(n, i, "self_attn.o_proj.weight"), NULL);
+}
+
+static void bind_mamba(binder *b, int64_t i, jb_mamba_weights *m) {
+    const jamba_config *c = b->cfg;
+    int64_t H = c->hidden_size, Di = c->mamba_d_inner, N = c->mamba_d_state, R = c->mamba_dt_rank;
+    char n[NAME_BYTES], alt[NAME_BYTES];
+    bind(b, &m->in_proj, SHAPE2(2 * Di, H), lname(n, i, "mamba.in_proj.weight"), NULL);
+    if (c->mamba_proj_bias)
+        bind(b, &m->in_proj_bias, SHAPE1(2 * Di), lname(n, i, "mamba.in_proj.bias"), NULL);
+    bind(b, &m->conv1d, SHAPE3(Di, 1, c->mamba_d_conv), lname(n, i, "mamba.conv1d.weight"), NULL);
+    if (c->mamba_conv_bias)
+        bind(b, &m->conv1d_bias, SHAPE1(Di), lname(n, i, "mamba.conv1d.bias"), NULL);
+    bind(b, &m->x_proj, SHAPE2(R + 2 * N, Di), lname(n, i, "mamba.x_proj.weight"), NULL);
+    bind(b, &m->dt_proj, SHAPE2(Di, R), lname(n, i, "mamba.dt_proj.weight"), NULL);
+    bind(b, &m->dt_proj_bias, SHAPE1(Di), lname(n, i, "mamba.dt_proj.bias"), NULL);
+    bind(b, &m->A_log, SHAPE2(Di, N), lname(n, i, "mamba.A_log"), NULL);
+    bind(b, &m->D, SHAPE1(Di), lname(n, i, "mamba.D"), NULL);
+    bind(b, &m->out_proj, SHAPE2(H, Di), lname(n, i, "mamba.out_proj.weight"), NULL);
+    if (c->mamba_proj_bias)
+        bind(b, &m->out_proj_bias, SHAPE1(H), lname(n, i, "mamba.out_proj.bias"), NULL);
+    if (c->mamba_inner_layernorms) {
+        bind(b, &m->dt_norm, SHAPE1(R), lname(n, i, "mamba.dt_layernorm.weight"), NULL);
+        bind(b, &m->b_norm, SHAPE1(N), lname(n, i, "mamba.b_layernorm.weight"),
+             lname(alt, i, "mamba.B_layernorm.weight"));
+        bind(b, &m->c_norm, SHAPE1(N), lname(n, i, "mamba.c_layernorm.weight"),
+             lname(alt, i, "mamba.C_layernorm.weight"));
+    }
+}
+
+static void bind_dense(binder *b, int64_t i, jb_mlp_weights *mlp) {
+    const jamba_config *c = b->cfg;
+    int64_t H = c->hidden_size, I = c->intermediate_size;
+    char n[NAME_BYTES], alt[NAME_BYTES];
+    bind(b, &mlp->gate_proj, SHAPE2(I, H), lname(n, i, "feed_forward.gate_proj.weight"),
+         ename(alt, i, "moe", 0, "gate_proj"));
+    bind(b, &mlp->up_proj, SHAPE2(I, H), lname(n, i, "feed_forward.up_proj.weight"),
+         ename(alt, i, "moe", 0, "up_proj"));
+    bind(b, &mlp->down_proj, SHAPE2(H, I), lname(n, i, "feed_forward.down_proj.weight"),
+         ename(alt, i, "moe", 0, "down_proj"));
+}
+
+/* Stacked layout: expert e's gate is rows [0, I) of gate_up_proj[e], its up rows [I, 2I). */
+static void bind_stacked_experts(binder *b, int64_t i, jb_layer_weights *lw) {
+    const jamba_config *c = b->cfg;
+    int64_t E = c->num_experts, H = c->hidden_size, I = c->intermediate_size;
+    char n[NAME_BYTES];
+    jb_weight gate_up = {0}, down = {0};
+    bind(b, &gate_up, SHAPE3(E, 2 * I, H), lname(n, i, "feed_forward.experts.gate_up_proj"), NULL);
+    bind(b, &down, SHAPE3(E, H, I), lname(n, i, "feed_forward.experts.down_proj"), NULL);
+    if (!ok(b) || gate_up.data == NULL || down.data == NULL)
+        return;
+    size_t gsz = jamba_dtype_size(gate_up.dtype), dsz = jamba_dtype_size(down.dtype);
+    for (int64_t e = 0; e < E; e++) {
+        jb_mlp_weights *x = &lw->experts[e];
+        const char *g = (const char *)gate_up.data + (size_t)(e * 2 * I * H) * gsz;
+        x->gate_proj = (jb_weight){g, gate_up.dtype, 2, {I, H, 0}};
+        x->up_proj = (jb_weight){g + (size_t)(I * H) * gsz, gate_up.dtype, 2, {I, H, 0}};
+        x->down_proj = (jb_weight){(const char *)down.data + (size_t)(e * H * I) * dsz, down.dtype, 2, {H, I, 0}};
+    }
+}
+
+static void bind_moe(binder *b, int64_t i, jb_layer_weights *lw) {
+    const jamba_config *c = b->cfg;
+    int64_t E = c->num_experts, H = c->hidden_size, I = c->intermediate_size;
+    char n[NAME_BYTES], alt[NAME_BYTES];
+    bind(b, &lw->router, SHAPE2(E, H), lname(n, i, "feed_forward.router.weight"), lname(alt, i, "moe.router.weight"));
+    lw->experts = jb_calloc((size_t)E, sizeof *lw->experts);
+    if (lw->experts == NULL) {
+        hard_fail_oom(b);
+        return;
+    }
+    if (jb_checkpoint_find(b->ckpt, lname(n, i, "feed_forward.experts.gate_up_proj")) ||
+        jb_checkpoint_find(b->ckpt, lname(n, i, "feed_forward.experts.down_proj"))) {
+        bind_stacked_experts(b, i, lw);
+    } else {
+        static const char *const projs[3] = {"gate_proj", "up_proj", "down_proj"};
+        for (int64_t e = 0; e < E && ok(b); e++) {
+            jb_weight *dst[3] = {&lw->experts[e].gate_proj, &lw->experts[e].up_proj, &lw->experts[e].down_proj};
+            for (int p = 0; p < 3; p++)
+                bind(b, dst[p], p < 2 ? SHAPE2(I, H) : SHAPE2(H, I), ename(n, i, "feed_forward", e, projs[p]),
+                     ename(alt, i, "moe", e, projs[p]));
+        }
+    }
+    /* One grouped product per layer needs one dtype across its experts. */
+    for (int64_t e = 1; e < E && ok(b); e++) {
+        const jb_mlp_weights *x = &lw->experts[e], *x0 = &lw->experts[0];
+        if (x->gate_proj.data && x0->gate_proj.data &&
+            (x->gate_proj.dtype != x0->gate_proj.dtype || x->down_proj.dtype != x0->down_proj.dtype))
+            b->status = jb_fail(b->err, MISMATCH, "%s: layer %lld: expert %lld is stored as %s but expert 0 as %s; "
+                                "experts of one layer must share a dtype", b->label, (long long)i, (long long)e,
+                                jamba_dtype_name(x->gate_proj.dtype), jamba_dtype_name(x0->gate_proj.dtype));
+    }
+}
+
+static void bind_layer(binder *b, int64_t i, jb_layer_weights *lw) {
+    const jamba_config *c = b->cfg;
+    char n[NAME_BYTES], alt[NAME_BYTES];
+    bind(b, &lw->input_norm, SHAPE1(c->hidden_size), lname(n, i, "input_layernorm.weight"), NULL);
+    if (jb_layer_is_attention(c, i))
+        bind_attention(b, i, &lw->attn);
+    else
+        bind_mamba(b, i, &lw->mamba);
+    bind(b, &lw->pre_ff_norm, SHAPE1(c->hidden_size), lname(n, i, "pre_ff_layernorm.weight"),
+         lname(alt, i, "pre_moe_layernorm.weight"));
+    if (jb_layer_is_moe(c, i))
+        bind_moe(b, i, lw);
+    else
+        bind_dense(b, i, &lw->mlp);
+}
+
+static void bind_all(binder *b) {
+    const jamba_config *c = b->cfg;
+    jb_weights *w = b->w;
+    int64_t V = c->vocab_size, H = c->hidden_size;
+    bind(b, &w->embed, SHAPE2(V, H), "model.embed_tokens.weight", NULL);
+    for (int64_t i = 0; i < c->num_hidden_layers && ok(b); i++)
+        bind_layer(b, i, &w->layers[i]);
+    bind(b, &w->final_norm, SHAPE1(H), "model.final_layernorm.weight", NULL);
+    if (!ok(b))
+        return;
+    if (!c->tie_word_embeddings) {
+        bind(b, &w->lm_head, SHAPE2(V, H), "lm_head.weight", NULL);
+    } else if (jb_checkpoint_find(b->ckpt, "lm_head.weight")) {
+        b->status = jb_fail(b->err, MISMATCH, "%s: lm_head.weight is stored but config.json sets "
+                            "tie_word_embeddings = true", b->label);
+    } else {
+        w->lm_head = w->embed;
+    }
+}
+
+/* Missing and unexpected tensors, by name, in one message. */
+static jamba_status report(binder *b, bool allow_unexpected, jb_strlist *notes) {
+    jb_strlist unexpected = {0};
+    for (int64_t i = 0; i < b->ckpt->n_entries; i++) {
+        if (b->used[i])
+            continue;
+        bool added = allow_unexpected && notes
+                         ? jb_strlist_addf(notes, "%s: tensor \"%s\" is not used by this config; skipped", b->label,
+                                           b->ckpt->entries[i].name)
+                         : jb_strlist_addf(&unexpected, "%s", b->ckpt->entries[i].name);
+        if (!added) {
+            jb_strlist_free(&unexpected);
+            return jb_fail(b->err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", b->label);
+        }
+    }
+    if (allow_unexpected)
+        jb_strlist_free(&unexpected);
+    jamba_status st = JAMBA_OK;
+    if (b->missing.n > 0 || unexpected.n > 0) {
+        char miss[400], unexp[400];
+        jb_strlist_join(&b->missing, 4, miss, sizeof miss);
+        jb_strlist_join(&unexpected, 4, unexp, sizeof unexp);
+        st = jb_fail(b->err, MISMATCH, "%s: %lld tensor%s missing%s%s%s; %lld unexpected%s%s%s", b->label,
+                     (long long)b->missing.n, b->missing.n == 1 ? "" : "s", b->missing.n ? " (" : "", miss,
+                     b->missing.n ? ")" : "", (long long)unexpected.n, unexpected.n ? " (" : "", unexp,
+                     unexpected.n ? ")" : "");
+    }
+    jb_strlist_free(&unexpected);
+    return st;
+}
+
+jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt, bool allow_unexpected,
+                             const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err) {
+    memset(out, 0, sizeof *out);
+    binder b = {.cfg = cfg, .ckpt = ckpt, .label = label, .w = out, .err = err};
+    b.used = jb_calloc((size_t)ckpt->n_entries, sizeof *b.used);
+    out->order = jb_calloc((size_t)ckpt->n_entries, sizeof *out->order);
+    out->layers = jb_calloc((size_t)cfg->num_hidden_layers, sizeof *out->layers);
+    out->n_layers = cfg->num_hidden_layers;
+    if (b.used == NULL || out->order == NULL || out->layers == NULL)
+        hard_fail_oom(&b);
+    else
+        bind_all(&b);
+    jamba_status st = b.status;
+    if (st == JAMBA_OK)
+        st = report(&b, allow_unexpected, notes);
+    jb_strlist_free(&b.missing);
+    jb_free(b.used);
+    if (st != JAMBA_OK)
+        jb_weights_free(out);
+    return st;
+}
+
+void jb_weights_free(jb_weights *w) {
+    if (w->layers)
+        for (int64_t i = 0; i < w->n_layers; i++)
+            jb_free(w->layers[i].experts);
+    jb_free(w->layers);
+    jb_free(w->order);
+    memset(w, 0, sizeof *w);
+}

@@ -1,0 +1,23 @@
+/*
+ * st_write.h — write a safetensors file: header padded with spaces to a multiple of 8, tensors in the
+ * given order, contiguous. Written to a temporary file in the same folder and renamed into place, so a
+ * failure never leaves a partial file under the final name.
+ */
+#ifndef JB_ST_WRITE_H
+#define JB_ST_WRITE_H
+
+#include <stdint.h>
+
+#include "jamba.h"
+
+typedef struct jb_st_out_tensor {
+    const char *name;
+    jamba_dtype dtype;
+    int rank;
+    int64_t shape[8];
+    const void *data; /* n_elements * dtype size bytes */
+} jb_st_out_tensor;
+
+jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, jamba_error *err);
+
+#endif /* JB_ST_WRITE_H */

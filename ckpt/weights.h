@@ -1,0 +1,85 @@
+/*
+ * weights.h — the model's weights as typed views into the mapped checkpoint, one struct per layer kind.
+ * Produced by jb_bind_weights (bind.c); consumed by every backend. Nothing here owns tensor data.
+ *
+ * Dimension letters: V vocab, H hidden, I intermediate, E experts, n_h/n_kv heads, d_h head_dim,
+ * D_i Mamba inner width, N d_state, K d_conv, R dt_rank. All matrices are row-major [out, in].
+ */
+#ifndef JB_WEIGHTS_H
+#define JB_WEIGHTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../runtime/strlist.h"
+#include "checkpoint.h"
+#include "jamba.h"
+
+typedef struct jb_weight {
+    const void *data;   /* row-major; NULL when the config does not have this tensor */
+    jamba_dtype dtype;  /* F32, F16 or BF16 */
+    int rank;
+    int64_t shape[3];
+} jb_weight;
+
+typedef struct jb_attention_weights {
+    jb_weight q_proj; /* [n_h*d_h, H] */
+    jb_weight k_proj; /* [n_kv*d_h, H] */
+    jb_weight v_proj; /* [n_kv*d_h, H] */
+    jb_weight o_proj; /* [H, n_h*d_h] */
+} jb_attention_weights;
+
+typedef struct jb_mamba_weights {
+    jb_weight in_proj;       /* [2*D_i, H]: rows [0, D_i) feed the conv/SSM branch u, [D_i, 2*D_i) the gate z */
+    jb_weight in_proj_bias;  /* [2*D_i], only with mamba_proj_bias */
+    jb_weight conv1d;        /* [D_i, 1, K]: tap K-1 multiplies the current token */
+    jb_weight conv1d_bias;   /* [D_i], only with mamba_conv_bias */
+    jb_weight x_proj;        /* [R + 2N, D_i]: rows dt (R), then B (N), then C (N) */
+    jb_weight dt_proj;       /* [D_i, R] */
+    jb_weight dt_proj_bias;  /* [D_i], added before softplus */
+    jb_weight A_log;         /* [D_i, N]: A = -exp(A_log) */
+    jb_weight D;             /* [D_i] skip */
+    jb_weight out_proj;      /* [H, D_i] */
+    jb_weight out_proj_bias; /* [H], only with mamba_proj_bias */
+    jb_weight dt_norm;       /* [R], only with mamba_inner_layernorms */
+    jb_weight b_norm;        /* [N] */
+    jb_weight c_norm;        /* [N] */
+} jb_mamba_weights;
+
+typedef struct jb_mlp_weights {
+    jb_weight gate_proj; /* [I, H] */
+    jb_weight up_proj;   /* [I, H] */
+    jb_weight down_proj; /* [H, I] */
+} jb_mlp_weights;
+
+typedef struct jb_layer_weights {
+    jb_weight input_norm;       /* [H] */
+    jb_weight pre_ff_norm;      /* [H] */
+    jb_attention_weights attn;  /* attention layers */
+    jb_mamba_weights mamba;     /* Mamba layers */
+    jb_mlp_weights mlp;         /* dense-FFN layers */
+    jb_weight router;           /* [E, H], MoE layers */
+    jb_mlp_weights *experts;    /* [E], MoE layers; owned array of views */
+} jb_layer_weights;
+
+typedef struct jb_weights {
+    jb_weight embed;          /* [V, H] */
+    jb_weight final_norm;     /* [H] */
+    jb_weight lm_head;        /* [V, H]; the embedding itself when tied */
+    jb_layer_weights *layers; /* [L], owned */
+    int64_t n_layers;
+    int64_t *order;           /* [n_order] checkpoint entries in binding order (the inventory), owned */
+    int64_t n_order;
+} jb_weights;
+
+/* Bind every tensor the config implies. Missing and unexpected tensors are reported by name; a tensor of
+ * the wrong shape or dtype is reported with what the config implies. With allow_unexpected, tensors the
+ * config does not imply are skipped and listed in `notes` instead. `label` (the folder) prefixes messages. */
+jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt, bool allow_unexpected,
+                             const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err);
+void jb_weights_free(jb_weights *w);
+
+/* Scan one tensor for NaN/Inf; on the first one fail naming the tensor and the element index. */
+jamba_status jb_check_finite(const jb_checkpoint *ckpt, int64_t entry, jamba_error *err);
+
+#endif /* JB_WEIGHTS_H */

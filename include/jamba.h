@@ -1,0 +1,331 @@
+/*
+ * jamba.h — the public C API of the Jamba runtime.
+ *
+ * This is the only installed header. Anything not declared here is not API.
+ *
+ * Conventions (they hold for every function below unless its comment says otherwise):
+ *
+ *   Errors     Fallible functions return a jamba_status (0 = JAMBA_OK, negative = error) and take an
+ *              optional `jamba_error *err` as their last argument. When `err` is non-NULL and the call
+ *              fails, err->status holds the same status and err->message one human-readable line that
+ *              names the file, tensor or key at fault. On success `err` is left untouched. Passing NULL
+ *              is allowed. The library never calls exit() or abort() on bad input.
+ *   Ownership  Objects are opaque handles created by one constructor and released by one destructor;
+ *              destructors accept NULL. Pointers returned into library memory state how long they stay
+ *              valid.
+ *   Threads    There is no global mutable state. Distinct objects may be used from different threads at
+ *              the same time. A jamba_model is immutable after loading: every const query on one model
+ *              may run concurrently from any number of threads.
+ *   Sizes      Counts, sizes and indices are 64-bit.
+ *
+ * Dimension letters used in shape comments: V vocab, H hidden_size, I intermediate_size, E experts,
+ * n_h attention heads, n_kv KV heads, d_h head_dim, D_i Mamba inner width, N d_state, K d_conv, R dt_rank.
+ */
+#ifndef JAMBA_H
+#define JAMBA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define JAMBA_API
+#else
+#define JAMBA_API __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+ * Version
+ * ---------------------------------------------------------------------------------------------- */
+
+#define JAMBA_VERSION_MAJOR 0
+#define JAMBA_VERSION_MINOR 1
+#define JAMBA_VERSION_PATCH 0
+/* major * 10000 + minor * 100 + patch. Versions with the same major number are ABI compatible. */
+#define JAMBA_VERSION_NUMBER (JAMBA_VERSION_MAJOR * 10000 + JAMBA_VERSION_MINOR * 100 + JAMBA_VERSION_PATCH)
+#define JAMBA_VERSION_STRING "0.1.0"
+
+/* The library's version as "MAJOR.MINOR.PATCH"; a static string. Compare with JAMBA_VERSION_STRING to
+ * check that header and library agree. */
+JAMBA_API const char *jamba_version(void);
+/* The library's JAMBA_VERSION_NUMBER. */
+JAMBA_API int jamba_version_number(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Status and errors
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Append-only: values are never renumbered or reused. */
+typedef enum jamba_status {
+    JAMBA_OK = 0,
+    JAMBA_ERR_INVALID_ARGUMENT = -1, /* a caller-supplied argument is out of range or NULL */
+    JAMBA_ERR_OUT_OF_MEMORY = -2,    /* a host allocation failed */
+    JAMBA_ERR_IO = -3,               /* a file could not be opened, read or mapped */
+    JAMBA_ERR_BAD_CHECKPOINT = -4,   /* a safetensors file or shard index is malformed */
+    JAMBA_ERR_BAD_CONFIG = -5,       /* config.json is malformed or describes an invalid model */
+    JAMBA_ERR_WEIGHT_MISMATCH = -6,  /* tensors missing, unexpected, or of the wrong shape or dtype */
+    JAMBA_ERR_UNSUPPORTED = -7,      /* well-formed input this version cannot handle */
+    JAMBA_ERR_NO_WEIGHTS = -8,       /* the model was loaded for planning only (config without weights) */
+    JAMBA_ERR_OVERFLOW = -9,         /* a size computation overflows 64 bits */
+    JAMBA_ERR_NO_DEVICE = -10,       /* no usable accelerator (none present, or built without CUDA) */
+    JAMBA_ERR_DEVICE = -11,          /* the accelerator runtime reported an error */
+} jamba_status;
+
+/* A short English name for a status ("out of memory"); a static string, never NULL. */
+JAMBA_API const char *jamba_status_string(jamba_status status);
+
+#define JAMBA_ERROR_MESSAGE_SIZE 1024
+
+/* Caller-owned error report. Zero-initialise it or leave it as is: the library only writes it on failure. */
+typedef struct jamba_error {
+    jamba_status status;                     /* the failing call's status */
+    char message[JAMBA_ERROR_MESSAGE_SIZE];  /* one line, NUL-terminated, truncated to fit */
+} jamba_error;
+
+/* ------------------------------------------------------------------------------------------------
+ * Element types (the safetensors dtype names)
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Append-only. */
+typedef enum jamba_dtype {
+    JAMBA_DTYPE_UNKNOWN = 0,
+    JAMBA_DTYPE_F32,
+    JAMBA_DTYPE_F16,
+    JAMBA_DTYPE_BF16,
+    JAMBA_DTYPE_F64,
+    JAMBA_DTYPE_I64,
+    JAMBA_DTYPE_I32,
+    JAMBA_DTYPE_I16,
+    JAMBA_DTYPE_I8,
+    JAMBA_DTYPE_U64,
+    JAMBA_DTYPE_U32,
+    JAMBA_DTYPE_U16,
+    JAMBA_DTYPE_U8,
+    JAMBA_DTYPE_BOOL,
+    JAMBA_DTYPE_F8_E4M3,
+    JAMBA_DTYPE_F8_E5M2,
+    JAMBA_DTYPE_COUNT_ /* not a dtype: the number of values above */
+} jamba_dtype;
+
+/* The safetensors name of a dtype ("BF16"), or "UNKNOWN"; a static string. */
+JAMBA_API const char *jamba_dtype_name(jamba_dtype dtype);
+/* Bytes per element, or 0 for JAMBA_DTYPE_UNKNOWN. */
+JAMBA_API size_t jamba_dtype_size(jamba_dtype dtype);
+
+/* ------------------------------------------------------------------------------------------------
+ * Model configuration (config.json, validated, with the reference defaults applied)
+ * ---------------------------------------------------------------------------------------------- */
+
+#define JAMBA_MAX_EOS_IDS 16
+
+typedef struct jamba_config {
+    int64_t vocab_size;              /* V: rows of the embedding and of lm_head */
+    int64_t hidden_size;             /* H */
+    int64_t intermediate_size;       /* I: width of the dense MLP and of each expert */
+    int64_t num_hidden_layers;       /* L */
+    int64_t num_attention_heads;     /* n_h */
+    int64_t num_key_value_heads;     /* n_kv (null in config.json means n_h) */
+    int64_t head_dim;                /* d_h = H / n_h (derived) */
+    int64_t num_experts;             /* E: experts per MoE layer; 1 means a fully dense model */
+    int64_t num_experts_per_tok;     /* top-k */
+    int64_t expert_layer_period;     /* layer i is MoE iff i % period == offset and E > 1 */
+    int64_t expert_layer_offset;
+    int64_t attn_layer_period;       /* layer i is attention iff i % period == offset */
+    int64_t attn_layer_offset;
+    int64_t mamba_d_state;           /* N */
+    int64_t mamba_d_conv;            /* K */
+    int64_t mamba_expand;
+    int64_t mamba_d_inner;           /* D_i = expand * H (derived) */
+    int64_t mamba_dt_rank;           /* R ("auto" resolved to ceil(H / 16)) */
+    bool mamba_conv_bias;            /* conv1d has a bias */
+    bool mamba_proj_bias;            /* in_proj and out_proj have biases */
+    bool mamba_inner_layernorms;     /* dt/B/C RMSNorms present (always true in the HF port) */
+    bool tie_word_embeddings;        /* lm_head shares the embedding matrix */
+    double rms_norm_eps;             /* every RMSNorm */
+    int64_t max_position_embeddings; /* informational; nothing is position-indexed */
+    int64_t sliding_window;          /* 0 = none (every released config) */
+    int64_t pad_token_id;            /* -1 when absent or null */
+    int64_t bos_token_id;            /* -1 when absent or null */
+    int64_t eos_token_ids[JAMBA_MAX_EOS_IDS]; /* eos_token_id as int or list */
+    int64_t n_eos_token_ids;
+    jamba_dtype torch_dtype;         /* the storage dtype the config declares, or UNKNOWN */
+    /* Derived schedule totals. */
+    int64_t n_attention_layers;
+    int64_t n_mamba_layers;
+    int64_t n_moe_layers;
+    int64_t n_dense_layers;
+} jamba_config;
+
+typedef enum jamba_mixer_kind { JAMBA_MIXER_MAMBA = 0, JAMBA_MIXER_ATTENTION = 1 } jamba_mixer_kind;
+typedef enum jamba_ffn_kind { JAMBA_FFN_DENSE = 0, JAMBA_FFN_MOE = 1 } jamba_ffn_kind;
+
+typedef struct jamba_layer_info {
+    jamba_mixer_kind mixer;
+    jamba_ffn_kind ffn;
+    int64_t n_experts; /* E for MoE layers, 1 for dense layers */
+} jamba_layer_info;
+
+/* ------------------------------------------------------------------------------------------------
+ * Model: load, free, query
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_model jamba_model;
+
+typedef enum jamba_weights_mode {
+    JAMBA_WEIGHTS_REQUIRED = 0,   /* the folder must hold safetensors weights */
+    JAMBA_WEIGHTS_IF_PRESENT = 1, /* load weights when the folder has them, else plan from config only */
+    JAMBA_WEIGHTS_NONE = 2,       /* read config.json only, even when weights exist */
+} jamba_weights_mode;
+
+typedef struct jamba_model_params {
+    jamba_weights_mode weights;    /* default JAMBA_WEIGHTS_REQUIRED */
+    bool allow_unexpected_tensors; /* default false: tensors the config does not imply are an error;
+                                      when true they are skipped and listed as warnings */
+    bool check_finite;             /* default false: when true, scan every weight for NaN/Inf at load
+                                      and fail naming the tensor and the first bad element */
+} jamba_model_params;
+
+/* Default parameters. Always start from these and change fields, so new fields get sane values. */
+JAMBA_API jamba_model_params jamba_model_default_params(void);
+
+/*
+ * Load a model from a Hugging Face folder: config.json plus model.safetensors, or
+ * model.safetensors.index.json with its shards. model.safetensors wins when both exist.
+ * Every file is validated before anything is mapped; weights are memory-mapped read-only and every
+ * tensor the config implies is bound by name (Hugging Face names, AI21's March-2024 names and stacked
+ * expert layouts are accepted).
+ *
+ * dir     path of the folder; not retained.
+ * params  NULL for the defaults.
+ * out     receives the model on success, NULL on failure.
+ * Returns JAMBA_OK, or an error naming the file, key or tensor. On failure nothing is leaked.
+ * Thread-safety: any number of loads may run concurrently.
+ */
+JAMBA_API jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
+                                        jamba_model **out, jamba_error *err);
+
+/* Unmap and free everything the model owns. NULL is a no-op. No pointer obtained from the model stays
+ * valid afterwards. Must not race with other calls on the same model. */
+JAMBA_API void jamba_model_free(jamba_model *model);
+
+/* The validated configuration; valid until jamba_model_free. */
+JAMBA_API const jamba_config *jamba_model_config(const jamba_model *model);
+
+/* True when weights were loaded; false for a planning-only model (config.json alone). */
+JAMBA_API bool jamba_model_has_weights(const jamba_model *model);
+
+/* The model folder as given to jamba_model_load; valid until jamba_model_free. */
+JAMBA_API const char *jamba_model_path(const jamba_model *model);
+
+/* Layer i's mixer and FFN kind. JAMBA_ERR_INVALID_ARGUMENT when i is outside [0, L). */
+JAMBA_API jamba_status jamba_model_layer(const jamba_model *model, int64_t layer, jamba_layer_info *out,
+                                         jamba_error *err);
+
+/* Parameter counts derived from the configuration (independent of the stored dtype). */
+typedef struct jamba_param_counts {
+    uint64_t total;       /* every parameter, the tied head counted once */
+    uint64_t active;      /* parameters used per token: top-k experts per MoE layer */
+    uint64_t embedding;   /* embed_tokens */
+    uint64_t lm_head;     /* 0 when tied */
+    uint64_t attention;   /* q, k, v, o projections */
+    uint64_t mamba;       /* every Mamba mixer tensor, inner norms included */
+    uint64_t dense_mlp;   /* dense SwiGLU MLPs */
+    uint64_t experts;     /* all experts of all MoE layers */
+    uint64_t routers;
+    uint64_t norms;       /* input, pre-FFN and final RMSNorms */
+} jamba_param_counts;
+
+JAMBA_API jamba_status jamba_model_param_counts(const jamba_model *model, jamba_param_counts *out,
+                                                jamba_error *err);
+
+/* One tensor of the loaded checkpoint, in binding order (embedding, layers, final norm, head). */
+typedef struct jamba_tensor_info {
+    const char *name;      /* the name as stored in the file; valid until jamba_model_free */
+    const char *file;      /* the shard's file name (no directory); valid until jamba_model_free */
+    jamba_dtype dtype;
+    int rank;
+    int64_t shape[8];      /* shape[0 .. rank-1] */
+    uint64_t n_elements;
+    uint64_t n_bytes;
+    uint64_t file_offset;  /* absolute byte offset of the data in its file */
+    bool aligned;          /* the data offset is a multiple of the element size */
+} jamba_tensor_info;
+
+/* Number of tensors of the checkpoint (0 for a planning-only model). */
+JAMBA_API int64_t jamba_model_n_tensors(const jamba_model *model);
+/* Tensor i of the inventory; JAMBA_ERR_INVALID_ARGUMENT when i is out of range. */
+JAMBA_API jamba_status jamba_model_tensor(const jamba_model *model, int64_t index, jamba_tensor_info *out,
+                                          jamba_error *err);
+
+/* Non-fatal notes gathered while loading (unknown config keys, ignored fields, skipped tensors).
+ * Strings are valid until jamba_model_free. */
+JAMBA_API int64_t jamba_model_n_warnings(const jamba_model *model);
+JAMBA_API const char *jamba_model_warning(const jamba_model *model, int64_t index);
+
+/* ------------------------------------------------------------------------------------------------
+ * Memory estimate for a context of n_ctx tokens per sequence
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_memory_params {
+    int64_t n_ctx;             /* tokens per sequence (KV cache length); default max_position_embeddings */
+    int64_t n_seq;             /* sequences held at once; default 1 */
+    jamba_dtype kv_dtype;      /* KV cache element type; default BF16 */
+    jamba_dtype conv_dtype;    /* Mamba conv window element type; default BF16 (the SSM state is F32) */
+    jamba_dtype weight_dtype;  /* planning-only models: the weights' dtype; default the config's
+                                  torch_dtype, else BF16. Ignored when weights are loaded. */
+} jamba_memory_params;
+
+typedef struct jamba_memory_estimate {
+    uint64_t weight_bytes;              /* stored bytes of every weight */
+    uint64_t kv_bytes_per_token;        /* per sequence, all attention layers, K and V */
+    uint64_t kv_bytes;                  /* n_seq * n_ctx * kv_bytes_per_token */
+    uint64_t mamba_state_bytes_per_seq; /* conv windows (K-1 inputs) + F32 SSM states, all Mamba layers */
+    uint64_t mamba_state_bytes;         /* n_seq * mamba_state_bytes_per_seq */
+    uint64_t total_bytes;               /* weights + KV + Mamba state (activations not included) */
+} jamba_memory_estimate;
+
+JAMBA_API jamba_memory_params jamba_memory_default_params(const jamba_model *model);
+JAMBA_API jamba_status jamba_model_memory(const jamba_model *model, const jamba_memory_params *params,
+                                          jamba_memory_estimate *out, jamba_error *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Accelerators
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_backend_info {
+    bool cuda_built;          /* compiled with the CUDA backend */
+    bool nccl_built;          /* compiled with NCCL */
+    int cuda_runtime_version; /* e.g. 13000; 0 when not built */
+    int cuda_driver_version;  /* 0 when no driver is installed */
+    int cublas_version;       /* e.g. 130100; 0 when not built */
+    int nccl_version;         /* e.g. 22705; 0 when not built */
+    int device_count;         /* usable CUDA devices (0 when none) */
+    char note[256];           /* why device_count is 0, when it is; else empty */
+} jamba_backend_info;
+
+/* Describe the compiled backends and the devices present. Never fails because no GPU is present:
+ * that is reported through device_count = 0 and note. Safe to call from any thread. */
+JAMBA_API jamba_status jamba_backend_query(jamba_backend_info *out, jamba_error *err);
+
+typedef struct jamba_device_info {
+    char name[256];
+    int compute_major, compute_minor; /* e.g. 9, 0 for an H100 */
+    int multiprocessors;
+    uint64_t total_memory;            /* bytes */
+    uint64_t free_memory;             /* bytes, at the time of the call */
+    bool kernels_run;                 /* this build's kernels launched and ran correctly on the device */
+} jamba_device_info;
+
+/* Query CUDA device `index` and run a tiny self-test kernel on it. JAMBA_ERR_NO_DEVICE when the index
+ * is out of range or the build has no CUDA backend. */
+JAMBA_API jamba_status jamba_device_query(int index, jamba_device_info *out, jamba_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* JAMBA_H */

@@ -1,0 +1,197 @@
+/*
+ * model.c — jamba_model: load a Hugging Face folder (config, weights, binding), free it, and answer
+ * queries about configuration, schedule, tensors, parameters and memory.
+ */
+#include "model.h"
+
+#include "../ckpt/config.h"
+#include "alloc.h"
+#include "checked.h"
+#include "error.h"
+#include "sizing.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+jamba_model_params jamba_model_default_params(void) {
+    return (jamba_model_params){
+        .weights = JAMBA_WEIGHTS_REQUIRED,
+        .allow_unexpected_tensors = false,
+        .check_finite = false,
+    };
+}
+
+static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, jamba_error *err) {
+    if (p->weights == JAMBA_WEIGHTS_NONE)
+        return JAMBA_OK;
+    bool found;
+    JB_TRY(jb_checkpoint_open(m->path, &found, &m->ckpt, err));
+    if (!found) {
+        if (p->weights == JAMBA_WEIGHTS_REQUIRED)
+            return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: no %s or %s (only safetensors checkpoints are supported)",
+                           m->path, JB_SINGLE_FILE, JB_INDEX_FILE);
+        return JAMBA_OK;
+    }
+    JB_TRY(jb_bind_weights(&m->config, &m->ckpt, p->allow_unexpected_tensors, m->path, &m->weights, &m->notes,
+                           err));
+    m->has_weights = true;
+    if (p->check_finite)
+        for (int64_t i = 0; i < m->weights.n_order; i++)
+            JB_TRY(jb_check_finite(&m->ckpt, m->weights.order[i], err));
+    return JAMBA_OK;
+}
+
+jamba_status jamba_model_load(const char *dir, const jamba_model_params *params, jamba_model **out,
+                              jamba_error *err) {
+    if (out == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: out is NULL");
+    *out = NULL;
+    if (dir == NULL || dir[0] == '\0')
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: no model folder given");
+    jamba_model_params p = params ? *params : jamba_model_default_params();
+    if ((int)p.weights < JAMBA_WEIGHTS_REQUIRED || p.weights > JAMBA_WEIGHTS_NONE)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: invalid weights mode %d", (int)p.weights);
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return jb_fail(err, JAMBA_ERR_IO, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return jb_fail(err, JAMBA_ERR_IO, "%s: not a folder (expected a Hugging Face model folder)", dir);
+
+    jamba_model *m = jb_calloc(1, sizeof *m);
+    if (m == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+    jamba_status st = JAMBA_OK;
+    if ((m->path = jb_strdup(dir)) == NULL)
+        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+    if (st == JAMBA_OK)
+        st = jb_config_load(dir, &m->config, &m->notes, err);
+    if (st == JAMBA_OK)
+        st = load_weights(m, &p, err);
+    if (st != JAMBA_OK) {
+        jamba_model_free(m);
+        return st;
+    }
+    *out = m;
+    return JAMBA_OK;
+}
+
+void jamba_model_free(jamba_model *m) {
+    if (m == NULL)
+        return;
+    jb_weights_free(&m->weights);
+    jb_checkpoint_close(&m->ckpt);
+    jb_strlist_free(&m->notes);
+    jb_free(m->path);
+    jb_free(m);
+}
+
+const jamba_config *jamba_model_config(const jamba_model *m) { return m ? &m->config : NULL; }
+bool jamba_model_has_weights(const jamba_model *m) { return m && m->has_weights; }
+const char *jamba_model_path(const jamba_model *m) { return m ? m->path : NULL; }
+
+jamba_status jamba_model_layer(const jamba_model *m, int64_t layer, jamba_layer_info *out, jamba_error *err) {
+    if (m == NULL || out == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_layer: NULL argument");
+    if (layer < 0 || layer >= m->config.num_hidden_layers)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_layer: layer %lld outside [0, %lld)",
+                       (long long)layer, (long long)m->config.num_hidden_layers);
+    bool moe = jb_layer_is_moe(&m->config, layer);
+    out->mixer = jb_layer_is_attention(&m->config, layer) ? JAMBA_MIXER_ATTENTION : JAMBA_MIXER_MAMBA;
+    out->ffn = moe ? JAMBA_FFN_MOE : JAMBA_FFN_DENSE;
+    out->n_experts = moe ? m->config.num_experts : 1;
+    return JAMBA_OK;
+}
+
+jamba_status jamba_model_param_counts(const jamba_model *m, jamba_param_counts *out, jamba_error *err) {
+    if (m == NULL || out == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_param_counts: NULL argument");
+    return jb_param_counts(&m->config, out, err);
+}
+
+int64_t jamba_model_n_tensors(const jamba_model *m) { return m ? m->weights.n_order : 0; }
+
+jamba_status jamba_model_tensor(const jamba_model *m, int64_t index, jamba_tensor_info *out, jamba_error *err) {
+    if (m == NULL || out == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_tensor: NULL argument");
+    if (index < 0 || index >= m->weights.n_order)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_tensor: index %lld outside [0, %lld)",
+                       (long long)index, (long long)m->weights.n_order);
+    const jb_ckpt_entry *e = &m->ckpt.entries[m->weights.order[index]];
+    const jb_st_file *f = &m->ckpt.shards[e->shard];
+    const jb_st_tensor *t = e->tensor;
+    memset(out, 0, sizeof *out);
+    out->name = t->name;
+    const char *slash = strrchr(f->label, '/');
+    out->file = slash ? slash + 1 : f->label;
+    out->dtype = t->dtype;
+    out->rank = t->rank;
+    memcpy(out->shape, t->shape, sizeof out->shape);
+    out->n_elements = t->n_elements;
+    out->n_bytes = t->n_bytes;
+    out->file_offset = f->data_start + t->begin;
+    out->aligned = out->file_offset % jamba_dtype_size(t->dtype) == 0;
+    return JAMBA_OK;
+}
+
+int64_t jamba_model_n_warnings(const jamba_model *m) { return m ? m->notes.n : 0; }
+
+const char *jamba_model_warning(const jamba_model *m, int64_t index) {
+    if (m == NULL || index < 0 || index >= m->notes.n)
+        return NULL;
+    return m->notes.items[index];
+}
+
+jamba_memory_params jamba_memory_default_params(const jamba_model *m) {
+    jamba_memory_params p = {
+        .n_ctx = m ? m->config.max_position_embeddings : 4096,
+        .n_seq = 1,
+        .kv_dtype = JAMBA_DTYPE_BF16,
+        .conv_dtype = JAMBA_DTYPE_BF16,
+        .weight_dtype = m && m->config.torch_dtype != JAMBA_DTYPE_UNKNOWN ? m->config.torch_dtype : JAMBA_DTYPE_BF16,
+    };
+    return p;
+}
+
+static bool is_float_dtype(jamba_dtype d) {
+    return d == JAMBA_DTYPE_F32 || d == JAMBA_DTYPE_F16 || d == JAMBA_DTYPE_BF16;
+}
+
+static uint64_t loaded_weight_bytes(const jamba_model *m) {
+    uint64_t bytes = 0;
+    for (int64_t i = 0; i < m->weights.n_order; i++)
+        bytes += m->ckpt.entries[m->weights.order[i]].tensor->n_bytes; /* bounded by the checked file total */
+    return bytes;
+}
+
+jamba_status jamba_model_memory(const jamba_model *m, const jamba_memory_params *params,
+                                jamba_memory_estimate *out, jamba_error *err) {
+    if (m == NULL || out == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: NULL argument");
+    jamba_memory_params p = params ? *params : jamba_memory_default_params(m);
+    if (p.n_ctx < 1 || p.n_seq < 1)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: n_ctx %lld and n_seq %lld must be >= 1",
+                       (long long)p.n_ctx, (long long)p.n_seq);
+    if (!is_float_dtype(p.kv_dtype) || !is_float_dtype(p.conv_dtype) || !is_float_dtype(p.weight_dtype))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: dtypes must be F32, F16 or BF16");
+    memset(out, 0, sizeof *out);
+    if (m->has_weights) {
+        out->weight_bytes = loaded_weight_bytes(m);
+    } else {
+        jamba_param_counts pc;
+        JB_TRY(jb_param_counts(&m->config, &pc, err));
+        if (!jb_mul_u64(pc.total, jamba_dtype_size(p.weight_dtype), &out->weight_bytes))
+            return jb_fail(err, JAMBA_ERR_OVERFLOW, "weight bytes overflow 64 bits");
+    }
+    JB_TRY(jb_state_sizes(&m->config, p.kv_dtype, p.conv_dtype, &out->kv_bytes_per_token,
+                          &out->mamba_state_bytes_per_seq, err));
+    uint64_t kv_seq;
+    if (!jb_mul_u64(out->kv_bytes_per_token, (uint64_t)p.n_ctx, &kv_seq) ||
+        !jb_mul_u64(kv_seq, (uint64_t)p.n_seq, &out->kv_bytes) ||
+        !jb_mul_u64(out->mamba_state_bytes_per_seq, (uint64_t)p.n_seq, &out->mamba_state_bytes) ||
+        !jb_add_u64(out->weight_bytes, out->kv_bytes, &out->total_bytes) ||
+        !jb_add_u64(out->total_bytes, out->mamba_state_bytes, &out->total_bytes))
+        return jb_fail(err, JAMBA_ERR_OVERFLOW, "jamba_model_memory: %lld tokens x %lld sequences overflows 64 bits",
+                       (long long)p.n_ctx, (long long)p.n_seq);
+    return JAMBA_OK;
+}

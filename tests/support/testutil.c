@@ -1,0 +1,111 @@
+/*
+ * testutil.c — see testutil.h.
+ */
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *tu_tmpdir(void) {
+    const char *base = getenv("TMPDIR");
+    char *tmpl = tu_path(base && *base ? base : "/tmp", "jamba-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpl), "mkdtemp failed");
+    return tmpl;
+}
+
+void tu_rmtree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *p = tu_path(dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+            tu_rmtree(p);
+        else
+            unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+char *tu_path(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+void tu_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "cannot create %s", path);
+    cr_assert_eq(n ? fwrite(data, 1, n, f) : 0, n);
+    cr_assert_eq(fclose(f), 0);
+}
+
+void tu_write_text(const char *path, const char *text) { tu_write_file(path, text, strlen(text)); }
+
+uint8_t *tu_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)len + 1);
+    cr_assert_not_null(buf);
+    cr_assert_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return buf;
+}
+
+void tu_copy_dir(const char *src, const char *dst) {
+    DIR *d = opendir(src);
+    cr_assert_not_null(d, "cannot open %s", src);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *s = tu_path(src, e->d_name);
+        struct stat sb;
+        if (stat(s, &sb) == 0 && S_ISREG(sb.st_mode)) {
+            size_t n;
+            uint8_t *buf = tu_read_file(s, &n);
+            char *t = tu_path(dst, e->d_name);
+            tu_write_file(t, buf, n);
+            free(t);
+            free(buf);
+        }
+        free(s);
+    }
+    closedir(d);
+}
+
+char *tu_fixture(const char *rel) { return tu_path(JB_FIXTURES_DIR, rel); }
+
+uint8_t *tu_st_image(const char *header, const void *data, size_t data_len, size_t *n) {
+    size_t h = strlen(header);
+    *n = 8 + h + data_len;
+    uint8_t *buf = malloc(*n ? *n : 1);
+    cr_assert_not_null(buf);
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)((uint64_t)h >> (8 * i));
+    memcpy(buf + 8, header, h);
+    if (data_len)
+        memcpy(buf + 8 + h, data, data_len);
+    return buf;
+}
+
+char *tu_clone_model(const char *src_dir) {
+    char *dir = tu_tmpdir();
+    tu_copy_dir(src_dir, dir);
+    return dir;
+}

@@ -1,0 +1,39 @@
+/*
+ * testutil.h — helpers shared by the Criterion suites: temporary folders, files, raw safetensors images,
+ * fixture paths.
+ */
+#ifndef JB_TESTUTIL_H
+#define JB_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jamba.h"
+
+#ifndef JB_FIXTURES_DIR
+#error "JB_FIXTURES_DIR must be defined by the build"
+#endif
+
+/* A new empty folder under $TMPDIR (or /tmp); the caller frees the path. */
+char *tu_tmpdir(void);
+/* Remove a folder and everything in it. */
+void tu_rmtree(const char *dir);
+/* Join two path parts into a new string. */
+char *tu_path(const char *dir, const char *name);
+/* Write / read a whole file (test failure on error). */
+void tu_write_file(const char *path, const void *data, size_t n);
+void tu_write_text(const char *path, const char *text);
+uint8_t *tu_read_file(const char *path, size_t *n);
+/* Copy every regular file of src into dst (flat). */
+void tu_copy_dir(const char *src, const char *dst);
+/* A fixture path: JB_FIXTURES_DIR/rel (caller frees). */
+char *tu_fixture(const char *rel);
+
+/* A raw safetensors image: 8-byte little-endian length of `header`, the header bytes, then `data`.
+ * The caller frees it; *n receives its length. */
+uint8_t *tu_st_image(const char *header, const void *data, size_t data_len, size_t *n);
+
+/* Copy `src_dir` (a model folder) to a new temporary folder; return it (caller frees and removes). */
+char *tu_clone_model(const char *src_dir);
+
+#endif

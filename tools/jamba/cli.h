@@ -1,0 +1,34 @@
+/*
+ * cli.h — shared pieces of the `jamba` command-line program: subcommand entry points, argument parsing
+ * and number formatting. Subcommands return the process exit status: 0 success, 1 failure, 2 usage.
+ */
+#ifndef JAMBA_CLI_H
+#define JAMBA_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jamba.h"
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_USAGE 2
+
+int cmd_inspect(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+
+/* Print "jamba: error: <message>" as one line on stderr and return CLI_EXIT_FAIL. */
+int cli_fail(const jamba_error *err);
+/* Print "jamba <cmd>: <message>" and a hint to --help on stderr; return CLI_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse a count such as 4096, 256k or 1M (k = 1024, M = 1048576) within [min, max]. */
+bool cli_parse_count(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/* 51570323328 -> "51,570,323,328". Returns buf. */
+const char *fmt_commas(uint64_t v, char *buf, size_t size);
+/* 4294967296 -> "4.00 GiB". Returns buf. */
+const char *fmt_bytes(uint64_t v, char *buf, size_t size);
+
+#endif /* JAMBA_CLI_H */

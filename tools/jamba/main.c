@@ -1,0 +1,43 @@
+/*
+ * main.c — the `jamba` command: dispatch to subcommands.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void print_help(FILE *out) {
+    fprintf(out,
+            "usage: jamba <command> [options]\n"
+            "\n"
+            "Runtime for AI21 Jamba models (hybrid Mamba / attention / mixture-of-experts).\n"
+            "\n"
+            "commands:\n"
+            "  inspect   show a model folder's config, layer map, parameters, tensors and memory\n"
+            "  devices   show the CUDA / cuBLAS / NCCL versions of this build and the GPUs present\n"
+            "\n"
+            "  jamba <command> --help   options of one command\n"
+            "  jamba --version          print the version\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_help(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        print_help(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("jamba %s\n", jamba_version());
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "devices") == 0)
+        return cmd_devices(argc - 1, argv + 1);
+    fprintf(stderr, "jamba: unknown command '%s' (see 'jamba --help')\n", cmd);
+    return CLI_EXIT_USAGE;
+}
