@@ -117,7 +117,8 @@ static jamba_status read_int_fields(const json_t *root, const char *label, jamba
         JB_TRY(check_range(label, f->key, *dst, f->min, f->max, err));
     }
     bool present;
-    c->num_key_value_heads = c->num_attention_heads; /* null or absent: equal to the query heads */
+    /* absent: the reference default 8; null: equal to the query heads */
+    c->num_key_value_heads = json_object_get(root, "num_key_value_heads") ? c->num_attention_heads : 8;
     JB_TRY(get_int(root, "num_key_value_heads", label, &present, &c->num_key_value_heads, err));
     JB_TRY(check_range(label, "num_key_value_heads", c->num_key_value_heads, 1, 4096, err));
     c->sliding_window = 0;

@@ -3,6 +3,8 @@
  */
 #include "testutil.h"
 
+#include "ckpt/safetensors.h"
+
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -108,4 +110,52 @@ char *tu_clone_model(const char *src_dir) {
     char *dir = tu_tmpdir();
     tu_copy_dir(src_dir, dir);
     return dir;
+}
+
+void tu_st_list_read(const char *path, tu_st_list *out) {
+    size_t n;
+    out->image = tu_read_file(path, &n);
+    jb_st_file f;
+    jamba_error err = {0};
+    cr_assert_eq(jb_st_parse_memory(out->image, n, path, &f, &err), JAMBA_OK, "%s", err.message);
+    out->items = calloc((size_t)f.n_tensors + 16, sizeof *out->items);
+    out->n = f.n_tensors;
+    for (int64_t i = 0; i < f.n_tensors; i++) {
+        const jb_st_tensor *t = &f.tensors[i];
+        jb_st_out_tensor *o = &out->items[i];
+        o->name = strdup(t->name);
+        o->dtype = t->dtype;
+        o->rank = t->rank;
+        memcpy(o->shape, t->shape, sizeof t->shape);
+        o->data = jb_st_tensor_data(&f, t);
+    }
+    jb_st_close(&f);
+}
+
+int64_t tu_st_list_find(const tu_st_list *l, const char *name) {
+    for (int64_t i = 0; i < l->n; i++)
+        if (strcmp(l->items[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+void tu_st_list_remove(tu_st_list *l, const char *name) {
+    int64_t i = tu_st_list_find(l, name);
+    cr_assert_geq(i, 0, "no tensor %s", name);
+    free((char *)l->items[i].name);
+    memmove(&l->items[i], &l->items[i + 1], (size_t)(l->n - i - 1) * sizeof *l->items);
+    l->n--;
+}
+
+void tu_st_list_write(const tu_st_list *l, const char *path) {
+    jamba_error err = {0};
+    cr_assert_eq(jb_st_write(path, l->items, l->n, &err), JAMBA_OK, "%s", err.message);
+}
+
+void tu_st_list_free(tu_st_list *l) {
+    for (int64_t i = 0; i < l->n; i++)
+        free((char *)l->items[i].name);
+    free(l->items);
+    free(l->image);
+    memset(l, 0, sizeof *l);
 }

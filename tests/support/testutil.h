@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ckpt/st_write.h"
 #include "jamba.h"
 
 #ifndef JB_FIXTURES_DIR
@@ -32,6 +33,19 @@ char *tu_fixture(const char *rel);
 /* A raw safetensors image: 8-byte little-endian length of `header`, the header bytes, then `data`.
  * The caller frees it; *n receives its length. */
 uint8_t *tu_st_image(const char *header, const void *data, size_t data_len, size_t *n);
+
+/* An editable copy of a safetensors file's tensor list (data points into `image`). */
+typedef struct tu_st_list {
+    uint8_t *image;          /* the file's bytes */
+    jb_st_out_tensor *items; /* [n], room for 16 more */
+    int64_t n;
+} tu_st_list;
+void tu_st_list_read(const char *path, tu_st_list *out);
+/* Index of `name` in the list, or -1. */
+int64_t tu_st_list_find(const tu_st_list *l, const char *name);
+void tu_st_list_remove(tu_st_list *l, const char *name);
+void tu_st_list_write(const tu_st_list *l, const char *path);
+void tu_st_list_free(tu_st_list *l);
 
 /* Copy `src_dir` (a model folder) to a new temporary folder; return it (caller frees and removes). */
 char *tu_clone_model(const char *src_dir);
