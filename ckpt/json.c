@@ -17,7 +17,9 @@ jamba_status jb_json_parse_object(const char *buf, size_t len, const char *label
     *out = NULL;
     json_error_t jerr;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL && json_error_code(&jerr) == json_error_out_of_memory)
+    /* jansson reports most allocation failures as json_error_out_of_memory, but a failure while setting
+     * up its lexer returns NULL with the error left empty. */
+    if (root == NULL && (json_error_code(&jerr) == json_error_out_of_memory || jerr.text[0] == '\0'))
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory parsing JSON", label);
     if (root == NULL)
         return jb_fail(err, bad, "%s: invalid JSON at line %d column %d: %s", label,

@@ -6,7 +6,6 @@
 
 #include "../../runtime/alloc.h"
 
-#include <jansson.h>
 #include <stdlib.h>
 
 static long long alloc_count;
@@ -35,7 +34,3 @@ void *jb_malloc(size_t size) { return should_fail() ? NULL : malloc(size ? size 
 void *jb_calloc(size_t count, size_t size) { return should_fail() ? NULL : calloc(count ? count : 1, size ? size : 1); }
 void *jb_realloc(void *ptr, size_t size) { return should_fail() ? NULL : realloc(ptr, size ? size : 1); }
 void jb_free(void *ptr) { free(ptr); }
-
-static void *jansson_malloc(size_t size) { return should_fail() ? NULL : malloc(size); }
-
-void fault_alloc_hook_jansson(void) { json_set_alloc_funcs(jansson_malloc, free); }

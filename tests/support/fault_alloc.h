@@ -5,14 +5,11 @@
 #ifndef JB_FAULT_ALLOC_H
 #define JB_FAULT_ALLOC_H
 
-/* Make the n-th allocation from now fail (n >= 1); 0 disarms. Counts library and jansson allocations
- * once fault_alloc_hook_jansson() has been called. */
+/* Make the n-th library allocation from now fail (n >= 1); 0 disarms. */
 void fault_alloc_fail_at(long long n);
 /* Allocations made since the last fault_alloc_fail_at(). */
 long long fault_alloc_count(void);
 /* True once the armed failure has been delivered. */
 int fault_alloc_fired(void);
-/* Route jansson's allocations through the same counter. */
-void fault_alloc_hook_jansson(void);
 
 #endif

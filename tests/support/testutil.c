@@ -7,6 +7,10 @@
 
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,4 +162,68 @@ void tu_st_list_free(tu_st_list *l) {
     free(l->items);
     free(l->image);
     memset(l, 0, sizeof *l);
+}
+
+extern char **environ;
+
+/* Read both pipes to EOF without deadlocking on a full pipe. */
+static void drain(int fds[2], char *bufs[2]) {
+    size_t len[2] = {0, 0}, cap[2] = {4096, 4096};
+    bufs[0] = malloc(cap[0]);
+    bufs[1] = malloc(cap[1]);
+    int open_count = 2;
+    while (open_count > 0) {
+        struct pollfd p[2];
+        int n = 0, which[2];
+        for (int i = 0; i < 2; i++)
+            if (fds[i] >= 0) {
+                p[n] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+                which[n++] = i;
+            }
+        cr_assert_geq(poll(p, (nfds_t)n, 60000), 1, "child produced no output for 60 s");
+        for (int k = 0; k < n; k++) {
+            if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            int i = which[k];
+            if (len[i] + 4096 > cap[i])
+                bufs[i] = realloc(bufs[i], cap[i] *= 2);
+            ssize_t r = read(fds[i], bufs[i] + len[i], cap[i] - len[i] - 1);
+            if (r <= 0) {
+                close(fds[i]);
+                fds[i] = -1;
+                open_count--;
+            } else {
+                len[i] += (size_t)r;
+            }
+        }
+    }
+    bufs[0][len[0]] = '\0';
+    bufs[1][len[1]] = '\0';
+}
+
+int tu_run(const char *const argv[], char **out, char **err) {
+    int po[2], pe[2];
+    cr_assert_eq(pipe(po), 0);
+    cr_assert_eq(pipe(pe), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+    posix_spawn_file_actions_addclose(&fa, po[0]);
+    posix_spawn_file_actions_addclose(&fa, pe[0]);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    cr_assert_eq(rc, 0, "cannot start %s", argv[0]);
+    close(po[1]);
+    close(pe[1]);
+    int fds[2] = {po[0], pe[0]};
+    char *bufs[2];
+    drain(fds, bufs);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    *out = bufs[0];
+    *err = bufs[1];
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

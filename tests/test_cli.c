@@ -1,0 +1,186 @@
+/*
+ * test_cli.c — the `jamba` program end to end: the Jamba-Mini figures, JSON output, help and usage
+ * errors, and corrupted checkpoints (one clear line on stderr, exit 1, never a crash).
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support/testutil.h"
+
+#define MINI JB_SOURCE_DIR "/models/configs/jamba-1.5-mini"
+
+static int run(const char *const argv[], char **out, char **err) { return tu_run(argv, out, err); }
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+Test(cli, inspect_jamba_mini_figures) {
+    char *out, *err;
+    int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "262144", NULL}, &out, &err);
+    cr_assert_eq(rc, 0, "stderr: %s", err);
+    cr_assert(strstr(out, "51,570,323,328 total") != NULL, "%s", out);
+    cr_assert(strstr(out, "12,110,311,296 active") != NULL, "%s", out);
+    cr_assert(strstr(out, "KV cache           4,294,967,296 bytes      4.00 GiB") != NULL, "%s", out);
+    cr_assert(strstr(out, "16,384 bytes per token") != NULL, "%s", out);
+    cr_assert(strstr(out, "layer map    Md ME Md ME Ad ME Md ME") != NULL, "%s", out);
+    cr_assert(strstr(out, "262,144 tokens x 1 sequence") != NULL, "%s", out);
+    cr_assert_str_eq(err, "");
+    free(out);
+    free(err);
+}
+
+Test(cli, ctx_suffixes_and_sequences) {
+    char *out, *err;
+    int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "256k", "--seqs", "2", NULL},
+                 &out, &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert(strstr(out, "8,589,934,592 bytes") != NULL, "two sequences of 4 GiB: %s", out);
+    free(out);
+    free(err);
+}
+
+Test(cli, inspect_json) {
+    char *out, *err;
+    int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "262144", "--json", NULL}, &out,
+                 &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    json_error_t jerr;
+    json_t *root = json_loads(out, 0, &jerr);
+    cr_assert_not_null(root, "%s: %s", jerr.text, out);
+    json_t *params = json_object_get(root, "parameters"), *mem = json_object_get(root, "memory");
+    cr_assert_eq(json_integer_value(json_object_get(params, "total")), 51570323328ll);
+    cr_assert_eq(json_integer_value(json_object_get(params, "active")), 12110311296ll);
+    cr_assert_eq(json_integer_value(json_object_get(mem, "kv_bytes")), 4294967296ll);
+    cr_assert_eq(json_array_size(json_object_get(root, "layers")), 32);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(root, "layers"), 4), "mixer")),
+                     "attention");
+    json_decref(root);
+    free(out);
+    free(err);
+}
+
+Test(cli, inspect_checkpoint_with_tensor_list) {
+    char *out, *err;
+    char *dir = tu_fixture("models/tiny-hf-sharded");
+    int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", dir, "--tensors", "--check-finite", NULL}, &out,
+                 &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert(strstr(out, "F32                       85,036 bytes") != NULL, "%s", out);
+    cr_assert(strstr(out, "model.layers.3.feed_forward.experts.3.down_proj.weight") != NULL);
+    cr_assert(strstr(out, "model-00017-of-00017.safetensors") != NULL);
+    free(out);
+    free(err);
+    free(dir);
+}
+
+Test(cli, help_and_version) {
+    static const char *const cmds[][3] = {{"--help", NULL, NULL}, {"inspect", "--help", NULL}, {"devices", "--help", NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        char *out, *err;
+        int rc = run((const char *[]){JB_CLI_PATH, cmds[i][0], cmds[i][1], NULL}, &out, &err);
+        cr_assert_eq(rc, 0);
+        cr_assert(strstr(out, "usage: jamba") != NULL, "%s", out);
+        free(out);
+        free(err);
+    }
+    char *out, *err;
+    cr_assert_eq(run((const char *[]){JB_CLI_PATH, "--version", NULL}, &out, &err), 0);
+    cr_assert(strstr(out, JAMBA_VERSION_STRING) != NULL);
+    free(out);
+    free(err);
+}
+
+Test(cli, usage_errors_exit_2) {
+    const char *const *cases[] = {
+        (const char *[]){JB_CLI_PATH, NULL},
+        (const char *[]){JB_CLI_PATH, "frobnicate", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "--model", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "0", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "-5", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "12q", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "99999999999999999999", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--kv-dtype", "int4", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--bogus", NULL},
+        (const char *[]){JB_CLI_PATH, "devices", "--bogus", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out, *err;
+        int rc = run(cases[i], &out, &err);
+        cr_expect_eq(rc, 2, "case %zu: rc %d, stderr %s", i, rc, err);
+        cr_expect_str_empty(out, "case %zu", i);
+        cr_expect_gt(strlen(err), 0);
+        free(out);
+        free(err);
+    }
+}
+
+/* One line on stderr naming the problem, nothing on stdout, exit status 1. */
+static void expect_clean_failure(const char *dir, const char *needle) {
+    char *out, *err;
+    int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", dir, NULL}, &out, &err);
+    cr_expect_eq(rc, 1, "rc %d (signal = -1), stderr: %s", rc, err);
+    cr_expect_str_empty(out);
+    cr_expect_eq(count_lines(err), 1, "stderr: %s", err);
+    cr_expect(strncmp(err, "jamba: error: ", 14) == 0, "%s", err);
+    if (needle)
+        cr_expect(strstr(err, needle) != NULL, "'%s' should contain '%s'", err, needle);
+    free(out);
+    free(err);
+}
+
+Test(cli, corrupted_checkpoints_fail_with_one_line) {
+    char *src = tu_fixture("models/tiny-hf");
+    char *dir = tu_clone_model(src);
+    char *file = tu_path(dir, "model.safetensors");
+    size_t n;
+    uint8_t *orig = tu_read_file(file, &n);
+    /* truncation across the header and into the data */
+    static const size_t cuts[] = {0, 4, 8, 9, 100, 1000, 3000, 5000};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        tu_write_file(file, orig, cuts[i]);
+        expect_clean_failure(dir, "model.safetensors");
+    }
+    tu_write_file(file, orig, n - 1);
+    expect_clean_failure(dir, "truncated file");
+    /* header corruption: a brace, a quote, a digit of an offset */
+    const char *pos = strstr((const char *)orig + 8, "data_offsets");
+    static const char *const needles[] = {"invalid JSON", NULL, NULL};
+    size_t offsets[] = {8, 9, (size_t)((const uint8_t *)pos - orig) + 16};
+    for (size_t i = 0; i < 3; i++) {
+        uint8_t *bad = malloc(n);
+        memcpy(bad, orig, n);
+        bad[offsets[i]] ^= 0x5a;
+        tu_write_file(file, bad, n);
+        expect_clean_failure(dir, needles[i]);
+        free(bad);
+    }
+    tu_write_file(file, orig, n);
+    char *cfg = tu_path(dir, "config.json");
+    tu_write_text(cfg, "{\"model_type\": \"jamba\", \"hidden_size\": 16,");
+    expect_clean_failure(dir, "config.json: invalid JSON");
+    tu_rmtree(dir);
+    free(cfg);
+    free(orig);
+    free(file);
+    free(dir);
+    free(src);
+    expect_clean_failure("/no/such/model", "/no/such/model");
+}
+
+Test(cli, devices_runs_without_a_gpu) {
+    char *out, *err;
+    int rc = run((const char *[]){JB_CLI_PATH, "devices", NULL}, &out, &err);
+    cr_assert(rc == 0 || strstr(err, "kernels") != NULL, "rc %d: %s", rc, err);
+    cr_assert(strstr(out, "cuda backend") != NULL, "%s", out);
+    cr_assert(strstr(out, "devices") != NULL, "%s", out);
+    free(out);
+    free(err);
+}
