@@ -35,7 +35,7 @@ static jamba_model *load_fixture(const char *name) {
 
 /* ---- agreement with the reference ------------------------------------------------------------- */
 
-Test(bind, every_fixture_matches_the_reference_counts_and_schedule) {
+JB_TEST(bind, every_fixture_matches_the_reference_counts_and_schedule) {
     char *path = tu_fixture("models/expected.json");
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
@@ -123,7 +123,7 @@ static void expect_same_weights(const jamba_model *a, const jamba_model *b) {
     }
 }
 
-Test(bind, naming_schemes_and_layouts_bind_identical_weights) {
+JB_TEST(bind, naming_schemes_and_layouts_bind_identical_weights) {
     jamba_model *hf = load_fixture("tiny-hf");
     static const char *const variants[] = {"tiny-hf-sharded", "tiny-ai21", "tiny-stacked"};
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
@@ -134,7 +134,7 @@ Test(bind, naming_schemes_and_layouts_bind_identical_weights) {
     jamba_model_free(hf);
 }
 
-Test(bind, stacked_experts_split_gate_then_up) {
+JB_TEST(bind, stacked_experts_split_gate_then_up) {
     jamba_model *hf = load_fixture("tiny-hf");
     jamba_model *st = load_fixture("tiny-stacked");
     const jb_layer_weights *a = &hf->weights.layers[1], *b = &st->weights.layers[1];
@@ -146,7 +146,7 @@ Test(bind, stacked_experts_split_gate_then_up) {
     jamba_model_free(st);
 }
 
-Test(bind, tied_embeddings_share_the_matrix) {
+JB_TEST(bind, tied_embeddings_share_the_matrix) {
     jamba_model *m = load_fixture("tiny-tied");
     cr_assert(m->config.tie_word_embeddings);
     cr_assert_eq(m->weights.lm_head.data, m->weights.embed.data);
@@ -156,7 +156,7 @@ Test(bind, tied_embeddings_share_the_matrix) {
     jamba_model_free(m);
 }
 
-Test(bind, optional_tensors_follow_the_config) {
+JB_TEST(bind, optional_tensors_follow_the_config) {
     jamba_model *m = load_fixture("tiny-odd"); /* proj bias on, conv bias off */
     const jb_mamba_weights *mw = &m->weights.layers[0].mamba;
     cr_assert_not_null(mw->in_proj_bias.data);
@@ -167,7 +167,7 @@ Test(bind, optional_tensors_follow_the_config) {
     jamba_model_free(m);
 }
 
-Test(bind, bf16_checkpoint_keeps_its_dtype) {
+JB_TEST(bind, bf16_checkpoint_keeps_its_dtype) {
     jamba_model *m = load_fixture("tiny-bf16");
     jamba_tensor_info t;
     for (int64_t i = 0; i < jamba_model_n_tensors(m); i++) {
@@ -224,7 +224,7 @@ static void expect_load_failure(edited *e, const jamba_model_params *p, jamba_st
     free(e->dir);
 }
 
-Test(bind, missing_tensors_are_named) {
+JB_TEST(bind, missing_tensors_are_named) {
     edited e = edit_fixture("tiny-hf");
     tu_st_list_remove(&e.list, "model.layers.1.feed_forward.experts.2.up_proj.weight");
     tu_st_list_remove(&e.list, "model.layers.0.mamba.dt_layernorm.weight");
@@ -235,14 +235,14 @@ Test(bind, missing_tensors_are_named) {
                                          "0 unexpected", NULL});
 }
 
-Test(bind, many_missing_tensors_are_summarised) {
+JB_TEST(bind, many_missing_tensors_are_summarised) {
     edited e = edit_fixture("tiny-hf");
     while (e.list.n > 1)
         tu_st_list_remove(&e.list, e.list.items[e.list.n - 1].name);
     expect_load_failure(&e, NULL, MISMATCH, (const char *[]){"82 tensors missing", "(78 more)", NULL});
 }
 
-Test(bind, unexpected_tensors_are_named_or_skipped) {
+JB_TEST(bind, unexpected_tensors_are_named_or_skipped) {
     float x[4] = {0};
     edited e = edit_fixture("tiny-hf");
     e.list.items[e.list.n++] = (jb_st_out_tensor){strdup("model.layers.0.mamba.extra_bias"), JAMBA_DTYPE_F32, 1, {4}, x};
@@ -265,7 +265,7 @@ Test(bind, unexpected_tensors_are_named_or_skipped) {
     free(e.dir);
 }
 
-Test(bind, wrong_shape_names_tensor_and_both_shapes) {
+JB_TEST(bind, wrong_shape_names_tensor_and_both_shapes) {
     edited e = edit_fixture("tiny-hf");
     int64_t i = tu_st_list_find(&e.list, "model.layers.3.mamba.x_proj.weight");
     e.list.items[i].shape[0] = 10; /* the config implies dt_rank 1 + 2 * 4 = 9 rows; give 10 of 32 */
@@ -275,14 +275,14 @@ Test(bind, wrong_shape_names_tensor_and_both_shapes) {
                                          "config.json implies [9, 32]", NULL});
 }
 
-Test(bind, vocab_mismatch_is_a_shape_error) {
+JB_TEST(bind, vocab_mismatch_is_a_shape_error) {
     edited e = edit_fixture("tiny-hf");
     set_config_key(e.dir, "vocab_size", json_integer(65));
     expect_load_failure(&e, NULL, MISMATCH,
                         (const char *[]){"model.embed_tokens.weight", "has shape [64, 16]", "implies [65, 16]", NULL});
 }
 
-Test(bind, wrong_dtypes) {
+JB_TEST(bind, wrong_dtypes) {
     edited e = edit_fixture("tiny-hf");
     int64_t i = tu_st_list_find(&e.list, "model.layers.0.mamba.D");
     e.list.items[i].dtype = JAMBA_DTYPE_I32; /* same byte size as F32 */
@@ -296,7 +296,7 @@ Test(bind, wrong_dtypes) {
                         (const char *[]){"model.layers.1.feed_forward.router.weight", "dtype I8", "quantized", NULL});
 }
 
-Test(bind, experts_of_one_layer_share_a_dtype) {
+JB_TEST(bind, experts_of_one_layer_share_a_dtype) {
     edited e = edit_fixture("tiny-hf");
     /* store expert 3's matrices as F16 (half the bytes of the F32 originals; contents irrelevant) */
     static const char *const projs[] = {"gate_proj", "up_proj", "down_proj"};
@@ -308,7 +308,7 @@ Test(bind, experts_of_one_layer_share_a_dtype) {
     expect_load_failure(&e, NULL, MISMATCH, (const char *[]){"layer 3", "expert 3 is stored as F16", NULL});
 }
 
-Test(bind, two_naming_schemes_for_one_tensor) {
+JB_TEST(bind, two_naming_schemes_for_one_tensor) {
     edited e = edit_fixture("tiny-hf");
     int64_t i = tu_st_list_find(&e.list, "model.layers.1.feed_forward.router.weight");
     jb_st_out_tensor copy = e.list.items[i];
@@ -320,14 +320,14 @@ Test(bind, two_naming_schemes_for_one_tensor) {
                                          NULL});
 }
 
-Test(bind, tying_must_agree_with_the_file) {
+JB_TEST(bind, tying_must_agree_with_the_file) {
     edited e = edit_fixture("tiny-hf");
     set_config_key(e.dir, "tie_word_embeddings", json_true());
     expect_load_failure(&e, NULL, MISMATCH,
                         (const char *[]){"lm_head.weight is stored but config.json sets tie_word_embeddings", NULL});
 }
 
-Test(bind, config_options_change_the_implied_tensors) {
+JB_TEST(bind, config_options_change_the_implied_tensors) {
     edited e = edit_fixture("tiny-hf");
     set_config_key(e.dir, "mamba_proj_bias", json_true());
     expect_load_failure(&e, NULL, MISMATCH,
@@ -342,14 +342,14 @@ Test(bind, config_options_change_the_implied_tensors) {
                         (const char *[]){"model.layers.1.feed_forward.router.weight", "implies [5, 16]", NULL});
 }
 
-Test(bind, stacked_layout_with_one_half_missing) {
+JB_TEST(bind, stacked_layout_with_one_half_missing) {
     edited e = edit_fixture("tiny-stacked");
     tu_st_list_remove(&e.list, "model.layers.3.feed_forward.experts.down_proj");
     expect_load_failure(&e, NULL, MISMATCH,
                         (const char *[]){"1 tensor missing", "model.layers.3.feed_forward.experts.down_proj", NULL});
 }
 
-Test(bind, check_finite_names_the_first_bad_element) {
+JB_TEST(bind, check_finite_names_the_first_bad_element) {
     edited e = edit_fixture("tiny-hf");
     int64_t i = tu_st_list_find(&e.list, "model.layers.2.self_attn.k_proj.weight");
     size_t n = 8 * 16;
@@ -367,7 +367,7 @@ Test(bind, check_finite_names_the_first_bad_element) {
     free(poisoned);
 }
 
-Test(bind, check_finite_passes_clean_models) {
+JB_TEST(bind, check_finite_passes_clean_models) {
     jamba_model_params p = jamba_model_default_params();
     p.check_finite = true;
     char *dir = tu_fixture("models/tiny-bf16");

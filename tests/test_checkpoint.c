@@ -18,7 +18,7 @@ static jamba_status open_dir(const char *dir, jb_checkpoint *c, bool *found, jam
     return jb_checkpoint_open(dir, found, c, err);
 }
 
-Test(checkpoint, sharded_and_single_hold_the_same_tensors) {
+JB_TEST(checkpoint, sharded_and_single_hold_the_same_tensors) {
     char *single = tu_fixture("models/tiny-hf"), *sharded = tu_fixture("models/tiny-hf-sharded");
     jb_checkpoint a, b;
     bool found;
@@ -48,7 +48,7 @@ Test(checkpoint, sharded_and_single_hold_the_same_tensors) {
     free(sharded);
 }
 
-Test(checkpoint, folder_without_weights) {
+JB_TEST(checkpoint, folder_without_weights) {
     char *dir = tu_tmpdir();
     jb_checkpoint c;
     bool found = true;
@@ -60,7 +60,7 @@ Test(checkpoint, folder_without_weights) {
     free(dir);
 }
 
-Test(checkpoint, single_file_wins_over_index) {
+JB_TEST(checkpoint, single_file_wins_over_index) {
     char *src = tu_fixture("models/tiny-hf");
     char *dir = tu_clone_model(src);
     char *index = tu_path(dir, JB_INDEX_FILE);
@@ -87,7 +87,7 @@ static void expect_index_reject(const char *json, const char *needle) {
     cr_expect(strstr(err.message, needle) != NULL, "'%s' should contain '%s'", err.message, needle);
 }
 
-Test(index, parses_and_sorts) {
+JB_TEST(index, parses_and_sorts) {
     const char *json = "{\"metadata\":{\"total_size\":24},\"weight_map\":{\"b\":\"s2.safetensors\","
                        "\"a\":\"s1.safetensors\",\"c\":\"s2.safetensors\"}}";
     jb_st_index idx;
@@ -103,7 +103,7 @@ Test(index, parses_and_sorts) {
     jb_st_index_free(&idx);
 }
 
-Test(index, rejects_bad_shapes_and_paths) {
+JB_TEST(index, rejects_bad_shapes_and_paths) {
     expect_index_reject("{", "invalid JSON");
     expect_index_reject("[]", "top-level");
     expect_index_reject("{\"metadata\":{}}", "\"weight_map\" is missing");
@@ -158,7 +158,7 @@ static void expect_folder_reject(sharded_copy *s, jamba_status want, const char 
     free(s->dir);
 }
 
-Test(index, unmodified_copy_loads) {
+JB_TEST(index, unmodified_copy_loads) {
     sharded_copy s = clone_sharded();
     cr_assert_eq(json_dump_file(s.index, s.index_path, JSON_INDENT(1)), 0);
     jb_checkpoint c;
@@ -172,7 +172,7 @@ Test(index, unmodified_copy_loads) {
     free(s.dir);
 }
 
-Test(index, missing_shard_file) {
+JB_TEST(index, missing_shard_file) {
     sharded_copy s = clone_sharded();
     char *shard = tu_path(s.dir, "model-00005-of-00017.safetensors");
     cr_assert_eq(unlink(shard), 0);
@@ -180,39 +180,39 @@ Test(index, missing_shard_file) {
     expect_folder_reject(&s, JAMBA_ERR_IO, "model-00005-of-00017.safetensors: cannot open");
 }
 
-Test(index, tensor_listed_for_the_wrong_shard) {
+JB_TEST(index, tensor_listed_for_the_wrong_shard) {
     sharded_copy s = clone_sharded();
     json_object_set_new(weight_map(&s), "model.embed_tokens.weight", json_string("model-00017-of-00017.safetensors"));
     expect_folder_reject(&s, BAD, "\"model.embed_tokens.weight\" is listed for model-00017-of-00017.safetensors but "
                                   "stored in");
 }
 
-Test(index, tensor_not_listed) {
+JB_TEST(index, tensor_not_listed) {
     sharded_copy s = clone_sharded();
     json_object_del(weight_map(&s), "model.layers.0.mamba.D");
     expect_folder_reject(&s, BAD, "\"model.layers.0.mamba.D\" is stored in");
 }
 
-Test(index, listed_tensor_absent_from_its_shard) {
+JB_TEST(index, listed_tensor_absent_from_its_shard) {
     sharded_copy s = clone_sharded();
     json_object_set_new(weight_map(&s), "model.ghost.weight", json_string("model-00001-of-00017.safetensors"));
     expect_folder_reject(&s, BAD, "\"model.ghost.weight\" is listed for model-00001-of-00017.safetensors but that "
                                   "file does not hold it");
 }
 
-Test(index, wrong_total_size) {
+JB_TEST(index, wrong_total_size) {
     sharded_copy s = clone_sharded();
     json_object_set_new(json_object_get(s.index, "metadata"), "total_size", json_integer(85037));
     expect_folder_reject(&s, BAD, "total_size is 85037 but the shards hold 85036");
 }
 
-Test(index, path_traversal_is_never_opened) {
+JB_TEST(index, path_traversal_is_never_opened) {
     sharded_copy s = clone_sharded();
     json_object_set_new(weight_map(&s), "model.embed_tokens.weight", json_string("../tiny-hf/model.safetensors"));
     expect_folder_reject(&s, BAD, "not a plain file name");
 }
 
-Test(index, tensor_stored_in_two_shards) {
+JB_TEST(index, tensor_stored_in_two_shards) {
     sharded_copy s = clone_sharded();
     /* An extra shard holding a second copy of the embedding, plus a tensor of its own so it gets opened. */
     float data[2] = {1, 2};
@@ -225,7 +225,7 @@ Test(index, tensor_stored_in_two_shards) {
     expect_folder_reject(&s, BAD, "\"model.embed_tokens.weight\" is stored in both");
 }
 
-Test(index, corrupt_shard_is_named) {
+JB_TEST(index, corrupt_shard_is_named) {
     sharded_copy s = clone_sharded();
     char *shard = tu_path(s.dir, "model-00003-of-00017.safetensors");
     size_t n;

@@ -21,7 +21,7 @@ static int count_lines(const char *s) {
     return n;
 }
 
-Test(cli, inspect_jamba_mini_figures) {
+JB_TEST(cli, inspect_jamba_mini_figures) {
     char *out, *err;
     int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "262144", NULL}, &out, &err);
     cr_assert_eq(rc, 0, "stderr: %s", err);
@@ -36,7 +36,7 @@ Test(cli, inspect_jamba_mini_figures) {
     free(err);
 }
 
-Test(cli, ctx_suffixes_and_sequences) {
+JB_TEST(cli, ctx_suffixes_and_sequences) {
     char *out, *err;
     int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "256k", "--seqs", "2", NULL},
                  &out, &err);
@@ -46,7 +46,7 @@ Test(cli, ctx_suffixes_and_sequences) {
     free(err);
 }
 
-Test(cli, inspect_json) {
+JB_TEST(cli, inspect_json) {
     char *out, *err;
     int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--ctx", "262144", "--json", NULL}, &out,
                  &err);
@@ -66,7 +66,7 @@ Test(cli, inspect_json) {
     free(err);
 }
 
-Test(cli, inspect_checkpoint_with_tensor_list) {
+JB_TEST(cli, inspect_checkpoint_with_tensor_list) {
     char *out, *err;
     char *dir = tu_fixture("models/tiny-hf-sharded");
     int rc = run((const char *[]){JB_CLI_PATH, "inspect", "--model", dir, "--tensors", "--check-finite", NULL}, &out,
@@ -80,7 +80,7 @@ Test(cli, inspect_checkpoint_with_tensor_list) {
     free(dir);
 }
 
-Test(cli, help_and_version) {
+JB_TEST(cli, help_and_version) {
     static const char *const cmds[][3] = {{"--help", NULL, NULL}, {"inspect", "--help", NULL}, {"devices", "--help", NULL}};
     for (size_t i = 0; i < 3; i++) {
         char *out, *err;
@@ -97,7 +97,7 @@ Test(cli, help_and_version) {
     free(err);
 }
 
-Test(cli, usage_errors_exit_2) {
+JB_TEST(cli, usage_errors_exit_2) {
     const char *const *cases[] = {
         (const char *[]){JB_CLI_PATH, NULL},
         (const char *[]){JB_CLI_PATH, "frobnicate", NULL},
@@ -136,7 +136,7 @@ static void expect_clean_failure(const char *dir, const char *needle) {
     free(err);
 }
 
-Test(cli, corrupted_checkpoints_fail_with_one_line) {
+JB_TEST(cli, corrupted_checkpoints_fail_with_one_line) {
     char *src = tu_fixture("models/tiny-hf");
     char *dir = tu_clone_model(src);
     char *file = tu_path(dir, "model.safetensors");
@@ -175,7 +175,7 @@ Test(cli, corrupted_checkpoints_fail_with_one_line) {
     expect_clean_failure("/no/such/model", "/no/such/model");
 }
 
-Test(cli, devices_runs_without_a_gpu) {
+JB_TEST(cli, devices_runs_without_a_gpu) {
     char *out, *err;
     int rc = run((const char *[]){JB_CLI_PATH, "devices", NULL}, &out, &err);
     cr_assert(rc == 0 || strstr(err, "kernels") != NULL, "rc %d: %s", rc, err);

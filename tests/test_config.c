@@ -36,7 +36,7 @@ static void expect_reject(const char *json, jamba_status want, const char *needl
 #define J(body) "{\"model_type\":\"jamba\"" body "}"
 #define BAD JAMBA_ERR_BAD_CONFIG
 
-Test(config, defaults_reproduce_jamba_v0_1) {
+JB_TEST(config, defaults_reproduce_jamba_v0_1) {
     jamba_config c = parse_ok(J(""));
     cr_assert_eq(c.vocab_size, 65536);
     cr_assert_eq(c.hidden_size, 4096);
@@ -70,7 +70,7 @@ Test(config, defaults_reproduce_jamba_v0_1) {
     cr_assert_eq(c.torch_dtype, JAMBA_DTYPE_UNKNOWN);
 }
 
-Test(config, dt_rank_auto_and_explicit) {
+JB_TEST(config, dt_rank_auto_and_explicit) {
     cr_assert_eq(parse_ok(J(",\"mamba_dt_rank\":\"auto\"")).mamba_dt_rank, 256);
     cr_assert_eq(parse_ok(J(",\"hidden_size\":8192,\"num_attention_heads\":64,\"mamba_dt_rank\":\"auto\"")).mamba_dt_rank,
                  512);
@@ -84,7 +84,7 @@ Test(config, dt_rank_auto_and_explicit) {
     expect_reject(J(",\"mamba_dt_rank\":[1]"), BAD, "mamba_dt_rank");
 }
 
-Test(config, eos_as_int_list_or_null) {
+JB_TEST(config, eos_as_int_list_or_null) {
     jamba_config c = parse_ok(J(",\"eos_token_id\":[2,518]"));
     cr_assert_eq(c.n_eos_token_ids, 2);
     cr_assert_eq(c.eos_token_ids[1], 518);
@@ -100,7 +100,7 @@ Test(config, eos_as_int_list_or_null) {
     expect_reject(J(",\"eos_token_id\":\"2\""), BAD, "eos_token_id");
 }
 
-Test(config, token_ids_in_vocab) {
+JB_TEST(config, token_ids_in_vocab) {
     jamba_config c = parse_ok(J(",\"pad_token_id\":null,\"bos_token_id\":null"));
     cr_assert_eq(c.pad_token_id, -1);
     cr_assert_eq(c.bos_token_id, -1);
@@ -113,12 +113,12 @@ Test(config, token_ids_in_vocab) {
     cr_assert_eq(c.n_eos_token_ids, 0);
 }
 
-Test(config, key_value_heads_null_means_all_heads) {
+JB_TEST(config, key_value_heads_null_means_all_heads) {
     jamba_config c = parse_ok(J(",\"num_key_value_heads\":null"));
     cr_assert_eq(c.num_key_value_heads, 32);
 }
 
-Test(config, integral_reals_accepted_fractions_rejected) {
+JB_TEST(config, integral_reals_accepted_fractions_rejected) {
     cr_assert_eq(parse_ok(J(",\"hidden_size\":4096.0")).hidden_size, 4096);
     expect_reject(J(",\"hidden_size\":4096.5"), BAD, "\"hidden_size\" is 4096.5");
     expect_reject(J(",\"hidden_size\":\"4096\""), BAD, "\"hidden_size\" is a string");
@@ -128,7 +128,7 @@ Test(config, integral_reals_accepted_fractions_rejected) {
     expect_reject(J(",\"tie_word_embeddings\":\"no\""), BAD, "tie_word_embeddings");
 }
 
-Test(config, sizes_must_be_positive_and_capped) {
+JB_TEST(config, sizes_must_be_positive_and_capped) {
     static const char *const fields[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                          "num_attention_heads", "num_key_value_heads", "num_experts",
                                          "num_experts_per_tok", "mamba_d_state", "mamba_d_conv", "mamba_expand",
@@ -148,7 +148,7 @@ Test(config, sizes_must_be_positive_and_capped) {
     expect_reject(J(",\"hidden_size\":65536,\"mamba_expand\":32,\"num_attention_heads\":64"), BAD, "mamba_expand");
 }
 
-Test(config, cross_field_rules) {
+JB_TEST(config, cross_field_rules) {
     expect_reject(J(",\"attn_layer_offset\":8"), BAD, "attn_layer_offset 8 must be smaller than attn_layer_period 8");
     expect_reject(J(",\"expert_layer_offset\":2"), BAD, "expert_layer_offset");
     expect_reject(J(",\"hidden_size\":4000,\"num_attention_heads\":3"), BAD, "not divisible by num_attention_heads");
@@ -165,7 +165,7 @@ Test(config, cross_field_rules) {
     }
 }
 
-Test(config, eps_must_be_a_positive_number) {
+JB_TEST(config, eps_must_be_a_positive_number) {
     cr_assert_float_eq(parse_ok(J(",\"rms_norm_eps\":1e-05")).rms_norm_eps, 1e-5, 1e-15);
     expect_reject(J(",\"rms_norm_eps\":0"), BAD, "rms_norm_eps");
     expect_reject(J(",\"rms_norm_eps\":-1e-6"), BAD, "rms_norm_eps");
@@ -173,7 +173,7 @@ Test(config, eps_must_be_a_positive_number) {
     expect_reject(J(",\"rms_norm_eps\":\"1e-6\""), BAD, "rms_norm_eps");
 }
 
-Test(config, model_type_and_activation) {
+JB_TEST(config, model_type_and_activation) {
     expect_reject("{}", BAD, "model_type\" is missing");
     expect_reject("{\"model_type\":\"llama\"}", JAMBA_ERR_UNSUPPORTED, "model_type \"llama\" is not supported");
     expect_reject("{\"model_type\":7}", BAD, "model_type");
@@ -181,7 +181,7 @@ Test(config, model_type_and_activation) {
     parse_ok(J(",\"hidden_act\":\"silu\""));
 }
 
-Test(config, malformed_json) {
+JB_TEST(config, malformed_json) {
     expect_reject("", BAD, "invalid JSON");
     expect_reject("[1,2]", BAD, "top-level JSON value is an array");
     expect_reject("{\"model_type\":\"jamba\",\"hidden_size\":1,\"hidden_size\":2}", BAD, "duplicate");
@@ -189,7 +189,7 @@ Test(config, malformed_json) {
     expect_reject("{\"model_type\":\"jamba\"} {}", BAD, "invalid JSON");
 }
 
-Test(config, torch_dtype_and_aliases) {
+JB_TEST(config, torch_dtype_and_aliases) {
     cr_assert_eq(parse_ok(J(",\"torch_dtype\":\"bfloat16\"")).torch_dtype, JAMBA_DTYPE_BF16);
     cr_assert_eq(parse_ok(J(",\"dtype\":\"float32\"")).torch_dtype, JAMBA_DTYPE_F32);
     cr_assert_eq(parse_ok(J(",\"n_ctx\":4096")).max_position_embeddings, 4096); /* AI21 remote-code name */
@@ -197,7 +197,7 @@ Test(config, torch_dtype_and_aliases) {
     cr_assert(!parse_ok(J(",\"mamba_inner_layernorms\":false")).mamba_inner_layernorms);
 }
 
-Test(config, unknown_keys_and_ignored_settings_become_notes) {
+JB_TEST(config, unknown_keys_and_ignored_settings_become_notes) {
     jb_strlist notes = {0};
     jamba_config c;
     cr_assert_eq(parse(J(",\"my_new_knob\":3,\"sliding_window\":4096,\"use_mamba_kernels\":true,"
@@ -241,7 +241,7 @@ static jamba_param_counts counts(const jamba_config *c) {
     return p;
 }
 
-Test(schedule, jamba_1_5_mini) {
+JB_TEST(schedule, jamba_1_5_mini) {
     jamba_config c = load_release("jamba-1.5-mini");
     const char *block = "MMMMAMMM";
     char mixers[33] = {0}, ffns[33] = {0};
@@ -266,7 +266,7 @@ Test(schedule, jamba_1_5_mini) {
     cr_assert_eq(mamba, 28ull * 8192 * (3 * 2 + 16 * 4));
 }
 
-Test(schedule, jamba_v0_1_matches_mini) {
+JB_TEST(schedule, jamba_v0_1_matches_mini) {
     jamba_config c = load_release("jamba-v0.1");
     jamba_param_counts p = counts(&c);
     cr_assert_eq(p.total, 51570323328ull);
@@ -274,7 +274,7 @@ Test(schedule, jamba_v0_1_matches_mini) {
     cr_assert_eq(c.n_eos_token_ids, 1);
 }
 
-Test(schedule, jamba_1_5_large) {
+JB_TEST(schedule, jamba_1_5_large) {
     jamba_config c = load_release("jamba-1.5-large");
     cr_assert_eq(c.mamba_dt_rank, 512);
     cr_assert_eq(c.n_attention_layers, 9);
@@ -290,7 +290,7 @@ Test(schedule, jamba_1_5_large) {
     cr_assert_eq(kv * 262144, 9ull << 30);
 }
 
-Test(schedule, ablations) {
+JB_TEST(schedule, ablations) {
     /* pure Mamba with MoE: no layer index reaches the attention offset */
     jamba_config c = parse_ok(J(",\"num_hidden_layers\":8,\"attn_layer_period\":9,\"attn_layer_offset\":8"));
     expect_schedule(&c, "MMMMMMMM", "dEdEdEdE");
@@ -315,7 +315,7 @@ Test(schedule, ablations) {
     expect_schedule(&c, "AMMAMM", "ddEddE");
 }
 
-Test(schedule, counts_match_hand_arithmetic_for_small_config) {
+JB_TEST(schedule, counts_match_hand_arithmetic_for_small_config) {
     /* H 8, I 12, V 10, 2 layers: layer 0 Mamba + dense, layer 1 attention + MoE(3 experts, top 2) */
     jamba_config c = parse_ok(J(",\"vocab_size\":10,\"hidden_size\":8,\"intermediate_size\":12,\"num_hidden_layers\":2,"
                                 "\"num_attention_heads\":2,\"num_key_value_heads\":1,\"num_experts\":3,"
@@ -340,7 +340,7 @@ Test(schedule, counts_match_hand_arithmetic_for_small_config) {
 
 /* ---- files ------------------------------------------------------------------------------------ */
 
-Test(config, file_errors_name_the_file) {
+JB_TEST(config, file_errors_name_the_file) {
     char *dir = tu_tmpdir();
     jamba_config c;
     jamba_error err = {0};

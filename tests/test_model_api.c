@@ -10,7 +10,7 @@
 
 #include "support/testutil.h"
 
-Test(api, version_agrees_with_header) {
+JB_TEST(api, version_agrees_with_header) {
     cr_assert_str_eq(jamba_version(), JAMBA_VERSION_STRING);
     cr_assert_eq(jamba_version_number(), JAMBA_VERSION_NUMBER);
     char expect[32];
@@ -18,7 +18,7 @@ Test(api, version_agrees_with_header) {
     cr_assert_str_eq(jamba_version(), expect);
 }
 
-Test(api, status_and_dtype_names) {
+JB_TEST(api, status_and_dtype_names) {
     for (int s = JAMBA_ERR_DEVICE; s <= JAMBA_OK; s++) {
         const char *name = jamba_status_string((jamba_status)s);
         cr_assert(name && *name && strcmp(name, "unknown status") != 0, "status %d", s);
@@ -34,7 +34,7 @@ Test(api, status_and_dtype_names) {
     cr_assert_eq(jamba_dtype_size((jamba_dtype)-3), 0);
 }
 
-Test(api, bad_arguments_are_errors_not_crashes) {
+JB_TEST(api, bad_arguments_are_errors_not_crashes) {
     jamba_model *m = (jamba_model *)0x1;
     jamba_error err = {0};
     cr_assert_eq(jamba_model_load(NULL, NULL, &m, &err), JAMBA_ERR_INVALID_ARGUMENT);
@@ -58,7 +58,7 @@ Test(api, bad_arguments_are_errors_not_crashes) {
     free(dir);
 }
 
-Test(api, weight_modes) {
+JB_TEST(api, weight_modes) {
     char *mini = strdup(JB_SOURCE_DIR "/models/configs/jamba-1.5-mini");
     jamba_model *m = NULL;
     jamba_error err = {0};
@@ -85,7 +85,7 @@ Test(api, weight_modes) {
     free(mini);
 }
 
-Test(api, inventory_in_binding_order) {
+JB_TEST(api, inventory_in_binding_order) {
     char *dir = tu_fixture("models/tiny-hf-sharded");
     jamba_model *m = NULL;
     cr_assert_eq(jamba_model_load(dir, NULL, &m, NULL), JAMBA_OK);
@@ -120,7 +120,7 @@ Test(api, inventory_in_binding_order) {
     free(dir);
 }
 
-Test(api, error_struct_untouched_on_success) {
+JB_TEST(api, error_struct_untouched_on_success) {
     jamba_error err;
     memset(&err, 0x5a, sizeof err);
     char *dir = tu_fixture("models/tiny-hf");
@@ -131,7 +131,7 @@ Test(api, error_struct_untouched_on_success) {
     free(dir);
 }
 
-Test(api, warnings_from_config) {
+JB_TEST(api, warnings_from_config) {
     char *src = tu_fixture("models/tiny-hf");
     char *dir = tu_clone_model(src);
     char *cfg = tu_path(dir, "config.json");
@@ -157,7 +157,7 @@ Test(api, warnings_from_config) {
     free(src);
 }
 
-Test(api, memory_estimate_for_jamba_mini) {
+JB_TEST(api, memory_estimate_for_jamba_mini) {
     jamba_model_params p = jamba_model_default_params();
     p.weights = JAMBA_WEIGHTS_IF_PRESENT;
     jamba_model *m = NULL;
@@ -216,7 +216,7 @@ static void *load_and_query(void *arg) {
     return NULL;
 }
 
-Test(api, distinct_models_in_parallel_threads) {
+JB_TEST(api, distinct_models_in_parallel_threads) {
     char *a = tu_fixture("models/tiny-hf"), *b = tu_fixture("models/tiny-hf-sharded");
     worker w[4] = {{a, 0}, {b, 0}, {a, 0}, {b, 0}};
     pthread_t th[4];
@@ -230,7 +230,7 @@ Test(api, distinct_models_in_parallel_threads) {
     free(b);
 }
 
-Test(api, backend_query_without_gpu_is_not_an_error) {
+JB_TEST(api, backend_query_without_gpu_is_not_an_error) {
     jamba_backend_info info;
     jamba_error err = {0};
     cr_assert_eq(jamba_backend_query(&info, &err), JAMBA_OK, "%s", err.message);

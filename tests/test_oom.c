@@ -34,7 +34,7 @@ static long long fail_every_allocation(const char *dir, jamba_weights_mode mode)
     }
 }
 
-Test(oom, sharded_checkpoint_load) {
+JB_TEST(oom, sharded_checkpoint_load) {
     char *dir = tu_fixture("models/tiny-hf-sharded");
     long long points = fail_every_allocation(dir, JAMBA_WEIGHTS_REQUIRED);
     cr_assert_gt(points, 100);
@@ -42,7 +42,7 @@ Test(oom, sharded_checkpoint_load) {
     free(dir);
 }
 
-Test(oom, stacked_ai21_and_config_only_loads) {
+JB_TEST(oom, stacked_ai21_and_config_only_loads) {
     char *stacked = tu_fixture("models/tiny-stacked"), *ai21 = tu_fixture("models/tiny-ai21");
     cr_assert_gt(fail_every_allocation(stacked, JAMBA_WEIGHTS_REQUIRED), 10);
     cr_assert_gt(fail_every_allocation(ai21, JAMBA_WEIGHTS_REQUIRED), 10);

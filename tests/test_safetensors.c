@@ -61,7 +61,7 @@ static void check_mixed(const jb_st_file *f) {
     cr_assert_eq(t->n_bytes, 0);
 }
 
-Test(safetensors, reads_reference_written_file_mapped) {
+JB_TEST(safetensors, reads_reference_written_file_mapped) {
     char *path = tu_fixture("safetensors/mixed.safetensors");
     jb_st_file f;
     jamba_error err = {0};
@@ -71,7 +71,7 @@ Test(safetensors, reads_reference_written_file_mapped) {
     free(path);
 }
 
-Test(safetensors, reads_reference_written_file_from_memory) {
+JB_TEST(safetensors, reads_reference_written_file_from_memory) {
     char *path = tu_fixture("safetensors/mixed.safetensors");
     size_t n;
     uint8_t *buf = tu_read_file(path, &n);
@@ -84,7 +84,7 @@ Test(safetensors, reads_reference_written_file_from_memory) {
     free(path);
 }
 
-Test(safetensors, close_is_safe_on_zeroed_file) {
+JB_TEST(safetensors, close_is_safe_on_zeroed_file) {
     jb_st_file f;
     memset(&f, 0, sizeof f);
     jb_st_close(&f);
@@ -116,14 +116,14 @@ static void expect_header(const char *header, size_t data_len, jamba_status want
 #define OK_HEADER "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"
 #define BAD JAMBA_ERR_BAD_CHECKPOINT
 
-Test(safetensors, accepts_minimal_and_padded_headers) {
+JB_TEST(safetensors, accepts_minimal_and_padded_headers) {
     expect_header(OK_HEADER, 8, JAMBA_OK, "");
     expect_header("{}", 0, JAMBA_OK, "");
     expect_header("  \n\t" OK_HEADER "     ", 8, JAMBA_OK, "");
     expect_header("{\"__metadata__\":{\"format\":\"pt\"}}", 0, JAMBA_OK, "");
 }
 
-Test(safetensors, rejects_short_file_and_bad_header_length) {
+JB_TEST(safetensors, rejects_short_file_and_bad_header_length) {
     uint8_t tiny[7] = {0};
     jb_st_file f;
     jamba_error err = {0};
@@ -151,7 +151,7 @@ Test(safetensors, rejects_short_file_and_bad_header_length) {
     }
 }
 
-Test(safetensors, rejects_non_json_and_non_objects) {
+JB_TEST(safetensors, rejects_non_json_and_non_objects) {
     expect_header("{not json}", 0, BAD, "invalid JSON");
     expect_header("[1, 2, {}]", 0, BAD, "does not end with '}'");
     expect_header("{\"a\":1}\n", 0, BAD, "does not end with '}'");
@@ -161,7 +161,7 @@ Test(safetensors, rejects_non_json_and_non_objects) {
     expect_header("x{}", 0, BAD, "invalid JSON");
 }
 
-Test(safetensors, rejects_duplicates_and_unknown_fields) {
+JB_TEST(safetensors, rejects_duplicates_and_unknown_fields) {
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                   "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
                   8, BAD, "duplicate");
@@ -173,19 +173,19 @@ Test(safetensors, rejects_duplicates_and_unknown_fields) {
     expect_header("{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, BAD, "empty name");
 }
 
-Test(safetensors, rejects_bad_metadata) {
+JB_TEST(safetensors, rejects_bad_metadata) {
     expect_header("{\"__metadata__\":[\"x\"]}", 0, BAD, "__metadata__");
     expect_header("{\"__metadata__\":{\"k\":1}}", 0, BAD, "__metadata__ \"k\"");
 }
 
-Test(safetensors, rejects_bad_dtype) {
+JB_TEST(safetensors, rejects_bad_dtype) {
     expect_header("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, BAD, "missing field \"dtype\"");
     expect_header("{\"a\":{\"dtype\":\"F4\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, BAD, "unknown dtype \"F4\"");
     expect_header("{\"a\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, BAD, "unknown dtype");
     expect_header("{\"a\":{\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, BAD, "dtype is an integer");
 }
 
-Test(safetensors, rejects_bad_shapes) {
+JB_TEST(safetensors, rejects_bad_shapes) {
     expect_header("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, BAD, "missing field \"shape\"");
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":4,\"data_offsets\":[0,4]}}", 4, BAD, "expected an array");
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, BAD, "shape[0]");
@@ -201,7 +201,7 @@ Test(safetensors, rejects_bad_shapes) {
                   "invalid JSON");
 }
 
-Test(safetensors, rejects_bad_offsets) {
+JB_TEST(safetensors, rejects_bad_offsets) {
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, BAD, "missing field \"data_offsets\"");
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, BAD, "two non-negative");
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4, BAD, "two non-negative");
@@ -210,7 +210,7 @@ Test(safetensors, rejects_bad_offsets) {
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, BAD, "needs 8");
 }
 
-Test(safetensors, rejects_holes_overlaps_and_length_mismatch) {
+JB_TEST(safetensors, rejects_holes_overlaps_and_length_mismatch) {
     /* starts after 0 */
     expect_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, BAD, "hole");
     /* gap between tensors */
@@ -230,7 +230,7 @@ Test(safetensors, rejects_holes_overlaps_and_length_mismatch) {
     expect_header("{}", 1, BAD, "trailing bytes");
 }
 
-Test(safetensors, rejects_overlong_names) {
+JB_TEST(safetensors, rejects_overlong_names) {
     char name[1100];
     memset(name, 'x', sizeof name - 1);
     name[sizeof name - 1] = '\0';
@@ -241,7 +241,7 @@ Test(safetensors, rejects_overlong_names) {
 
 /* ---- truncation and corruption ---------------------------------------------------------------- */
 
-Test(safetensors, truncation_at_every_byte_is_a_clean_error) {
+JB_TEST(safetensors, truncation_at_every_byte_is_a_clean_error) {
     char *path = tu_fixture("safetensors/mixed.safetensors");
     size_t n;
     uint8_t *full = tu_read_file(path, &n);
@@ -259,7 +259,7 @@ Test(safetensors, truncation_at_every_byte_is_a_clean_error) {
     free(path);
 }
 
-Test(safetensors, truncated_files_on_disk_fail_before_mapping) {
+JB_TEST(safetensors, truncated_files_on_disk_fail_before_mapping) {
     char *src = tu_fixture("safetensors/mixed.safetensors");
     size_t n;
     uint8_t *full = tu_read_file(src, &n);
@@ -286,7 +286,7 @@ static uint64_t xorshift(uint64_t *s) {
     return *s;
 }
 
-Test(safetensors, random_header_byte_flips_never_crash) {
+JB_TEST(safetensors, random_header_byte_flips_never_crash) {
     char *path = tu_fixture("safetensors/mixed.safetensors");
     size_t n;
     uint8_t *full = tu_read_file(path, &n);
@@ -324,7 +324,7 @@ Test(safetensors, random_header_byte_flips_never_crash) {
 
 /* ---- writer ----------------------------------------------------------------------------------- */
 
-Test(safetensors, writer_round_trip) {
+JB_TEST(safetensors, writer_round_trip) {
     char *dir = tu_tmpdir();
     char *path = tu_path(dir, "w.safetensors");
     float a[6] = {1, 2, 3, 4, 5, 6};

@@ -15,6 +15,23 @@
 #error "JB_FIXTURES_DIR must be defined by the build"
 #endif
 
+/* JB_TEST(suite, name) { ... }: a Criterion test that, in sanitizer builds, fails when the test body
+ * leaked memory. (Criterion ends its workers with _exit, so LeakSanitizer's exit-time check never runs.) */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define JB_CHECK_LEAKS() \
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked (see the LeakSanitizer report above)")
+#else
+#define JB_CHECK_LEAKS() ((void)0)
+#endif
+#define JB_TEST(suite, name)                 \
+    static void suite##_##name##_body(void); \
+    Test(suite, name) {                      \
+        suite##_##name##_body();             \
+        JB_CHECK_LEAKS();                    \
+    }                                        \
+    static void suite##_##name##_body(void)
+
 /* A new empty folder under $TMPDIR (or /tmp); the caller frees the path. */
 char *tu_tmpdir(void);
 /* Remove a folder and everything in it. */
