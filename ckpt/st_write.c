@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 static jamba_status tensor_bytes(const jb_st_out_tensor *t, uint64_t *out, jamba_error *err) {
+    *out = 0;
     uint64_t n = jamba_dtype_size(t->dtype);
     if (n == 0 || t->rank < 0 || t->rank > 8)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "tensor \"%s\": bad dtype or rank", t->name);
@@ -35,7 +36,7 @@ static jamba_status build_header(const jb_st_out_tensor *tensors, int64_t n, cha
                           : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "out of memory building a header");
     uint64_t offset = 0;
     for (int64_t i = 0; st == JAMBA_OK && i < n; i++) {
-        uint64_t bytes;
+        uint64_t bytes = 0;
         if ((st = tensor_bytes(&tensors[i], &bytes, err)) != JAMBA_OK)
             break;
         if (json_object_get(root, tensors[i].name) != NULL) {
@@ -91,7 +92,7 @@ jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int6
             len_le[i] = (uint8_t)((uint64_t)header_len >> (8 * i));
         bool ok = write_all(f, len_le, 8) && write_all(f, header, header_len);
         for (int64_t i = 0; ok && i < n; i++) {
-            uint64_t bytes;
+            uint64_t bytes = 0;
             tensor_bytes(&tensors[i], &bytes, NULL); /* validated while building the header */
             ok = write_all(f, tensors[i].data, (size_t)bytes);
         }

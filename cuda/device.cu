@@ -52,7 +52,10 @@ extern "C" jamba_status jb_cuda_backend_query(jamba_backend_info *out, jamba_err
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
-        snprintf(out->note, sizeof out->note, "no CUDA device: %s", cudaGetErrorString(e));
+        if (out->cuda_driver_version == 0)
+            snprintf(out->note, sizeof out->note, "no NVIDIA driver installed (%s)", cudaGetErrorString(e));
+        else
+            snprintf(out->note, sizeof out->note, "no CUDA device: %s", cudaGetErrorString(e));
         cudaGetLastError(); /* clear the non-sticky error */
         count = 0;
     } else if (count == 0) {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages a task needs, only those missing.
+#   tools/deps.sh run    build and run the CLI (compiler, CMake, jansson)
+#   tools/deps.sh test   also Criterion (tests) and clang with libFuzzer (fuzz smoke)
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libjansson-dev)
+if [ "${1:-run}" = "test" ]; then
+  pkgs+=(libcriterion-dev clang libclang-rt-14-dev)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

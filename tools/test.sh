@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine: install what is missing, then
+#   1. CPU build (-Werror) + every Criterion suite
+#   2. CUDA build for sm_80 and sm_90 linking cuBLAS and NCCL (needs the CUDA toolkit; no GPU) + suites
+#   3. CPU build under AddressSanitizer + UndefinedBehaviorSanitizer (leaks fail tests) + suites
+#   4. libFuzzer smoke run of the safetensors, config and index parsers
+# Without a CUDA toolkit step 2 is skipped with a notice, unless JAMBA_REQUIRE_CUDA=1 (then it fails).
+# FUZZ_SECONDS (default 20) sets the fuzz time per target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/deps.sh test
+jobs="$(nproc)"
+[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
+
+suite() {  # suite NAME CMAKE_ARGS...
+  local name="$1"; shift
+  echo "== $name build"
+  cmake -S . -B "build/$name" "$@" >"build/$name.configure.log" 2>&1 || { cat "build/$name.configure.log"; return 1; }
+  cmake --build "build/$name" -j"$jobs"
+  echo "== $name tests"
+  (cd "build/$name" && ctest --output-on-failure -j"$jobs")
+}
+
+mkdir -p build
+suite cpu -DJAMBA_CUDA=OFF -DCMAKE_BUILD_TYPE=Release
+if command -v nvcc >/dev/null 2>&1; then
+  suite cuda -DJAMBA_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  build/cuda/jamba devices
+elif [ "${JAMBA_REQUIRE_CUDA:-0}" = "1" ]; then
+  echo "JAMBA_REQUIRE_CUDA=1 but no CUDA toolkit (nvcc) was found" >&2
+  exit 1
+else
+  echo "== cuda: SKIPPED (no CUDA toolkit; install NVIDIA's cuda-toolkit to build the GPU backend)"
+fi
+suite asan -DJAMBA_CUDA=OFF -DJAMBA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+echo "== fuzz smoke"
+tools/fuzz-smoke.sh "${FUZZ_SECONDS:-20}"
+echo "== all test stages passed"
