@@ -6,6 +6,7 @@
 #ifndef JB_ALLOC_H
 #define JB_ALLOC_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@ void jb_free(void *ptr);
 char *jb_strdup(const char *s);
 char *jb_strndup(const char *s, size_t n);
 char *jb_asprintf(const char *fmt, ...) JB_PRINTF(1, 2);
+char *jb_vasprintf(const char *fmt, va_list ap) JB_PRINTF(1, 0);
 
 /* Grow *array (of *cap elements of elem_size) to hold at least `need`; doubles. false on OOM/overflow. */
 bool jb_grow(void **array, int64_t *cap, int64_t need, size_t elem_size);

@@ -19,18 +19,23 @@ char *jb_strndup(const char *s, size_t n) {
 
 char *jb_strdup(const char *s) { return jb_strndup(s, strlen(s)); }
 
-char *jb_asprintf(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
+char *jb_vasprintf(const char *fmt, va_list ap) {
+    va_list copy;
+    va_copy(copy, ap);
+    int n = vsnprintf(NULL, 0, fmt, copy);
+    va_end(copy);
     if (n < 0)
         return NULL;
     char *s = jb_malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
+    if (s != NULL)
+        vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
+}
+
+char *jb_asprintf(const char *fmt, ...) {
+    va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    char *s = jb_vasprintf(fmt, ap);
     va_end(ap);
     return s;
 }

@@ -14,16 +14,10 @@ bool jb_strlist_addf(jb_strlist *list, const char *fmt, ...) {
         return false;
     va_list ap;
     va_start(ap, fmt);
-    int len = vsnprintf(NULL, 0, fmt, ap);
+    char *s = jb_vasprintf(fmt, ap);
     va_end(ap);
-    if (len < 0)
-        return false;
-    char *s = jb_malloc((size_t)len + 1);
     if (s == NULL)
         return false;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)len + 1, fmt, ap);
-    va_end(ap);
     list->items[list->n++] = s;
     return true;
 }

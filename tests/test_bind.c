@@ -374,3 +374,35 @@ JB_TEST(bind, check_finite_passes_clean_models) {
     jamba_model_free(load(dir, &p));
     free(dir);
 }
+
+JB_TEST(bind, misaligned_data_is_accepted_and_reported) {
+    /* A writer that pads the header to an odd length puts every tensor at an odd file offset. */
+    char *src = tu_fixture("models/tiny-hf");
+    char *dir = tu_clone_model(src);
+    char *file = tu_path(dir, "model.safetensors");
+    size_t n;
+    uint8_t *orig = tu_read_file(file, &n);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | orig[i];
+    uint8_t *odd = malloc(n + 1);
+    uint64_t new_len = hlen + 1;
+    for (int i = 0; i < 8; i++)
+        odd[i] = (uint8_t)(new_len >> (8 * i));
+    memcpy(odd + 8, orig + 8, hlen);
+    odd[8 + hlen] = ' ';
+    memcpy(odd + 9 + hlen, orig + 8 + hlen, n - 8 - hlen);
+    tu_write_file(file, odd, n + 1);
+    jamba_model *m = load(dir, NULL);
+    jamba_tensor_info t;
+    cr_assert_eq(jamba_model_tensor(m, 0, &t, NULL), JAMBA_OK);
+    cr_assert(!t.aligned, "%s at offset %llu", t.name, (unsigned long long)t.file_offset);
+    cr_assert_eq(t.file_offset % 2, 1);
+    jamba_model_free(m);
+    tu_rmtree(dir);
+    free(odd);
+    free(orig);
+    free(file);
+    free(dir);
+    free(src);
+}
