@@ -73,6 +73,8 @@ typedef enum jamba_status {
     JAMBA_ERR_OVERFLOW = -9,         /* a size computation overflows 64 bits */
     JAMBA_ERR_NO_DEVICE = -10,       /* no usable accelerator (none present, or built without CUDA) */
     JAMBA_ERR_DEVICE = -11,          /* the accelerator runtime reported an error */
+    JAMBA_ERR_CONTEXT_FULL = -12,    /* a sequence would exceed the context's n_ctx tokens */
+    JAMBA_ERR_BAD_STATE_FILE = -13,  /* a saved sequence state is malformed or belongs to another model */
 } jamba_status;
 
 /* A short English name for a status ("out of memory"); a static string, never NULL. */
@@ -291,6 +293,89 @@ typedef struct jamba_memory_estimate {
 JAMBA_API jamba_memory_params jamba_memory_default_params(const jamba_model *model);
 JAMBA_API jamba_status jamba_model_memory(const jamba_model *model, const jamba_memory_params *params,
                                           jamba_memory_estimate *out, jamba_error *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Contexts: sequences, their state, and the forward pass
+ *
+ * A context holds up to n_seq_max sequences (ids 0 .. n_seq_max-1), each with its own state: a KV cache
+ * for every attention layer and, for every Mamba layer, the conv window (d_conv-1 past inputs) and the
+ * fp32 SSM state. All of it, and every workspace, is allocated when the context is created; decoding
+ * never allocates.
+ *
+ * Lifetime: the model must outlive every context created from it.
+ * Threads: a context must be used by one thread at a time. Distinct contexts (also of the same model)
+ * may run concurrently. A context runs its own worker threads (n_threads) inside jamba_decode.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_context jamba_context;
+
+typedef struct jamba_context_params {
+    int32_t n_seq_max; /* sequences held at once; default 1 */
+    int64_t n_ctx;     /* most tokens one sequence can hold; 0 = min(max_position_embeddings, 4096) */
+    int64_t n_batch;   /* most tokens per internal step; longer inputs run in steps of this size
+                          (chunked prefill, constant workspace); default 512 */
+    int32_t n_threads; /* worker threads; 0 = the online CPUs (at most 64); default 0 */
+} jamba_context_params;
+
+JAMBA_API jamba_context_params jamba_context_default_params(void);
+
+/* Create a context for `model`, which must have weights (JAMBA_ERR_NO_WEIGHTS otherwise). Sizes are
+ * checked before anything is allocated; JAMBA_ERR_OUT_OF_MEMORY names the bytes that did not fit. */
+JAMBA_API jamba_status jamba_context_create(const jamba_model *model, const jamba_context_params *params,
+                                            jamba_context **out, jamba_error *err);
+
+/* Free the context and its state; NULL is a no-op. */
+JAMBA_API void jamba_context_free(jamba_context *ctx);
+
+typedef enum jamba_logits_mode {
+    JAMBA_LOGITS_NONE = 0, /* no logits (prefill only) */
+    JAMBA_LOGITS_LAST = 1, /* the last fed position */
+    JAMBA_LOGITS_ALL = 2,  /* every fed position */
+} jamba_logits_mode;
+
+/* Tokens to append to one sequence. */
+typedef struct jamba_seq_input {
+    int32_t seq;             /* sequence id in [0, n_seq_max) */
+    const int32_t *tokens;   /* n_tokens ids in [0, vocab_size); read during the call only */
+    int64_t n_tokens;        /* >= 1 */
+    jamba_logits_mode logits;
+} jamba_seq_input;
+
+/*
+ * Append tokens to one or more sequences in a single step and run the model over them. Sequences may be
+ * at different positions, some prefilling and some decoding; each result equals running that sequence
+ * alone. Inputs of any length are processed in internal steps of at most n_batch tokens.
+ *
+ * At most max(n_batch, n_seq_max) logit rows may be requested per call (LAST counts 1, ALL n_tokens).
+ * Everything is validated first: a sequence id out of range or given twice, an empty input, a token id
+ * outside the vocabulary, too many logit rows (JAMBA_ERR_INVALID_ARGUMENT), or a sequence that would pass
+ * n_ctx tokens (JAMBA_ERR_CONTEXT_FULL) fail before any state changes.
+ */
+JAMBA_API jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
+                                   jamba_error *err);
+
+/* Logits of input `index` of the last jamba_decode: *n_rows rows of vocab_size floats, row-major (one row
+ * for LAST, n_tokens rows for ALL). NULL (and *n_rows = 0) when none were requested or the index is out of
+ * range. Valid until the next jamba_decode or sequence operation on the context. */
+JAMBA_API const float *jamba_logits(const jamba_context *ctx, int64_t index, int64_t *n_rows);
+
+/* Tokens held by sequence `seq`, or -1 when the id is out of range. */
+JAMBA_API int64_t jamba_seq_length(const jamba_context *ctx, int32_t seq);
+
+/* Empty a sequence (zero state, length 0). */
+JAMBA_API jamba_status jamba_seq_reset(jamba_context *ctx, int32_t seq, jamba_error *err);
+
+/* Make `dst` an exact copy of `src` (state and length); dst's previous state is discarded. */
+JAMBA_API jamba_status jamba_seq_fork(jamba_context *ctx, int32_t src, int32_t dst, jamba_error *err);
+
+/* Write a sequence's state to `path` (magic, version, model fingerprint, payload, checksum). The file is
+ * written to a temporary name in the same folder and renamed, so a failure leaves no partial file. */
+JAMBA_API jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *path, jamba_error *err);
+
+/* Replace a sequence's state with one saved by jamba_seq_save for the same model. The file is checked
+ * completely (format, fingerprint, length within n_ctx, checksum) before the sequence is touched; on any
+ * failure the sequence is unchanged. A restored sequence continues bit-identically. */
+JAMBA_API jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path, jamba_error *err);
 
 /* ------------------------------------------------------------------------------------------------
  * Accelerators

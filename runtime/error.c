@@ -20,6 +20,8 @@ const char *jamba_status_string(jamba_status status) {
     case JAMBA_ERR_OVERFLOW: return "size overflow";
     case JAMBA_ERR_NO_DEVICE: return "no usable device";
     case JAMBA_ERR_DEVICE: return "device error";
+    case JAMBA_ERR_CONTEXT_FULL: return "context full";
+    case JAMBA_ERR_BAD_STATE_FILE: return "bad state file";
     }
     return "unknown status";
 }

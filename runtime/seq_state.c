@@ -1,0 +1,265 @@
+/*
+ * seq_state.c — sequence operations: length, reset, fork, save to and restore from a file.
+ *
+ * State file (little-endian, version 1):
+ *   "JAMBASEQ"            8-byte magic
+ *   u32 version = 1, u32 header_bytes = 64
+ *   u64 fingerprint       FNV-1a of the config dimensions and the final-norm weight bytes
+ *   u64 n_tokens          tokens held
+ *   u64 payload_bytes
+ *   u64 reserved[3] = 0
+ *   payload: for each Mamba layer the conv window [D_i, K-1] and SSM state [D_i, N] (f32), then for each
+ *            attention layer K [n_tokens, kv] and V [n_tokens, kv] (f32)
+ *   u64 checksum          FNV-1a of the payload
+ */
+#include "context.h"
+
+#include "alloc.h"
+#include "checked.h"
+#include "error.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STATE_MAGIC "JAMBASEQ"
+#define STATE_VERSION 1u
+#define STATE_HEADER_BYTES 64u
+
+static jamba_status check_seq(const jamba_context *ctx, int32_t seq, const char *what, jamba_error *err) {
+    if (ctx == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", what);
+    if (seq < 0 || seq >= ctx->params.n_seq_max)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: sequence %d outside [0, %d)", what, seq,
+                       ctx->params.n_seq_max);
+    return JAMBA_OK;
+}
+
+int64_t jamba_seq_length(const jamba_context *ctx, int32_t seq) {
+    if (ctx == NULL || seq < 0 || seq >= ctx->params.n_seq_max)
+        return -1;
+    return ctx->n_past[seq];
+}
+
+static int64_t conv_floats(const jamba_config *c) { return c->mamba_d_inner * (c->mamba_d_conv - 1); }
+static int64_t ssm_floats(const jamba_config *c) { return c->mamba_d_inner * c->mamba_d_state; }
+static int64_t kv_width(const jamba_config *c) { return c->num_key_value_heads * c->head_dim; }
+
+jamba_status jamba_seq_reset(jamba_context *ctx, int32_t seq, jamba_error *err) {
+    JB_TRY(check_seq(ctx, seq, "jamba_seq_reset", err));
+    const jamba_config *c = &ctx->model->config;
+    for (int64_t m = 0; m < c->n_mamba_layers; m++) {
+        memset(jb_ctx_conv(ctx, seq, m), 0, (size_t)conv_floats(c) * sizeof(float));
+        memset(jb_ctx_ssm(ctx, seq, m), 0, (size_t)ssm_floats(c) * sizeof(float));
+    }
+    ctx->n_past[seq] = 0; /* KV rows past n_past are never read */
+    return JAMBA_OK;
+}
+
+jamba_status jamba_seq_fork(jamba_context *ctx, int32_t src, int32_t dst, jamba_error *err) {
+    JB_TRY(check_seq(ctx, src, "jamba_seq_fork", err));
+    JB_TRY(check_seq(ctx, dst, "jamba_seq_fork", err));
+    if (src == dst)
+        return JAMBA_OK;
+    const jamba_config *c = &ctx->model->config;
+    for (int64_t m = 0; m < c->n_mamba_layers; m++) {
+        memcpy(jb_ctx_conv(ctx, dst, m), jb_ctx_conv(ctx, src, m), (size_t)conv_floats(c) * sizeof(float));
+        memcpy(jb_ctx_ssm(ctx, dst, m), jb_ctx_ssm(ctx, src, m), (size_t)ssm_floats(c) * sizeof(float));
+    }
+    const size_t kv_bytes = (size_t)(ctx->n_past[src] * kv_width(c)) * sizeof(float);
+    for (int64_t a = 0; a < c->n_attention_layers; a++)
+        for (int which = 0; which < 2; which++)
+            memcpy(jb_ctx_kv(ctx, dst, a, which), jb_ctx_kv(ctx, src, a, which), kv_bytes);
+    ctx->n_past[dst] = ctx->n_past[src];
+    return JAMBA_OK;
+}
+
+/* ---- the file format -------------------------------------------------------------------------- */
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+#define FNV_SEED 0xcbf29ce484222325ull
+
+static uint64_t model_fingerprint(const jamba_model *m) {
+    const jamba_config *c = &m->config;
+    const int64_t dims[] = {c->num_hidden_layers, c->hidden_size, c->intermediate_size, c->vocab_size,
+                            c->num_attention_heads, c->num_key_value_heads, c->mamba_d_inner, c->mamba_d_state,
+                            c->mamba_d_conv, c->mamba_dt_rank, c->num_experts, c->attn_layer_period,
+                            c->attn_layer_offset, c->expert_layer_period, c->expert_layer_offset};
+    uint64_t h = fnv1a(FNV_SEED, dims, sizeof dims);
+    const jb_weight *norm = &m->weights.final_norm;
+    return fnv1a(h, norm->data, (size_t)norm->shape[0] * jamba_dtype_size(norm->dtype));
+}
+
+static uint64_t payload_bytes(const jamba_context *ctx, int64_t n_tokens) {
+    const jamba_config *c = &ctx->model->config;
+    uint64_t floats = (uint64_t)(c->n_mamba_layers * (conv_floats(c) + ssm_floats(c))) +
+                      (uint64_t)c->n_attention_layers * 2 * (uint64_t)n_tokens * (uint64_t)kv_width(c);
+    return floats * sizeof(float);
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The payload pieces of a sequence in file order: (pointer, bytes). Returns the count. */
+typedef struct piece {
+    float *p;
+    size_t bytes;
+} piece;
+
+static int64_t payload_pieces(const jamba_context *ctx, int32_t seq, int64_t n_tokens, piece *out) {
+    const jamba_config *c = &ctx->model->config;
+    int64_t n = 0;
+    for (int64_t m = 0; m < c->n_mamba_layers; m++) {
+        out[n++] = (piece){jb_ctx_conv(ctx, seq, m), (size_t)conv_floats(c) * sizeof(float)};
+        out[n++] = (piece){jb_ctx_ssm(ctx, seq, m), (size_t)ssm_floats(c) * sizeof(float)};
+    }
+    for (int64_t a = 0; a < c->n_attention_layers; a++)
+        for (int which = 0; which < 2; which++)
+            out[n++] = (piece){jb_ctx_kv(ctx, seq, a, which), (size_t)(n_tokens * kv_width(c)) * sizeof(float)};
+    return n;
+}
+
+static piece *alloc_pieces(const jamba_context *ctx) {
+    const jamba_config *c = &ctx->model->config;
+    return jb_calloc((size_t)(2 * c->num_hidden_layers + 2), sizeof(piece));
+}
+
+jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *path, jamba_error *err) {
+    JB_TRY(check_seq(ctx, seq, "jamba_seq_save", err));
+    if (path == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_save: path is NULL");
+    const int64_t n_tokens = ctx->n_past[seq];
+    piece *pieces = alloc_pieces(ctx);
+    char *tmp = jb_asprintf("%s.tmp.%ld", path, (long)getpid());
+    if (pieces == NULL || tmp == NULL) {
+        jb_free(pieces);
+        jb_free(tmp);
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    int64_t n_pieces = payload_pieces(ctx, seq, n_tokens, pieces);
+    uint8_t header[STATE_HEADER_BYTES] = {0};
+    memcpy(header, STATE_MAGIC, 8);
+    put_u32(header + 8, STATE_VERSION);
+    put_u32(header + 12, STATE_HEADER_BYTES);
+    put_u64(header + 16, model_fingerprint(ctx->model));
+    put_u64(header + 24, (uint64_t)n_tokens);
+    put_u64(header + 32, payload_bytes(ctx, n_tokens));
+    jamba_status st = JAMBA_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (f == NULL) {
+        st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    } else {
+        bool ok = fwrite(header, 1, sizeof header, f) == sizeof header;
+        uint64_t sum = FNV_SEED;
+        for (int64_t i = 0; ok && i < n_pieces; i++) {
+            sum = fnv1a(sum, pieces[i].p, pieces[i].bytes);
+            ok = pieces[i].bytes == 0 || fwrite(pieces[i].p, 1, pieces[i].bytes, f) == pieces[i].bytes;
+        }
+        uint8_t tail[8];
+        put_u64(tail, sum);
+        ok = ok && fwrite(tail, 1, 8, f) == 8;
+        ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+        if (fclose(f) != 0 || !ok)
+            st = jb_fail(err, JAMBA_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        else if (rename(tmp, path) != 0)
+            st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+        if (st != JAMBA_OK)
+            unlink(tmp);
+    }
+    jb_free(tmp);
+    jb_free(pieces);
+    return st;
+}
+
+/* Read and check the header; on success *n_tokens and *payload are known and the file size matches. */
+static jamba_status read_header(FILE *f, const char *path, const jamba_context *ctx, int64_t *n_tokens,
+                                uint64_t *payload, jamba_error *err) {
+    uint8_t h[STATE_HEADER_BYTES];
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0)
+        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    if ((uint64_t)sb.st_size < sizeof h + 8 || fread(h, 1, sizeof h, f) != sizeof h)
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: too short for a sequence state", path);
+    if (memcmp(h, STATE_MAGIC, 8) != 0)
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: not a jamba sequence state (bad magic)", path);
+    if (get_u32(h + 8) != STATE_VERSION || get_u32(h + 12) != STATE_HEADER_BYTES)
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: state format version %u is not supported (this build "
+                       "reads version %u); save it again with this version", path, get_u32(h + 8), STATE_VERSION);
+    if (get_u64(h + 16) != model_fingerprint(ctx->model))
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: saved from a different model than %s", path,
+                       ctx->model->path);
+    uint64_t tokens = get_u64(h + 24);
+    if (tokens > (uint64_t)ctx->params.n_ctx)
+        return jb_fail(err, JAMBA_ERR_CONTEXT_FULL, "%s: holds %llu tokens, more than this context's n_ctx %lld", path,
+                       (unsigned long long)tokens, (long long)ctx->params.n_ctx);
+    *n_tokens = (int64_t)tokens;
+    *payload = payload_bytes(ctx, *n_tokens);
+    uint64_t expect = 0;
+    if (get_u64(h + 32) != *payload || !jb_add_u64(*payload, sizeof h + 8, &expect) ||
+        (uint64_t)sb.st_size != expect)
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: %lld bytes, expected %llu for %lld tokens (truncated or "
+                       "corrupt)", path, (long long)sb.st_size, (unsigned long long)expect, (long long)*n_tokens);
+    return JAMBA_OK;
+}
+
+jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path, jamba_error *err) {
+    JB_TRY(check_seq(ctx, seq, "jamba_seq_restore", err));
+    if (path == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_restore: path is NULL");
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int64_t n_tokens = 0;
+    uint64_t payload = 0;
+    jamba_status st = read_header(f, path, ctx, &n_tokens, &payload, err);
+    uint8_t *buf = NULL;
+    piece *pieces = NULL;
+    if (st == JAMBA_OK && (payload > SIZE_MAX || (buf = jb_malloc((size_t)payload + 8)) == NULL ||
+                           (pieces = alloc_pieces(ctx)) == NULL))
+        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for %llu bytes of state", path,
+                     (unsigned long long)payload);
+    if (st == JAMBA_OK && fread(buf, 1, (size_t)payload + 8, f) != (size_t)payload + 8)
+        st = jb_fail(err, JAMBA_ERR_IO, "%s: read failed", path);
+    if (st == JAMBA_OK && fnv1a(FNV_SEED, buf, (size_t)payload) != get_u64(buf + payload))
+        st = jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: checksum mismatch (corrupt file)", path);
+    if (st == JAMBA_OK) { /* everything checked: now overwrite the sequence */
+        int64_t n_pieces = payload_pieces(ctx, seq, n_tokens, pieces);
+        size_t off = 0;
+        for (int64_t i = 0; i < n_pieces; i++) {
+            memcpy(pieces[i].p, buf + off, pieces[i].bytes);
+            off += pieces[i].bytes;
+        }
+        ctx->n_past[seq] = n_tokens;
+    }
+    jb_free(pieces);
+    jb_free(buf);
+    fclose(f);
+    return st;
+}
