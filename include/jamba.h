@@ -315,6 +315,7 @@ typedef struct jamba_context_params {
     int64_t n_batch;   /* most tokens per internal step; longer inputs run in steps of this size
                           (chunked prefill, constant workspace); default 512 */
     int32_t n_threads; /* worker threads; 0 = the online CPUs (at most 64); default 0 */
+    int64_t n_logits_max; /* most logit rows one jamba_decode may return; 0 = max(n_batch, n_seq_max) */
 } jamba_context_params;
 
 JAMBA_API jamba_context_params jamba_context_default_params(void);
@@ -346,7 +347,7 @@ typedef struct jamba_seq_input {
  * at different positions, some prefilling and some decoding; each result equals running that sequence
  * alone. Inputs of any length are processed in internal steps of at most n_batch tokens.
  *
- * At most max(n_batch, n_seq_max) logit rows may be requested per call (LAST counts 1, ALL n_tokens).
+ * At most n_logits_max logit rows may be requested per call (LAST counts 1, ALL n_tokens).
  * Everything is validated first: a sequence id out of range or given twice, an empty input, a token id
  * outside the vocabulary, too many logit rows (JAMBA_ERR_INVALID_ARGUMENT), or a sequence that would pass
  * n_ctx tokens (JAMBA_ERR_CONTEXT_FULL) fail before any state changes.

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 jamba_context_params jamba_context_default_params(void) {
-    return (jamba_context_params){.n_seq_max = 1, .n_ctx = 0, .n_batch = 512, .n_threads = 0};
+    return (jamba_context_params){.n_seq_max = 1, .n_ctx = 0, .n_batch = 512, .n_threads = 0, .n_logits_max = 0};
 }
 
 /* ---- state addressing ------------------------------------------------------------------------- */
@@ -100,6 +100,11 @@ static jamba_status resolve_params(const jamba_model *m, const jamba_context_par
                        (long long)p->n_batch);
     if (p->n_threads < 0 || p->n_threads > 1024)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_threads %d must be in [0, 1024]", p->n_threads);
+    if (p->n_logits_max < 0 || p->n_logits_max > (INT64_C(1) << 32))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_logits_max %lld must be in [0, 2^32]",
+                       (long long)p->n_logits_max);
+    if (p->n_logits_max == 0)
+        p->n_logits_max = p->n_batch > p->n_seq_max ? p->n_batch : p->n_seq_max;
     if (p->n_threads == 0) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         p->n_threads = online < 1 ? 1 : online > 64 ? 64 : (int32_t)online;
@@ -121,7 +126,7 @@ static jamba_status allocate_buffers(jamba_context *ctx, jamba_error *err) {
     const uint64_t kmax = (uint64_t)max3(max3(c->hidden_size, c->mamba_d_inner, c->intermediate_size), q,
                                          c->mamba_dt_rank);
     const uint64_t vec = (uint64_t)max3(c->hidden_size, c->mamba_dt_rank, c->mamba_d_state);
-    ctx->logit_capacity = (int64_t)(Tb > S ? Tb : S);
+    ctx->logit_capacity = ctx->params.n_logits_max;
     const uint64_t cap = (uint64_t)ctx->logit_capacity;
     jb_workspace *w = &ctx->ws;
     jb_ffn_workspace *f = &w->ffn;
@@ -253,7 +258,7 @@ static jamba_status validate_inputs(const jamba_context *ctx, const jamba_seq_in
     }
     if (*logit_rows > ctx->logit_capacity)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT,
-                       "jamba_decode: %lld logit rows requested; at most %lld per call (max of n_batch and n_seq_max)",
+                       "jamba_decode: %lld logit rows requested; at most %lld per call (n_logits_max)",
                        (long long)*logit_rows, (long long)ctx->logit_capacity);
     return JAMBA_OK;
 }

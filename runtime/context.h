@@ -32,7 +32,7 @@ typedef struct jb_workspace {
     float *att;        /* [Tb, q] attention output */
     float *attn_scratch;   /* [threads, C] score rows */
     float *wbuf;       /* small weights widened to fp32: A [D_i N], conv [D_i K], 3 x [D_i], [2 D_i], 4 x [max(H, R, N)] */
-    float *final_rows; /* [Tb + S, H] rows that get logits, final-normed */
+    float *final_rows; /* [n_logits_max, H] rows that get logits, final-normed */
     jb_ffn_workspace ffn;
 } jb_workspace;
 

@@ -50,3 +50,44 @@ JB_TEST(oom, stacked_ai21_and_config_only_loads) {
     free(stacked);
     free(ai21);
 }
+
+JB_TEST(oom, context_creation_and_decode_never_allocates) {
+    char *dir = tu_fixture("forward/mini/model");
+    jamba_model *m = NULL;
+    cr_assert_eq(jamba_model_load(dir, NULL, &m, NULL), JAMBA_OK);
+    jamba_context_params p = jamba_context_default_params();
+    p.n_seq_max = 2;
+    p.n_ctx = 64;
+    p.n_batch = 8;
+    p.n_threads = 3;
+    p.n_logits_max = 32;
+    long long n = 1;
+    jamba_context *ctx = NULL;
+    for (;; n++) {
+        fault_alloc_fail_at(n);
+        jamba_error err = {0};
+        jamba_status st = jamba_context_create(m, &p, &ctx, &err);
+        if (!fault_alloc_fired()) {
+            cr_assert_eq(st, JAMBA_OK, "%s", err.message);
+            break;
+        }
+        cr_assert_eq(st, JAMBA_ERR_OUT_OF_MEMORY, "allocation %lld: status %d: %s", n, st, err.message);
+        cr_assert_null(ctx);
+    }
+    cr_assert_gt(n, 30);
+    /* with every allocation failing, prefill, decode and sequence copies still work */
+    fault_alloc_fail_at(1);
+    int32_t tokens[20];
+    for (int i = 0; i < 20; i++)
+        tokens[i] = 3 + i;
+    jamba_seq_input in[2] = {{0, tokens, 20, JAMBA_LOGITS_ALL}, {1, tokens, 1, JAMBA_LOGITS_LAST}};
+    jamba_error err = {0};
+    cr_assert_eq(jamba_decode(ctx, in, 2, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_seq_fork(ctx, 0, 1, NULL), JAMBA_OK);
+    cr_assert_eq(jamba_decode(ctx, &in[1], 1, NULL), JAMBA_OK);
+    cr_assert(!fault_alloc_fired(), "decode allocated");
+    fault_alloc_fail_at(0);
+    jamba_context_free(ctx);
+    jamba_model_free(m);
+    free(dir);
+}
