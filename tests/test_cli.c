@@ -4,10 +4,12 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "support/reference.h"
 #include "support/testutil.h"
 
 #define MINI JB_SOURCE_DIR "/models/configs/jamba-1.5-mini"
@@ -81,8 +83,9 @@ JB_TEST(cli, inspect_checkpoint_with_tensor_list) {
 }
 
 JB_TEST(cli, help_and_version) {
-    static const char *const cmds[][3] = {{"--help", NULL, NULL}, {"inspect", "--help", NULL}, {"devices", "--help", NULL}};
-    for (size_t i = 0; i < 3; i++) {
+    static const char *const cmds[][3] = {
+        {"--help", NULL, NULL}, {"inspect", "--help", NULL}, {"devices", "--help", NULL}, {"score", "--help", NULL}};
+    for (size_t i = 0; i < 4; i++) {
         char *out, *err;
         int rc = run((const char *[]){JB_CLI_PATH, cmds[i][0], cmds[i][1], NULL}, &out, &err);
         cr_assert_eq(rc, 0);
@@ -183,4 +186,97 @@ JB_TEST(cli, devices_runs_without_a_gpu) {
     cr_assert(strstr(out, "devices") != NULL, "%s", out);
     free(out);
     free(err);
+}
+
+JB_TEST(cli, score_matches_reference_logits) {
+    ref_file ref;
+    ref_open(&ref, "mini");
+    int64_t shape[8];
+    const int64_t *ids = ref_i64(&ref, "input_ids", shape);
+    const int64_t T = shape[0];
+    const float *want = ref_f32(&ref, "logits", shape);
+    const int64_t V = shape[1];
+    char list[1024] = "";
+    for (int64_t t = 0; t < T; t++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%lld", t ? "," : "", (long long)ids[t]);
+    char *dir = tu_tmpdir();
+    char *dump = tu_path(dir, "logits.safetensors");
+    char *model = tu_fixture("forward/mini/model");
+    char *out, *err;
+    int rc = run((const char *[]){JB_CLI_PATH, "score", "--model", model, "--tokens", list, "--json", "--dump-logits",
+                                  dump, "--batch", "7", "--threads", "2", NULL},
+                 &out, &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    /* the dumped logits are the reference's, position by position */
+    jb_st_file f;
+    jamba_error jerr = {0};
+    cr_assert_eq(jb_st_open(dump, dump, &f, &jerr), JAMBA_OK, "%s", jerr.message);
+    cr_assert_eq(f.n_tensors, 1);
+    cr_assert_str_eq(f.tensors[0].name, "logits");
+    cr_assert_eq(f.tensors[0].shape[0], T);
+    cr_assert_eq(f.tensors[0].shape[1], V);
+    const float *got = jb_st_tensor_data(&f, &f.tensors[0]);
+    for (int64_t t = 0; t < T; t++)
+        cr_expect_leq(rel_l2(got + t * V, want + t * V, V), REF_TOL, "position %lld", (long long)t);
+    /* the mean NLL is the reference logits' cross-entropy on the next tokens */
+    double nll = 0;
+    for (int64_t t = 0; t + 1 < T; t++) {
+        double mx = want[t * V], sum = 0;
+        for (int64_t v = 1; v < V; v++)
+            mx = want[t * V + v] > mx ? want[t * V + v] : mx;
+        for (int64_t v = 0; v < V; v++)
+            sum += exp(want[t * V + v] - mx);
+        nll -= want[t * V + ids[t + 1]] - mx - log(sum);
+    }
+    nll /= (double)(T - 1);
+    json_t *root = json_loads(out, 0, NULL);
+    cr_assert_not_null(root, "%s", out);
+    cr_assert_float_eq(json_real_value(json_object_get(root, "mean_nll")), nll, 1e-5);
+    cr_assert_eq(json_array_size(json_object_get(root, "positions")), (size_t)(T - 1));
+    json_decref(root);
+    jb_st_close(&f);
+    free(out);
+    free(err);
+    /* text form */
+    rc = run((const char *[]){JB_CLI_PATH, "score", "--model", model, "--tokens", "3, 4,5", NULL}, &out, &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert(strstr(out, "tokens 3, predicted 2, mean NLL") != NULL, "%s", out);
+    cr_assert_eq(count_lines(out), 3);
+    free(out);
+    free(err);
+    tu_rmtree(dir);
+    free(model);
+    free(dump);
+    free(dir);
+    ref_close(&ref);
+}
+
+JB_TEST(cli, score_errors) {
+    char *model = tu_fixture("forward/mini/model");
+    char *out, *err;
+    /* a token outside the vocabulary: one clear line, exit 1 */
+    int rc = run((const char *[]){JB_CLI_PATH, "score", "--model", model, "--tokens", "1,999", NULL}, &out, &err);
+    cr_assert_eq(rc, 1, "%s", err);
+    cr_assert(strstr(err, "999, outside the vocabulary") != NULL, "%s", err);
+    cr_assert_eq(count_lines(err), 1);
+    free(out);
+    free(err);
+    static const char *const bad_lists[] = {"", "1,,2", "1;2", "-1", "x", "1,2,"};
+    for (size_t i = 0; i < sizeof bad_lists / sizeof bad_lists[0]; i++) {
+        rc = run((const char *[]){JB_CLI_PATH, "score", "--model", model, "--tokens", bad_lists[i], NULL}, &out, &err);
+        cr_expect_eq(rc, 2, "'%s': rc %d", bad_lists[i], rc);
+        free(out);
+        free(err);
+    }
+    rc = run((const char *[]){JB_CLI_PATH, "score", "--tokens", "1", NULL}, &out, &err);
+    cr_assert_eq(rc, 2);
+    free(out);
+    free(err);
+    /* a planning-only folder has nothing to run */
+    rc = run((const char *[]){JB_CLI_PATH, "score", "--model", MINI, "--tokens", "1,2", NULL}, &out, &err);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(err, "model.safetensors") != NULL, "%s", err);
+    free(out);
+    free(err);
+    free(model);
 }

@@ -17,6 +17,7 @@
 
 int cmd_inspect(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_score(int argc, char **argv);
 
 /* Print "jamba: error: <message>" as one line on stderr and return CLI_EXIT_FAIL. */
 int cli_fail(const jamba_error *err);

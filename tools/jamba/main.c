@@ -14,6 +14,7 @@ static void print_help(FILE *out) {
             "\n"
             "commands:\n"
             "  inspect   show a model folder's config, layer map, parameters, tensors and memory\n"
+            "  score     run token ids through a model: mean NLL, perplexity, per-position log-probs\n"
             "  devices   show the CUDA / cuBLAS / NCCL versions of this build and the GPUs present\n"
             "\n"
             "  jamba <command> --help   options of one command\n"
@@ -36,6 +37,8 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "inspect") == 0)
         return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "score") == 0)
+        return cmd_score(argc - 1, argv + 1);
     if (strcmp(cmd, "devices") == 0)
         return cmd_devices(argc - 1, argv + 1);
     fprintf(stderr, "jamba: unknown command '%s' (see 'jamba --help')\n", cmd);
