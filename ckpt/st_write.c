@@ -4,15 +4,14 @@
 #include "st_write.h"
 
 #include "../runtime/alloc.h"
+#include "../runtime/atomic_file.h"
 #include "../runtime/checked.h"
 #include "../runtime/error.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static jamba_status tensor_bytes(const jb_st_out_tensor *t, uint64_t *out, jamba_error *err) {
     *out = 0;
@@ -73,38 +72,33 @@ static jamba_status build_header(const jb_st_out_tensor *tensors, int64_t n, cha
 
 static bool write_all(FILE *f, const void *p, size_t n) { return n == 0 || fwrite(p, 1, n, f) == n; }
 
+typedef struct st_content {
+    const char *header;
+    size_t header_len;
+    const jb_st_out_tensor *tensors;
+    int64_t n;
+} st_content;
+
+static bool write_content(FILE *f, void *arg) {
+    const st_content *c = arg;
+    uint8_t len_le[8];
+    for (int i = 0; i < 8; i++)
+        len_le[i] = (uint8_t)((uint64_t)c->header_len >> (8 * i));
+    bool ok = write_all(f, len_le, 8) && write_all(f, c->header, c->header_len);
+    for (int64_t i = 0; ok && i < c->n; i++) {
+        uint64_t bytes = 0;
+        tensor_bytes(&c->tensors[i], &bytes, NULL); /* validated while building the header */
+        ok = write_all(f, c->tensors[i].data, (size_t)bytes);
+    }
+    return ok;
+}
+
 jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, jamba_error *err) {
     char *header = NULL;
     size_t header_len = 0;
     JB_TRY(build_header(tensors, n, &header, &header_len, err));
-    char *tmp = jb_asprintf("%s.tmp.%ld", path, (long)getpid());
-    if (tmp == NULL) {
-        jb_free(header);
-        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    jamba_status st = JAMBA_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (f == NULL) {
-        st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        uint8_t len_le[8];
-        for (int i = 0; i < 8; i++)
-            len_le[i] = (uint8_t)((uint64_t)header_len >> (8 * i));
-        bool ok = write_all(f, len_le, 8) && write_all(f, header, header_len);
-        for (int64_t i = 0; ok && i < n; i++) {
-            uint64_t bytes = 0;
-            tensor_bytes(&tensors[i], &bytes, NULL); /* validated while building the header */
-            ok = write_all(f, tensors[i].data, (size_t)bytes);
-        }
-        ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
-        if (fclose(f) != 0 || !ok)
-            st = jb_fail(err, JAMBA_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        else if (rename(tmp, path) != 0)
-            st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-        if (st != JAMBA_OK)
-            unlink(tmp);
-    }
-    jb_free(tmp);
+    st_content content = {header, header_len, tensors, n};
+    jamba_status st = jb_write_file_atomic(path, write_content, &content, err);
     jb_free(header);
     return st;
 }

@@ -3,28 +3,14 @@
  */
 #include "router.h"
 
-#include <math.h>
+#include "../runtime/cpu_ops.h"
 
-/* In-place fp32 softmax of one row. */
-static void softmax_row(float *p, int64_t n) {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++)
-        if (p[i] > mx)
-            mx = p[i];
-    double sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        p[i] = expf(p[i] - mx);
-        sum += p[i];
-    }
-    float total = (float)sum;
-    for (int64_t i = 0; i < n; i++)
-        p[i] /= total;
-}
+#include <math.h>
 
 void jb_moe_route(float *logits, int64_t T, int64_t E, int64_t k, int32_t *experts_out, float *weights_out) {
     for (int64_t t = 0; t < T; t++) {
         float *p = logits + t * E;
-        softmax_row(p, E);
+        jb_softmax(p, E);
         int32_t *ex = experts_out + t * k;
         float *w = weights_out + t * k;
         for (int64_t j = 0; j < k; j++) {

@@ -1,9 +1,9 @@
 /*
  * cpu_attention.c — one (query row, head) per work item: scores, max-subtracted fp32 softmax, weighted sum.
  */
-#include <math.h>
-
 #include "cpu_attention.h"
+
+#include "cpu_ops.h"
 
 static void attend(void *arg, int64_t i0, int64_t i1, int thread) {
     const jb_attn_args *a = arg;
@@ -15,29 +15,21 @@ static void attend(void *arg, int64_t i0, int64_t i1, int thread) {
         const int64_t row = item / a->n_heads, head = item % a->n_heads, kvh = head / group;
         const int64_t n_keys = a->pos + row + 1;
         const float *q = a->q + row * q_ld + head * dh;
-        float mx = -INFINITY;
         for (int64_t j = 0; j < n_keys; j++) {
             const float *k = a->k + j * kv_ld + kvh * dh;
             float s = 0.0f;
             for (int64_t d = 0; d < dh; d++)
                 s += q[d] * k[d];
             score[j] = s / scale;
-            if (score[j] > mx)
-                mx = score[j];
         }
-        float sum = 0.0f;
-        for (int64_t j = 0; j < n_keys; j++) {
-            score[j] = expf(score[j] - mx);
-            sum += score[j];
-        }
+        jb_softmax(score, n_keys);
         float *o = a->out + row * q_ld + head * dh;
         for (int64_t d = 0; d < dh; d++)
             o[d] = 0.0f;
         for (int64_t j = 0; j < n_keys; j++) {
-            const float p = score[j] / sum;
             const float *v = a->v + j * kv_ld + kvh * dh;
             for (int64_t d = 0; d < dh; d++)
-                o[d] += p * v[d];
+                o[d] += score[j] * v[d];
         }
     }
 }

@@ -30,6 +30,9 @@ void jb_cpu_matmul(jb_pool *pool, float *scratch, float *Y, const float *X, int6
 /* y[T, n] = w ⊙ (x / sqrt(mean(x²) + eps)), row by row; x and y may alias. Rows have stride ld. */
 void jb_cpu_rmsnorm(float *y, const float *x, int64_t T, int64_t n, int64_t ld, const float *w, double eps);
 
+/* In-place softmax of n values: subtract the maximum, exponentiate, divide by the (double) sum. */
+void jb_softmax(float *p, int64_t n);
+
 static inline float jb_silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* torch's softplus: x above 20 passes through, else log(1 + e^x). */

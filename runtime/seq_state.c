@@ -15,6 +15,7 @@
 #include "context.h"
 
 #include "alloc.h"
+#include "atomic_file.h"
 #include "checked.h"
 #include "error.h"
 
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #define STATE_MAGIC "JAMBASEQ"
 #define STATE_VERSION 1u
@@ -151,49 +151,41 @@ static piece *alloc_pieces(const jamba_context *ctx) {
     return jb_calloc((size_t)(2 * c->num_hidden_layers + 2), sizeof(piece));
 }
 
+typedef struct state_content {
+    uint8_t header[STATE_HEADER_BYTES];
+    const piece *pieces;
+    int64_t n_pieces;
+} state_content;
+
+static bool write_state(FILE *f, void *arg) {
+    const state_content *c = arg;
+    bool ok = fwrite(c->header, 1, sizeof c->header, f) == sizeof c->header;
+    uint64_t sum = FNV_SEED;
+    for (int64_t i = 0; ok && i < c->n_pieces; i++) {
+        sum = fnv1a(sum, c->pieces[i].p, c->pieces[i].bytes);
+        ok = c->pieces[i].bytes == 0 || fwrite(c->pieces[i].p, 1, c->pieces[i].bytes, f) == c->pieces[i].bytes;
+    }
+    uint8_t tail[8];
+    put_u64(tail, sum);
+    return ok && fwrite(tail, 1, 8, f) == 8;
+}
+
 jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *path, jamba_error *err) {
     JB_TRY(check_seq(ctx, seq, "jamba_seq_save", err));
     if (path == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_save: path is NULL");
     const int64_t n_tokens = ctx->n_past[seq];
     piece *pieces = alloc_pieces(ctx);
-    char *tmp = jb_asprintf("%s.tmp.%ld", path, (long)getpid());
-    if (pieces == NULL || tmp == NULL) {
-        jb_free(pieces);
-        jb_free(tmp);
+    if (pieces == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    int64_t n_pieces = payload_pieces(ctx, seq, n_tokens, pieces);
-    uint8_t header[STATE_HEADER_BYTES] = {0};
-    memcpy(header, STATE_MAGIC, 8);
-    put_u32(header + 8, STATE_VERSION);
-    put_u32(header + 12, STATE_HEADER_BYTES);
-    put_u64(header + 16, model_fingerprint(ctx->model));
-    put_u64(header + 24, (uint64_t)n_tokens);
-    put_u64(header + 32, payload_bytes(ctx, n_tokens));
-    jamba_status st = JAMBA_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (f == NULL) {
-        st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        bool ok = fwrite(header, 1, sizeof header, f) == sizeof header;
-        uint64_t sum = FNV_SEED;
-        for (int64_t i = 0; ok && i < n_pieces; i++) {
-            sum = fnv1a(sum, pieces[i].p, pieces[i].bytes);
-            ok = pieces[i].bytes == 0 || fwrite(pieces[i].p, 1, pieces[i].bytes, f) == pieces[i].bytes;
-        }
-        uint8_t tail[8];
-        put_u64(tail, sum);
-        ok = ok && fwrite(tail, 1, 8, f) == 8;
-        ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
-        if (fclose(f) != 0 || !ok)
-            st = jb_fail(err, JAMBA_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        else if (rename(tmp, path) != 0)
-            st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-        if (st != JAMBA_OK)
-            unlink(tmp);
-    }
-    jb_free(tmp);
+    state_content c = {.pieces = pieces, .n_pieces = payload_pieces(ctx, seq, n_tokens, pieces)};
+    memcpy(c.header, STATE_MAGIC, 8);
+    put_u32(c.header + 8, STATE_VERSION);
+    put_u32(c.header + 12, STATE_HEADER_BYTES);
+    put_u64(c.header + 16, model_fingerprint(ctx->model));
+    put_u64(c.header + 24, (uint64_t)n_tokens);
+    put_u64(c.header + 32, payload_bytes(ctx, n_tokens));
+    jamba_status st = jb_write_file_atomic(path, write_state, &c, err);
     jb_free(pieces);
     return st;
 }

@@ -31,17 +31,6 @@ static const fixture_case cases[] = {
     {"mini-stacked", "mini"}, /* stacked experts, same weights */
 };
 
-static jamba_context *make_context(const jamba_model *m, int32_t n_seq, int64_t n_batch, int32_t threads) {
-    jamba_context_params p = jamba_context_default_params();
-    p.n_seq_max = n_seq;
-    p.n_batch = n_batch;
-    p.n_threads = threads;
-    jamba_context *ctx = NULL;
-    jamba_error err = {0};
-    cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
-    return ctx;
-}
-
 static int32_t *as_i32(const int64_t *ids, int64_t n) {
     int32_t *out = malloc((size_t)n * sizeof *out);
     for (int64_t i = 0; i < n; i++)
@@ -88,7 +77,7 @@ ParameterizedTest(int *index, forward, matches_reference) {
     const float *want_final = ref_f32(&ref, "final_norm", NULL);
 
     /* one forward over the prompt from an empty state */
-    jamba_context *ctx = make_context(m, 1, 64, 2);
+    jamba_context *ctx = ref_context(m, 1, 0, 64, 2);
     float *hidden = calloc((size_t)(L * T * H), sizeof *hidden), *final = calloc((size_t)(T * H), sizeof *final);
     jb_context_set_capture(ctx, hidden, final, T);
     feed(ctx, 0, ids, T, JAMBA_LOGITS_ALL);

@@ -37,19 +37,6 @@ static void close_setup(setup *s) {
     jamba_model_free(s->m);
 }
 
-static jamba_context *context(const jamba_model *m, int32_t n_seq, int64_t n_ctx, int64_t n_batch, int32_t threads) {
-    jamba_context_params p = jamba_context_default_params();
-    p.n_logits_max = 64;
-    p.n_seq_max = n_seq;
-    p.n_ctx = n_ctx;
-    p.n_batch = n_batch;
-    p.n_threads = threads;
-    jamba_context *ctx = NULL;
-    jamba_error err = {0};
-    cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
-    return ctx;
-}
-
 static jamba_status feed(jamba_context *ctx, int32_t seq, const int32_t *tok, int64_t n, jamba_logits_mode mode,
                          jamba_error *err) {
     jamba_seq_input in = {.seq = seq, .tokens = tok, .n_tokens = n, .logits = mode};
@@ -81,7 +68,7 @@ static void expect_close_rows(const float *a, const float *b, int64_t rows, int6
 
 JB_TEST(sequences, chunked_prefill_equals_one_shot) {
     setup s = open_mini();
-    jamba_context *ctx = context(s.m, 1, 256, 64, 2);
+    jamba_context *ctx = ref_context(s.m, 1, 256, 64, 2);
     float *whole = prompt_logits(&s, ctx, 0);
     expect_close_rows(whole, ref_f32(&s.ref, "logits", NULL), s.T, s.V, "one-shot vs reference");
     static const int64_t chunks[] = {1, 3, 7};
@@ -95,7 +82,7 @@ JB_TEST(sequences, chunked_prefill_equals_one_shot) {
     }
     jamba_context_free(ctx);
     /* one call, split internally into steps of n_batch = 5 rows */
-    ctx = context(s.m, 1, 256, 5, 1);
+    ctx = ref_context(s.m, 1, 256, 5, 1);
     float *stepped = prompt_logits(&s, ctx, 0);
     expect_close_rows(stepped, whole, s.T, s.V, "n_batch 5");
     free(stepped);
@@ -106,7 +93,7 @@ JB_TEST(sequences, chunked_prefill_equals_one_shot) {
 
 JB_TEST(sequences, token_by_token_equals_one_shot) {
     setup s = open_mini();
-    jamba_context *ctx = context(s.m, 1, 256, 64, 2);
+    jamba_context *ctx = ref_context(s.m, 1, 256, 64, 2);
     float *whole = prompt_logits(&s, ctx, 0);
     cr_assert_eq(jamba_seq_reset(ctx, 0, NULL), JAMBA_OK);
     for (int64_t t = 0; t < s.T; t++) {
@@ -136,7 +123,7 @@ JB_TEST(sequences, batch_matches_reference_left_padded_batch) {
                 tok[b][n[b]++] = (int32_t)ids[b * Tb + t];
             }
     cr_assert(n[0] > n[1] && n[1] > 0, "the fixture pads the second prompt");
-    jamba_context *ctx = context(s.m, 2, 256, 64, 2);
+    jamba_context *ctx = ref_context(s.m, 2, 256, 64, 2);
     jamba_seq_input in[2] = {{0, tok[0], n[0], JAMBA_LOGITS_ALL}, {1, tok[1], n[1], JAMBA_LOGITS_ALL}};
     jamba_error err = {0};
     cr_assert_eq(jamba_decode(ctx, in, 2, &err), JAMBA_OK, "%s", err.message);
@@ -153,7 +140,7 @@ JB_TEST(sequences, batch_matches_reference_left_padded_batch) {
 JB_TEST(sequences, mixed_prefill_and_decode_step_equals_alone) {
     setup s = open_mini();
     /* alone: sequence A = whole prompt; sequence B = first 5 tokens then the 6th */
-    jamba_context *alone = context(s.m, 1, 256, 64, 2);
+    jamba_context *alone = ref_context(s.m, 1, 256, 64, 2);
     float *a_all = prompt_logits(&s, alone, 0);
     cr_assert_eq(jamba_seq_reset(alone, 0, NULL), JAMBA_OK);
     cr_assert_eq(feed(alone, 0, s.ids + 3, 5, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
@@ -163,7 +150,7 @@ JB_TEST(sequences, mixed_prefill_and_decode_step_equals_alone) {
     jamba_context_free(alone);
 
     /* together, with a small n_batch so the long input spans steps shared with the other sequence */
-    jamba_context *ctx = context(s.m, 3, 256, 8, 2);
+    jamba_context *ctx = ref_context(s.m, 3, 256, 8, 2);
     cr_assert_eq(feed(ctx, 2, s.ids + 3, 5, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
     jamba_seq_input in[2] = {{0, s.ids, s.T, JAMBA_LOGITS_ALL}, {2, s.ids + 8, 1, JAMBA_LOGITS_LAST}};
     jamba_error err = {0};
@@ -194,7 +181,7 @@ static float *continue_seq(setup *s, jamba_context *ctx, int32_t seq) {
 
 JB_TEST(sequences, fork_save_restore_continue_bit_identically) {
     setup s = open_mini();
-    jamba_context *ctx = context(s.m, 3, 256, 64, 2);
+    jamba_context *ctx = ref_context(s.m, 3, 256, 64, 2);
     cr_assert_eq(feed(ctx, 0, s.ids, s.T - 8, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
     char *dir = tu_tmpdir();
     char *path = tu_path(dir, "seq0.state");
@@ -211,7 +198,7 @@ JB_TEST(sequences, fork_save_restore_continue_bit_identically) {
     cr_assert_eq(jamba_seq_length(ctx, 2), s.T - 8);
     float *restored = continue_seq(&s, ctx, 2);
     cr_assert_eq(memcmp(original, restored, (size_t)(8 * s.V) * sizeof(float)), 0, "restore diverged");
-    jamba_context *other = context(s.m, 1, 64, 16, 1);
+    jamba_context *other = ref_context(s.m, 1, 64, 16, 1);
     cr_assert_eq(jamba_seq_restore(other, 0, path, &err), JAMBA_OK, "%s", err.message);
     float *elsewhere = continue_seq(&s, other, 0);
     expect_close_rows(elsewhere, original, 8, s.V, "restored in another context");
@@ -234,7 +221,7 @@ JB_TEST(sequences, fork_save_restore_continue_bit_identically) {
 
 JB_TEST(sequences, bad_state_files_leave_the_sequence_unchanged) {
     setup s = open_mini();
-    jamba_context *ctx = context(s.m, 2, 32, 16, 1);
+    jamba_context *ctx = ref_context(s.m, 2, 32, 16, 1);
     cr_assert_eq(feed(ctx, 0, s.ids, 10, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
     char *dir = tu_tmpdir();
     char *path = tu_path(dir, "s.state");
@@ -272,12 +259,12 @@ JB_TEST(sequences, bad_state_files_leave_the_sequence_unchanged) {
     }
     /* a state from another model */
     jamba_model *odd = ref_load_model("odd-shapes");
-    jamba_context *octx = context(odd, 1, 32, 16, 1);
+    jamba_context *octx = ref_context(odd, 1, 32, 16, 1);
     jamba_error err = {0};
     cr_assert_eq(jamba_seq_restore(octx, 0, path, &err), JAMBA_ERR_BAD_STATE_FILE);
     cr_assert(strstr(err.message, "different model") != NULL, "%s", err.message);
     /* a state longer than the context */
-    jamba_context *small = context(s.m, 1, 8, 8, 1);
+    jamba_context *small = ref_context(s.m, 1, 8, 8, 1);
     cr_assert_eq(jamba_seq_restore(small, 0, path, &err), JAMBA_ERR_CONTEXT_FULL);
     cr_assert_eq(jamba_seq_restore(ctx, 0, "/no/such/file", &err), JAMBA_ERR_IO);
     cr_assert_eq(jamba_seq_save(ctx, 0, "/no/such/dir/x.state", &err), JAMBA_ERR_IO);
@@ -295,7 +282,7 @@ JB_TEST(sequences, bad_state_files_leave_the_sequence_unchanged) {
 
 JB_TEST(sequences, context_limit_is_an_error_not_a_wrap) {
     setup s = open_mini();
-    jamba_context *ctx = context(s.m, 1, 10, 4, 1);
+    jamba_context *ctx = ref_context(s.m, 1, 10, 4, 1);
     jamba_error err = {0};
     cr_assert_eq(feed(ctx, 0, s.ids, 11, JAMBA_LOGITS_LAST, &err), JAMBA_ERR_CONTEXT_FULL);
     cr_assert(strstr(err.message, "context size of 10") != NULL, "%s", err.message);
@@ -390,10 +377,10 @@ JB_TEST(sequences, context_parameters_are_checked) {
 
 JB_TEST(sequences, thread_counts_agree) {
     setup s = open_mini();
-    jamba_context *one = context(s.m, 1, 64, 64, 1);
+    jamba_context *one = ref_context(s.m, 1, 64, 64, 1);
     float *a = prompt_logits(&s, one, 0);
     for (int threads = 2; threads <= 5; threads += 3) {
-        jamba_context *many = context(s.m, 1, 64, 64, threads);
+        jamba_context *many = ref_context(s.m, 1, 64, 64, threads);
         float *b = prompt_logits(&s, many, 0);
         cr_assert_eq(memcmp(a, b, (size_t)(s.T * s.V) * sizeof(float)), 0, "%d threads differ from 1", threads);
         free(b);

@@ -55,6 +55,19 @@ jamba_model *ref_load_model(const char *name) {
     return m;
 }
 
+jamba_context *ref_context(const jamba_model *m, int32_t n_seq, int64_t n_ctx, int64_t n_batch, int32_t threads) {
+    jamba_context_params p = jamba_context_default_params();
+    p.n_logits_max = 64;
+    p.n_seq_max = n_seq;
+    p.n_ctx = n_ctx;
+    p.n_batch = n_batch;
+    p.n_threads = threads;
+    jamba_context *ctx = NULL;
+    jamba_error err = {0};
+    cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
+    return ctx;
+}
+
 double rel_l2(const float *a, const float *b, int64_t n) {
     double num = 0, den = 0;
     for (int64_t i = 0; i < n; i++) {

@@ -23,6 +23,9 @@ const int64_t *ref_i64(const ref_file *r, const char *tensor, int64_t shape[8]);
 /* Load tests/fixtures/forward/<name>/model with weights. */
 jamba_model *ref_load_model(const char *name);
 
+/* A context for tests: n_ctx 0 means the default; room for 64 logit rows per call. */
+jamba_context *ref_context(const jamba_model *m, int32_t n_seq, int64_t n_ctx, int64_t n_batch, int32_t threads);
+
 /* ||a - b|| / ||b|| over n values. */
 double rel_l2(const float *a, const float *b, int64_t n);
 

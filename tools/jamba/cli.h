@@ -24,6 +24,20 @@ int cli_fail(const jamba_error *err);
 /* Print "jamba <cmd>: <message>" and a hint to --help on stderr; return CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Declarative options: a flag sets a bool, a string stores argv's pointer, a count is parsed with
+ * cli_parse_count within [min, max]. */
+typedef enum cli_option_kind { CLI_FLAG, CLI_STRING, CLI_COUNT } cli_option_kind;
+typedef struct cli_option {
+    const char *name;     /* "--ctx" */
+    cli_option_kind kind;
+    void *dst;            /* bool *, const char ** or int64_t * */
+    int64_t min, max;     /* CLI_COUNT only */
+} cli_option;
+
+/* Parse argv[1..] against `opts`. Returns 0 when parsed, -1 after printing help for --help/-h, or
+ * CLI_EXIT_USAGE after printing the problem. */
+int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
+
 /* Parse a count such as 4096, 256k or 1M (k = 1024, M = 1048576) within [min, max]. */
 bool cli_parse_count(const char *s, int64_t min, int64_t max, int64_t *out);
 

@@ -22,17 +22,17 @@ static void print_lib_version(const char *what, int v) {
         printf("%-14s %d.%d.%d\n", what, v / 10000, (v % 10000) / 100, v % 100);
 }
 
+static void print_help(void) {
+    printf("usage: jamba devices\n\n"
+           "Print the CUDA runtime, driver, cuBLAS and NCCL versions this build uses, then each CUDA\n"
+           "device with its compute capability and memory, after running a self-test kernel on it.\n"
+           "Exits 1 when a device is present but this build's kernels cannot run on it.\n");
+}
+
 int cmd_devices(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: jamba devices\n\n"
-                   "Print the CUDA runtime, driver, cuBLAS and NCCL versions this build uses, then each CUDA\n"
-                   "device with its compute capability and memory, after running a self-test kernel on it.\n"
-                   "Exits 1 when a device is present but this build's kernels cannot run on it.\n");
-            return CLI_EXIT_OK;
-        }
-        return cli_usage_error("devices", "unknown option '%s'", argv[i]);
-    }
+    int rc = cli_parse("devices", argc, argv, NULL, 0, print_help);
+    if (rc != 0)
+        return rc < 0 ? CLI_EXIT_OK : rc;
     jamba_error err = {0};
     jamba_backend_info info;
     if (jamba_backend_query(&info, &err) != JAMBA_OK)

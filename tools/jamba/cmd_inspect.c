@@ -47,45 +47,26 @@ static void print_help(void) {
 
 static int parse_args(int argc, char **argv, inspect_opts *o) {
     *o = (inspect_opts){.n_seq = 1, .kv_dtype = JAMBA_DTYPE_BF16};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            print_help();
-            return -1;
-        } else if (strcmp(a, "--json") == 0) {
-            o->json = true;
-        } else if (strcmp(a, "--tensors") == 0) {
-            o->tensors = true;
-        } else if (strcmp(a, "--check-finite") == 0) {
-            o->check_finite = true;
-        } else if (strcmp(a, "--allow-unexpected") == 0) {
-            o->allow_unexpected = true;
-        } else if (strcmp(a, "--model") == 0 || strcmp(a, "--ctx") == 0 || strcmp(a, "--seqs") == 0 ||
-                   strcmp(a, "--kv-dtype") == 0) {
-            if (val == NULL)
-                return cli_usage_error("inspect", "%s needs a value", a);
-            i++;
-            if (strcmp(a, "--model") == 0) {
-                o->model = val;
-            } else if (strcmp(a, "--ctx") == 0) {
-                if (!cli_parse_count(val, 1, INT64_C(1) << 40, &o->n_ctx))
-                    return cli_usage_error("inspect", "--ctx '%s' is not a token count in [1, 2^40]", val);
-            } else if (strcmp(a, "--seqs") == 0) {
-                if (!cli_parse_count(val, 1, 1 << 20, &o->n_seq))
-                    return cli_usage_error("inspect", "--seqs '%s' is not a count in [1, 1048576]", val);
-            } else {
-                o->kv_dtype = strcmp(val, "bf16") == 0  ? JAMBA_DTYPE_BF16
-                              : strcmp(val, "f16") == 0 ? JAMBA_DTYPE_F16
-                              : strcmp(val, "f32") == 0 ? JAMBA_DTYPE_F32
-                                                        : JAMBA_DTYPE_UNKNOWN;
-                if (o->kv_dtype == JAMBA_DTYPE_UNKNOWN)
-                    return cli_usage_error("inspect", "--kv-dtype '%s' is not bf16, f16 or f32", val);
-            }
-        } else {
-            return cli_usage_error("inspect", "unknown option '%s'", a);
-        }
-    }
+    const char *kv = "bf16";
+    const cli_option opts[] = {
+        {"--model", CLI_STRING, &o->model, 0, 0},
+        {"--ctx", CLI_COUNT, &o->n_ctx, 1, INT64_C(1) << 40},
+        {"--seqs", CLI_COUNT, &o->n_seq, 1, 1 << 20},
+        {"--kv-dtype", CLI_STRING, &kv, 0, 0},
+        {"--json", CLI_FLAG, &o->json, 0, 0},
+        {"--tensors", CLI_FLAG, &o->tensors, 0, 0},
+        {"--check-finite", CLI_FLAG, &o->check_finite, 0, 0},
+        {"--allow-unexpected", CLI_FLAG, &o->allow_unexpected, 0, 0},
+    };
+    int rc = cli_parse("inspect", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
+    if (rc != 0)
+        return rc;
+    o->kv_dtype = strcmp(kv, "bf16") == 0  ? JAMBA_DTYPE_BF16
+                  : strcmp(kv, "f16") == 0 ? JAMBA_DTYPE_F16
+                  : strcmp(kv, "f32") == 0 ? JAMBA_DTYPE_F32
+                                           : JAMBA_DTYPE_UNKNOWN;
+    if (o->kv_dtype == JAMBA_DTYPE_UNKNOWN)
+        return cli_usage_error("inspect", "--kv-dtype '%s' is not bf16, f16 or f32", kv);
     if (o->model == NULL)
         return cli_usage_error("inspect", "--model DIR is required");
     return 0;

@@ -44,33 +44,17 @@ static void print_help(void) {
 
 static int parse_args(int argc, char **argv, score_opts *o) {
     *o = (score_opts){.batch = 512};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            print_help();
-            return -1;
-        } else if (strcmp(a, "--json") == 0) {
-            o->json = true;
-        } else if (strcmp(a, "--model") == 0 || strcmp(a, "--tokens") == 0 || strcmp(a, "--dump-logits") == 0 ||
-                   strcmp(a, "--threads") == 0 || strcmp(a, "--batch") == 0) {
-            if (val == NULL)
-                return cli_usage_error("score", "%s needs a value", a);
-            i++;
-            if (strcmp(a, "--model") == 0)
-                o->model = val;
-            else if (strcmp(a, "--tokens") == 0)
-                o->tokens = val;
-            else if (strcmp(a, "--dump-logits") == 0)
-                o->dump = val;
-            else if (strcmp(a, "--threads") == 0 && !cli_parse_count(val, 1, 1024, &o->threads))
-                return cli_usage_error("score", "--threads '%s' is not a count in [1, 1024]", val);
-            else if (strcmp(a, "--batch") == 0 && !cli_parse_count(val, 1, 1 << 16, &o->batch))
-                return cli_usage_error("score", "--batch '%s' is not a count in [1, 65536]", val);
-        } else {
-            return cli_usage_error("score", "unknown option '%s'", a);
-        }
-    }
+    const cli_option opts[] = {
+        {"--model", CLI_STRING, &o->model, 0, 0},
+        {"--tokens", CLI_STRING, &o->tokens, 0, 0},
+        {"--dump-logits", CLI_STRING, &o->dump, 0, 0},
+        {"--threads", CLI_COUNT, &o->threads, 1, 1024},
+        {"--batch", CLI_COUNT, &o->batch, 1, 1 << 16},
+        {"--json", CLI_FLAG, &o->json, 0, 0},
+    };
+    int rc = cli_parse("score", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
+    if (rc != 0)
+        return rc;
     if (o->model == NULL || o->tokens == NULL)
         return cli_usage_error("score", "--model DIR and --tokens LIST are required");
     return 0;

@@ -1,0 +1,35 @@
+/*
+ * options.c — the subcommands' declarative option parser.
+ */
+#include "cli.h"
+
+#include <string.h>
+
+int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void)) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            help();
+            return -1;
+        }
+        const cli_option *o = NULL;
+        for (size_t k = 0; k < n_opts && o == NULL; k++)
+            if (strcmp(a, opts[k].name) == 0)
+                o = &opts[k];
+        if (o == NULL)
+            return cli_usage_error(cmd, "unknown option '%s'", a);
+        if (o->kind == CLI_FLAG) {
+            *(bool *)o->dst = true;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return cli_usage_error(cmd, "%s needs a value", a);
+        const char *val = argv[++i];
+        if (o->kind == CLI_STRING)
+            *(const char **)o->dst = val;
+        else if (!cli_parse_count(val, o->min, o->max, (int64_t *)o->dst))
+            return cli_usage_error(cmd, "%s '%s' is not a count in [%lld, %lld]", a, val, (long long)o->min,
+                                   (long long)o->max);
+    }
+    return 0;
+}
