@@ -14,9 +14,14 @@
 
 jamba_status jb_json_parse_object(const char *buf, size_t len, const char *label, jamba_status bad,
                                   json_t **out, jamba_error *err) {
+    return jb_json_parse_object_flags(buf, len, label, bad, 0, out, err);
+}
+
+jamba_status jb_json_parse_object_flags(const char *buf, size_t len, const char *label, jamba_status bad, size_t flags,
+                                        json_t **out, jamba_error *err) {
     *out = NULL;
     json_error_t jerr;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | flags, &jerr);
     /* jansson reports most allocation failures as json_error_out_of_memory, but a failure while setting
      * up its lexer returns NULL with the error left empty. */
     if (root == NULL && (json_error_code(&jerr) == json_error_out_of_memory || jerr.text[0] == '\0'))

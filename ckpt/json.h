@@ -17,6 +17,11 @@
 jamba_status jb_json_parse_object(const char *buf, size_t len, const char *label, jamba_status bad,
                                   json_t **out, jamba_error *err);
 
+/* The same with extra jansson decoding flags (e.g. JSON_DECODE_INT_AS_REAL for files that carry integers
+ * beyond 64 bits, such as tokenizer_config.json's model_max_length). */
+jamba_status jb_json_parse_object_flags(const char *buf, size_t len, const char *label, jamba_status bad, size_t flags,
+                                        json_t **out, jamba_error *err);
+
 /* Read a whole regular file of at most max_size bytes (else status `bad`) into a new NUL-terminated
  * buffer. */
 jamba_status jb_read_small_file(const char *path, const char *label, uint64_t max_size, jamba_status bad,

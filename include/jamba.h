@@ -75,6 +75,9 @@ typedef enum jamba_status {
     JAMBA_ERR_DEVICE = -11,          /* the accelerator runtime reported an error */
     JAMBA_ERR_CONTEXT_FULL = -12,    /* a sequence would exceed the context's n_ctx tokens */
     JAMBA_ERR_BAD_STATE_FILE = -13,  /* a saved sequence state is malformed or belongs to another model */
+    JAMBA_ERR_BAD_TOKENIZER = -14,   /* tokenizer.json / tokenizer.model is malformed */
+    JAMBA_ERR_BUFFER_TOO_SMALL = -15, /* an output buffer cannot hold the result; the size needed is returned */
+    JAMBA_ERR_NUMERIC = -16,         /* logits were NaN or infinite where a number was needed */
 } jamba_status;
 
 /* A short English name for a status ("out of memory"); a static string, never NULL. */
@@ -377,6 +380,103 @@ JAMBA_API jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, con
  * completely (format, fingerprint, length within n_ctx, checksum) before the sequence is touched; on any
  * failure the sequence is unchanged. A restored sequence continues bit-identically. */
 JAMBA_API jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path, jamba_error *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Tokenizer
+ *
+ * Loaded from a model folder without Python: tokenizer.json (a Hugging Face BPE tokenizer, SentencePiece
+ * style or byte-level GPT-2 style) wins over tokenizer.model (a SentencePiece BPE model).
+ * tokenizer_config.json gives BOS/EOS handling and generation_config.json extra EOS ids. A component this
+ * version does not implement is an error naming it, never an approximation. A tokenizer is immutable after
+ * loading and may be used from any number of threads at once.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_tokenizer jamba_tokenizer;
+
+/* Load from `path`: a model folder, a tokenizer.json file or a tokenizer.model file. */
+JAMBA_API jamba_status jamba_tokenizer_load(const char *path, jamba_tokenizer **out, jamba_error *err);
+JAMBA_API void jamba_tokenizer_free(jamba_tokenizer *tok);
+
+JAMBA_API int64_t jamba_tokenizer_vocab_size(const jamba_tokenizer *tok);
+/* BOS id, or -1 when the tokenizer has none. */
+JAMBA_API int32_t jamba_tokenizer_bos(const jamba_tokenizer *tok);
+/* End-of-sequence ids (tokenizer files and generation_config.json); valid until jamba_tokenizer_free. */
+JAMBA_API const int32_t *jamba_tokenizer_eos(const jamba_tokenizer *tok, int64_t *n_eos);
+/* The id of an exact token string (special tokens included), or -1. */
+JAMBA_API int32_t jamba_tokenizer_find(const jamba_tokenizer *tok, const char *piece);
+/* The stored string of token `id` (e.g. "▁the", "<0x0A>", "<|eom|>"), or NULL when out of range. */
+JAMBA_API const char *jamba_tokenizer_piece(const jamba_tokenizer *tok, int32_t id);
+
+typedef enum jamba_tokenize_flags {
+    JAMBA_TOKENIZE_ADD_SPECIAL = 1,   /* add BOS/EOS as the tokenizer's files say */
+    JAMBA_TOKENIZE_PARSE_SPECIAL = 2, /* text like "<|startoftext|>" becomes the special token */
+} jamba_tokenize_flags;
+
+/*
+ * Encode `len` bytes of UTF-8 text (invalid bytes are encoded as U+FFFD) into at most `capacity` ids.
+ * *n_ids receives the count, which is never more than 2 * len + 3. When capacity is too small the
+ * call returns JAMBA_ERR_BUFFER_TOO_SMALL with *n_ids set to the count needed and writes nothing.
+ */
+JAMBA_API jamba_status jamba_tokenize(const jamba_tokenizer *tok, const char *text, size_t len, int flags,
+                                      int32_t *ids, int64_t capacity, int64_t *n_ids, jamba_error *err);
+
+/*
+ * Decode ids to UTF-8 text (always valid UTF-8; incomplete or invalid byte sequences become U+FFFD).
+ * Special tokens are left out unless keep_special. Writes at most `capacity` bytes plus a NUL; *len gets
+ * the text length. JAMBA_ERR_BUFFER_TOO_SMALL (with *len = bytes needed, NUL excluded) when it does not fit.
+ */
+JAMBA_API jamba_status jamba_detokenize(const jamba_tokenizer *tok, const int32_t *ids, int64_t n_ids,
+                                        bool keep_special, char *text, size_t capacity, size_t *len,
+                                        jamba_error *err);
+
+/* Streaming decode for generated tokens: push one id at a time and get only text that is complete (a
+ * token ending inside a UTF-8 character prints nothing until the character completes). */
+typedef struct jamba_stream_decoder jamba_stream_decoder;
+JAMBA_API jamba_status jamba_stream_decoder_create(const jamba_tokenizer *tok, bool keep_special,
+                                                   jamba_stream_decoder **out, jamba_error *err);
+JAMBA_API void jamba_stream_decoder_free(jamba_stream_decoder *dec);
+/* Append `id`; *text points at the newly completed text (NUL-terminated, *len bytes, possibly empty),
+ * valid until the next call on the decoder. `at_start` tells the decoder this is the first token of a text
+ * (decoders that strip a leading space do so only there). */
+JAMBA_API jamba_status jamba_stream_decoder_push(jamba_stream_decoder *dec, int32_t id, const char **text,
+                                                 size_t *len, jamba_error *err);
+/* Whatever is still pending (an incomplete character becomes U+FFFD); then the decoder starts afresh. */
+JAMBA_API jamba_status jamba_stream_decoder_flush(jamba_stream_decoder *dec, const char **text, size_t *len,
+                                                  jamba_error *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Sampling
+ *
+ * A sampler owns its random state (seeded; the same seed, logits and history give the same tokens) and
+ * the history used by the penalties. One thread at a time per sampler.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_sampler_params {
+    float temperature;        /* 0 = greedy; default 0.8 */
+    int32_t top_k;            /* keep the k most likely; 0 = off; default 40 */
+    float top_p;              /* nucleus: keep the smallest set with this probability mass; 1 = off; default 0.95 */
+    float min_p;              /* drop tokens below min_p x the top probability; 0 = off; default 0.05 */
+    float repetition_penalty; /* > 1 discourages tokens seen in the history (divide positive logits, multiply
+                                 negative ones); 1 = off; default 1.0 */
+    float presence_penalty;   /* subtracted once from every token seen in the history; 0 = off; default 0 */
+    int32_t penalty_last_n;   /* how much history the penalties look at; default 256 */
+    uint64_t seed;            /* default 0x5eed */
+} jamba_sampler_params;
+
+typedef struct jamba_sampler jamba_sampler;
+
+JAMBA_API jamba_sampler_params jamba_sampler_default_params(void);
+/* JAMBA_ERR_INVALID_ARGUMENT for a negative or NaN temperature, top_p outside (0, 1], min_p outside
+ * [0, 1), a repetition penalty <= 0, negative counts. */
+JAMBA_API jamba_status jamba_sampler_create(const jamba_sampler_params *params, int64_t vocab_size,
+                                            jamba_sampler **out, jamba_error *err);
+JAMBA_API void jamba_sampler_free(jamba_sampler *s);
+/* Add a token to the penalty history (prompt tokens and sampled ones). */
+JAMBA_API void jamba_sampler_accept(jamba_sampler *s, int32_t token);
+/* Choose the next token from vocab_size logits (not modified). NaN logits never win; if no logit is
+ * finite, JAMBA_ERR_NUMERIC. */
+JAMBA_API jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, int32_t *token,
+                                            jamba_error *err);
 
 /* ------------------------------------------------------------------------------------------------
  * Accelerators

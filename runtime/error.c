@@ -22,6 +22,9 @@ const char *jamba_status_string(jamba_status status) {
     case JAMBA_ERR_DEVICE: return "device error";
     case JAMBA_ERR_CONTEXT_FULL: return "context full";
     case JAMBA_ERR_BAD_STATE_FILE: return "bad state file";
+    case JAMBA_ERR_BAD_TOKENIZER: return "malformed tokenizer";
+    case JAMBA_ERR_BUFFER_TOO_SMALL: return "buffer too small";
+    case JAMBA_ERR_NUMERIC: return "non-finite numbers";
     }
     return "unknown status";
 }

@@ -3,7 +3,7 @@
 #   tools/deps.sh run    build and run the CLI (compiler, CMake, jansson)
 #   tools/deps.sh test   also Criterion (tests) and clang with libFuzzer (fuzz smoke)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libjansson-dev)
+pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev)
 if [ "${1:-run}" = "test" ]; then
   pkgs+=(libcriterion-dev clang libclang-rt-14-dev)
 fi

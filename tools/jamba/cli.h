@@ -18,6 +18,8 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 
 /* Print "jamba: error: <message>" as one line on stderr and return CLI_EXIT_FAIL. */
 int cli_fail(const jamba_error *err);

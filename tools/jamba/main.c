@@ -15,6 +15,8 @@ static void print_help(FILE *out) {
             "commands:\n"
             "  inspect   show a model folder's config, layer map, parameters, tensors and memory\n"
             "  score     run token ids through a model: mean NLL, perplexity, per-position log-probs\n"
+            "  tokenize  text -> token ids with a model's tokenizer\n"
+            "  detokenize  token ids -> text\n"
             "  devices   show the CUDA / cuBLAS / NCCL versions of this build and the GPUs present\n"
             "\n"
             "  jamba <command> --help   options of one command\n"
@@ -37,6 +39,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "inspect") == 0)
         return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0)
+        return cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "detokenize") == 0)
+        return cmd_detokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "score") == 0)
         return cmd_score(argc - 1, argv + 1);
     if (strcmp(cmd, "devices") == 0)
