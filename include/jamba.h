@@ -445,6 +445,35 @@ JAMBA_API jamba_status jamba_stream_decoder_flush(jamba_stream_decoder *dec, con
                                                   jamba_error *err);
 
 /* ------------------------------------------------------------------------------------------------
+ * Chat format (Jamba 1.5 / 1.6 / 1.7), rendered in code; a template from a model file is never executed.
+ *
+ *   <|startoftext|><|bom|><|system|> SYSTEM<|eom|><|bom|><|user|> USER<|eom|><|bom|><|assistant|>
+ *
+ * A system turn is always emitted (empty text when none is given). Message text is tokenized as plain
+ * text, so a user cannot inject special tokens.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_chat_message {
+    const char *role;    /* "system", "user", "assistant" or "tool" */
+    const char *content; /* UTF-8 text */
+} jamba_chat_message;
+
+typedef enum jamba_chat_flags {
+    JAMBA_CHAT_GENERATION_PROMPT = 1, /* end with <|eom|><|bom|><|assistant|> for the model's reply */
+    JAMBA_CHAT_CONTINUE = 2,          /* messages continue a conversation already in a sequence: no BOS or
+                                         system turn, and an <|eom|> before the first message */
+} jamba_chat_flags;
+
+/* True when the tokenizer has the chat tokens (<|bom|>, <|eom|>, <|system|>, <|user|>, <|assistant|>). */
+JAMBA_API bool jamba_chat_supported(const jamba_tokenizer *tok);
+
+/* Render and tokenize messages. Capacity and JAMBA_ERR_BUFFER_TOO_SMALL as for jamba_tokenize.
+ * JAMBA_ERR_UNSUPPORTED when the tokenizer has no chat tokens or a role is unknown. */
+JAMBA_API jamba_status jamba_chat_tokenize(const jamba_tokenizer *tok, const jamba_chat_message *messages,
+                                           int64_t n_messages, int flags, int32_t *ids, int64_t capacity,
+                                           int64_t *n_ids, jamba_error *err);
+
+/* ------------------------------------------------------------------------------------------------
  * Sampling
  *
  * A sampler owns its random state (seeded; the same seed, logits and history give the same tokens) and

@@ -18,6 +18,8 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 
@@ -28,13 +30,20 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 
 /* Declarative options: a flag sets a bool, a string stores argv's pointer, a count is parsed with
  * cli_parse_count within [min, max]. */
-typedef enum cli_option_kind { CLI_FLAG, CLI_STRING, CLI_COUNT } cli_option_kind;
+typedef enum cli_option_kind { CLI_FLAG, CLI_STRING, CLI_COUNT, CLI_FLOAT, CLI_STRINGS } cli_option_kind;
 typedef struct cli_option {
     const char *name;     /* "--ctx" */
     cli_option_kind kind;
-    void *dst;            /* bool *, const char ** or int64_t * */
-    int64_t min, max;     /* CLI_COUNT only */
+    void *dst;            /* bool *, const char **, int64_t *, double * or cli_strings * */
+    int64_t min, max;     /* CLI_COUNT and CLI_FLOAT bounds */
 } cli_option;
+
+/* A repeatable string option. */
+#define CLI_MAX_REPEAT 16
+typedef struct cli_strings {
+    const char *v[CLI_MAX_REPEAT];
+    int n;
+} cli_strings;
 
 /* Parse argv[1..] against `opts`. Returns 0 when parsed, -1 after printing help for --help/-h, or
  * CLI_EXIT_USAGE after printing the problem. */

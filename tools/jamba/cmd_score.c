@@ -1,9 +1,12 @@
 /*
- * cmd_score.c — `jamba score`: run token ids as one sequence and report how well the model predicts each
- * next token: mean negative log-likelihood, perplexity and per-position log-probabilities; optionally
- * dump every position's logits as a safetensors file.
+ * cmd_score.c — `jamba score`: how well models predict a text. Token ids (--tokens) or a text file
+ * (--file, tokenized with each model's own tokenizer, BOS added) run as one sequence in steps of --batch
+ * tokens; reported are the mean negative log-likelihood of each next token, the perplexity, bits per byte
+ * (comparable across tokenizers) and, with --json, every position's log-probability. Several --model flags
+ * give a comparison table. --dump-logits writes one model's logits as safetensors.
  */
 #include "cli.h"
+#include "generation.h"
 
 #include "ckpt/st_write.h"
 
@@ -13,96 +16,79 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef struct score_opts {
-    const char *model;
-    const char *tokens;
-    const char *dump;
-    int64_t threads;
-    int64_t batch;
+    cli_strings models;
+    const char *tokens, *file, *dump;
+    int64_t threads, batch;
     bool json;
 } score_opts;
 
+typedef struct score_result {
+    const char *model;
+    int64_t tokens;   /* scored sequence length (BOS included) */
+    double nll;       /* mean over the T - 1 predictions */
+    double *logprob;  /* [T - 1] */
+} score_result;
+
 static void print_help(void) {
-    printf("usage: jamba score --model DIR --tokens ID,ID,... [--json] [--dump-logits FILE]\n"
-           "                   [--threads N] [--batch N]\n"
+    printf("usage: jamba score --model DIR [--model DIR ...] (--file TEXT | --tokens ID,ID,...) [--json]\n"
+           "                   [--dump-logits FILE] [--threads N] [--batch N]\n"
            "\n"
-           "Run the token ids as one sequence (prefill in steps of --batch tokens) and print the mean negative\n"
-           "log-likelihood of each next token, the perplexity, and per-position log-probabilities.\n"
+           "Run a text or token ids as one sequence and report the mean negative log-likelihood of each next\n"
+           "token, the perplexity and bits per byte. Long texts are scored in steps of --batch tokens (chunked\n"
+           "prefill) with a progress bar on stderr. Several --model flags print a comparison table.\n"
            "\n"
-           "  --model DIR          model folder (required)\n"
-           "  --tokens LIST        comma-separated token ids (required; at least one)\n"
-           "  --json               print one JSON object: tokens, mean_nll, perplexity, positions[]\n"
-           "  --dump-logits FILE   write every position's logits to FILE as safetensors: one tensor\n"
+           "  --model DIR          model folder (repeatable)\n"
+           "  --file TEXT          a UTF-8 text file (\"-\" for stdin), tokenized with each model's tokenizer\n"
+           "                       with BOS added\n"
+           "  --tokens LIST        comma-separated token ids instead of a text\n"
+           "  --json               one JSON object: per model tokens, mean_nll, perplexity, bits_per_byte and\n"
+           "                       positions[] (each next token's log-probability)\n"
+           "  --dump-logits FILE   write every position's logits (one model only) as safetensors: one tensor\n"
            "                       \"logits\", F32, shape [T, vocab]\n"
            "  --threads N          worker threads (default: all CPUs)\n"
            "  --batch N            tokens per step (default 512)\n"
            "\n"
-           "Position t's log-probability is that of token t+1 given tokens 0..t, so T tokens give T-1 scores.\n"
            "Exit status: 0 ok, 1 failure (one line on stderr), 2 usage error.\n");
 }
 
-static int parse_args(int argc, char **argv, score_opts *o) {
-    *o = (score_opts){.batch = 512};
-    const cli_option opts[] = {
-        {"--model", CLI_STRING, &o->model, 0, 0},
-        {"--tokens", CLI_STRING, &o->tokens, 0, 0},
-        {"--dump-logits", CLI_STRING, &o->dump, 0, 0},
-        {"--threads", CLI_COUNT, &o->threads, 1, 1024},
-        {"--batch", CLI_COUNT, &o->batch, 1, 1 << 16},
-        {"--json", CLI_FLAG, &o->json, 0, 0},
-    };
-    int rc = cli_parse("score", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
-    if (rc != 0)
-        return rc;
-    if (o->model == NULL || o->tokens == NULL)
-        return cli_usage_error("score", "--model DIR and --tokens LIST are required");
-    return 0;
-}
-
-/* "1,2, 3" -> ids; false (with a message) on anything else. */
+/* "1,2, 3" -> ids. */
 static bool parse_ids(const char *s, int32_t **out, int64_t *n) {
     int64_t cap = 16, len = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    if (ids == NULL)
-        return false;
-    const char *p = s;
-    for (;;) {
+    for (const char *p = s; ids;) {
         while (*p == ' ')
             p++;
         char *end;
         errno = 0;
         long long v = strtoll(p, &end, 10);
-        if (end == p || errno != 0 || v < 0 || v > INT32_MAX) {
-            free(ids);
-            return false;
-        }
+        if (end == p || errno != 0 || v < 0 || v > INT32_MAX)
+            break;
         if (len == cap) {
             int32_t *grown = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
-            if (grown == NULL) {
-                free(ids);
-                return false;
-            }
+            if (grown == NULL)
+                break;
             ids = grown;
         }
         ids[len++] = (int32_t)v;
-        p = end;
-        while (*p == ' ')
-            p++;
-        if (*p == '\0')
-            break;
-        if (*p != ',') {
-            free(ids);
-            return false;
+        for (p = end; *p == ' '; p++)
+            ;
+        if (*p == '\0') {
+            *out = ids;
+            *n = len;
+            return true;
         }
-        p++;
+        if (*p++ != ',')
+            break;
     }
-    *out = ids;
-    *n = len;
-    return true;
+    free(ids);
+    return false;
 }
 
-/* log p(next | row) from one row of logits, in double. */
+/* log p(next | row), in double. */
 static double log_prob(const float *row, int64_t V, int32_t next) {
     double mx = row[0];
     for (int64_t i = 1; i < V; i++)
@@ -113,61 +99,33 @@ static double log_prob(const float *row, int64_t V, int32_t next) {
     return (double)row[next] - mx - log(sum);
 }
 
-static int report(const score_opts *o, const int32_t *ids, int64_t T, const double *lp) {
-    double nll = 0;
-    for (int64_t t = 0; t + 1 < T; t++)
-        nll -= lp[t];
-    const bool any = T > 1;
-    if (any)
-        nll /= (double)(T - 1);
-    if (o->json) {
-        json_t *pos = json_array();
-        for (int64_t t = 0; t + 1 < T; t++)
-            json_array_append_new(pos, json_pack("{s:I,s:I,s:f}", "position", (json_int_t)t, "next_token",
-                                                 (json_int_t)ids[t + 1], "logprob", lp[t]));
-        json_t *root = json_pack("{s:I,s:o,s:o,s:o}", "tokens", (json_int_t)T, "mean_nll",
-                                 any ? json_real(nll) : json_null(), "perplexity",
-                                 any ? json_real(exp(nll)) : json_null(), "positions", pos);
-        if (root == NULL || json_dumpf(root, stdout, JSON_INDENT(2)) != 0) {
-            json_decref(root);
-            fprintf(stderr, "jamba: error: cannot write the JSON report\n");
-            return CLI_EXIT_FAIL;
-        }
-        printf("\n");
-        json_decref(root);
-    } else {
-        if (any)
-            printf("tokens %lld, predicted %lld, mean NLL %.6f, perplexity %.4f\n", (long long)T, (long long)(T - 1),
-                   nll, exp(nll));
-        else
-            printf("tokens 1, predicted 0 (a single token has no next token to score)\n");
-        for (int64_t t = 0; t + 1 < T; t++)
-            printf("%6lld %8d %12.6f\n", (long long)t, ids[t + 1], lp[t]);
-    }
-    return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int run(const score_opts *o, const int32_t *ids, int64_t T) {
+/* Score ids with an open model; fills r (and *all, when dumping). */
+static int score_ids(const score_opts *o, jamba_model *m, const int32_t *ids, int64_t T, score_result *r, float **all) {
     jamba_error err = {0};
-    jamba_model *m = NULL;
-    if (jamba_model_load(o->model, NULL, &m, &err) != JAMBA_OK)
-        return cli_fail(&err);
     const int64_t V = jamba_model_config(m)->vocab_size;
     jamba_context_params cp = jamba_context_default_params();
     cp.n_ctx = T;
     cp.n_batch = T < o->batch ? T : o->batch;
     cp.n_threads = (int32_t)o->threads;
     jamba_context *ctx = NULL;
-    double *lp = calloc((size_t)T, sizeof *lp);
-    float *all = o->dump ? malloc((size_t)(T * V) * sizeof *all) : NULL;
-    int rc = CLI_EXIT_OK;
-    if (lp == NULL || (o->dump && all == NULL)) {
+    r->tokens = T;
+    r->logprob = calloc((size_t)(T > 1 ? T - 1 : 1), sizeof *r->logprob);
+    if (r->logprob == NULL || (all && (*all = malloc((size_t)(T * V) * sizeof **all)) == NULL)) {
         fprintf(stderr, "jamba: error: out of memory for %lld positions\n", (long long)T);
-        rc = CLI_EXIT_FAIL;
-    } else if (jamba_context_create(m, &cp, &ctx, &err) != JAMBA_OK) {
-        rc = cli_fail(&err);
+        return CLI_EXIT_FAIL;
     }
-    for (int64_t at = 0; rc == CLI_EXIT_OK && at < T; at += cp.n_batch) {
+    if (jamba_context_create(m, &cp, &ctx, &err) != JAMBA_OK)
+        return cli_fail(&err);
+    bool bar = T > cp.n_batch && isatty(STDERR_FILENO);
+    double t0 = seconds(), nll = 0;
+    int rc = CLI_EXIT_OK;
+    for (int64_t at = 0; at < T; at += cp.n_batch) {
         int64_t n = T - at < cp.n_batch ? T - at : cp.n_batch, rows;
         jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = n, .logits = JAMBA_LOGITS_ALL};
         if (jamba_decode(ctx, &in, 1, &err) != JAMBA_OK) {
@@ -175,36 +133,149 @@ static int run(const score_opts *o, const int32_t *ids, int64_t T) {
             break;
         }
         const float *logits = jamba_logits(ctx, 0, &rows);
-        for (int64_t r = 0; r < n; r++)
-            if (at + r + 1 < T)
-                lp[at + r] = log_prob(logits + r * V, V, ids[at + r + 1]);
+        for (int64_t i = 0; i < n && at + i + 1 < T; i++) {
+            r->logprob[at + i] = log_prob(logits + i * V, V, ids[at + i + 1]);
+            nll -= r->logprob[at + i];
+        }
         if (all)
-            memcpy(all + at * V, logits, (size_t)(n * V) * sizeof *all);
+            memcpy(*all + at * V, logits, (size_t)(n * V) * sizeof **all);
+        if (bar)
+            gen_progress("score", at + n, T, seconds() - t0);
     }
+    r->nll = T > 1 ? nll / (double)(T - 1) : NAN;
+    jamba_context_free(ctx);
+    return rc;
+}
+
+static int score_model(const score_opts *o, const char *dir, const char *text, size_t text_len, score_result *r) {
+    jamba_error err = {0};
+    jamba_model *m = NULL;
+    jamba_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    int64_t T = 0;
+    float *all = NULL;
+    int rc = CLI_EXIT_OK;
+    r->model = dir;
+    if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK)
+        return cli_fail(&err);
+    if (text) {
+        int64_t cap = 2 * (int64_t)text_len + 3;
+        ids = malloc((size_t)cap * sizeof *ids);
+        if (ids == NULL || jamba_tokenizer_load(dir, &tok, &err) != JAMBA_OK ||
+            jamba_tokenize(tok, text, text_len, JAMBA_TOKENIZE_ADD_SPECIAL, ids, cap, &T, &err) != JAMBA_OK)
+            rc = ids ? cli_fail(&err) : CLI_EXIT_FAIL;
+    } else if (!parse_ids(o->tokens, &ids, &T)) {
+        rc = cli_usage_error("score", "--tokens '%.40s' is not a comma-separated list of token ids", o->tokens);
+    }
+    if (rc == CLI_EXIT_OK)
+        rc = score_ids(o, m, ids, T, r, o->dump ? &all : NULL);
     if (rc == CLI_EXIT_OK && o->dump) {
-        jb_st_out_tensor t = {"logits", JAMBA_DTYPE_F32, 2, {T, V}, all};
+        jb_st_out_tensor t = {"logits", JAMBA_DTYPE_F32, 2, {T, jamba_model_config(m)->vocab_size}, all};
         if (jb_st_write(o->dump, &t, 1, &err) != JAMBA_OK)
             rc = cli_fail(&err);
     }
-    if (rc == CLI_EXIT_OK)
-        rc = report(o, ids, T, lp);
     free(all);
-    free(lp);
-    jamba_context_free(ctx);
+    free(ids);
+    jamba_tokenizer_free(tok);
     jamba_model_free(m);
     return rc;
 }
 
+static int report(const score_opts *o, const score_result *r, int n, size_t text_bytes) {
+    if (o->json) {
+        json_t *models = json_array();
+        for (int k = 0; k < n; k++) {
+            json_t *pos = json_array();
+            for (int64_t t = 0; t + 1 < r[k].tokens; t++)
+                json_array_append_new(pos, json_real(r[k].logprob[t]));
+            bool any = r[k].tokens > 1;
+            double bits = any && text_bytes ? r[k].nll * (double)(r[k].tokens - 1) / ((double)text_bytes * log(2)) : 0;
+            json_array_append_new(models, json_pack("{s:s,s:I,s:o,s:o,s:o,s:o}", "model", r[k].model, "tokens",
+                                                    (json_int_t)r[k].tokens, "mean_nll",
+                                                    any ? json_real(r[k].nll) : json_null(), "perplexity",
+                                                    any ? json_real(exp(r[k].nll)) : json_null(), "bits_per_byte",
+                                                    any && text_bytes ? json_real(bits) : json_null(), "positions", pos));
+        }
+        json_t *root = json_pack("{s:o}", "models", models);
+        if (n == 1) { /* a single model: its fields at the top level as well */
+            json_t *only = json_array_get(models, 0);
+            json_object_update(root, only);
+        }
+        int rc = root && json_dumpf(root, stdout, JSON_INDENT(2)) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+        printf("\n");
+        json_decref(root);
+        return rc;
+    }
+    if (n == 1 && o->tokens) {
+        if (r[0].tokens > 1)
+            printf("tokens %lld, predicted %lld, mean NLL %.6f, perplexity %.4f\n", (long long)r[0].tokens,
+                   (long long)(r[0].tokens - 1), r[0].nll, exp(r[0].nll));
+        else
+            printf("tokens 1, predicted 0 (a single token has no next token to score)\n");
+        for (int64_t t = 0; t + 1 < r[0].tokens; t++)
+            printf("%6lld %12.6f\n", (long long)t, r[0].logprob[t]);
+        return CLI_EXIT_OK;
+    }
+    printf("%-40s %10s %12s %12s %10s\n", "model", "tokens", "mean NLL", "perplexity", "bits/byte");
+    for (int k = 0; k < n; k++) {
+        double bits = text_bytes ? r[k].nll * (double)(r[k].tokens - 1) / ((double)text_bytes * log(2)) : NAN;
+        printf("%-40s %10lld %12.6f %12.4f %10.4f\n", r[k].model, (long long)r[k].tokens, r[k].nll, exp(r[k].nll), bits);
+    }
+    return CLI_EXIT_OK;
+}
+
+static char *read_text(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (cap - n < 4096) {
+            char *grown = realloc(buf, cap *= 2);
+            if (grown == NULL)
+                free(buf);
+            buf = grown;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        *len = n;
+    }
+    return buf;
+}
+
 int cmd_score(int argc, char **argv) {
-    score_opts o;
-    int rc = parse_args(argc, argv, &o);
+    score_opts o = {.batch = 512};
+    const cli_option opts[] = {
+        {"--model", CLI_STRINGS, &o.models, 0, 0},      {"--tokens", CLI_STRING, &o.tokens, 0, 0},
+        {"--file", CLI_STRING, &o.file, 0, 0},          {"--dump-logits", CLI_STRING, &o.dump, 0, 0},
+        {"--threads", CLI_COUNT, &o.threads, 1, 1024},  {"--batch", CLI_COUNT, &o.batch, 1, 1 << 16},
+        {"--json", CLI_FLAG, &o.json, 0, 0},
+    };
+    int rc = cli_parse("score", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
     if (rc != 0)
         return rc < 0 ? CLI_EXIT_OK : rc;
-    int32_t *ids = NULL;
-    int64_t T = 0;
-    if (!parse_ids(o.tokens, &ids, &T))
-        return cli_usage_error("score", "--tokens '%.40s' is not a comma-separated list of token ids", o.tokens);
-    rc = run(&o, ids, T);
-    free(ids);
-    return rc;
+    if (o.models.n == 0 || (o.tokens == NULL) == (o.file == NULL))
+        return cli_usage_error("score", "--model DIR and one of --file TEXT or --tokens LIST are required");
+    if (o.dump && o.models.n > 1)
+        return cli_usage_error("score", "--dump-logits works with one --model");
+    size_t text_len = 0;
+    char *text = NULL;
+    if (o.file && (text = read_text(o.file, &text_len)) == NULL) {
+        fprintf(stderr, "jamba: error: %s: cannot read: %s\n", o.file, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    score_result results[CLI_MAX_REPEAT] = {{0}};
+    for (int k = 0; k < o.models.n && rc == CLI_EXIT_OK; k++)
+        rc = score_model(&o, o.models.v[k], text, text_len, &results[k]);
+    if (rc == CLI_EXIT_OK)
+        rc = report(&o, results, o.models.n, text_len);
+    for (int k = 0; k < o.models.n; k++)
+        free(results[k].logprob);
+    free(text);
+    return rc != CLI_EXIT_OK ? rc : fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }

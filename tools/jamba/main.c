@@ -13,6 +13,8 @@ static void print_help(FILE *out) {
             "Runtime for AI21 Jamba models (hybrid Mamba / attention / mixture-of-experts).\n"
             "\n"
             "commands:\n"
+            "  generate  continue a prompt with a model (streams text; the bundled demo model by default)\n"
+            "  chat      talk with a chat model in the Jamba-1.5+ chat format\n"
             "  inspect   show a model folder's config, layer map, parameters, tensors and memory\n"
             "  score     run token ids through a model: mean NLL, perplexity, per-position log-probs\n"
             "  tokenize  text -> token ids with a model's tokenizer\n"
@@ -39,6 +41,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "inspect") == 0)
         return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0)
+        return cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "chat") == 0)
+        return cmd_chat(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0)
         return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "detokenize") == 0)

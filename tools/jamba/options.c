@@ -3,6 +3,8 @@
  */
 #include "cli.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void)) {
@@ -25,9 +27,21 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
         if (i + 1 >= argc)
             return cli_usage_error(cmd, "%s needs a value", a);
         const char *val = argv[++i];
-        if (o->kind == CLI_STRING)
+        if (o->kind == CLI_STRING) {
             *(const char **)o->dst = val;
-        else if (!cli_parse_count(val, o->min, o->max, (int64_t *)o->dst))
+        } else if (o->kind == CLI_STRINGS) {
+            cli_strings *list = o->dst;
+            if (list->n == CLI_MAX_REPEAT)
+                return cli_usage_error(cmd, "%s given more than %d times", a, CLI_MAX_REPEAT);
+            list->v[list->n++] = val;
+        } else if (o->kind == CLI_FLOAT) {
+            char *end;
+            double d = strtod(val, &end);
+            if (end == val || *end != '\0' || !isfinite(d) || d < (double)o->min || d > (double)o->max)
+                return cli_usage_error(cmd, "%s '%s' is not a number in [%lld, %lld]", a, val, (long long)o->min,
+                                       (long long)o->max);
+            *(double *)o->dst = d;
+        } else if (!cli_parse_count(val, o->min, o->max, (int64_t *)o->dst))
             return cli_usage_error(cmd, "%s '%s' is not a count in [%lld, %lld]", a, val, (long long)o->min,
                                    (long long)o->max);
     }

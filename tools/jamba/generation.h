@@ -1,0 +1,66 @@
+/*
+ * generation.h — what `jamba generate`, `jamba chat` and `jamba score` share: opening a model with its
+ * tokenizer, prefilling with a progress bar, and a generation loop that streams text, stops on EOS ids and
+ * stop strings, and keeps timing statistics.
+ */
+#ifndef JAMBA_CLI_GENERATION_H
+#define JAMBA_CLI_GENERATION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cli.h"
+
+typedef struct gen_session {
+    jamba_model *model;
+    jamba_tokenizer *tok;
+    jamba_context *ctx;
+    jamba_sampler *sampler;
+    int64_t n_ctx, n_batch;
+    int32_t stop_ids[2 * JAMBA_MAX_EOS_IDS + 1]; /* tokenizer and config EOS ids (and <|eom|> in chat) */
+    int n_stop_ids;
+    double prefill_seconds, decode_seconds;
+    int64_t prefill_tokens, decode_tokens;
+} gen_session;
+
+typedef struct gen_options {
+    const char *model;        /* NULL: the bundled demo model */
+    int64_t n_ctx;            /* 0: the prompt plus max_tokens */
+    int64_t n_batch, threads;
+    jamba_sampler_params sampling;
+    bool progress;            /* a progress bar on stderr while prefilling */
+} gen_options;
+
+/* The bundled demo model's folder (JAMBA_DEMO_MODEL at build time, or $JAMBA_MODEL). */
+const char *gen_default_model(void);
+
+/* Load model and tokenizer; create the context (n_ctx tokens) and the sampler. */
+int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *err);
+void gen_close(gen_session *s);
+
+/* Feed `n` tokens to sequence 0 in steps of n_batch; logits of the last one when want_logits. A progress
+ * bar is drawn when `progress` and more than one step is needed. */
+jamba_status gen_prefill(gen_session *s, const int32_t *ids, int64_t n, bool want_logits, bool progress,
+                         jamba_error *err);
+
+typedef struct gen_stop {
+    const char *const *strings; /* stop strings */
+    int n_strings;
+    int64_t max_tokens;
+} gen_stop;
+
+typedef enum gen_end { GEN_END_EOS, GEN_END_STOP_STRING, GEN_END_MAX_TOKENS, GEN_END_CONTEXT } gen_end;
+
+/* Sample from the current logits, feed each token back, and print the text to `out` as it completes,
+ * holding back anything that could be the start of a stop string. *last receives the token that ended the
+ * loop (an EOS id that was not fed), or -1. */
+jamba_status gen_run(gen_session *s, const gen_stop *stop, FILE *out, gen_end *end, int32_t *last, jamba_error *err);
+
+/* Redraw a progress bar on stderr: "<what> [=====>   ] done/total tokens, N tok/s" (newline when done). */
+void gen_progress(const char *what, int64_t done, int64_t total, double seconds);
+
+/* "prompt tokens 12, prefill 345.6 tok/s, generated 64 tokens, decode 78.9 tok/s, peak memory 123 MiB" */
+void gen_print_stats(const gen_session *s);
+
+#endif /* JAMBA_CLI_GENERATION_H */
