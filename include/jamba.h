@@ -414,9 +414,13 @@ typedef enum jamba_tokenize_flags {
 
 /*
  * Encode `len` bytes of UTF-8 text (invalid bytes are encoded as U+FFFD) into at most `capacity` ids.
- * *n_ids receives the count, which is never more than 2 * len + 3. When capacity is too small the
+ * *n_ids receives the count, never more than JAMBA_TOKENIZE_MAX_IDS(len). When capacity is too small the
  * call returns JAMBA_ERR_BUFFER_TOO_SMALL with *n_ids set to the count needed and writes nothing.
  */
+/* An upper bound on the ids of `len` bytes of text, for sizing buffers (invalid bytes become U+FFFD, which
+ * byte fallback may spell as three tokens; prefixes and specials add a few). */
+#define JAMBA_TOKENIZE_MAX_IDS(len) (8 * (int64_t)(len) + 8)
+
 JAMBA_API jamba_status jamba_tokenize(const jamba_tokenizer *tok, const char *text, size_t len, int flags,
                                       int32_t *ids, int64_t capacity, int64_t *n_ids, jamba_error *err);
 
@@ -450,7 +454,8 @@ JAMBA_API jamba_status jamba_stream_decoder_flush(jamba_stream_decoder *dec, con
  *   <|startoftext|><|bom|><|system|> SYSTEM<|eom|><|bom|><|user|> USER<|eom|><|bom|><|assistant|>
  *
  * A system turn is always emitted (empty text when none is given). Message text is tokenized as plain
- * text, so a user cannot inject special tokens.
+ * text: special tokens written in it are not parsed. (User-defined symbols of a SentencePiece model, such
+ * as the chat markers in Jamba's tokenizer.model, are matched in any text, as sentencepiece does.)
  * ---------------------------------------------------------------------------------------------- */
 
 typedef struct jamba_chat_message {

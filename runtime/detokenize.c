@@ -196,8 +196,10 @@ static bool release(jamba_stream_decoder *d, bool final) {
             i += (int64_t)jb_utf8_invalid_len(s, left);
         }
     }
-    memmove(d->pending.p, d->pending.p + i, (size_t)(d->pending.n - i));
-    d->pending.n -= i;
+    if (i > 0) {
+        memmove(d->pending.p, d->pending.p + i, (size_t)(d->pending.n - i));
+        d->pending.n -= i;
+    }
     return true;
 }
 

@@ -49,7 +49,7 @@ static jamba_tokenizer *load(const char *path) {
 }
 
 static int32_t *encode(const jamba_tokenizer *t, const char *text, size_t len, int flags, int64_t *n) {
-    int64_t cap = 2 * (int64_t)len + 3;
+    int64_t cap = JAMBA_TOKENIZE_MAX_IDS(len);
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     jamba_error err = {0};
     cr_assert_eq(jamba_tokenize(t, text, len, flags, ids, cap, n, &err), JAMBA_OK, "%s", err.message);

@@ -99,7 +99,7 @@ static void help_generate(void) {
 
 static int32_t *prompt_ids(gen_session *s, const char *text, size_t len, bool chat, const char *system, int64_t *n,
                            jamba_error *err) {
-    int64_t cap = 2 * (int64_t)len + 3 + (system ? 2 * (int64_t)strlen(system) + 16 : 16);
+    int64_t cap = JAMBA_TOKENIZE_MAX_IDS(len + (system ? strlen(system) : 0)) + 16;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     if (ids == NULL)
         return NULL;
@@ -255,7 +255,8 @@ int cmd_chat(int argc, char **argv) {
     s.stop_ids[s.n_stop_ids++] = eom;
     bool tty = isatty(STDIN_FILENO), fresh = true;
     char line[1 << 16];
-    int32_t *ids = malloc(sizeof(int32_t) * (2 * sizeof line + 64));
+    const int64_t cap = JAMBA_TOKENIZE_MAX_IDS(sizeof line + strlen(system)) + 16;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
     while (rc == CLI_EXIT_OK && ids) {
         if (tty)
             fprintf(stderr, "> ");
@@ -274,7 +275,7 @@ int cmd_chat(int argc, char **argv) {
         jamba_chat_message m[2] = {{"system", system}, {"user", line}};
         int64_t n = 0;
         int flags = JAMBA_CHAT_GENERATION_PROMPT | (fresh ? 0 : JAMBA_CHAT_CONTINUE);
-        if (jamba_chat_tokenize(s.tok, fresh ? m : m + 1, fresh ? 2 : 1, flags, ids, (int64_t)(2 * sizeof line + 64),
+        if (jamba_chat_tokenize(s.tok, fresh ? m : m + 1, fresh ? 2 : 1, flags, ids, cap,
                                 &n, &err) != JAMBA_OK ||
             gen_prefill(&s, ids, n, true, true, &err) != JAMBA_OK) {
             rc = err.status == JAMBA_ERR_CONTEXT_FULL ? CLI_EXIT_OK : CLI_EXIT_FAIL;

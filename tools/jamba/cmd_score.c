@@ -159,7 +159,7 @@ static int score_model(const score_opts *o, const char *dir, const char *text, s
     if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK)
         return cli_fail(&err);
     if (text) {
-        int64_t cap = 2 * (int64_t)text_len + 3;
+        int64_t cap = JAMBA_TOKENIZE_MAX_IDS(text_len);
         ids = malloc((size_t)cap * sizeof *ids);
         if (ids == NULL || jamba_tokenizer_load(dir, &tok, &err) != JAMBA_OK ||
             jamba_tokenize(tok, text, text_len, JAMBA_TOKENIZE_ADD_SPECIAL, ids, cap, &T, &err) != JAMBA_OK)
