@@ -167,7 +167,9 @@ static bool find_matches(encoder *e, const char *s, int64_t n, pcre2_code *re, c
     while (at <= n) {
         int64_t ms, me;
         if (re) {
-            int rc = pcre2_match(re, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)at, 0, e->md, NULL);
+            /* the text is valid UTF-8 (sanitized) and `at` is a character boundary; without NO_UTF_CHECK
+             * PCRE2 would re-validate the whole subject on every call, which is quadratic */
+            int rc = pcre2_match(re, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)at, PCRE2_NO_UTF_CHECK, e->md, NULL);
             if (rc < 0)
                 break;
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);

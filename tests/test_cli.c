@@ -280,3 +280,66 @@ JB_TEST(cli, score_errors) {
     free(err);
     free(model);
 }
+
+#define CHAT_MODEL JB_FIXTURES_DIR "/tokenizers/sp-chat"
+
+/* Two turns: the second turn reads only its own tokens (the conversation stays in the sequence). */
+JB_TEST(cli, chat_keeps_the_conversation_in_state) {
+    char *out, *err;
+    int rc = tu_run_input((const char *[]){JB_CLI_PATH, "chat", "--model", CHAT_MODEL, "--system", "Be brief.",
+                                           "--max-tokens", "5", "--temperature", "0", "--threads", "1", NULL},
+                          "Hello there\n\nHow are you?\n", &out, &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_eq(count_lines(out), 2, "one reply per turn: %s", out);
+    jamba_tokenizer *t = NULL;
+    cr_assert_eq(jamba_tokenizer_load(CHAT_MODEL, &t, NULL), JAMBA_OK);
+    jamba_chat_message first[2] = {{"system", "Be brief."}, {"user", "Hello there"}}, second = {"user", "How are you?"};
+    int32_t ids[256];
+    int64_t n1, n2;
+    cr_assert_eq(jamba_chat_tokenize(t, first, 2, JAMBA_CHAT_GENERATION_PROMPT, ids, 256, &n1, NULL), JAMBA_OK);
+    cr_assert_eq(jamba_chat_tokenize(t, &second, 1, JAMBA_CHAT_GENERATION_PROMPT | JAMBA_CHAT_CONTINUE, ids, 256, &n2,
+                                     NULL),
+                 JAMBA_OK);
+    char want[64];
+    snprintf(want, sizeof want, "prompt tokens %lld,", (long long)(n1 + n2));
+    cr_assert(strstr(err, want) != NULL, "expected '%s' in: %s", want, err);
+    jamba_tokenizer_free(t);
+    free(out);
+    free(err);
+}
+
+JB_TEST(cli, generate_chat_flag_and_errors) {
+    char *out, *err;
+    int rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", CHAT_MODEL, "--chat", "--prompt", "Hi",
+                                     "--max-tokens", "4", "--threads", "1", NULL},
+                    &out, &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    free(out);
+    free(err);
+    /* the demo model has no chat tokens */
+    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--chat", "--prompt", "Hi", NULL}, &out, &err);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(err, "no Jamba chat tokens") != NULL, "%s", err);
+    free(out);
+    free(err);
+    rc = tu_run((const char *[]){JB_CLI_PATH, "chat", NULL}, &out, &err);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(err, "no Jamba chat tokens") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* a prompt longer than --ctx */
+    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--prompt", "one two three four five", "--ctx", "3", NULL},
+                &out, &err);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(err, "leaves no room") != NULL, "%s", err);
+    free(out);
+    free(err);
+    /* stop strings end the text before them */
+    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", CHAT_MODEL, "--prompt", "x", "--max-tokens", "40",
+                                 "--temperature", "0", "--stop", "e", "--no-echo", "--threads", "1", NULL},
+                &out, &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_null(strchr(out, 'e'), "stop string printed: %s", out);
+    free(out);
+    free(err);
+}

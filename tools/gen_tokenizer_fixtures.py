@@ -91,7 +91,11 @@ def training_text(chars=300_000):
 
 
 def train_spm(out_dir, text, vocab, **extra):
-    with tempfile.TemporaryDirectory() as tmp:
+    # a fixed scratch path: the trainer records it in the model, so a random one would change the file each run
+    tmp = os.path.join(tempfile.gettempdir(), "jamba-spm-fixture")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    if True:
         corpus = os.path.join(tmp, "c.txt")
         with open(corpus, "w") as f:
             f.write(text)
@@ -199,6 +203,23 @@ def bad_models(base_model):
     return out
 
 
+def tiny_chat_model(folder):
+    """A tiny random Jamba next to the chat tokenizer, so the chat commands can run end to end in tests."""
+    import torch
+    from transformers import JambaConfig, JambaForCausalLM
+    torch.manual_seed(11)
+    cfg = JambaConfig(vocab_size=600, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, num_experts=2, num_experts_per_tok=1, expert_layer_period=2,
+                      expert_layer_offset=1, attn_layer_period=2, attn_layer_offset=1, mamba_d_state=4,
+                      mamba_d_conv=4, mamba_expand=2, use_mamba_kernels=False, max_position_embeddings=4096,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=[2, 4])
+    model = JambaForCausalLM(cfg).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    gen_cfg = os.path.join(folder, "generation_config.json")
+    if os.path.exists(gen_cfg):
+        os.remove(gen_cfg)
+
+
 def main():
     text = training_text()
     fresh(OUT)
@@ -236,6 +257,7 @@ def main():
     chat = ["<|eom|>", "<|bom|>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", ","]
     model = train_spm(d, text, 600, add_dummy_prefix=False, user_defined_symbols=chat)
     entries["sp-chat-model"] = ("sp-chat/tokenizer.model", spm_cases(model))
+    tiny_chat_model(d)
 
     d = fresh(os.path.join(OUT, "bytelevel-gpt2"))
     entries["bytelevel-gpt2"] = ("bytelevel-gpt2/tokenizer.json", hf_cases(bytelevel_gpt2(d, text)))
@@ -253,6 +275,9 @@ def main():
     hf_demo = Tokenizer.from_file(os.path.join(demo, "tokenizer.json"))
     sp_demo = spm.SentencePieceProcessor(model_file=os.path.join(demo, "tokenizer.model"))
     runs = {"demo-json": hf_demo.encode(full, add_special_tokens=False).ids, "demo-model": sp_demo.encode(full)}
+    for name in ("bytelevel-gpt2", "bytelevel-split"):
+        runs[name] = Tokenizer.from_file(os.path.join(OUT, name, "tokenizer.json")).encode(
+            full, add_special_tokens=False).ids
     if os.path.exists(JAMBA_MODEL):
         runs["jamba-model"] = spm.SentencePieceProcessor(model_file=JAMBA_MODEL).encode(full)
     for name, ids in runs.items():

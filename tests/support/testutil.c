@@ -201,13 +201,21 @@ static void drain(int fds[2], char *bufs[2]) {
     bufs[1][len[1]] = '\0';
 }
 
-int tu_run(const char *const argv[], char **out, char **err) {
-    int po[2], pe[2];
+int tu_run(const char *const argv[], char **out, char **err) { return tu_run_input(argv, NULL, out, err); }
+
+int tu_run_input(const char *const argv[], const char *input, char **out, char **err) {
+    int po[2], pe[2], pi[2] = {-1, -1};
     cr_assert_eq(pipe(po), 0);
     cr_assert_eq(pipe(pe), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (input) {
+        cr_assert_eq(pipe(pi), 0);
+        posix_spawn_file_actions_adddup2(&fa, pi[0], 0);
+        posix_spawn_file_actions_addclose(&fa, pi[1]);
+    } else {
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    }
     posix_spawn_file_actions_adddup2(&fa, po[1], 1);
     posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
     posix_spawn_file_actions_addclose(&fa, po[0]);
@@ -218,6 +226,12 @@ int tu_run(const char *const argv[], char **out, char **err) {
     cr_assert_eq(rc, 0, "cannot start %s", argv[0]);
     close(po[1]);
     close(pe[1]);
+    if (input) { /* small inputs only: written before the output is drained */
+        close(pi[0]);
+        size_t len = strlen(input);
+        cr_assert_eq(write(pi[1], input, len), (ssize_t)len);
+        close(pi[1]);
+    }
     int fds[2] = {po[0], pe[0]};
     char *bufs[2];
     drain(fds, bufs);

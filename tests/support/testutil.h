@@ -67,6 +67,8 @@ void tu_st_list_free(tu_st_list *l);
 /* Run a program (argv[0] is its path; NULL-terminated) with no stdin; capture stdout and stderr into new
  * NUL-terminated strings. Returns the exit status, or -1 if it died from a signal. */
 int tu_run(const char *const argv[], char **out, char **err);
+/* The same with `input` written to the program's stdin. */
+int tu_run_input(const char *const argv[], const char *input, char **out, char **err);
 
 /* Copy `src_dir` (a model folder) to a new temporary folder; return it (caller frees and removes). */
 char *tu_clone_model(const char *src_dir);

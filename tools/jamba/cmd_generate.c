@@ -298,8 +298,7 @@ int cmd_chat(int argc, char **argv) {
         }
         /* the <|eom|> that ended the reply opens the next turn (JAMBA_CHAT_CONTINUE renders it) */
     }
-    if (tty)
-        gen_print_stats(&s);
+    gen_print_stats(&s);
     free(ids);
     gen_close(&s);
     return rc;
