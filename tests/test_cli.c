@@ -83,9 +83,11 @@ JB_TEST(cli, inspect_checkpoint_with_tensor_list) {
 }
 
 JB_TEST(cli, help_and_version) {
-    static const char *const cmds[][3] = {
-        {"--help", NULL, NULL}, {"inspect", "--help", NULL}, {"devices", "--help", NULL}, {"score", "--help", NULL}};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const cmds[][3] = {{"--help", NULL, NULL},       {"inspect", "--help", NULL},
+                                          {"devices", "--help", NULL},  {"score", "--help", NULL},
+                                          {"generate", "--help", NULL}, {"chat", "--help", NULL},
+                                          {"tokenize", "--help", NULL}, {"detokenize", "--help", NULL}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char *out, *err;
         int rc = run((const char *[]){JB_CLI_PATH, cmds[i][0], cmds[i][1], NULL}, &out, &err);
         cr_assert_eq(rc, 0);

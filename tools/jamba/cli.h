@@ -49,6 +49,9 @@ typedef struct cli_strings {
  * CLI_EXIT_USAGE after printing the problem. */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
+/* The whole of a file ("-" = stdin) in a new NUL-terminated buffer (free it); NULL with errno on failure. */
+char *cli_read_file(const char *path, size_t *len);
+
 /* Parse a count such as 4096, 256k or 1M (k = 1024, M = 1048576) within [min, max]. */
 bool cli_parse_count(const char *s, int64_t min, int64_t max, int64_t *out);
 

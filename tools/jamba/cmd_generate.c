@@ -59,25 +59,6 @@ static gen_options to_options(const char *model, const sampling_args *a) {
     return o;
 }
 
-static char *read_stream(FILE *f, size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += got;
-        if (cap - n < 4096) {
-            char *grown = realloc(buf, cap *= 2);
-            if (grown == NULL)
-                free(buf);
-            buf = grown;
-        }
-    }
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
-    return buf;
-}
-
 /* ---- generate --------------------------------------------------------------------------------- */
 
 static void help_generate(void) {
@@ -139,19 +120,13 @@ int cmd_generate(int argc, char **argv) {
         text = strdup(prompt);
         len = strlen(prompt);
     } else {
-        FILE *f = prompt_file ? fopen(prompt_file, "rb") : stdin;
-        if (f == NULL) {
-            fprintf(stderr, "jamba: error: %s: cannot open: %s\n", prompt_file, strerror(errno));
-            return CLI_EXIT_FAIL;
-        }
-        if (f == stdin && isatty(STDIN_FILENO))
+        if (prompt_file == NULL && isatty(STDIN_FILENO))
             fprintf(stderr, "jamba: reading the prompt from stdin (end with Ctrl-D)\n");
-        text = read_stream(f, &len);
-        if (f != stdin)
-            fclose(f);
+        text = cli_read_file(prompt_file ? prompt_file : "-", &len);
     }
     if (text == NULL) {
-        fprintf(stderr, "jamba: error: cannot read the prompt\n");
+        fprintf(stderr, "jamba: error: %s: cannot read the prompt: %s\n", prompt_file ? prompt_file : "stdin",
+                strerror(errno));
         return CLI_EXIT_FAIL;
     }
     gen_options o = to_options(model, &a);

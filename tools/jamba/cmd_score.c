@@ -224,30 +224,6 @@ static int report(const score_opts *o, const score_result *r, int n, size_t text
     return CLI_EXIT_OK;
 }
 
-static char *read_text(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += got;
-        if (cap - n < 4096) {
-            char *grown = realloc(buf, cap *= 2);
-            if (grown == NULL)
-                free(buf);
-            buf = grown;
-        }
-    }
-    if (f != stdin)
-        fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
-    return buf;
-}
-
 int cmd_score(int argc, char **argv) {
     score_opts o = {.batch = 512};
     const cli_option opts[] = {
@@ -265,7 +241,7 @@ int cmd_score(int argc, char **argv) {
         return cli_usage_error("score", "--dump-logits works with one --model");
     size_t text_len = 0;
     char *text = NULL;
-    if (o.file && (text = read_text(o.file, &text_len)) == NULL) {
+    if (o.file && (text = cli_read_file(o.file, &text_len)) == NULL) {
         fprintf(stderr, "jamba: error: %s: cannot read: %s\n", o.file, strerror(errno));
         return CLI_EXIT_FAIL;
     }

@@ -41,41 +41,6 @@ static void help_detokenize(void) {
            "  --json             {\"text\": \"...\"}\n");
 }
 
-/* The whole of FILE ("-" = stdin) into a new buffer. */
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 4096 > cap) {
-            char *grown = realloc(buf, cap *= 2);
-            if (grown == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    if (buf && ferror(f)) {
-        free(buf);
-        buf = NULL;
-    }
-    if (f != stdin)
-        fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
-    return buf;
-}
-
 static int load_input(const char *cmd, const tok_opts *o, jamba_tokenizer **tok, char **input, size_t *len) {
     if ((o->model == NULL) == (o->tokenizer == NULL))
         return cli_usage_error(cmd, "give exactly one of --model DIR or --tokenizer FILE");
@@ -87,7 +52,7 @@ static int load_input(const char *cmd, const tok_opts *o, jamba_tokenizer **tok,
     if (o->text) {
         *len = strlen(o->text);
         *input = strdup(o->text);
-    } else if ((*input = read_all(o->file, len)) == NULL) {
+    } else if ((*input = cli_read_file(o->file, len)) == NULL) {
         fprintf(stderr, "jamba: error: %s: cannot read: %s\n", o->file, strerror(errno));
         jamba_tokenizer_free(*tok);
         return CLI_EXIT_FAIL;
