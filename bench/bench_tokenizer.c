@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err.message);
         return 1;
     }
-    int64_t cap = JAMBA_TOKENIZE_MAX_IDS(len), n = 0;
+    int64_t cap = jamba_tokenizer_max_ids(tok, (size_t)len), n = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     char *back = malloc((size_t)len * 4 + 16);
     double enc[100], dec[100];

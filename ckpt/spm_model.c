@@ -280,6 +280,14 @@ jamba_status jb_tokenizer_read_spm(jamba_tokenizer *t, const uint8_t *d, size_t 
         i++;
     }
     JB_TRY(jb_tokenizer_index(t, label, err));
+    if (o.unk_id < 0)
+        return jb_fail(err, BAD, "%s: unk_id is %lld; a SentencePiece model needs an unknown piece", label,
+                       (long long)o.unk_id);
+    for (int64_t k = 0; k < t->n_vocab; k++)
+        if (t->type[k] == JB_PIECE_UNUSED)
+            return jb_fail(err, JAMBA_ERR_UNSUPPORTED, "%s: piece %lld (\"%s\") is UNUSED; models with UNUSED pieces "
+                           "(merged through and split back by sentencepiece) are not supported", label, (long long)k,
+                           t->piece[k]);
     JB_TRY(check_special_id(t, o.unk_id, "unk_id", JB_PIECE_UNKNOWN, label, err));
     JB_TRY(check_special_id(t, o.bos_id, "bos_id", JB_PIECE_CONTROL, label, err));
     JB_TRY(check_special_id(t, o.eos_id, "eos_id", JB_PIECE_CONTROL, label, err));

@@ -43,7 +43,8 @@ static jamba_status compile_regex(const char *pattern, size_t len, const char *l
                                   pcre2_code **out, jamba_error *err) {
     int code;
     PCRE2_SIZE offset;
-    *out = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_UCP, &code, &offset, NULL);
+    /* Oniguruma (which tokenizers uses) treats ^ and $ as line anchors */
+    *out = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &code, &offset, NULL);
     if (*out == NULL) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
@@ -206,8 +207,11 @@ static jamba_status add_pre(jamba_tokenizer *t, const json_t *node, const char *
         s->invert = get_bool(node, "invert", false);
         return JAMBA_OK;
     } else if (strcmp(type, "Digits") == 0) {
+        /* tokenizers splits on char::is_numeric (Unicode Nd, Nl, No): a one-character \p{N} match per digit */
         s->kind = JB_PRE_DIGITS;
         s->individual_digits = get_bool(node, "individual_digits", false);
+        t->n_pre++;
+        return compile_regex("\\p{N}", 5, label, "pre_tokenizer Digits", &s->re, err);
     } else if (strcmp(type, "ByteLevel") == 0) {
         s->kind = JB_PRE_BYTELEVEL;
         s->add_prefix_space = get_bool(node, "add_prefix_space", true);
@@ -259,15 +263,21 @@ static jamba_status add_dec(jamba_tokenizer *t, const json_t *node, const char *
     } else if (strcmp(type, "Strip") == 0) {
         const json_t *content = json_object_get(node, "content"), *start = json_object_get(node, "start");
         const json_t *stop = json_object_get(node, "stop");
-        if (!json_is_string(content) || json_string_length(content) >= sizeof s->content || !json_is_integer(start) ||
-            json_integer_value(start) < 0 || !json_is_integer(stop))
-            return jb_fail(err, BAD, "%s: decoder Strip needs content, start and stop", label);
+        uint32_t cp;
+        if (!json_is_string(content) || json_string_length(content) == 0 || json_string_length(content) >= sizeof s->content ||
+            jb_utf8_decode((const uint8_t *)json_string_value(content), json_string_length(content), &cp) !=
+                (int)json_string_length(content) ||
+            !json_is_integer(start) || json_integer_value(start) < 0 || !json_is_integer(stop))
+            return jb_fail(err, BAD, "%s: decoder Strip needs one content character, start and stop", label);
         if (json_integer_value(stop) != 0)
             return jb_fail(err, UNSUPPORTED, "%s: decoder Strip with stop > 0 is not supported", label);
         s->kind = JB_DEC_STRIP;
         s->content_len = json_string_length(content);
         memcpy(s->content, json_string_value(content), s->content_len);
         s->start = json_integer_value(start);
+        s->per_token = true; /* until a Fuse is found before it */
+        for (int64_t k = 0; k < t->n_dec; k++)
+            s->per_token &= t->dec[k].kind != JB_DEC_FUSE;
     } else if (strcmp(type, "ByteLevel") == 0) {
         s->kind = JB_DEC_BYTELEVEL;
     } else if (strcmp(type, "Metaspace") == 0) {
@@ -285,14 +295,15 @@ static jamba_status add_dec(jamba_tokenizer *t, const json_t *node, const char *
 
 /* ---- post-processor: which special tokens wrap a single text ---------------------------------- */
 
-static int32_t template_token_id(const json_t *special, const json_t *item) {
+static int64_t template_token_id(const json_t *special, const json_t *item) {
     const json_t *tok = json_object_get(item, "SpecialToken");
     const json_t *name = tok ? json_object_get(tok, "id") : NULL;
     const json_t *entry = json_is_string(name) ? json_object_get(special, json_string_value(name)) : NULL;
     const json_t *ids = entry ? json_object_get(entry, "ids") : NULL;
-    if (!json_is_array(ids) || json_array_size(ids) != 1 || !json_is_integer(json_array_get(ids, 0)))
+    if (!json_is_array(ids) || json_array_size(ids) != 1 || !json_is_integer(json_array_get(ids, 0)) ||
+        json_integer_value(json_array_get(ids, 0)) < 0)
         return -1;
-    return (int32_t)json_integer_value(json_array_get(ids, 0));
+    return json_integer_value(json_array_get(ids, 0));
 }
 
 static jamba_status read_post(jamba_tokenizer *t, const json_t *node, const char *label, jamba_error *err) {
@@ -319,15 +330,17 @@ static jamba_status read_post(jamba_tokenizer *t, const json_t *node, const char
         const json_t *item = json_array_get(single, i);
         if (json_object_get(item, "SpecialToken") == NULL)
             continue;
-        int32_t id = template_token_id(special, item);
+        int64_t id = template_token_id(special, item);
         if (id < 0)
             return jb_fail(err, UNSUPPORTED, "%s: TemplateProcessing special tokens must map to one id each", label);
+        if (id >= t->n_vocab)
+            return jb_fail(err, BAD, "%s: TemplateProcessing id %lld is outside the vocabulary", label, (long long)id);
         if (i == 0) {
-            t->bos_id = id;
+            t->bos_id = (int32_t)id;
             t->add_bos = true;
         } else if (i == n - 1) {
             t->add_eos = true;
-            t->eos_ids[0] = id;
+            t->eos_ids[0] = (int32_t)id;
             t->n_eos = 1;
         } else {
             return jb_fail(err, UNSUPPORTED, "%s: TemplateProcessing with a special token inside the text", label);
@@ -421,8 +434,11 @@ static jamba_status read_added(jamba_tokenizer *t, const json_t *added, const ch
         if (get_bool(a, "single_word", false))
             return jb_fail(err, UNSUPPORTED, "%s: added token \"%s\" uses single_word, which is not supported", label,
                            t->piece[id]);
-        bool normalized = get_bool(a, "normalized", false);
-        if (normalized && t->n_norm > 0 && (strchr(t->piece[id], ' ') || strstr(t->piece[id], "\xE2\x96\x81")))
+        bool normalized = get_bool(a, "normalized", false), prepends = false;
+        for (int64_t k = 0; k < t->n_norm; k++)
+            prepends |= t->norm[k].kind == JB_NORM_PREPEND;
+        if (normalized && (prepends || (t->n_norm > 0 && (strchr(t->piece[id], ' ') ||
+                                                          strstr(t->piece[id], "\xE2\x96\x81")))))
             return jb_fail(err, UNSUPPORTED, "%s: added token \"%s\" is matched after normalisation and contains "
                            "characters the normalizer changes; not supported", label, t->piece[id]);
         t->added[t->n_added++] = (jb_added_token){.text = t->piece[id], .len = t->piece_len[id], .id = id,

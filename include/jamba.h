@@ -414,12 +414,13 @@ typedef enum jamba_tokenize_flags {
 
 /*
  * Encode `len` bytes of UTF-8 text (invalid bytes are encoded as U+FFFD) into at most `capacity` ids.
- * *n_ids receives the count, never more than JAMBA_TOKENIZE_MAX_IDS(len). When capacity is too small the
+ * *n_ids receives the count, never more than jamba_tokenizer_max_ids(tok, len). When capacity is too small the
  * call returns JAMBA_ERR_BUFFER_TOO_SMALL with *n_ids set to the count needed and writes nothing.
  */
-/* An upper bound on the ids of `len` bytes of text, for sizing buffers (invalid bytes become U+FFFD, which
- * byte fallback may spell as three tokens; prefixes and specials add a few). */
-#define JAMBA_TOKENIZE_MAX_IDS(len) (8 * (int64_t)(len) + 8)
+/* An upper bound on the ids jamba_tokenize can make of `len` bytes of text with this tokenizer, for sizing
+ * buffers (it accounts for U+FFFD replacements, byte fallback, normalizers that expand text, prefixes and
+ * special tokens). */
+JAMBA_API int64_t jamba_tokenizer_max_ids(const jamba_tokenizer *tok, size_t len);
 
 JAMBA_API jamba_status jamba_tokenize(const jamba_tokenizer *tok, const char *text, size_t len, int flags,
                                       int32_t *ids, int64_t capacity, int64_t *n_ids, jamba_error *err);
@@ -507,8 +508,8 @@ JAMBA_API jamba_status jamba_sampler_create(const jamba_sampler_params *params, 
 JAMBA_API void jamba_sampler_free(jamba_sampler *s);
 /* Add a token to the penalty history (prompt tokens and sampled ones). */
 JAMBA_API void jamba_sampler_accept(jamba_sampler *s, int32_t token);
-/* Choose the next token from vocab_size logits (not modified). NaN logits never win; if no logit is
- * finite, JAMBA_ERR_NUMERIC. */
+/* Choose the next token from vocab_size logits (not modified). NaN logits never win; a +inf logit wins
+ * outright (the lowest such id); when every logit is NaN or -inf, JAMBA_ERR_NUMERIC. */
 JAMBA_API jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, int32_t *token,
                                             jamba_error *err);
 

@@ -227,19 +227,23 @@ jamba_status jb_bpe_spm(const jamba_tokenizer *t, jb_bpe_ws *ws, const char *tex
             (spm_candidate(t, ws->sym, text, top.left, &m) && !heap_push(ws, &heap_n, m)))
             return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "tokenize: out of memory");
     }
+    bool prev_unk = false;
     for (int64_t i = 0; i < n; i++) {
         const jb_symbol *s = &ws->sym[i];
         if (s->len == 0)
             continue;
         int32_t id = jb_strmap_get(&t->vocab, text + s->start, (size_t)s->len);
-        bool ok = true;
+        bool ok = true, unk = false;
         if (id >= 0)
             ok = jb_ids_push(out, id);
         else if (t->byte_fallback)
             for (int64_t b = 0; ok && b < s->len; b++)
                 ok = jb_ids_push(out, t->byte_id[(uint8_t)text[s->start + b]]);
+        else if (!prev_unk) /* sentencepiece merges a run of unknown pieces into one */
+            ok = jb_ids_push(out, t->unk_id), unk = true;
         else
-            ok = jb_ids_push(out, t->unk_id);
+            unk = true;
+        prev_unk = unk;
         if (!ok)
             return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "tokenize: out of memory");
     }

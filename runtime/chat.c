@@ -46,7 +46,7 @@ static jamba_status push_text(const jamba_tokenizer *t, out_ids *o, const char *
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "chat: out of memory");
     spaced[0] = ' ';
     memcpy(spaced + 1, text, len + 1);
-    int64_t cap = JAMBA_TOKENIZE_MAX_IDS(len + 1), n = 0;
+    int64_t cap = jamba_tokenizer_max_ids(t, len + 1), n = 0;
     jamba_status st = jb_grow((void **)&o->v, &o->cap, o->n + cap, sizeof *o->v)
                           ? jamba_tokenize(t, spaced, len + 1, 0, o->v + o->n, cap, &n, err)
                           : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "chat: out of memory");

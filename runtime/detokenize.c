@@ -2,10 +2,15 @@
  * detokenize.c — ids → UTF-8 text, whole or streamed.
  *
  * Each token becomes raw bytes on its own (every supported decoder step acts on one token: Replace,
- * ByteFallback, ByteLevel, Metaspace, and Strip / the SentencePiece dummy prefix, which act only on the first
- * token of a text). The bytes are then assembled into characters: complete ones are released, an incomplete
- * tail waits for the next token, invalid bytes become U+FFFD. So streaming token by token gives exactly the
- * text of decoding all at once.
+ * ByteFallback, ByteLevel, Metaspace and Strip, the last two treating a text's first token specially). The
+ * bytes are then assembled into characters: complete ones are released, an incomplete tail waits for the
+ * next token. So streaming token by token gives exactly the text of decoding all at once. Invalid bytes
+ * become U+FFFD the way each reference does it:
+ *   tokenizer.json with ByteFallback  a run of byte tokens that is not valid UTF-8 as a whole gives one
+ *                                     U+FFFD per token (the run is held until it ends)
+ *   tokenizer.json otherwise          one U+FFFD per maximal invalid subsequence (from_utf8_lossy)
+ *   tokenizer.model                   one U+FFFD per invalid byte; any non-byte piece ends a run of byte
+ *                                     pieces (sentencepiece)
  */
 #include "tokenizer.h"
 
@@ -33,6 +38,8 @@ struct jamba_stream_decoder {
     const jamba_tokenizer *t;
     bool keep_special;
     bool started;     /* a token has produced output since the start */
+    jb_bytes run;     /* ByteFallback: bytes of the current run of byte tokens */
+    int64_t run_tokens;
     jb_bytes pending; /* bytes not yet released (an incomplete character) */
     jb_bytes out;     /* the text returned by the last call */
     jb_bytes scratch; /* one token's text while its decoder steps run */
@@ -98,8 +105,14 @@ static bool strip_leading(jb_bytes *b, const char *content, size_t len, int64_t 
     return true;
 }
 
-/* The HF decoder chain on one token. */
-static bool hf_token(const jamba_tokenizer *t, jb_bytes *b, jb_bytes *tmp, bool at_start) {
+/* Remove every occurrence of `ch` (the Metaspace decoder on a text's first token). */
+static bool remove_all(jb_bytes *b, jb_bytes *tmp, const char *ch, size_t len) {
+    return replace_all(b, tmp, ch, len, "", 0);
+}
+
+/* The HF decoder chain on one token; *is_byte tells that ByteFallback turned it into a raw byte. */
+static bool hf_token(const jamba_tokenizer *t, jb_bytes *b, jb_bytes *tmp, bool at_start, bool *is_byte) {
+    *is_byte = false;
     for (int64_t k = 0; k < t->n_dec; k++) {
         const jb_dec_step *d = &t->dec[k];
         bool ok = true;
@@ -112,21 +125,22 @@ static bool hf_token(const jamba_tokenizer *t, jb_bytes *b, jb_bytes *tmp, bool 
             if (v >= 0) {
                 b->p[0] = (char)v;
                 b->n = 1;
+                *is_byte = true;
             }
             break;
         }
         case JB_DEC_FUSE:
             break;
-        case JB_DEC_STRIP:
-            if (at_start)
+        case JB_DEC_STRIP: /* after a Fuse only the text's start; without one, every token */
+            if ((at_start || d->per_token) && !*is_byte)
                 ok = strip_leading(b, d->content, d->content_len, d->start);
             break;
         case JB_DEC_BYTELEVEL:
             ok = bytelevel_decode(b, tmp);
             break;
         case JB_DEC_METASPACE:
-            ok = replace_all(b, tmp, d->content, d->content_len, " ", 1) &&
-                 (!at_start || !d->strip_leading || strip_leading(b, " ", 1, 1));
+            ok = at_start && d->strip_leading ? remove_all(b, tmp, d->content, d->content_len)
+                                              : replace_all(b, tmp, d->content, d->content_len, " ", 1);
             break;
         }
         if (!ok)
@@ -147,25 +161,66 @@ static bool spm_token(const jamba_tokenizer *t, int32_t id, jb_bytes *b, jb_byte
     return !(at_start && t->add_dummy_prefix) || strip_leading(b, " ", 1, 1);
 }
 
-/* Append token `id`'s bytes to pending. */
+/* End a run of ByteFallback byte tokens: its bytes when they are valid UTF-8, else U+FFFD per token. */
+static bool end_run(jamba_stream_decoder *d) {
+    bool ok = true;
+    if (d->run.n > 0 && jb_utf8_valid((const uint8_t *)d->run.p, (size_t)d->run.n))
+        ok = put(&d->pending, d->run.p, (size_t)d->run.n);
+    else
+        for (int64_t i = 0; ok && i < d->run_tokens; i++)
+            ok = put(&d->pending, JB_UTF8_REPLACEMENT, 3);
+    d->run.n = 0;
+    d->run_tokens = 0;
+    return ok;
+}
+
+/* sentencepiece decodes each run of byte pieces on its own: when any other piece follows (even a skipped
+ * control piece), an incomplete character at the end of pending becomes one U+FFFD per byte. */
+static bool end_spm_byte_run(jb_bytes *pending) {
+    for (int64_t k = pending->n > 3 ? pending->n - 3 : 0; k < pending->n; k++) {
+        const uint8_t *tail = (const uint8_t *)pending->p + k;
+        if (jb_utf8_incomplete(tail, (size_t)(pending->n - k))) {
+            int64_t n_bad = pending->n - k;
+            pending->n = k;
+            for (int64_t i = 0; i < n_bad; i++)
+                if (!put(pending, JB_UTF8_REPLACEMENT, 3))
+                    return false;
+            return true;
+        }
+    }
+    return true;
+}
+
+/* Append token `id`'s bytes to pending (or to the current byte run). */
 static jamba_status push_token(jamba_stream_decoder *d, int32_t id, jamba_error *err) {
     const jamba_tokenizer *t = d->t;
     if (id < 0 || id >= t->n_vocab)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "detokenize: id %d outside the vocabulary [0, %lld)", id,
                        (long long)t->n_vocab);
     bool special = t->type[id] == JB_PIECE_CONTROL || (t->kind == JB_TOK_SPM && t->type[id] == JB_PIECE_UNKNOWN);
-    if (special && !d->keep_special) {
-        if (t->kind == JB_TOK_SPM && t->type[id] == JB_PIECE_UNKNOWN) /* as sentencepiece renders unk */
-            return put(&d->pending, " \xE2\x81\x87 ", 5) ? JAMBA_OK : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "detokenize: out of memory");
-        return JAMBA_OK;
-    }
+    if (t->kind == JB_TOK_SPM && t->type[id] != JB_PIECE_BYTE && !end_spm_byte_run(&d->pending))
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "detokenize: out of memory");
     jb_bytes *b = &d->scratch, tmp = {0};
     b->n = 0;
-    bool ok = put(b, t->piece[id], t->piece_len[id]);
-    if (ok && !special)
-        ok = t->kind == JB_TOK_HF ? hf_token(t, b, &tmp, !d->started) : spm_token(t, id, b, &tmp, !d->started);
+    bool ok = true, is_byte = false;
+    if (special && !d->keep_special) {
+        if (!(t->kind == JB_TOK_SPM && t->type[id] == JB_PIECE_UNKNOWN))
+            return JAMBA_OK;
+        ok = put(b, " \xE2\x81\x87 ", 5); /* sentencepiece renders unk as " ⁇ " */
+    } else {
+        ok = put(b, t->piece[id], t->piece_len[id]);
+        if (ok && !special)
+            ok = t->kind == JB_TOK_HF ? hf_token(t, b, &tmp, !d->started, &is_byte)
+                                      : spm_token(t, id, b, &tmp, !d->started);
+    }
     jb_free(tmp.p);
-    if (!ok || !put(&d->pending, b->p, (size_t)b->n))
+    if (ok && is_byte) {
+        ok = put(&d->run, b->p, 1);
+        d->run_tokens++;
+    } else if (ok) {
+        ok = end_run(d) && put(&d->pending, b->p, (size_t)b->n);
+    }
+    if (!ok)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "detokenize: out of memory");
     d->started = true;
     return JAMBA_OK;
@@ -187,13 +242,15 @@ static bool release(jamba_stream_decoder *d, bool final) {
         } else if (jb_utf8_incomplete(s, left)) {
             if (!final)
                 break;
-            if (!put(&d->out, JB_UTF8_REPLACEMENT, 3))
-                return false;
+            /* an incomplete tail: one U+FFFD, or one per byte for sentencepiece */
+            for (int64_t r = d->t->kind == JB_TOK_SPM ? (int64_t)left : 1; r > 0; r--)
+                if (!put(&d->out, JB_UTF8_REPLACEMENT, 3))
+                    return false;
             i = d->pending.n;
         } else {
             if (!put(&d->out, JB_UTF8_REPLACEMENT, 3))
                 return false;
-            i += (int64_t)jb_utf8_invalid_len(s, left);
+            i += d->t->kind == JB_TOK_SPM ? 1 : (int64_t)jb_utf8_invalid_len(s, left);
         }
     }
     if (i > 0) {
@@ -218,6 +275,7 @@ jamba_status jamba_stream_decoder_create(const jamba_tokenizer *t, bool keep_spe
 void jamba_stream_decoder_free(jamba_stream_decoder *d) {
     if (d == NULL)
         return;
+    jb_free(d->run.p);
     jb_free(d->pending.p);
     jb_free(d->out.p);
     jb_free(d->scratch.p);
@@ -226,7 +284,7 @@ void jamba_stream_decoder_free(jamba_stream_decoder *d) {
 
 static jamba_status finish(jamba_stream_decoder *d, bool final, const char **text, size_t *len, jamba_error *err) {
     d->out.n = 0;
-    if (!release(d, final) || !put(&d->out, "", 0))
+    if ((final && !end_run(d)) || !release(d, final) || !put(&d->out, "", 0))
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "detokenize: out of memory");
     if (text)
         *text = d->out.p;
@@ -269,6 +327,7 @@ jamba_status jamba_detokenize(const jamba_tokenizer *t, const int32_t *ids, int6
         else
             memcpy(text, d.out.p, (size_t)d.out.n + 1);
     }
+    jb_free(d.run.p);
     jb_free(d.pending.p);
     jb_free(d.out.p);
     jb_free(d.scratch.p);

@@ -1,7 +1,7 @@
 /*
  * sampler.c — choosing the next token: penalties over the recent history, then temperature, top-k, top-p
  * and min-p, then a draw from a seeded xoshiro256** generator. Temperature 0 is greedy (argmax, ties to the
- * lower id). NaN logits never win; infinite ones are treated as the largest / smallest values.
+ * lower id). NaN logits never win; a +inf logit wins outright; -inf ones are never drawn.
  */
 #include "alloc.h"
 #include "error.h"
@@ -195,8 +195,12 @@ jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, int32_t
     sort_candidates(s, n, keep);
     n = keep;
     const float top = s->work[s->order[0]];
+    if (isinf(top) && top > 0) { /* +inf wins outright: the lowest such id (candidates are sorted by id on ties) */
+        *token = s->order[0];
+        return JAMBA_OK;
+    }
     if (!isfinite(top))
-        return jb_fail(err, JAMBA_ERR_NUMERIC, "sampler: the best logit is %s", top > 0 ? "+inf" : "-inf");
+        return jb_fail(err, JAMBA_ERR_NUMERIC, "sampler: every logit is NaN or -inf");
     /* softmax at the temperature over the kept candidates (sorted, so the cut-offs are prefixes) */
     double sum = 0;
     for (int64_t i = 0; i < n; i++) {

@@ -159,7 +159,7 @@ static const char *find_literal(const char *s, int64_t n, const char *lit, size_
 }
 
 /* Non-overlapping matches of a regex or literal in s[0..n), leftmost first, gaps between them as
- * non-matches (tokenizers' find_matches). Empty regex matches are skipped. */
+ * non-matches (tokenizers' find_matches). An empty regex match is a zero-length match (a split point). */
 static bool find_matches(encoder *e, const char *s, int64_t n, pcre2_code *re, const char *lit, size_t lit_len,
                          spans *out) {
     out->n = 0;
@@ -174,7 +174,10 @@ static bool find_matches(encoder *e, const char *s, int64_t n, pcre2_code *re, c
                 break;
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
             ms = (int64_t)ov[0], me = (int64_t)ov[1];
-            if (me == ms) { /* empty match: step over one character */
+            if (me == ms) { /* an empty match splits here (as Oniguruma's iterator reports it), then moves on */
+                if ((ms > prev && !spans_push(out, prev, ms, false)) || !spans_push(out, ms, ms, true))
+                    return false;
+                prev = ms;
                 at = ms + char_step(s + ms, n - ms);
                 continue;
             }
@@ -328,20 +331,10 @@ static bool pre_metaspace(encoder *e, const jb_pre_step *st, jb_word w, bool inp
     return words_push(&e->next, off + start, len - start);
 }
 
-/* Digits: ASCII digits isolated one by one, or as runs. */
+/* Digits: numeric characters (a \\p{N} regex, one character per match) isolated one by one, or as runs. */
 static bool pre_digits(encoder *e, const jb_pre_step *st, jb_word w, spans *sp) {
-    sp->n = 0;
-    const char *s = e->arena.p + w.off;
-    int64_t last = 0;
-    for (int64_t i = 0; i < w.len; i++)
-        if (s[i] >= '0' && s[i] <= '9') {
-            if ((last < i && !spans_push(sp, last, i, false)) || !spans_push(sp, i, i + 1, true))
-                return false;
-            last = i + 1;
-        }
-    if (last < w.len && !spans_push(sp, last, w.len, false))
-        return false;
-    return split_spans(sp, st->individual_digits ? JB_SPLIT_ISOLATED : JB_SPLIT_CONTIGUOUS, false, w.off, &e->next);
+    return find_matches(e, e->arena.p + w.off, w.len, st->re, NULL, 0, sp) &&
+           split_spans(sp, st->individual_digits ? JB_SPLIT_ISOLATED : JB_SPLIT_CONTIGUOUS, false, w.off, &e->next);
 }
 
 static const char gpt2_pattern[] =
@@ -491,8 +484,9 @@ static int64_t skip_space_forward(const char *s, int64_t end, int64_t n) {
 
 /* ---- the whole input -------------------------------------------------------------------------- */
 
-/* Valid UTF-8 copy of the input (invalid bytes → U+FFFD), or the input itself when it is valid. */
-static const char *sanitize(const char *text, size_t len, jb_text *copy, int64_t *n) {
+/* Valid UTF-8 copy of the input, or the input itself when it is valid. Invalid bytes become U+FFFD: one per
+ * byte as sentencepiece does (per_byte), else one per maximal invalid subsequence as Rust and Python do. */
+static const char *sanitize(const char *text, size_t len, bool per_byte, jb_text *copy, int64_t *n) {
     if (jb_utf8_valid((const uint8_t *)text, len)) {
         *n = (int64_t)len;
         return text;
@@ -502,7 +496,7 @@ static const char *sanitize(const char *text, size_t len, jb_text *copy, int64_t
         int k = jb_utf8_decode((const uint8_t *)text + i, len - i, &cp);
         if (!(k > 0 ? text_append(copy, text + i, (size_t)k) : text_append(copy, JB_UTF8_REPLACEMENT, 3)))
             return NULL;
-        i += k > 0 ? (size_t)k : jb_utf8_invalid_len((const uint8_t *)text + i, len - i);
+        i += k > 0 ? (size_t)k : per_byte ? 1 : jb_utf8_invalid_len((const uint8_t *)text + i, len - i);
     }
     *n = copy->n;
     return copy->p ? copy->p : "";
@@ -526,7 +520,11 @@ static jamba_status encode_all(encoder *e, const char *s, int64_t n, int flags) 
         int64_t end = pos + tok->len;
         if (tok->rstrip)
             end = skip_space_forward(s, end, n);
-        JB_TRY(encode_text(e, s + seg, start - seg, seg, &dummy_pending));
+        /* an empty stretch before a special token keeps the dummy prefix for the text after it (as
+         * transformers' SentencePiece tokenizers do); before a user-defined symbol it is spent, as in
+         * sentencepiece */
+        if (start > seg || !tok->special)
+            JB_TRY(encode_text(e, s + seg, start - seg, seg, &dummy_pending));
         if (!jb_ids_push(&e->ids, tok->id))
             return oom(e);
         seg = pos = end;
@@ -555,7 +553,7 @@ jamba_status jamba_tokenize(const jamba_tokenizer *t, const char *text, size_t l
     encoder e = {.t = t, .err = err};
     jb_text clean = {0};
     int64_t n = 0;
-    const char *s = sanitize(text ? text : "", len, &clean, &n);
+    const char *s = sanitize(text ? text : "", len, t->kind == JB_TOK_SPM, &clean, &n);
     jamba_status st = s ? JAMBA_OK : oom(&e);
     if (st == JAMBA_OK && needs_match_data(t) && (e.md = pcre2_match_data_create(32, NULL)) == NULL)
         st = oom(&e);

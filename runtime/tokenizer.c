@@ -321,3 +321,33 @@ int32_t jamba_tokenizer_find(const jamba_tokenizer *t, const char *piece) {
 const char *jamba_tokenizer_piece(const jamba_tokenizer *t, int32_t id) {
     return t && id >= 0 && id < t->n_vocab ? t->piece[id] : NULL;
 }
+
+/* Saturating helpers for the bound below. */
+static uint64_t sat_mul(uint64_t a, uint64_t b) {
+    uint64_t r;
+    return jb_mul_u64(a, b, &r) ? r : UINT64_MAX;
+}
+static uint64_t sat_add(uint64_t a, uint64_t b) {
+    uint64_t r;
+    return jb_add_u64(a, b, &r) ? r : UINT64_MAX;
+}
+
+int64_t jamba_tokenizer_max_ids(const jamba_tokenizer *t, size_t len) {
+    /* bytes after sanitizing (U+FFFD is 3 bytes) and normalising, then at most one id per byte of that
+     * text, plus prefixes per stretch, plus BOS/EOS */
+    uint64_t bytes = sat_mul(3, len), per_stretch = 3; /* a dummy prefix or Metaspace "▁" */
+    for (int64_t i = 0; t && i < t->n_norm; i++) {
+        const jb_norm_step *s = &t->norm[i];
+        if (s->kind == JB_NORM_PREPEND) {
+            per_stretch = sat_add(per_stretch, s->to_len);
+        } else {
+            uint64_t from = s->re ? 1 : (uint64_t)s->from_len, grow = (s->to_len + from - 1) / from;
+            bytes = sat_mul(bytes, grow > 1 ? grow : 1);
+        }
+    }
+    if (t && t->escape_whitespaces)
+        bytes = sat_mul(bytes, 3); /* " " → "▁" */
+    uint64_t ids = sat_add(sat_mul(2, bytes), sat_mul(per_stretch, sat_add(len, 1))); /* 2: byte-level prefix spaces */
+    ids = sat_add(ids, 8);
+    return ids > (uint64_t)(INT64_MAX / 8) ? INT64_MAX / 8 : (int64_t)ids;
+}

@@ -88,8 +88,9 @@ typedef struct jb_dec_step {
     size_t from_len, to_len;
     char content[8];  /* STRIP: the character stripped; METASPACE: the replacement */
     size_t content_len;
-    int64_t start;    /* STRIP: leading characters removed at the start of a text */
-    bool strip_leading; /* METASPACE: remove the space the pre-tokenizer prepended */
+    int64_t start;    /* STRIP: leading `content` characters removed */
+    bool per_token;   /* STRIP: no Fuse before it, so it acts on every token, not only a text's first */
+    bool strip_leading; /* METASPACE: the first token loses its replacement characters (the prepended space) */
 } jb_dec_step;
 
 struct jamba_tokenizer {

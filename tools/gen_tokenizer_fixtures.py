@@ -68,6 +68,9 @@ CORPUS = [
     "<|bom|><|user|> Hello<|eom|><|bom|><|assistant|>",
     "<|pad|><|unk|> <s> </s> <unk>",
     "ROMEO:\nBut soft, what light through yonder window breaks?",
+    "numerals ٣٤ ²³ Ⅻ ½ １２",
+    "▁leading mark and a▁b inside",
+    "<|startoftext|>",
 ]
 
 
@@ -108,6 +111,43 @@ def train_spm(out_dir, text, vocab, **extra):
         spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(tmp, "m"), **opts)
         shutil.copy(os.path.join(tmp, "m.model"), os.path.join(out_dir, "tokenizer.model"))
     return os.path.join(out_dir, "tokenizer.model")
+
+
+def random_id_lists(vocab_size, byte_ids, special_ids, seed, count=40):
+    """Id sequences for decode parity: random pieces, runs of byte tokens (valid and invalid UTF-8), specials."""
+    import random
+    rnd = random.Random(seed)
+    lists = []
+    for _ in range(count):
+        ids = []
+        for _ in range(rnd.randint(1, 12)):
+            r = rnd.random()
+            if r < 0.3 and byte_ids:
+                ids.extend(rnd.sample(byte_ids, rnd.randint(1, 4)))
+            elif r < 0.4 and special_ids:
+                ids.append(rnd.choice(special_ids))
+            else:
+                ids.append(rnd.randrange(vocab_size))
+        lists.append(ids)
+    return lists
+
+
+def hf_decode_cases(path, seed):
+    tok = Tokenizer.from_file(path)
+    vocab = tok.get_vocab()
+    byte_ids = [vocab[f"<0x{b:02X}>"] for b in range(256) if f"<0x{b:02X}>" in vocab]
+    special = list(tok.get_added_tokens_decoder().keys())
+    cases = []
+    for ids in random_id_lists(tok.get_vocab_size(), byte_ids, special, seed):
+        cases.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=True)})
+    return cases
+
+
+def spm_decode_cases(path, seed):
+    sp = spm.SentencePieceProcessor(model_file=path)
+    byte_ids = [sp.piece_to_id(f"<0x{b:02X}>") for b in range(256)]
+    special = [i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)][:50]
+    return [{"ids": ids, "decoded": sp.decode(ids)} for ids in random_id_lists(sp.get_piece_size(), byte_ids, special, seed)]
 
 
 def hf_cases(path):
@@ -192,6 +232,9 @@ def bad_models(base_model):
         "empty-piece.model": (variant(set_piece(normal_index, "")), "empty"),
         "missing-byte.model": (variant(lambda m: setattr(m.pieces[byte_index], "type",
                                                           pb.ModelProto.SentencePiece.NORMAL)), "<0x00>"),
+        "no-unk.model": (variant(lambda m: setattr(m.trainer_spec, "unk_id", -1)), "unknown piece"),
+        "unused-piece.model": (variant(lambda m: setattr(m.pieces[normal_index], "type",
+                                                         pb.ModelProto.SentencePiece.UNUSED)), "UNUSED"),
         "not-protobuf.model": (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "malformed"),
     }
     d = fresh(os.path.join(OUT, "bad"))
@@ -267,8 +310,10 @@ def main():
     if os.path.exists(JAMBA_MODEL):
         entries["jamba-model"] = ("../../../../shared/data/jamba-tokenizer.model", spm_cases(JAMBA_MODEL))
 
-    for name, (path, cases) in entries.items():
-        expected["tokenizers"][name] = {"path": path, "cases": cases}
+    for k, (name, (path, cases)) in enumerate(entries.items()):
+        real = os.path.normpath(os.path.join(OUT, path))
+        decode = hf_decode_cases(real, 100 + k) if path.endswith(".json") else spm_decode_cases(real, 100 + k)
+        expected["tokenizers"][name] = {"path": path, "cases": cases, "decode_cases": decode}
 
     with open(SHAKESPEARE, encoding="utf-8") as f:
         full = f.read()

@@ -39,11 +39,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size > 4096)
         return 0;
-    int32_t *ids = malloc((size_t)JAMBA_TOKENIZE_MAX_IDS(size) * sizeof *ids);
+    int64_t cap0 = jamba_tokenizer_max_ids(toks[0], size), cap1 = jamba_tokenizer_max_ids(toks[1], size);
+    int32_t *ids = malloc((size_t)(cap0 > cap1 ? cap0 : cap1) * sizeof *ids);
     char *back = malloc(8 * size + 16);
     for (int k = 0; k < 2; k++) {
         int64_t n = 0;
-        if (jamba_tokenize(toks[k], (const char *)data, size, 0, ids, JAMBA_TOKENIZE_MAX_IDS(size), &n, NULL) != JAMBA_OK)
+        if (jamba_tokenize(toks[k], (const char *)data, size, 0, ids, jamba_tokenizer_max_ids(toks[k], size), &n, NULL) != JAMBA_OK)
             abort();
         for (int64_t i = 0; i < n; i++)
             if (ids[i] < 0 || ids[i] >= jamba_tokenizer_vocab_size(toks[k]))

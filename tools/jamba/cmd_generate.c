@@ -80,7 +80,7 @@ static void help_generate(void) {
 
 static int32_t *prompt_ids(gen_session *s, const char *text, size_t len, bool chat, const char *system, int64_t *n,
                            jamba_error *err) {
-    int64_t cap = JAMBA_TOKENIZE_MAX_IDS(len + (system ? strlen(system) : 0)) + 16;
+    int64_t cap = jamba_tokenizer_max_ids(s->tok, len + (system ? strlen(system) : 0)) + 16;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     if (ids == NULL)
         return NULL;
@@ -230,7 +230,7 @@ int cmd_chat(int argc, char **argv) {
     s.stop_ids[s.n_stop_ids++] = eom;
     bool tty = isatty(STDIN_FILENO), fresh = true;
     char line[1 << 16];
-    const int64_t cap = JAMBA_TOKENIZE_MAX_IDS(sizeof line + strlen(system)) + 16;
+    const int64_t cap = jamba_tokenizer_max_ids(s.tok, sizeof line + strlen(system)) + 16;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     while (rc == CLI_EXIT_OK && ids) {
         if (tty)

@@ -159,10 +159,13 @@ static int score_model(const score_opts *o, const char *dir, const char *text, s
     if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK)
         return cli_fail(&err);
     if (text) {
-        int64_t cap = JAMBA_TOKENIZE_MAX_IDS(text_len);
+        if (jamba_tokenizer_load(dir, &tok, &err) != JAMBA_OK) {
+            jamba_model_free(m);
+            return cli_fail(&err);
+        }
+        int64_t cap = jamba_tokenizer_max_ids(tok, text_len);
         ids = malloc((size_t)cap * sizeof *ids);
-        if (ids == NULL || jamba_tokenizer_load(dir, &tok, &err) != JAMBA_OK ||
-            jamba_tokenize(tok, text, text_len, JAMBA_TOKENIZE_ADD_SPECIAL, ids, cap, &T, &err) != JAMBA_OK)
+        if (ids == NULL || jamba_tokenize(tok, text, text_len, JAMBA_TOKENIZE_ADD_SPECIAL, ids, cap, &T, &err) != JAMBA_OK)
             rc = ids ? cli_fail(&err) : CLI_EXIT_FAIL;
     } else if (!parse_ids(o->tokens, &ids, &T)) {
         rc = cli_usage_error("score", "--tokens '%.40s' is not a comma-separated list of token ids", o->tokens);

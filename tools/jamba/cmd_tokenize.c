@@ -77,7 +77,7 @@ int cmd_tokenize(int argc, char **argv) {
     if ((rc = load_input("tokenize", &o, &tok, &text, &len)) != 0)
         return rc;
     int flags = (o.no_special ? 0 : JAMBA_TOKENIZE_ADD_SPECIAL) | (o.parse_special ? JAMBA_TOKENIZE_PARSE_SPECIAL : 0);
-    int64_t cap = JAMBA_TOKENIZE_MAX_IDS(len), n = 0;
+    int64_t cap = jamba_tokenizer_max_ids(tok, len), n = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     jamba_error err = {0};
     if (ids == NULL || jamba_tokenize(tok, text, len, flags, ids, cap, &n, &err) != JAMBA_OK) {
