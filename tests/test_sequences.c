@@ -4,9 +4,11 @@
  * reset/fork/save/restore continuing identically, the context limit, and input validation.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "support/reference.h"
 #include "support/testutil.h"
@@ -268,6 +270,17 @@ JB_TEST(sequences, bad_state_files_leave_the_sequence_unchanged) {
     cr_assert_eq(jamba_seq_restore(small, 0, path, &err), JAMBA_ERR_CONTEXT_FULL);
     cr_assert_eq(jamba_seq_restore(ctx, 0, "/no/such/file", &err), JAMBA_ERR_IO);
     cr_assert_eq(jamba_seq_save(ctx, 0, "/no/such/dir/x.state", &err), JAMBA_ERR_IO);
+    /* saving onto a folder fails at the rename; saving over a file replaces it; no temporary file stays */
+    char *folder = tu_path(dir, "a-folder");
+    cr_assert_eq(mkdir(folder, 0755), 0);
+    cr_assert_eq(jamba_seq_save(ctx, 0, folder, &err), JAMBA_ERR_IO);
+    cr_assert(strstr(err.message, "rename") != NULL, "%s", err.message);
+    cr_assert_eq(jamba_seq_save(ctx, 0, path, &err), JAMBA_OK, "%s", err.message);
+    DIR *listing = opendir(dir);
+    for (struct dirent *e; (e = readdir(listing)) != NULL;)
+        cr_expect(strstr(e->d_name, ".tmp.") == NULL, "temporary file %s left behind", e->d_name);
+    closedir(listing);
+    free(folder);
     jamba_context_free(small);
     jamba_context_free(octx);
     jamba_model_free(odd);
