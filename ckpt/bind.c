@@ -30,6 +30,7 @@ typedef struct binder {
     jb_strlist missing;    /* canonical names of absent tensors */
     jamba_error *err;
     jamba_status status;   /* first hard error (wrong shape/dtype, conflicting names, OOM) */
+    int64_t inner_norms_layer; /* first Mamba layer checked for optional dt/B/C norms, or -1 */
 } binder;
 
 typedef struct shape {
@@ -148,6 +149,25 @@ static void bind_attention(binder *b, int64_t i, jb_attention_weights *a) {
     bind(b, &a->o_proj, SHAPE2(c->hidden_size, q), lname(n, i, "self_attn.o_proj.weight"), NULL);
 }
 
+/* With mamba_inner_layernorms = false (AI21's remote-code switch) the dt/B/C norms are optional: a
+ * checkpoint that stores them gets them applied, as the transformers port always does. Every Mamba layer
+ * must then agree, so the choice is the model's, not the layer's. */
+static bool inner_norms_stored(binder *b, int64_t i) {
+    char n[NAME_BYTES];
+    bool stored = jb_checkpoint_find(b->ckpt, lname(n, i, "mamba.dt_layernorm.weight")) != NULL;
+    if (b->inner_norms_layer < 0) {
+        b->inner_norms_layer = i;
+        b->w->inner_norms_stored = stored;
+    } else if (stored != b->w->inner_norms_stored) {
+        b->status = jb_fail(b->err, MISMATCH, "%s: config.json sets mamba_inner_layernorms = false; Mamba layer "
+                            "%lld %s the dt/B/C norms but layer %lld %s", b->label, (long long)i,
+                            stored ? "stores" : "lacks", (long long)b->inner_norms_layer,
+                            stored ? "does not" : "does");
+        return false;
+    }
+    return stored;
+}
+
 static void bind_mamba(binder *b, int64_t i, jb_mamba_weights *m) {
     const jamba_config *c = b->cfg;
     int64_t H = c->hidden_size, Di = c->mamba_d_inner, N = c->mamba_d_state, R = c->mamba_dt_rank;
@@ -166,7 +186,7 @@ static void bind_mamba(binder *b, int64_t i, jb_mamba_weights *m) {
     bind(b, &m->out_proj, SHAPE2(H, Di), lname(n, i, "mamba.out_proj.weight"), NULL);
     if (c->mamba_proj_bias)
         bind(b, &m->out_proj_bias, SHAPE1(H), lname(n, i, "mamba.out_proj.bias"), NULL);
-    if (c->mamba_inner_layernorms) {
+    if (c->mamba_inner_layernorms || inner_norms_stored(b, i)) {
         bind(b, &m->dt_norm, SHAPE1(R), lname(n, i, "mamba.dt_layernorm.weight"), NULL);
         bind(b, &m->b_norm, SHAPE1(N), lname(n, i, "mamba.b_layernorm.weight"),
              lname(alt, i, "mamba.B_layernorm.weight"));
@@ -310,7 +330,7 @@ static jamba_status report(binder *b, bool allow_unexpected, jb_strlist *notes) 
 jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt, bool allow_unexpected,
                              const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err) {
     memset(out, 0, sizeof *out);
-    binder b = {.cfg = cfg, .ckpt = ckpt, .label = label, .w = out, .err = err};
+    binder b = {.cfg = cfg, .ckpt = ckpt, .label = label, .w = out, .err = err, .inner_norms_layer = -1};
     b.used = jb_calloc((size_t)ckpt->n_entries, sizeof *b.used);
     out->order = jb_calloc((size_t)ckpt->n_entries, sizeof *out->order);
     out->layers = jb_calloc((size_t)cfg->num_hidden_layers, sizeof *out->layers);

@@ -41,7 +41,7 @@ typedef struct jb_mamba_weights {
     jb_weight D;             /* [D_i] skip */
     jb_weight out_proj;      /* [H, D_i] */
     jb_weight out_proj_bias; /* [H], only with mamba_proj_bias */
-    jb_weight dt_norm;       /* [R], only with mamba_inner_layernorms */
+    jb_weight dt_norm;       /* [R], with mamba_inner_layernorms or when stored (weights.inner_norms_stored) */
     jb_weight b_norm;        /* [N] */
     jb_weight c_norm;        /* [N] */
 } jb_mamba_weights;
@@ -70,6 +70,7 @@ typedef struct jb_weights {
     int64_t n_layers;
     int64_t *order;           /* [n_order] checkpoint entries in binding order (the inventory), owned */
     int64_t n_order;
+    bool inner_norms_stored;  /* mamba_inner_layernorms = false, yet every Mamba layer stores dt/B/C norms */
 } jb_weights;
 
 /* Bind every tensor the config implies. Missing and unexpected tensors are reported by name; a tensor of

@@ -22,6 +22,22 @@ jamba_model_params jamba_model_default_params(void) {
     };
 }
 
+/* mamba_inner_layernorms = false comes from AI21's remote code, which then skipped the dt/B/C norms. The
+ * transformers port always applies them, so a checkpoint that stores them gets them (the effective config
+ * says true from here on, which keeps the parameter count exact); one that does not runs without them. */
+static jamba_status settle_inner_norms(jamba_model *m, jamba_error *err) {
+    jamba_config *c = &m->config;
+    if (c->mamba_inner_layernorms || c->n_mamba_layers == 0)
+        return JAMBA_OK;
+    c->mamba_inner_layernorms = m->weights.inner_norms_stored;
+    bool ok = jb_strlist_addf(&m->notes, m->weights.inner_norms_stored
+                  ? "%s: config.json sets mamba_inner_layernorms = false but the checkpoint stores the dt/B/C "
+                    "norms; they are applied, as transformers does"
+                  : "%s: mamba_inner_layernorms = false: the dt/B/C norms are skipped, as in AI21's original "
+                    "code (transformers' JambaForCausalLM would apply them with unit weights)", m->path);
+    return ok ? JAMBA_OK : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", m->path);
+}
+
 static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, jamba_error *err) {
     if (p->weights == JAMBA_WEIGHTS_NONE)
         return JAMBA_OK;
@@ -36,6 +52,7 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
     JB_TRY(jb_bind_weights(&m->config, &m->ckpt, p->allow_unexpected_tensors, m->path, &m->weights, &m->notes,
                            err));
     m->has_weights = true;
+    JB_TRY(settle_inner_norms(m, err));
     if (p->check_finite)
         for (int64_t i = 0; i < m->weights.n_order; i++)
             JB_TRY(jb_check_finite(&m->ckpt, m->weights.order[i], err));

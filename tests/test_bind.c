@@ -342,6 +342,74 @@ JB_TEST(bind, config_options_change_the_implied_tensors) {
                         (const char *[]){"model.layers.1.feed_forward.router.weight", "implies [5, 16]", NULL});
 }
 
+static void remove_inner_norms(edited *e, int64_t layer) {
+    static const char *const norms[] = {"dt_layernorm", "b_layernorm", "c_layernorm"};
+    for (int k = 0; k < 3; k++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%lld.mamba.%s.weight", (long long)layer, norms[k]);
+        tu_st_list_remove(&e->list, name);
+    }
+}
+
+static const char *find_warning(const jamba_model *m, const char *needle) {
+    for (int64_t i = 0; i < jamba_model_n_warnings(m); i++)
+        if (strstr(jamba_model_warning(m, i), needle) != NULL)
+            return jamba_model_warning(m, i);
+    return NULL;
+}
+
+JB_TEST(bind, inner_norms_off_in_config_follow_the_checkpoint) {
+    /* stored although the config says false: applied, as transformers does */
+    edited e = edit_fixture("tiny-hf");
+    set_config_key(e.dir, "mamba_inner_layernorms", json_false());
+    jamba_model *m = load(e.dir, NULL);
+    cr_assert(jamba_model_config(m)->mamba_inner_layernorms, "the effective config applies the stored norms");
+    cr_assert_not_null(m->weights.layers[3].mamba.c_norm.data);
+    cr_assert_not_null(find_warning(m, "they are applied"));
+    jamba_model *orig = load_fixture("tiny-hf");
+    expect_same_weights(m, orig);
+    jamba_param_counts a, b;
+    cr_assert_eq(jamba_model_param_counts(m, &a, NULL), JAMBA_OK);
+    cr_assert_eq(jamba_model_param_counts(orig, &b, NULL), JAMBA_OK);
+    cr_assert_eq(a.total, b.total);
+    jamba_model_free(orig);
+    jamba_model_free(m);
+    tu_rmtree(e.dir);
+    free(e.file);
+    free(e.dir);
+    tu_st_list_free(&e.list);
+
+    /* absent everywhere: skipped, as in AI21's original code */
+    e = edit_fixture("tiny-hf");
+    set_config_key(e.dir, "mamba_inner_layernorms", json_false());
+    for (int64_t layer = 0; layer < 4; layer++)
+        if (layer != 2)
+            remove_inner_norms(&e, layer);
+    tu_st_list_write(&e.list, e.file);
+    m = load(e.dir, NULL);
+    cr_assert_not(jamba_model_config(m)->mamba_inner_layernorms);
+    cr_assert_null(m->weights.layers[0].mamba.dt_norm.data);
+    cr_assert_not_null(find_warning(m, "skipped"));
+    jamba_model_free(m);
+    tu_rmtree(e.dir);
+    free(e.file);
+    free(e.dir);
+    tu_st_list_free(&e.list);
+
+    /* some layers with, some without: refused, naming both layers */
+    e = edit_fixture("tiny-hf");
+    set_config_key(e.dir, "mamba_inner_layernorms", json_false());
+    remove_inner_norms(&e, 1);
+    expect_load_failure(&e, NULL, MISMATCH, (const char *[]){"layer 1 lacks the dt/B/C norms but layer 0 does", NULL});
+
+    /* one norm of three gone: that tensor is missing */
+    e = edit_fixture("tiny-hf");
+    set_config_key(e.dir, "mamba_inner_layernorms", json_false());
+    tu_st_list_remove(&e.list, "model.layers.3.mamba.b_layernorm.weight");
+    expect_load_failure(&e, NULL, MISMATCH,
+                        (const char *[]){"1 tensor missing", "model.layers.3.mamba.b_layernorm.weight", NULL});
+}
+
 JB_TEST(bind, stacked_layout_with_one_half_missing) {
     edited e = edit_fixture("tiny-stacked");
     tu_st_list_remove(&e.list, "model.layers.3.feed_forward.experts.down_proj");

@@ -25,6 +25,9 @@ int cmd_detokenize(int argc, char **argv);
 
 /* Print "jamba: error: <message>" as one line on stderr and return CLI_EXIT_FAIL. */
 int cli_fail(const jamba_error *err);
+
+/* The model's load-time warnings, one "jamba: note:" line each on stderr. */
+void cli_print_model_notes(const jamba_model *m);
 /* Print "jamba <cmd>: <message>" and a hint to --help on stderr; return CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -338,8 +338,8 @@ int cmd_inspect(int argc, char **argv) {
         jamba_model_free(m);
         return cli_fail(&err);
     }
-    for (int64_t i = 0; i < jamba_model_n_warnings(m) && !o.json; i++)
-        fprintf(stderr, "jamba: note: %s\n", jamba_model_warning(m, i));
+    if (!o.json)
+        cli_print_model_notes(m);
     if (o.json) {
         rc = print_json(&r, &o);
     } else {

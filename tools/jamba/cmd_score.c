@@ -158,6 +158,7 @@ static int score_model(const score_opts *o, const char *dir, const char *text, s
     r->model = dir;
     if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK)
         return cli_fail(&err);
+    cli_print_model_notes(m);
     if (text) {
         if (jamba_tokenizer_load(dir, &tok, &err) != JAMBA_OK) {
             jamba_model_free(m);

@@ -14,6 +14,11 @@ int cli_fail(const jamba_error *err) {
     return CLI_EXIT_FAIL;
 }
 
+void cli_print_model_notes(const jamba_model *m) {
+    for (int64_t i = 0; i < jamba_model_n_warnings(m); i++)
+        fprintf(stderr, "jamba: note: %s\n", jamba_model_warning(m, i));
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

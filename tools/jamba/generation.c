@@ -40,6 +40,7 @@ int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *e
     if (jamba_model_load(dir, NULL, &s->model, err) != JAMBA_OK ||
         jamba_tokenizer_load(dir, &s->tok, err) != JAMBA_OK)
         return CLI_EXIT_FAIL;
+    cli_print_model_notes(s->model);
     const jamba_config *c = jamba_model_config(s->model);
     if (jamba_tokenizer_vocab_size(s->tok) > c->vocab_size) {
         snprintf(err->message, sizeof err->message, "%s: the tokenizer has %lld tokens but the model only %lld", dir,
