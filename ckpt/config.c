@@ -240,32 +240,6 @@ static jamba_status read_floats_and_bools(const json_t *root, const char *label,
     return JAMBA_OK;
 }
 
-static jamba_status check_cross_fields(const char *label, jamba_config *c, jamba_error *err) {
-    if (c->attn_layer_offset >= c->attn_layer_period)
-        return jb_fail(err, BAD, "%s: attn_layer_offset %lld must be smaller than attn_layer_period %lld", label,
-                       (long long)c->attn_layer_offset, (long long)c->attn_layer_period);
-    if (c->expert_layer_offset >= c->expert_layer_period)
-        return jb_fail(err, BAD, "%s: expert_layer_offset %lld must be smaller than expert_layer_period %lld",
-                       label, (long long)c->expert_layer_offset, (long long)c->expert_layer_period);
-    if (c->hidden_size % c->num_attention_heads != 0)
-        return jb_fail(err, BAD, "%s: hidden_size %lld is not divisible by num_attention_heads %lld", label,
-                       (long long)c->hidden_size, (long long)c->num_attention_heads);
-    if (c->num_attention_heads % c->num_key_value_heads != 0)
-        return jb_fail(err, BAD, "%s: num_attention_heads %lld is not divisible by num_key_value_heads %lld",
-                       label, (long long)c->num_attention_heads, (long long)c->num_key_value_heads);
-    /* top-k only matters when MoE layers exist: HF's dense configs keep the default 2 with 1 expert. */
-    if (c->num_experts > 1 && c->num_experts_per_tok > c->num_experts)
-        return jb_fail(err, BAD, "%s: num_experts_per_tok %lld exceeds num_experts %lld", label,
-                       (long long)c->num_experts_per_tok, (long long)c->num_experts);
-    c->head_dim = c->hidden_size / c->num_attention_heads;
-    c->mamba_d_inner = c->mamba_expand * c->hidden_size;
-    if (c->mamba_d_inner > MAX_D_INNER)
-        return jb_fail(err, BAD, "%s: mamba_expand %lld x hidden_size %lld = %lld exceeds the limit of %d", label,
-                       (long long)c->mamba_expand, (long long)c->hidden_size, (long long)c->mamba_d_inner,
-                       MAX_D_INNER);
-    return JAMBA_OK;
-}
-
 static void derive_schedule(jamba_config *c) {
     c->n_attention_layers = c->n_mamba_layers = c->n_moe_layers = c->n_dense_layers = 0;
     for (int64_t i = 0; i < c->num_hidden_layers; i++) {
@@ -278,6 +252,36 @@ static void derive_schedule(jamba_config *c) {
         else
             c->n_dense_layers++;
     }
+}
+
+static jamba_status check_cross_fields(const char *label, jamba_config *c, jamba_error *err) {
+    if (c->attn_layer_offset >= c->attn_layer_period)
+        return jb_fail(err, BAD, "%s: attn_layer_offset %lld must be smaller than attn_layer_period %lld", label,
+                       (long long)c->attn_layer_offset, (long long)c->attn_layer_period);
+    if (c->expert_layer_offset >= c->expert_layer_period)
+        return jb_fail(err, BAD, "%s: expert_layer_offset %lld must be smaller than expert_layer_period %lld",
+                       label, (long long)c->expert_layer_offset, (long long)c->expert_layer_period);
+    /* Head shapes matter only where attention layers exist (transformers checks them when it builds one),
+     * so a pure-Mamba ablation config with indivisible head counts still loads. */
+    derive_schedule(c);
+    bool heads_fit = c->hidden_size % c->num_attention_heads == 0;
+    if (c->n_attention_layers > 0 && !heads_fit)
+        return jb_fail(err, BAD, "%s: hidden_size %lld is not divisible by num_attention_heads %lld", label,
+                       (long long)c->hidden_size, (long long)c->num_attention_heads);
+    if (c->n_attention_layers > 0 && c->num_attention_heads % c->num_key_value_heads != 0)
+        return jb_fail(err, BAD, "%s: num_attention_heads %lld is not divisible by num_key_value_heads %lld",
+                       label, (long long)c->num_attention_heads, (long long)c->num_key_value_heads);
+    /* top-k only matters when MoE layers exist: HF's dense configs keep the default 2 with 1 expert. */
+    if (c->num_experts > 1 && c->num_experts_per_tok > c->num_experts)
+        return jb_fail(err, BAD, "%s: num_experts_per_tok %lld exceeds num_experts %lld", label,
+                       (long long)c->num_experts_per_tok, (long long)c->num_experts);
+    c->head_dim = heads_fit ? c->hidden_size / c->num_attention_heads : 0;
+    c->mamba_d_inner = c->mamba_expand * c->hidden_size;
+    if (c->mamba_d_inner > MAX_D_INNER)
+        return jb_fail(err, BAD, "%s: mamba_expand %lld x hidden_size %lld = %lld exceeds the limit of %d", label,
+                       (long long)c->mamba_expand, (long long)c->hidden_size, (long long)c->mamba_d_inner,
+                       MAX_D_INNER);
+    return JAMBA_OK;
 }
 
 static jamba_status note_unknown_keys(const json_t *root, const char *label, const jamba_config *c,
@@ -320,10 +324,8 @@ jamba_status jb_config_parse(const char *json, size_t len, const char *label, ja
         st = read_token_id(root, "bos_token_id", label, 1, out->vocab_size, &out->bos_token_id, err);
     if (st == JAMBA_OK)
         st = read_eos(root, label, out, err);
-    if (st == JAMBA_OK) {
-        derive_schedule(out);
+    if (st == JAMBA_OK)
         st = note_unknown_keys(root, label, out, notes, err);
-    }
     json_decref(root);
     return st;
 }

@@ -134,7 +134,8 @@ typedef struct jamba_config {
     int64_t num_hidden_layers;       /* L */
     int64_t num_attention_heads;     /* n_h */
     int64_t num_key_value_heads;     /* n_kv (null in config.json means n_h) */
-    int64_t head_dim;                /* d_h = H / n_h (derived) */
+    int64_t head_dim;                /* d_h = H / n_h (derived; 0 in a model without attention layers whose
+                                        n_h does not divide H) */
     int64_t num_experts;             /* E: experts per MoE layer; 1 means a fully dense model */
     int64_t num_experts_per_tok;     /* top-k */
     int64_t expert_layer_period;     /* layer i is MoE iff i % period == offset and E > 1 */

@@ -153,6 +153,13 @@ JB_TEST(config, cross_field_rules) {
     expect_reject(J(",\"expert_layer_offset\":2"), BAD, "expert_layer_offset");
     expect_reject(J(",\"hidden_size\":4000,\"num_attention_heads\":3"), BAD, "not divisible by num_attention_heads");
     expect_reject(J(",\"num_key_value_heads\":5"), BAD, "not divisible by num_key_value_heads");
+    /* head counts only matter where attention layers exist: a pure-Mamba config loads with head_dim 0 */
+    jamba_config pure = parse_ok(J(",\"hidden_size\":4000,\"num_attention_heads\":3,\"num_key_value_heads\":2,"
+                                   "\"num_hidden_layers\":4,\"attn_layer_offset\":6"));
+    cr_assert_eq(pure.n_attention_layers, 0);
+    cr_assert_eq(pure.head_dim, 0);
+    expect_reject(J(",\"hidden_size\":4000,\"num_attention_heads\":3,\"num_hidden_layers\":8,"
+                    "\"attn_layer_offset\":6"), BAD, "not divisible by num_attention_heads");
     expect_reject(J(",\"num_experts_per_tok\":17"), BAD, "num_experts_per_tok 17 exceeds num_experts 16");
     /* with a single expert (dense model) top-k is unused, as in the reference */
     cr_assert_eq(parse_ok(J(",\"num_experts\":1,\"num_experts_per_tok\":2")).n_moe_layers, 0);
