@@ -136,6 +136,7 @@ static jamba_status allocate_buffers(jamba_context *ctx, jamba_error *err) {
         {(void **)&ctx->conv, sizeof(float), D3(S * M, Di, K - 1), "the conv windows"},
         {(void **)&ctx->ssm, sizeof(float), D3(S * M, Di, N), "the SSM states"},
         {(void **)&ctx->n_past, sizeof(int64_t), D1(S), "sequence lengths"},
+        {(void **)&ctx->seq_input, sizeof(int64_t), D1(S), "sequence bookkeeping"},
         {(void **)&w->x, sizeof(float), D2(Tb, H), "the residual stream"},
         {(void **)&w->xn, sizeof(float), D2(Tb, H), "a workspace"},
         {(void **)&w->mix, sizeof(float), D2(Tb, H), "a workspace"},
@@ -199,6 +200,8 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
     int64_t n_attn = 0, n_mamba = 0;
     for (int64_t i = 0; i < c->num_hidden_layers; i++)
         ctx->layer_slot[i] = jb_layer_is_attention(c, i) ? n_attn++ : n_mamba++;
+    for (int32_t s = 0; s < ctx->params.n_seq_max; s++)
+        ctx->seq_input[s] = -1;
     *out = ctx;
     return JAMBA_OK;
 }
@@ -209,7 +212,7 @@ void jamba_context_free(jamba_context *ctx) {
     jb_pool_free(ctx->pool);
     jb_workspace *w = &ctx->ws;
     jb_ffn_workspace *f = &w->ffn;
-    void *owned[] = {ctx->layer_slot, ctx->kv, ctx->conv, ctx->ssm, ctx->n_past, w->x, w->xn, w->mix, w->proj,
+    void *owned[] = {ctx->layer_slot, ctx->kv, ctx->conv, ctx->ssm, ctx->n_past, ctx->seq_input, w->x, w->xn, w->mix, w->proj,
                      w->u, w->xdbl, w->dt_in, w->delta, w->y, w->q, w->k_new, w->v_new, w->att, w->attn_scratch,
                      w->wbuf, w->final_rows, f->matmul_scratch, f->gate, f->up, f->gathered, f->expert_out,
                      f->router, f->experts, f->weights, f->plan.expert_begin, f->plan.slot_token,
@@ -222,23 +225,39 @@ void jamba_context_free(jamba_context *ctx) {
 
 /* ---- decode ----------------------------------------------------------------------------------- */
 
-static jamba_status validate_inputs(const jamba_context *ctx, const jamba_seq_input *in, int64_t n,
-                                    int64_t *logit_rows, jamba_error *err) {
+/* Every input names a distinct sequence in [0, S). One pass: seq_input[s] holds the input that named s
+ * (-1 between calls), so n_seq_max in the thousands costs nothing. */
+static jamba_status check_sequences(jamba_context *ctx, const jamba_seq_input *in, int64_t n, jamba_error *err) {
+    const int64_t S = ctx->params.n_seq_max;
+    jamba_status st = JAMBA_OK;
+    int64_t i = 0;
+    for (; i < n && st == JAMBA_OK; i++) {
+        int32_t seq = in[i].seq;
+        if (seq < 0 || seq >= S)
+            st = jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode: input %lld: sequence %d outside [0, %lld)",
+                         (long long)i, seq, (long long)S);
+        else if (ctx->seq_input[seq] >= 0)
+            st = jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode: sequence %d appears in inputs %lld and %lld",
+                         seq, (long long)ctx->seq_input[seq], (long long)i);
+        else
+            ctx->seq_input[seq] = i;
+    }
+    for (int64_t j = 0; j < i; j++)
+        if (in[j].seq >= 0 && in[j].seq < S && ctx->seq_input[in[j].seq] == j)
+            ctx->seq_input[in[j].seq] = -1;
+    return st;
+}
+
+static jamba_status validate_inputs(jamba_context *ctx, const jamba_seq_input *in, int64_t n, int64_t *logit_rows,
+                                    jamba_error *err) {
     const int64_t S = ctx->params.n_seq_max, V = ctx->model->config.vocab_size;
     if (in == NULL || n < 1 || n > S)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode: need 1 to %lld inputs, got %lld%s",
                        (long long)S, (long long)n, in == NULL ? " (NULL)" : "");
+    JB_TRY(check_sequences(ctx, in, n, err));
     *logit_rows = 0;
     for (int64_t i = 0; i < n; i++) {
         const jamba_seq_input *x = &in[i];
-        if (x->seq < 0 || x->seq >= S)
-            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode: input %lld: sequence %d outside [0, %lld)",
-                           (long long)i, x->seq, (long long)S);
-        for (int64_t j = 0; j < i; j++)
-            if (in[j].seq == x->seq)
-                return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT,
-                               "jamba_decode: sequence %d appears in inputs %lld and %lld", x->seq, (long long)j,
-                               (long long)i);
         if (x->tokens == NULL || x->n_tokens < 1)
             return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode: input %lld (sequence %d) has no tokens",
                            (long long)i, x->seq);

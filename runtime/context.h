@@ -63,6 +63,7 @@ struct jamba_context {
     float *conv;                   /* [S, M, D_i, K-1] */
     float *ssm;                    /* [S, M, D_i, N] */
     int64_t *n_past;               /* [S] */
+    int64_t *seq_input;            /* [S] jamba_decode's input naming each sequence while it checks; else -1 */
     jb_workspace ws;
     float *logits;                 /* [logit_capacity, V] */
     int64_t logit_capacity;

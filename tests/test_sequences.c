@@ -326,6 +326,7 @@ JB_TEST(sequences, invalid_inputs_change_nothing) {
         {{{2, s.ids, 1, JAMBA_LOGITS_LAST}}, 1, "sequence 2 outside"},
         {{{-1, s.ids, 1, JAMBA_LOGITS_LAST}}, 1, "outside"},
         {{{0, s.ids, 1, JAMBA_LOGITS_LAST}, {0, s.ids, 1, JAMBA_LOGITS_LAST}}, 2, "appears in inputs 0 and 1"},
+        {{{1, s.ids, 1, JAMBA_LOGITS_LAST}, {2, s.ids, 1, JAMBA_LOGITS_LAST}}, 2, "input 1: sequence 2 outside"},
         {{{0, s.ids, 0, JAMBA_LOGITS_LAST}}, 1, "no tokens"},
         {{{0, NULL, 3, JAMBA_LOGITS_LAST}}, 1, "no tokens"},
         {{{0, bad_tok, 2, JAMBA_LOGITS_LAST}}, 1, "token 1 is 128, outside the vocabulary"},
@@ -346,6 +347,11 @@ JB_TEST(sequences, invalid_inputs_change_nothing) {
     cr_assert_eq(jamba_seq_fork(ctx, 0, 9, &err), JAMBA_ERR_INVALID_ARGUMENT);
     cr_assert_eq(jamba_seq_reset(ctx, -1, &err), JAMBA_ERR_INVALID_ARGUMENT);
     cr_assert_null(jamba_logits(ctx, 0, NULL));
+    /* the rejected calls left no bookkeeping behind: both sequences in one call work */
+    jamba_seq_input both[2] = {{1, s.ids, 1, JAMBA_LOGITS_LAST}, {0, s.ids, 1, JAMBA_LOGITS_LAST}};
+    cr_assert_eq(jamba_decode(ctx, both, 2, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_decode(ctx, both, 2, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_seq_length(ctx, 0), 2);
     jamba_context_free(ctx);
     jamba_context_free(NULL);
     close_setup(&s);
