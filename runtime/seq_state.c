@@ -4,7 +4,8 @@
  * State file (little-endian, version 1):
  *   "JAMBASEQ"            8-byte magic
  *   u32 version = 1, u32 header_bytes = 64
- *   u64 fingerprint       FNV-1a of the config dimensions and the final-norm weight bytes
+ *   u64 fingerprint       FNV-1a of the config and of every tensor's name, dtype, shape and end bytes
+ *                         (model_fingerprint: a heuristic identity, not a full hash)
  *   u64 n_tokens          tokens held
  *   u64 payload_bytes
  *   u64 reserved[3] = 0
@@ -88,15 +89,39 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 }
 #define FNV_SEED 0xcbf29ce484222325ull
 
+/* A heuristic identity of the model: every config value that shapes the state or the computation, and
+ * for every bound tensor its name, dtype, shape and its first and last 64 bytes. It tells models apart
+ * (another size, another fine-tune, another dtype) without reading gigabytes; two checkpoints differing
+ * only inside their tensors' middles would collide. Folder paths are not included, so a state moves
+ * with a copied model. */
+#define FINGERPRINT_SAMPLE 64u
+
+static uint64_t hash_tensor(uint64_t h, const jb_checkpoint *ckpt, const jb_ckpt_entry *e) {
+    const jb_st_tensor *t = e->tensor;
+    h = fnv1a(h, e->name, strlen(e->name) + 1);
+    const int64_t meta[2 + JB_MAX_RANK] = {t->dtype, t->rank};
+    h = fnv1a(h, meta, sizeof meta);
+    h = fnv1a(h, t->shape, (size_t)t->rank * sizeof t->shape[0]);
+    const uint8_t *data = jb_st_tensor_data(&ckpt->shards[e->shard], t);
+    uint64_t n = t->n_bytes, head = n < FINGERPRINT_SAMPLE ? n : FINGERPRINT_SAMPLE;
+    h = fnv1a(h, data, (size_t)head);
+    uint64_t tail = n - head < FINGERPRINT_SAMPLE ? n - head : FINGERPRINT_SAMPLE;
+    return fnv1a(h, data + n - tail, (size_t)tail);
+}
+
 static uint64_t model_fingerprint(const jamba_model *m) {
     const jamba_config *c = &m->config;
-    const int64_t dims[] = {c->num_hidden_layers, c->hidden_size, c->intermediate_size, c->vocab_size,
-                            c->num_attention_heads, c->num_key_value_heads, c->mamba_d_inner, c->mamba_d_state,
-                            c->mamba_d_conv, c->mamba_dt_rank, c->num_experts, c->attn_layer_period,
-                            c->attn_layer_offset, c->expert_layer_period, c->expert_layer_offset};
-    uint64_t h = fnv1a(FNV_SEED, dims, sizeof dims);
-    const jb_weight *norm = &m->weights.final_norm;
-    return fnv1a(h, norm->data, (size_t)norm->shape[0] * jamba_dtype_size(norm->dtype));
+    const int64_t values[] = {c->num_hidden_layers, c->hidden_size, c->intermediate_size, c->vocab_size,
+                              c->num_attention_heads, c->num_key_value_heads, c->mamba_d_inner, c->mamba_d_state,
+                              c->mamba_d_conv, c->mamba_dt_rank, c->num_experts, c->num_experts_per_tok,
+                              c->attn_layer_period, c->attn_layer_offset, c->expert_layer_period,
+                              c->expert_layer_offset, c->mamba_conv_bias, c->mamba_proj_bias,
+                              c->mamba_inner_layernorms, c->tie_word_embeddings};
+    uint64_t h = fnv1a(FNV_SEED, values, sizeof values);
+    h = fnv1a(h, &c->rms_norm_eps, sizeof c->rms_norm_eps);
+    for (int64_t i = 0; i < m->weights.n_order; i++)
+        h = hash_tensor(h, &m->ckpt, &m->ckpt.entries[m->weights.order[i]]);
+    return h;
 }
 
 static uint64_t payload_bytes(const jamba_context *ctx, int64_t n_tokens) {

@@ -293,6 +293,51 @@ JB_TEST(sequences, bad_state_files_leave_the_sequence_unchanged) {
     close_setup(&s);
 }
 
+/* A state file names its model by config and weights, not by folder: a copied folder accepts it, a copy
+ * with one weight byte changed in any tensor refuses it. */
+JB_TEST(sequences, states_follow_the_weights_not_the_folder) {
+    setup s = open_mini();
+    jamba_context *ctx = ref_context(s.m, 1, 32, 16, 1);
+    cr_assert_eq(feed(ctx, 0, s.ids, 6, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
+    char *dir = tu_tmpdir();
+    char *path = tu_path(dir, "s.state");
+    jamba_error err = {0};
+    cr_assert_eq(jamba_seq_save(ctx, 0, path, &err), JAMBA_OK, "%s", err.message);
+    char *src = tu_fixture("forward/mini/model");
+    char *copy = tu_clone_model(src);
+    char *file = tu_path(copy, "model.safetensors");
+    for (int edit = 0; edit < 2; edit++) {
+        tu_st_list l;
+        tu_st_list_read(file, &l);
+        if (edit) /* the first byte of a tensor in the middle of the file */
+            ((uint8_t *)l.items[l.n / 2].data)[0] ^= 0x01;
+        tu_st_list_write(&l, file);
+        tu_st_list_free(&l);
+        jamba_model *m = NULL;
+        cr_assert_eq(jamba_model_load(copy, NULL, &m, &err), JAMBA_OK, "%s", err.message);
+        jamba_context *other = ref_context(m, 1, 32, 16, 1);
+        jamba_status st = jamba_seq_restore(other, 0, path, &err);
+        if (edit) {
+            cr_expect_eq(st, JAMBA_ERR_BAD_STATE_FILE);
+            cr_expect(strstr(err.message, "different model") != NULL, "%s", err.message);
+        } else {
+            cr_expect_eq(st, JAMBA_OK, "%s", err.message);
+            cr_expect_eq(jamba_seq_length(other, 0), 6);
+        }
+        jamba_context_free(other);
+        jamba_model_free(m);
+    }
+    tu_rmtree(copy);
+    tu_rmtree(dir);
+    free(file);
+    free(copy);
+    free(src);
+    free(path);
+    free(dir);
+    jamba_context_free(ctx);
+    close_setup(&s);
+}
+
 JB_TEST(sequences, context_limit_is_an_error_not_a_wrap) {
     setup s = open_mini();
     jamba_context *ctx = ref_context(s.m, 1, 10, 4, 1);
