@@ -201,9 +201,12 @@ JAMBA_API jamba_model_params jamba_model_default_params(void);
 /*
  * Load a model from a Hugging Face folder: config.json plus model.safetensors, or
  * model.safetensors.index.json with its shards. model.safetensors wins when both exist.
- * Every file is validated before anything is mapped; weights are memory-mapped read-only and every
- * tensor the config implies is bound by name (Hugging Face names, AI21's March-2024 names and stacked
- * expert layouts are accepted).
+ * Each safetensors file is validated (header, dtypes, shapes, offsets tiling the data exactly) before
+ * it is mapped; with an index, the index is then cross-checked against the mapped shards' headers.
+ * Weights are memory-mapped read-only and every tensor the config implies is bound by name (Hugging
+ * Face names, AI21's March-2024 names and stacked expert layouts are accepted). With
+ * mamba_inner_layernorms = false the dt/B/C norms are applied when the checkpoint stores them and
+ * skipped otherwise; a warning says which.
  *
  * dir     path of the folder; not retained.
  * params  NULL for the defaults.
