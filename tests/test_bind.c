@@ -198,6 +198,13 @@ static edited edit_fixture(const char *name) {
     return e;
 }
 
+static void discard(edited *e) {
+    tu_st_list_free(&e->list);
+    tu_rmtree(e->dir);
+    free(e->file);
+    free(e->dir);
+}
+
 static void set_config_key(const char *dir, const char *key, json_t *value) {
     char *path = tu_path(dir, "config.json");
     json_t *cfg = json_load_file(path, 0, NULL);
@@ -218,10 +225,7 @@ static void expect_load_failure(edited *e, const jamba_model_params *p, jamba_st
     cr_expect_null(m);
     for (int i = 0; needles[i]; i++)
         cr_expect(strstr(err.message, needles[i]) != NULL, "'%s' should contain '%s'", err.message, needles[i]);
-    tu_st_list_free(&e->list);
-    tu_rmtree(e->dir);
-    free(e->file);
-    free(e->dir);
+    discard(e);
 }
 
 JB_TEST(bind, missing_tensors_are_named) {
@@ -259,10 +263,7 @@ JB_TEST(bind, unexpected_tensors_are_named_or_skipped) {
     cr_assert(strstr(jamba_model_warning(m, 0), "model.layers.0.mamba.extra_bias") != NULL);
     cr_assert_null(jamba_model_warning(m, 1));
     jamba_model_free(m);
-    tu_st_list_free(&e.list);
-    tu_rmtree(e.dir);
-    free(e.file);
-    free(e.dir);
+    discard(&e);
 }
 
 JB_TEST(bind, wrong_shape_names_tensor_and_both_shapes) {
@@ -374,10 +375,7 @@ JB_TEST(bind, inner_norms_off_in_config_follow_the_checkpoint) {
     cr_assert_eq(a.total, b.total);
     jamba_model_free(orig);
     jamba_model_free(m);
-    tu_rmtree(e.dir);
-    free(e.file);
-    free(e.dir);
-    tu_st_list_free(&e.list);
+    discard(&e);
 
     /* absent everywhere: skipped, as in AI21's original code */
     e = edit_fixture("tiny-hf");
@@ -391,10 +389,7 @@ JB_TEST(bind, inner_norms_off_in_config_follow_the_checkpoint) {
     cr_assert_null(m->weights.layers[0].mamba.dt_norm.data);
     cr_assert_not_null(find_warning(m, "skipped"));
     jamba_model_free(m);
-    tu_rmtree(e.dir);
-    free(e.file);
-    free(e.dir);
-    tu_st_list_free(&e.list);
+    discard(&e);
 
     /* some layers with, some without: refused, naming both layers */
     e = edit_fixture("tiny-hf");
