@@ -316,19 +316,37 @@ JAMBA_API jamba_status jamba_model_memory(const jamba_model *model, const jamba_
 
 typedef struct jamba_context jamba_context;
 
+/* Where a context runs the model. */
+typedef enum jamba_device_type {
+    JAMBA_DEVICE_CPU = 0,  /* the fp32 CPU reference path */
+    JAMBA_DEVICE_CUDA = 1, /* the CUDA backend (builds with JAMBA_CUDA) */
+} jamba_device_type;
+
 typedef struct jamba_context_params {
     int32_t n_seq_max; /* sequences held at once; default 1 */
     int64_t n_ctx;     /* most tokens one sequence can hold; 0 = min(max_position_embeddings, 4096) */
     int64_t n_batch;   /* most tokens per internal step; longer inputs run in steps of this size
                           (chunked prefill, constant workspace); default 512 */
-    int32_t n_threads; /* worker threads; 0 = the online CPUs (at most 64); default 0 */
+    int32_t n_threads; /* CPU worker threads; 0 = the online CPUs (at most 64); default 0 */
     int64_t n_logits_max; /* most logit rows one jamba_decode may return; 0 = max(n_batch, n_seq_max) */
+    jamba_device_type device; /* default JAMBA_DEVICE_CPU */
+    int32_t gpu_index;     /* CUDA device ordinal when device is CUDA; default 0 */
+    jamba_dtype gpu_dtype; /* CUDA: BF16 (default) runs bf16 weights and activations with fp32 accumulation,
+                              fp32 SSM state and fp32 softmax; F32 runs fp32 throughout (no TF32), the mode
+                              checked against the CPU path */
+    bool gpu_graphs;       /* CUDA: replay decode steps as CUDA graphs; default true */
 } jamba_context_params;
 
 JAMBA_API jamba_context_params jamba_context_default_params(void);
 
 /* Create a context for `model`, which must have weights (JAMBA_ERR_NO_WEIGHTS otherwise). Sizes are
- * checked before anything is allocated; JAMBA_ERR_OUT_OF_MEMORY names the bytes that did not fit. */
+ * checked before anything is allocated; JAMBA_ERR_OUT_OF_MEMORY names the bytes that did not fit.
+ * CUDA contexts: the device is checked first (JAMBA_ERR_NO_DEVICE: no GPU or a build without CUDA;
+ * JAMBA_ERR_DEVICE: this build's kernels do not run there, e.g. an older architecture or driver). The
+ * model's weights are uploaded once per (device, gpu_dtype) and shared by its contexts until
+ * jamba_model_free; the context's KV cache, Mamba state and workspaces are one device allocation. A
+ * device fault during a call marks the context dead: that call and every later one return
+ * JAMBA_ERR_DEVICE, and the context can only be freed. */
 JAMBA_API jamba_status jamba_context_create(const jamba_model *model, const jamba_context_params *params,
                                             jamba_context **out, jamba_error *err);
 
@@ -363,8 +381,9 @@ JAMBA_API jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *i
                                    jamba_error *err);
 
 /* Logits of input `index` of the last jamba_decode: *n_rows rows of vocab_size floats, row-major (one row
- * for LAST, n_tokens rows for ALL). NULL (and *n_rows = 0) when none were requested or the index is out of
- * range. Valid until the next jamba_decode or sequence operation on the context. */
+ * for LAST, n_tokens rows for ALL). NULL (and *n_rows = 0) when none were requested, the index is out of
+ * range, or the last call was jamba_decode_sample. Valid until the next jamba_decode or sequence operation
+ * on the context. */
 JAMBA_API const float *jamba_logits(const jamba_context *ctx, int64_t index, int64_t *n_rows);
 
 /* Tokens held by sequence `seq`, or -1 when the id is out of range. */
@@ -516,6 +535,20 @@ JAMBA_API void jamba_sampler_accept(jamba_sampler *s, int32_t token);
  * outright (the lowest such id); when every logit is NaN or -inf, JAMBA_ERR_NUMERIC. */
 JAMBA_API jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, int32_t *token,
                                             jamba_error *err);
+
+/*
+ * Decode and sample in one call: run the inputs as jamba_decode does (each input's logits mode is ignored:
+ * its last token is sampled) and choose the next token of input i with samplers[i], which then accepts
+ * it (its penalty history and generator advance exactly as jamba_sampler_sample + jamba_sampler_accept
+ * would). On a CUDA context the logits stay on the GPU and only the tokens are read back when the sampler
+ * is greedy or uses top_k in [1, 256] with at most 512 distinct penalised tokens; otherwise that row's
+ * logits are copied to the host and sampled there. The same seed gives the same tokens on either device
+ * for the same logits. Afterwards jamba_logits returns NULL until the next jamba_decode.
+ * tokens: n_inputs ids. Errors as jamba_decode and jamba_sampler_sample; on a sampling error the
+ * sequences have already advanced.
+ */
+JAMBA_API jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
+                                          jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err);
 
 /* ------------------------------------------------------------------------------------------------
  * Accelerators

@@ -13,6 +13,10 @@
 
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void *jb_malloc(size_t size);
 void *jb_calloc(size_t count, size_t size);
 void *jb_realloc(void *ptr, size_t size);
@@ -26,5 +30,9 @@ char *jb_vasprintf(const char *fmt, va_list ap) JB_PRINTF(1, 0);
 
 /* Grow *array (of *cap elements of elem_size) to hold at least `need`; doubles. false on OOM/overflow. */
 bool jb_grow(void **array, int64_t *cap, int64_t need, size_t elem_size);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* JB_ALLOC_H */

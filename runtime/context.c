@@ -10,12 +10,18 @@
 #include "cpu_ops.h"
 #include "error.h"
 
+#ifdef JAMBA_WITH_CUDA
+#include "../cuda/backend.h"
+#endif
+
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 jamba_context_params jamba_context_default_params(void) {
-    return (jamba_context_params){.n_seq_max = 1, .n_ctx = 0, .n_batch = 512, .n_threads = 0, .n_logits_max = 0};
+    return (jamba_context_params){.n_seq_max = 1, .n_ctx = 0, .n_batch = 512, .n_threads = 0, .n_logits_max = 0,
+                                  .device = JAMBA_DEVICE_CPU, .gpu_index = 0, .gpu_dtype = JAMBA_DTYPE_BF16,
+                                  .gpu_graphs = true};
 }
 
 /* ---- state addressing ------------------------------------------------------------------------- */
@@ -72,8 +78,8 @@ static jamba_status allocate_all(const buffer_plan *plan, size_t n, jamba_error 
         bytes[i] = b;
     }
     for (size_t i = 0; i < n; i++) {
-        *plan[i].dst = jb_calloc(1, (size_t)bytes[i]);
-        if (*plan[i].dst == NULL)
+        *plan[i].dst = bytes[i] ? jb_calloc(1, (size_t)bytes[i]) : NULL;
+        if (*plan[i].dst == NULL && bytes[i])
             return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY,
                            "context: out of memory allocating %s (%llu bytes; %llu bytes for the whole context)",
                            plan[i].what, (unsigned long long)bytes[i], (unsigned long long)total);
@@ -105,6 +111,16 @@ static jamba_status resolve_params(const jamba_model *m, const jamba_context_par
                        (long long)p->n_logits_max);
     if (p->n_logits_max == 0)
         p->n_logits_max = p->n_batch > p->n_seq_max ? p->n_batch : p->n_seq_max;
+    if (p->device != JAMBA_DEVICE_CPU && p->device != JAMBA_DEVICE_CUDA)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: unknown device type %d", (int)p->device);
+    if (p->device == JAMBA_DEVICE_CUDA) {
+        if (p->gpu_index < 0)
+            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: gpu_index %d must be >= 0", p->gpu_index);
+        if (p->gpu_dtype != JAMBA_DTYPE_BF16 && p->gpu_dtype != JAMBA_DTYPE_F32)
+            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: gpu_dtype %s (BF16 or F32)",
+                           jamba_dtype_name(p->gpu_dtype));
+        p->n_threads = 1; /* the host side of a CUDA context is one thread */
+    }
     if (p->n_threads == 0) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         p->n_threads = online < 1 ? 1 : online > 64 ? 64 : (int32_t)online;
@@ -128,49 +144,68 @@ static jamba_status allocate_buffers(jamba_context *ctx, jamba_error *err) {
     const uint64_t vec = (uint64_t)max3(c->hidden_size, c->mamba_dt_rank, c->mamba_d_state);
     ctx->logit_capacity = ctx->params.n_logits_max;
     const uint64_t cap = (uint64_t)ctx->logit_capacity;
+    /* a CUDA context keeps its state and workspaces on the device: its host buffers are bookkeeping,
+     * the host copy of the logits and the decode_sample inputs */
+    const uint64_t cpu = ctx->params.device == JAMBA_DEVICE_CPU;
     jb_workspace *w = &ctx->ws;
     jb_ffn_workspace *f = &w->ffn;
     const buffer_plan plan[] = {
         {(void **)&ctx->layer_slot, sizeof(int64_t), D1(L), "layer index"},
-        {(void **)&ctx->kv, sizeof(float), D3(S * A * 2, C, kv), "the KV cache"},
-        {(void **)&ctx->conv, sizeof(float), D3(S * M, Di, K - 1), "the conv windows"},
-        {(void **)&ctx->ssm, sizeof(float), D3(S * M, Di, N), "the SSM states"},
+        {(void **)&ctx->kv, sizeof(float), D3(cpu * (S * A * 2), C, kv), "the KV cache"},
+        {(void **)&ctx->conv, sizeof(float), D3(cpu * (S * M), Di, K - 1), "the conv windows"},
+        {(void **)&ctx->ssm, sizeof(float), D3(cpu * (S * M), Di, N), "the SSM states"},
         {(void **)&ctx->n_past, sizeof(int64_t), D1(S), "sequence lengths"},
         {(void **)&ctx->seq_input, sizeof(int64_t), D1(S), "sequence bookkeeping"},
-        {(void **)&w->x, sizeof(float), D2(Tb, H), "the residual stream"},
-        {(void **)&w->xn, sizeof(float), D2(Tb, H), "a workspace"},
-        {(void **)&w->mix, sizeof(float), D2(Tb, H), "a workspace"},
-        {(void **)&w->proj, sizeof(float), D2(Tb, 2 * Di), "a workspace"},
-        {(void **)&w->u, sizeof(float), D2(Tb, Di), "a workspace"},
-        {(void **)&w->xdbl, sizeof(float), D2(Tb, R + 2 * N), "a workspace"},
-        {(void **)&w->dt_in, sizeof(float), D2(Tb, R), "a workspace"},
-        {(void **)&w->delta, sizeof(float), D2(Tb, Di), "a workspace"},
-        {(void **)&w->y, sizeof(float), D2(Tb, Di), "a workspace"},
-        {(void **)&w->q, sizeof(float), D2(Tb, q), "a workspace"},
-        {(void **)&w->k_new, sizeof(float), D2(Tb, kv), "a workspace"},
-        {(void **)&w->v_new, sizeof(float), D2(Tb, kv), "a workspace"},
-        {(void **)&w->att, sizeof(float), D2(Tb, q), "a workspace"},
-        {(void **)&w->attn_scratch, sizeof(float), D2(threads, C), "attention scores"},
-        {(void **)&w->wbuf, sizeof(float), D1(Di * (N + K + 5) + 4 * vec), "widened small weights"},
-        {(void **)&w->final_rows, sizeof(float), D2(cap, H), "a workspace"},
-        {(void **)&f->matmul_scratch, sizeof(float), D3(threads, JB_MATMUL_ROWS, kmax), "matmul scratch"},
-        {(void **)&f->gate, sizeof(float), D2(Tb, I), "a workspace"},
-        {(void **)&f->up, sizeof(float), D2(Tb, I), "a workspace"},
-        {(void **)&f->gathered, sizeof(float), D2(Tb, H), "a workspace"},
-        {(void **)&f->expert_out, sizeof(float), D2(Tb, H), "a workspace"},
-        {(void **)&f->router, sizeof(float), D2(Tb, E), "a workspace"},
-        {(void **)&f->experts, sizeof(int32_t), D2(Tb, k), "a workspace"},
-        {(void **)&f->weights, sizeof(float), D2(Tb, k), "a workspace"},
-        {(void **)&f->plan.expert_begin, sizeof(int64_t), D1(E + 1), "a workspace"},
-        {(void **)&f->plan.slot_token, sizeof(int64_t), D2(Tb, k), "a workspace"},
-        {(void **)&f->plan.slot_weight, sizeof(float), D2(Tb, k), "a workspace"},
+        {(void **)&w->x, sizeof(float), D2(cpu * Tb, H), "the residual stream"},
+        {(void **)&w->xn, sizeof(float), D2(cpu * Tb, H), "a workspace"},
+        {(void **)&w->mix, sizeof(float), D2(cpu * Tb, H), "a workspace"},
+        {(void **)&w->proj, sizeof(float), D2(cpu * Tb, 2 * Di), "a workspace"},
+        {(void **)&w->u, sizeof(float), D2(cpu * Tb, Di), "a workspace"},
+        {(void **)&w->xdbl, sizeof(float), D2(cpu * Tb, R + 2 * N), "a workspace"},
+        {(void **)&w->dt_in, sizeof(float), D2(cpu * Tb, R), "a workspace"},
+        {(void **)&w->delta, sizeof(float), D2(cpu * Tb, Di), "a workspace"},
+        {(void **)&w->y, sizeof(float), D2(cpu * Tb, Di), "a workspace"},
+        {(void **)&w->q, sizeof(float), D2(cpu * Tb, q), "a workspace"},
+        {(void **)&w->k_new, sizeof(float), D2(cpu * Tb, kv), "a workspace"},
+        {(void **)&w->v_new, sizeof(float), D2(cpu * Tb, kv), "a workspace"},
+        {(void **)&w->att, sizeof(float), D2(cpu * Tb, q), "a workspace"},
+        {(void **)&w->attn_scratch, sizeof(float), D2(cpu * threads, C), "attention scores"},
+        {(void **)&w->wbuf, sizeof(float), D1(cpu * (Di * (N + K + 5) + 4 * vec)), "widened small weights"},
+        {(void **)&w->final_rows, sizeof(float), D2(cpu * cap, H), "a workspace"},
+        {(void **)&f->matmul_scratch, sizeof(float), D3(cpu * threads, JB_MATMUL_ROWS, kmax), "matmul scratch"},
+        {(void **)&f->gate, sizeof(float), D2(cpu * Tb, I), "a workspace"},
+        {(void **)&f->up, sizeof(float), D2(cpu * Tb, I), "a workspace"},
+        {(void **)&f->gathered, sizeof(float), D2(cpu * Tb, H), "a workspace"},
+        {(void **)&f->expert_out, sizeof(float), D2(cpu * Tb, H), "a workspace"},
+        {(void **)&f->router, sizeof(float), D2(cpu * Tb, E), "a workspace"},
+        {(void **)&f->experts, sizeof(int32_t), D2(cpu * Tb, k), "a workspace"},
+        {(void **)&f->weights, sizeof(float), D2(cpu * Tb, k), "a workspace"},
+        {(void **)&f->plan.expert_begin, sizeof(int64_t), D1(cpu * (E + 1)), "a workspace"},
+        {(void **)&f->plan.slot_token, sizeof(int64_t), D2(cpu * Tb, k), "a workspace"},
+        {(void **)&f->plan.slot_weight, sizeof(float), D2(cpu * Tb, k), "a workspace"},
         {(void **)&ctx->logits, sizeof(float), D2(cap, V), "the logits"},
         {(void **)&ctx->logit_first, sizeof(int64_t), D1(S), "logit bookkeeping"},
         {(void **)&ctx->logit_rows, sizeof(int64_t), D1(S), "logit bookkeeping"},
         {(void **)&ctx->segments, sizeof(jb_segment), D1(S), "step segments"},
         {(void **)&ctx->logit_src, sizeof(int64_t), D1(cap), "logit bookkeeping"},
+        {(void **)&ctx->sample_inputs, sizeof(jamba_seq_input), D1(S), "sampling inputs"},
     };
     return allocate_all(plan, sizeof plan / sizeof plan[0], err);
+}
+
+static jamba_status create_cuda(jamba_context *ctx, jamba_error *err) {
+#ifdef JAMBA_WITH_CUDA
+    const jamba_context_params *p = &ctx->params;
+    const struct jb_cuda_weights *w = NULL;
+    JB_TRY(jb_model_gpu_weights(ctx->model, p->gpu_index, p->gpu_dtype, &w, err));
+    jb_cuda_ctx_params cp = {.n_seq_max = p->n_seq_max, .n_ctx = p->n_ctx, .n_batch = p->n_batch,
+                             .n_logits_max = p->n_logits_max, .graphs = p->gpu_graphs};
+    return jb_cuda_ctx_create(ctx->model, w, &cp, &ctx->cuda, err);
+#else
+    (void)ctx;
+    return jb_fail(err, JAMBA_ERR_NO_DEVICE, "context: this build has no CUDA backend (configure with "
+                   "-DJAMBA_CUDA=ON and build on a machine with the CUDA toolkit)");
+#endif
 }
 
 jamba_status jamba_context_create(const jamba_model *model, const jamba_context_params *params,
@@ -192,6 +227,8 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
         st = allocate_buffers(ctx, err);
     if (st == JAMBA_OK)
         st = jb_pool_create(ctx->params.n_threads, &ctx->pool, err);
+    if (st == JAMBA_OK && ctx->params.device == JAMBA_DEVICE_CUDA)
+        st = create_cuda(ctx, err);
     if (st != JAMBA_OK) {
         jamba_context_free(ctx);
         return st;
@@ -209,6 +246,9 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
 void jamba_context_free(jamba_context *ctx) {
     if (ctx == NULL)
         return;
+#ifdef JAMBA_WITH_CUDA
+    jb_cuda_ctx_free(ctx->cuda);
+#endif
     jb_pool_free(ctx->pool);
     jb_workspace *w = &ctx->ws;
     jb_ffn_workspace *f = &w->ffn;
@@ -217,7 +257,7 @@ void jamba_context_free(jamba_context *ctx) {
                      w->wbuf, w->final_rows, f->matmul_scratch, f->gate, f->up, f->gathered, f->expert_out,
                      f->router, f->experts, f->weights, f->plan.expert_begin, f->plan.slot_token,
                      f->plan.slot_weight, ctx->logits, ctx->logit_first, ctx->logit_rows, ctx->segments,
-                     ctx->logit_src};
+                     ctx->logit_src, ctx->sample_inputs};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         jb_free(owned[i]);
     jb_free(ctx);
@@ -294,12 +334,34 @@ static void assign_logit_rows(jamba_context *ctx, const jamba_seq_input *in, int
     ctx->n_last_inputs = n;
 }
 
-jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n, jamba_error *err) {
+/* One internal step on the context's device. */
+static jamba_status run_step(jamba_context *ctx, int64_t n_segs, int64_t rows, int64_t n_logits, int64_t logit_dst,
+                             bool keep_on_device, jamba_error *err) {
+    if (ctx->cuda == NULL) {
+        jb_forward_step(ctx, ctx->segments, n_segs, rows, n_logits, logit_dst);
+        return JAMBA_OK;
+    }
+#ifdef JAMBA_WITH_CUDA
+    jb_capture *cap = ctx->capture.hidden || ctx->capture.final ? &ctx->capture : NULL;
+    JB_TRY(jb_cuda_step(ctx->cuda, ctx->segments, n_segs, rows, ctx->logit_src, n_logits, logit_dst,
+                        keep_on_device ? NULL : ctx->logits, cap, err));
+    for (int64_t s = 0; s < n_segs; s++)
+        ctx->n_past[ctx->segments[s].seq] = ctx->segments[s].pos + ctx->segments[s].n;
+    return JAMBA_OK;
+#else
+    (void)keep_on_device;
+    return jb_fail(err, JAMBA_ERR_NO_DEVICE, "jamba_decode: this build has no CUDA backend");
+#endif
+}
+
+jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n, bool keep_on_device,
+                       jamba_error *err) {
     if (ctx == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode: ctx is NULL");
     int64_t total_logits;
     JB_TRY(validate_inputs(ctx, in, n, &total_logits, err));
     assign_logit_rows(ctx, in, n);
+    ctx->logits_on_host = !keep_on_device || ctx->cuda == NULL;
     /* Fill steps of up to n_batch rows, in input order; a long input spans several steps. */
     const int64_t Tb = ctx->params.n_batch;
     int64_t rows = 0, n_segs = 0, n_logits = 0, logit_dst = 0;
@@ -318,7 +380,7 @@ jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t
             done += take;
             bool last_token_of_call = i == n - 1 && done == in[i].n_tokens;
             if (rows == Tb || last_token_of_call) {
-                jb_forward_step(ctx, ctx->segments, n_segs, rows, n_logits, logit_dst);
+                JB_TRY(run_step(ctx, n_segs, rows, n_logits, logit_dst, keep_on_device, err));
                 logit_dst += n_logits;
                 rows = n_segs = n_logits = 0;
             }
@@ -327,10 +389,15 @@ jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t
     return JAMBA_OK;
 }
 
+jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n, jamba_error *err) {
+    return jb_decode(ctx, in, n, false, err);
+}
+
 const float *jamba_logits(const jamba_context *ctx, int64_t index, int64_t *n_rows) {
     if (n_rows)
         *n_rows = 0;
-    if (ctx == NULL || index < 0 || index >= ctx->n_last_inputs || ctx->logit_first[index] < 0)
+    if (ctx == NULL || !ctx->logits_on_host || index < 0 || index >= ctx->n_last_inputs ||
+        ctx->logit_first[index] < 0)
         return NULL;
     if (n_rows)
         *n_rows = ctx->logit_rows[index];

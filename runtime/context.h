@@ -13,6 +13,7 @@
 #include "cpu_ffn.h"
 #include "jamba.h"
 #include "model.h"
+#include "step.h"
 #include "threadpool.h"
 
 /* The activation workspace, sized for Tb rows. */
@@ -36,23 +37,7 @@ typedef struct jb_workspace {
     jb_ffn_workspace ffn;
 } jb_workspace;
 
-/* One sequence's run of tokens inside an internal step. */
-typedef struct jb_segment {
-    int32_t seq;
-    int64_t pos;          /* position of the first token in the sequence */
-    int64_t n;            /* tokens */
-    int64_t row;          /* first workspace row */
-    const int32_t *tokens;
-} jb_segment;
 
-/* Test and research hook: when set, every step copies the residual stream after each layer and the
- * final-normed rows into these buffers (rows beyond `rows` are dropped). */
-typedef struct jb_capture {
-    float *hidden;   /* [L, rows, H] */
-    float *final;    /* [rows, H] */
-    int64_t rows;
-    int64_t next_row; /* where the next step's rows go */
-} jb_capture;
 
 struct jamba_context {
     const jamba_model *model;
@@ -73,7 +58,14 @@ struct jamba_context {
     jb_segment *segments;          /* [S] one step's segments */
     int64_t *logit_src;            /* [logit_capacity] workspace row of each logit row of a step */
     jb_capture capture;
+    struct jb_cuda_ctx *cuda;      /* the CUDA backend's device state when params.device is CUDA */
+    bool logits_on_host;           /* the last call's logit rows are in `logits` (not so after decode_sample) */
+    jamba_seq_input *sample_inputs;/* [S] jamba_decode_sample's inputs with LAST logits */
 };
+
+/* jamba_decode with the logits of CUDA contexts left on the device when keep_on_device. */
+jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n, bool keep_on_device,
+                       jamba_error *err);
 
 /* State slices of sequence `seq`. */
 float *jb_ctx_kv(const jamba_context *ctx, int32_t seq, int64_t attn_layer, int which /* 0 K, 1 V */);

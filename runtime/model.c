@@ -79,7 +79,10 @@ jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
     if (m == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
     jamba_status st = JAMBA_OK;
-    if ((m->path = jb_strdup(dir)) == NULL)
+    m->gpu_lock_ready = pthread_mutex_init(&m->gpu_lock, NULL) == 0;
+    if (!m->gpu_lock_ready)
+        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: cannot create a mutex", dir);
+    if (st == JAMBA_OK && (m->path = jb_strdup(dir)) == NULL)
         st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
     if (st == JAMBA_OK)
         st = jb_config_load(dir, &m->config, &m->notes, err);
@@ -96,6 +99,9 @@ jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
 void jamba_model_free(jamba_model *m) {
     if (m == NULL)
         return;
+    jb_model_gpu_free(m);
+    if (m->gpu_lock_ready)
+        pthread_mutex_destroy(&m->gpu_lock);
     jb_weights_free(&m->weights);
     jb_checkpoint_close(&m->ckpt);
     jb_strlist_free(&m->notes);

@@ -4,10 +4,16 @@
 #ifndef JB_MODEL_H
 #define JB_MODEL_H
 
+#include <pthread.h>
+
 #include "../ckpt/checkpoint.h"
 #include "../ckpt/weights.h"
 #include "jamba.h"
 #include "strlist.h"
+
+#define JB_MODEL_MAX_GPU_COPIES 16
+
+struct jb_cuda_weights;
 
 struct jamba_model {
     char *path;             /* the folder as given */
@@ -16,6 +22,18 @@ struct jamba_model {
     jb_checkpoint ckpt;     /* mapped shards; empty for a planning-only model */
     jb_weights weights;     /* views into ckpt */
     jb_strlist notes;       /* warnings gathered while loading */
+    /* the weights on CUDA devices, one copy per (device, dtype), made by the first context that needs
+     * it (model_gpu.c); gpu_lock guards the list */
+    pthread_mutex_t gpu_lock;
+    bool gpu_lock_ready;
+    struct jb_cuda_weights *gpu[JB_MODEL_MAX_GPU_COPIES];
+    int n_gpu;
 };
+
+/* The model's weights on CUDA device `device` as `dtype`, uploading them on first use. Thread-safe. */
+jamba_status jb_model_gpu_weights(const jamba_model *m, int device, jamba_dtype dtype,
+                                  const struct jb_cuda_weights **out, jamba_error *err);
+/* Free every device copy (jamba_model_free). */
+void jb_model_gpu_free(jamba_model *m);
 
 #endif /* JB_MODEL_H */

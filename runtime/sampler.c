@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "jamba.h"
+#include "sampler.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -236,3 +237,35 @@ jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, int32_t
     *token = s->order[0];
     return JAMBA_OK;
 }
+
+bool jb_sampler_gpu_params(jamba_sampler *s, jb_gpu_sample_params *p, int32_t *penalized, int64_t cap) {
+    if (s->p.temperature > 0 && (s->p.top_k < 1 || s->p.top_k > JB_GPU_SAMPLE_MAX_K))
+        return false;
+    int64_t n = 0;
+    if (s->p.repetition_penalty != 1.0f || s->p.presence_penalty != 0.0f) {
+        /* distinct history ids, in first-seen order; `seen` is left clear as apply_penalties leaves it */
+        for (int64_t i = 0; i < s->hist_n; i++) {
+            int32_t tok = s->history[i];
+            if (s->seen[tok])
+                continue;
+            if (n == cap) {
+                for (int64_t j = 0; j < n; j++)
+                    s->seen[penalized[j]] = 0;
+                return false;
+            }
+            s->seen[tok] = 1;
+            penalized[n++] = tok;
+        }
+        for (int64_t j = 0; j < n; j++)
+            s->seen[penalized[j]] = 0;
+    }
+    uint64_t peek[4];
+    memcpy(peek, s->rng, sizeof peek);
+    *p = (jb_gpu_sample_params){.temperature = s->p.temperature, .top_k = s->p.top_k, .top_p = s->p.top_p,
+                                .min_p = s->p.min_p, .repetition_penalty = s->p.repetition_penalty,
+                                .presence_penalty = s->p.presence_penalty, .n_penalized = (int32_t)n,
+                                .uniform = next_unit(peek)};
+    return true;
+}
+
+void jb_sampler_consume_draw(jamba_sampler *s) { (void)next_unit(s->rng); }

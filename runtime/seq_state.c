@@ -20,6 +20,10 @@
 #include "checked.h"
 #include "error.h"
 
+#ifdef JAMBA_WITH_CUDA
+#include "../cuda/backend.h"
+#endif
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,6 +55,13 @@ static int64_t kv_width(const jamba_config *c) { return c->num_key_value_heads *
 jamba_status jamba_seq_reset(jamba_context *ctx, int32_t seq, jamba_error *err) {
     JB_TRY(check_seq(ctx, seq, "jamba_seq_reset", err));
     const jamba_config *c = &ctx->model->config;
+#ifdef JAMBA_WITH_CUDA
+    if (ctx->cuda) {
+        JB_TRY(jb_cuda_seq_reset(ctx->cuda, seq, err));
+        ctx->n_past[seq] = 0;
+        return JAMBA_OK;
+    }
+#endif
     for (int64_t m = 0; m < c->n_mamba_layers; m++) {
         memset(jb_ctx_conv(ctx, seq, m), 0, (size_t)conv_floats(c) * sizeof(float));
         memset(jb_ctx_ssm(ctx, seq, m), 0, (size_t)ssm_floats(c) * sizeof(float));
@@ -65,6 +76,13 @@ jamba_status jamba_seq_fork(jamba_context *ctx, int32_t src, int32_t dst, jamba_
     if (src == dst)
         return JAMBA_OK;
     const jamba_config *c = &ctx->model->config;
+#ifdef JAMBA_WITH_CUDA
+    if (ctx->cuda) {
+        JB_TRY(jb_cuda_seq_copy(ctx->cuda, src, dst, ctx->n_past[src], err));
+        ctx->n_past[dst] = ctx->n_past[src];
+        return JAMBA_OK;
+    }
+#endif
     for (int64_t m = 0; m < c->n_mamba_layers; m++) {
         memcpy(jb_ctx_conv(ctx, dst, m), jb_ctx_conv(ctx, src, m), (size_t)conv_floats(c) * sizeof(float));
         memcpy(jb_ctx_ssm(ctx, dst, m), jb_ctx_ssm(ctx, src, m), (size_t)ssm_floats(c) * sizeof(float));
@@ -152,22 +170,26 @@ static uint64_t get_u64(const uint8_t *p) {
     return v;
 }
 
-/* The payload pieces of a sequence in file order: (pointer, bytes). Returns the count. */
+/* The payload pieces of a sequence in file order. */
+typedef enum piece_kind { PIECE_CONV, PIECE_SSM, PIECE_K, PIECE_V } piece_kind;
+
 typedef struct piece {
-    float *p;
-    size_t bytes;
+    piece_kind kind;
+    int64_t layer;    /* among the Mamba or the attention layers */
+    int64_t n;        /* floats */
 } piece;
 
-static int64_t payload_pieces(const jamba_context *ctx, int32_t seq, int64_t n_tokens, piece *out) {
+static int64_t payload_pieces(const jamba_context *ctx, int64_t n_tokens, piece *out) {
     const jamba_config *c = &ctx->model->config;
     int64_t n = 0;
     for (int64_t m = 0; m < c->n_mamba_layers; m++) {
-        out[n++] = (piece){jb_ctx_conv(ctx, seq, m), (size_t)conv_floats(c) * sizeof(float)};
-        out[n++] = (piece){jb_ctx_ssm(ctx, seq, m), (size_t)ssm_floats(c) * sizeof(float)};
+        out[n++] = (piece){PIECE_CONV, m, conv_floats(c)};
+        out[n++] = (piece){PIECE_SSM, m, ssm_floats(c)};
     }
-    for (int64_t a = 0; a < c->n_attention_layers; a++)
-        for (int which = 0; which < 2; which++)
-            out[n++] = (piece){jb_ctx_kv(ctx, seq, a, which), (size_t)(n_tokens * kv_width(c)) * sizeof(float)};
+    for (int64_t a = 0; a < c->n_attention_layers; a++) {
+        out[n++] = (piece){PIECE_K, a, n_tokens * kv_width(c)};
+        out[n++] = (piece){PIECE_V, a, n_tokens * kv_width(c)};
+    }
     return n;
 }
 
@@ -176,20 +198,65 @@ static piece *alloc_pieces(const jamba_context *ctx) {
     return jb_calloc((size_t)(2 * c->num_hidden_layers + 2), sizeof(piece));
 }
 
+/* The host memory of a piece of a CPU context. */
+static float *cpu_piece(const jamba_context *ctx, int32_t seq, const piece *p) {
+    switch (p->kind) {
+    case PIECE_CONV:
+        return jb_ctx_conv(ctx, seq, p->layer);
+    case PIECE_SSM:
+        return jb_ctx_ssm(ctx, seq, p->layer);
+    default:
+        return jb_ctx_kv(ctx, seq, p->layer, p->kind == PIECE_V);
+    }
+}
+
+/* Floats [off, off + n) of a piece to dst, or from src into it, on whichever device holds the state. */
+static jamba_status read_piece(const jamba_context *ctx, int32_t seq, const piece *p, int64_t off, int64_t n,
+                               float *dst, jamba_error *err) {
+#ifdef JAMBA_WITH_CUDA
+    if (ctx->cuda)
+        return jb_cuda_state_read(ctx->cuda, seq, (jb_state_kind)p->kind, p->layer, off, n, dst, err);
+#endif
+    (void)err;
+    memcpy(dst, cpu_piece(ctx, seq, p) + off, (size_t)n * sizeof(float));
+    return JAMBA_OK;
+}
+
+static jamba_status write_piece(jamba_context *ctx, int32_t seq, const piece *p, const float *src, jamba_error *err) {
+#ifdef JAMBA_WITH_CUDA
+    if (ctx->cuda)
+        return jb_cuda_state_write(ctx->cuda, seq, (jb_state_kind)p->kind, p->layer, 0, p->n, src, err);
+#endif
+    (void)err;
+    memcpy(cpu_piece(ctx, seq, p), src, (size_t)p->n * sizeof(float));
+    return JAMBA_OK;
+}
+
+#define BOUNCE_FLOATS ((int64_t)1 << 20)
+
 typedef struct state_content {
     uint8_t header[STATE_HEADER_BYTES];
+    const jamba_context *ctx;
+    int32_t seq;
     const piece *pieces;
     int64_t n_pieces;
+    float *bounce;        /* [BOUNCE_FLOATS] */
+    jamba_status status;  /* a device read failure, reported through err */
+    jamba_error *err;
 } state_content;
 
 static bool write_state(FILE *f, void *arg) {
-    const state_content *c = arg;
+    state_content *c = arg;
     bool ok = fwrite(c->header, 1, sizeof c->header, f) == sizeof c->header;
     uint64_t sum = FNV_SEED;
-    for (int64_t i = 0; ok && i < c->n_pieces; i++) {
-        sum = fnv1a(sum, c->pieces[i].p, c->pieces[i].bytes);
-        ok = c->pieces[i].bytes == 0 || fwrite(c->pieces[i].p, 1, c->pieces[i].bytes, f) == c->pieces[i].bytes;
-    }
+    for (int64_t i = 0; ok && i < c->n_pieces; i++)
+        for (int64_t off = 0; ok && off < c->pieces[i].n; off += BOUNCE_FLOATS) {
+            int64_t n = c->pieces[i].n - off < BOUNCE_FLOATS ? c->pieces[i].n - off : BOUNCE_FLOATS;
+            c->status = read_piece(c->ctx, c->seq, &c->pieces[i], off, n, c->bounce, c->err);
+            ok = c->status == JAMBA_OK && fwrite(c->bounce, sizeof(float), (size_t)n, f) == (size_t)n;
+            if (ok)
+                sum = fnv1a(sum, c->bounce, (size_t)n * sizeof(float));
+        }
     uint8_t tail[8];
     put_u64(tail, sum);
     return ok && fwrite(tail, 1, 8, f) == 8;
@@ -201,9 +268,15 @@ jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *p
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_save: path is NULL");
     const int64_t n_tokens = ctx->n_past[seq];
     piece *pieces = alloc_pieces(ctx);
-    if (pieces == NULL)
+    float *bounce = jb_malloc((size_t)BOUNCE_FLOATS * sizeof(float));
+    if (pieces == NULL || bounce == NULL) {
+        jb_free(pieces);
+        jb_free(bounce);
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    state_content c = {.pieces = pieces, .n_pieces = payload_pieces(ctx, seq, n_tokens, pieces)};
+    }
+    jamba_error read_err = {0};
+    state_content c = {.ctx = ctx, .seq = seq, .pieces = pieces, .n_pieces = payload_pieces(ctx, n_tokens, pieces),
+                       .bounce = bounce, .status = JAMBA_OK, .err = &read_err};
     memcpy(c.header, STATE_MAGIC, 8);
     put_u32(c.header + 8, STATE_VERSION);
     put_u32(c.header + 12, STATE_HEADER_BYTES);
@@ -211,7 +284,13 @@ jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *p
     put_u64(c.header + 24, (uint64_t)n_tokens);
     put_u64(c.header + 32, payload_bytes(ctx, n_tokens));
     jamba_status st = jb_write_file_atomic(path, write_state, &c, err);
+    if (c.status != JAMBA_OK) { /* report the device failure, not the write failure it caused */
+        st = c.status;
+        if (err)
+            *err = read_err;
+    }
     jb_free(pieces);
+    jb_free(bounce);
     return st;
 }
 
@@ -267,13 +346,14 @@ jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path
     if (st == JAMBA_OK && fnv1a(FNV_SEED, buf, (size_t)payload) != get_u64(buf + payload))
         st = jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: checksum mismatch (corrupt file)", path);
     if (st == JAMBA_OK) { /* everything checked: now overwrite the sequence */
-        int64_t n_pieces = payload_pieces(ctx, seq, n_tokens, pieces);
+        int64_t n_pieces = payload_pieces(ctx, n_tokens, pieces);
         size_t off = 0;
-        for (int64_t i = 0; i < n_pieces; i++) {
-            memcpy(pieces[i].p, buf + off, pieces[i].bytes);
-            off += pieces[i].bytes;
+        for (int64_t i = 0; i < n_pieces && st == JAMBA_OK; i++) {
+            st = write_piece(ctx, seq, &pieces[i], (const float *)(buf + off), err);
+            off += (size_t)pieces[i].n * sizeof(float);
         }
-        ctx->n_past[seq] = n_tokens;
+        if (st == JAMBA_OK)
+            ctx->n_past[seq] = n_tokens;
     }
     jb_free(pieces);
     jb_free(buf);

@@ -1,0 +1,122 @@
+/*
+ * context_dev.h — a CUDA context's device state (C++ only): cuda/context.cu creates it and owns the
+ * state operations, cuda/forward.cu runs steps on it.
+ *
+ * Letters: S n_seq_max, C n_ctx, Tb n_batch, cap n_logits_max, A attention layers, M Mamba layers,
+ * kv = n_kv d_h, q = n_h d_h, k top-k; others as in ckpt/weights.h. "dt" buffers hold the context's
+ * element type (F32 or BF16); the rest are fp32 unless marked.
+ */
+#ifndef JB_CUDA_CONTEXT_DEV_H
+#define JB_CUDA_CONTEXT_DEV_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "../runtime/model.h"
+#include "backend.h"
+#include "ops.h"
+#include "weights_dev.h"
+
+#define JB_CUDA_SPLIT_BUDGET 4096   /* rows x key splits one attention call may use */
+#define JB_CUDA_MIN_SPLIT_LEN 256   /* keys per split at least */
+#define JB_CUDA_SCAN_SLOTS 64       /* time-chunk summaries per step */
+#define JB_CUDA_GEMV_SLOTS 64       /* MoE (token, expert) slots up to which experts run as GEMVs */
+#define JB_CUDA_GRAPH_ROWS 64       /* decode steps up to this many rows become CUDA graphs */
+#define JB_CUDA_SAMPLE_ROWS 64      /* rows per sampling launch */
+#define JB_CUDA_MAX_PENALIZED 512   /* distinct penalised ids per row on the device */
+
+struct jb_cuda_ctx {
+    const jamba_model *model;
+    const jamba_config *cfg;
+    const jb_cuda_weights *w;
+    int device, sms;
+    jamba_dtype dt;
+    size_t es;                   /* bytes per dt element */
+    int32_t S;
+    int64_t C, Tb, cap, rows_max; /* rows_max = min(Tb, ...) segments per step bound */
+    int64_t V, H, Di, N, K, R, I, E, k, q, kv, A, M, L;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    char *arena;
+    size_t arena_bytes;
+
+    /* sequence state */
+    void *kv_cache;              /* [S][A][2][C][kv] dt */
+    float *conv;                 /* [S][M][D_i][K-1] */
+    float *ssm;                  /* [S][M][D_i][N] */
+
+    /* workspaces, Tb rows */
+    float *x, *mix;              /* [Tb, H] residual stream, mixer/FFN output */
+    void *xn;                    /* [Tb, H] dt normalised input */
+    void *wide;                  /* [Tb, max(2 D_i, q + 2kv, 2I)] dt: in_proj | qkv | dense gate_up */
+    void *u;                     /* [Tb, D_i] dt conv output */
+    float *xdbl;                 /* [Tb, R + 2N] */
+    void *dt_in;                 /* [Tb, R] dt */
+    void *delta;                 /* [Tb, D_i] dt */
+    void *y;                     /* [Tb, max(D_i, q, I)] dt: scan out | attention out | dense act */
+    float *summary;              /* [2, SCAN_SLOTS, D_i, N] */
+    float *partial;              /* attention split scratch */
+    int64_t partial_cap;
+    int64_t split_len_min;
+    /* MoE, Tb * k slots */
+    float *router;               /* [Tb, E] */
+    int32_t *experts;            /* [Tb, k] */
+    float *weights;              /* [Tb, k] */
+    int32_t *begin;              /* [E + 1] */
+    int32_t *slot_token, *slot_pos;
+    float *slot_weight;
+    void *gathered;              /* [Tb k, H] dt */
+    void *gu;                    /* [Tb k, 2I] dt */
+    void *act;                   /* [Tb k, I] dt */
+    float *expert_out;           /* [Tb k, H] */
+    int32_t *h_begin;            /* pinned [E + 1] */
+    /* logits */
+    float *final_rows;           /* [max(cap, graph rows), H] */
+    void *final_act;             /* [max(cap, graph rows), H] dt */
+    float *logits;               /* [cap, V]: this call's logit rows */
+    float *graph_logits;         /* [GRAPH_ROWS, V]: a graph step's logits of all its rows */
+
+    /* step metadata: device copy and pinned host mirror of one block */
+    char *d_meta, *h_meta;
+    size_t meta_bytes;
+    int64_t max_segs, max_chunks;
+    int32_t *d_tokens, *h_tokens;       /* [Tb] */
+    int32_t *d_row_seg, *h_row_seg;     /* [Tb] */
+    jb_gpu_seg *d_segs, *h_segs;        /* [max_segs] */
+    jb_gpu_chunk *d_chunks, *h_chunks;  /* [max_chunks] */
+    int64_t *d_logit_src, *h_logit_src; /* [max(cap, GRAPH_ROWS)] */
+
+    /* sampling */
+    jb_gpu_sample_params *d_sp, *h_sp;  /* [SAMPLE_ROWS] */
+    int32_t *d_pen, *h_pen;             /* [SAMPLE_ROWS, MAX_PENALIZED] */
+    float *d_swork;                     /* [SAMPLE_ROWS, V] */
+    int32_t *d_stok, *h_stok, *d_sused, *h_sused; /* [SAMPLE_ROWS] */
+
+    /* CUDA graphs of decode steps, by row count */
+    bool graphs;
+    cudaGraphExec_t graph[JB_CUDA_GRAPH_ROWS + 1];
+
+    /* a step queued without a final synchronisation (its pinned layout may still be in flight) */
+    bool pending;
+
+    /* the first device fault; the context is dead after it */
+    bool dead;
+    char fault[256];
+};
+
+/* Record a fault (the first one wins), mark the context dead, return JAMBA_ERR_DEVICE. */
+jamba_status jb_cuda_fault(jb_cuda_ctx *c, jamba_error *err, const char *what, const char *detail);
+/* JAMBA_ERR_DEVICE when the context is dead, else JAMBA_OK. */
+jamba_status jb_cuda_check_alive(const jb_cuda_ctx *c, jamba_error *err);
+
+/* Selects the context's device for the lifetime of the object, restoring the caller's afterwards. */
+struct jb_device_scope {
+    int previous;
+    explicit jb_device_scope(int device) : previous(0) {
+        cudaGetDevice(&previous);
+        cudaSetDevice(device);
+    }
+    ~jb_device_scope() { cudaSetDevice(previous); }
+};
+
+#endif /* JB_CUDA_CONTEXT_DEV_H */

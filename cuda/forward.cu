@@ -1,0 +1,341 @@
+/*
+ * forward.cu — one forward step on the GPU, the CUDA twin of runtime/forward_cpu.c.
+ *
+ * The host lays the step out (tokens, segments, scan chunks, logit rows) in a pinned block and sends it
+ * with one copy; every kernel then reads the layout from device memory. A decode step (every segment one
+ * token, no capture hook) is recorded once per row count as a CUDA graph and replayed: its MoE experts
+ * run as GEMVs reading the routing from device memory and its attention splits are fixed by n_ctx, so
+ * nothing in it depends on host values that change from step to step. Prefill steps run the same code
+ * directly and may use cuBLAS per expert (one host read of the expert counts per MoE layer).
+ */
+#include "../ckpt/config.h"
+#include "../runtime/error.h"
+#include "context_dev.h"
+#include "step_plan.h"
+
+#include <stdio.h>
+#include <string.h>
+
+namespace {
+
+/* What a step looks like, host-side; fixed for a given graph. */
+struct shape {
+    int64_t T, n_segs, n_chunks, max_seg_rows, n_logits;
+    int32_t n_slots;
+    float *logits;       /* where this step's logit rows go */
+    int32_t n_splits;    /* attention key splits */
+    int64_t split_len;
+    bool moe_gemv;       /* experts as GEMVs (no host read) */
+    jb_capture *cap;     /* hidden-state capture (never in a graph) */
+};
+
+/* The first failure inside a step: the op and the error text. */
+struct run_state {
+    const char *what;
+    char detail[160];
+};
+
+#define CU(call, op)                                                                                             \
+    do {                                                                                                         \
+        cudaError_t e_ = (call);                                                                                 \
+        if (e_ != cudaSuccess) {                                                                                 \
+            rs.what = (op);                                                                                      \
+            snprintf(rs.detail, sizeof rs.detail, "%s", cudaGetErrorString(e_));                                 \
+            return false;                                                                                        \
+        }                                                                                                        \
+    } while (0)
+
+#define BL(call, op)                                                                                             \
+    do {                                                                                                         \
+        cublasStatus_t b_ = (call);                                                                              \
+        if (b_ != CUBLAS_STATUS_SUCCESS) {                                                                       \
+            rs.what = (op);                                                                                      \
+            snprintf(rs.detail, sizeof rs.detail, "cuBLAS: %s", cublasGetStatusString(b_));                      \
+            return false;                                                                                        \
+        }                                                                                                        \
+    } while (0)
+
+void *at(void *base, int64_t elems, size_t es) { return (char *)base + (size_t)elems * es; }
+
+jb_gpu_step device_step(const jb_cuda_ctx *c, const shape &s) {
+    jb_gpu_step st;
+    st.tokens = c->d_tokens;
+    st.row_seg = c->d_row_seg;
+    st.segs = c->d_segs;
+    st.chunks = c->d_chunks;
+    st.T = s.T;
+    st.n_segs = s.n_segs;
+    st.n_chunks = s.n_chunks;
+    st.n_slots = s.n_slots;
+    st.max_seg_rows = s.max_seg_rows;
+    return st;
+}
+
+bool mamba_layer(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const shape &s, run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, Di = c->Di, N = c->N, R = c->R, K = c->K, xd = R + 2 * N;
+    const jb_gpu_step step = device_step(c, s);
+    BL(jb_gpu_gemm(c->blas, dt, dt, c->wide, 2 * Di, c->xn, H, w->in_proj, T, 2 * Di, H), "mamba in_proj");
+    if (w->in_bias)
+        CU(jb_gpu_add_bias(dt, c->wide, 2 * Di, w->in_bias, T, 2 * Di, c->stream), "mamba in_proj bias");
+    jb_gpu_conv_args conv = {c->wide, 2 * Di, w->conv_w, w->conv_b, c->conv + slot * Di * (K - 1),
+                             c->M * Di * (K - 1), c->u, Di, K};
+    CU(jb_gpu_conv_silu(dt, &conv, &step, c->stream), "mamba conv1d");
+    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->xdbl, xd, c->u, Di, w->x_proj, T, xd, Di), "mamba x_proj");
+    CU(jb_gpu_ssm_params(dt, c->xdbl, T, R, N, w->dt_norm, w->b_norm, w->c_norm, (float)c->cfg->rms_norm_eps,
+                         c->dt_in, c->stream), "mamba dt/B/C norms");
+    BL(jb_gpu_gemm(c->blas, dt, dt, c->delta, Di, c->dt_in, R, w->dt_proj, T, Di, R), "mamba dt_proj");
+    jb_gpu_scan_args scan = {c->u, c->delta, w->dt_bias, w->A, c->xdbl + R, c->xdbl + R + N, xd, w->D,
+                             at(c->wide, Di, c->es), 2 * Di, c->ssm + slot * Di * N, c->M * Di * N, c->y,
+                             c->summary, Di, N};
+    CU(jb_gpu_selective_scan(dt, &scan, &step, c->stream), "mamba selective scan");
+    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, Di, w->out_proj, T, H, Di), "mamba out_proj");
+    if (w->out_bias)
+        CU(jb_gpu_add_bias(JAMBA_DTYPE_F32, c->mix, H, w->out_bias, T, H, c->stream), "mamba out_proj bias");
+    return true;
+}
+
+bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const shape &s, run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, qw = c->q + 2 * c->kv;
+    const jb_gpu_step step = device_step(c, s);
+    BL(jb_gpu_gemm(c->blas, dt, dt, c->wide, qw, c->xn, H, w->qkv, T, qw, H), "attention q/k/v");
+    const int64_t layer_off = slot * 2 * c->C * c->kv; /* [S][A][2][C][kv] */
+    jb_gpu_attn_args a = {};
+    a.qkv = c->wide;
+    a.ld_qkv = qw;
+    a.k_cache = at(c->kv_cache, layer_off, c->es);
+    a.v_cache = at(c->kv_cache, layer_off + c->C * c->kv, c->es);
+    a.seq_stride = c->A * 2 * c->C * c->kv;
+    a.out = c->y;
+    a.n_heads = c->cfg->num_attention_heads;
+    a.n_kv_heads = c->cfg->num_key_value_heads;
+    a.head_dim = c->cfg->head_dim;
+    a.partial = c->partial;
+    a.partial_capacity = c->partial_cap;
+    a.n_splits = s.n_splits;
+    a.split_len = (int32_t)s.split_len;
+    CU(jb_gpu_kv_append(dt, &a, &step, c->stream), "attention KV append");
+    CU(jb_gpu_attention(dt, &a, &step, 0, c->stream), "attention");
+    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, c->q, w->o_proj, T, H, c->q), "attention o_proj");
+    return true;
+}
+
+bool dense_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, I = c->I;
+    BL(jb_gpu_gemm(c->blas, dt, dt, c->wide, 2 * I, c->xn, H, w->gate_up, T, 2 * I, H), "mlp gate/up");
+    CU(jb_gpu_swiglu(dt, c->wide, 2 * I, c->y, T, I, c->stream), "mlp SwiGLU");
+    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, I, w->down, T, H, I), "mlp down");
+    return true;
+}
+
+bool moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, I = c->I, E = c->E, k = c->k, slots = T * k;
+    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->router, E, c->xn, H, w->router, T, E, H), "MoE router");
+    CU(jb_gpu_moe_route(c->router, T, E, k, c->experts, c->weights, c->stream), "MoE routing");
+    CU(jb_gpu_moe_plan(c->experts, c->weights, T, E, k, c->begin, c->slot_token, c->slot_weight, c->slot_pos,
+                       c->stream), "MoE plan");
+    if (s.moe_gemv) {
+        CU(jb_gpu_expert_gemv(dt, w->gate_up, 2 * I * H, 2 * I, H, c->xn, H, c->slot_token, c->begin, E, c->gu, false,
+                              c->stream), "MoE expert gate/up");
+        CU(jb_gpu_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+        CU(jb_gpu_expert_gemv(dt, w->down, H * I, H, I, c->act, I, NULL, c->begin, E, c->expert_out, true, c->stream),
+           "MoE expert down");
+    } else {
+        CU(jb_gpu_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
+        CU(cudaMemcpyAsync(c->h_begin, c->begin, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, c->stream),
+           "MoE expert counts");
+        CU(cudaStreamSynchronize(c->stream), "MoE expert counts");
+        for (int64_t e = 0; e < E; e++) {
+            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
+            if (n > 0)
+                BL(jb_gpu_gemm(c->blas, dt, dt, at(c->gu, b * 2 * I, c->es), 2 * I, at(c->gathered, b * H, c->es), H,
+                               at(w->gate_up, e * 2 * I * H, c->es), n, 2 * I, H), "MoE expert gate/up");
+        }
+        CU(jb_gpu_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+        for (int64_t e = 0; e < E; e++) {
+            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
+            if (n > 0)
+                BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->expert_out + b * H, H, at(c->act, b * I, c->es), I,
+                               at(w->down, e * H * I, c->es), n, H, I), "MoE expert down");
+        }
+    }
+    CU(jb_gpu_moe_combine(c->expert_out, c->slot_pos, c->experts, c->weights, T, k, H, c->mix, c->stream),
+       "MoE combine");
+    return true;
+}
+
+/* Copy this step's rows of a device f32 [T, H] buffer into a capture buffer after earlier steps' rows. */
+bool capture_rows(jb_cuda_ctx *c, const shape &s, float *dst_base, const float *src, run_state &rs) {
+    const jb_capture *cap = s.cap;
+    const int64_t keep = cap->rows - cap->next_row < s.T ? cap->rows - cap->next_row : s.T;
+    if (keep > 0)
+        CU(cudaMemcpyAsync(dst_base + cap->next_row * c->H, src, (size_t)(keep * c->H) * 4, cudaMemcpyDeviceToHost,
+                           c->stream), "capturing hidden states");
+    return true;
+}
+
+bool run_forward(jb_cuda_ctx *c, const shape &s, run_state &rs) {
+    const jamba_config *cfg = c->cfg;
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, L = c->L;
+    const float eps = (float)cfg->rms_norm_eps;
+    CU(jb_gpu_embed(dt, c->x, c->w->embed, c->d_tokens, T, H, c->stream), "embedding");
+    int64_t attn_slot = 0, mamba_slot = 0;
+    for (int64_t l = 0; l < L; l++) {
+        const jb_dev_layer *w = &c->w->layers[l];
+        CU(jb_gpu_add_rmsnorm(dt, c->x, l > 0 ? c->mix : NULL, w->input_norm, c->xn, T, H, eps, c->stream),
+           "input norm");
+        if (s.cap && s.cap->hidden && l > 0 &&
+            !capture_rows(c, s, s.cap->hidden + (l - 1) * s.cap->rows * H, c->x, rs))
+            return false;
+        if (w->attention ? !attention_layer(c, w, attn_slot++, s, rs) : !mamba_layer(c, &w->mamba, mamba_slot++, s, rs))
+            return false;
+        CU(jb_gpu_add_rmsnorm(dt, c->x, c->mix, w->pre_ff_norm, c->xn, T, H, eps, c->stream), "pre-FFN norm");
+        if (w->moe ? !moe_ffn(c, w, s, rs) : !dense_ffn(c, w, s, rs))
+            return false;
+    }
+    CU(jb_gpu_add_rmsnorm(dt, c->x, c->mix, NULL, NULL, T, H, eps, c->stream), "residual add");
+    if (s.cap) {
+        if (s.cap->hidden && !capture_rows(c, s, s.cap->hidden + (L - 1) * s.cap->rows * H, c->x, rs))
+            return false;
+        if (s.cap->final) {
+            /* the final norm of every row in fp32; mix is free now */
+            CU(jb_gpu_add_rmsnorm(JAMBA_DTYPE_F32, c->x, NULL, c->w->final_norm, c->mix, T, H, eps, c->stream),
+               "final norm");
+            if (!capture_rows(c, s, s.cap->final, c->mix, rs))
+                return false;
+        }
+    }
+    if (s.n_logits > 0) {
+        CU(jb_gpu_gather_rows(c->final_rows, c->x, c->d_logit_src, s.n_logits, H, c->stream), "logit rows");
+        CU(jb_gpu_add_rmsnorm(dt, c->final_rows, NULL, c->w->final_norm, c->final_act, s.n_logits, H, eps, c->stream),
+           "final norm");
+        BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, s.logits, c->V, c->final_act, H, c->w->lm_head, s.n_logits, c->V,
+                       H), "lm_head");
+    }
+    return true;
+}
+
+/* Attention key splits for T rows: as many as the budget allows, each at least MIN_SPLIT_LEN keys. */
+void choose_splits(const jb_cuda_ctx *c, int64_t T, shape &s) {
+    int64_t most = (c->C + JB_CUDA_MIN_SPLIT_LEN - 1) / JB_CUDA_MIN_SPLIT_LEN;
+    int64_t n = JB_CUDA_SPLIT_BUDGET / (T > 0 ? T : 1);
+    if (n > most)
+        n = most;
+    if (n < 1)
+        n = 1;
+    s.n_splits = (int32_t)n;
+    s.split_len = (c->C + n - 1) / n;
+}
+
+jamba_status fault(jb_cuda_ctx *c, jamba_error *err, const run_state &rs) {
+    return jb_cuda_fault(c, err, rs.what, rs.detail);
+}
+
+} // namespace
+
+extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_segment *segs, int64_t n_segs, int64_t T,
+                                     const int64_t *logit_src, int64_t n_logits, int64_t logit_dst, float *host_logits,
+                                     jb_capture *cap, jamba_error *err) {
+    JB_TRY(jb_cuda_check_alive(c, err));
+    if (T < 1 || T > c->Tb || n_segs < 1 || n_segs > c->max_segs || n_logits < 0 || logit_dst < 0 ||
+        logit_dst + n_logits > c->cap)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "CUDA step: %lld rows in %lld segments, %lld logit rows at "
+                       "%lld (limits %lld, %lld, %lld)", (long long)T, (long long)n_segs, (long long)n_logits,
+                       (long long)logit_dst, (long long)c->Tb, (long long)c->max_segs, (long long)c->cap);
+    jb_device_scope scope(c->device);
+    run_state rs = {NULL, ""};
+    cudaError_t e;
+    if (c->pending) { /* the previous step may still read the pinned layout block */
+        if ((e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
+            return jb_cuda_fault(c, err, "running the previous step", cudaGetErrorString(e));
+        c->pending = false;
+    }
+
+    /* lay the step out in the pinned block */
+    bool decode = true;
+    for (int64_t i = 0; i < n_segs; i++) {
+        memcpy(c->h_tokens + segs[i].row, segs[i].tokens, (size_t)segs[i].n * 4);
+        decode = decode && segs[i].n == 1;
+    }
+    const bool graph = c->graphs && decode && cap == NULL && T <= JB_CUDA_GRAPH_ROWS && T * c->k <= JB_CUDA_GEMV_SLOTS;
+    int G = 1;
+    while (G < 32 && G < c->N)
+        G <<= 1;
+    const int64_t chunk_len = c->M ? jb_scan_chunk_len(T, c->Di * G, (int64_t)c->sms * 1024, JB_CUDA_SCAN_SLOTS, 32) : T;
+    jb_step_plan plan = {c->h_row_seg, c->h_segs, c->h_chunks, 0, 0, 0, 0, 0};
+    jb_step_plan_build(&plan, segs, n_segs, chunk_len);
+    shape s = {};
+    s.T = T;
+    s.n_segs = n_segs;
+    s.n_chunks = plan.n_chunks;
+    s.n_slots = plan.n_slots;
+    s.max_seg_rows = plan.max_seg_rows;
+    s.cap = cap;
+    s.moe_gemv = T * c->k <= JB_CUDA_GEMV_SLOTS;
+    choose_splits(c, T, s);
+    if (graph) {
+        /* a graph computes logits for all its rows into graph_logits; the asked rows are copied after */
+        for (int64_t i = 0; i < T; i++)
+            c->h_logit_src[i] = i;
+        s.n_logits = T;
+        s.logits = c->graph_logits;
+    } else {
+        memcpy(c->h_logit_src, logit_src, (size_t)n_logits * 8);
+        s.n_logits = n_logits;
+        s.logits = c->logits + logit_dst * c->V;
+    }
+    e = cudaMemcpyAsync(c->d_meta, c->h_meta, c->meta_bytes, cudaMemcpyHostToDevice, c->stream);
+    if (e != cudaSuccess)
+        return jb_cuda_fault(c, err, "sending the step layout", cudaGetErrorString(e));
+
+    if (graph) {
+        if (c->graph[T] == NULL) {
+            if ((e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal)) != cudaSuccess)
+                return jb_cuda_fault(c, err, "starting a CUDA graph capture", cudaGetErrorString(e));
+            const bool ok = run_forward(c, s, rs);
+            cudaGraph_t g = NULL;
+            e = cudaStreamEndCapture(c->stream, &g);
+            if (!ok) {
+                if (g)
+                    cudaGraphDestroy(g);
+                return fault(c, err, rs);
+            }
+            if (e == cudaSuccess)
+                e = cudaGraphInstantiate(&c->graph[T], g, 0);
+            if (g)
+                cudaGraphDestroy(g);
+            if (e != cudaSuccess)
+                return jb_cuda_fault(c, err, "recording the decode step as a CUDA graph", cudaGetErrorString(e));
+        }
+        if ((e = cudaGraphLaunch(c->graph[T], c->stream)) != cudaSuccess)
+            return jb_cuda_fault(c, err, "replaying the decode step", cudaGetErrorString(e));
+        for (int64_t i = 0; i < n_logits && e == cudaSuccess; i++)
+            e = cudaMemcpyAsync(c->logits + (logit_dst + i) * c->V, c->graph_logits + logit_src[i] * c->V,
+                                (size_t)c->V * 4, cudaMemcpyDeviceToDevice, c->stream);
+        if (e != cudaSuccess)
+            return jb_cuda_fault(c, err, "collecting logits", cudaGetErrorString(e));
+    } else if (!run_forward(c, s, rs)) {
+        return fault(c, err, rs);
+    }
+    if (host_logits && n_logits > 0) {
+        e = cudaMemcpyAsync(host_logits + logit_dst * c->V, c->logits + logit_dst * c->V,
+                            (size_t)(n_logits * c->V) * 4, cudaMemcpyDeviceToHost, c->stream);
+        if (e != cudaSuccess)
+            return jb_cuda_fault(c, err, "reading logits", cudaGetErrorString(e));
+    }
+    if (host_logits || cap) {
+        if ((e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
+            return jb_cuda_fault(c, err, "running the step", cudaGetErrorString(e));
+        if (cap && cap->hidden)
+            cap->next_row += T;
+    } else if ((e = cudaGetLastError()) != cudaSuccess) {
+        return jb_cuda_fault(c, err, "running the step", cudaGetErrorString(e));
+    } else {
+        c->pending = true;
+    }
+    return JAMBA_OK;
+}

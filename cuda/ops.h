@@ -1,0 +1,172 @@
+/*
+ * ops.h — the CUDA backend's ops, one C entry point each, so the forward pass (cuda/forward.cu) and the
+ * op-level tests (tests/gpu) call the same code. Every op has a CPU twin in runtime/ or moe/ and is
+ * checked against it (tests/gpu/test_gpu_ops.c).
+ *
+ * Conventions: pointers are device pointers; matrices are row-major with the leading dimension given
+ * (elements); `dt` is the element type of activations and weights (JAMBA_DTYPE_F32 or JAMBA_DTYPE_BF16);
+ * buffers documented as float are fp32 in both modes. Every op is asynchronous on `stream` and returns
+ * the launch error (cudaSuccess when the kernels were queued). Dimension letters as in ckpt/weights.h;
+ * T = rows of the step.
+ */
+#ifndef JB_CUDA_OPS_H
+#define JB_CUDA_OPS_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "jamba.h"
+#include "gpu_types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- row-wise ops --------------------------------------------------------------------------------- */
+
+/* x[T, H] (f32) = rows tokens[t] of table[V, H] (dt). */
+cudaError_t jb_gpu_embed(jamba_dtype dt, float *x, const void *table, const int32_t *tokens, int64_t T, int64_t H,
+                         cudaStream_t stream);
+
+/* x[T, H] (f32) += add (f32, may be NULL); then, when out is not NULL, out[T, H] (dt) = w ⊙ x / rms(x).
+ * The statistic is summed in double, as the CPU reference does. */
+cudaError_t jb_gpu_add_rmsnorm(jamba_dtype dt, float *x, const float *add, const float *w, void *out, int64_t T,
+                               int64_t H, float eps, cudaStream_t stream);
+
+/* dst[i, :] = src[rows[i], :] for i < n (f32 rows of H). */
+cudaError_t jb_gpu_gather_rows(float *dst, const float *src, const int64_t *rows, int64_t n, int64_t H,
+                               cudaStream_t stream);
+
+/* Y[T, N] += bias[N] (Y of type dt, leading dimension ldy). */
+cudaError_t jb_gpu_add_bias(jamba_dtype dt, void *Y, int64_t ldy, const float *bias, int64_t T, int64_t N,
+                            cudaStream_t stream);
+
+/* out[T, I] (dt) = SiLU(gu[:, 0:I]) ⊙ gu[:, I:2I] (gu of type dt, leading dimension ld). */
+cudaError_t jb_gpu_swiglu(jamba_dtype dt, const void *gu, int64_t ld, void *out, int64_t T, int64_t I,
+                          cudaStream_t stream);
+
+/* Y[T, N] = X[T, K] · W[N, K]^T through cuBLAS on the handle's stream, fp32 accumulation (the fp32
+ * mode without TF32). X and W are of type in_dt, Y of out_dt (F32 or in_dt). Returns a cuBLAS status. */
+cublasStatus_t jb_gpu_gemm(cublasHandle_t h, jamba_dtype in_dt, jamba_dtype out_dt, void *Y, int64_t ldy,
+                           const void *X, int64_t ldx, const void *W, int64_t T, int64_t N, int64_t K);
+
+/* ---- Mamba ------------------------------------------------------------------------------------------ */
+
+/* xdbl[T, R + 2N] (f32, the x_proj output): dt, B and C each RMS-normalised with their weights (when
+ * dt_w is NULL there are no inner norms); the dt columns are written to dt_out[T, R] (dt). */
+cudaError_t jb_gpu_ssm_params(jamba_dtype dt, float *xdbl, int64_t T, int64_t R, int64_t N, const float *dt_w,
+                              const float *b_w, const float *c_w, float eps, void *dt_out, cudaStream_t stream);
+
+typedef struct jb_gpu_conv_args {
+    const void *x;        /* [T, ldx] (dt): the conv input, channels [0, D_i) */
+    int64_t ldx;
+    const float *w;       /* [D_i, K] */
+    const float *b;       /* [D_i] or NULL */
+    float *window;        /* sequence s's window [D_i, K-1] (oldest first) at window + s * window_stride */
+    int64_t window_stride;
+    void *out;            /* [T, D_i] (dt) = SiLU(conv) */
+    int64_t d_inner, d_conv;
+} jb_gpu_conv_args;
+
+/* Causal depthwise conv + SiLU over every segment, continuing from each sequence's window; then the
+ * windows move on to hold each segment's last K-1 inputs. */
+cudaError_t jb_gpu_conv_silu(jamba_dtype dt, const jb_gpu_conv_args *a, const jb_gpu_step *step,
+                             cudaStream_t stream);
+
+typedef struct jb_gpu_scan_args {
+    const void *u;          /* [T, D_i] (dt) conv output */
+    const void *delta_raw;  /* [T, D_i] (dt) dt_proj output before the bias and softplus */
+    const float *dt_bias;   /* [D_i] */
+    const float *A;         /* [D_i, N] = -exp(A_log) */
+    const float *B, *C;     /* [T, ldbc] (f32) normalised B and C columns */
+    int64_t ldbc;
+    const float *D;         /* [D_i] */
+    const void *z;          /* [T, ldz] (dt) the gate */
+    int64_t ldz;
+    float *state;           /* sequence s's SSM state [D_i, N] at state + s * state_stride */
+    int64_t state_stride;
+    void *y;                /* [T, D_i] (dt) = (Σ_n h·C + D·u) · SiLU(z) */
+    float *summary;         /* [2, n_slots, D_i, N] scratch for multi-chunk segments */
+    int64_t d_inner, d_state;
+} jb_gpu_scan_args;
+
+/* Selective scan over every segment from each sequence's state, leaving the final state there. Long
+ * segments run as time chunks in parallel: per-chunk summaries, a carry pass, then the chunks again
+ * from their entering states (jb_gpu_chunk). */
+cudaError_t jb_gpu_selective_scan(jamba_dtype dt, const jb_gpu_scan_args *a, const jb_gpu_step *step,
+                                  cudaStream_t stream);
+
+/* ---- attention ------------------------------------------------------------------------------------ */
+
+typedef struct jb_gpu_attn_args {
+    const void *qkv;        /* [T, ld_qkv] (dt): q (n_h*d_h) | k (n_kv*d_h) | v (n_kv*d_h) */
+    int64_t ld_qkv;
+    void *k_cache, *v_cache;/* sequence s's rows [n_ctx, n_kv*d_h] (dt) at cache + s * seq_stride */
+    int64_t seq_stride;
+    void *out;              /* [T, n_h*d_h] (dt) */
+    int64_t n_heads, n_kv_heads, head_dim;
+    float *partial;         /* split scratch: [partial_rows, n_h, n_splits, d_h + 2] floats */
+    int64_t partial_capacity; /* floats available in partial */
+    int32_t n_splits;       /* key-range splits per row for the decode path (1 = no split) */
+    int32_t split_len;      /* keys per split; n_splits * split_len covers n_ctx */
+} jb_gpu_attn_args;
+
+/* Append each row's k and v to its sequence's cache at its position. */
+cudaError_t jb_gpu_kv_append(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step,
+                             cudaStream_t stream);
+
+/* Causal attention of every row over its sequence's cache (the row's own key included), GQA, fp32 softmax.
+ * force_path: 0 picks (flash tiles for long bf16 segments, else key splits), 1 forces the split path,
+ * 2 forces the flash path (bf16 with d_h 64 or 128 only; else an invalid-value error). */
+cudaError_t jb_gpu_attention(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step, int force_path,
+                             cudaStream_t stream);
+
+/* ---- mixture of experts ------------------------------------------------------------------------- */
+
+/* Route T tokens: softmax over logits[T, E] (f32), the top k with ties to the lower index and NaN never
+ * chosen; experts[T, k] and weights[T, k] in descending probability (moe/router.c's rule). */
+cudaError_t jb_gpu_moe_route(const float *logits, int64_t T, int64_t E, int64_t k, int32_t *experts,
+                             float *weights, cudaStream_t stream);
+
+/* The dispatch plan (moe/router.c's jb_moe_plan_build): slots grouped by expert ascending, tokens
+ * ascending within one. begin[E + 1]; slot_token, slot_weight [T*k]; slot_pos[t*k + j] = the plan
+ * position of token t's j-th choice. */
+cudaError_t jb_gpu_moe_plan(const int32_t *experts, const float *weights, int64_t T, int64_t E, int64_t k,
+                            int32_t *begin, int32_t *slot_token, float *slot_weight, int32_t *slot_pos,
+                            cudaStream_t stream);
+
+/* dst[i, :] = x[slot_token[i], :] for i < n (dt rows of H, x with leading dimension ldx). */
+cudaError_t jb_gpu_gather_tokens(jamba_dtype dt, void *dst, const void *x, int64_t ldx, const int32_t *slot_token,
+                                 int64_t n, int64_t H, cudaStream_t stream);
+
+/* Small-batch expert products without a host round trip: for every expert e and each plan slot i in
+ * [begin[e], begin[e+1]), out[i, :] = W_e · in_i, with W_e [N, K] (dt) at W + e * expert_stride and
+ * in_i = in[(in_token ? in_token[i] : i), :] (dt, leading dimension ldin). out is f32 when out_f32,
+ * else dt. max_slots bounds the slots of one expert (grid size). */
+cudaError_t jb_gpu_expert_gemv(jamba_dtype dt, const void *W, int64_t expert_stride, int64_t N, int64_t K,
+                               const void *in, int64_t ldin, const int32_t *in_token, const int32_t *begin,
+                               int64_t E, void *out, bool out_f32, cudaStream_t stream);
+
+/* out[t, :] (f32) = Σ_j weights[t, j] · expert_out[slot_pos[t*k + j], :], the terms added in ascending
+ * expert order as the CPU reference does. */
+cudaError_t jb_gpu_moe_combine(const float *expert_out, const int32_t *slot_pos, const int32_t *experts,
+                               const float *weights, int64_t T, int64_t k, int64_t H, float *out,
+                               cudaStream_t stream);
+
+/* ---- sampling ------------------------------------------------------------------------------------- */
+
+/* Pick one token from each of n rows of logits [n, V] (f32, left unchanged), exactly as
+ * jamba_sampler_sample does with the same draw. params and penalized ([n, max_penalized] ids) are device
+ * arrays; work holds n * V floats. out[i] = the token, or -1 (every logit NaN or -inf);
+ * used_draw[i] = 1 when the draw was consumed. */
+cudaError_t jb_gpu_sample(const float *logits, int64_t n, int64_t V, const jb_gpu_sample_params *params,
+                          const int32_t *penalized, int64_t max_penalized, float *work, int32_t *out,
+                          int32_t *used_draw, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* JB_CUDA_OPS_H */

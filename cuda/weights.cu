@@ -1,0 +1,281 @@
+/*
+ * weights.cu — a model's weights on one device: a plan pass sizes one arena for every tensor (in the
+ * fused device layout of weights_dev.h), then an upload pass converts each tensor from its checkpoint
+ * dtype through a pinned staging buffer. Matrices take the device dtype (F32 or BF16); vectors and the
+ * small Mamba tensors are fp32, with A = -exp(A_log) computed once here.
+ */
+#include "../ckpt/config.h"
+#include "../runtime/alloc.h"
+#include "../runtime/error.h"
+#include "../runtime/model.h"
+#include "device.h"
+#include "weights_dev.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <string.h>
+
+#define ARENA_ALIGN 256
+#define STAGE_ELEMS ((size_t)1 << 23) /* 8M elements: 32 MB of fp32 staging */
+
+namespace {
+
+/* Walks the model twice: plan (sizes only) and upload (same order, real pointers). */
+struct builder {
+    bool plan;
+    jamba_dtype dt;
+    char *base;
+    size_t off;
+    void *stage;          /* pinned (or pageable) host staging, STAGE_ELEMS * 4 bytes */
+    cudaError_t error;
+    const char *failed;   /* the tensor being uploaded when an error happened */
+};
+
+void *place(builder &b, size_t bytes) {
+    size_t at = (b.off + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    b.off = at + bytes;
+    return b.plan ? NULL : b.base + at;
+}
+
+int64_t n_elements(const jb_weight *w) {
+    int64_t n = 1;
+    for (int i = 0; i < w->rank; i++)
+        n *= w->shape[i];
+    return n;
+}
+
+float widen(const void *src, jamba_dtype dt, size_t i) {
+    switch (dt) {
+    case JAMBA_DTYPE_F32: {
+        float v;
+        memcpy(&v, (const char *)src + 4 * i, 4);
+        return v;
+    }
+    case JAMBA_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, (const char *)src + 2 * i, 2);
+        uint32_t bits = (uint32_t)h << 16;
+        float v;
+        memcpy(&v, &bits, 4);
+        return v;
+    }
+    default: { /* F16 */
+        __half h;
+        memcpy(&h, (const char *)src + 2 * i, 2);
+        return __half2float(h);
+    }
+    }
+}
+
+/* Copy n elements of src (dtype sdt) to device dst as `to` (F32 or BF16), applying f to each value. */
+template <typename F>
+void upload(builder &b, void *dst, const void *src, jamba_dtype sdt, size_t n, jamba_dtype to, F f, bool identity,
+            const char *what) {
+    if (b.plan || b.error != cudaSuccess || n == 0)
+        return;
+    const size_t esize = to == JAMBA_DTYPE_BF16 ? 2 : 4;
+    if (identity && sdt == to) { /* same dtype: straight from the mapped file */
+        b.error = cudaMemcpy(dst, src, n * esize, cudaMemcpyHostToDevice);
+        if (b.error != cudaSuccess)
+            b.failed = what;
+        return;
+    }
+    for (size_t done = 0; done < n && b.error == cudaSuccess; done += STAGE_ELEMS) {
+        const size_t m = n - done < STAGE_ELEMS ? n - done : STAGE_ELEMS;
+        for (size_t i = 0; i < m; i++) {
+            const float v = f(widen(src, sdt, done + i));
+            if (to == JAMBA_DTYPE_BF16)
+                ((__nv_bfloat16 *)b.stage)[i] = __float2bfloat16(v);
+            else
+                ((float *)b.stage)[i] = v;
+        }
+        b.error = cudaMemcpy((char *)dst + done * esize, b.stage, m * esize, cudaMemcpyHostToDevice);
+    }
+    if (b.error != cudaSuccess)
+        b.failed = what;
+}
+
+float keep(float v) { return v; }
+float neg_exp(float v) { return -expf(v); }
+
+/* Matrices in the device dtype: the rows of `parts` stacked in order. */
+void *put_matrix(builder &b, const jb_weight *const *parts, int n_parts, const char *what) {
+    size_t total = 0;
+    for (int i = 0; i < n_parts; i++)
+        total += (size_t)n_elements(parts[i]);
+    const size_t esize = b.dt == JAMBA_DTYPE_BF16 ? 2 : 4;
+    char *dst = (char *)place(b, total * esize);
+    size_t at = 0;
+    for (int i = 0; i < n_parts; i++) {
+        const size_t n = (size_t)n_elements(parts[i]);
+        upload(b, dst + at * esize, parts[i]->data, parts[i]->dtype, n, b.dt, keep, true, what);
+        at += n;
+    }
+    return dst;
+}
+
+void *put_one(builder &b, const jb_weight *w, const char *what) { return put_matrix(b, &w, 1, what); }
+
+/* fp32 copies; NULL for an absent optional tensor. */
+float *put_f32(builder &b, const jb_weight *w, const char *what, float (*f)(float) = keep) {
+    if (w->data == NULL)
+        return NULL;
+    const size_t n = (size_t)n_elements(w);
+    float *dst = (float *)place(b, n * 4);
+    upload(b, dst, w->data, w->dtype, n, JAMBA_DTYPE_F32, f, f == keep, what);
+    return dst;
+}
+
+void put_mamba(builder &b, const jb_mamba_weights *w, jb_dev_mamba *d) {
+    d->in_proj = put_one(b, &w->in_proj, "mamba.in_proj");
+    d->in_bias = put_f32(b, &w->in_proj_bias, "mamba.in_proj.bias");
+    d->conv_w = put_f32(b, &w->conv1d, "mamba.conv1d");
+    d->conv_b = put_f32(b, &w->conv1d_bias, "mamba.conv1d.bias");
+    d->x_proj = put_one(b, &w->x_proj, "mamba.x_proj");
+    d->dt_proj = put_one(b, &w->dt_proj, "mamba.dt_proj");
+    d->dt_bias = put_f32(b, &w->dt_proj_bias, "mamba.dt_proj.bias");
+    d->A = put_f32(b, &w->A_log, "mamba.A_log", neg_exp);
+    d->D = put_f32(b, &w->D, "mamba.D");
+    d->out_proj = put_one(b, &w->out_proj, "mamba.out_proj");
+    d->out_bias = put_f32(b, &w->out_proj_bias, "mamba.out_proj.bias");
+    d->dt_norm = put_f32(b, &w->dt_norm, "mamba.dt_layernorm");
+    d->b_norm = put_f32(b, &w->b_norm, "mamba.b_layernorm");
+    d->c_norm = put_f32(b, &w->c_norm, "mamba.c_layernorm");
+}
+
+void put_layer(builder &b, const jamba_config *c, int64_t i, const jb_layer_weights *w, jb_dev_layer *d) {
+    d->attention = jb_layer_is_attention(c, i);
+    d->moe = jb_layer_is_moe(c, i);
+    d->input_norm = put_f32(b, &w->input_norm, "input_layernorm");
+    d->pre_ff_norm = put_f32(b, &w->pre_ff_norm, "pre_ff_layernorm");
+    if (d->attention) {
+        const jb_weight *qkv[3] = {&w->attn.q_proj, &w->attn.k_proj, &w->attn.v_proj};
+        d->qkv = put_matrix(b, qkv, 3, "self_attn.q/k/v_proj");
+        d->o_proj = put_one(b, &w->attn.o_proj, "self_attn.o_proj");
+    } else {
+        put_mamba(b, &w->mamba, &d->mamba);
+    }
+    if (d->moe) {
+        const int64_t E = c->num_experts;
+        d->router = put_one(b, &w->router, "feed_forward.router");
+        /* [E][gate; up] then [E][down], each expert's block contiguous */
+        const size_t esize = b.dt == JAMBA_DTYPE_BF16 ? 2 : 4;
+        const size_t gu = (size_t)(2 * c->intermediate_size * c->hidden_size) * esize;
+        const size_t dn = (size_t)(c->hidden_size * c->intermediate_size) * esize;
+        d->gate_up = place(b, gu * (size_t)E);
+        d->down = place(b, dn * (size_t)E);
+        for (int64_t e = 0; e < E && !b.plan; e++) {
+            const jb_mlp_weights *x = &w->experts[e];
+            const size_t half = gu / 2 / esize;
+            upload(b, (char *)d->gate_up + (size_t)e * gu, x->gate_proj.data, x->gate_proj.dtype, half, b.dt, keep,
+                   true, "expert gate_proj");
+            upload(b, (char *)d->gate_up + (size_t)e * gu + half * esize, x->up_proj.data, x->up_proj.dtype, half,
+                   b.dt, keep, true, "expert up_proj");
+            upload(b, (char *)d->down + (size_t)e * dn, x->down_proj.data, x->down_proj.dtype, dn / esize, b.dt, keep,
+                   true, "expert down_proj");
+        }
+    } else {
+        const jb_weight *gu[2] = {&w->mlp.gate_proj, &w->mlp.up_proj};
+        d->gate_up = put_matrix(b, gu, 2, "feed_forward.gate/up_proj");
+        d->down = put_one(b, &w->mlp.down_proj, "feed_forward.down_proj");
+    }
+}
+
+void put_model(builder &b, const jamba_model *m, jb_cuda_weights *w) {
+    const jb_weights *src = &m->weights;
+    w->embed = put_one(b, &src->embed, "model.embed_tokens");
+    w->lm_head = m->config.tie_word_embeddings ? w->embed : put_one(b, &src->lm_head, "lm_head");
+    w->final_norm = put_f32(b, &src->final_norm, "model.final_layernorm");
+    for (int64_t i = 0; i < src->n_layers; i++)
+        put_layer(b, &m->config, i, &src->layers[i], &w->layers[i]);
+}
+
+} // namespace
+
+extern "C" jamba_status jb_cuda_weights_create(const jamba_model *m, int device, jamba_dtype dtype,
+                                               jb_cuda_weights **out, jamba_error *err) {
+    *out = NULL;
+    if (dtype != JAMBA_DTYPE_F32 && dtype != JAMBA_DTYPE_BF16)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "CUDA weights: dtype %s (F32 or BF16 only)",
+                       jamba_dtype_name(dtype));
+    jamba_device_info info;
+    memset(&info, 0, sizeof info);
+    JB_TRY(jb_cuda_device_query(device, &info, err));
+    int previous = 0;
+    cudaGetDevice(&previous);
+    cudaSetDevice(device);
+    jb_cuda_weights *w = (jb_cuda_weights *)jb_calloc(1, sizeof *w);
+    jb_dev_layer *layers = (jb_dev_layer *)jb_calloc((size_t)m->weights.n_layers + 1, sizeof *layers);
+    if (w == NULL || layers == NULL) {
+        jb_free(w);
+        jb_free(layers);
+        cudaSetDevice(previous);
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "CUDA weights: out of memory");
+    }
+    w->device = device;
+    w->dt = dtype;
+    w->layers = layers;
+    w->n_layers = m->weights.n_layers;
+    builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL};
+    put_model(b, m, w);
+    w->bytes = b.off;
+    jamba_status st = JAMBA_OK;
+    cudaError_t e = cudaMalloc(&w->arena, w->bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        w->arena = NULL;
+        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: the weights need %.2f GiB as %s on device %d (%s), which has "
+                     "%.2f GiB free: %s", m->path, (double)w->bytes / (1 << 30), jamba_dtype_name(dtype), device,
+                     info.name, (double)info.free_memory / (1 << 30), cudaGetErrorString(e));
+    }
+    bool pinned = false;
+    if (st == JAMBA_OK) {
+        pinned = cudaMallocHost(&b.stage, STAGE_ELEMS * 4) == cudaSuccess;
+        if (!pinned) {
+            cudaGetLastError();
+            b.stage = jb_malloc(STAGE_ELEMS * 4); /* pageable staging works, only slower */
+            if (b.stage == NULL)
+                st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "CUDA weights: out of host memory for staging");
+        }
+    }
+    if (st == JAMBA_OK) {
+        b.plan = false;
+        b.base = (char *)w->arena;
+        b.off = 0;
+        put_model(b, m, w);
+        if (b.error != cudaSuccess)
+            st = jb_fail(err, JAMBA_ERR_DEVICE, "%s: uploading %s to device %d failed: %s", m->path, b.failed, device,
+                         cudaGetErrorString(b.error));
+    }
+    if (pinned)
+        cudaFreeHost(b.stage);
+    else
+        jb_free(b.stage);
+    cudaSetDevice(previous);
+    if (st != JAMBA_OK) {
+        jb_cuda_weights_free(w);
+        return st;
+    }
+    *out = w;
+    return JAMBA_OK;
+}
+
+extern "C" void jb_cuda_weights_free(jb_cuda_weights *w) {
+    if (w == NULL)
+        return;
+    if (w->arena) {
+        int previous = 0;
+        cudaGetDevice(&previous);
+        cudaSetDevice(w->device);
+        cudaFree(w->arena);
+        cudaSetDevice(previous);
+    }
+    jb_free(w->layers);
+    jb_free(w);
+}
+
+extern "C" int jb_cuda_weights_device(const jb_cuda_weights *w) { return w->device; }
+extern "C" jamba_dtype jb_cuda_weights_dtype(const jb_cuda_weights *w) { return w->dt; }
+extern "C" uint64_t jb_cuda_weights_bytes(const jb_cuda_weights *w) { return w->bytes; }

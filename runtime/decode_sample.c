@@ -1,0 +1,88 @@
+/*
+ * decode_sample.c — jamba_decode_sample: decode, then choose each input's next token. On a CUDA context
+ * the logits stay on the device and the device sampler (cuda/sample.cu) picks the tokens with each
+ * sampler's own next draw, so the result is what jamba_sampler_sample would give; a sampler the device
+ * cannot serve gets its row copied to the host.
+ */
+#include "alloc.h"
+#include "context.h"
+#include "error.h"
+#include "sampler.h"
+
+#ifdef JAMBA_WITH_CUDA
+#include "../cuda/backend.h"
+#endif
+
+#include <string.h>
+
+#define MAX_PENALIZED 512
+
+static jamba_status sample_on_host(jamba_context *ctx, int64_t i, jamba_sampler *s, int32_t *token,
+                                   jamba_error *err) {
+    const int64_t V = ctx->model->config.vocab_size;
+    float *row = ctx->logits + i * V;
+#ifdef JAMBA_WITH_CUDA
+    if (ctx->cuda)
+        JB_TRY(jb_cuda_logits_row(ctx->cuda, i, row, err));
+#endif
+    JB_TRY(jamba_sampler_sample(s, row, token, err));
+    jamba_sampler_accept(s, *token);
+    return JAMBA_OK;
+}
+
+#ifdef JAMBA_WITH_CUDA
+static jamba_status sample_on_device(jamba_context *ctx, int64_t n, jamba_sampler *const *samplers, int32_t *tokens,
+                                     jamba_error *err) {
+    jb_gpu_sample_params *params = jb_calloc((size_t)n, sizeof *params);
+    int32_t *penalized = jb_calloc((size_t)n * MAX_PENALIZED, sizeof *penalized);
+    int32_t *used = jb_calloc((size_t)n, sizeof *used);
+    bool *device = jb_calloc((size_t)n, sizeof *device);
+    jamba_status st = JAMBA_OK;
+    if (params == NULL || penalized == NULL || used == NULL || device == NULL)
+        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "jamba_decode_sample: out of memory");
+    for (int64_t i = 0; st == JAMBA_OK && i < n; i++)
+        device[i] = jb_sampler_gpu_params(samplers[i], &params[i], penalized + i * MAX_PENALIZED, MAX_PENALIZED);
+    if (st == JAMBA_OK)
+        st = jb_cuda_sample(ctx->cuda, n, params, penalized, MAX_PENALIZED, tokens, used, err);
+    for (int64_t i = 0; st == JAMBA_OK && i < n; i++) {
+        if (!device[i]) {
+            st = sample_on_host(ctx, i, samplers[i], &tokens[i], err);
+        } else if (tokens[i] < 0) {
+            st = jb_fail(err, JAMBA_ERR_NUMERIC, "sampler: every logit of input %lld is NaN or -inf", (long long)i);
+        } else {
+            if (used[i])
+                jb_sampler_consume_draw(samplers[i]);
+            jamba_sampler_accept(samplers[i], tokens[i]);
+        }
+    }
+    jb_free(params);
+    jb_free(penalized);
+    jb_free(used);
+    jb_free(device);
+    return st;
+}
+#endif
+
+jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
+                                 jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err) {
+    if (ctx == NULL || in == NULL || samplers == NULL || tokens == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: NULL argument");
+    if (n < 1 || n > ctx->params.n_seq_max)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: need 1 to %d inputs, got %lld",
+                       ctx->params.n_seq_max, (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        if (samplers[i] == NULL)
+            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: sampler %lld is NULL", (long long)i);
+        ctx->sample_inputs[i] = in[i];
+        ctx->sample_inputs[i].logits = JAMBA_LOGITS_LAST;
+    }
+    JB_TRY(jb_decode(ctx, ctx->sample_inputs, n, true, err));
+    ctx->logits_on_host = false; /* as documented, whichever device ran */
+#ifdef JAMBA_WITH_CUDA
+    if (ctx->cuda)
+        return sample_on_device(ctx, n, samplers, tokens, err);
+#endif
+    for (int64_t i = 0; i < n; i++)
+        JB_TRY(sample_on_host(ctx, i, samplers[i], &tokens[i], err));
+    return JAMBA_OK;
+}

@@ -1,0 +1,46 @@
+/*
+ * model_gpu.c — a model's weights on CUDA devices: uploaded by the first context that needs them for a
+ * (device, dtype), shared by every later context, freed with the model. The model is otherwise
+ * immutable, so this cache is the one place that changes behind a const jamba_model, under gpu_lock.
+ */
+#include "model.h"
+
+#include "error.h"
+
+#ifdef JAMBA_WITH_CUDA
+#include "../cuda/backend.h"
+#endif
+
+jamba_status jb_model_gpu_weights(const jamba_model *cm, int device, jamba_dtype dtype,
+                                  const struct jb_cuda_weights **out, jamba_error *err) {
+    *out = NULL;
+#ifdef JAMBA_WITH_CUDA
+    jamba_model *m = (jamba_model *)cm;
+    pthread_mutex_lock(&m->gpu_lock);
+    jamba_status st = JAMBA_OK;
+    for (int i = 0; i < m->n_gpu && *out == NULL; i++)
+        if (jb_cuda_weights_device(m->gpu[i]) == device && jb_cuda_weights_dtype(m->gpu[i]) == dtype)
+            *out = m->gpu[i];
+    if (*out == NULL) {
+        jb_cuda_weights *w = NULL;
+        if (m->n_gpu == JB_MODEL_MAX_GPU_COPIES)
+            st = jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: more than %d device copies of the weights", m->path,
+                         JB_MODEL_MAX_GPU_COPIES);
+        else if ((st = jb_cuda_weights_create(m, device, dtype, &w, err)) == JAMBA_OK)
+            *out = m->gpu[m->n_gpu++] = w;
+    }
+    pthread_mutex_unlock(&m->gpu_lock);
+    return st;
+#else
+    (void)cm, (void)device, (void)dtype;
+    return jb_fail(err, JAMBA_ERR_NO_DEVICE, "this build has no CUDA backend (configure with -DJAMBA_CUDA=ON)");
+#endif
+}
+
+void jb_model_gpu_free(jamba_model *m) {
+#ifdef JAMBA_WITH_CUDA
+    for (int i = 0; i < m->n_gpu; i++)
+        jb_cuda_weights_free(m->gpu[i]);
+#endif
+    m->n_gpu = 0;
+}
