@@ -52,6 +52,24 @@ typedef struct cli_strings {
  * CLI_EXIT_USAGE after printing the problem. */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
+/* Where a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32. */
+typedef struct cli_device_args {
+    const char *device, *gpu_dtype;
+    int64_t gpu;
+} cli_device_args;
+
+#define CLI_DEVICE_OPTIONS(d)                                                                                  \
+    {"--device", CLI_STRING, &(d).device, 0, 0}, {"--gpu", CLI_COUNT, &(d).gpu, 0, 1 << 20},                 \
+        {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}
+
+#define CLI_DEVICE_HELP                                                                                        \
+    "  --device cpu|cuda     where the model runs (default cpu)\n"                                          \
+    "  --gpu N               the CUDA device with --device cuda (default 0)\n"                              \
+    "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"
+
+/* Fill the device fields of `p` from the arguments; CLI_EXIT_USAGE (after saying why) on a bad value. */
+int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p);
+
 /* The whole of a file ("-" = stdin) in a new NUL-terminated buffer (free it); NULL with errno on failure. */
 char *cli_read_file(const char *path, size_t *len);
 

@@ -15,6 +15,7 @@
 typedef struct sampling_args {
     double temperature, top_p, min_p, repeat_penalty, presence_penalty;
     int64_t top_k, seed, threads, batch, ctx, max_tokens;
+    cli_device_args dev;
 } sampling_args;
 
 static sampling_args default_sampling(void) {
@@ -31,7 +32,7 @@ static sampling_args default_sampling(void) {
         {"--presence-penalty", CLI_FLOAT, &(a).presence_penalty, -100, 100},                                \
         {"--seed", CLI_COUNT, &(a).seed, 0, INT64_MAX}, {"--threads", CLI_COUNT, &(a).threads, 1, 1024},     \
         {"--batch", CLI_COUNT, &(a).batch, 1, 1 << 16}, {"--ctx", CLI_COUNT, &(a).ctx, 1, INT64_C(1) << 40}, \
-        {"--max-tokens", CLI_COUNT, &(a).max_tokens, 1, INT64_C(1) << 40}
+        {"--max-tokens", CLI_COUNT, &(a).max_tokens, 1, INT64_C(1) << 40}, CLI_DEVICE_OPTIONS((a).dev)
 
 #define SAMPLING_HELP                                                                                            \
     "  --max-tokens N        most tokens to generate (default 256)\n"                                            \
@@ -44,10 +45,16 @@ static sampling_args default_sampling(void) {
     "  --seed N              random seed (default 24301); the same seed gives the same text\n"                   \
     "  --ctx N               context size (default: prompt + max tokens); k/M suffixes accepted\n"               \
     "  --threads N           worker threads (default: all CPUs)\n"                                               \
-    "  --batch N             prompt tokens per step (default 512)\n"
+    "  --batch N             prompt tokens per step (default 512)\n"                                       \
+    CLI_DEVICE_HELP
 
-static gen_options to_options(const char *model, const sampling_args *a) {
+/* 0, or CLI_EXIT_USAGE after a bad device argument. */
+static int to_options(const char *cmd, const char *model, const sampling_args *a, gen_options *out) {
     gen_options o = {.model = model, .n_ctx = a->ctx, .n_batch = a->batch, .threads = a->threads, .progress = true};
+    o.device = jamba_context_default_params();
+    int rc = cli_device_params(cmd, &a->dev, &o.device);
+    if (rc != 0)
+        return rc;
     o.sampling = jamba_sampler_default_params();
     o.sampling.temperature = (float)a->temperature;
     o.sampling.top_k = (int32_t)a->top_k;
@@ -56,7 +63,8 @@ static gen_options to_options(const char *model, const sampling_args *a) {
     o.sampling.repetition_penalty = (float)a->repeat_penalty;
     o.sampling.presence_penalty = (float)a->presence_penalty;
     o.sampling.seed = (uint64_t)a->seed;
-    return o;
+    *out = o;
+    return 0;
 }
 
 /* ---- generate --------------------------------------------------------------------------------- */
@@ -114,6 +122,9 @@ int cmd_generate(int argc, char **argv) {
         return rc < 0 ? CLI_EXIT_OK : rc;
     if (prompt && prompt_file)
         return cli_usage_error("generate", "give --prompt or --prompt-file, not both");
+    gen_options o;
+    if ((rc = to_options("generate", model, &a, &o)) != 0)
+        return rc;
     size_t len = 0;
     char *text = NULL;
     if (prompt) {
@@ -129,7 +140,6 @@ int cmd_generate(int argc, char **argv) {
                 strerror(errno));
         return CLI_EXIT_FAIL;
     }
-    gen_options o = to_options(model, &a);
     jamba_error err = {0};
     gen_session s;
     /* open with a provisional context, tokenize, then size the real one */
@@ -213,7 +223,9 @@ int cmd_chat(int argc, char **argv) {
     int rc = cli_parse("chat", argc, argv, opts, sizeof opts / sizeof opts[0], help_chat);
     if (rc != 0)
         return rc < 0 ? CLI_EXIT_OK : rc;
-    gen_options o = to_options(model, &a);
+    gen_options o;
+    if ((rc = to_options("chat", model, &a, &o)) != 0)
+        return rc;
     jamba_error err = {0};
     gen_session s;
     if ((rc = gen_open(&s, &o, a.ctx, &err)) != CLI_EXIT_OK) {

@@ -24,6 +24,8 @@ typedef struct score_opts {
     const char *tokens, *file, *dump;
     int64_t threads, batch;
     bool json;
+    cli_device_args dev;
+    jamba_context_params device; /* the device fields, from dev */
 } score_opts;
 
 typedef struct score_result {
@@ -35,7 +37,7 @@ typedef struct score_result {
 
 static void print_help(void) {
     printf("usage: jamba score --model DIR [--model DIR ...] (--file TEXT | --tokens ID,ID,...) [--json]\n"
-           "                   [--dump-logits FILE] [--threads N] [--batch N]\n"
+           "                   [--dump-logits FILE] [--threads N] [--batch N] [--device cpu|cuda]\n"
            "\n"
            "Run a text or token ids as one sequence and report the mean negative log-likelihood of each next\n"
            "token, the perplexity and bits per byte. Long texts are scored in steps of --batch tokens (chunked\n"
@@ -51,6 +53,7 @@ static void print_help(void) {
            "                       \"logits\", F32, shape [T, vocab]\n"
            "  --threads N          worker threads (default: all CPUs)\n"
            "  --batch N            tokens per step (default 512)\n"
+           CLI_DEVICE_HELP
            "\n"
            "Exit status: 0 ok, 1 failure (one line on stderr), 2 usage error.\n");
 }
@@ -113,6 +116,9 @@ static int score_ids(const score_opts *o, jamba_model *m, const int32_t *ids, in
     cp.n_ctx = T;
     cp.n_batch = T < o->batch ? T : o->batch;
     cp.n_threads = (int32_t)o->threads;
+    cp.device = o->device.device;
+    cp.gpu_index = o->device.gpu_index;
+    cp.gpu_dtype = o->device.gpu_dtype;
     jamba_context *ctx = NULL;
     r->tokens = T;
     r->logprob = calloc((size_t)(T > 1 ? T - 1 : 1), sizeof *r->logprob);
@@ -234,7 +240,7 @@ int cmd_score(int argc, char **argv) {
         {"--model", CLI_STRINGS, &o.models, 0, 0},      {"--tokens", CLI_STRING, &o.tokens, 0, 0},
         {"--file", CLI_STRING, &o.file, 0, 0},          {"--dump-logits", CLI_STRING, &o.dump, 0, 0},
         {"--threads", CLI_COUNT, &o.threads, 1, 1024},  {"--batch", CLI_COUNT, &o.batch, 1, 1 << 16},
-        {"--json", CLI_FLAG, &o.json, 0, 0},
+        {"--json", CLI_FLAG, &o.json, 0, 0},            CLI_DEVICE_OPTIONS(o.dev),
     };
     int rc = cli_parse("score", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
     if (rc != 0)
@@ -243,6 +249,9 @@ int cmd_score(int argc, char **argv) {
         return cli_usage_error("score", "--model DIR and one of --file TEXT or --tokens LIST are required");
     if (o.dump && o.models.n > 1)
         return cli_usage_error("score", "--dump-logits works with one --model");
+    o.device = jamba_context_default_params();
+    if ((rc = cli_device_params("score", &o.dev, &o.device)) != 0)
+        return rc;
     size_t text_len = 0;
     char *text = NULL;
     if (o.file && (text = cli_read_file(o.file, &text_len)) == NULL) {

@@ -36,6 +36,7 @@ static void add_stop_id(gen_session *s, int32_t id) {
 
 int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *err) {
     memset(s, 0, sizeof *s);
+    s->pending = -1;
     const char *dir = o->model ? o->model : gen_default_model();
     if (jamba_model_load(dir, NULL, &s->model, err) != JAMBA_OK ||
         jamba_tokenizer_load(dir, &s->tok, err) != JAMBA_OK)
@@ -48,6 +49,9 @@ int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *e
         return CLI_EXIT_FAIL;
     }
     jamba_context_params cp = jamba_context_default_params();
+    cp.device = o->device.device;
+    cp.gpu_index = o->device.gpu_index;
+    cp.gpu_dtype = o->device.gpu_dtype;
     cp.n_ctx = n_ctx;
     cp.n_batch = o->n_batch;
     cp.n_threads = (int32_t)o->threads;
@@ -86,22 +90,24 @@ void gen_progress(const char *what, int64_t done, int64_t total, double seconds)
     fflush(stderr);
 }
 
-jamba_status gen_prefill(gen_session *s, const int32_t *ids, int64_t n, bool want_logits, bool progress,
+jamba_status gen_prefill(gen_session *s, const int32_t *ids, int64_t n, bool keep_last, bool progress,
                          jamba_error *err) {
-    bool bar = progress && n > s->n_batch && isatty(STDERR_FILENO);
+    /* with keep_last the prompt's last token is held back: gen_run feeds it and samples in one call */
+    const int64_t feed = keep_last && n > 0 ? n - 1 : n;
+    bool bar = progress && feed > s->n_batch && isatty(STDERR_FILENO);
     double t0 = now();
-    for (int64_t at = 0; at < n; at += s->n_batch) {
-        int64_t k = n - at < s->n_batch ? n - at : s->n_batch;
-        jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = k,
-                              .logits = want_logits && at + k == n ? JAMBA_LOGITS_LAST : JAMBA_LOGITS_NONE};
+    for (int64_t at = 0; at < feed; at += s->n_batch) {
+        int64_t k = feed - at < s->n_batch ? feed - at : s->n_batch;
+        jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = k, .logits = JAMBA_LOGITS_NONE};
         jamba_status st = jamba_decode(s->ctx, &in, 1, err);
         if (st != JAMBA_OK)
             return st;
         if (bar)
-            gen_progress("prefill", at + k, n, now() - t0);
+            gen_progress("prefill", at + k, feed, now() - t0);
     }
     for (int64_t i = 0; i < n; i++)
         jamba_sampler_accept(s->sampler, ids[i]);
+    s->pending = keep_last && n > 0 ? ids[n - 1] : -1;
     s->prefill_seconds += now() - t0;
     s->prefill_tokens += n;
     return JAMBA_OK;
@@ -159,16 +165,31 @@ static bool is_stop_id(const gen_session *s, int32_t id) {
     return false;
 }
 
+/* Feed the held-back token and choose the next one (on the context's device). */
+static jamba_status feed_and_sample(gen_session *s, int32_t *tok, jamba_error *err) {
+    double t0 = now();
+    jamba_seq_input in = {.seq = 0, .tokens = &s->pending, .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
+    jamba_status st = jamba_decode_sample(s->ctx, &in, 1, &s->sampler, tok, err);
+    s->decode_seconds += now() - t0;
+    s->pending = -1;
+    return st;
+}
+
 jamba_status gen_run(gen_session *s, const gen_stop *stop, FILE *out, gen_end *end, int32_t *last, jamba_error *err) {
     jamba_stream_decoder *dec = NULL;
     jamba_status st = jamba_stream_decoder_create(s->tok, false, &dec, err);
     held_text held = {0};
     *last = -1;
     *end = GEN_END_MAX_TOKENS;
-    for (int64_t i = 0; st == JAMBA_OK && i < stop->max_tokens; i++) {
-        int32_t tok;
-        if ((st = jamba_sampler_sample(s->sampler, jamba_logits(s->ctx, 0, NULL), &tok, err)) != JAMBA_OK)
+    for (int64_t i = 0; st == JAMBA_OK && i < stop->max_tokens && s->pending >= 0; i++) {
+        if (jamba_seq_length(s->ctx, 0) >= s->n_ctx) {
+            *end = GEN_END_CONTEXT;
             break;
+        }
+        int32_t tok;
+        if ((st = feed_and_sample(s, &tok, err)) != JAMBA_OK)
+            break;
+        s->decode_tokens++;
         if (is_stop_id(s, tok)) {
             *end = GEN_END_EOS;
             *last = tok;
@@ -183,21 +204,19 @@ jamba_status gen_run(gen_session *s, const gen_stop *stop, FILE *out, gen_end *e
             st = err->status = JAMBA_ERR_OUT_OF_MEMORY;
             break;
         }
-        bool stopped = release_held(&held, stop, out);
-        jamba_sampler_accept(s->sampler, tok);
-        if (jamba_seq_length(s->ctx, 0) >= s->n_ctx) {
-            *end = GEN_END_CONTEXT;
-            break;
-        }
-        double t0 = now();
-        jamba_seq_input in = {.seq = 0, .tokens = &tok, .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
-        st = jamba_decode(s->ctx, &in, 1, err);
-        s->decode_seconds += now() - t0;
-        s->decode_tokens++;
-        if (stopped) {
+        s->pending = tok;
+        if (release_held(&held, stop, out)) {
             *end = GEN_END_STOP_STRING;
             break;
         }
+    }
+    /* the last printed token joins the context too, so a conversation continues after it */
+    if (st == JAMBA_OK && s->pending >= 0 && jamba_seq_length(s->ctx, 0) < s->n_ctx) {
+        jamba_seq_input in = {.seq = 0, .tokens = &s->pending, .n_tokens = 1, .logits = JAMBA_LOGITS_NONE};
+        double t0 = now();
+        st = jamba_decode(s->ctx, &in, 1, err);
+        s->decode_seconds += now() - t0;
+        s->pending = -1;
     }
     if (st == JAMBA_OK && *end != GEN_END_STOP_STRING) {
         const char *rest;

@@ -47,3 +47,22 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
     }
     return 0;
 }
+
+int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p) {
+    if (d->device == NULL || strcmp(d->device, "cpu") == 0)
+        p->device = JAMBA_DEVICE_CPU;
+    else if (strcmp(d->device, "cuda") == 0 || strcmp(d->device, "gpu") == 0)
+        p->device = JAMBA_DEVICE_CUDA;
+    else
+        return cli_usage_error(cmd, "--device %s: expected cpu or cuda", d->device);
+    if (d->gpu_dtype == NULL || strcmp(d->gpu_dtype, "bf16") == 0)
+        p->gpu_dtype = JAMBA_DTYPE_BF16;
+    else if (strcmp(d->gpu_dtype, "f32") == 0 || strcmp(d->gpu_dtype, "fp32") == 0)
+        p->gpu_dtype = JAMBA_DTYPE_F32;
+    else
+        return cli_usage_error(cmd, "--gpu-dtype %s: expected bf16 or f32", d->gpu_dtype);
+    if ((d->gpu != 0 || d->gpu_dtype) && p->device != JAMBA_DEVICE_CUDA)
+        return cli_usage_error(cmd, "--gpu and --gpu-dtype need --device cuda");
+    p->gpu_index = (int32_t)d->gpu;
+    return 0;
+}
