@@ -22,9 +22,9 @@ suite() {  # suite NAME CMAKE_ARGS...
 }
 
 mkdir -p build
-suite cpu -DJAMBA_CUDA=OFF -DCMAKE_BUILD_TYPE=Release
+suite cpu -DJAMBA_CUDA=OFF -DJAMBA_REQUIRE_CRITERION=ON -DCMAKE_BUILD_TYPE=Release
 if command -v nvcc >/dev/null 2>&1; then
-  suite cuda -DJAMBA_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  suite cuda -DJAMBA_CUDA=ON -DJAMBA_REQUIRE_CRITERION=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
   build/cuda/jamba devices
 elif [ "${JAMBA_REQUIRE_CUDA:-0}" = "1" ]; then
   echo "JAMBA_REQUIRE_CUDA=1 but no CUDA toolkit (nvcc) was found" >&2
@@ -32,7 +32,7 @@ elif [ "${JAMBA_REQUIRE_CUDA:-0}" = "1" ]; then
 else
   echo "== cuda: SKIPPED (no CUDA toolkit; install NVIDIA's cuda-toolkit to build the GPU backend)"
 fi
-suite asan -DJAMBA_CUDA=OFF -DJAMBA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+suite asan -DJAMBA_CUDA=OFF -DJAMBA_REQUIRE_CRITERION=ON -DJAMBA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 echo "== fuzz smoke"
 tools/fuzz-smoke.sh "${FUZZ_SECONDS:-20}"
 echo "== all test stages passed"

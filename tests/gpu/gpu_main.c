@@ -1,0 +1,88 @@
+/*
+ * gpu_main.c — the GPU test program: every CUDA op against its CPU twin (test_gpu_ops.c) and the whole
+ * model against the CPU path and the transformers fixtures (test_gpu_model.c).
+ *
+ *   test_gpu [--filter TEXT] [--small] [--list]
+ *
+ * Exit status: 0 all passed, 1 a failure, 77 skipped (no usable GPU), the code ctest treats as a skip.
+ */
+#include "gpu_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int gt_current_failures;
+static bool small_only;
+
+bool gt_small_only(void) { return small_only; }
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    const char *filter = NULL;
+    bool list = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc)
+            filter = argv[++i];
+        else if (strcmp(argv[i], "--small") == 0)
+            small_only = true;
+        else if (strcmp(argv[i], "--list") == 0)
+            list = true;
+        else {
+            fprintf(stderr, "usage: test_gpu [--filter TEXT] [--small] [--list]\n");
+            return 2;
+        }
+    }
+    const gt_case *sets[2] = {gt_op_cases, gt_model_cases};
+    const int counts[2] = {gt_n_op_cases, gt_n_model_cases};
+    if (list) {
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < counts[s]; i++)
+                printf("%s%s\n", sets[s][i].name, sets[s][i].small ? " (small)" : "");
+        return 0;
+    }
+    jamba_backend_info info;
+    jamba_backend_query(&info, NULL);
+    if (!info.cuda_built || info.device_count == 0) {
+        printf("test_gpu: SKIPPED: %s\n", info.cuda_built ? info.note : "built without CUDA");
+        return 77;
+    }
+    jamba_device_info dev;
+    jamba_error err = {0};
+    if (jamba_device_query(0, &dev, &err) != JAMBA_OK) {
+        printf("test_gpu: device 0 is not usable: %s\n", err.message);
+        return 1;
+    }
+    printf("test_gpu: %s (sm_%d%d, %d SMs, %.1f GiB), CUDA runtime %d, driver %d, cuBLAS %d\n", dev.name,
+           dev.compute_major, dev.compute_minor, dev.multiprocessors, (double)dev.total_memory / (1 << 30),
+           info.cuda_runtime_version, info.cuda_driver_version, info.cublas_version);
+    int run = 0, failed = 0;
+    double t_all = now();
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < counts[s]; i++) {
+            const gt_case *c = &sets[s][i];
+            if ((filter && strstr(c->name, filter) == NULL) || (small_only && !c->small))
+                continue;
+            printf("%s\n", c->name);
+            fflush(stdout);
+            gt_current_failures = 0;
+            double t0 = now();
+            c->fn();
+            cudaError_t e = cudaDeviceSynchronize();
+            if (e != cudaSuccess)
+                gt_fail(__FILE__, __LINE__, "device error after the test: %s", cudaGetErrorString(e));
+            cudaGetLastError();
+            run++;
+            failed += gt_current_failures > 0;
+            printf("  %s (%.2f s)\n", gt_current_failures ? "FAILED" : "ok", now() - t0);
+            fflush(stdout);
+        }
+    printf("test_gpu: %d tests, %d failed, %.1f s\n", run, failed, now() - t_all);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,537 @@
+/*
+ * test_gpu_model.c — the whole model on the GPU against the CPU path and the transformers fixtures:
+ * every fixture's logits and greedy continuation (fp32 mode), bf16 mode within its looser bound, chunked
+ * prefill, several sequences at different positions in one step, CUDA graphs against direct launches,
+ * device sampling against the CPU sampler, sequence fork/save/restore, and the demo model.
+ */
+#include "gpu_test.h"
+
+#include "ckpt/safetensors.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* End-to-end bounds (normalised MSE): fp32 mode against the CPU and the reference; bf16 mode against
+ * the CPU path (bf16 weights and activations change the function itself). */
+#define E2E_TOL_F32 1e-7
+#define E2E_TOL_BF16 1e-2
+
+static jamba_model *load(const char *dir) {
+    jamba_model *m = NULL;
+    jamba_error err = {0};
+    if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "%s: %s", dir, err.message);
+        return NULL;
+    }
+    return m;
+}
+
+static jamba_context *context(const jamba_model *m, jamba_device_type dev, jamba_dtype dt, int32_t n_seq,
+                              int64_t n_batch, bool graphs) {
+    jamba_context_params p = jamba_context_default_params();
+    p.device = dev;
+    p.gpu_dtype = dt;
+    p.gpu_graphs = graphs;
+    p.n_seq_max = n_seq;
+    p.n_ctx = 512;
+    p.n_batch = n_batch;
+    p.n_threads = 4;
+    p.n_logits_max = 512;
+    jamba_context *ctx = NULL;
+    jamba_error err = {0};
+    if (jamba_context_create(m, &p, &ctx, &err) != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "context (%s, %s): %s", dev == JAMBA_DEVICE_CUDA ? "cuda" : "cpu",
+                jamba_dtype_name(dt), err.message);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Feed ids to `seq` with the given logits mode; a copy of the logits (rows x V) or NULL. */
+static float *feed(jamba_context *ctx, int32_t seq, const int32_t *ids, int64_t n, jamba_logits_mode mode,
+                   int64_t V) {
+    jamba_seq_input in = {.seq = seq, .tokens = ids, .n_tokens = n, .logits = mode};
+    jamba_error err = {0};
+    if (jamba_decode(ctx, &in, 1, &err) != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "decode: %s", err.message);
+        return NULL;
+    }
+    if (mode == JAMBA_LOGITS_NONE)
+        return NULL;
+    int64_t rows = 0;
+    const float *l = jamba_logits(ctx, 0, &rows);
+    float *copy = malloc((size_t)(rows * V) * 4);
+    memcpy(copy, l, (size_t)(rows * V) * 4);
+    return copy;
+}
+
+static int32_t argmax(const float *x, int64_t n) {
+    int32_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = (int32_t)i;
+    return best;
+}
+
+/* ---- the transformers fixtures ------------------------------------------------------------------------- */
+
+typedef struct fixture {
+    char name[64];
+    jb_st_file ref;
+    int32_t *ids;
+    int64_t T;
+    const float *logits, *step_logits;
+    const int64_t *greedy;
+    int64_t n_greedy;
+} fixture;
+
+static const void *ref_tensor(const jb_st_file *f, const char *name, int64_t *rows) {
+    for (int64_t i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0) {
+            if (rows)
+                *rows = f->tensors[i].shape[0];
+            return jb_st_tensor_data(f, &f->tensors[i]);
+        }
+    return NULL;
+}
+
+static bool fixture_open(fixture *fx, const char *name) {
+    memset(fx, 0, sizeof *fx);
+    snprintf(fx->name, sizeof fx->name, "%s", name);
+    char rel[160];
+    snprintf(rel, sizeof rel, "forward/%s/reference.safetensors", name);
+    char *path = gt_fixture(rel);
+    jamba_error err = {0};
+    bool ok = jb_st_open(path, path, &fx->ref, &err) == JAMBA_OK;
+    free(path);
+    if (!ok) {
+        gt_fail(__FILE__, __LINE__, "%s: %s", name, err.message);
+        return false;
+    }
+    const int64_t *ids = ref_tensor(&fx->ref, "input_ids", &fx->T);
+    fx->logits = ref_tensor(&fx->ref, "logits", NULL);
+    fx->step_logits = ref_tensor(&fx->ref, "step_logits", NULL);
+    fx->greedy = ref_tensor(&fx->ref, "greedy_tokens", &fx->n_greedy);
+    if (ids == NULL || fx->logits == NULL) {
+        gt_fail(__FILE__, __LINE__, "%s: reference without input_ids or logits", name);
+        jb_st_close(&fx->ref);
+        return false;
+    }
+    fx->ids = malloc((size_t)fx->T * 4);
+    for (int64_t i = 0; i < fx->T; i++)
+        fx->ids[i] = (int32_t)ids[i];
+    return true;
+}
+
+static void fixture_close(fixture *fx) {
+    free(fx->ids);
+    jb_st_close(&fx->ref);
+}
+
+static jamba_model *fixture_model(const char *name) {
+    char rel[160];
+    snprintf(rel, sizeof rel, "forward/%s/model", name);
+    char *dir = gt_fixture(rel);
+    jamba_model *m = load(dir);
+    free(dir);
+    return m;
+}
+
+/* The fixture names: the folders of tests/fixtures/forward. */
+static int fixture_names(char names[][64], int cap) {
+    char *dir = gt_fixture("forward");
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL && n < cap;)
+        if (e->d_name[0] != '.' && strlen(e->d_name) < 64)
+            snprintf(names[n++], 64, "%s", e->d_name);
+    if (d)
+        closedir(d);
+    free(dir);
+    if (n == 0)
+        gt_fail(__FILE__, __LINE__, "no fixtures under tests/fixtures/forward");
+    return n;
+}
+
+static void fixture_on_gpu(const char *name, jamba_dtype dt) {
+    fixture fx;
+    if (!fixture_open(&fx, name))
+        return;
+    jamba_model *m = fixture_model(name);
+    if (m == NULL) {
+        fixture_close(&fx);
+        return;
+    }
+    const int64_t V = jamba_model_config(m)->vocab_size;
+    jamba_context *gpu = context(m, JAMBA_DEVICE_CUDA, dt, 1, 64, true);
+    jamba_context *cpu = context(m, JAMBA_DEVICE_CPU, JAMBA_DTYPE_F32, 1, 64, false);
+    if (gpu && cpu) {
+        float *g = feed(gpu, 0, fx.ids, fx.T, JAMBA_LOGITS_ALL, V);
+        float *c = feed(cpu, 0, fx.ids, fx.T, JAMBA_LOGITS_ALL, V);
+        const double tol = dt == JAMBA_DTYPE_F32 ? E2E_TOL_F32 : E2E_TOL_BF16;
+        char what[160];
+        if (g && c) {
+            snprintf(what, sizeof what, "%s %s prefill logits vs CPU", name, jamba_dtype_name(dt));
+            gt_expect_close(what, g, c, fx.T * V, tol);
+            snprintf(what, sizeof what, "%s %s prefill logits vs transformers", name, jamba_dtype_name(dt));
+            gt_expect_close(what, g, fx.logits, fx.T * V, tol);
+            gt_note("%s %s: prefill nmse vs CPU %.2e, vs transformers %.2e", name, jamba_dtype_name(dt),
+                    gt_nmse(g, c, fx.T * V), gt_nmse(g, fx.logits, fx.T * V));
+        }
+        /* greedy continuation, one token per step (the decode graph) */
+        int32_t next = g ? argmax(g + (fx.T - 1) * V, V) : 0;
+        int same = 0;
+        for (int64_t i = 0; g && fx.greedy && i < fx.n_greedy; i++) {
+            if (dt == JAMBA_DTYPE_F32 && next != (int32_t)fx.greedy[i]) {
+                gt_fail(__FILE__, __LINE__, "%s: greedy token %lld is %d, transformers %lld", name, (long long)i, next,
+                        (long long)fx.greedy[i]);
+                break;
+            }
+            same += next == (int32_t)fx.greedy[i];
+            next = (int32_t)fx.greedy[i]; /* continue on the reference path so the step logits compare */
+            float *s = feed(gpu, 0, &next, 1, JAMBA_LOGITS_LAST, V);
+            if (s == NULL)
+                break;
+            if (fx.step_logits) {
+                snprintf(what, sizeof what, "%s %s step %lld logits vs transformers", name, jamba_dtype_name(dt),
+                         (long long)i);
+                gt_expect_close(what, s, fx.step_logits + i * V, V, tol);
+            }
+            next = argmax(s, V);
+            free(s);
+        }
+        if (fx.greedy)
+            gt_note("%s %s: %d of %lld greedy tokens as transformers", name, jamba_dtype_name(dt), same,
+                    (long long)fx.n_greedy);
+        free(g);
+        free(c);
+    }
+    jamba_context_free(gpu);
+    jamba_context_free(cpu);
+    jamba_model_free(m);
+    fixture_close(&fx);
+}
+
+static void test_fixtures_f32(void) {
+    char names[32][64];
+    int n = fixture_names(names, 32);
+    for (int i = 0; i < n; i++)
+        fixture_on_gpu(names[i], JAMBA_DTYPE_F32);
+}
+
+static void test_fixtures_bf16(void) {
+    char names[32][64];
+    int n = fixture_names(names, 32);
+    for (int i = 0; i < n; i++)
+        fixture_on_gpu(names[i], JAMBA_DTYPE_BF16);
+}
+
+/* ---- chunking, batching, graphs ------------------------------------------------------------------------- */
+
+static void test_chunked_prefill(void) {
+    static const char *const names[] = {"mini", "pure-mamba-moe", "pure-attention-dense"};
+    for (int f = 0; f < 3; f++) {
+        fixture fx;
+        if (!fixture_open(&fx, names[f]))
+            continue;
+        jamba_model *m = fixture_model(names[f]);
+        const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
+        jamba_context *whole = m ? context(m, JAMBA_DEVICE_CUDA, JAMBA_DTYPE_F32, 1, 64, true) : NULL;
+        jamba_context *chunks = m ? context(m, JAMBA_DEVICE_CUDA, JAMBA_DTYPE_F32, 1, 5, true) : NULL;
+        if (whole && chunks) {
+            float *a = feed(whole, 0, fx.ids, fx.T, JAMBA_LOGITS_ALL, V);
+            float *b = feed(chunks, 0, fx.ids, fx.T, JAMBA_LOGITS_ALL, V);
+            if (a && b)
+                gt_expect_close(names[f], b, a, fx.T * V, E2E_TOL_F32);
+            free(a);
+            free(b);
+        }
+        jamba_context_free(whole);
+        jamba_context_free(chunks);
+        jamba_model_free(m);
+        fixture_close(&fx);
+    }
+}
+
+/* Three sequences at different positions, some prefilling and one decoding, in one call, against each
+ * run alone. */
+static void test_batching(void) {
+    fixture fx;
+    if (!fixture_open(&fx, "mini"))
+        return;
+    jamba_model *m = fixture_model("mini");
+    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
+    for (int di = 0; m && di < 2; di++) {
+        const jamba_dtype dt = di ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
+        jamba_context *together = context(m, JAMBA_DEVICE_CUDA, dt, 3, 64, true);
+        jamba_context *alone = context(m, JAMBA_DEVICE_CUDA, dt, 1, 64, true);
+        if (!together || !alone) {
+            jamba_context_free(together);
+            jamba_context_free(alone);
+            break;
+        }
+        /* histories of 0, 7 and 15 tokens, then 9, 1 and 4 more together */
+        static const int64_t hist[3] = {0, 7, 15}, more[3] = {9, 1, 4};
+        for (int s = 1; s < 3; s++)
+            free(feed(together, s, fx.ids, hist[s], JAMBA_LOGITS_NONE, V));
+        jamba_seq_input in[3];
+        for (int s = 0; s < 3; s++)
+            in[s] = (jamba_seq_input){.seq = s, .tokens = fx.ids + hist[s], .n_tokens = more[s], .logits = JAMBA_LOGITS_ALL};
+        jamba_error err = {0};
+        GT_CHECK(jamba_decode(together, in, 3, &err) == JAMBA_OK, "batched decode: %s", err.message);
+        for (int s = 0; s < 3; s++) {
+            int64_t rows = 0;
+            const float *got = jamba_logits(together, s, &rows);
+            float *copy = malloc((size_t)(rows * V) * 4);
+            memcpy(copy, got, (size_t)(rows * V) * 4);
+            jamba_seq_reset(alone, 0, NULL);
+            if (hist[s])
+                free(feed(alone, 0, fx.ids, hist[s], JAMBA_LOGITS_NONE, V));
+            float *want = feed(alone, 0, fx.ids + hist[s], more[s], JAMBA_LOGITS_ALL, V);
+            char what[64];
+            snprintf(what, sizeof what, "%s sequence %d", jamba_dtype_name(dt), s);
+            if (want)
+                gt_expect_close(what, copy, want, rows * V, dt == JAMBA_DTYPE_F32 ? E2E_TOL_F32 : 1e-4);
+            free(copy);
+            free(want);
+        }
+        jamba_context_free(together);
+        jamba_context_free(alone);
+    }
+    jamba_model_free(m);
+    fixture_close(&fx);
+}
+
+/* Decode steps replayed from a CUDA graph give the same logits as direct launches. */
+static void test_graphs(void) {
+    fixture fx;
+    if (!fixture_open(&fx, "mini"))
+        return;
+    jamba_model *m = fixture_model("mini");
+    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
+    for (int di = 0; m && di < 2; di++) {
+        const jamba_dtype dt = di ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
+        jamba_context *g = context(m, JAMBA_DEVICE_CUDA, dt, 2, 64, true);
+        jamba_context *d = context(m, JAMBA_DEVICE_CUDA, dt, 2, 64, false);
+        if (!g || !d) {
+            jamba_context_free(g);
+            jamba_context_free(d);
+            break;
+        }
+        for (int s = 0; s < 2; s++) {
+            free(feed(g, s, fx.ids, 6 + s, JAMBA_LOGITS_NONE, V));
+            free(feed(d, s, fx.ids, 6 + s, JAMBA_LOGITS_NONE, V));
+        }
+        int differ = 0;
+        for (int step = 0; step < 12; step++) {
+            int32_t tok[2] = {fx.ids[(step * 5) % fx.T], fx.ids[(step * 3 + 1) % fx.T]};
+            /* alternate one- and two-sequence steps: two graphs */
+            int n = step % 2 ? 2 : 1;
+            jamba_seq_input in[2] = {{0, &tok[0], 1, JAMBA_LOGITS_LAST}, {1, &tok[1], 1, JAMBA_LOGITS_LAST}};
+            jamba_error err = {0};
+            GT_CHECK(jamba_decode(g, in, n, &err) == JAMBA_OK, "graph decode: %s", err.message);
+            GT_CHECK(jamba_decode(d, in, n, &err) == JAMBA_OK, "direct decode: %s", err.message);
+            for (int s = 0; s < n; s++)
+                differ += memcmp(jamba_logits(g, s, NULL), jamba_logits(d, s, NULL), (size_t)V * 4) != 0;
+        }
+        GT_CHECK(differ == 0, "%s: %d decode rows differ between graph replay and direct launches",
+                 jamba_dtype_name(dt), differ);
+        jamba_context_free(g);
+        jamba_context_free(d);
+    }
+    jamba_model_free(m);
+    fixture_close(&fx);
+}
+
+/* ---- sampling and state ----------------------------------------------------------------------------------- */
+
+static void test_decode_sample(void) {
+    fixture fx;
+    if (!fixture_open(&fx, "mini"))
+        return;
+    jamba_model *m = fixture_model("mini");
+    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
+    enum { S = 4 };
+    jamba_context *gpu = m ? context(m, JAMBA_DEVICE_CUDA, JAMBA_DTYPE_F32, S, 64, true) : NULL;
+    jamba_context *cpu = m ? context(m, JAMBA_DEVICE_CPU, JAMBA_DTYPE_F32, S, 64, false) : NULL;
+    jamba_sampler *sg[S] = {0}, *sc[S] = {0};
+    int32_t next[S];
+    for (int i = 0; gpu && cpu && i < S; i++) {
+        jamba_sampler_params p = jamba_sampler_default_params();
+        p.seed = 5 + (uint64_t)i;
+        if (i == 0)
+            p.temperature = 0;
+        if (i == 2)
+            p.top_k = 0; /* the host fallback */
+        if (i == 3)
+            p.repetition_penalty = 1.3f, p.presence_penalty = 0.4f;
+        jamba_sampler_create(&p, V, &sg[i], NULL);
+        jamba_sampler_create(&p, V, &sc[i], NULL);
+        next[i] = fx.ids[i];
+    }
+    int same = 0, total = 0;
+    for (int step = 0; gpu && cpu && step < 24; step++) {
+        jamba_seq_input in[S];
+        int32_t tg[S], tc[S];
+        for (int i = 0; i < S; i++)
+            in[i] = (jamba_seq_input){.seq = i, .tokens = &next[i], .n_tokens = 1};
+        jamba_error err = {0};
+        if (jamba_decode_sample(gpu, in, S, sg, tg, &err) != JAMBA_OK ||
+            jamba_decode_sample(cpu, in, S, sc, tc, &err) != JAMBA_OK) {
+            gt_fail(__FILE__, __LINE__, "decode_sample: %s", err.message);
+            break;
+        }
+        for (int i = 0; i < S; i++) {
+            same += tg[i] == tc[i];
+            total++;
+            next[i] = tc[i];
+        }
+        if (same != total) {
+            gt_fail(__FILE__, __LINE__, "step %d: device tokens differ from the CPU's (%d of %d equal so far)", step,
+                    same, total);
+            break;
+        }
+    }
+    gt_note("%d of %d sampled tokens identical", same, total);
+    for (int i = 0; i < S; i++) {
+        jamba_sampler_free(sg[i]);
+        jamba_sampler_free(sc[i]);
+    }
+    jamba_context_free(gpu);
+    jamba_context_free(cpu);
+    jamba_model_free(m);
+    fixture_close(&fx);
+}
+
+static void test_state(void) {
+    fixture fx;
+    if (!fixture_open(&fx, "mini"))
+        return;
+    jamba_model *m = fixture_model("mini");
+    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
+    jamba_context *g = m ? context(m, JAMBA_DEVICE_CUDA, JAMBA_DTYPE_F32, 3, 64, true) : NULL;
+    jamba_context *c = m ? context(m, JAMBA_DEVICE_CPU, JAMBA_DTYPE_F32, 1, 64, false) : NULL;
+    const char *path = "/tmp/jamba_gpu_test.state";
+    if (g && c) {
+        free(feed(g, 0, fx.ids, fx.T - 8, JAMBA_LOGITS_NONE, V));
+        jamba_error err = {0};
+        GT_CHECK(jamba_seq_fork(g, 0, 1, &err) == JAMBA_OK, "fork: %s", err.message);
+        GT_CHECK(jamba_seq_save(g, 0, path, &err) == JAMBA_OK, "save: %s", err.message);
+        GT_CHECK(jamba_seq_restore(g, 2, path, &err) == JAMBA_OK, "restore: %s", err.message);
+        GT_CHECK(jamba_seq_restore(c, 0, path, &err) == JAMBA_OK, "restore on the CPU: %s", err.message);
+        float *a = feed(g, 0, fx.ids + fx.T - 8, 8, JAMBA_LOGITS_ALL, V);
+        float *b = feed(g, 1, fx.ids + fx.T - 8, 8, JAMBA_LOGITS_ALL, V);
+        float *r = feed(g, 2, fx.ids + fx.T - 8, 8, JAMBA_LOGITS_ALL, V);
+        float *cp = feed(c, 0, fx.ids + fx.T - 8, 8, JAMBA_LOGITS_ALL, V);
+        if (a && b && r && cp) {
+            GT_CHECK(memcmp(a, b, (size_t)(8 * V) * 4) == 0, "a forked sequence diverged");
+            GT_CHECK(memcmp(a, r, (size_t)(8 * V) * 4) == 0, "a restored sequence diverged");
+            gt_expect_close("GPU state continued on the CPU", cp, a, 8 * V, E2E_TOL_F32);
+            gt_expect_close("whole continuation vs transformers", a, fx.logits + (fx.T - 8) * V, 8 * V, E2E_TOL_F32);
+        }
+        free(a), free(b), free(r), free(cp);
+        GT_CHECK(jamba_seq_reset(g, 1, &err) == JAMBA_OK, "reset: %s", err.message);
+        GT_CHECK(jamba_seq_length(g, 1) == 0, "reset length");
+        remove(path);
+    }
+    jamba_context_free(g);
+    jamba_context_free(c);
+    jamba_model_free(m);
+    fixture_close(&fx);
+}
+
+/* ---- the demo model and device errors -------------------------------------------------------------------- */
+
+static void test_demo_model(void) {
+    jamba_model *m = load(JB_SOURCE_DIR "/models/demo");
+    jamba_tokenizer *tok = NULL;
+    if (m == NULL || jamba_tokenizer_load(JB_SOURCE_DIR "/models/demo", &tok, NULL) != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "the demo model or its tokenizer did not load");
+        jamba_model_free(m);
+        return;
+    }
+    const char *text = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n";
+    int32_t ids[256];
+    int64_t n = 0;
+    jamba_tokenize(tok, text, strlen(text), JAMBA_TOKENIZE_ADD_SPECIAL, ids, 256, &n, NULL);
+    const int64_t V = jamba_model_config(m)->vocab_size;
+    jamba_context *c = context(m, JAMBA_DEVICE_CPU, JAMBA_DTYPE_F32, 1, 64, false);
+    float *want = c ? feed(c, 0, ids, n, JAMBA_LOGITS_ALL, V) : NULL;
+    for (int di = 0; want && di < 2; di++) {
+        const jamba_dtype dt = di ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
+        jamba_context *g = context(m, JAMBA_DEVICE_CUDA, dt, 1, 64, true);
+        float *got = g ? feed(g, 0, ids, n, JAMBA_LOGITS_ALL, V) : NULL;
+        if (got) {
+            char what[64];
+            snprintf(what, sizeof what, "demo %s logits vs CPU", jamba_dtype_name(dt));
+            gt_expect_close(what, got, want, n * V, dt == JAMBA_DTYPE_F32 ? E2E_TOL_F32 : E2E_TOL_BF16);
+            gt_note("demo %s: nmse vs CPU %.2e", jamba_dtype_name(dt), gt_nmse(got, want, n * V));
+        }
+        if (got && dt == JAMBA_DTYPE_F32) { /* 64 greedy tokens, identical on both devices */
+            int32_t tg = argmax(got + (n - 1) * V, V), tc = argmax(want + (n - 1) * V, V);
+            int64_t i = 0;
+            for (; i < 64 && tg == tc; i++) {
+                float *lg = feed(g, 0, &tg, 1, JAMBA_LOGITS_LAST, V), *lc = feed(c, 0, &tc, 1, JAMBA_LOGITS_LAST, V);
+                if (lg == NULL || lc == NULL) {
+                    free(lg), free(lc);
+                    break;
+                }
+                tg = argmax(lg, V), tc = argmax(lc, V);
+                free(lg), free(lc);
+            }
+            GT_CHECK(i == 64, "greedy continuation differs from the CPU at token %lld", (long long)i);
+        }
+        free(got);
+        jamba_context_free(g);
+    }
+    free(want);
+    jamba_context_free(c);
+    jamba_tokenizer_free(tok);
+    jamba_model_free(m);
+}
+
+static void test_device_errors(void) {
+    fixture fx;
+    if (!fixture_open(&fx, "mini"))
+        return;
+    jamba_model *m = fixture_model("mini");
+    if (m) {
+        jamba_context_params p = jamba_context_default_params();
+        p.device = JAMBA_DEVICE_CUDA;
+        p.gpu_index = 99;
+        jamba_context *ctx = NULL;
+        jamba_error err = {0};
+        GT_CHECK(jamba_context_create(m, &p, &ctx, &err) == JAMBA_ERR_NO_DEVICE, "device 99: %s", err.message);
+        /* a context far too large for the device: a clear out-of-memory error, nothing leaked */
+        p.gpu_index = 0;
+        p.n_ctx = (int64_t)1 << 36;
+        p.n_seq_max = 64;
+        GT_CHECK(jamba_context_create(m, &p, &ctx, &err) == JAMBA_ERR_OUT_OF_MEMORY, "huge context: %s", err.message);
+        gt_note("%s", err.message);
+        /* a token outside the vocabulary is refused before anything runs, and the context stays usable */
+        jamba_context *g = context(m, JAMBA_DEVICE_CUDA, JAMBA_DTYPE_BF16, 1, 16, true);
+        int32_t bad = 1 << 30;
+        jamba_seq_input in = {.seq = 0, .tokens = &bad, .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
+        GT_CHECK(g && jamba_decode(g, &in, 1, &err) == JAMBA_ERR_INVALID_ARGUMENT, "bad token accepted");
+        in.tokens = fx.ids;
+        GT_CHECK(g && jamba_decode(g, &in, 1, &err) == JAMBA_OK, "the context broke: %s", err.message);
+        jamba_context_free(g);
+        jamba_model_free(m);
+    }
+    fixture_close(&fx);
+}
+
+const gt_case gt_model_cases[] = {
+    {"model/fixtures/f32", test_fixtures_f32, true},
+    {"model/fixtures/bf16", test_fixtures_bf16, false},
+    {"model/chunked_prefill", test_chunked_prefill, false},
+    {"model/batching", test_batching, true},
+    {"model/graphs", test_graphs, false},
+    {"model/decode_sample", test_decode_sample, false},
+    {"model/state", test_state, false},
+    {"model/demo", test_demo_model, false},
+    {"model/device_errors", test_device_errors, false},
+};
+const int gt_n_model_cases = sizeof gt_model_cases / sizeof gt_model_cases[0];
