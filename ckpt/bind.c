@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NAME_BYTES 192
 #define MISMATCH JAMBA_ERR_WEIGHT_MISMATCH
 
 typedef struct binder {
@@ -31,6 +30,8 @@ typedef struct binder {
     jamba_error *err;
     jamba_status status;   /* first hard error (wrong shape/dtype, conflicting names, OOM) */
     int64_t inner_norms_layer; /* first Mamba layer checked for optional dt/B/C norms, or -1 */
+    jb_tensor_spec *specs;  /* jb_expected_tensors: every missing tensor's canonical name and shape */
+    int64_t n_specs, cap_specs;
 } binder;
 
 typedef struct shape {
@@ -107,6 +108,16 @@ static void set_view(jb_weight *dst, const jb_ckpt_entry *e, const void *data, s
     memcpy(dst->shape, s.d, sizeof dst->shape);
 }
 
+static bool record_spec(binder *b, const char *name, shape want) {
+    if (!jb_grow((void **)&b->specs, &b->cap_specs, b->n_specs + 1, sizeof *b->specs))
+        return false;
+    jb_tensor_spec *t = &b->specs[b->n_specs++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->rank = want.rank;
+    memcpy(t->shape, want.d, sizeof t->shape);
+    return true;
+}
+
 /* Bind one tensor stored under n0 (canonical) or n1 (alternative; may be NULL). */
 static void bind(binder *b, jb_weight *dst, shape want, const char *n0, const char *n1) {
     if (!ok(b))
@@ -116,6 +127,8 @@ static void bind(binder *b, jb_weight *dst, shape want, const char *n0, const ch
         return;
     if (e == NULL) {
         if (!jb_strlist_addf(&b->missing, "%s", n0))
+            hard_fail_oom(b);
+        else if (b->cap_specs >= 0 && !record_spec(b, n0, want))
             hard_fail_oom(b);
         return;
     }
@@ -327,10 +340,36 @@ static jamba_status report(binder *b, bool allow_unexpected, jb_strlist *notes) 
     return st;
 }
 
+jamba_status jb_expected_tensors(const jamba_config *cfg, jb_tensor_spec **out, int64_t *n, jamba_error *err) {
+    *out = NULL;
+    *n = 0;
+    /* bind against an empty checkpoint: every tensor the config implies is then "missing", in order */
+    const jb_checkpoint empty = {0};
+    jb_weights w = {0};
+    binder b = {.cfg = cfg, .ckpt = &empty, .label = "config", .w = &w, .err = err, .inner_norms_layer = -1,
+                .cap_specs = 0};
+    w.layers = jb_calloc((size_t)cfg->num_hidden_layers, sizeof *w.layers);
+    w.n_layers = cfg->num_hidden_layers;
+    if (w.layers == NULL)
+        hard_fail_oom(&b);
+    else
+        bind_all(&b);
+    jb_strlist_free(&b.missing);
+    jb_weights_free(&w);
+    if (b.status != JAMBA_OK) {
+        jb_free(b.specs);
+        return b.status;
+    }
+    *out = b.specs;
+    *n = b.n_specs;
+    return JAMBA_OK;
+}
+
 jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt, bool allow_unexpected,
                              const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err) {
     memset(out, 0, sizeof *out);
-    binder b = {.cfg = cfg, .ckpt = ckpt, .label = label, .w = out, .err = err, .inner_norms_layer = -1};
+    binder b = {.cfg = cfg, .ckpt = ckpt, .label = label, .w = out, .err = err, .inner_norms_layer = -1,
+                .cap_specs = -1};
     b.used = jb_calloc((size_t)ckpt->n_entries, sizeof *b.used);
     out->order = jb_calloc((size_t)ckpt->n_entries, sizeof *out->order);
     out->layers = jb_calloc((size_t)cfg->num_hidden_layers, sizeof *out->layers);

@@ -147,6 +147,22 @@ jamba_status jb_checkpoint_open(const char *dir, bool *found, jb_checkpoint *out
     return st;
 }
 
+jamba_status jb_checkpoint_from_image(const uint8_t *image, uint64_t len, const char *label, jb_checkpoint *out,
+                                      jamba_error *err) {
+    memset(out, 0, sizeof *out);
+    out->shards = jb_calloc(1, sizeof *out->shards);
+    if (out->shards == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    jamba_status st = jb_st_parse_memory(image, len, label, &out->shards[0], err);
+    if (st == JAMBA_OK) {
+        out->n_shards = 1;
+        st = build_table(out, label, err);
+    }
+    if (st != JAMBA_OK)
+        jb_checkpoint_close(out);
+    return st;
+}
+
 void jb_checkpoint_close(jb_checkpoint *ckpt) {
     for (int64_t s = 0; s < ckpt->n_shards; s++)
         jb_st_close(&ckpt->shards[s]);

@@ -56,6 +56,11 @@ typedef struct jb_checkpoint {
 jamba_status jb_checkpoint_open(const char *dir, bool *found, jb_checkpoint *out, jamba_error *err);
 void jb_checkpoint_close(jb_checkpoint *ckpt);
 
+/* A checkpoint over one safetensors image in memory (validated like a file); the caller keeps `image`
+ * alive until jb_checkpoint_close. */
+jamba_status jb_checkpoint_from_image(const uint8_t *image, uint64_t len, const char *label, jb_checkpoint *out,
+                                      jamba_error *err);
+
 /* The entry named `name`, or NULL. */
 const jb_ckpt_entry *jb_checkpoint_find(const jb_checkpoint *ckpt, const char *name);
 

@@ -25,8 +25,7 @@ static jamba_status tensor_bytes(const jb_st_out_tensor *t, uint64_t *out, jamba
     return JAMBA_OK;
 }
 
-/* The header JSON, padded with spaces so that 8 + its length is a multiple of 8. */
-static jamba_status build_header(const jb_st_out_tensor *tensors, int64_t n, char **out, size_t *out_len,
+jamba_status jb_st_header(const jb_st_out_tensor *tensors, int64_t n, char **out, size_t *out_len,
                                  jamba_error *err) {
     json_t *root = json_object();
     json_t *meta = json_pack("{s:s}", "format", "pt");
@@ -96,7 +95,7 @@ static bool write_content(FILE *f, void *arg) {
 jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, jamba_error *err) {
     char *header = NULL;
     size_t header_len = 0;
-    JB_TRY(build_header(tensors, n, &header, &header_len, err));
+    JB_TRY(jb_st_header(tensors, n, &header, &header_len, err));
     st_content content = {header, header_len, tensors, n};
     jamba_status st = jb_write_file_atomic(path, write_content, &content, err);
     jb_free(header);

@@ -20,4 +20,8 @@ typedef struct jb_st_out_tensor {
 
 jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, jamba_error *err);
 
+/* The header JSON of such a file (data offsets in list order), padded with spaces so that 8 + its length
+ * is a multiple of 8; the caller frees *out with jb_free. */
+jamba_status jb_st_header(const jb_st_out_tensor *tensors, int64_t n, char **out, size_t *out_len, jamba_error *err);
+
 #endif /* JB_ST_WRITE_H */

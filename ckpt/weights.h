@@ -80,6 +80,18 @@ jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt,
                              const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err);
 void jb_weights_free(jb_weights *w);
 
+/* One tensor a config implies: its canonical (Hugging Face) name and shape. */
+#define NAME_BYTES 192
+typedef struct jb_tensor_spec {
+    char name[NAME_BYTES];
+    int rank;
+    int64_t shape[3];
+} jb_tensor_spec;
+
+/* Every tensor `cfg` implies, in binding order (per-expert names, untied lm_head only when untied); the
+ * caller frees *out with jb_free. */
+jamba_status jb_expected_tensors(const jamba_config *cfg, jb_tensor_spec **out, int64_t *n, jamba_error *err);
+
 /* Scan one tensor for NaN/Inf; on the first one fail naming the tensor and the element index. */
 jamba_status jb_check_finite(const jb_checkpoint *ckpt, int64_t entry, jamba_error *err);
 

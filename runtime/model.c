@@ -59,6 +59,46 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
     return JAMBA_OK;
 }
 
+/* An empty model named `path`; freed with jamba_model_free. */
+static jamba_status model_new(const char *path, jamba_model **out, jamba_error *err) {
+    jamba_model *m = *out = jb_calloc(1, sizeof *m);
+    if (m == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    m->gpu_lock_ready = pthread_mutex_init(&m->gpu_lock, NULL) == 0;
+    if (!m->gpu_lock_ready)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: cannot create a mutex", path);
+    if ((m->path = jb_strdup(path)) == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    return JAMBA_OK;
+}
+
+jamba_status jb_model_from_image(const char *config_json, size_t config_len, uint8_t *image, uint64_t image_len,
+                                 const char *label, jamba_model **out, jamba_error *err) {
+    *out = NULL;
+    jamba_model *m = NULL;
+    jamba_status st = model_new(label, &m, err);
+    if (st == JAMBA_OK) {
+        m->owned_image = image;
+        st = jb_config_parse(config_json, config_len, label, &m->config, &m->notes, err);
+    } else {
+        jb_free(image);
+    }
+    if (st == JAMBA_OK)
+        st = jb_checkpoint_from_image(image, image_len, label, &m->ckpt, err);
+    if (st == JAMBA_OK)
+        st = jb_bind_weights(&m->config, &m->ckpt, false, label, &m->weights, &m->notes, err);
+    if (st == JAMBA_OK) {
+        m->has_weights = true;
+        st = settle_inner_norms(m, err);
+    }
+    if (st != JAMBA_OK) {
+        jamba_model_free(m);
+        return st;
+    }
+    *out = m;
+    return JAMBA_OK;
+}
+
 jamba_status jamba_model_load(const char *dir, const jamba_model_params *params, jamba_model **out,
                               jamba_error *err) {
     if (out == NULL)
@@ -75,15 +115,8 @@ jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
     if (!S_ISDIR(sb.st_mode))
         return jb_fail(err, JAMBA_ERR_IO, "%s: not a folder (expected a Hugging Face model folder)", dir);
 
-    jamba_model *m = jb_calloc(1, sizeof *m);
-    if (m == NULL)
-        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
-    jamba_status st = JAMBA_OK;
-    m->gpu_lock_ready = pthread_mutex_init(&m->gpu_lock, NULL) == 0;
-    if (!m->gpu_lock_ready)
-        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: cannot create a mutex", dir);
-    if (st == JAMBA_OK && (m->path = jb_strdup(dir)) == NULL)
-        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+    jamba_model *m = NULL;
+    jamba_status st = model_new(dir, &m, err);
     if (st == JAMBA_OK)
         st = jb_config_load(dir, &m->config, &m->notes, err);
     if (st == JAMBA_OK)
@@ -104,6 +137,7 @@ void jamba_model_free(jamba_model *m) {
         pthread_mutex_destroy(&m->gpu_lock);
     jb_weights_free(&m->weights);
     jb_checkpoint_close(&m->ckpt);
+    jb_free(m->owned_image);
     jb_strlist_free(&m->notes);
     jb_free(m->path);
     jb_free(m);

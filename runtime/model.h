@@ -28,7 +28,13 @@ struct jamba_model {
     bool gpu_lock_ready;
     struct jb_cuda_weights *gpu[JB_MODEL_MAX_GPU_COPIES];
     int n_gpu;
+    uint8_t *owned_image;   /* jb_model_from_image: the safetensors image the weights point into */
 };
+
+/* A model from config.json text and a safetensors image in memory (synthetic models for benchmarks and
+ * tests). The model takes `image` (allocated with jb_malloc) and frees it, also on failure. */
+jamba_status jb_model_from_image(const char *config_json, size_t config_len, uint8_t *image, uint64_t image_len,
+                                 const char *label, jamba_model **out, jamba_error *err);
 
 /* The model's weights on CUDA device `device` as `dtype`, uploading them on first use. Thread-safe. */
 jamba_status jb_model_gpu_weights(const jamba_model *m, int device, jamba_dtype dtype,
