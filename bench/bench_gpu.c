@@ -1,0 +1,375 @@
+/*
+ * bench_gpu.c — the GPU benchmarks behind docs/BENCHMARKS.md, each against a ceiling measured in the
+ * same run on the same card:
+ *   copy        device-to-device copy bandwidth (bytes read + written)          the memory ceiling
+ *   gemm        cuBLAS bf16 8192^3                                               the matrix ceiling
+ *   scan        selective scan, one sequence at Jamba-Mini width (D_i 8192, N 16), bf16 in and out:
+ *               GB/s over the bytes it must move, % of copy
+ *   attention   causal flash prefill, GQA 32/8, d_h 128, bf16: TFLOP/s, % of gemm
+ *   model       a synthetic model of Jamba-Mini width with 4 layers (Mamba+dense, Mamba+MoE,
+ *               attention+dense, Mamba+MoE; 16 experts top-2): prefill tok/s, and decode tok/s at several
+ *               context lengths with the decode step against the time to read its active weights once
+ *
+ *   bench_gpu [--quick] [--json FILE]
+ *
+ * Medians of repeated runs after a warm-up; CUDA events around device work.
+ */
+#include "cuda/ops.h"
+#include "cuda/step_plan.h"
+#include "jamba.h"
+#include "runtime/synthetic.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static bool quick;
+static FILE *json;
+
+#define CK(call)                                                                              \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            fprintf(stderr, "bench_gpu: %s:%d: %s: %s\n", __FILE__, __LINE__, #call,          \
+                    cudaGetErrorString(e_));                                                  \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Milliseconds of one call of fn(arg) on the device: median of `reps` after two warm-ups. */
+static double time_ms(void (*fn)(void *), void *arg, int reps) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < 2; i++)
+        fn(arg);
+    double t[64];
+    if (reps > 64)
+        reps = 64;
+    for (int i = 0; i < reps; i++) {
+        CK(cudaEventRecord(a, 0));
+        fn(arg);
+        CK(cudaEventRecord(b, 0));
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        t[i] = ms;
+    }
+    CK(cudaGetLastError());
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return median(t, reps);
+}
+
+/* Device memory with random bf16-range values (a fixed LCG per element, filled on the host). */
+static void *dev_random(size_t elems, size_t esize, float scale, uint64_t seed) {
+    void *host = malloc(elems * esize), *dev = NULL;
+    uint64_t x = seed * 6364136223846793005ull + 1442695040888963407ull;
+    for (size_t i = 0; i < elems; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        float v = ((float)(x >> 40) / (float)(1u << 24) * 2.0f - 1.0f) * scale;
+        if (esize == 2) {
+            uint32_t bits;
+            memcpy(&bits, &v, 4);
+            uint16_t h = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+            memcpy((char *)host + 2 * i, &h, 2);
+        } else {
+            memcpy((char *)host + 4 * i, &v, 4);
+        }
+    }
+    CK(cudaMalloc(&dev, elems * esize));
+    CK(cudaMemcpy(dev, host, elems * esize, cudaMemcpyHostToDevice));
+    free(host);
+    return dev;
+}
+
+static void report(const char *name, const char *metric, double value, const char *unit, double pct_of,
+                   const char *ceiling) {
+    if (pct_of > 0)
+        printf("  %-34s %12.2f %-8s %5.1f%% of %s\n", name, value, unit, 100.0 * value / pct_of, ceiling);
+    else
+        printf("  %-34s %12.2f %s\n", name, value, unit);
+    if (json)
+        fprintf(json, "{\"bench\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"ceiling\":%.6g}\n", name,
+                metric, value, unit, pct_of);
+}
+
+/* ---- ceilings ------------------------------------------------------------------------------------------- */
+
+typedef struct copy_arg {
+    void *src, *dst;
+    size_t bytes;
+} copy_arg;
+
+static void run_copy(void *p) {
+    copy_arg *a = p;
+    CK(cudaMemcpyAsync(a->dst, a->src, a->bytes, cudaMemcpyDeviceToDevice, 0));
+}
+
+static double bench_copy(void) {
+    copy_arg a = {NULL, NULL, (size_t)2 << 30};
+    CK(cudaMalloc(&a.src, a.bytes));
+    CK(cudaMalloc(&a.dst, a.bytes));
+    CK(cudaMemset(a.src, 1, a.bytes));
+    double ms = time_ms(run_copy, &a, 10);
+    cudaFree(a.src);
+    cudaFree(a.dst);
+    double gbs = 2.0 * (double)a.bytes / (ms * 1e-3) / 1e9;
+    report("copy (read + write)", "bandwidth", gbs, "GB/s", 0, "");
+    return gbs;
+}
+
+typedef struct gemm_arg {
+    cublasHandle_t h;
+    void *A, *B, *C;
+    int n;
+} gemm_arg;
+
+static void run_gemm(void *p) {
+    gemm_arg *g = p;
+    jb_gpu_gemm(g->h, JAMBA_DTYPE_BF16, JAMBA_DTYPE_BF16, g->C, g->n, g->A, g->n, g->B, g->n, g->n, g->n);
+}
+
+static double bench_gemm(void) {
+    gemm_arg g = {NULL, NULL, NULL, NULL, quick ? 4096 : 8192};
+    cublasCreate(&g.h);
+    size_t n2 = (size_t)g.n * (size_t)g.n;
+    g.A = dev_random(n2, 2, 1, 1);
+    g.B = dev_random(n2, 2, 1, 2);
+    CK(cudaMalloc(&g.C, n2 * 2));
+    double ms = time_ms(run_gemm, &g, 10);
+    double tflops = 2.0 * (double)g.n * g.n * g.n / (ms * 1e-3) / 1e12;
+    report("gemm bf16 (cuBLAS)", "rate", tflops, "TFLOP/s", 0, "");
+    cudaFree(g.A), cudaFree(g.B), cudaFree(g.C);
+    cublasDestroy(g.h);
+    return tflops;
+}
+
+/* ---- selective scan ------------------------------------------------------------------------------------- */
+
+typedef struct scan_arg {
+    jb_gpu_scan_args a;
+    jb_gpu_step step;
+} scan_arg;
+
+static void run_scan(void *p) {
+    scan_arg *s = p;
+    CK(jb_gpu_selective_scan(JAMBA_DTYPE_BF16, &s->a, &s->step, 0));
+}
+
+/* One sequence of T tokens, chunked as the forward pass would on this card. */
+static void bench_scan(double copy_gbs, int sms) {
+    const int64_t T = quick ? 8192 : 32768, Di = 8192, N = 16, R = 256, xd = R + 2 * N;
+    jb_segment seg = {.seq = 0, .pos = 0, .n = T, .row = 0};
+    const int64_t len = jb_scan_chunk_len(T, Di * 16, (int64_t)sms * 1024, 64, 32);
+    int32_t *row_seg = malloc((size_t)T * 4);
+    jb_gpu_seg gseg;
+    jb_gpu_chunk *chunks = malloc((size_t)jb_step_plan_max_chunks(T, 1, len) * sizeof *chunks);
+    jb_step_plan plan = {row_seg, &gseg, chunks, 0, 0, 0, 0, 0};
+    jb_step_plan_build(&plan, &seg, 1, len);
+    void *d_row_seg, *d_seg, *d_chunks;
+    CK(cudaMalloc(&d_row_seg, (size_t)T * 4));
+    CK(cudaMalloc(&d_seg, sizeof gseg));
+    CK(cudaMalloc(&d_chunks, (size_t)plan.n_chunks * sizeof *chunks));
+    CK(cudaMemcpy(d_row_seg, row_seg, (size_t)T * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_seg, &gseg, sizeof gseg, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_chunks, chunks, (size_t)plan.n_chunks * sizeof *chunks, cudaMemcpyHostToDevice));
+    scan_arg s;
+    s.step = (jb_gpu_step){.row_seg = d_row_seg, .segs = d_seg, .chunks = d_chunks, .T = T, .n_segs = 1,
+                           .n_chunks = plan.n_chunks, .n_slots = plan.n_slots, .max_seg_rows = T};
+    void *u = dev_random((size_t)(T * Di), 2, 1, 3), *dr = dev_random((size_t)(T * Di), 2, 1, 4);
+    void *z = dev_random((size_t)(T * Di), 2, 1, 5), *y;
+    float *xdbl = dev_random((size_t)(T * xd), 4, 1, 6), *A = dev_random((size_t)(Di * N), 4, 1, 7);
+    float *bias = dev_random((size_t)Di, 4, 1, 8), *D = dev_random((size_t)Di, 4, 1, 9);
+    float *state, *summary;
+    CK(cudaMalloc(&y, (size_t)(T * Di) * 2));
+    CK(cudaMalloc((void **)&state, (size_t)(Di * N) * 4));
+    CK(cudaMemset(state, 0, (size_t)(Di * N) * 4));
+    CK(cudaMalloc((void **)&summary, (size_t)(2 * (plan.n_slots + 1) * Di * N) * 4));
+    s.a = (jb_gpu_scan_args){u, dr, bias, A, xdbl + R, xdbl + R + N, xd, D, z, Di, state, Di * N, y, summary, Di, N};
+    double ms = time_ms(run_scan, &s, 10);
+    /* bytes it must move: u, delta, z read and y written (bf16), B and C read (fp32) */
+    double bytes = (double)T * Di * 2 * 4 + (double)T * 2 * N * 4;
+    char name[80];
+    snprintf(name, sizeof name, "scan %lldK x 8192 (%lld chunks)", (long long)(T / 1024), (long long)plan.n_chunks);
+    report(name, "bandwidth", bytes / (ms * 1e-3) / 1e9, "GB/s", copy_gbs, "copy");
+    cudaFree(u), cudaFree(dr), cudaFree(z), cudaFree(y), cudaFree(xdbl), cudaFree(A), cudaFree(bias), cudaFree(D);
+    cudaFree(state), cudaFree(summary), cudaFree(d_row_seg), cudaFree(d_seg), cudaFree(d_chunks);
+    free(row_seg), free(chunks);
+}
+
+/* ---- attention -------------------------------------------------------------------------------------------- */
+
+typedef struct attn_arg {
+    jb_gpu_attn_args a;
+    jb_gpu_step step;
+} attn_arg;
+
+static void run_attn(void *p) {
+    attn_arg *s = p;
+    CK(jb_gpu_attention(JAMBA_DTYPE_BF16, &s->a, &s->step, 2, 0));
+}
+
+static void bench_attention(double gemm_tflops) {
+    const int64_t T = quick ? 8192 : 32768, nh = 32, nkv = 8, D = 128, q = nh * D, kv = nkv * D;
+    jb_segment seg = {.seq = 0, .pos = 0, .n = T, .row = 0};
+    int32_t *row_seg = malloc((size_t)T * 4);
+    jb_gpu_seg gseg;
+    jb_gpu_chunk chunk;
+    jb_step_plan plan = {row_seg, &gseg, &chunk, 0, 0, 0, 0, 0};
+    jb_step_plan_build(&plan, &seg, 1, T);
+    void *d_row_seg, *d_seg;
+    CK(cudaMalloc(&d_row_seg, (size_t)T * 4));
+    CK(cudaMalloc(&d_seg, sizeof gseg));
+    CK(cudaMemcpy(d_row_seg, row_seg, (size_t)T * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_seg, &gseg, sizeof gseg, cudaMemcpyHostToDevice));
+    attn_arg s;
+    s.step = (jb_gpu_step){.row_seg = d_row_seg, .segs = d_seg, .T = T, .n_segs = 1, .n_chunks = 1, .max_seg_rows = T};
+    void *qkv = dev_random((size_t)(T * (q + 2 * kv)), 2, 1, 10), *k = dev_random((size_t)(T * kv), 2, 1, 11);
+    void *v = dev_random((size_t)(T * kv), 2, 1, 12), *out;
+    CK(cudaMalloc(&out, (size_t)(T * q) * 2));
+    s.a = (jb_gpu_attn_args){.qkv = qkv, .ld_qkv = q + 2 * kv, .k_cache = k, .v_cache = v, .seq_stride = T * kv,
+                             .out = out, .n_heads = nh, .n_kv_heads = nkv, .head_dim = D, .n_splits = 1,
+                             .split_len = (int32_t)T};
+    double ms = time_ms(run_attn, &s, 5);
+    double flops = 2.0 * (double)T * (double)T * D * nh; /* causal: half of 4 T^2 d_h per head */
+    char name[80];
+    snprintf(name, sizeof name, "attention prefill %lldK (flash)", (long long)(T / 1024));
+    report(name, "rate", flops / (ms * 1e-3) / 1e12, "TFLOP/s", gemm_tflops, "gemm");
+    cudaFree(qkv), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(d_row_seg), cudaFree(d_seg);
+    free(row_seg);
+}
+
+/* ---- the model ---------------------------------------------------------------------------------------------- */
+
+static const char *MINI_4 =
+    "{\"model_type\":\"jamba\",\"vocab_size\":65536,\"hidden_size\":4096,\"intermediate_size\":14336,"
+    "\"num_hidden_layers\":4,\"num_attention_heads\":32,\"num_key_value_heads\":8,\"num_experts\":16,"
+    "\"num_experts_per_tok\":2,\"expert_layer_period\":2,\"expert_layer_offset\":1,\"attn_layer_period\":4,"
+    "\"attn_layer_offset\":2,\"mamba_d_state\":16,\"mamba_d_conv\":4,\"mamba_expand\":2,\"mamba_dt_rank\":\"auto\","
+    "\"tie_word_embeddings\":false,\"rms_norm_eps\":1e-6,\"max_position_embeddings\":262144}";
+
+static void bench_model(double copy_gbs) {
+    const int64_t n_ctx = quick ? 16384 : 65536;
+    double t0 = now();
+    jamba_model *m = NULL;
+    jamba_error err = {0};
+    if (jb_synthetic_model(MINI_4, 7, JAMBA_DTYPE_BF16, 16, &m, &err) != JAMBA_OK) {
+        fprintf(stderr, "bench_gpu: synthetic model: %s\n", err.message);
+        exit(1);
+    }
+    jamba_param_counts pc;
+    jamba_model_param_counts(m, &pc, NULL);
+    printf("  (synthetic Jamba-Mini width, 4 layers: %.2f B parameters, %.2f B active; built in %.1f s)\n",
+           (double)pc.total / 1e9, (double)pc.active / 1e9, now() - t0);
+    jamba_context_params p = jamba_context_default_params();
+    p.device = JAMBA_DEVICE_CUDA;
+    p.n_ctx = n_ctx;
+    p.n_batch = 2048;
+    p.n_logits_max = 1;
+    jamba_context *ctx = NULL;
+    t0 = now();
+    if (jamba_context_create(m, &p, &ctx, &err) != JAMBA_OK) {
+        fprintf(stderr, "bench_gpu: context: %s\n", err.message);
+        exit(1);
+    }
+    printf("  (weights uploaded and context created in %.1f s)\n", now() - t0);
+    int32_t *ids = malloc((size_t)n_ctx * 4);
+    for (int64_t i = 0; i < n_ctx; i++)
+        ids[i] = (int32_t)((i * 7919) % 65536);
+    jamba_sampler_params sp = jamba_sampler_default_params();
+    sp.temperature = 0;
+    jamba_sampler *greedy = NULL;
+    jamba_sampler_create(&sp, 65536, &greedy, NULL);
+    /* prefill throughput, then decode at growing contexts on the same sequence */
+    static const int64_t marks[] = {1024, 16384, 65536};
+    int64_t have = 0;
+    for (int mi = 0; mi < 3; mi++) {
+        const int64_t target = marks[mi] < n_ctx - 64 ? marks[mi] : n_ctx - 64;
+        if (target <= have)
+            continue;
+        jamba_seq_input in = {.seq = 0, .tokens = ids + have, .n_tokens = target - have, .logits = JAMBA_LOGITS_NONE};
+        double t = now();
+        if (jamba_decode(ctx, &in, 1, &err) != JAMBA_OK) {
+            fprintf(stderr, "bench_gpu: prefill: %s\n", err.message);
+            exit(1);
+        }
+        CK(cudaDeviceSynchronize());
+        char name[80];
+        snprintf(name, sizeof name, "model prefill %lld..%lld", (long long)have, (long long)target);
+        report(name, "throughput", (double)(target - have) / (now() - t), "tok/s", 0, "");
+        have = target;
+        /* decode: jamba_decode_sample steps (graph replay + device sampling), median step time */
+        int32_t tok = ids[have - 1], next;
+        double steps[32];
+        const int n_steps = quick ? 12 : 32;
+        for (int s = -3; s < n_steps; s++) {
+            jamba_seq_input d = {.seq = 0, .tokens = &tok, .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
+            double ts = now();
+            if (jamba_decode_sample(ctx, &d, 1, &greedy, &next, &err) != JAMBA_OK) {
+                fprintf(stderr, "bench_gpu: decode: %s\n", err.message);
+                exit(1);
+            }
+            if (s >= 0)
+                steps[s] = now() - ts;
+            tok = next;
+        }
+        have += n_steps + 3;
+        const double step = median(steps, n_steps);
+        const double floor_s = (double)pc.active * 2.0 / (copy_gbs * 1e9); /* bf16: 2 bytes per active weight */
+        snprintf(name, sizeof name, "model decode at %lldK", (long long)(have / 1024));
+        report(name, "throughput", 1.0 / step, "tok/s", 1.0 / floor_s, "weight-read bound");
+        printf("  %-34s %12.3f ms     %5.2fx the %.3f ms to read the active weights once\n", "  step", step * 1e3,
+               step / floor_s, floor_s * 1e3);
+    }
+    jamba_sampler_free(greedy);
+    free(ids);
+    jamba_context_free(ctx);
+    jamba_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = true;
+        else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
+            json = fopen(argv[++i], "w");
+        else {
+            fprintf(stderr, "usage: bench_gpu [--quick] [--json FILE]\n");
+            return 2;
+        }
+    }
+    jamba_device_info dev;
+    jamba_error err = {0};
+    if (jamba_device_query(0, &dev, &err) != JAMBA_OK) {
+        printf("bench_gpu: SKIPPED: %s\n", err.message);
+        return 77;
+    }
+    printf("bench_gpu: %s, %d SMs%s\n", dev.name, dev.multiprocessors, quick ? " (quick)" : "");
+    const double copy = bench_copy(), gemm = bench_gemm();
+    bench_scan(copy, dev.multiprocessors);
+    bench_attention(gemm);
+    bench_model(copy);
+    if (json)
+        fclose(json);
+    return 0;
+}
