@@ -249,7 +249,7 @@ static void bench_attention(double gemm_tflops) {
     CK(cudaMalloc(&out, (size_t)(T * q) * 2));
     s.a = (jb_gpu_attn_args){.qkv = qkv, .ld_qkv = q + 2 * kv, .k_cache = k, .v_cache = v, .seq_stride = T * kv,
                              .out = out, .n_heads = nh, .n_kv_heads = nkv, .head_dim = D, .n_splits = 1,
-                             .split_len = (int32_t)T};
+                             .split_len = T};
     double ms = time_ms(run_attn, &s, 5);
     double flops = 2.0 * (double)T * (double)T * D * nh; /* causal: half of 4 T^2 d_h per head */
     char name[80];

@@ -120,7 +120,7 @@ void device_plan(jb_cuda_ctx *c, arena_plan &p) {
     add(p, (void **)&c->graph_logits, c->graphs ? JB_CUDA_GRAPH_ROWS : 0, V, 4);
     add(p, (void **)&c->d_meta, c->meta_bytes);
     add(p, (void **)&c->d_sp, JB_CUDA_SAMPLE_ROWS, sizeof(jb_gpu_sample_params));
-    add(p, (void **)&c->d_pen, JB_CUDA_SAMPLE_ROWS, JB_CUDA_MAX_PENALIZED, 4);
+    add(p, (void **)&c->d_pen, JB_CUDA_SAMPLE_ROWS, JB_GPU_SAMPLE_MAX_PENALIZED, 4);
     add(p, (void **)&c->d_swork, JB_CUDA_SAMPLE_ROWS, V, 4);
     add(p, (void **)&c->d_stok, JB_CUDA_SAMPLE_ROWS, 4);
     add(p, (void **)&c->d_sused, JB_CUDA_SAMPLE_ROWS, 4);
@@ -220,16 +220,17 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
         else if ((e = cudaMallocHost((void **)&c->h_begin, (size_t)(c->E + 1) * 4)) != cudaSuccess)
             what = "pinned MoE buffer";
         else if ((e = cudaMallocHost((void **)&c->h_sp, JB_CUDA_SAMPLE_ROWS * sizeof(jb_gpu_sample_params))) != cudaSuccess ||
-                 (e = cudaMallocHost((void **)&c->h_pen, (size_t)JB_CUDA_SAMPLE_ROWS * JB_CUDA_MAX_PENALIZED * 4)) !=
+                 (e = cudaMallocHost((void **)&c->h_pen, (size_t)JB_CUDA_SAMPLE_ROWS * JB_GPU_SAMPLE_MAX_PENALIZED * 4)) !=
                      cudaSuccess ||
                  (e = cudaMallocHost((void **)&c->h_stok, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess ||
                  (e = cudaMallocHost((void **)&c->h_sused, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess)
             what = "pinned sampling buffers";
         else if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
             what = "stream";
-        else if ((e = cudaMemsetAsync(c->conv, 0, (size_t)c->S * c->M * c->Di * (c->K - 1) * 4, c->stream)) !=
-                     cudaSuccess ||
-                 (e = cudaMemsetAsync(c->ssm, 0, (size_t)c->S * c->M * c->Di * c->N * 4, c->stream)) != cudaSuccess ||
+        else if ((c->conv && (e = cudaMemsetAsync(c->conv, 0, (size_t)c->S * c->M * c->Di * (c->K - 1) * 4,
+                                                  c->stream)) != cudaSuccess) ||
+                 (c->ssm && (e = cudaMemsetAsync(c->ssm, 0, (size_t)c->S * c->M * c->Di * c->N * 4, c->stream)) !=
+                                cudaSuccess) ||
                  (e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
             what = "clearing the Mamba state";
         if (what)
@@ -279,22 +280,22 @@ extern "C" jamba_status jb_cuda_sample(jb_cuda_ctx *c, int64_t n, const jb_gpu_s
                                        int32_t *used_draw, jamba_error *err) {
     JB_TRY(jb_cuda_check_alive(c, err));
     jb_device_scope scope(c->device);
-    if (n > c->cap || max_penalized > JB_CUDA_MAX_PENALIZED)
+    if (n > c->cap || max_penalized > JB_GPU_SAMPLE_MAX_PENALIZED)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "CUDA sampling: %lld rows (at most %lld), %lld penalised ids "
                        "(at most %d)", (long long)n, (long long)c->cap, (long long)max_penalized,
-                       JB_CUDA_MAX_PENALIZED);
+                       JB_GPU_SAMPLE_MAX_PENALIZED);
     for (int64_t r0 = 0; r0 < n; r0 += JB_CUDA_SAMPLE_ROWS) {
         const int64_t m = n - r0 < JB_CUDA_SAMPLE_ROWS ? n - r0 : JB_CUDA_SAMPLE_ROWS;
         memcpy(c->h_sp, params + r0, (size_t)m * sizeof *params);
         for (int64_t i = 0; i < m; i++)
-            memcpy(c->h_pen + i * JB_CUDA_MAX_PENALIZED, penalized + (r0 + i) * max_penalized,
+            memcpy(c->h_pen + i * JB_GPU_SAMPLE_MAX_PENALIZED, penalized + (r0 + i) * max_penalized,
                    (size_t)params[r0 + i].n_penalized * 4);
         cudaError_t e = cudaMemcpyAsync(c->d_sp, c->h_sp, (size_t)m * sizeof *params, cudaMemcpyHostToDevice, c->stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(c->d_pen, c->h_pen, (size_t)m * JB_CUDA_MAX_PENALIZED * 4, cudaMemcpyHostToDevice,
+            e = cudaMemcpyAsync(c->d_pen, c->h_pen, (size_t)m * JB_GPU_SAMPLE_MAX_PENALIZED * 4, cudaMemcpyHostToDevice,
                                 c->stream);
         if (e == cudaSuccess)
-            e = jb_gpu_sample(c->logits + r0 * c->V, m, c->V, c->d_sp, c->d_pen, JB_CUDA_MAX_PENALIZED, c->d_swork,
+            e = jb_gpu_sample(c->logits + r0 * c->V, m, c->V, c->d_sp, c->d_pen, JB_GPU_SAMPLE_MAX_PENALIZED, c->d_swork,
                               c->d_stok, c->d_sused, c->stream);
         if (e == cudaSuccess)
             e = cudaMemcpyAsync(c->h_stok, c->d_stok, (size_t)m * 4, cudaMemcpyDeviceToHost, c->stream);
@@ -352,10 +353,10 @@ extern "C" jamba_status jb_cuda_seq_reset(jb_cuda_ctx *c, int32_t seq, jamba_err
     JB_TRY(jb_cuda_check_alive(c, err));
     jb_device_scope scope(c->device);
     cudaError_t e = cudaSuccess;
-    if (c->M > 0) {
+    if (c->M > 0 && c->K > 1)
         e = cudaMemsetAsync(piece(c, seq, JB_STATE_CONV, 0, 0).p, 0, (size_t)(c->M * c->Di * (c->K - 1)) * 4, c->stream);
-        if (e == cudaSuccess)
-            e = cudaMemsetAsync(piece(c, seq, JB_STATE_SSM, 0, 0).p, 0, (size_t)(c->M * c->Di * c->N) * 4, c->stream);
+    if (c->M > 0 && e == cudaSuccess) {
+        e = cudaMemsetAsync(piece(c, seq, JB_STATE_SSM, 0, 0).p, 0, (size_t)(c->M * c->Di * c->N) * 4, c->stream);
     }
     if (e == cudaSuccess)
         e = cudaStreamSynchronize(c->stream);
@@ -366,11 +367,11 @@ extern "C" jamba_status jb_cuda_seq_copy(jb_cuda_ctx *c, int32_t src, int32_t ds
     JB_TRY(jb_cuda_check_alive(c, err));
     jb_device_scope scope(c->device);
     cudaError_t e = cudaSuccess;
-    if (c->M > 0) {
+    if (c->M > 0 && c->K > 1)
         e = cudaMemcpyAsync(piece(c, dst, JB_STATE_CONV, 0, 0).p, piece(c, src, JB_STATE_CONV, 0, 0).p,
                             (size_t)(c->M * c->Di * (c->K - 1)) * 4, cudaMemcpyDeviceToDevice, c->stream);
-        if (e == cudaSuccess)
-            e = cudaMemcpyAsync(piece(c, dst, JB_STATE_SSM, 0, 0).p, piece(c, src, JB_STATE_SSM, 0, 0).p,
+    if (c->M > 0 && e == cudaSuccess) {
+        e = cudaMemcpyAsync(piece(c, dst, JB_STATE_SSM, 0, 0).p, piece(c, src, JB_STATE_SSM, 0, 0).p,
                                 (size_t)(c->M * c->Di * c->N) * 4, cudaMemcpyDeviceToDevice, c->stream);
     }
     for (int64_t a = 0; a < c->A && e == cudaSuccess; a++)
@@ -393,6 +394,8 @@ static float bf16_to_f32(uint16_t h) {
 extern "C" jamba_status jb_cuda_state_read(jb_cuda_ctx *c, int32_t seq, jb_state_kind kind, int64_t layer,
                                            int64_t offset, int64_t n, float *dst, jamba_error *err) {
     JB_TRY(jb_cuda_check_alive(c, err));
+    if (n <= 0)
+        return JAMBA_OK;
     jb_device_scope scope(c->device);
     const piece_at at = piece(c, seq, kind, layer, offset);
     cudaError_t e;
@@ -415,6 +418,8 @@ extern "C" jamba_status jb_cuda_state_read(jb_cuda_ctx *c, int32_t seq, jb_state
 extern "C" jamba_status jb_cuda_state_write(jb_cuda_ctx *c, int32_t seq, jb_state_kind kind, int64_t layer,
                                             int64_t offset, int64_t n, const float *src, jamba_error *err) {
     JB_TRY(jb_cuda_check_alive(c, err));
+    if (n <= 0)
+        return JAMBA_OK;
     jb_device_scope scope(c->device);
     const piece_at at = piece(c, seq, kind, layer, offset);
     cudaError_t e;

@@ -23,7 +23,6 @@
 #define JB_CUDA_GEMV_SLOTS 64       /* MoE (token, expert) slots up to which experts run as GEMVs */
 #define JB_CUDA_GRAPH_ROWS 64       /* decode steps up to this many rows become CUDA graphs */
 #define JB_CUDA_SAMPLE_ROWS 64      /* rows per sampling launch */
-#define JB_CUDA_MAX_PENALIZED 512   /* distinct penalised ids per row on the device */
 
 struct jb_cuda_ctx {
     const jamba_model *model;

@@ -114,7 +114,7 @@ bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const 
     a.partial = c->partial;
     a.partial_capacity = c->partial_cap;
     a.n_splits = s.n_splits;
-    a.split_len = (int32_t)s.split_len;
+    a.split_len = s.split_len;
     CU(jb_gpu_kv_append(dt, &a, &step, c->stream), "attention KV append");
     CU(jb_gpu_attention(dt, &a, &step, 0, c->stream), "attention");
     BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, c->q, w->o_proj, T, H, c->q), "attention o_proj");
@@ -231,6 +231,27 @@ void choose_splits(const jb_cuda_ctx *c, int64_t T, shape &s) {
     s.split_len = (c->C + n - 1) / n;
 }
 
+/* Offsets of this step's layout in the metadata block (the same on host and device): tokens, row map,
+ * logit rows, segments, then the scan chunks, whose count the planner decides; returns where those start.
+ * For a decode graph the offsets depend on T alone, as its recorded kernels require. Fits the block:
+ * every count is within the capacities the block was sized for. */
+size_t pack_layout(jb_cuda_ctx *c, int64_t T, int64_t n_segs, int64_t n_logits) {
+    size_t off = 0;
+    auto take = [&](size_t bytes) {
+        const size_t at = off;
+        off += (bytes + 15) / 16 * 16;
+        return at;
+    };
+    const size_t tok = take((size_t)T * 4), rs = take((size_t)T * 4), ls = take((size_t)n_logits * 8);
+    const size_t sg = take((size_t)n_segs * sizeof(jb_gpu_seg));
+    c->h_tokens = (int32_t *)(c->h_meta + tok), c->d_tokens = (int32_t *)(c->d_meta + tok);
+    c->h_row_seg = (int32_t *)(c->h_meta + rs), c->d_row_seg = (int32_t *)(c->d_meta + rs);
+    c->h_logit_src = (int64_t *)(c->h_meta + ls), c->d_logit_src = (int64_t *)(c->d_meta + ls);
+    c->h_segs = (jb_gpu_seg *)(c->h_meta + sg), c->d_segs = (jb_gpu_seg *)(c->d_meta + sg);
+    c->h_chunks = (jb_gpu_chunk *)(c->h_meta + off), c->d_chunks = (jb_gpu_chunk *)(c->d_meta + off);
+    return off;
+}
+
 jamba_status fault(jb_cuda_ctx *c, jamba_error *err, const run_state &rs) {
     return jb_cuda_fault(c, err, rs.what, rs.detail);
 }
@@ -255,13 +276,14 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_segment *segs, int
         c->pending = false;
     }
 
-    /* lay the step out in the pinned block */
     bool decode = true;
-    for (int64_t i = 0; i < n_segs; i++) {
-        memcpy(c->h_tokens + segs[i].row, segs[i].tokens, (size_t)segs[i].n * 4);
+    for (int64_t i = 0; i < n_segs; i++)
         decode = decode && segs[i].n == 1;
-    }
     const bool graph = c->graphs && decode && cap == NULL && T <= JB_CUDA_GRAPH_ROWS && T * c->k <= JB_CUDA_GEMV_SLOTS;
+    /* lay the step out in the pinned block, packed so that one copy of exactly the used bytes sends it */
+    const size_t chunks_at = pack_layout(c, T, n_segs, graph ? T : n_logits);
+    for (int64_t i = 0; i < n_segs; i++)
+        memcpy(c->h_tokens + segs[i].row, segs[i].tokens, (size_t)segs[i].n * 4);
     int G = 1;
     while (G < 32 && G < c->N)
         G <<= 1;
@@ -288,7 +310,8 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_segment *segs, int
         s.n_logits = n_logits;
         s.logits = c->logits + logit_dst * c->V;
     }
-    e = cudaMemcpyAsync(c->d_meta, c->h_meta, c->meta_bytes, cudaMemcpyHostToDevice, c->stream);
+    e = cudaMemcpyAsync(c->d_meta, c->h_meta, chunks_at + (size_t)plan.n_chunks * sizeof(jb_gpu_chunk),
+                        cudaMemcpyHostToDevice, c->stream);
     if (e != cudaSuccess)
         return jb_cuda_fault(c, err, "sending the step layout", cudaGetErrorString(e));
 

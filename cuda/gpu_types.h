@@ -47,6 +47,7 @@ typedef struct jb_gpu_step {
 
 /* Sampling parameters of one row for the device sampler (jb_gpu_sample). */
 #define JB_GPU_SAMPLE_MAX_K 256
+#define JB_GPU_SAMPLE_MAX_PENALIZED 512 /* distinct penalised ids per row */
 
 typedef struct jb_gpu_sample_params {
     float temperature;        /* 0 = greedy */

@@ -110,7 +110,7 @@ typedef struct jb_gpu_attn_args {
     float *partial;         /* split scratch: [partial_rows, n_h, n_splits, d_h + 2] floats */
     int64_t partial_capacity; /* floats available in partial */
     int32_t n_splits;       /* key-range splits per row for the decode path (1 = no split) */
-    int32_t split_len;      /* keys per split; n_splits * split_len covers n_ctx */
+    int64_t split_len;      /* keys per split; n_splits * split_len covers n_ctx */
 } jb_gpu_attn_args;
 
 /* Append each row's k and v to its sequence's cache at its position. */

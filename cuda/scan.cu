@@ -9,7 +9,8 @@
  * Parallel over time: a segment longer than its chunk length runs as several chunks at once. Pass 1
  * gives every chunk but the last its summary from a zero state, (Π exp(A·Δ), h_local); pass 2 carries
  * the sequence's state through the summaries, leaving in each slot the state that enters the next chunk;
- * pass 3 runs every chunk from its entering state, writes y, and the last chunk stores the final state.
+ * pass 3 runs every chunk from its entering state and writes y; the last chunk's final state goes through
+ * the spent P slot to the sequence's state in a last small pass (chunk 0 reads that state concurrently).
  * A segment of one chunk (every decode step) is pass 3 alone.
  */
 #include "common.cuh"
@@ -86,8 +87,12 @@ scan_chunk_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, const jb_gpu_chunk
         if (SUMMARY) {
             P[(int64_t)ch.slot_out * slot_size + d * N + n] = prod[j];
             S[(int64_t)ch.slot_out * slot_size + d * N + n] = h[j];
+        } else if (ch.slot_out < 0 && ch.slot_in < 0) {
+            a.state[state_off + n] = h[j]; /* a one-chunk segment: this thread read the state itself */
         } else if (ch.slot_out < 0) {
-            a.state[state_off + n] = h[j];
+            /* the last of several chunks: chunk 0 of this segment may still be reading the state in
+             * another block, so the final state waits in P (spent by the carry pass) for scan_commit */
+            P[(int64_t)ch.slot_in * slot_size + d * N + n] = h[j];
         }
     }
 }
@@ -108,6 +113,17 @@ __global__ void scan_carry_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, in
         h = P[at] * h + S[at];
         S[at] = h;
     }
+}
+
+/* After pass 3: move each multi-chunk segment's final state from P (its last chunk's entering slot,
+ * slot0 + n_slots - 1) into the sequence's state. */
+__global__ void scan_commit_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, unsigned int blocks_per_seg) {
+    const jb_gpu_seg s = segs[blockIdx.x / blocks_per_seg];
+    const int64_t slot_size = a.d_inner * a.d_state;
+    const int64_t i = (int64_t)(blockIdx.x % blocks_per_seg) * blockDim.x + threadIdx.x;
+    if (s.n_slots == 0 || i >= slot_size)
+        return;
+    a.state[(int64_t)s.seq * a.state_stride + i] = a.summary[(int64_t)(s.slot0 + s.n_slots - 1) * slot_size + i];
 }
 
 template <typename T, int J>
@@ -132,6 +148,11 @@ static cudaError_t scan_launch(const jb_gpu_scan_args *a, const jb_gpu_step *ste
     }
     scan_chunk_kernel<T, J, false><<<(unsigned int)blocks, SCAN_THREADS, 0, stream>>>(*a, step->segs, step->chunks, G,
                                                                                     step->n_slots, cb);
+    cudaError_t e = JB_LAUNCH_CHECK();
+    if (e != cudaSuccess || step->n_slots == 0)
+        return e;
+    const unsigned int per_seg = div_up(a->d_inner * a->d_state, 256);
+    scan_commit_kernel<<<(unsigned int)(per_seg * step->n_segs), 256, 0, stream>>>(*a, step->segs, per_seg);
     return JB_LAUNCH_CHECK();
 }
 

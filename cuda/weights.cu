@@ -245,6 +245,10 @@ extern "C" jamba_status jb_cuda_weights_create(const jamba_model *m, int device,
         b.base = (char *)w->arena;
         b.off = 0;
         put_model(b, m, w);
+        /* pageable copies may still be in flight when cudaMemcpy returns, and contexts run on their own
+         * non-blocking streams: finish here */
+        if (b.error == cudaSuccess && (b.error = cudaDeviceSynchronize()) != cudaSuccess)
+            b.failed = "the last tensors";
         if (b.error != cudaSuccess)
             st = jb_fail(err, JAMBA_ERR_DEVICE, "%s: uploading %s to device %d failed: %s", m->path, b.failed, device,
                          cudaGetErrorString(b.error));

@@ -84,7 +84,7 @@ extern "C" cudaError_t jb_gpu_moe_route(const float *logits, int64_t T, int64_t 
                                        float *weights, cudaStream_t stream) {
     if (T == 0)
         return cudaSuccess;
-    if (k > E || E > 4096)
+    if (k > E || E > 2048) /* 5 bytes per expert per warp of shared memory: 40 KB at 2048 */
         return cudaErrorInvalidValue;
     const size_t smem = (size_t)ROUTE_WARPS * (size_t)E * (sizeof(float) + 1);
     moe_route_kernel<<<div_up(T, ROUTE_WARPS), ROUTE_WARPS * 32, smem, stream>>>(logits, T, E, k, experts, weights);
@@ -141,7 +141,7 @@ __global__ void moe_plan_kernel(const int32_t *experts, const float *weights, in
 extern "C" cudaError_t jb_gpu_moe_plan(const int32_t *experts, const float *weights, int64_t T, int64_t E, int64_t k,
                                       int32_t *begin, int32_t *slot_token, float *slot_weight, int32_t *slot_pos,
                                       cudaStream_t stream) {
-    if (T * k > INT32_MAX || E > 65536)
+    if (T * k > INT32_MAX || E > 8192) /* (E + 1) ints of shared memory */
         return cudaErrorInvalidValue;
     moe_plan_kernel<<<1, 1024, (size_t)(E + 1) * sizeof(int32_t), stream>>>(experts, weights, T * k, E, k, begin,
                                                                            slot_token, slot_weight, slot_pos);
@@ -174,9 +174,31 @@ extern "C" cudaError_t jb_gpu_gather_tokens(jamba_dtype dt, void *dst, const voi
 #define GEMV_WARPS 8
 #define GEMV_SLOTS 4 /* slots of one expert per pass over a weight row */
 
-/* grid: x = blocks of GEMV_WARPS output rows, y = expert. Each warp owns one output row n and streams
- * the row W_e[n, :] once per GEMV_SLOTS slots, keeping that many dot products. */
-template <typename T, typename TOut>
+/* 16 bytes of T as floats: 8 bf16 or 4 fp32. */
+template <typename T> struct vec16 {
+    static constexpr int N = 16 / sizeof(T);
+};
+
+__device__ __forceinline__ void widen16(const bf16 *p, float *out) {
+    const uint4 raw = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(h[i]);
+        out[2 * i] = f.x;
+        out[2 * i + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void widen16(const float *p, float *out) {
+    const float4 raw = *(const float4 *)p;
+    out[0] = raw.x, out[1] = raw.y, out[2] = raw.z, out[3] = raw.w;
+}
+
+/* grid: x = blocks of GEMV_WARPS output rows, y = expert. Each warp owns one output row n and streams the
+ * row W_e[n, :] once per GEMV_SLOTS slots, keeping that many dot products. VEC: 16-byte loads (K, the
+ * strides and the pointers allow it), else one element per lane per step. */
+template <typename T, typename TOut, bool VEC>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 expert_gemv_kernel(const T *W, int64_t expert_stride, int64_t N, int64_t K, const T *in, int64_t ldin,
                    const int32_t *in_token, const int32_t *begin, TOut *out) {
@@ -198,11 +220,27 @@ expert_gemv_kernel(const T *W, int64_t expert_stride, int64_t N, int64_t K, cons
             x[b] = in + (int64_t)(in_token ? in_token[slot] : slot) * ldin;
             acc[b] = 0.0f;
         }
-        for (int64_t c = lane; c < K; c += 32) {
-            const float wv = to_f32(w[c]);
+        if (VEC) {
+            constexpr int VW = vec16<T>::N;
+            for (int64_t c = (int64_t)lane * VW; c < K; c += 32 * VW) {
+                float wv[VW];
+                widen16(w + c, wv);
 #pragma unroll
-            for (int b = 0; b < GEMV_SLOTS; b++)
-                acc[b] += wv * to_f32(x[b][c]);
+                for (int b = 0; b < GEMV_SLOTS; b++) {
+                    float xv[VW];
+                    widen16(x[b] + c, xv);
+#pragma unroll
+                    for (int i = 0; i < VW; i++)
+                        acc[b] += wv[i] * xv[i];
+                }
+            }
+        } else {
+            for (int64_t c = lane; c < K; c += 32) {
+                const float wv = to_f32(w[c]);
+#pragma unroll
+                for (int b = 0; b < GEMV_SLOTS; b++)
+                    acc[b] += wv * to_f32(x[b][c]);
+            }
         }
 #pragma unroll
         for (int b = 0; b < GEMV_SLOTS; b++) {
@@ -213,18 +251,32 @@ expert_gemv_kernel(const T *W, int64_t expert_stride, int64_t N, int64_t K, cons
     }
 }
 
+template <typename T, typename TOut>
+static void gemv_kernel_launch(dim3 grid, cudaStream_t stream, bool vec, const T *W, int64_t expert_stride, int64_t N,
+                               int64_t K, const T *in, int64_t ldin, const int32_t *in_token, const int32_t *begin,
+                               TOut *out) {
+    if (vec)
+        expert_gemv_kernel<T, TOut, true><<<grid, GEMV_WARPS * 32, 0, stream>>>(W, expert_stride, N, K, in, ldin,
+                                                                               in_token, begin, out);
+    else
+        expert_gemv_kernel<T, TOut, false><<<grid, GEMV_WARPS * 32, 0, stream>>>(W, expert_stride, N, K, in, ldin,
+                                                                                in_token, begin, out);
+}
+
 template <typename T>
 static cudaError_t gemv_launch(const void *W, int64_t expert_stride, int64_t N, int64_t K, const void *in,
                                int64_t ldin, const int32_t *in_token, const int32_t *begin, int64_t E, void *out,
                                bool out_f32, cudaStream_t stream) {
     dim3 grid(div_up(N, GEMV_WARPS), (unsigned int)E);
+    const int64_t vw = vec16<T>::N;
+    const bool vec = K % vw == 0 && ldin % vw == 0 && expert_stride % vw == 0 && (uintptr_t)W % 16 == 0 &&
+                     (uintptr_t)in % 16 == 0;
     if (out_f32)
-        expert_gemv_kernel<T, float><<<grid, GEMV_WARPS * 32, 0, stream>>>((const T *)W, expert_stride, N, K,
-                                                                           (const T *)in, ldin, in_token, begin,
-                                                                           (float *)out);
+        gemv_kernel_launch<T, float>(grid, stream, vec, (const T *)W, expert_stride, N, K, (const T *)in, ldin,
+                                     in_token, begin, (float *)out);
     else
-        expert_gemv_kernel<T, T><<<grid, GEMV_WARPS * 32, 0, stream>>>((const T *)W, expert_stride, N, K,
-                                                                       (const T *)in, ldin, in_token, begin, (T *)out);
+        gemv_kernel_launch<T, T>(grid, stream, vec, (const T *)W, expert_stride, N, K, (const T *)in, ldin, in_token,
+                                 begin, (T *)out);
     return JB_LAUNCH_CHECK();
 }
 

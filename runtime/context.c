@@ -9,6 +9,7 @@
 #include "checked.h"
 #include "cpu_ops.h"
 #include "error.h"
+#include "../cuda/gpu_types.h"
 
 #ifdef JAMBA_WITH_CUDA
 #include "../cuda/backend.h"
@@ -146,7 +147,7 @@ static jamba_status allocate_buffers(jamba_context *ctx, jamba_error *err) {
     const uint64_t cap = (uint64_t)ctx->logit_capacity;
     /* a CUDA context keeps its state and workspaces on the device: its host buffers are bookkeeping,
      * the host copy of the logits and the decode_sample inputs */
-    const uint64_t cpu = ctx->params.device == JAMBA_DEVICE_CPU;
+    const uint64_t cpu = ctx->params.device == JAMBA_DEVICE_CPU, gpu = !cpu;
     jb_workspace *w = &ctx->ws;
     jb_ffn_workspace *f = &w->ffn;
     const buffer_plan plan[] = {
@@ -189,6 +190,10 @@ static jamba_status allocate_buffers(jamba_context *ctx, jamba_error *err) {
         {(void **)&ctx->segments, sizeof(jb_segment), D1(S), "step segments"},
         {(void **)&ctx->logit_src, sizeof(int64_t), D1(cap), "logit bookkeeping"},
         {(void **)&ctx->sample_inputs, sizeof(jamba_seq_input), D1(S), "sampling inputs"},
+        {(void **)&ctx->sample_params, sizeof(jb_gpu_sample_params), D1(gpu * S), "sampling parameters"},
+        {(void **)&ctx->sample_penalized, sizeof(int32_t), D2(gpu * S, JB_GPU_SAMPLE_MAX_PENALIZED), "sampling history"},
+        {(void **)&ctx->sample_used, sizeof(int32_t), D1(gpu * S), "sampling results"},
+        {(void **)&ctx->sample_on_device, sizeof(bool), D1(gpu * S), "sampling results"},
     };
     return allocate_all(plan, sizeof plan / sizeof plan[0], err);
 }
@@ -257,7 +262,8 @@ void jamba_context_free(jamba_context *ctx) {
                      w->wbuf, w->final_rows, f->matmul_scratch, f->gate, f->up, f->gathered, f->expert_out,
                      f->router, f->experts, f->weights, f->plan.expert_begin, f->plan.slot_token,
                      f->plan.slot_weight, ctx->logits, ctx->logit_first, ctx->logit_rows, ctx->segments,
-                     ctx->logit_src, ctx->sample_inputs};
+                     ctx->logit_src, ctx->sample_inputs, ctx->sample_params, ctx->sample_penalized,
+                     ctx->sample_used, ctx->sample_on_device};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         jb_free(owned[i]);
     jb_free(ctx);

@@ -14,6 +14,8 @@
 #include "jamba.h"
 #include "model.h"
 #include "step.h"
+#include "../cuda/gpu_types.h"
+
 #include "threadpool.h"
 
 /* The activation workspace, sized for Tb rows. */
@@ -61,6 +63,11 @@ struct jamba_context {
     struct jb_cuda_ctx *cuda;      /* the CUDA backend's device state when params.device is CUDA */
     bool logits_on_host;           /* the last call's logit rows are in `logits` (not so after decode_sample) */
     jamba_seq_input *sample_inputs;/* [S] jamba_decode_sample's inputs with LAST logits */
+    /* CUDA contexts: jamba_decode_sample's device-sampler inputs, allocated with the context */
+    jb_gpu_sample_params *sample_params; /* [S] */
+    int32_t *sample_penalized;     /* [S, JB_GPU_SAMPLE_MAX_PENALIZED] */
+    int32_t *sample_used;          /* [S] */
+    bool *sample_on_device;        /* [S] */
 };
 
 /* jamba_decode with the logits of CUDA contexts left on the device when keep_on_device. */

@@ -4,7 +4,6 @@
  * sampler's own next draw, so the result is what jamba_sampler_sample would give; a sampler the device
  * cannot serve gets its row copied to the host.
  */
-#include "alloc.h"
 #include "context.h"
 #include "error.h"
 #include "sampler.h"
@@ -14,8 +13,6 @@
 #endif
 
 #include <string.h>
-
-#define MAX_PENALIZED 512
 
 static jamba_status sample_on_host(jamba_context *ctx, int64_t i, jamba_sampler *s, int32_t *token,
                                    jamba_error *err) {
@@ -33,33 +30,28 @@ static jamba_status sample_on_host(jamba_context *ctx, int64_t i, jamba_sampler 
 #ifdef JAMBA_WITH_CUDA
 static jamba_status sample_on_device(jamba_context *ctx, int64_t n, jamba_sampler *const *samplers, int32_t *tokens,
                                      jamba_error *err) {
-    jb_gpu_sample_params *params = jb_calloc((size_t)n, sizeof *params);
-    int32_t *penalized = jb_calloc((size_t)n * MAX_PENALIZED, sizeof *penalized);
-    int32_t *used = jb_calloc((size_t)n, sizeof *used);
-    bool *device = jb_calloc((size_t)n, sizeof *device);
-    jamba_status st = JAMBA_OK;
-    if (params == NULL || penalized == NULL || used == NULL || device == NULL)
-        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "jamba_decode_sample: out of memory");
-    for (int64_t i = 0; st == JAMBA_OK && i < n; i++)
-        device[i] = jb_sampler_gpu_params(samplers[i], &params[i], penalized + i * MAX_PENALIZED, MAX_PENALIZED);
-    if (st == JAMBA_OK)
-        st = jb_cuda_sample(ctx->cuda, n, params, penalized, MAX_PENALIZED, tokens, used, err);
-    for (int64_t i = 0; st == JAMBA_OK && i < n; i++) {
+    jb_gpu_sample_params *params = ctx->sample_params;
+    int32_t *penalized = ctx->sample_penalized, *used = ctx->sample_used;
+    bool *device = ctx->sample_on_device;
+    for (int64_t i = 0; i < n; i++) {
+        device[i] = jb_sampler_gpu_params(samplers[i], &params[i], penalized + i * JB_GPU_SAMPLE_MAX_PENALIZED,
+                                          JB_GPU_SAMPLE_MAX_PENALIZED);
+        if (!device[i]) /* a row the device computes but nobody reads: greedy costs least */
+            params[i] = (jb_gpu_sample_params){.repetition_penalty = 1.0f};
+    }
+    JB_TRY(jb_cuda_sample(ctx->cuda, n, params, penalized, JB_GPU_SAMPLE_MAX_PENALIZED, tokens, used, err));
+    for (int64_t i = 0; i < n; i++) {
         if (!device[i]) {
-            st = sample_on_host(ctx, i, samplers[i], &tokens[i], err);
+            JB_TRY(sample_on_host(ctx, i, samplers[i], &tokens[i], err));
         } else if (tokens[i] < 0) {
-            st = jb_fail(err, JAMBA_ERR_NUMERIC, "sampler: every logit of input %lld is NaN or -inf", (long long)i);
+            return jb_fail(err, JAMBA_ERR_NUMERIC, "sampler: every logit of input %lld is NaN or -inf", (long long)i);
         } else {
             if (used[i])
                 jb_sampler_consume_draw(samplers[i]);
             jamba_sampler_accept(samplers[i], tokens[i]);
         }
     }
-    jb_free(params);
-    jb_free(penalized);
-    jb_free(used);
-    jb_free(device);
-    return st;
+    return JAMBA_OK;
 }
 #endif
 

@@ -396,7 +396,7 @@ static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D,
     float *d_part = gt_dev_poisoned((size_t)pcap * 4);
     jb_gpu_attn_args a = {.qkv = d_qkv, .ld_qkv = ld, .k_cache = d_k, .v_cache = d_v, .seq_stride = C * kv,
                           .out = d_out, .n_heads = n_h, .n_kv_heads = n_kv, .head_dim = D, .partial = d_part,
-                          .partial_capacity = pcap, .n_splits = n_splits, .split_len = (int32_t)((C + n_splits - 1) / n_splits)};
+                          .partial_capacity = pcap, .n_splits = n_splits, .split_len = (C + n_splits - 1) / n_splits};
     cudaError_t e = jb_gpu_kv_append(dt, &a, &ds.step, 0);
     if (e == cudaSuccess)
         e = jb_gpu_attention(dt, &a, &ds.step, force, 0);
@@ -574,9 +574,12 @@ static void test_expert_gemv(void) {
     static const int64_t shapes[][2] = {{37, 40}, {64, 64}, {5, 3}, {300, 1000}};
     for (int di = 0; di < 2; di++)
         for (size_t si = 0; si < 4; si++)
-            for (int by_token = 0; by_token < 2; by_token++) {
+            for (int variant = 0; variant < 4; variant++) {
                 const jamba_dtype dt = DTS[di];
+                const int by_token = variant & 1;
+                /* ldin = K allows 16-byte loads when K is a multiple of 8; K + 2 forces the scalar path */
                 const int64_t N = shapes[si][0], K = shapes[si][1], E = 6, k = 2, T = 7, n = T * k;
+                const int64_t ldin = variant & 2 ? K + 2 : K;
                 int32_t ex[14], pos[14];
                 float w[14], sw[14];
                 int64_t begin[7], st[14];
@@ -587,7 +590,7 @@ static void test_expert_gemv(void) {
                     begin32[e] = (int32_t)begin[e];
                 for (int s = 0; s < n; s++)
                     st32[s] = (int32_t)st[s];
-                const int64_t rows_in = by_token ? T : n, ldin = K + 2;
+                const int64_t rows_in = by_token ? T : n;
                 float *W = gt_random(&r, E * N * K, -1, 1, dt), *in = gt_random(&r, rows_in * ldin, -1, 1, dt);
                 void *d_W = gt_dev_from(dt, W, E * N * K), *d_in = gt_dev_from(dt, in, rows_in * ldin);
                 int32_t *d_begin = gt_dev_bytes(begin32, sizeof begin32), *d_st = gt_dev_bytes(st32, sizeof st32);
@@ -610,8 +613,8 @@ static void test_expert_gemv(void) {
                     }
                 gt_to_host(odt, got, d_out, n * N);
                 char what[96];
-                snprintf(what, sizeof what, "%s N=%lld K=%lld %s out %s", dname(dt), (long long)N, (long long)K,
-                         by_token ? "by token" : "by slot", dname(odt));
+                snprintf(what, sizeof what, "%s N=%lld K=%lld ldin=%lld %s out %s", dname(dt), (long long)N,
+                         (long long)K, (long long)ldin, by_token ? "by token" : "by slot", dname(odt));
                 gt_expect_close(what, got, want, n * N, tol(odt));
                 free(W), free(in), free(want), free(got);
                 gt_dev_free(d_W), gt_dev_free(d_in), gt_dev_free(d_begin), gt_dev_free(d_st), gt_dev_free(d_out);
