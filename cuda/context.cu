@@ -30,6 +30,12 @@ jamba_status jb_cuda_check_alive(const jb_cuda_ctx *c, jamba_error *err) {
                    c->fault);
 }
 
+/* One copy on the context's stream, waited for. */
+static cudaError_t copy_sync(jb_cuda_ctx *c, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, c->stream);
+    return e == cudaSuccess ? cudaStreamSynchronize(c->stream) : e;
+}
+
 namespace {
 
 /* One planned buffer: where its pointer goes and how many bytes it needs. */
@@ -317,9 +323,7 @@ extern "C" jamba_status jb_cuda_logits_row(jb_cuda_ctx *c, int64_t row, float *d
     if (row < 0 || row >= c->cap)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "CUDA logits: row %lld outside [0, %lld)", (long long)row,
                        (long long)c->cap);
-    cudaError_t e = cudaMemcpyAsync(dst, c->logits + row * c->V, (size_t)c->V * 4, cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess)
-        e = cudaStreamSynchronize(c->stream);
+    cudaError_t e = copy_sync(c, dst, c->logits + row * c->V, (size_t)c->V * 4, cudaMemcpyDeviceToHost);
     return e == cudaSuccess ? JAMBA_OK : jb_cuda_fault(c, err, "reading logits", cudaGetErrorString(e));
 }
 
@@ -400,15 +404,11 @@ extern "C" jamba_status jb_cuda_state_read(jb_cuda_ctx *c, int32_t seq, jb_state
     const piece_at at = piece(c, seq, kind, layer, offset);
     cudaError_t e;
     if (at.es == 4) {
-        e = cudaMemcpyAsync(dst, at.p, (size_t)n * 4, cudaMemcpyDeviceToHost, c->stream);
-        if (e == cudaSuccess)
-            e = cudaStreamSynchronize(c->stream);
+        e = copy_sync(c, dst, at.p, (size_t)n * 4, cudaMemcpyDeviceToHost);
     } else {
         /* the bf16 values land in the back half of dst, then widen front to back */
         uint16_t *half = (uint16_t *)(dst + n) - n;
-        e = cudaMemcpyAsync(half, at.p, (size_t)n * 2, cudaMemcpyDeviceToHost, c->stream);
-        if (e == cudaSuccess)
-            e = cudaStreamSynchronize(c->stream);
+        e = copy_sync(c, half, at.p, (size_t)n * 2, cudaMemcpyDeviceToHost);
         for (int64_t i = 0; i < n && e == cudaSuccess; i++)
             dst[i] = bf16_to_f32(half[i]);
     }
@@ -424,18 +424,14 @@ extern "C" jamba_status jb_cuda_state_write(jb_cuda_ctx *c, int32_t seq, jb_stat
     const piece_at at = piece(c, seq, kind, layer, offset);
     cudaError_t e;
     if (at.es == 4) {
-        e = cudaMemcpyAsync(at.p, src, (size_t)n * 4, cudaMemcpyHostToDevice, c->stream);
-        if (e == cudaSuccess)
-            e = cudaStreamSynchronize(c->stream);
+        e = copy_sync(c, at.p, src, (size_t)n * 4, cudaMemcpyHostToDevice);
     } else {
         __nv_bfloat16 *tmp = (__nv_bfloat16 *)jb_malloc((size_t)(n > 0 ? n : 1) * 2);
         if (tmp == NULL)
             return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "CUDA state write: out of memory");
         for (int64_t i = 0; i < n; i++)
             tmp[i] = __float2bfloat16(src[i]);
-        e = cudaMemcpyAsync(at.p, tmp, (size_t)n * 2, cudaMemcpyHostToDevice, c->stream);
-        if (e == cudaSuccess)
-            e = cudaStreamSynchronize(c->stream);
+        e = copy_sync(c, at.p, tmp, (size_t)n * 2, cudaMemcpyHostToDevice);
         jb_free(tmp);
     }
     return e == cudaSuccess ? JAMBA_OK : jb_cuda_fault(c, err, "writing sequence state", cudaGetErrorString(e));

@@ -20,6 +20,18 @@ __device__ __forceinline__ bool cand_better(float va, int32_t ia, float vb, int3
     return va > vb || (va == vb && ia < ib);
 }
 
+/* The best (value, id) over the warp, in every lane. */
+__device__ __forceinline__ void warp_argmax(float &bv, int32_t &bi) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (cand_better(ov, oi, bv, bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+}
+
 /* The best (value, id) of work[0, V) over the block; every thread gets it. id -1 when all are NaN. */
 __device__ void block_argmax(const float *work, int64_t V, float *out_v, int32_t *out_i, float *sv, int32_t *si) {
     float bv = NAN;
@@ -29,14 +41,7 @@ __device__ void block_argmax(const float *work, int64_t V, float *out_v, int32_t
             bv = work[i];
             bi = (int32_t)i;
         }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (cand_better(ov, oi, bv, bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
+    warp_argmax(bv, bi);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) {
         sv[warp] = bv;
@@ -46,14 +51,7 @@ __device__ void block_argmax(const float *work, int64_t V, float *out_v, int32_t
     if (warp == 0) {
         bv = lane < (int)(blockDim.x >> 5) ? sv[lane] : NAN;
         bi = lane < (int)(blockDim.x >> 5) ? si[lane] : -1;
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (cand_better(ov, oi, bv, bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        warp_argmax(bv, bi);
         if (lane == 0) {
             sv[32] = bv;
             si[32] = bi;

@@ -228,6 +228,24 @@ static void test_fixtures_bf16(void) {
         fixture_on_gpu(names[i], JAMBA_DTYPE_BF16);
 }
 
+/* The "mini" fixture with its model; false (after recording why) when either is missing. */
+static bool open_mini(fixture *fx, jamba_model **m, int64_t *V) {
+    *m = NULL;
+    if (!fixture_open(fx, "mini"))
+        return false;
+    if ((*m = fixture_model("mini")) == NULL) {
+        fixture_close(fx);
+        return false;
+    }
+    *V = jamba_model_config(*m)->vocab_size;
+    return true;
+}
+
+static void close_mini(fixture *fx, jamba_model *m) {
+    jamba_model_free(m);
+    fixture_close(fx);
+}
+
 /* ---- chunking, batching, graphs ------------------------------------------------------------------------- */
 
 static void test_chunked_prefill(void) {
@@ -259,10 +277,10 @@ static void test_chunked_prefill(void) {
  * run alone. */
 static void test_batching(void) {
     fixture fx;
-    if (!fixture_open(&fx, "mini"))
+    jamba_model *m;
+    int64_t V;
+    if (!open_mini(&fx, &m, &V))
         return;
-    jamba_model *m = fixture_model("mini");
-    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
     for (int di = 0; m && di < 2; di++) {
         const jamba_dtype dt = di ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
         jamba_context *together = context(m, JAMBA_DEVICE_CUDA, dt, 3, 64, true);
@@ -300,17 +318,16 @@ static void test_batching(void) {
         jamba_context_free(together);
         jamba_context_free(alone);
     }
-    jamba_model_free(m);
-    fixture_close(&fx);
+    close_mini(&fx, m);
 }
 
 /* Decode steps replayed from a CUDA graph give the same logits as direct launches. */
 static void test_graphs(void) {
     fixture fx;
-    if (!fixture_open(&fx, "mini"))
+    jamba_model *m;
+    int64_t V;
+    if (!open_mini(&fx, &m, &V))
         return;
-    jamba_model *m = fixture_model("mini");
-    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
     for (int di = 0; m && di < 2; di++) {
         const jamba_dtype dt = di ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
         jamba_context *g = context(m, JAMBA_DEVICE_CUDA, dt, 2, 64, true);
@@ -341,18 +358,17 @@ static void test_graphs(void) {
         jamba_context_free(g);
         jamba_context_free(d);
     }
-    jamba_model_free(m);
-    fixture_close(&fx);
+    close_mini(&fx, m);
 }
 
 /* ---- sampling and state ----------------------------------------------------------------------------------- */
 
 static void test_decode_sample(void) {
     fixture fx;
-    if (!fixture_open(&fx, "mini"))
+    jamba_model *m;
+    int64_t V;
+    if (!open_mini(&fx, &m, &V))
         return;
-    jamba_model *m = fixture_model("mini");
-    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
     enum { S = 4 };
     jamba_context *gpu = m ? context(m, JAMBA_DEVICE_CUDA, JAMBA_DTYPE_F32, S, 64, true) : NULL;
     jamba_context *cpu = m ? context(m, JAMBA_DEVICE_CPU, JAMBA_DTYPE_F32, S, 64, false) : NULL;
@@ -401,16 +417,15 @@ static void test_decode_sample(void) {
     }
     jamba_context_free(gpu);
     jamba_context_free(cpu);
-    jamba_model_free(m);
-    fixture_close(&fx);
+    close_mini(&fx, m);
 }
 
 static void test_state(void) {
     fixture fx;
-    if (!fixture_open(&fx, "mini"))
+    jamba_model *m;
+    int64_t V;
+    if (!open_mini(&fx, &m, &V))
         return;
-    jamba_model *m = fixture_model("mini");
-    const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
     jamba_context *g = m ? context(m, JAMBA_DEVICE_CUDA, JAMBA_DTYPE_F32, 3, 64, true) : NULL;
     jamba_context *c = m ? context(m, JAMBA_DEVICE_CPU, JAMBA_DTYPE_F32, 1, 64, false) : NULL;
     const char *path = "/tmp/jamba_gpu_test.state";
@@ -438,8 +453,7 @@ static void test_state(void) {
     }
     jamba_context_free(g);
     jamba_context_free(c);
-    jamba_model_free(m);
-    fixture_close(&fx);
+    close_mini(&fx, m);
 }
 
 /* ---- the demo model and device errors -------------------------------------------------------------------- */
