@@ -13,6 +13,7 @@
 #include "../runtime/alloc.h"
 #include "../runtime/error.h"
 #include "config.h"
+#include "dtype.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -30,8 +31,9 @@ typedef struct binder {
     jamba_error *err;
     jamba_status status;   /* first hard error (wrong shape/dtype, conflicting names, OOM) */
     int64_t inner_norms_layer; /* first Mamba layer checked for optional dt/B/C norms, or -1 */
-    jb_tensor_spec *specs;  /* jb_expected_tensors: every missing tensor's canonical name and shape */
-    int64_t n_specs, cap_specs;
+    bool linear;            /* the tensor being bound is a linear layer's matrix (may be quantized) */
+    jb_visit_fn visit;      /* visit mode (jb_weights_visit): hand each tensor to visit instead of binding */
+    void *visit_arg;
 } binder;
 
 typedef struct shape {
@@ -69,14 +71,15 @@ static const jb_ckpt_entry *find_one(binder *b, const char *n0, const char *n1) 
 
 static bool check_entry(binder *b, const jb_ckpt_entry *e, shape want) {
     const jb_st_tensor *t = e->tensor;
-    if (t->dtype != JAMBA_DTYPE_F32 && t->dtype != JAMBA_DTYPE_F16 && t->dtype != JAMBA_DTYPE_BF16) {
-        bool quantized = t->dtype == JAMBA_DTYPE_I8 || t->dtype == JAMBA_DTYPE_U8 ||
-                         t->dtype == JAMBA_DTYPE_F8_E4M3 || t->dtype == JAMBA_DTYPE_F8_E5M2;
+    const bool is_float = t->dtype == JAMBA_DTYPE_F32 || t->dtype == JAMBA_DTYPE_F16 || t->dtype == JAMBA_DTYPE_BF16;
+    if (!is_float && !(b->linear && jb_dtype_quantized(t->dtype))) {
+        bool quantized = jb_dtype_quantized(t->dtype) || t->dtype == JAMBA_DTYPE_U8 || t->dtype == JAMBA_DTYPE_F8_E5M2;
         b->status = jb_fail(b->err, quantized ? JAMBA_ERR_UNSUPPORTED : MISMATCH,
                             "%s: tensor \"%s\" in %s has dtype %s; %s", b->label, e->name,
                             b->ckpt->shards[e->shard].label, jamba_dtype_name(t->dtype),
-                            quantized ? "quantized checkpoints are not supported by this version"
-                                      : "expected F32, F16 or BF16");
+                            !quantized ? "expected F32, F16 or BF16"
+                            : b->linear ? "linear layers may be I8 or F8_E4M3 (weight-only, per-row scales)"
+                                        : "only linear-layer matrices may be quantized");
         return false;
     }
     bool same = t->rank == want.rank;
@@ -102,33 +105,63 @@ static void mark_used(binder *b, const jb_ckpt_entry *e) {
 }
 
 static void set_view(jb_weight *dst, const jb_ckpt_entry *e, const void *data, shape s) {
+    dst->scale = NULL;
     dst->data = data;
     dst->dtype = e->tensor->dtype;
     dst->rank = s.rank;
     memcpy(dst->shape, s.d, sizeof dst->shape);
 }
 
-static bool record_spec(binder *b, const char *name, shape want) {
-    if (!jb_grow((void **)&b->specs, &b->cap_specs, b->n_specs + 1, sizeof *b->specs))
-        return false;
-    jb_tensor_spec *t = &b->specs[b->n_specs++];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->rank = want.rank;
-    memcpy(t->shape, want.d, sizeof t->shape);
-    return true;
+/* The scales of a quantized matrix e, stored as "<name>_scale": one, or one per output row ([rows],
+ * [rows, 1]; with a leading expert dimension for stacked experts). Widened to an owned fp32 array of one
+ * scale per row. */
+static void bind_scale(binder *b, jb_weight *dst, const jb_ckpt_entry *e, shape want) {
+    char name[NAME_BYTES + 8];
+    snprintf(name, sizeof name, "%s_scale", e->name);
+    const jb_ckpt_entry *s = jb_checkpoint_find(b->ckpt, name);
+    if (s == NULL) {
+        b->status = jb_fail(b->err, MISMATCH, "%s: tensor \"%s\" is %s but its scales \"%s\" are missing", b->label,
+                            e->name, jamba_dtype_name(e->tensor->dtype), name);
+        return;
+    }
+    const jb_st_tensor *t = s->tensor;
+    const int64_t rows = want.d[want.rank - 2], groups = want.rank == 3 ? want.d[0] : 1, n = rows * groups;
+    bool one = t->n_elements == 1, per_row = t->n_elements == (uint64_t)n && t->rank >= 1 && t->shape[0] ==
+                                                 (want.rank == 3 ? groups : rows);
+    if ((!one && !per_row) || (t->dtype != JAMBA_DTYPE_F32 && t->dtype != JAMBA_DTYPE_F16 && t->dtype != JAMBA_DTYPE_BF16)) {
+        char got[128];
+        format_shape(got, sizeof got, t->rank, t->shape);
+        b->status = jb_fail(b->err, MISMATCH, "%s: scales \"%s\" are %s %s; expected F32/F16/BF16 with one value or "
+                            "one per row of \"%s\" (%lld)", b->label, name, jamba_dtype_name(t->dtype), got, e->name,
+                            (long long)n);
+        return;
+    }
+    float *scale = jb_malloc((size_t)n * sizeof *scale);
+    if (scale == NULL || !jb_weights_own(b->w, scale)) {
+        hard_fail_oom(b);
+        return;
+    }
+    jb_to_f32(scale, jb_st_tensor_data(&b->ckpt->shards[s->shard], t), t->dtype, (int64_t)t->n_elements);
+    for (int64_t i = 1; one && i < n; i++)
+        scale[i] = scale[0];
+    mark_used(b, s);
+    dst->scale = scale;
 }
 
 /* Bind one tensor stored under n0 (canonical) or n1 (alternative; may be NULL). */
 static void bind(binder *b, jb_weight *dst, shape want, const char *n0, const char *n1) {
     if (!ok(b))
         return;
+    if (b->visit) {
+        if (!b->visit(b->visit_arg, n0, dst, want.rank, want.d, b->linear))
+            b->status = jb_fail(b->err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", b->label);
+        return;
+    }
     const jb_ckpt_entry *e = find_one(b, n0, n1);
     if (!ok(b))
         return;
     if (e == NULL) {
         if (!jb_strlist_addf(&b->missing, "%s", n0))
-            hard_fail_oom(b);
-        else if (b->cap_specs >= 0 && !record_spec(b, n0, want))
             hard_fail_oom(b);
         return;
     }
@@ -136,6 +169,15 @@ static void bind(binder *b, jb_weight *dst, shape want, const char *n0, const ch
         return;
     mark_used(b, e);
     set_view(dst, e, jb_st_tensor_data(&b->ckpt->shards[e->shard], e->tensor), want);
+    if (jb_dtype_quantized(e->tensor->dtype))
+        bind_scale(b, dst, e, want);
+}
+
+/* A linear layer's matrix: may also be stored quantized. */
+static void bind_linear(binder *b, jb_weight *dst, shape want, const char *n0, const char *n1) {
+    b->linear = true;
+    bind(b, dst, want, n0, n1);
+    b->linear = false;
 }
 
 /* "model.layers.{i}.{suffix}" with an optional expert index substituted for %lld in suffix. */
@@ -156,16 +198,18 @@ static void bind_attention(binder *b, int64_t i, jb_attention_weights *a) {
     const jamba_config *c = b->cfg;
     int64_t q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
     char n[NAME_BYTES];
-    bind(b, &a->q_proj, SHAPE2(q, c->hidden_size), lname(n, i, "self_attn.q_proj.weight"), NULL);
-    bind(b, &a->k_proj, SHAPE2(kv, c->hidden_size), lname(n, i, "self_attn.k_proj.weight"), NULL);
-    bind(b, &a->v_proj, SHAPE2(kv, c->hidden_size), lname(n, i, "self_attn.v_proj.weight"), NULL);
-    bind(b, &a->o_proj, SHAPE2(c->hidden_size, q), lname(n, i, "self_attn.o_proj.weight"), NULL);
+    bind_linear(b, &a->q_proj, SHAPE2(q, c->hidden_size), lname(n, i, "self_attn.q_proj.weight"), NULL);
+    bind_linear(b, &a->k_proj, SHAPE2(kv, c->hidden_size), lname(n, i, "self_attn.k_proj.weight"), NULL);
+    bind_linear(b, &a->v_proj, SHAPE2(kv, c->hidden_size), lname(n, i, "self_attn.v_proj.weight"), NULL);
+    bind_linear(b, &a->o_proj, SHAPE2(c->hidden_size, q), lname(n, i, "self_attn.o_proj.weight"), NULL);
 }
 
 /* With mamba_inner_layernorms = false (AI21's remote-code switch) the dt/B/C norms are optional: a
  * checkpoint that stores them gets them applied, as the transformers port always does. Every Mamba layer
  * must then agree, so the choice is the model's, not the layer's. */
 static bool inner_norms_stored(binder *b, int64_t i) {
+    if (b->visit) /* the weights are bound already: they tell */
+        return b->w->layers[i].mamba.dt_norm.data != NULL;
     char n[NAME_BYTES];
     bool stored = jb_checkpoint_find(b->ckpt, lname(n, i, "mamba.dt_layernorm.weight")) != NULL;
     if (b->inner_norms_layer < 0) {
@@ -185,18 +229,18 @@ static void bind_mamba(binder *b, int64_t i, jb_mamba_weights *m) {
     const jamba_config *c = b->cfg;
     int64_t H = c->hidden_size, Di = c->mamba_d_inner, N = c->mamba_d_state, R = c->mamba_dt_rank;
     char n[NAME_BYTES], alt[NAME_BYTES];
-    bind(b, &m->in_proj, SHAPE2(2 * Di, H), lname(n, i, "mamba.in_proj.weight"), NULL);
+    bind_linear(b, &m->in_proj, SHAPE2(2 * Di, H), lname(n, i, "mamba.in_proj.weight"), NULL);
     if (c->mamba_proj_bias)
         bind(b, &m->in_proj_bias, SHAPE1(2 * Di), lname(n, i, "mamba.in_proj.bias"), NULL);
     bind(b, &m->conv1d, SHAPE3(Di, 1, c->mamba_d_conv), lname(n, i, "mamba.conv1d.weight"), NULL);
     if (c->mamba_conv_bias)
         bind(b, &m->conv1d_bias, SHAPE1(Di), lname(n, i, "mamba.conv1d.bias"), NULL);
-    bind(b, &m->x_proj, SHAPE2(R + 2 * N, Di), lname(n, i, "mamba.x_proj.weight"), NULL);
-    bind(b, &m->dt_proj, SHAPE2(Di, R), lname(n, i, "mamba.dt_proj.weight"), NULL);
+    bind_linear(b, &m->x_proj, SHAPE2(R + 2 * N, Di), lname(n, i, "mamba.x_proj.weight"), NULL);
+    bind_linear(b, &m->dt_proj, SHAPE2(Di, R), lname(n, i, "mamba.dt_proj.weight"), NULL);
     bind(b, &m->dt_proj_bias, SHAPE1(Di), lname(n, i, "mamba.dt_proj.bias"), NULL);
     bind(b, &m->A_log, SHAPE2(Di, N), lname(n, i, "mamba.A_log"), NULL);
     bind(b, &m->D, SHAPE1(Di), lname(n, i, "mamba.D"), NULL);
-    bind(b, &m->out_proj, SHAPE2(H, Di), lname(n, i, "mamba.out_proj.weight"), NULL);
+    bind_linear(b, &m->out_proj, SHAPE2(H, Di), lname(n, i, "mamba.out_proj.weight"), NULL);
     if (c->mamba_proj_bias)
         bind(b, &m->out_proj_bias, SHAPE1(H), lname(n, i, "mamba.out_proj.bias"), NULL);
     if (c->mamba_inner_layernorms || inner_norms_stored(b, i)) {
@@ -212,11 +256,11 @@ static void bind_dense(binder *b, int64_t i, jb_mlp_weights *mlp) {
     const jamba_config *c = b->cfg;
     int64_t H = c->hidden_size, I = c->intermediate_size;
     char n[NAME_BYTES], alt[NAME_BYTES];
-    bind(b, &mlp->gate_proj, SHAPE2(I, H), lname(n, i, "feed_forward.gate_proj.weight"),
+    bind_linear(b, &mlp->gate_proj, SHAPE2(I, H), lname(n, i, "feed_forward.gate_proj.weight"),
          ename(alt, i, "moe", 0, "gate_proj"));
-    bind(b, &mlp->up_proj, SHAPE2(I, H), lname(n, i, "feed_forward.up_proj.weight"),
+    bind_linear(b, &mlp->up_proj, SHAPE2(I, H), lname(n, i, "feed_forward.up_proj.weight"),
          ename(alt, i, "moe", 0, "up_proj"));
-    bind(b, &mlp->down_proj, SHAPE2(H, I), lname(n, i, "feed_forward.down_proj.weight"),
+    bind_linear(b, &mlp->down_proj, SHAPE2(H, I), lname(n, i, "feed_forward.down_proj.weight"),
          ename(alt, i, "moe", 0, "down_proj"));
 }
 
@@ -226,17 +270,19 @@ static void bind_stacked_experts(binder *b, int64_t i, jb_layer_weights *lw) {
     int64_t E = c->num_experts, H = c->hidden_size, I = c->intermediate_size;
     char n[NAME_BYTES];
     jb_weight gate_up = {0}, down = {0};
-    bind(b, &gate_up, SHAPE3(E, 2 * I, H), lname(n, i, "feed_forward.experts.gate_up_proj"), NULL);
-    bind(b, &down, SHAPE3(E, H, I), lname(n, i, "feed_forward.experts.down_proj"), NULL);
+    bind_linear(b, &gate_up, SHAPE3(E, 2 * I, H), lname(n, i, "feed_forward.experts.gate_up_proj"), NULL);
+    bind_linear(b, &down, SHAPE3(E, H, I), lname(n, i, "feed_forward.experts.down_proj"), NULL);
     if (!ok(b) || gate_up.data == NULL || down.data == NULL)
         return;
     size_t gsz = jamba_dtype_size(gate_up.dtype), dsz = jamba_dtype_size(down.dtype);
     for (int64_t e = 0; e < E; e++) {
         jb_mlp_weights *x = &lw->experts[e];
         const char *g = (const char *)gate_up.data + (size_t)(e * 2 * I * H) * gsz;
-        x->gate_proj = (jb_weight){g, gate_up.dtype, 2, {I, H, 0}};
-        x->up_proj = (jb_weight){g + (size_t)(I * H) * gsz, gate_up.dtype, 2, {I, H, 0}};
-        x->down_proj = (jb_weight){(const char *)down.data + (size_t)(e * H * I) * dsz, down.dtype, 2, {H, I, 0}};
+        const float *gs = gate_up.scale ? gate_up.scale + e * 2 * I : NULL;
+        x->gate_proj = (jb_weight){g, gate_up.dtype, 2, {I, H, 0}, gs};
+        x->up_proj = (jb_weight){g + (size_t)(I * H) * gsz, gate_up.dtype, 2, {I, H, 0}, gs ? gs + I : NULL};
+        x->down_proj = (jb_weight){(const char *)down.data + (size_t)(e * H * I) * dsz, down.dtype, 2, {H, I, 0},
+                                   down.scale ? down.scale + e * H : NULL};
     }
 }
 
@@ -245,20 +291,19 @@ static void bind_moe(binder *b, int64_t i, jb_layer_weights *lw) {
     int64_t E = c->num_experts, H = c->hidden_size, I = c->intermediate_size;
     char n[NAME_BYTES], alt[NAME_BYTES];
     bind(b, &lw->router, SHAPE2(E, H), lname(n, i, "feed_forward.router.weight"), lname(alt, i, "moe.router.weight"));
-    lw->experts = jb_calloc((size_t)E, sizeof *lw->experts);
-    if (lw->experts == NULL) {
+    if (lw->experts == NULL && (lw->experts = jb_calloc((size_t)E, sizeof *lw->experts)) == NULL) {
         hard_fail_oom(b);
         return;
     }
-    if (jb_checkpoint_find(b->ckpt, lname(n, i, "feed_forward.experts.gate_up_proj")) ||
-        jb_checkpoint_find(b->ckpt, lname(n, i, "feed_forward.experts.down_proj"))) {
+    if (!b->visit && (jb_checkpoint_find(b->ckpt, lname(n, i, "feed_forward.experts.gate_up_proj")) ||
+                      jb_checkpoint_find(b->ckpt, lname(n, i, "feed_forward.experts.down_proj")))) {
         bind_stacked_experts(b, i, lw);
     } else {
         static const char *const projs[3] = {"gate_proj", "up_proj", "down_proj"};
         for (int64_t e = 0; e < E && ok(b); e++) {
             jb_weight *dst[3] = {&lw->experts[e].gate_proj, &lw->experts[e].up_proj, &lw->experts[e].down_proj};
             for (int p = 0; p < 3; p++)
-                bind(b, dst[p], p < 2 ? SHAPE2(I, H) : SHAPE2(H, I), ename(n, i, "feed_forward", e, projs[p]),
+                bind_linear(b, dst[p], p < 2 ? SHAPE2(I, H) : SHAPE2(H, I), ename(n, i, "feed_forward", e, projs[p]),
                      ename(alt, i, "moe", e, projs[p]));
         }
     }
@@ -301,12 +346,31 @@ static void bind_all(binder *b) {
         return;
     if (!c->tie_word_embeddings) {
         bind(b, &w->lm_head, SHAPE2(V, H), "lm_head.weight", NULL);
+    } else if (b->visit) {
+        return; /* tied: no tensor of its own */
     } else if (jb_checkpoint_find(b->ckpt, "lm_head.weight")) {
         b->status = jb_fail(b->err, MISMATCH, "%s: lm_head.weight is stored but config.json sets "
                             "tie_word_embeddings = true", b->label);
     } else {
         w->lm_head = w->embed;
     }
+}
+
+/* Static activation scales of FP8 checkpoints ("...input_scale"): activations stay in bf16/fp32 here, so
+ * they are accepted, counted in a note, and not used. */
+static void accept_input_scales(binder *b, jb_strlist *notes) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < b->ckpt->n_entries; i++) {
+        const char *name = b->ckpt->entries[i].name;
+        size_t len = strlen(name);
+        if (!b->used[i] && len > 11 && strcmp(name + len - 11, "input_scale") == 0) {
+            mark_used(b, &b->ckpt->entries[i]);
+            n++;
+        }
+    }
+    if (n > 0 && notes && !jb_strlist_addf(notes, "%s: %lld activation scales (input_scale) ignored: activations "
+                                           "are not quantized", b->label, (long long)n))
+        hard_fail_oom(b);
 }
 
 /* Missing and unexpected tensors, by name, in one message. */
@@ -340,36 +404,56 @@ static jamba_status report(binder *b, bool allow_unexpected, jb_strlist *notes) 
     return st;
 }
 
+jamba_status jb_weights_visit(const jamba_config *cfg, jb_weights *w, jb_visit_fn fn, void *arg, jamba_error *err) {
+    binder b = {.cfg = cfg, .label = "weights", .w = w, .err = err, .inner_norms_layer = -1, .visit = fn,
+                .visit_arg = arg};
+    if (w->layers == NULL) {
+        w->layers = jb_calloc((size_t)cfg->num_hidden_layers, sizeof *w->layers);
+        w->n_layers = cfg->num_hidden_layers;
+        if (w->layers == NULL)
+            return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    bind_all(&b);
+    return b.status;
+}
+
+typedef struct spec_list {
+    jb_tensor_spec *v;
+    int64_t n, cap;
+} spec_list;
+
+static bool add_spec(void *arg, const char *name, jb_weight *w, int rank, const int64_t *dims, bool linear) {
+    (void)w, (void)linear;
+    spec_list *l = arg;
+    if (!jb_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v))
+        return false;
+    jb_tensor_spec *t = &l->v[l->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->rank = rank;
+    memcpy(t->shape, dims, sizeof t->shape);
+    return true;
+}
+
 jamba_status jb_expected_tensors(const jamba_config *cfg, jb_tensor_spec **out, int64_t *n, jamba_error *err) {
     *out = NULL;
     *n = 0;
-    /* bind against an empty checkpoint: every tensor the config implies is then "missing", in order */
-    const jb_checkpoint empty = {0};
     jb_weights w = {0};
-    binder b = {.cfg = cfg, .ckpt = &empty, .label = "config", .w = &w, .err = err, .inner_norms_layer = -1,
-                .cap_specs = 0};
-    w.layers = jb_calloc((size_t)cfg->num_hidden_layers, sizeof *w.layers);
-    w.n_layers = cfg->num_hidden_layers;
-    if (w.layers == NULL)
-        hard_fail_oom(&b);
-    else
-        bind_all(&b);
-    jb_strlist_free(&b.missing);
+    spec_list l = {0};
+    jamba_status st = jb_weights_visit(cfg, &w, add_spec, &l, err);
     jb_weights_free(&w);
-    if (b.status != JAMBA_OK) {
-        jb_free(b.specs);
-        return b.status;
+    if (st != JAMBA_OK) {
+        jb_free(l.v);
+        return st;
     }
-    *out = b.specs;
-    *n = b.n_specs;
+    *out = l.v;
+    *n = l.n;
     return JAMBA_OK;
 }
 
 jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt, bool allow_unexpected,
                              const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err) {
     memset(out, 0, sizeof *out);
-    binder b = {.cfg = cfg, .ckpt = ckpt, .label = label, .w = out, .err = err, .inner_norms_layer = -1,
-                .cap_specs = -1};
+    binder b = {.cfg = cfg, .ckpt = ckpt, .label = label, .w = out, .err = err, .inner_norms_layer = -1};
     b.used = jb_calloc((size_t)ckpt->n_entries, sizeof *b.used);
     out->order = jb_calloc((size_t)ckpt->n_entries, sizeof *out->order);
     out->layers = jb_calloc((size_t)cfg->num_hidden_layers, sizeof *out->layers);
@@ -378,6 +462,8 @@ jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt,
         hard_fail_oom(&b);
     else
         bind_all(&b);
+    if (b.status == JAMBA_OK)
+        accept_input_scales(&b, notes);
     jamba_status st = b.status;
     if (st == JAMBA_OK)
         st = report(&b, allow_unexpected, notes);
@@ -388,7 +474,19 @@ jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt,
     return st;
 }
 
+bool jb_weights_own(jb_weights *w, void *p) {
+    if (!jb_grow((void **)&w->owned, &w->cap_owned, w->n_owned + 1, sizeof *w->owned)) {
+        jb_free(p);
+        return false;
+    }
+    w->owned[w->n_owned++] = p;
+    return true;
+}
+
 void jb_weights_free(jb_weights *w) {
+    for (int64_t i = 0; i < w->n_owned; i++)
+        jb_free(w->owned[i]);
+    jb_free(w->owned);
     if (w->layers)
         for (int64_t i = 0; i < w->n_layers; i++)
             jb_free(w->layers[i].experts);

@@ -1,14 +1,24 @@
 /*
- * dtype.h — safetensors dtype names.
+ * dtype.h — safetensors dtype names, and element conversions to and from fp32.
  */
 #ifndef JB_DTYPE_H
 #define JB_DTYPE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "jamba.h"
 
 /* The dtype whose safetensors name is exactly `name`, or JAMBA_DTYPE_UNKNOWN. */
 jamba_dtype jb_dtype_from_name(const char *name);
+
+/* Widen n stored elements (any alignment) to fp32: F32, F16, BF16, I8 (the integer value) or F8_E4M3. */
+void jb_to_f32(float *dst, const void *src, jamba_dtype dtype, int64_t n);
+
+/* One OCP FP8 E4M3FN value (no infinities; S.1111.111 is NaN). */
+float jb_e4m3_to_f32(uint8_t b);
+
+/* fp32 to bf16, rounding to nearest even; NaN stays NaN. */
+uint16_t jb_f32_to_bf16(float f);
 
 #endif /* JB_DTYPE_H */

@@ -17,10 +17,14 @@
 
 typedef struct jb_weight {
     const void *data;   /* row-major; NULL when the config does not have this tensor */
-    jamba_dtype dtype;  /* F32, F16 or BF16 */
+    jamba_dtype dtype;  /* F32, F16 or BF16; linear-layer matrices also I8 or F8_E4M3 (weight-only, with scale) */
     int rank;
     int64_t shape[3];
+    const float *scale; /* I8 / F8_E4M3: [shape[0]] per output row, value = stored × scale; else NULL */
 } jb_weight;
+
+/* True for the weight-only quantized dtypes a linear layer may be stored in. */
+static inline bool jb_dtype_quantized(jamba_dtype d) { return d == JAMBA_DTYPE_I8 || d == JAMBA_DTYPE_F8_E4M3; }
 
 typedef struct jb_attention_weights {
     jb_weight q_proj; /* [n_h*d_h, H] */
@@ -70,15 +74,23 @@ typedef struct jb_weights {
     int64_t n_layers;
     int64_t *order;           /* [n_order] checkpoint entries in binding order (the inventory), owned */
     int64_t n_order;
+    void **owned;             /* [n_owned] memory the views point into: row scales, quantized copies */
+    int64_t n_owned, cap_owned;
     bool inner_norms_stored;  /* mamba_inner_layernorms = false, yet every Mamba layer stores dt/B/C norms */
 } jb_weights;
 
 /* Bind every tensor the config implies. Missing and unexpected tensors are reported by name; a tensor of
  * the wrong shape or dtype is reported with what the config implies. With allow_unexpected, tensors the
- * config does not imply are skipped and listed in `notes` instead. `label` (the folder) prefixes messages. */
+ * config does not imply are skipped and listed in `notes` instead. `label` (the folder) prefixes messages.
+ * Linear-layer matrices (attention, Mamba projections, MLPs, experts) may be stored as I8 or F8_E4M3 with a
+ * companion "<name>_scale" tensor: one scale, or one per output row ([rows] or [rows, 1]; [E, rows] for
+ * stacked experts), F32/F16/BF16. Activation scales ("..input_scale") are accepted and ignored. */
 jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt, bool allow_unexpected,
                              const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err);
 void jb_weights_free(jb_weights *w);
+
+/* Keep `p` (from jb_malloc) until jb_weights_free; false when out of memory (p is then freed). */
+bool jb_weights_own(jb_weights *w, void *p);
 
 /* One tensor a config implies: its canonical (Hugging Face) name and shape. */
 #define NAME_BYTES 192
@@ -87,6 +99,12 @@ typedef struct jb_tensor_spec {
     int rank;
     int64_t shape[3];
 } jb_tensor_spec;
+
+/* Visit every tensor `cfg` implies, in binding order, with its canonical (Hugging Face, per-expert) name,
+ * the view in `w` it binds to, its shape, and whether it is a linear layer's matrix. Tied lm_head is not
+ * visited. w may be bound weights or empty (jb_weights_free it afterwards). fn returns false on OOM. */
+typedef bool (*jb_visit_fn)(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear);
+jamba_status jb_weights_visit(const jamba_config *cfg, jb_weights *w, jb_visit_fn fn, void *arg, jamba_error *err);
 
 /* Every tensor `cfg` implies, in binding order (per-expert names, untied lm_head only when untied); the
  * caller frees *out with jb_free. */

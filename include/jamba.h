@@ -187,16 +187,36 @@ typedef enum jamba_weights_mode {
     JAMBA_WEIGHTS_NONE = 2,       /* read config.json only, even when weights exist */
 } jamba_weights_mode;
 
+/* How a group of linear layers is held in memory. */
+typedef enum jamba_weight_format {
+    JAMBA_FORMAT_STORED = 0, /* as the checkpoint stores them (float, or already I8 / F8_E4M3 + scales) */
+    JAMBA_FORMAT_INT8 = 1,   /* int8 weight-only, per output row, symmetric, fp32 scales (ExpertsInt8's
+                                scheme: s = max|row| / 127, q = round(w / s)); quantized while loading
+                                unless already int8 */
+} jamba_weight_format;
+
 typedef struct jamba_model_params {
     jamba_weights_mode weights;    /* default JAMBA_WEIGHTS_REQUIRED */
     bool allow_unexpected_tensors; /* default false: tensors the config does not imply are an error;
                                       when true they are skipped and listed as warnings */
     bool check_finite;             /* default false: when true, scan every weight for NaN/Inf at load
                                       and fail naming the tensor and the first bad element */
+    jamba_weight_format experts;   /* MoE expert matrices; default STORED */
+    jamba_weight_format mlp;       /* dense MLP matrices; default STORED */
+    int32_t n_threads;             /* threads for load-time work (quantization); 0 = the online CPUs */
 } jamba_model_params;
 
 /* Default parameters. Always start from these and change fields, so new fields get sane values. */
 JAMBA_API jamba_model_params jamba_model_default_params(void);
+
+/*
+ * Write the model's weights as they are held — after any load-time int8 quantization — to
+ * out_dir/model.safetensors with canonical Hugging Face names (a quantized matrix as I8 or F8_E4M3 plus
+ * "<name>_scale", F32, one per output row), and copy config.json (noting the quantization) and the
+ * tokenizer files beside it. The folder is created when missing; files are written atomically. Loading
+ * the result needs no requantization (`jamba quantize` is this call).
+ */
+JAMBA_API jamba_status jamba_model_save(const jamba_model *model, const char *out_dir, jamba_error *err);
 
 /*
  * Load a model from a Hugging Face folder: config.json plus model.safetensors, or

@@ -5,53 +5,6 @@
 
 #include <string.h>
 
-static float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0x1f) { /* inf / nan */
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else if (exp != 0) { /* normal */
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    } else if (mant == 0) { /* zero */
-        bits = sign;
-    } else { /* subnormal: normalise */
-        int e = -1;
-        do {
-            e++;
-            mant <<= 1;
-        } while (!(mant & 0x400));
-        bits = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ff) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-void jb_to_f32(float *dst, const void *src, jamba_dtype dtype, int64_t n) {
-    const uint8_t *p = src;
-    if (dtype == JAMBA_DTYPE_F32) {
-        memcpy(dst, src, (size_t)n * 4);
-    } else if (dtype == JAMBA_DTYPE_BF16) {
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            dst[i] = bf16_to_f32(h);
-        }
-    } else { /* F16: bind.c admits only F32, F16 and BF16 */
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            dst[i] = f16_to_f32(h);
-        }
-    }
-}
-
 static int64_t weight_elements(const jb_weight *w) {
     int64_t n = 1;
     for (int d = 0; d < w->rank; d++)
@@ -103,6 +56,10 @@ static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
     for (int64_t n = n0; n < n1; n += JB_MATMUL_ROWS) {
         int64_t rows = n1 - n < JB_MATMUL_ROWS ? n1 - n : JB_MATMUL_ROWS;
         jb_to_f32(wrows, base + (size_t)(n * K) * esize, j->W->dtype, rows * K);
+        if (j->W->scale) /* weight-only quantized: stored value x its row's scale */
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t k = 0; k < K; k++)
+                    wrows[r * K + k] *= j->W->scale[n + r];
         if (rows < JB_MATMUL_ROWS) /* pad the block with zero rows, results discarded */
             memset(wrows + rows * K, 0, (size_t)((JB_MATMUL_ROWS - rows) * K) * sizeof(float));
         for (int64_t t = 0; t < j->T; t++) {

@@ -11,11 +11,10 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "../ckpt/dtype.h"
 #include "../ckpt/weights.h"
 #include "threadpool.h"
 
-/* Widen n elements of a stored row (any alignment) to fp32. */
-void jb_to_f32(float *dst, const void *src, jamba_dtype dtype, int64_t n);
 
 /* The weight as fp32: its own memory when it is aligned F32, else widened into `scratch` (n elements). */
 const float *jb_weight_f32(const jb_weight *w, float *scratch);

@@ -8,17 +8,22 @@
 #include "alloc.h"
 #include "checked.h"
 #include "error.h"
+#include "quantize.h"
 #include "sizing.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 jamba_model_params jamba_model_default_params(void) {
     return (jamba_model_params){
         .weights = JAMBA_WEIGHTS_REQUIRED,
         .allow_unexpected_tensors = false,
         .check_finite = false,
+        .experts = JAMBA_FORMAT_STORED,
+        .mlp = JAMBA_FORMAT_STORED,
+        .n_threads = 0,
     };
 }
 
@@ -56,6 +61,13 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
     if (p->check_finite)
         for (int64_t i = 0; i < m->weights.n_order; i++)
             JB_TRY(jb_check_finite(&m->ckpt, m->weights.order[i], err));
+    if (p->experts == JAMBA_FORMAT_INT8 || p->mlp == JAMBA_FORMAT_INT8) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = p->n_threads > 0 ? p->n_threads : online < 1 ? 1 : online > 64 ? 64 : (int)online;
+        JB_TRY(jb_weights_quantize(&m->weights, &m->config, p->experts == JAMBA_FORMAT_INT8,
+                                   p->mlp == JAMBA_FORMAT_INT8, threads, m->path, err));
+        m->requantized = true;
+    }
     return JAMBA_OK;
 }
 
@@ -109,6 +121,9 @@ jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
     jamba_model_params p = params ? *params : jamba_model_default_params();
     if ((int)p.weights < JAMBA_WEIGHTS_REQUIRED || p.weights > JAMBA_WEIGHTS_NONE)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: invalid weights mode %d", (int)p.weights);
+    if ((int)p.experts < JAMBA_FORMAT_STORED || p.experts > JAMBA_FORMAT_INT8 || (int)p.mlp < JAMBA_FORMAT_STORED ||
+        p.mlp > JAMBA_FORMAT_INT8 || p.n_threads < 0 || p.n_threads > 1024)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: invalid weight format or thread count");
     struct stat sb;
     if (stat(dir, &sb) != 0)
         return jb_fail(err, JAMBA_ERR_IO, "%s: %s", dir, strerror(errno));

@@ -29,6 +29,7 @@ struct jamba_model {
     struct jb_cuda_weights *gpu[JB_MODEL_MAX_GPU_COPIES];
     int n_gpu;
     uint8_t *owned_image;   /* jb_model_from_image: the safetensors image the weights point into */
+    bool requantized;       /* some matrices were quantized to int8 while loading */
 };
 
 /* A model from config.json text and a safetensors image in memory (synthetic models for benchmarks and

@@ -134,7 +134,7 @@ static uint64_t model_fingerprint(const jamba_model *m) {
                               c->mamba_d_conv, c->mamba_dt_rank, c->num_experts, c->num_experts_per_tok,
                               c->attn_layer_period, c->attn_layer_offset, c->expert_layer_period,
                               c->expert_layer_offset, c->mamba_conv_bias, c->mamba_proj_bias,
-                              c->mamba_inner_layernorms, c->tie_word_embeddings};
+                              c->mamba_inner_layernorms, c->tie_word_embeddings, m->requantized};
     uint64_t h = fnv1a(FNV_SEED, values, sizeof values);
     h = fnv1a(h, &c->rms_norm_eps, sizeof c->rms_norm_eps);
     for (int64_t i = 0; i < m->weights.n_order; i++)

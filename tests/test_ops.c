@@ -113,7 +113,7 @@ JB_TEST(ops, matmul_every_dtype_and_alignment) {
                         memcpy(base + 2 * i, &h, 2);
                     }
                 }
-                jb_weight wt = {base, dtype, 2, {N, K, 0}};
+                jb_weight wt = {base, dtype, 2, {N, K, 0}, NULL};
                 float y[T * N];
                 jb_cpu_matmul(p, scratch, y, x, T, &wt, bias);
                 for (int i = 0; i < T * N; i++)

@@ -22,6 +22,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 /* Print "jamba: error: <message>" as one line on stderr and return CLI_EXIT_FAIL. */
 int cli_fail(const jamba_error *err);
@@ -52,23 +53,30 @@ typedef struct cli_strings {
  * CLI_EXIT_USAGE after printing the problem. */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
-/* Where a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32. */
+/* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, and the
+ * load-time weight formats --experts int8|stored, --mlp int8|stored. */
 typedef struct cli_device_args {
-    const char *device, *gpu_dtype;
+    const char *device, *gpu_dtype, *experts, *mlp;
     int64_t gpu;
 } cli_device_args;
 
 #define CLI_DEVICE_OPTIONS(d)                                                                                  \
     {"--device", CLI_STRING, &(d).device, 0, 0}, {"--gpu", CLI_COUNT, &(d).gpu, 0, 1 << 20},                 \
-        {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}
+        {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}, {"--experts", CLI_STRING, &(d).experts, 0, 0},   \
+        {"--mlp", CLI_STRING, &(d).mlp, 0, 0}
 
 #define CLI_DEVICE_HELP                                                                                        \
     "  --device cpu|cuda     where the model runs (default cpu)\n"                                          \
     "  --gpu N               the CUDA device with --device cuda (default 0)\n"                              \
-    "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"
+    "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"                \
+    "  --experts int8        hold the MoE experts as int8 (weight-only, per-row scales; quantized while\n"  \
+    "                        loading unless the checkpoint already is); default: as stored\n"               \
+    "  --mlp int8            the same for the dense MLPs\n"
 
 /* Fill the device fields of `p` from the arguments; CLI_EXIT_USAGE (after saying why) on a bad value. */
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p);
+/* Fill the weight formats of `p` (--experts, --mlp); CLI_EXIT_USAGE on a bad value. */
+int cli_model_params(const char *cmd, const cli_device_args *d, jamba_model_params *p);
 
 /* The whole of a file ("-" = stdin) in a new NUL-terminated buffer (free it); NULL with errno on failure. */
 char *cli_read_file(const char *path, size_t *len);

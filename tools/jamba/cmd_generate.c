@@ -52,7 +52,10 @@ static sampling_args default_sampling(void) {
 static int to_options(const char *cmd, const char *model, const sampling_args *a, gen_options *out) {
     gen_options o = {.model = model, .n_ctx = a->ctx, .n_batch = a->batch, .threads = a->threads, .progress = true};
     o.device = jamba_context_default_params();
+    o.load = jamba_model_default_params();
     int rc = cli_device_params(cmd, &a->dev, &o.device);
+    if (rc == 0)
+        rc = cli_model_params(cmd, &a->dev, &o.load);
     if (rc != 0)
         return rc;
     o.sampling = jamba_sampler_default_params();

@@ -26,6 +26,7 @@ typedef struct score_opts {
     bool json;
     cli_device_args dev;
     jamba_context_params device; /* the device fields, from dev */
+    jamba_model_params load;     /* the weight formats, from dev */
 } score_opts;
 
 typedef struct score_result {
@@ -162,7 +163,7 @@ static int score_model(const score_opts *o, const char *dir, const char *text, s
     float *all = NULL;
     int rc = CLI_EXIT_OK;
     r->model = dir;
-    if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK)
+    if (jamba_model_load(dir, &o->load, &m, &err) != JAMBA_OK)
         return cli_fail(&err);
     cli_print_model_notes(m);
     if (text) {
@@ -250,7 +251,8 @@ int cmd_score(int argc, char **argv) {
     if (o.dump && o.models.n > 1)
         return cli_usage_error("score", "--dump-logits works with one --model");
     o.device = jamba_context_default_params();
-    if ((rc = cli_device_params("score", &o.dev, &o.device)) != 0)
+    o.load = jamba_model_default_params();
+    if ((rc = cli_device_params("score", &o.dev, &o.device)) != 0 || (rc = cli_model_params("score", &o.dev, &o.load)) != 0)
         return rc;
     size_t text_len = 0;
     char *text = NULL;

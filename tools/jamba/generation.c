@@ -38,7 +38,7 @@ int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *e
     memset(s, 0, sizeof *s);
     s->pending = -1;
     const char *dir = o->model ? o->model : gen_default_model();
-    if (jamba_model_load(dir, NULL, &s->model, err) != JAMBA_OK ||
+    if (jamba_model_load(dir, &o->load, &s->model, err) != JAMBA_OK ||
         jamba_tokenizer_load(dir, &s->tok, err) != JAMBA_OK)
         return CLI_EXIT_FAIL;
     cli_print_model_notes(s->model);

@@ -31,6 +31,7 @@ typedef struct gen_options {
     int64_t n_batch, threads;
     jamba_sampler_params sampling;
     jamba_context_params device; /* its device fields say where the model runs */
+    jamba_model_params load;     /* load parameters (weight formats) */
     bool progress;            /* a progress bar on stderr while prefilling */
 } gen_options;
 

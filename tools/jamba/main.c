@@ -19,6 +19,7 @@ static void print_help(FILE *out) {
             "  score     run token ids through a model: mean NLL, perplexity, per-position log-probs\n"
             "  tokenize  text -> token ids with a model's tokenizer\n"
             "  detokenize  token ids -> text\n"
+            "  quantize  write a copy of a model with int8 experts (and optionally int8 dense MLPs)\n"
             "  devices   show the CUDA / cuBLAS / NCCL versions of this build and the GPUs present\n"
             "\n"
             "  jamba <command> --help   options of one command\n"
@@ -51,6 +52,8 @@ int main(int argc, char **argv) {
         return cmd_detokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "score") == 0)
         return cmd_score(argc - 1, argv + 1);
+    if (strcmp(cmd, "quantize") == 0)
+        return cmd_quantize(argc - 1, argv + 1);
     if (strcmp(cmd, "devices") == 0)
         return cmd_devices(argc - 1, argv + 1);
     fprintf(stderr, "jamba: unknown command '%s' (see 'jamba --help')\n", cmd);

@@ -66,3 +66,18 @@ int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_p
     p->gpu_index = (int32_t)d->gpu;
     return 0;
 }
+
+static int parse_format(const char *cmd, const char *flag, const char *v, jamba_weight_format *out) {
+    if (v == NULL || strcmp(v, "stored") == 0)
+        *out = JAMBA_FORMAT_STORED;
+    else if (strcmp(v, "int8") == 0)
+        *out = JAMBA_FORMAT_INT8;
+    else
+        return cli_usage_error(cmd, "%s %s: expected int8 or stored", flag, v);
+    return 0;
+}
+
+int cli_model_params(const char *cmd, const cli_device_args *d, jamba_model_params *p) {
+    int rc = parse_format(cmd, "--experts", d->experts, &p->experts);
+    return rc ? rc : parse_format(cmd, "--mlp", d->mlp, &p->mlp);
+}

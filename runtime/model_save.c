@@ -1,0 +1,157 @@
+/*
+ * model_save.c — jamba_model_save: a model's weights as they are held (after any load-time int8
+ * quantization) written as a Hugging Face folder that loads again without requantizing.
+ */
+#include "model.h"
+
+#include "../ckpt/json.h"
+#include "../ckpt/st_write.h"
+#include "alloc.h"
+#include "atomic_file.h"
+#include "error.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define COPY_MAX_BYTES ((uint64_t)64 << 20)
+
+typedef struct out_list {
+    jb_st_out_tensor *v;
+    int64_t n, cap;
+    char **names;        /* owned names of the scale tensors */
+    int64_t n_names, cap_names;
+} out_list;
+
+static bool push(out_list *l, jb_st_out_tensor t) {
+    if (!jb_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v))
+        return false;
+    l->v[l->n++] = t;
+    return true;
+}
+
+/* Each tensor as held; a quantized matrix also gives "<name>_scale" (F32, one per row). */
+static bool add_tensor(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear) {
+    (void)linear;
+    out_list *l = arg;
+    if (w->data == NULL)
+        return true;
+    jb_st_out_tensor t = {.name = NULL, .dtype = w->dtype, .rank = rank, .data = w->data};
+    memcpy(t.shape, shape, (size_t)rank * sizeof *shape);
+    char *own = jb_strdup(name);
+    if (own == NULL || !jb_grow((void **)&l->names, &l->cap_names, l->n_names + 2, sizeof *l->names)) {
+        jb_free(own);
+        return false;
+    }
+    l->names[l->n_names++] = own;
+    t.name = own;
+    if (!push(l, t))
+        return false;
+    if (w->scale == NULL)
+        return true;
+    char *sname = jb_asprintf("%s_scale", name);
+    if (sname == NULL)
+        return false;
+    l->names[l->n_names++] = sname;
+    return push(l, (jb_st_out_tensor){.name = sname, .dtype = JAMBA_DTYPE_F32, .rank = 1, .shape = {shape[0]},
+                                      .data = w->scale});
+}
+
+typedef struct bytes_out {
+    const char *p;
+    size_t n;
+} bytes_out;
+
+static bool write_bytes(FILE *f, void *arg) {
+    const bytes_out *b = arg;
+    return b->n == 0 || fwrite(b->p, 1, b->n, f) == b->n;
+}
+
+/* config.json, with a quantization note when matrices were quantized while loading. */
+static jamba_status save_config(const jamba_model *m, const char *dir, jamba_error *err) {
+    char *src = jb_asprintf("%s/config.json", m->path), *dst = jb_asprintf("%s/config.json", dir);
+    char *text = NULL, *out = NULL;
+    size_t len = 0;
+    json_t *root = NULL;
+    jamba_status st = src && dst ? JAMBA_OK : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+    if (st == JAMBA_OK)
+        st = jb_read_small_file(src, src, COPY_MAX_BYTES, JAMBA_ERR_BAD_CONFIG, &text, &len, err);
+    if (st == JAMBA_OK)
+        st = jb_json_parse_object(text, len, src, JAMBA_ERR_BAD_CONFIG, &root, err);
+    if (st == JAMBA_OK && m->requantized) {
+        json_t *q = json_pack("{s:s,s:s}", "quant_method", "jamba_int8",
+                              "format", "int8 weight-only, per output row, symmetric, F32 <name>_scale");
+        if (q == NULL || json_object_set_new(root, "quantization_config", q) != 0)
+            st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+    }
+    if (st == JAMBA_OK && (out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) == NULL)
+        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+    if (st == JAMBA_OK) {
+        bytes_out b = {out, strlen(out)};
+        st = jb_write_file_atomic(dst, write_bytes, &b, err);
+    }
+    free(out);
+    json_decref(root);
+    jb_free(text);
+    jb_free(src);
+    jb_free(dst);
+    return st;
+}
+
+/* The tokenizer and generation files beside the weights, copied when present. */
+static jamba_status copy_side_files(const jamba_model *m, const char *dir, jamba_error *err) {
+    static const char *const files[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                        "special_tokens_map.json", "generation_config.json"};
+    jamba_status st = JAMBA_OK;
+    for (size_t i = 0; st == JAMBA_OK && i < sizeof files / sizeof files[0]; i++) {
+        char *src = jb_asprintf("%s/%s", m->path, files[i]), *dst = jb_asprintf("%s/%s", dir, files[i]);
+        struct stat sb;
+        char *text = NULL;
+        size_t len = 0;
+        if (src == NULL || dst == NULL)
+            st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+        else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode) &&
+                 (st = jb_read_small_file(src, src, COPY_MAX_BYTES, JAMBA_ERR_IO, &text, &len, err)) == JAMBA_OK) {
+            bytes_out b = {text, len};
+            st = jb_write_file_atomic(dst, write_bytes, &b, err);
+        }
+        jb_free(text);
+        jb_free(src);
+        jb_free(dst);
+    }
+    return st;
+}
+
+jamba_status jamba_model_save(const jamba_model *m, const char *dir, jamba_error *err) {
+    if (m == NULL || dir == NULL || dir[0] == '\0')
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_save: NULL argument");
+    if (!m->has_weights)
+        return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: loaded without weights; nothing to save", m->path);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 && mkdir(dir, 0755) != 0)
+        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return jb_fail(err, JAMBA_ERR_IO, "%s: not a folder", dir);
+    if (strcmp(dir, m->path) == 0)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: saving over the model's own folder is not allowed "
+                       "(its weights are mapped from there)", dir);
+    out_list l = {0};
+    jb_weights w = m->weights; /* the visitor hands out views; nothing is changed */
+    jamba_status st = jb_weights_visit(&m->config, &w, add_tensor, &l, err);
+    char *path = st == JAMBA_OK ? jb_asprintf("%s/model.safetensors", dir) : NULL;
+    if (st == JAMBA_OK && path == NULL)
+        st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
+    if (st == JAMBA_OK)
+        st = jb_st_write(path, l.v, l.n, err);
+    if (st == JAMBA_OK)
+        st = save_config(m, dir, err);
+    if (st == JAMBA_OK)
+        st = copy_side_files(m, dir, err);
+    for (int64_t i = 0; i < l.n_names; i++)
+        jb_free(l.names[i]);
+    jb_free(l.names);
+    jb_free(l.v);
+    jb_free(path);
+    return st;
+}
