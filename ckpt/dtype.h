@@ -9,6 +9,10 @@
 
 #include "jamba.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The dtype whose safetensors name is exactly `name`, or JAMBA_DTYPE_UNKNOWN. */
 jamba_dtype jb_dtype_from_name(const char *name);
 
@@ -20,5 +24,9 @@ float jb_e4m3_to_f32(uint8_t b);
 
 /* fp32 to bf16, rounding to nearest even; NaN stays NaN. */
 uint16_t jb_f32_to_bf16(float f);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* JB_DTYPE_H */

@@ -9,11 +9,27 @@
  *           tokens spreads over n_splits × n_kv blocks.
  *   flash   bf16 prefill with d_h 64 or 128: one block per (64-query tile, query head); tensor-core (WMMA)
  *           products Q·Kᵀ and P·V over 64-key tiles with an online softmax; T x T is never materialised.
+ * The cache holds the activation type, or fp8 e4m3 with one fp32 scale per (token, KV head): both paths
+ * widen a key or value as fp8 × scale (the flash path into its bf16 tiles).
  */
 #include "common.cuh"
 #include "ops.h"
 
+#include <cuda_fp8.h>
 #include <mma.h>
+
+typedef __nv_fp8_e4m3 fp8;
+#define E4M3_MAX 448.0f /* the largest finite e4m3 value */
+
+__device__ __forceinline__ float to_f32(fp8 x) { return (float)x; }
+
+/* Cache element types: the activation type, or fp8 with per-(token, head) scales. */
+template <typename TC> struct kv_scaled {
+    static constexpr bool value = false;
+};
+template <> struct kv_scaled<fp8> {
+    static constexpr bool value = true;
+};
 
 /* ---- KV append -------------------------------------------------------------------------------------- */
 
@@ -31,15 +47,53 @@ __global__ void kv_append_kernel(jb_gpu_attn_args a, const int32_t *row_seg, con
     ((T *)a.v_cache)[dst] = src[q + kv + e];
 }
 
+/* One warp per (row, KV head): the head's k (then v) values, their amax, the scale, the fp8 bytes. */
+template <typename T>
+__global__ void kv_append_fp8_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *segs,
+                                     int64_t T_rows) {
+    const int lane = threadIdx.x & 31;
+    const int64_t item = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (item >= T_rows * a.n_kv_heads)
+        return;
+    const int64_t D = a.head_dim, r = item / a.n_kv_heads, h = item % a.n_kv_heads;
+    const int64_t kv = a.n_kv_heads * D, q = a.n_heads * D;
+    const jb_gpu_seg s = segs[row_seg[r]];
+    const int64_t tok = s.pos + r - s.row;
+    for (int which = 0; which < 2; which++) {
+        const T *x = (const T *)a.qkv + r * a.ld_qkv + q + which * kv + h * D;
+        float amax = 0.0f;
+        for (int64_t d = lane; d < D; d += 32)
+            amax = fmaxf(amax, fabsf(to_f32(x[d])));
+        amax = warp_max(amax);
+        const float scale = amax / E4M3_MAX;
+        fp8 *dst = (fp8 *)(which ? a.v_cache : a.k_cache) + (int64_t)s.seq * a.seq_stride + tok * kv + h * D;
+        for (int64_t d = lane; d < D; d += 32)
+            dst[d] = fp8(scale > 0.0f ? to_f32(x[d]) / scale : 0.0f);
+        if (lane == 0)
+            (which ? a.v_scale : a.k_scale)[(int64_t)s.seq * a.scale_seq_stride + tok * a.n_kv_heads + h] = scale;
+    }
+}
+
 extern "C" cudaError_t jb_gpu_kv_append(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step,
                                        cudaStream_t stream) {
     const int64_t n = step->T * a->n_kv_heads * a->head_dim;
     if (n == 0)
         return cudaSuccess;
-    if (dt == JAMBA_DTYPE_BF16)
+    if (a->kv_dt == JAMBA_DTYPE_F8_E4M3) {
+        if (a->k_scale == NULL || a->v_scale == NULL)
+            return cudaErrorInvalidValue;
+        const int64_t warps = step->T * a->n_kv_heads;
+        if (dt == JAMBA_DTYPE_BF16)
+            kv_append_fp8_kernel<bf16><<<div_up(warps, 8), 256, 0, stream>>>(*a, step->row_seg, step->segs, step->T);
+        else
+            kv_append_fp8_kernel<float><<<div_up(warps, 8), 256, 0, stream>>>(*a, step->row_seg, step->segs, step->T);
+    } else if (a->kv_dt != dt) {
+        return cudaErrorInvalidValue;
+    } else if (dt == JAMBA_DTYPE_BF16) {
         kv_append_kernel<bf16><<<div_up(n, 256), 256, 0, stream>>>(*a, step->row_seg, step->segs, step->T);
-    else
+    } else {
         kv_append_kernel<float><<<div_up(n, 256), 256, 0, stream>>>(*a, step->row_seg, step->segs, step->T);
+    }
     return JB_LAUNCH_CHECK();
 }
 
@@ -48,8 +102,9 @@ extern "C" cudaError_t jb_gpu_kv_append(jamba_dtype dt, const jb_gpu_attn_args *
 #define SPLIT_WARPS 4
 #define HEADS_PER_BLOCK 8
 
-/* grid: x = row, y = kv_head * head_groups + group, z = split. DPL = head_dim / 32 rounded up. */
-template <typename T, int DPL>
+/* grid: x = row, y = kv_head * head_groups + group, z = split. DPL = head_dim / 32 rounded up. TC: the
+ * cache element type (T, or fp8 with scales). */
+template <typename T, typename TC, int DPL>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
 attn_split_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *segs, int head_groups) {
     const int64_t D = a.head_dim, kv_w = a.n_kv_heads * D, q_w = a.n_heads * D;
@@ -80,15 +135,19 @@ attn_split_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *
             acc[g][i] = 0.0f;
         }
     }
-    const T *K = (const T *)a.k_cache + (int64_t)s.seq * a.seq_stride + (int64_t)kvh * D;
-    const T *V = (const T *)a.v_cache + (int64_t)s.seq * a.seq_stride + (int64_t)kvh * D;
+    const TC *K = (const TC *)a.k_cache + (int64_t)s.seq * a.seq_stride + (int64_t)kvh * D;
+    const TC *V = (const TC *)a.v_cache + (int64_t)s.seq * a.seq_stride + (int64_t)kvh * D;
+    const float *KS = kv_scaled<TC>::value ? a.k_scale + (int64_t)s.seq * a.scale_seq_stride + kvh : NULL;
+    const float *VS = kv_scaled<TC>::value ? a.v_scale + (int64_t)s.seq * a.scale_seq_stride + kvh : NULL;
     for (int64_t j = k0 + warp; j < k1; j += SPLIT_WARPS) {
         float kj[DPL], vj[DPL];
+        const float ks = kv_scaled<TC>::value ? KS[j * a.n_kv_heads] : 1.0f;
+        const float vs = kv_scaled<TC>::value ? VS[j * a.n_kv_heads] : 1.0f;
 #pragma unroll
         for (int i = 0; i < DPL; i++) {
             const int64_t d = lane + 32 * i;
-            kj[i] = d < D ? to_f32(K[j * kv_w + d]) : 0.0f;
-            vj[i] = d < D ? to_f32(V[j * kv_w + d]) : 0.0f;
+            kj[i] = d < D ? to_f32(K[j * kv_w + d]) * ks : 0.0f;
+            vj[i] = d < D ? to_f32(V[j * kv_w + d]) * vs : 0.0f;
         }
 #pragma unroll
         for (int g = 0; g < HEADS_PER_BLOCK; g++) {
@@ -175,7 +234,7 @@ __global__ void attn_combine_kernel(jb_gpu_attn_args a, int n_splits) {
     }
 }
 
-template <typename T, int DPL>
+template <typename T, typename TC, int DPL>
 static cudaError_t split_launch(const jb_gpu_attn_args *a, const jb_gpu_step *step, int n_splits, cudaStream_t stream) {
     const int64_t group = a->n_heads / a->n_kv_heads;
     const int head_groups = (int)((group + HEADS_PER_BLOCK - 1) / HEADS_PER_BLOCK);
@@ -185,7 +244,7 @@ static cudaError_t split_launch(const jb_gpu_attn_args *a, const jb_gpu_step *st
         return cudaErrorInvalidValue;
     const size_t smem = sizeof(float) * (size_t)SPLIT_WARPS * HEADS_PER_BLOCK * (size_t)(2 + a->head_dim);
     dim3 grid((unsigned int)step->T, (unsigned int)(a->n_kv_heads * head_groups), (unsigned int)n_splits);
-    attn_split_kernel<T, DPL><<<grid, SPLIT_WARPS * 32, smem, stream>>>(*a, step->row_seg, step->segs, head_groups);
+    attn_split_kernel<T, TC, DPL><<<grid, SPLIT_WARPS * 32, smem, stream>>>(*a, step->row_seg, step->segs, head_groups);
     cudaError_t e = JB_LAUNCH_CHECK();
     if (e != cudaSuccess || n_splits == 1)
         return e;
@@ -194,17 +253,17 @@ static cudaError_t split_launch(const jb_gpu_attn_args *a, const jb_gpu_step *st
     return JB_LAUNCH_CHECK();
 }
 
-template <typename T>
+template <typename T, typename TC>
 static cudaError_t split_dispatch(const jb_gpu_attn_args *a, const jb_gpu_step *step, int n_splits, cudaStream_t stream) {
     const int64_t dpl = (a->head_dim + 31) / 32;
     if (dpl <= 1)
-        return split_launch<T, 1>(a, step, n_splits, stream);
+        return split_launch<T, TC, 1>(a, step, n_splits, stream);
     if (dpl <= 2)
-        return split_launch<T, 2>(a, step, n_splits, stream);
+        return split_launch<T, TC, 2>(a, step, n_splits, stream);
     if (dpl <= 4)
-        return split_launch<T, 4>(a, step, n_splits, stream);
+        return split_launch<T, TC, 4>(a, step, n_splits, stream);
     if (dpl <= 8)
-        return split_launch<T, 8>(a, step, n_splits, stream);
+        return split_launch<T, TC, 8>(a, step, n_splits, stream);
     return cudaErrorInvalidValue; /* head_dim > 256 */
 }
 
@@ -229,10 +288,11 @@ template <int D> struct flash_smem {
     static constexpr size_t bytes = ml_off + sizeof(float) * 2 * FL_BM;
 };
 
-/* Copy `rows` rows of D bf16 (row stride ld elements in global memory) into shared rows of QK_LD, zero
- * filling rows >= valid. 16-byte vectors: D is a multiple of 8 and rows are 16-byte aligned. */
+/* Copy FL_BN rows of D values (row stride ld elements in global memory) into shared bf16 rows of QK_LD,
+ * zero filling rows >= valid. Vectors of 8: D is a multiple of 8 and rows are 16-byte (bf16) or 8-byte
+ * (fp8) aligned. fp8 rows are widened with their row's scale (scales[row * scale_ld]). */
 template <int D>
-__device__ void flash_load_rows(bf16 *dst, const bf16 *src, int64_t ld, int valid) {
+__device__ void flash_load_rows(bf16 *dst, const bf16 *src, int64_t ld, int valid, const float *, int64_t) {
     constexpr int VEC = 8, PER_ROW = D / VEC;
     for (int idx = threadIdx.x; idx < FL_BN * PER_ROW; idx += blockDim.x) {
         const int row = idx / PER_ROW, c = (idx % PER_ROW) * VEC;
@@ -244,6 +304,29 @@ __device__ void flash_load_rows(bf16 *dst, const bf16 *src, int64_t ld, int vali
 }
 
 template <int D>
+__device__ void flash_load_rows(bf16 *dst, const fp8 *src, int64_t ld, int valid, const float *scales,
+                                int64_t scale_ld) {
+    constexpr int VEC = 8, PER_ROW = D / VEC;
+    for (int idx = threadIdx.x; idx < FL_BN * PER_ROW; idx += blockDim.x) {
+        const int row = idx / PER_ROW, c = (idx % PER_ROW) * VEC;
+        __align__(16) bf16 out[VEC];
+        if (row < valid) {
+            const uint2 raw = *(const uint2 *)(src + (int64_t)row * ld + c);
+            const fp8 *q = (const fp8 *)&raw;
+            const float sc = scales[(int64_t)row * scale_ld];
+#pragma unroll
+            for (int i = 0; i < VEC; i++)
+                out[i] = __float2bfloat16((float)q[i] * sc);
+        } else {
+#pragma unroll
+            for (int i = 0; i < VEC; i++)
+                out[i] = __float2bfloat16(0.0f);
+        }
+        *(uint4 *)(dst + row * flash_smem<D>::QK_LD + c) = *(const uint4 *)out;
+    }
+}
+
+template <int D, typename TC>
 __global__ void __launch_bounds__(FL_WARPS * 32)
 attn_flash_kernel(jb_gpu_attn_args a, const jb_gpu_seg *segs, int64_t n_segs) {
     using namespace nvcuda;
@@ -272,22 +355,24 @@ attn_flash_kernel(jb_gpu_attn_args a, const jb_gpu_seg *segs, int64_t n_segs) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float scale = sqrtf((float)D);
 
-    flash_load_rows<D>(Qs, (const bf16 *)a.qkv + (s.row + q0) * a.ld_qkv + head * D, a.ld_qkv, q_valid);
+    flash_load_rows<D>(Qs, (const bf16 *)a.qkv + (s.row + q0) * a.ld_qkv + head * D, a.ld_qkv, q_valid, NULL, 0);
     for (int i = threadIdx.x; i < FL_BM * L::O_LD; i += blockDim.x)
         Os[i] = 0.0f;
     for (int i = threadIdx.x; i < FL_BM; i += blockDim.x) {
         row_m[i] = -INFINITY;
         row_l[i] = 0.0f;
     }
-    const bf16 *K = (const bf16 *)a.k_cache + (int64_t)s.seq * a.seq_stride + kvh * D;
-    const bf16 *V = (const bf16 *)a.v_cache + (int64_t)s.seq * a.seq_stride + kvh * D;
+    const TC *K = (const TC *)a.k_cache + (int64_t)s.seq * a.seq_stride + kvh * D;
+    const TC *V = (const TC *)a.v_cache + (int64_t)s.seq * a.seq_stride + kvh * D;
+    const float *KS = kv_scaled<TC>::value ? a.k_scale + (int64_t)s.seq * a.scale_seq_stride + kvh : NULL;
+    const float *VS = kv_scaled<TC>::value ? a.v_scale + (int64_t)s.seq * a.scale_seq_stride + kvh : NULL;
     const int64_t last_pos = s.pos + q0 + q_valid - 1; /* the tile's last query attends keys 0 .. last_pos */
     const int wr = warp * 16;                          /* this warp's first row in the tile */
     for (int64_t kt = 0; kt <= last_pos; kt += FL_BN) {
         const int k_valid = (int)(last_pos + 1 - kt < FL_BN ? last_pos + 1 - kt : FL_BN);
         __syncthreads(); /* everyone is done with the previous K/V tile (and Q/O/stats are initialised) */
-        flash_load_rows<D>(Ks, K + kt * kv_w, kv_w, k_valid);
-        flash_load_rows<D>(Vs, V + kt * kv_w, kv_w, k_valid);
+        flash_load_rows<D>(Ks, K + kt * kv_w, kv_w, k_valid, KS ? KS + kt * a.n_kv_heads : NULL, a.n_kv_heads);
+        flash_load_rows<D>(Vs, V + kt * kv_w, kv_w, k_valid, VS ? VS + kt * a.n_kv_heads : NULL, a.n_kv_heads);
         __syncthreads();
 
         /* S[16 x 64] = Q_w · Kᵀ */
@@ -366,10 +451,11 @@ attn_flash_kernel(jb_gpu_attn_args a, const jb_gpu_seg *segs, int64_t n_segs) {
     }
 }
 
-template <int D>
+template <int D, typename TC>
 static cudaError_t flash_launch(const jb_gpu_attn_args *a, const jb_gpu_step *step, cudaStream_t stream) {
     const size_t smem = flash_smem<D>::bytes;
-    cudaError_t e = cudaFuncSetAttribute(attn_flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e =
+        cudaFuncSetAttribute(attn_flash_kernel<D, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess)
         return e;
     /* tiles: the host knows every segment's length only through the step's bound, so launch for the
@@ -378,7 +464,7 @@ static cudaError_t flash_launch(const jb_gpu_attn_args *a, const jb_gpu_step *st
     if (tiles > INT32_MAX || a->n_heads > 65535)
         return cudaErrorInvalidValue;
     dim3 grid((unsigned int)tiles, (unsigned int)a->n_heads);
-    attn_flash_kernel<D><<<grid, FL_WARPS * 32, smem, stream>>>(*a, step->segs, step->n_segs);
+    attn_flash_kernel<D, TC><<<grid, FL_WARPS * 32, smem, stream>>>(*a, step->segs, step->n_segs);
     return JB_LAUNCH_CHECK();
 }
 
@@ -395,9 +481,17 @@ extern "C" cudaError_t jb_gpu_attention(jamba_dtype dt, const jb_gpu_attn_args *
     bool flash = force_path == 2 || (force_path == 0 && flash_ok && step->max_seg_rows >= 16);
     if (flash && !flash_ok)
         return cudaErrorInvalidValue;
+    const bool f8 = a->kv_dt == JAMBA_DTYPE_F8_E4M3;
+    if ((!f8 && a->kv_dt != dt) || (f8 && (a->k_scale == NULL || a->v_scale == NULL)))
+        return cudaErrorInvalidValue;
+    if (flash && f8)
+        return a->head_dim == 64 ? flash_launch<64, fp8>(a, step, stream) : flash_launch<128, fp8>(a, step, stream);
     if (flash)
-        return a->head_dim == 64 ? flash_launch<64>(a, step, stream) : flash_launch<128>(a, step, stream);
+        return a->head_dim == 64 ? flash_launch<64, bf16>(a, step, stream) : flash_launch<128, bf16>(a, step, stream);
     const int n_splits = a->n_splits > 0 ? a->n_splits : 1;
-    return dt == JAMBA_DTYPE_BF16 ? split_dispatch<bf16>(a, step, n_splits, stream)
-                                  : split_dispatch<float>(a, step, n_splits, stream);
+    if (dt == JAMBA_DTYPE_BF16)
+        return f8 ? split_dispatch<bf16, fp8>(a, step, n_splits, stream)
+                  : split_dispatch<bf16, bf16>(a, step, n_splits, stream);
+    return f8 ? split_dispatch<float, fp8>(a, step, n_splits, stream)
+              : split_dispatch<float, float>(a, step, n_splits, stream);
 }

@@ -43,6 +43,7 @@ typedef struct jb_cuda_ctx_params {
     int32_t n_seq_max;
     int64_t n_ctx, n_batch, n_logits_max;
     bool graphs;       /* capture decode steps (every segment one token) as CUDA graphs */
+    jamba_dtype kv_dtype; /* the KV cache: F8_E4M3 (with per-token, per-head scales), else the weights' dtype */
 } jb_cuda_ctx_params;
 
 /* Allocate the KV cache, Mamba state, workspaces and step buffers from one computed plan (a clear
@@ -79,7 +80,7 @@ jamba_status jb_cuda_seq_reset(jb_cuda_ctx *c, int32_t seq, jamba_error *err);
 /* Copy all state of src to dst, KV rows [0, n_tokens). */
 jamba_status jb_cuda_seq_copy(jb_cuda_ctx *c, int32_t src, int32_t dst, int64_t n_tokens, jamba_error *err);
 /* Read or write n floats of one piece starting at float `offset` (KV pieces convert from/to the cache
- * dtype). */
+ * dtype; fp8 pieces are written in whole heads, each with a fresh scale). */
 jamba_status jb_cuda_state_read(jb_cuda_ctx *c, int32_t seq, jb_state_kind kind, int64_t layer, int64_t offset,
                                 int64_t n, float *dst, jamba_error *err);
 jamba_status jb_cuda_state_write(jb_cuda_ctx *c, int32_t seq, jb_state_kind kind, int64_t layer, int64_t offset,

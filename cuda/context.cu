@@ -4,15 +4,16 @@
  * sequence-state operations (reset, copy, read and write for state files).
  */
 #include "../ckpt/config.h"
+#include "../ckpt/dtype.h"
 #include "../runtime/alloc.h"
 #include "../runtime/error.h"
 #include "context_dev.h"
 
+#include <cuda_fp8.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#define ARENA_ALIGN 256
-#define BLAS_WORKSPACE ((size_t)32 << 20) /* cuBLAS's recommendation for Hopper */
 
 jamba_status jb_cuda_fault(jb_cuda_ctx *c, jamba_error *err, const char *what, const char *detail) {
     if (!c->dead) {
@@ -38,46 +39,46 @@ static cudaError_t copy_sync(jb_cuda_ctx *c, void *dst, const void *src, size_t 
 
 namespace {
 
-/* One planned buffer: where its pointer goes and how many bytes it needs. */
-struct plan_entry {
-    void **dst;
-    uint64_t bytes;
-};
-
-struct arena_plan {
-    plan_entry e[96];
-    int n;
-    bool overflow; /* a size did not fit 64 bits */
-};
-
-/* bytes = a * b * c * d, overflow-checked. */
-void add(arena_plan &p, void **dst, uint64_t a, uint64_t b = 1, uint64_t c = 1, uint64_t d = 1) {
-    uint64_t v = a;
-    for (uint64_t f : {b, c, d}) {
-        if (f != 0 && v > UINT64_MAX / f)
-            p.overflow = true;
-        v *= f;
-    }
-    p.e[p.n++] = {dst, v};
-}
-
-uint64_t plan_total(const arena_plan &p, bool *overflow) {
-    uint64_t total = 0;
-    for (int i = 0; i < p.n; i++) {
-        uint64_t rounded = (p.e[i].bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-        if (rounded < p.e[i].bytes || total > UINT64_MAX - rounded)
-            *overflow = true;
-        total += rounded;
-    }
-    return total;
-}
-
-void plan_assign(const arena_plan &p, char *base) {
-    uint64_t off = 0;
-    for (int i = 0; i < p.n; i++) {
-        *p.e[i].dst = p.e[i].bytes ? base + off : NULL;
-        off += (p.e[i].bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    }
+/* Where each planned buffer's pointer goes. */
+void buffer_slots(jb_cuda_ctx *c, void **slot[JB_BUF_COUNT]) {
+    slot[JB_BUF_KV] = &c->kv_cache;
+    slot[JB_BUF_KV_SCALE] = (void **)&c->kv_scale;
+    slot[JB_BUF_CONV] = (void **)&c->conv;
+    slot[JB_BUF_SSM] = (void **)&c->ssm;
+    slot[JB_BUF_X] = (void **)&c->x;
+    slot[JB_BUF_MIX] = (void **)&c->mix;
+    slot[JB_BUF_XN] = &c->xn;
+    slot[JB_BUF_WIDE] = &c->wide;
+    slot[JB_BUF_U] = &c->u;
+    slot[JB_BUF_XDBL] = (void **)&c->xdbl;
+    slot[JB_BUF_DT_IN] = &c->dt_in;
+    slot[JB_BUF_DELTA] = &c->delta;
+    slot[JB_BUF_Y] = &c->y;
+    slot[JB_BUF_SUMMARY] = (void **)&c->summary;
+    slot[JB_BUF_PARTIAL] = (void **)&c->partial;
+    slot[JB_BUF_ROUTER] = (void **)&c->router;
+    slot[JB_BUF_EXPERTS] = (void **)&c->experts;
+    slot[JB_BUF_WEIGHTS] = (void **)&c->weights;
+    slot[JB_BUF_BEGIN] = (void **)&c->begin;
+    slot[JB_BUF_SLOT_TOKEN] = (void **)&c->slot_token;
+    slot[JB_BUF_SLOT_POS] = (void **)&c->slot_pos;
+    slot[JB_BUF_SLOT_WEIGHT] = (void **)&c->slot_weight;
+    slot[JB_BUF_GATHERED] = &c->gathered;
+    slot[JB_BUF_GU] = &c->gu;
+    slot[JB_BUF_ACT] = &c->act;
+    slot[JB_BUF_EXPERT_OUT] = (void **)&c->expert_out;
+    slot[JB_BUF_DEQUANT] = &c->deq;
+    slot[JB_BUF_FINAL_ROWS] = (void **)&c->final_rows;
+    slot[JB_BUF_FINAL_ACT] = &c->final_act;
+    slot[JB_BUF_LOGITS] = (void **)&c->logits;
+    slot[JB_BUF_GRAPH_LOGITS] = (void **)&c->graph_logits;
+    slot[JB_BUF_META] = (void **)&c->d_meta;
+    slot[JB_BUF_SAMPLE_PARAMS] = (void **)&c->d_sp;
+    slot[JB_BUF_SAMPLE_PEN] = (void **)&c->d_pen;
+    slot[JB_BUF_SAMPLE_WORK] = (void **)&c->d_swork;
+    slot[JB_BUF_SAMPLE_TOK] = (void **)&c->d_stok;
+    slot[JB_BUF_SAMPLE_USED] = (void **)&c->d_sused;
+    slot[JB_BUF_BLAS] = &c->blas_ws;
 }
 
 int64_t max_of(std::initializer_list<int64_t> v) {
@@ -85,51 +86,6 @@ int64_t max_of(std::initializer_list<int64_t> v) {
     for (int64_t x : v)
         m = x > m ? x : m;
     return m;
-}
-
-void device_plan(jb_cuda_ctx *c, arena_plan &p) {
-    const uint64_t es = c->es, S = (uint64_t)c->S, C = (uint64_t)c->C, Tb = (uint64_t)c->Tb, H = (uint64_t)c->H;
-    const uint64_t Di = (uint64_t)c->Di, N = (uint64_t)c->N, R = (uint64_t)c->R, I = (uint64_t)c->I;
-    const uint64_t kv = (uint64_t)c->kv, E = (uint64_t)c->E, k = (uint64_t)c->k;
-    const uint64_t A = (uint64_t)c->A, M = (uint64_t)c->M, V = (uint64_t)c->V;
-    const bool moe = c->cfg->n_moe_layers > 0;
-    const uint64_t slots = moe ? Tb * k : 0;
-    const uint64_t logit_rows = (uint64_t)max_of({c->cap, JB_CUDA_GRAPH_ROWS});
-    add(p, &c->kv_cache, S * A * 2, C, kv, es);
-    add(p, (void **)&c->conv, S * M, Di, c->K - 1, 4);
-    add(p, (void **)&c->ssm, S * M, Di, N, 4);
-    add(p, (void **)&c->x, Tb, H, 4);
-    add(p, (void **)&c->mix, Tb, H, 4);
-    add(p, &c->xn, Tb, H, es);
-    add(p, &c->wide, Tb, (uint64_t)max_of({M ? 2 * c->Di : 0, A ? c->q + 2 * c->kv : 0, 2 * c->I}), es);
-    add(p, &c->u, M ? Tb : 0, Di, es);
-    add(p, (void **)&c->xdbl, M ? Tb : 0, R + 2 * N, 4);
-    add(p, &c->dt_in, M ? Tb : 0, R, es);
-    add(p, &c->delta, M ? Tb : 0, Di, es);
-    add(p, &c->y, Tb, (uint64_t)max_of({M ? c->Di : 0, A ? c->q : 0, c->I}), es);
-    add(p, (void **)&c->summary, M ? 2 * JB_CUDA_SCAN_SLOTS : 0, Di, N, 4);
-    add(p, (void **)&c->partial, (uint64_t)c->partial_cap, 4);
-    add(p, (void **)&c->router, moe ? Tb : 0, E, 4);
-    add(p, (void **)&c->experts, slots, 4);
-    add(p, (void **)&c->weights, slots, 4);
-    add(p, (void **)&c->begin, moe ? E + 1 : 0, 4);
-    add(p, (void **)&c->slot_token, slots, 4);
-    add(p, (void **)&c->slot_pos, slots, 4);
-    add(p, (void **)&c->slot_weight, slots, 4);
-    add(p, &c->gathered, slots, H, es);
-    add(p, &c->gu, slots, 2 * I, es);
-    add(p, &c->act, slots, I, es);
-    add(p, (void **)&c->expert_out, slots, H, 4);
-    add(p, (void **)&c->final_rows, logit_rows, H, 4);
-    add(p, &c->final_act, logit_rows, H, es);
-    add(p, (void **)&c->logits, (uint64_t)c->cap, V, 4);
-    add(p, (void **)&c->graph_logits, c->graphs ? JB_CUDA_GRAPH_ROWS : 0, V, 4);
-    add(p, (void **)&c->d_meta, c->meta_bytes);
-    add(p, (void **)&c->d_sp, JB_CUDA_SAMPLE_ROWS, sizeof(jb_gpu_sample_params));
-    add(p, (void **)&c->d_pen, JB_CUDA_SAMPLE_ROWS, JB_GPU_SAMPLE_MAX_PENALIZED, 4);
-    add(p, (void **)&c->d_swork, JB_CUDA_SAMPLE_ROWS, V, 4);
-    add(p, (void **)&c->d_stok, JB_CUDA_SAMPLE_ROWS, 4);
-    add(p, (void **)&c->d_sused, JB_CUDA_SAMPLE_ROWS, 4);
 }
 
 /* The step metadata block: the same offsets on the host (pinned) and the device. */
@@ -192,33 +148,37 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
     c->q = cfg->num_attention_heads * cfg->head_dim, c->kv = cfg->num_key_value_heads * cfg->head_dim;
     c->A = cfg->n_attention_layers, c->M = cfg->n_mamba_layers, c->L = cfg->num_hidden_layers;
     c->graphs = p->graphs;
-    c->max_segs = c->S < c->Tb ? c->S : c->Tb;
-    c->max_chunks = c->max_segs + c->Tb;
-    c->partial_cap = c->A ? (int64_t)JB_CUDA_SPLIT_BUDGET * cfg->num_attention_heads * (cfg->head_dim + 2) : 0;
-    c->meta_bytes = meta_layout(c, NULL, false);
+    c->kv_dt = p->kv_dtype == JAMBA_DTYPE_F8_E4M3 ? JAMBA_DTYPE_F8_E4M3 : c->dt;
+    c->kv_es = jamba_dtype_size(c->kv_dt);
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device);
     c->sms = sms > 0 ? sms : 1;
 
-    arena_plan plan = {};
-    device_plan(c, plan);
-    bool overflow = plan.overflow;
-    const uint64_t need = plan_total(plan, &overflow) + BLAS_WORKSPACE;
+    const jb_ctx_shape shape = {c->S, c->C, c->Tb, c->cap, c->dt, c->kv_dt, c->graphs, w->dequant_elems};
+    jb_ctx_layout layout;
+    jamba_status st = jb_ctx_layout_plan(cfg, &shape, &layout, err);
+    c->max_segs = layout.max_segs;
+    c->max_chunks = layout.max_chunks;
+    c->partial_cap = layout.partial_floats;
+    c->meta_bytes = meta_layout(c, NULL, false);
+    if (st == JAMBA_OK && c->meta_bytes != layout.bytes[JB_BUF_META])
+        st = jb_fail(err, JAMBA_ERR_DEVICE, "CUDA context: internal error: step layout of %zu bytes, %llu planned", c->meta_bytes,
+                     (unsigned long long)layout.bytes[JB_BUF_META]);
+    const uint64_t need = layout.total;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    jamba_status st = JAMBA_OK;
     cudaError_t e = cudaSuccess;
-    if (overflow)
-        st = jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "CUDA context: the sizes overflow 64 bits (n_ctx %lld, "
-                     "n_seq_max %d, n_batch %lld)", (long long)c->C, c->S, (long long)c->Tb);
-    else if ((e = cudaMalloc((void **)&c->arena, need)) != cudaSuccess)
+    if (st == JAMBA_OK && (e = cudaMalloc((void **)&c->arena, need)) != cudaSuccess)
         st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "CUDA context: needs %.2f GiB on device %d (KV cache %.2f GiB for "
                      "%d x %lld tokens, workspaces for %lld rows); %.2f GiB are free: %s", (double)need / (1 << 30),
-                     c->device, (double)(2 * (uint64_t)c->A * (uint64_t)c->S * (uint64_t)c->C * (uint64_t)c->kv * c->es) / (1 << 30),
-                     c->S, (long long)c->C, (long long)c->Tb, (double)free_b / (1 << 30), cudaGetErrorString(e));
+                     c->device, (double)(layout.bytes[JB_BUF_KV] + layout.bytes[JB_BUF_KV_SCALE]) / (1 << 30), c->S,
+                     (long long)c->C, (long long)c->Tb, (double)free_b / (1 << 30), cudaGetErrorString(e));
     if (st == JAMBA_OK) {
         c->arena_bytes = need;
-        plan_assign(plan, c->arena);
+        void **slot[JB_BUF_COUNT];
+        buffer_slots(c, slot);
+        for (int i = 0; i < JB_BUF_COUNT; i++)
+            *slot[i] = layout.bytes[i] ? c->arena + layout.offset[i] : NULL;
         meta_layout(c, c->d_meta, true);
         const char *what = NULL;
         if ((e = cudaMallocHost((void **)&c->h_meta, c->meta_bytes)) != cudaSuccess)
@@ -250,7 +210,7 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
         if (b == CUBLAS_STATUS_SUCCESS)
             b = cublasSetStream(c->blas, c->stream);
         if (b == CUBLAS_STATUS_SUCCESS)
-            b = cublasSetWorkspace(c->blas, c->arena + (c->arena_bytes - BLAS_WORKSPACE), BLAS_WORKSPACE);
+            b = cublasSetWorkspace(c->blas, c->blas_ws, JB_CUDA_BLAS_WORKSPACE);
         if (b == CUBLAS_STATUS_SUCCESS)
             b = cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
         if (b != CUBLAS_STATUS_SUCCESS)
@@ -331,27 +291,80 @@ extern "C" jamba_status jb_cuda_logits_row(jb_cuda_ctx *c, int64_t row, float *d
 
 namespace {
 
-/* Device address and element size of floats [offset, offset + n) of one piece. */
+/* Device address and element size of floats [offset, offset + n) of one piece; KV pieces of an fp8 cache
+ * also give their scales (one per d_h values, the first at scale for the head holding `offset`). */
 struct piece_at {
     char *p;
     size_t es;
+    float *scale;
 };
 
 piece_at piece(jb_cuda_ctx *c, int32_t seq, jb_state_kind kind, int64_t layer, int64_t offset) {
     switch (kind) {
     case JB_STATE_CONV:
-        return {(char *)(c->conv + ((int64_t)seq * c->M + layer) * c->Di * (c->K - 1) + offset), 4};
+        return {(char *)(c->conv + ((int64_t)seq * c->M + layer) * c->Di * (c->K - 1) + offset), 4, NULL};
     case JB_STATE_SSM:
-        return {(char *)(c->ssm + ((int64_t)seq * c->M + layer) * c->Di * c->N + offset), 4};
+        return {(char *)(c->ssm + ((int64_t)seq * c->M + layer) * c->Di * c->N + offset), 4, NULL};
     default: {
-        const int64_t which = kind == JB_STATE_V;
-        const int64_t at = ((((int64_t)seq * c->A + layer) * 2 + which) * c->C) * c->kv + offset;
-        return {(char *)c->kv_cache + (size_t)at * c->es, c->es};
+        const int64_t which = kind == JB_STATE_V, row = ((int64_t)seq * c->A + layer) * 2 + which;
+        const int64_t at = row * c->C * c->kv + offset, d_h = c->cfg->head_dim;
+        float *scale = c->kv_scale ? c->kv_scale + row * c->C * (c->kv / d_h) + offset / d_h : NULL;
+        return {(char *)c->kv_cache + (size_t)at * c->kv_es, c->kv_es, scale};
     }
     }
 }
 
 } // namespace
+
+/* bf16 <-> f32 on the host for KV pieces of a bf16 context. */
+static float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &bits, 4);
+    return v;
+}
+
+/* fp8 KV values [offset, offset + n) of a piece as floats: bytes and the covering heads' scales. */
+static cudaError_t read_fp8(jb_cuda_ctx *c, const piece_at &at, int64_t offset, int64_t n, float *dst) {
+    const int64_t d_h = c->cfg->head_dim, first = offset / d_h, heads = (offset + n - 1) / d_h - first + 1;
+    uint8_t *bytes = (uint8_t *)jb_malloc((size_t)n);
+    float *scales = (float *)jb_malloc((size_t)heads * 4);
+    cudaError_t e = bytes && scales ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (e == cudaSuccess)
+        e = copy_sync(c, bytes, at.p, (size_t)n, cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess)
+        e = copy_sync(c, scales, at.scale, (size_t)heads * 4, cudaMemcpyDeviceToHost);
+    for (int64_t i = 0; i < n && e == cudaSuccess; i++)
+        dst[i] = jb_e4m3_to_f32(bytes[i]) * scales[(offset + i) / d_h - first];
+    jb_free(bytes);
+    jb_free(scales);
+    return e;
+}
+
+/* Whole heads of floats into an fp8 piece: per head amax / 448 and round-to-nearest-even bytes, as the
+ * append kernel does. */
+static cudaError_t write_fp8(jb_cuda_ctx *c, const piece_at &at, int64_t n, const float *src) {
+    const int64_t d_h = c->cfg->head_dim, heads = n / d_h;
+    uint8_t *bytes = (uint8_t *)jb_malloc((size_t)n);
+    float *scales = (float *)jb_malloc((size_t)(heads > 0 ? heads : 1) * 4);
+    cudaError_t e = bytes && scales && n % d_h == 0 ? cudaSuccess : cudaErrorMemoryAllocation;
+    for (int64_t h = 0; h < heads && e == cudaSuccess; h++) {
+        float amax = 0.0f;
+        for (int64_t d = 0; d < d_h; d++)
+            amax = fmaxf(amax, fabsf(src[h * d_h + d]));
+        scales[h] = amax / 448.0f;
+        for (int64_t d = 0; d < d_h; d++)
+            bytes[h * d_h + d] = (uint8_t)__nv_cvt_float_to_fp8(scales[h] > 0.0f ? src[h * d_h + d] / scales[h] : 0.0f,
+                                                                __NV_SATFINITE, __NV_E4M3);
+    }
+    if (e == cudaSuccess)
+        e = copy_sync(c, at.p, bytes, (size_t)n, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && heads > 0)
+        e = copy_sync(c, at.scale, scales, (size_t)heads * 4, cudaMemcpyHostToDevice);
+    jb_free(bytes);
+    jb_free(scales);
+    return e;
+}
 
 extern "C" jamba_status jb_cuda_seq_reset(jb_cuda_ctx *c, int32_t seq, jamba_error *err) {
     JB_TRY(jb_cuda_check_alive(c, err));
@@ -380,19 +393,17 @@ extern "C" jamba_status jb_cuda_seq_copy(jb_cuda_ctx *c, int32_t src, int32_t ds
     }
     for (int64_t a = 0; a < c->A && e == cudaSuccess; a++)
         for (int kind = JB_STATE_K; kind <= JB_STATE_V && e == cudaSuccess; kind++)
-            e = cudaMemcpyAsync(piece(c, dst, (jb_state_kind)kind, a, 0).p, piece(c, src, (jb_state_kind)kind, a, 0).p,
-                                (size_t)(n_tokens * c->kv) * c->es, cudaMemcpyDeviceToDevice, c->stream);
+        {
+            const piece_at to = piece(c, dst, (jb_state_kind)kind, a, 0), from = piece(c, src, (jb_state_kind)kind, a, 0);
+            e = cudaMemcpyAsync(to.p, from.p, (size_t)(n_tokens * c->kv) * c->kv_es, cudaMemcpyDeviceToDevice,
+                                c->stream);
+            if (e == cudaSuccess && to.scale)
+                e = cudaMemcpyAsync(to.scale, from.scale, (size_t)(n_tokens * (c->kv / c->cfg->head_dim)) * 4,
+                                    cudaMemcpyDeviceToDevice, c->stream);
+        }
     if (e == cudaSuccess)
         e = cudaStreamSynchronize(c->stream);
     return e == cudaSuccess ? JAMBA_OK : jb_cuda_fault(c, err, "copying a sequence", cudaGetErrorString(e));
-}
-
-/* bf16 <-> f32 on the host for KV pieces of a bf16 context. */
-static float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float v;
-    memcpy(&v, &bits, 4);
-    return v;
 }
 
 extern "C" jamba_status jb_cuda_state_read(jb_cuda_ctx *c, int32_t seq, jb_state_kind kind, int64_t layer,
@@ -403,7 +414,9 @@ extern "C" jamba_status jb_cuda_state_read(jb_cuda_ctx *c, int32_t seq, jb_state
     jb_device_scope scope(c->device);
     const piece_at at = piece(c, seq, kind, layer, offset);
     cudaError_t e;
-    if (at.es == 4) {
+    if (at.scale) {
+        e = read_fp8(c, at, offset, n, dst);
+    } else if (at.es == 4) {
         e = copy_sync(c, dst, at.p, (size_t)n * 4, cudaMemcpyDeviceToHost);
     } else {
         /* the bf16 values land in the back half of dst, then widen front to back */
@@ -423,7 +436,12 @@ extern "C" jamba_status jb_cuda_state_write(jb_cuda_ctx *c, int32_t seq, jb_stat
     jb_device_scope scope(c->device);
     const piece_at at = piece(c, seq, kind, layer, offset);
     cudaError_t e;
-    if (at.es == 4) {
+    if (at.scale) {
+        if (offset % c->cfg->head_dim != 0 || n % c->cfg->head_dim != 0)
+            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "CUDA state write: an fp8 KV piece is written in whole "
+                           "heads (offset %lld, %lld values)", (long long)offset, (long long)n);
+        e = write_fp8(c, at, n, src);
+    } else if (at.es == 4) {
         e = copy_sync(c, at.p, src, (size_t)n * 4, cudaMemcpyHostToDevice);
     } else {
         __nv_bfloat16 *tmp = (__nv_bfloat16 *)jb_malloc((size_t)(n > 0 ? n : 1) * 2);

@@ -14,15 +14,9 @@
 
 #include "../runtime/model.h"
 #include "backend.h"
+#include "ctx_layout.h"
 #include "ops.h"
 #include "weights_dev.h"
-
-#define JB_CUDA_SPLIT_BUDGET 4096   /* rows x key splits one attention call may use */
-#define JB_CUDA_MIN_SPLIT_LEN 256   /* keys per split at least */
-#define JB_CUDA_SCAN_SLOTS 64       /* time-chunk summaries per step */
-#define JB_CUDA_GEMV_SLOTS 64       /* MoE (token, expert) slots up to which experts run as GEMVs */
-#define JB_CUDA_GRAPH_ROWS 64       /* decode steps up to this many rows become CUDA graphs */
-#define JB_CUDA_SAMPLE_ROWS 64      /* rows per sampling launch */
 
 struct jb_cuda_ctx {
     const jamba_model *model;
@@ -38,9 +32,13 @@ struct jb_cuda_ctx {
     cublasHandle_t blas;
     char *arena;
     size_t arena_bytes;
+    void *blas_ws;               /* the cuBLAS workspace inside the arena */
 
     /* sequence state */
-    void *kv_cache;              /* [S][A][2][C][kv] dt */
+    jamba_dtype kv_dt;           /* dt, or F8_E4M3 with kv_scale */
+    size_t kv_es;
+    void *kv_cache;              /* [S][A][2][C][kv] kv_dt */
+    float *kv_scale;             /* F8_E4M3: [S][A][2][C][n_kv] per (token, head); else NULL */
     float *conv;                 /* [S][M][D_i][K-1] */
     float *ssm;                  /* [S][M][D_i][N] */
 
@@ -69,6 +67,7 @@ struct jb_cuda_ctx {
     void *act;                   /* [Tb k, I] dt */
     float *expert_out;           /* [Tb k, H] */
     int32_t *h_begin;            /* pinned [E + 1] */
+    void *deq;                   /* [2I, H] dt: an int8 FFN block widened for cuBLAS; NULL without int8 */
     /* logits */
     float *final_rows;           /* [max(cap, graph rows), H] */
     void *final_act;             /* [max(cap, graph rows), H] dt */

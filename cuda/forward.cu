@@ -101,12 +101,17 @@ bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const 
     const jb_gpu_step step = device_step(c, s);
     BL(jb_gpu_gemm(c->blas, dt, dt, c->wide, qw, c->xn, H, w->qkv, T, qw, H), "attention q/k/v");
     const int64_t layer_off = slot * 2 * c->C * c->kv; /* [S][A][2][C][kv] */
+    const int64_t n_kv = c->cfg->num_key_value_heads, scale_off = slot * 2 * c->C * n_kv; /* [S][A][2][C][n_kv] */
     jb_gpu_attn_args a = {};
     a.qkv = c->wide;
     a.ld_qkv = qw;
-    a.k_cache = at(c->kv_cache, layer_off, c->es);
-    a.v_cache = at(c->kv_cache, layer_off + c->C * c->kv, c->es);
+    a.k_cache = at(c->kv_cache, layer_off, c->kv_es);
+    a.v_cache = at(c->kv_cache, layer_off + c->C * c->kv, c->kv_es);
     a.seq_stride = c->A * 2 * c->C * c->kv;
+    a.kv_dt = c->kv_dt;
+    a.k_scale = c->kv_scale ? c->kv_scale + scale_off : NULL;
+    a.v_scale = c->kv_scale ? c->kv_scale + scale_off + c->C * n_kv : NULL;
+    a.scale_seq_stride = c->A * 2 * c->C * n_kv;
     a.out = c->y;
     a.n_heads = c->cfg->num_attention_heads;
     a.n_kv_heads = c->cfg->num_key_value_heads;
@@ -121,28 +126,52 @@ bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const 
     return true;
 }
 
+/* Y[n, N] = X[n, K] · W^T for one FFN matrix W [N, K] of an int8-or-dt block (row scales `scale` when
+ * int8): int8 rows run as a GEMV up to GEMV_SLOTS rows, else are widened into the dequant workspace for
+ * cuBLAS. */
+bool ffn_matmul(jb_cuda_ctx *c, const jb_dev_layer *w, const void *W, const float *scale, jamba_dtype out_dt,
+                void *Y, const void *X, int64_t n, int64_t N, int64_t K, const char *what, run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    if (w->ffn_wdt != JAMBA_DTYPE_I8) {
+        BL(jb_gpu_gemm(c->blas, dt, out_dt, Y, N, X, K, W, n, N, K), what);
+        return true;
+    }
+    if (n <= JB_CUDA_GEMV_SLOTS) {
+        jb_gpu_gemv_args g = {W, JAMBA_DTYPE_I8, scale, 0, N, K, X, K, NULL, NULL, n, 1, Y, out_dt == JAMBA_DTYPE_F32};
+        CU(jb_gpu_expert_gemv(dt, &g, c->stream), what);
+        return true;
+    }
+    CU(jb_gpu_dequant_rows(dt, c->deq, (const int8_t *)W, scale, N, K, c->stream), what);
+    BL(jb_gpu_gemm(c->blas, dt, out_dt, Y, N, X, K, c->deq, n, N, K), what);
+    return true;
+}
+
 bool dense_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &rs) {
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, I = c->I;
-    BL(jb_gpu_gemm(c->blas, dt, dt, c->wide, 2 * I, c->xn, H, w->gate_up, T, 2 * I, H), "mlp gate/up");
+    if (!ffn_matmul(c, w, w->gate_up, w->gate_up_scale, dt, c->wide, c->xn, T, 2 * I, H, "mlp gate/up", rs))
+        return false;
     CU(jb_gpu_swiglu(dt, c->wide, 2 * I, c->y, T, I, c->stream), "mlp SwiGLU");
-    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, I, w->down, T, H, I), "mlp down");
-    return true;
+    return ffn_matmul(c, w, w->down, w->down_scale, JAMBA_DTYPE_F32, c->mix, c->y, T, H, I, "mlp down", rs);
 }
 
 bool moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &rs) {
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, I = c->I, E = c->E, k = c->k, slots = T * k;
+    const bool q8 = w->ffn_wdt == JAMBA_DTYPE_I8;
+    const size_t wes = q8 ? 1 : c->es; /* bytes per expert weight */
     BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->router, E, c->xn, H, w->router, T, E, H), "MoE router");
     CU(jb_gpu_moe_route(c->router, T, E, k, c->experts, c->weights, c->stream), "MoE routing");
     CU(jb_gpu_moe_plan(c->experts, c->weights, T, E, k, c->begin, c->slot_token, c->slot_weight, c->slot_pos,
                        c->stream), "MoE plan");
     if (s.moe_gemv) {
-        CU(jb_gpu_expert_gemv(dt, w->gate_up, 2 * I * H, 2 * I, H, c->xn, H, c->slot_token, c->begin, E, c->gu, false,
-                              c->stream), "MoE expert gate/up");
+        jb_gpu_gemv_args gu = {w->gate_up, w->ffn_wdt, w->gate_up_scale, 2 * I * H, 2 * I, H, c->xn, H,
+                               c->slot_token, c->begin, 0, E, c->gu, false};
+        CU(jb_gpu_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up");
         CU(jb_gpu_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
-        CU(jb_gpu_expert_gemv(dt, w->down, H * I, H, I, c->act, I, NULL, c->begin, E, c->expert_out, true, c->stream),
-           "MoE expert down");
+        jb_gpu_gemv_args dn = {w->down, w->ffn_wdt, w->down_scale, H * I, H, I, c->act, I, NULL, c->begin, 0, E,
+                               c->expert_out, true};
+        CU(jb_gpu_expert_gemv(dt, &dn, c->stream), "MoE expert down");
     } else {
         CU(jb_gpu_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
         CU(cudaMemcpyAsync(c->h_begin, c->begin, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, c->stream),
@@ -150,16 +179,18 @@ bool moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &r
         CU(cudaStreamSynchronize(c->stream), "MoE expert counts");
         for (int64_t e = 0; e < E; e++) {
             const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
-            if (n > 0)
-                BL(jb_gpu_gemm(c->blas, dt, dt, at(c->gu, b * 2 * I, c->es), 2 * I, at(c->gathered, b * H, c->es), H,
-                               at(w->gate_up, e * 2 * I * H, c->es), n, 2 * I, H), "MoE expert gate/up");
+            if (n > 0 && !ffn_matmul(c, w, at(w->gate_up, e * 2 * I * H, wes),
+                                     q8 ? w->gate_up_scale + e * 2 * I : NULL, dt, at(c->gu, b * 2 * I, c->es),
+                                     at(c->gathered, b * H, c->es), n, 2 * I, H, "MoE expert gate/up", rs))
+                return false;
         }
         CU(jb_gpu_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
         for (int64_t e = 0; e < E; e++) {
             const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
-            if (n > 0)
-                BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->expert_out + b * H, H, at(c->act, b * I, c->es), I,
-                               at(w->down, e * H * I, c->es), n, H, I), "MoE expert down");
+            if (n > 0 && !ffn_matmul(c, w, at(w->down, e * H * I, wes), q8 ? w->down_scale + e * H : NULL,
+                                     JAMBA_DTYPE_F32, c->expert_out + b * H, at(c->act, b * I, c->es), n, H, I,
+                                     "MoE expert down", rs))
+                return false;
         }
     }
     CU(jb_gpu_moe_combine(c->expert_out, c->slot_pos, c->experts, c->weights, T, k, H, c->mix, c->stream),

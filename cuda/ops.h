@@ -103,8 +103,11 @@ cudaError_t jb_gpu_selective_scan(jamba_dtype dt, const jb_gpu_scan_args *a, con
 typedef struct jb_gpu_attn_args {
     const void *qkv;        /* [T, ld_qkv] (dt): q (n_h*d_h) | k (n_kv*d_h) | v (n_kv*d_h) */
     int64_t ld_qkv;
-    void *k_cache, *v_cache;/* sequence s's rows [n_ctx, n_kv*d_h] (dt) at cache + s * seq_stride */
+    void *k_cache, *v_cache;/* sequence s's rows [n_ctx, n_kv*d_h] (kv_dt) at cache + s * seq_stride */
     int64_t seq_stride;
+    jamba_dtype kv_dt;      /* the cache's type: dt, or F8_E4M3 with one scale per (token, KV head) */
+    float *k_scale, *v_scale; /* F8_E4M3: sequence s's [n_ctx, n_kv] at scale + s * scale_seq_stride */
+    int64_t scale_seq_stride;
     void *out;              /* [T, n_h*d_h] (dt) */
     int64_t n_heads, n_kv_heads, head_dim;
     float *partial;         /* split scratch: [partial_rows, n_h, n_splits, d_h + 2] floats */
@@ -113,7 +116,8 @@ typedef struct jb_gpu_attn_args {
     int64_t split_len;      /* keys per split; n_splits * split_len covers n_ctx */
 } jb_gpu_attn_args;
 
-/* Append each row's k and v to its sequence's cache at its position. */
+/* Append each row's k and v to its sequence's cache at its position (F8_E4M3 caches: each head's d_h
+ * values scaled by amax / 448, the largest finite e4m3, rounded to nearest even). */
 cudaError_t jb_gpu_kv_append(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step,
                              cudaStream_t stream);
 
@@ -142,12 +146,29 @@ cudaError_t jb_gpu_gather_tokens(jamba_dtype dt, void *dst, const void *x, int64
                                  int64_t n, int64_t H, cudaStream_t stream);
 
 /* Small-batch expert products without a host round trip: for every expert e and each plan slot i in
- * [begin[e], begin[e+1]), out[i, :] = W_e · in_i, with W_e [N, K] (dt) at W + e * expert_stride and
- * in_i = in[(in_token ? in_token[i] : i), :] (dt, leading dimension ldin). out is f32 when out_f32,
- * else dt. max_slots bounds the slots of one expert (grid size). */
-cudaError_t jb_gpu_expert_gemv(jamba_dtype dt, const void *W, int64_t expert_stride, int64_t N, int64_t K,
-                               const void *in, int64_t ldin, const int32_t *in_token, const int32_t *begin,
-                               int64_t E, void *out, bool out_f32, cudaStream_t stream);
+ * [begin[e], begin[e+1]), out[i, :] = W_e · in_i, with W_e [N, K] at W + e * expert_stride elements and
+ * in_i = in[(in_token ? in_token[i] : i), :] (dt, leading dimension ldin). W is of the activation type dt,
+ * or int8 with per-row scales (scale[e * N + n] multiplies the dot product). begin NULL: one matrix (E = 1)
+ * and rows [0, n_rows), the dense layers' int8 product. out is f32 when out_f32, else dt. */
+typedef struct jb_gpu_gemv_args {
+    const void *W;
+    jamba_dtype wdt;        /* dt, or JAMBA_DTYPE_I8 */
+    const float *scale;     /* I8: [E, N]; else NULL */
+    int64_t expert_stride, N, K;
+    const void *in;
+    int64_t ldin;
+    const int32_t *in_token;
+    const int32_t *begin;   /* [E + 1], or NULL */
+    int64_t n_rows;         /* rows when begin is NULL */
+    int64_t E;
+    void *out;
+    bool out_f32;
+} jb_gpu_gemv_args;
+cudaError_t jb_gpu_expert_gemv(jamba_dtype dt, const jb_gpu_gemv_args *a, cudaStream_t stream);
+
+/* dst[N, K] (dt) = q[N, K] · scale[n] per row: an int8 matrix widened for cuBLAS. */
+cudaError_t jb_gpu_dequant_rows(jamba_dtype dt, void *dst, const int8_t *q, const float *scale, int64_t N, int64_t K,
+                                cudaStream_t stream);
 
 /* out[t, :] (f32) = Σ_j weights[t, j] · expert_out[slot_pos[t*k + j], :], the terms added in ascending
  * expert order as the CPU reference does. */

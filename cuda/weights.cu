@@ -5,6 +5,7 @@
  * small Mamba tensors are fp32, with A = -exp(A_log) computed once here.
  */
 #include "../ckpt/config.h"
+#include "../ckpt/dtype.h"
 #include "../runtime/alloc.h"
 #include "../runtime/error.h"
 #include "../runtime/model.h"
@@ -12,7 +13,6 @@
 #include "weights_dev.h"
 
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <string.h>
@@ -31,6 +31,7 @@ struct builder {
     void *stage;          /* pinned (or pageable) host staging, STAGE_ELEMS * 4 bytes */
     cudaError_t error;
     const char *failed;   /* the tensor being uploaded when an error happened */
+    size_t dequant_elems; /* the largest int8 FFN block widened for cuBLAS (2I x H), 0 without int8 */
 };
 
 void *place(builder &b, size_t bytes) {
@@ -46,33 +47,11 @@ int64_t n_elements(const jb_weight *w) {
     return n;
 }
 
-float widen(const void *src, jamba_dtype dt, size_t i) {
-    switch (dt) {
-    case JAMBA_DTYPE_F32: {
-        float v;
-        memcpy(&v, (const char *)src + 4 * i, 4);
-        return v;
-    }
-    case JAMBA_DTYPE_BF16: {
-        uint16_t h;
-        memcpy(&h, (const char *)src + 2 * i, 2);
-        uint32_t bits = (uint32_t)h << 16;
-        float v;
-        memcpy(&v, &bits, 4);
-        return v;
-    }
-    default: { /* F16 */
-        __half h;
-        memcpy(&h, (const char *)src + 2 * i, 2);
-        return __half2float(h);
-    }
-    }
-}
-
-/* Copy n elements of src (dtype sdt) to device dst as `to` (F32 or BF16), applying f to each value. */
+/* Copy n stored elements of src (dtype sdt: any float type, or I8/F8_E4M3 rows of row_len elements whose
+ * scales start at `scale`) to device dst as `to` (F32 or BF16), applying f to each value. */
 template <typename F>
-void upload(builder &b, void *dst, const void *src, jamba_dtype sdt, size_t n, jamba_dtype to, F f, bool identity,
-            const char *what) {
+void upload(builder &b, void *dst, const void *src, jamba_dtype sdt, const float *scale, int64_t row_len, size_t n,
+            jamba_dtype to, F f, bool identity, const char *what) {
     if (b.plan || b.error != cudaSuccess || n == 0)
         return;
     const size_t esize = to == JAMBA_DTYPE_BF16 ? 2 : 4;
@@ -82,18 +61,33 @@ void upload(builder &b, void *dst, const void *src, jamba_dtype sdt, size_t n, j
             b.failed = what;
         return;
     }
+    const size_t src_es = jamba_dtype_size(sdt);
     for (size_t done = 0; done < n && b.error == cudaSuccess; done += STAGE_ELEMS) {
         const size_t m = n - done < STAGE_ELEMS ? n - done : STAGE_ELEMS;
+        float *wide = (float *)b.stage;
+        jb_to_f32(wide, (const char *)src + done * src_es, sdt, (int64_t)m);
+        /* in place, front to back: element i's bf16 lands at or before its own fp32 slot */
         for (size_t i = 0; i < m; i++) {
-            const float v = f(widen(src, sdt, done + i));
+            float v = wide[i];
+            if (scale)
+                v *= scale[(done + i) / (size_t)row_len];
+            v = f(v);
             if (to == JAMBA_DTYPE_BF16)
                 ((__nv_bfloat16 *)b.stage)[i] = __float2bfloat16(v);
             else
-                ((float *)b.stage)[i] = v;
+                wide[i] = v;
         }
         b.error = cudaMemcpy((char *)dst + done * esize, b.stage, m * esize, cudaMemcpyHostToDevice);
     }
     if (b.error != cudaSuccess)
+        b.failed = what;
+}
+
+/* Bytes copied as they are (int8 matrices, fp32 scales). */
+void upload_raw(builder &b, void *dst, const void *src, size_t bytes, const char *what) {
+    if (b.plan || b.error != cudaSuccess || bytes == 0)
+        return;
+    if ((b.error = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice)) != cudaSuccess)
         b.failed = what;
 }
 
@@ -110,7 +104,8 @@ void *put_matrix(builder &b, const jb_weight *const *parts, int n_parts, const c
     size_t at = 0;
     for (int i = 0; i < n_parts; i++) {
         const size_t n = (size_t)n_elements(parts[i]);
-        upload(b, dst + at * esize, parts[i]->data, parts[i]->dtype, n, b.dt, keep, true, what);
+        upload(b, dst + at * esize, parts[i]->data, parts[i]->dtype, parts[i]->scale, parts[i]->shape[1], n, b.dt, keep,
+               true, what);
         at += n;
     }
     return dst;
@@ -124,7 +119,7 @@ float *put_f32(builder &b, const jb_weight *w, const char *what, float (*f)(floa
         return NULL;
     const size_t n = (size_t)n_elements(w);
     float *dst = (float *)place(b, n * 4);
-    upload(b, dst, w->data, w->dtype, n, JAMBA_DTYPE_F32, f, f == keep, what);
+    upload(b, dst, w->data, w->dtype, NULL, 1, n, JAMBA_DTYPE_F32, f, f == keep, what);
     return dst;
 }
 
@@ -145,6 +140,51 @@ void put_mamba(builder &b, const jb_mamba_weights *w, jb_dev_mamba *d) {
     d->c_norm = put_f32(b, &w->c_norm, "mamba.c_layernorm");
 }
 
+/* True when every matrix of these n MLPs is int8: they stay int8 on the device. */
+bool all_int8(const jb_mlp_weights *m, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (m[i].gate_proj.dtype != JAMBA_DTYPE_I8 || m[i].up_proj.dtype != JAMBA_DTYPE_I8 ||
+            m[i].down_proj.dtype != JAMBA_DTYPE_I8)
+            return false;
+    return true;
+}
+
+/* One layer's FFN matrices as E stacked blocks (E = 1 for a dense MLP): gate_up [E][2I, H] (gate rows
+ * first) and down [E][H, I]; int8 with per-row scales [E][2I] and [E][H] when every matrix is stored
+ * int8, else in the device dtype (FP8 and lone int8 matrices widened with their scales). */
+void put_ffn(builder &b, const jamba_config *c, const jb_mlp_weights *mlps, int64_t E, jb_dev_layer *d) {
+    const int64_t I = c->intermediate_size, H = c->hidden_size;
+    const bool q8 = all_int8(mlps, E);
+    d->ffn_wdt = q8 ? JAMBA_DTYPE_I8 : b.dt;
+    const size_t es = q8 ? 1 : b.dt == JAMBA_DTYPE_BF16 ? 2 : 4;
+    const size_t half = (size_t)(I * H); /* elements of gate, of up, of down */
+    d->gate_up = place(b, 2 * half * es * (size_t)E);
+    d->down = place(b, half * es * (size_t)E);
+    d->gate_up_scale = q8 ? (float *)place(b, (size_t)(E * 2 * I) * 4) : NULL;
+    d->down_scale = q8 ? (float *)place(b, (size_t)(E * H) * 4) : NULL;
+    for (int64_t e = 0; e < E && !b.plan; e++) {
+        const jb_mlp_weights *x = &mlps[e];
+        char *gu = (char *)d->gate_up + (size_t)e * 2 * half * es, *dn = (char *)d->down + (size_t)e * half * es;
+        if (q8) {
+            upload_raw(b, gu, x->gate_proj.data, half, "gate_proj");
+            upload_raw(b, gu + half, x->up_proj.data, half, "up_proj");
+            upload_raw(b, dn, x->down_proj.data, half, "down_proj");
+            upload_raw(b, d->gate_up_scale + e * 2 * I, x->gate_proj.scale, (size_t)I * 4, "gate_proj_scale");
+            upload_raw(b, d->gate_up_scale + e * 2 * I + I, x->up_proj.scale, (size_t)I * 4, "up_proj_scale");
+            upload_raw(b, d->down_scale + e * H, x->down_proj.scale, (size_t)H * 4, "down_proj_scale");
+        } else {
+            upload(b, gu, x->gate_proj.data, x->gate_proj.dtype, x->gate_proj.scale, H, half, b.dt, keep, true,
+                   "gate_proj");
+            upload(b, gu + half * es, x->up_proj.data, x->up_proj.dtype, x->up_proj.scale, H, half, b.dt, keep, true,
+                   "up_proj");
+            upload(b, dn, x->down_proj.data, x->down_proj.dtype, x->down_proj.scale, I, half, b.dt, keep, true,
+                   "down_proj");
+        }
+    }
+    if (q8 && (size_t)(2 * I * H) > b.dequant_elems)
+        b.dequant_elems = (size_t)(2 * I * H);
+}
+
 void put_layer(builder &b, const jamba_config *c, int64_t i, const jb_layer_weights *w, jb_dev_layer *d) {
     d->attention = jb_layer_is_attention(c, i);
     d->moe = jb_layer_is_moe(c, i);
@@ -158,28 +198,10 @@ void put_layer(builder &b, const jamba_config *c, int64_t i, const jb_layer_weig
         put_mamba(b, &w->mamba, &d->mamba);
     }
     if (d->moe) {
-        const int64_t E = c->num_experts;
         d->router = put_one(b, &w->router, "feed_forward.router");
-        /* [E][gate; up] then [E][down], each expert's block contiguous */
-        const size_t esize = b.dt == JAMBA_DTYPE_BF16 ? 2 : 4;
-        const size_t gu = (size_t)(2 * c->intermediate_size * c->hidden_size) * esize;
-        const size_t dn = (size_t)(c->hidden_size * c->intermediate_size) * esize;
-        d->gate_up = place(b, gu * (size_t)E);
-        d->down = place(b, dn * (size_t)E);
-        for (int64_t e = 0; e < E && !b.plan; e++) {
-            const jb_mlp_weights *x = &w->experts[e];
-            const size_t half = gu / 2 / esize;
-            upload(b, (char *)d->gate_up + (size_t)e * gu, x->gate_proj.data, x->gate_proj.dtype, half, b.dt, keep,
-                   true, "expert gate_proj");
-            upload(b, (char *)d->gate_up + (size_t)e * gu + half * esize, x->up_proj.data, x->up_proj.dtype, half,
-                   b.dt, keep, true, "expert up_proj");
-            upload(b, (char *)d->down + (size_t)e * dn, x->down_proj.data, x->down_proj.dtype, dn / esize, b.dt, keep,
-                   true, "expert down_proj");
-        }
+        put_ffn(b, c, w->experts, c->num_experts, d);
     } else {
-        const jb_weight *gu[2] = {&w->mlp.gate_proj, &w->mlp.up_proj};
-        d->gate_up = put_matrix(b, gu, 2, "feed_forward.gate/up_proj");
-        d->down = put_one(b, &w->mlp.down_proj, "feed_forward.down_proj");
+        put_ffn(b, c, &w->mlp, 1, d);
     }
 }
 
@@ -218,9 +240,10 @@ extern "C" jamba_status jb_cuda_weights_create(const jamba_model *m, int device,
     w->dt = dtype;
     w->layers = layers;
     w->n_layers = m->weights.n_layers;
-    builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL};
+    builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL, 0};
     put_model(b, m, w);
     w->bytes = b.off;
+    w->dequant_elems = b.dequant_elems;
     jamba_status st = JAMBA_OK;
     cudaError_t e = cudaMalloc(&w->arena, w->bytes);
     if (e != cudaSuccess) {

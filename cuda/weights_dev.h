@@ -1,7 +1,7 @@
 /*
  * weights_dev.h — the layout of a model's weights on the device (C++ only; cuda/weights.cu fills it,
- * cuda/forward.cu reads it). Matrices are row-major [out, in] in the weights' dtype `dt`; vectors and the
- * small Mamba tensors are fp32. One arena holds everything.
+ * cuda/forward.cu reads it). Matrices are row-major [out, in] in the weights' dtype `dt` (FFN matrices also
+ * int8 with fp32 row scales); vectors and the small Mamba tensors are fp32. One arena holds everything.
  */
 #ifndef JB_CUDA_WEIGHTS_DEV_H
 #define JB_CUDA_WEIGHTS_DEV_H
@@ -29,8 +29,11 @@ struct jb_dev_layer {
     void *qkv;              /* attention: [n_h d_h + 2 n_kv d_h, H] */
     void *o_proj;           /* attention: [H, n_h d_h] */
     jb_dev_mamba mamba;
+    jamba_dtype ffn_wdt;    /* gate_up and down: dt, or I8 with the row scales below */
     void *gate_up;          /* dense: [2I, H], gate rows first; MoE: [E][2I, H] */
     void *down;             /* dense: [H, I]; MoE: [E][H, I] */
+    float *gate_up_scale;   /* I8: [E][2I] (E = 1 for dense); else NULL */
+    float *down_scale;      /* I8: [E][H]; else NULL */
     void *router;           /* MoE: [E, H] */
 };
 
@@ -39,6 +42,7 @@ struct jb_cuda_weights {
     jamba_dtype dt;         /* F32 or BF16 */
     void *arena;
     size_t bytes;
+    size_t dequant_elems;   /* elements of the largest int8 FFN block (2I x H); 0 without int8 */
     void *embed;            /* [V, H] */
     void *lm_head;          /* [V, H]; the embedding when tied */
     float *final_norm;      /* [H] */

@@ -302,7 +302,7 @@ JAMBA_API const char *jamba_model_warning(const jamba_model *model, int64_t inde
 typedef struct jamba_memory_params {
     int64_t n_ctx;             /* tokens per sequence (KV cache length); default max_position_embeddings */
     int64_t n_seq;             /* sequences held at once; default 1 */
-    jamba_dtype kv_dtype;      /* KV cache element type; default BF16 */
+    jamba_dtype kv_dtype;      /* KV cache element type; default BF16 (F8_E4M3 counts its per-head scales) */
     jamba_dtype conv_dtype;    /* Mamba conv window element type; default BF16 (the SSM state is F32) */
     jamba_dtype weight_dtype;  /* planning-only models: the weights' dtype; default the config's
                                   torch_dtype, else BF16. Ignored when weights are loaded. */
@@ -346,7 +346,8 @@ typedef struct jamba_context_params {
     int32_t n_seq_max; /* sequences held at once; default 1 */
     int64_t n_ctx;     /* most tokens one sequence can hold; 0 = min(max_position_embeddings, 4096) */
     int64_t n_batch;   /* most tokens per internal step; longer inputs run in steps of this size
-                          (chunked prefill, constant workspace); default 512 */
+                          (chunked prefill, constant workspace); 0 (default) = 512 on the CPU, and on CUDA
+                          the largest of 4096, 2048, ..., 16 whose workspace fits (jamba_context_plan) */
     int32_t n_threads; /* CPU worker threads; 0 = the online CPUs (at most 64); default 0 */
     int64_t n_logits_max; /* most logit rows one jamba_decode may return; 0 = max(n_batch, n_seq_max) */
     jamba_device_type device; /* default JAMBA_DEVICE_CPU */
@@ -355,9 +356,37 @@ typedef struct jamba_context_params {
                               fp32 SSM state and fp32 softmax; F32 runs fp32 throughout (no TF32), the mode
                               checked against the CPU path */
     bool gpu_graphs;       /* CUDA: replay decode steps as CUDA graphs; default true */
+    jamba_dtype kv_dtype;  /* CUDA: the KV cache's element type: UNKNOWN (default) = gpu_dtype, or F8_E4M3
+                              (e4m3 with one fp32 scale per token and KV head: about half the bytes) */
+    uint64_t gpu_memory;   /* CUDA: device bytes the context (and the weights, if not yet on the device) may
+                              use; 0 (default) = the device's free memory */
 } jamba_context_params;
 
 JAMBA_API jamba_context_params jamba_context_default_params(void);
+
+/* The device memory a context would use, computed before anything is allocated (the same computation
+ * jamba_context_create follows). CUDA: the weights as the device holds them (int8 experts and MLPs when
+ * the model holds them so, or for a planning-only model loaded with those formats), the KV cache, the
+ * Mamba state, and every workspace; the step size (prefill chunk) is chosen when n_batch is 0. The budget
+ * is gpu_memory, else the device's free memory, else (no device present: planning) 80 GB. CPU: weights,
+ * KV cache (fp32) and Mamba state; workspace is not counted and budget is 0. */
+typedef struct jamba_context_plan {
+    jamba_device_type device;
+    uint64_t weights;      /* the weights' bytes on the device (0 when this device already holds them) */
+    uint64_t kv_cache;     /* K and V of every attention layer, fp8 scales included */
+    uint64_t mamba_state;  /* conv windows and SSM states */
+    uint64_t workspace;    /* activations, MoE buffers, logits, step layout, cuBLAS workspace */
+    uint64_t total;        /* the sum */
+    uint64_t budget;       /* what it must fit in (0: not checked) */
+    int64_t n_batch;       /* rows per step: the prefill chunk */
+    int64_t n_logits_max;
+    bool budget_queried;   /* budget is the device's free memory (else gpu_memory or the planning default) */
+    bool fits;
+    char advice[512];      /* when it does not fit: what would (shorter context, fewer sequences, int8, fp8 KV) */
+} jamba_context_plan;
+
+JAMBA_API jamba_status jamba_context_plan_memory(const jamba_model *model, const jamba_context_params *params,
+                                                 jamba_context_plan *out, jamba_error *err);
 
 /* Create a context for `model`, which must have weights (JAMBA_ERR_NO_WEIGHTS otherwise). Sizes are
  * checked before anything is allocated; JAMBA_ERR_OUT_OF_MEMORY names the bytes that did not fit.

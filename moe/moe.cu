@@ -173,13 +173,10 @@ extern "C" cudaError_t jb_gpu_gather_tokens(jamba_dtype dt, void *dst, const voi
 
 #define GEMV_WARPS 8
 #define GEMV_SLOTS 4 /* slots of one expert per pass over a weight row */
+#define GEMV_VW 8    /* elements per lane per vector step: 16 B of bf16, 32 B of fp32, 8 B of int8 */
 
-/* 16 bytes of T as floats: 8 bf16 or 4 fp32. */
-template <typename T> struct vec16 {
-    static constexpr int N = 16 / sizeof(T);
-};
-
-__device__ __forceinline__ void widen16(const bf16 *p, float *out) {
+/* GEMV_VW consecutive elements as floats (16-byte aligned for bf16/fp32, 8-byte for int8). */
+__device__ __forceinline__ void load8(const bf16 *p, float *out) {
     const uint4 raw = *(const uint4 *)p;
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&raw;
 #pragma unroll
@@ -190,27 +187,40 @@ __device__ __forceinline__ void widen16(const bf16 *p, float *out) {
     }
 }
 
-__device__ __forceinline__ void widen16(const float *p, float *out) {
-    const float4 raw = *(const float4 *)p;
-    out[0] = raw.x, out[1] = raw.y, out[2] = raw.z, out[3] = raw.w;
+__device__ __forceinline__ void load8(const float *p, float *out) {
+    const float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
 }
 
+__device__ __forceinline__ void load8(const int8_t *p, float *out) {
+    const uint2 raw = *(const uint2 *)p;
+    const int8_t *q = (const int8_t *)&raw;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        out[i] = (float)q[i];
+}
+
+__device__ __forceinline__ float to_f32(int8_t x) { return (float)x; }
+
 /* grid: x = blocks of GEMV_WARPS output rows, y = expert. Each warp owns one output row n and streams the
- * row W_e[n, :] once per GEMV_SLOTS slots, keeping that many dot products. VEC: 16-byte loads (K, the
- * strides and the pointers allow it), else one element per lane per step. */
-template <typename T, typename TOut, bool VEC>
+ * row W_e[n, :] (TW: the activation type, or int8 with a row scale applied to the dot product) once per
+ * GEMV_SLOTS slots, keeping that many dot products. VEC: vector loads (K, the strides and the pointers
+ * allow it), else one element per lane per step. */
+template <typename TW, typename T, typename TOut, bool VEC>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
-expert_gemv_kernel(const T *W, int64_t expert_stride, int64_t N, int64_t K, const T *in, int64_t ldin,
-                   const int32_t *in_token, const int32_t *begin, TOut *out) {
+expert_gemv_kernel(const TW *W, const float *scale, int64_t expert_stride, int64_t N, int64_t K, const T *in,
+                   int64_t ldin, const int32_t *in_token, const int32_t *begin, int64_t n_rows, TOut *out) {
     const int64_t e = blockIdx.y;
-    const int32_t s_begin = begin[e], s_end = begin[e + 1];
+    const int32_t s_begin = begin ? begin[e] : 0, s_end = begin ? begin[e + 1] : (int32_t)n_rows;
     if (s_begin == s_end)
         return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + warp;
     if (n >= N)
         return;
-    const T *w = W + e * expert_stride + n * K;
+    const TW *w = W + e * expert_stride + n * K;
+    const float row_scale = scale ? scale[e * N + n] : 1.0f;
     for (int32_t s0 = s_begin; s0 < s_end; s0 += GEMV_SLOTS) {
         const T *x[GEMV_SLOTS];
         float acc[GEMV_SLOTS];
@@ -221,16 +231,15 @@ expert_gemv_kernel(const T *W, int64_t expert_stride, int64_t N, int64_t K, cons
             acc[b] = 0.0f;
         }
         if (VEC) {
-            constexpr int VW = vec16<T>::N;
-            for (int64_t c = (int64_t)lane * VW; c < K; c += 32 * VW) {
-                float wv[VW];
-                widen16(w + c, wv);
+            for (int64_t c = (int64_t)lane * GEMV_VW; c < K; c += 32 * GEMV_VW) {
+                float wv[GEMV_VW];
+                load8(w + c, wv);
 #pragma unroll
                 for (int b = 0; b < GEMV_SLOTS; b++) {
-                    float xv[VW];
-                    widen16(x[b] + c, xv);
+                    float xv[GEMV_VW];
+                    load8(x[b] + c, xv);
 #pragma unroll
-                    for (int i = 0; i < VW; i++)
+                    for (int i = 0; i < GEMV_VW; i++)
                         acc[b] += wv[i] * xv[i];
                 }
             }
@@ -244,52 +253,78 @@ expert_gemv_kernel(const T *W, int64_t expert_stride, int64_t N, int64_t K, cons
         }
 #pragma unroll
         for (int b = 0; b < GEMV_SLOTS; b++) {
-            const float v = warp_sum(acc[b]);
+            const float v = warp_sum(acc[b]) * row_scale;
             if (lane == 0 && s0 + b < s_end)
                 out[(int64_t)(s0 + b) * N + n] = from_f32<TOut>(v);
         }
     }
 }
 
-template <typename T, typename TOut>
-static void gemv_kernel_launch(dim3 grid, cudaStream_t stream, bool vec, const T *W, int64_t expert_stride, int64_t N,
-                               int64_t K, const T *in, int64_t ldin, const int32_t *in_token, const int32_t *begin,
-                               TOut *out) {
+template <typename TW, typename T, typename TOut>
+static void gemv_kernel_launch(const jb_gpu_gemv_args *a, bool vec, cudaStream_t stream) {
+    const dim3 grid(div_up(a->N, GEMV_WARPS), (unsigned int)a->E);
     if (vec)
-        expert_gemv_kernel<T, TOut, true><<<grid, GEMV_WARPS * 32, 0, stream>>>(W, expert_stride, N, K, in, ldin,
-                                                                               in_token, begin, out);
+        expert_gemv_kernel<TW, T, TOut, true><<<grid, GEMV_WARPS * 32, 0, stream>>>(
+            (const TW *)a->W, a->scale, a->expert_stride, a->N, a->K, (const T *)a->in, a->ldin, a->in_token,
+            a->begin, a->n_rows, (TOut *)a->out);
     else
-        expert_gemv_kernel<T, TOut, false><<<grid, GEMV_WARPS * 32, 0, stream>>>(W, expert_stride, N, K, in, ldin,
-                                                                                in_token, begin, out);
+        expert_gemv_kernel<TW, T, TOut, false><<<grid, GEMV_WARPS * 32, 0, stream>>>(
+            (const TW *)a->W, a->scale, a->expert_stride, a->N, a->K, (const T *)a->in, a->ldin, a->in_token,
+            a->begin, a->n_rows, (TOut *)a->out);
 }
 
-template <typename T>
-static cudaError_t gemv_launch(const void *W, int64_t expert_stride, int64_t N, int64_t K, const void *in,
-                               int64_t ldin, const int32_t *in_token, const int32_t *begin, int64_t E, void *out,
-                               bool out_f32, cudaStream_t stream) {
-    dim3 grid(div_up(N, GEMV_WARPS), (unsigned int)E);
-    const int64_t vw = vec16<T>::N;
-    const bool vec = K % vw == 0 && ldin % vw == 0 && expert_stride % vw == 0 && (uintptr_t)W % 16 == 0 &&
-                     (uintptr_t)in % 16 == 0;
-    if (out_f32)
-        gemv_kernel_launch<T, float>(grid, stream, vec, (const T *)W, expert_stride, N, K, (const T *)in, ldin,
-                                     in_token, begin, (float *)out);
+template <typename TW, typename T>
+static void gemv_launch(const jb_gpu_gemv_args *a, cudaStream_t stream) {
+    const bool vec = a->K % GEMV_VW == 0 && a->ldin % GEMV_VW == 0 && a->expert_stride % GEMV_VW == 0 &&
+                     (uintptr_t)a->W % 16 == 0 && (uintptr_t)a->in % 16 == 0;
+    if (a->out_f32)
+        gemv_kernel_launch<TW, T, float>(a, vec, stream);
     else
-        gemv_kernel_launch<T, T>(grid, stream, vec, (const T *)W, expert_stride, N, K, (const T *)in, ldin, in_token,
-                                 begin, (T *)out);
+        gemv_kernel_launch<TW, T, T>(a, vec, stream);
+}
+
+extern "C" cudaError_t jb_gpu_expert_gemv(jamba_dtype dt, const jb_gpu_gemv_args *a, cudaStream_t stream) {
+    if (a->N == 0 || a->E == 0)
+        return cudaSuccess;
+    const bool q8 = a->wdt == JAMBA_DTYPE_I8;
+    if (a->E > 65535 || (a->begin == NULL && (a->E != 1 || a->n_rows > INT32_MAX)) || (!q8 && a->wdt != dt) ||
+        (q8 && a->scale == NULL))
+        return cudaErrorInvalidValue;
+    if (dt == JAMBA_DTYPE_BF16)
+        q8 ? gemv_launch<int8_t, bf16>(a, stream) : gemv_launch<bf16, bf16>(a, stream);
+    else
+        q8 ? gemv_launch<int8_t, float>(a, stream) : gemv_launch<float, float>(a, stream);
     return JB_LAUNCH_CHECK();
 }
 
-extern "C" cudaError_t jb_gpu_expert_gemv(jamba_dtype dt, const void *W, int64_t expert_stride, int64_t N, int64_t K,
-                                         const void *in, int64_t ldin, const int32_t *in_token, const int32_t *begin,
-                                         int64_t E, void *out, bool out_f32, cudaStream_t stream) {
-    if (N == 0 || E == 0)
+/* ---- int8 rows to the activation type (prefill through cuBLAS) ------------------------------------------ */
+
+template <typename T>
+__global__ void dequant_rows_kernel(T *dst, const int8_t *q, const float *scale, int64_t N, int64_t K) {
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i >= N * K)
+        return;
+    if (i + 4 <= N * K && K % 4 == 0) { /* four elements of one row */
+        const char4 v = *(const char4 *)(q + i);
+        const float s = scale[i / K];
+        dst[i] = from_f32<T>(v.x * s), dst[i + 1] = from_f32<T>(v.y * s);
+        dst[i + 2] = from_f32<T>(v.z * s), dst[i + 3] = from_f32<T>(v.w * s);
+        return;
+    }
+    for (int64_t j = i; j < i + 4 && j < N * K; j++)
+        dst[j] = from_f32<T>(q[j] * scale[j / K]);
+}
+
+extern "C" cudaError_t jb_gpu_dequant_rows(jamba_dtype dt, void *dst, const int8_t *q, const float *scale, int64_t N,
+                                          int64_t K, cudaStream_t stream) {
+    if (N * K == 0)
         return cudaSuccess;
-    if (E > 65535)
-        return cudaErrorInvalidValue;
-    return dt == JAMBA_DTYPE_BF16
-               ? gemv_launch<bf16>(W, expert_stride, N, K, in, ldin, in_token, begin, E, out, out_f32, stream)
-               : gemv_launch<float>(W, expert_stride, N, K, in, ldin, in_token, begin, E, out, out_f32, stream);
+    const int64_t threads = div_up(N * K, 4);
+    if (dt == JAMBA_DTYPE_BF16)
+        dequant_rows_kernel<<<div_up(threads, 256), 256, 0, stream>>>((bf16 *)dst, q, scale, N, K);
+    else
+        dequant_rows_kernel<<<div_up(threads, 256), 256, 0, stream>>>((float *)dst, q, scale, N, K);
+    return JB_LAUNCH_CHECK();
 }
 
 /* ---- combine ---------------------------------------------------------------------------------------------- */

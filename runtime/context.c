@@ -20,9 +20,9 @@
 #include <unistd.h>
 
 jamba_context_params jamba_context_default_params(void) {
-    return (jamba_context_params){.n_seq_max = 1, .n_ctx = 0, .n_batch = 512, .n_threads = 0, .n_logits_max = 0,
+    return (jamba_context_params){.n_seq_max = 1, .n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_logits_max = 0,
                                   .device = JAMBA_DEVICE_CPU, .gpu_index = 0, .gpu_dtype = JAMBA_DTYPE_BF16,
-                                  .gpu_graphs = true};
+                                  .gpu_graphs = true, .kv_dtype = JAMBA_DTYPE_UNKNOWN, .gpu_memory = 0};
 }
 
 /* ---- state addressing ------------------------------------------------------------------------- */
@@ -93,8 +93,8 @@ static int64_t max3(int64_t a, int64_t b, int64_t c) {
     return m > c ? m : c;
 }
 
-static jamba_status resolve_params(const jamba_model *m, const jamba_context_params *in, jamba_context_params *p,
-                                   jamba_error *err) {
+jamba_status jb_context_resolve_params(const jamba_model *m, const jamba_context_params *in, jamba_context_params *p,
+                                       jamba_error *err) {
     *p = in ? *in : jamba_context_default_params();
     if (p->n_seq_max < 1 || p->n_seq_max > (1 << 20))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_seq_max %d must be in [1, 1048576]", p->n_seq_max);
@@ -102,24 +102,32 @@ static jamba_status resolve_params(const jamba_model *m, const jamba_context_par
         p->n_ctx = m->config.max_position_embeddings < 4096 ? m->config.max_position_embeddings : 4096;
     if (p->n_ctx < 1 || p->n_ctx > (INT64_C(1) << 40))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_ctx %lld must be in [1, 2^40]", (long long)p->n_ctx);
-    if (p->n_batch < 1 || p->n_batch > (1 << 24))
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_batch %lld must be in [1, 16777216]",
+    if (p->n_batch == 0 && p->device != JAMBA_DEVICE_CUDA)
+        p->n_batch = JB_CPU_DEFAULT_BATCH;
+    if (p->n_batch < 0 || p->n_batch > (1 << 24))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_batch %lld must be in [1, 16777216] (0: chosen)",
                        (long long)p->n_batch);
     if (p->n_threads < 0 || p->n_threads > 1024)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_threads %d must be in [0, 1024]", p->n_threads);
     if (p->n_logits_max < 0 || p->n_logits_max > (INT64_C(1) << 32))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_logits_max %lld must be in [0, 2^32]",
                        (long long)p->n_logits_max);
-    if (p->n_logits_max == 0)
+    if (p->n_logits_max == 0 && p->n_batch > 0)
         p->n_logits_max = p->n_batch > p->n_seq_max ? p->n_batch : p->n_seq_max;
     if (p->device != JAMBA_DEVICE_CPU && p->device != JAMBA_DEVICE_CUDA)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: unknown device type %d", (int)p->device);
+    if (p->device == JAMBA_DEVICE_CPU && p->kv_dtype != JAMBA_DTYPE_UNKNOWN && p->kv_dtype != JAMBA_DTYPE_F32)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: the CPU path keeps its KV cache in F32 (kv_dtype %s "
+                       "needs the CUDA device)", jamba_dtype_name(p->kv_dtype));
     if (p->device == JAMBA_DEVICE_CUDA) {
         if (p->gpu_index < 0)
             return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: gpu_index %d must be >= 0", p->gpu_index);
         if (p->gpu_dtype != JAMBA_DTYPE_BF16 && p->gpu_dtype != JAMBA_DTYPE_F32)
             return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: gpu_dtype %s (BF16 or F32)",
                            jamba_dtype_name(p->gpu_dtype));
+        if (p->kv_dtype != JAMBA_DTYPE_UNKNOWN && p->kv_dtype != p->gpu_dtype && p->kv_dtype != JAMBA_DTYPE_F8_E4M3)
+            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: kv_dtype %s (the gpu_dtype or F8_E4M3)",
+                           jamba_dtype_name(p->kv_dtype));
         p->n_threads = 1; /* the host side of a CUDA context is one thread */
     }
     if (p->n_threads == 0) {
@@ -198,13 +206,30 @@ static jamba_status allocate_buffers(jamba_context *ctx, jamba_error *err) {
     return allocate_all(plan, sizeof plan / sizeof plan[0], err);
 }
 
+/* Before anything is allocated: the plan against the device's free memory (or gpu_memory), fixing the
+ * step size; a request that does not fit fails here, saying what would. */
+static jamba_status plan_cuda(jamba_context *ctx, jamba_error *err) {
+    jamba_context_params *p = &ctx->params;
+    uint64_t free_bytes = 0;
+    bool resident = false;
+    JB_TRY(jb_model_gpu_probe(ctx->model, p->gpu_index, p->gpu_dtype, &free_bytes, &resident, err));
+    jamba_context_plan plan;
+    JB_TRY(jb_context_plan_cuda(ctx->model, p, free_bytes, resident, &plan, err));
+    if (!plan.fits)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s on CUDA device %d: %lld tokens x %d sequences %s",
+                       ctx->model->path, p->gpu_index, (long long)p->n_ctx, p->n_seq_max, plan.advice);
+    p->n_batch = plan.n_batch;
+    p->n_logits_max = plan.n_logits_max;
+    return JAMBA_OK;
+}
+
 static jamba_status create_cuda(jamba_context *ctx, jamba_error *err) {
 #ifdef JAMBA_WITH_CUDA
     const jamba_context_params *p = &ctx->params;
     const struct jb_cuda_weights *w = NULL;
     JB_TRY(jb_model_gpu_weights(ctx->model, p->gpu_index, p->gpu_dtype, &w, err));
     jb_cuda_ctx_params cp = {.n_seq_max = p->n_seq_max, .n_ctx = p->n_ctx, .n_batch = p->n_batch,
-                             .n_logits_max = p->n_logits_max, .graphs = p->gpu_graphs};
+                             .n_logits_max = p->n_logits_max, .graphs = p->gpu_graphs, .kv_dtype = p->kv_dtype};
     return jb_cuda_ctx_create(ctx->model, w, &cp, &ctx->cuda, err);
 #else
     (void)ctx;
@@ -227,7 +252,9 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
     if (ctx == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "context: out of memory");
     ctx->model = model;
-    jamba_status st = resolve_params(model, params, &ctx->params, err);
+    jamba_status st = jb_context_resolve_params(model, params, &ctx->params, err);
+    if (st == JAMBA_OK && ctx->params.device == JAMBA_DEVICE_CUDA)
+        st = plan_cuda(ctx, err);
     if (st == JAMBA_OK)
         st = allocate_buffers(ctx, err);
     if (st == JAMBA_OK)

@@ -84,6 +84,19 @@ float *jb_ctx_ssm(const jamba_context *ctx, int32_t seq, int64_t mamba_layer);
 void jb_forward_step(jamba_context *ctx, const jb_segment *segs, int64_t n_segs, int64_t n_rows,
                      int64_t n_logits, int64_t logit_dst);
 
+/* The CPU path's step size when n_batch is 0. */
+#define JB_CPU_DEFAULT_BATCH 512
+
+/* Check `in` (NULL: the defaults) and fill what defaults to the model: n_ctx, the CPU's n_batch and
+ * n_logits_max, n_threads. A CUDA n_batch of 0 stays 0 (the planner chooses it), as does n_logits_max. */
+jamba_status jb_context_resolve_params(const jamba_model *m, const jamba_context_params *in, jamba_context_params *p,
+                                       jamba_error *err);
+
+/* The CUDA plan for resolved params p, given the device's free memory (0: unknown) and whether the
+ * weights are already on it (then they do not count). */
+jamba_status jb_context_plan_cuda(const jamba_model *m, const jamba_context_params *p, uint64_t free_bytes,
+                                  bool weights_resident, jamba_context_plan *out, jamba_error *err);
+
 /* Enable (hidden != NULL) or disable the capture hook. */
 void jb_context_set_capture(jamba_context *ctx, float *hidden, float *final, int64_t rows);
 

@@ -44,6 +44,8 @@ static jamba_status settle_inner_norms(jamba_model *m, jamba_error *err) {
 }
 
 static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, jamba_error *err) {
+    m->plan_experts_int8 = p->experts == JAMBA_FORMAT_INT8;
+    m->plan_mlp_int8 = p->mlp == JAMBA_FORMAT_INT8;
     if (p->weights == JAMBA_WEIGHTS_NONE)
         return JAMBA_OK;
     bool found;
@@ -244,8 +246,10 @@ jamba_status jamba_model_memory(const jamba_model *m, const jamba_memory_params 
     if (p.n_ctx < 1 || p.n_seq < 1)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: n_ctx %lld and n_seq %lld must be >= 1",
                        (long long)p.n_ctx, (long long)p.n_seq);
-    if (!is_float_dtype(p.kv_dtype) || !is_float_dtype(p.conv_dtype) || !is_float_dtype(p.weight_dtype))
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: dtypes must be F32, F16 or BF16");
+    if ((!is_float_dtype(p.kv_dtype) && p.kv_dtype != JAMBA_DTYPE_F8_E4M3) || !is_float_dtype(p.conv_dtype) ||
+        !is_float_dtype(p.weight_dtype))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: dtypes must be F32, F16 or BF16 (the KV "
+                       "cache also F8_E4M3)");
     memset(out, 0, sizeof *out);
     if (m->has_weights) {
         out->weight_bytes = loaded_weight_bytes(m);

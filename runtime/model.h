@@ -30,6 +30,7 @@ struct jamba_model {
     int n_gpu;
     uint8_t *owned_image;   /* jb_model_from_image: the safetensors image the weights point into */
     bool requantized;       /* some matrices were quantized to int8 while loading */
+    bool plan_experts_int8, plan_mlp_int8; /* planning-only models: the formats asked for */
 };
 
 /* A model from config.json text and a safetensors image in memory (synthetic models for benchmarks and
@@ -42,5 +43,11 @@ jamba_status jb_model_gpu_weights(const jamba_model *m, int device, jamba_dtype 
                                   const struct jb_cuda_weights **out, jamba_error *err);
 /* Free every device copy (jamba_model_free). */
 void jb_model_gpu_free(jamba_model *m);
+
+/* For planning on CUDA device `device`: its free memory and whether the weights are already there as
+ * `dtype`. JAMBA_ERR_NO_DEVICE (and 0, false) when there is no such device or no CUDA backend; with
+ * err NULL the caller only wants the figures. */
+jamba_status jb_model_gpu_probe(const jamba_model *m, int device, jamba_dtype dtype, uint64_t *free_bytes,
+                                bool *resident, jamba_error *err);
 
 #endif /* JB_MODEL_H */

@@ -9,7 +9,10 @@
 
 #ifdef JAMBA_WITH_CUDA
 #include "../cuda/backend.h"
+#include "../cuda/device.h"
 #endif
+
+#include <string.h>
 
 jamba_status jb_model_gpu_weights(const jamba_model *cm, int device, jamba_dtype dtype,
                                   const struct jb_cuda_weights **out, jamba_error *err) {
@@ -43,4 +46,26 @@ void jb_model_gpu_free(jamba_model *m) {
         jb_cuda_weights_free(m->gpu[i]);
 #endif
     m->n_gpu = 0;
+}
+
+jamba_status jb_model_gpu_probe(const jamba_model *cm, int device, jamba_dtype dtype, uint64_t *free_bytes,
+                                bool *resident, jamba_error *err) {
+    *free_bytes = 0;
+    *resident = false;
+#ifdef JAMBA_WITH_CUDA
+    jamba_device_info info;
+    memset(&info, 0, sizeof info);
+    JB_TRY(jb_cuda_device_query(device, &info, err));
+    *free_bytes = info.free_memory;
+    jamba_model *m = (jamba_model *)cm;
+    pthread_mutex_lock(&m->gpu_lock);
+    for (int i = 0; i < m->n_gpu; i++)
+        if (jb_cuda_weights_device(m->gpu[i]) == device && jb_cuda_weights_dtype(m->gpu[i]) == dtype)
+            *resident = true;
+    pthread_mutex_unlock(&m->gpu_lock);
+    return JAMBA_OK;
+#else
+    (void)cm, (void)device, (void)dtype;
+    return jb_fail(err, JAMBA_ERR_NO_DEVICE, "this build has no CUDA backend (configure with -DJAMBA_CUDA=ON)");
+#endif
 }

@@ -93,6 +93,8 @@ jamba_status jb_state_sizes(const jamba_config *c, jamba_dtype kv_dtype, jamba_d
     add(&kv, (uint64_t)c->n_attention_layers * 2, (uint64_t)(c->num_key_value_heads * c->head_dim));
     acc kvb = {0, true};
     add(&kvb, kv.v, jamba_dtype_size(kv_dtype));
+    if (kv_dtype == JAMBA_DTYPE_F8_E4M3) /* one fp32 scale per token, KV head, K or V, layer */
+        add(&kvb, (uint64_t)c->n_attention_layers * 2 * (uint64_t)c->num_key_value_heads, 4);
     /* Mamba: a conv window of K-1 past inputs and an F32 SSM state of N values per inner channel. */
     uint64_t per_channel = (uint64_t)(c->mamba_d_conv - 1) * jamba_dtype_size(conv_dtype) +
                            (uint64_t)c->mamba_d_state * 4;

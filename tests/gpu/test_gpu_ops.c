@@ -6,6 +6,7 @@
  */
 #include "gpu_test.h"
 
+#include "ckpt/dtype.h"
 #include "cuda/ops.h"
 #include "cuda/step_plan.h"
 #include "moe/router.h"
@@ -378,9 +379,49 @@ static void test_scan_states(void) {
 
 /* ---- attention ----------------------------------------------------------------------------------------- */
 
-/* Prefill continuing a cache, two decode rows, and a prefill from position 0 of 70 rows. */
+/* The e4m3 byte nearest to x (ties to the even code), saturating at ±448: the device's conversion. */
+static uint8_t e4m3_encode(float x) {
+    const float ax = fabsf(x);
+    uint8_t best = 0;
+    for (uint8_t c = 1; c < 0x7F; c++) { /* 0x7F is NaN */
+        const float d = fabsf(jb_e4m3_to_f32(c) - ax), bd = fabsf(jb_e4m3_to_f32(best) - ax);
+        if (d < bd || (d == bd && (c & 1) == 0))
+            best = c;
+    }
+    return (uint8_t)(best | (x < 0 ? 0x80 : 0));
+}
+
+/* An fp8 cache [rows, n_kv * D] from floats: per (row, head) scale amax / 448; x becomes the values the
+ * device holds (byte × scale). */
+static void fp8_cache(float *x, int64_t rows, int64_t n_kv, int64_t D, uint8_t *bytes, float *scales) {
+    for (int64_t h = 0; h < rows * n_kv; h++) {
+        float amax = 0;
+        for (int64_t d = 0; d < D; d++)
+            amax = fmaxf(amax, fabsf(x[h * D + d]));
+        scales[h] = amax / 448.0f;
+        for (int64_t d = 0; d < D; d++) {
+            bytes[h * D + d] = e4m3_encode(scales[h] > 0 ? x[h * D + d] / scales[h] : 0.0f);
+            x[h * D + d] = jb_e4m3_to_f32(bytes[h * D + d]) * scales[h];
+        }
+    }
+}
+
+/* Floats of an fp8 device cache. */
+static void fp8_read(float *x, const void *d_bytes, const float *d_scales, int64_t rows, int64_t n_kv, int64_t D) {
+    uint8_t *b = malloc((size_t)(rows * n_kv * D));
+    float *sc = malloc((size_t)(rows * n_kv) * 4);
+    cudaMemcpy(b, d_bytes, (size_t)(rows * n_kv * D), cudaMemcpyDeviceToHost);
+    cudaMemcpy(sc, d_scales, (size_t)(rows * n_kv) * 4, cudaMemcpyDeviceToHost);
+    for (int64_t i = 0; i < rows * n_kv * D; i++)
+        x[i] = jb_e4m3_to_f32(b[i]) * sc[i / D];
+    free(b), free(sc);
+}
+
+/* Prefill continuing a cache, two decode rows, and a prefill from position 0 of 70 rows. fp8: the cache
+ * is e4m3 with scales; the appended rows must be the new k/v within e4m3 precision, and the attention
+ * is checked against the CPU over the values the cache then holds. */
 static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D, int force, int32_t n_splits,
-                           gt_rng *r) {
+                           bool fp8, gt_rng *r) {
     const int64_t C = 256, S = 4, q = n_h * D, kv = n_kv * D, ld = q + 2 * kv;
     jb_segment segs[4] = {{.seq = 2, .pos = 37, .n = 20, .row = 0},
                           {.seq = 0, .pos = 0, .n = 1, .row = 20},
@@ -390,13 +431,27 @@ static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D,
     float *qkv = gt_random(r, T * ld, -1.5f, 1.5f, dt);
     float *kc = gt_random(r, S * C * kv, -1.5f, 1.5f, dt), *vc = gt_random(r, S * C * kv, -1.5f, 1.5f, dt);
     dev_step ds = make_step(segs, 4, T, NULL);
-    void *d_qkv = gt_dev_from(dt, qkv, T * ld), *d_k = gt_dev_from(dt, kc, S * C * kv), *d_v = gt_dev_from(dt, vc, S * C * kv);
+    void *d_qkv = gt_dev_from(dt, qkv, T * ld), *d_k, *d_v;
+    float *d_ks = NULL, *d_vs = NULL;
+    if (fp8) {
+        uint8_t *bytes = malloc((size_t)(S * C * kv));
+        float *scales = malloc((size_t)(S * C * n_kv) * 4);
+        fp8_cache(kc, S * C, n_kv, D, bytes, scales);
+        d_k = gt_dev_bytes(bytes, (size_t)(S * C * kv)), d_ks = gt_dev_bytes(scales, (size_t)(S * C * n_kv) * 4);
+        fp8_cache(vc, S * C, n_kv, D, bytes, scales);
+        d_v = gt_dev_bytes(bytes, (size_t)(S * C * kv)), d_vs = gt_dev_bytes(scales, (size_t)(S * C * n_kv) * 4);
+        free(bytes), free(scales);
+    } else {
+        d_k = gt_dev_from(dt, kc, S * C * kv), d_v = gt_dev_from(dt, vc, S * C * kv);
+    }
     void *d_out = gt_dev_poisoned((size_t)(T * q) * esize(dt));
     const int64_t pcap = T * n_h * n_splits * (D + 2);
     float *d_part = gt_dev_poisoned((size_t)pcap * 4);
     jb_gpu_attn_args a = {.qkv = d_qkv, .ld_qkv = ld, .k_cache = d_k, .v_cache = d_v, .seq_stride = C * kv,
-                          .out = d_out, .n_heads = n_h, .n_kv_heads = n_kv, .head_dim = D, .partial = d_part,
-                          .partial_capacity = pcap, .n_splits = n_splits, .split_len = (C + n_splits - 1) / n_splits};
+                          .kv_dt = fp8 ? JAMBA_DTYPE_F8_E4M3 : dt, .k_scale = d_ks, .v_scale = d_vs,
+                          .scale_seq_stride = C * n_kv, .out = d_out, .n_heads = n_h, .n_kv_heads = n_kv,
+                          .head_dim = D, .partial = d_part, .partial_capacity = pcap, .n_splits = n_splits,
+                          .split_len = (C + n_splits - 1) / n_splits};
     cudaError_t e = jb_gpu_kv_append(dt, &a, &ds.step, 0);
     if (e == cudaSuccess)
         e = jb_gpu_attention(dt, &a, &ds.step, force, 0);
@@ -409,6 +464,20 @@ static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D,
             memcpy(kc + (segs[s].seq * C + segs[s].pos + i) * kv, src + q, (size_t)kv * 4);
             memcpy(vc + (segs[s].seq * C + segs[s].pos + i) * kv, src + q + kv, (size_t)kv * 4);
         }
+    float *gk = malloc((size_t)(S * C * kv) * 4), *gv = malloc((size_t)(S * C * kv) * 4);
+    if (fp8) {
+        fp8_read(gk, d_k, d_ks, S * C, n_kv, D);
+        fp8_read(gv, d_v, d_vs, S * C, n_kv, D);
+        gt_expect_close("fp8 K cache after append", gk, kc, S * C * kv, 2e-3);
+        gt_expect_close("fp8 V cache after append", gv, vc, S * C * kv, 2e-3);
+        memcpy(kc, gk, (size_t)(S * C * kv) * 4); /* attend over what the cache holds */
+        memcpy(vc, gv, (size_t)(S * C * kv) * 4);
+    } else {
+        gt_to_host(dt, gk, d_k, S * C * kv);
+        gt_expect_close("K cache after append", gk, kc, S * C * kv, 0);
+        gt_to_host(dt, gv, d_v, S * C * kv);
+        gt_expect_close("V cache after append", gv, vc, S * C * kv, 0);
+    }
     float *qc = malloc((size_t)(T * q) * 4), *want = malloc((size_t)(T * q) * 4), *got = malloc((size_t)(T * q) * 4);
     float *scratch = malloc((size_t)(4 * C) * 4);
     for (int64_t t = 0; t < T; t++)
@@ -421,16 +490,12 @@ static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D,
     }
     gt_to_host(dt, got, d_out, T * q);
     char what[128];
-    snprintf(what, sizeof what, "%s heads %lld/%lld d_h %lld path %d splits %d", dname(dt), (long long)n_h,
-             (long long)n_kv, (long long)D, force, n_splits);
+    snprintf(what, sizeof what, "%s%s heads %lld/%lld d_h %lld path %d splits %d", dname(dt), fp8 ? " fp8 KV" : "",
+             (long long)n_h, (long long)n_kv, (long long)D, force, n_splits);
     gt_expect_close(what, got, want, T * q, tol(dt));
-    float *gk = malloc((size_t)(S * C * kv) * 4);
-    gt_to_host(dt, gk, d_k, S * C * kv);
-    gt_expect_close("K cache after append", gk, kc, S * C * kv, 0);
-    gt_to_host(dt, gk, d_v, S * C * kv);
-    gt_expect_close("V cache after append", gk, vc, S * C * kv, 0);
-    free(qkv), free(kc), free(vc), free(qc), free(want), free(got), free(scratch), free(gk);
+    free(qkv), free(kc), free(vc), free(qc), free(want), free(got), free(scratch), free(gk), free(gv);
     gt_dev_free(d_qkv), gt_dev_free(d_k), gt_dev_free(d_v), gt_dev_free(d_out), gt_dev_free(d_part);
+    gt_dev_free(d_ks), gt_dev_free(d_vs);
     free_step(&ds);
 }
 
@@ -442,8 +507,9 @@ static void test_attention_split(void) {
         for (size_t hi = 0; hi < sizeof heads / sizeof heads[0]; hi++) {
             if (gt_small_only() && hi > 2)
                 break;
-            attention_case(DTS[di], heads[hi][0], heads[hi][1], heads[hi][2], 1, 1, &r);
-            attention_case(DTS[di], heads[hi][0], heads[hi][1], heads[hi][2], 1, 5, &r);
+            attention_case(DTS[di], heads[hi][0], heads[hi][1], heads[hi][2], 1, 1, false, &r);
+            attention_case(DTS[di], heads[hi][0], heads[hi][1], heads[hi][2], 1, 5, false, &r);
+            attention_case(DTS[di], heads[hi][0], heads[hi][1], heads[hi][2], 1, 5, true, &r);
         }
 }
 
@@ -451,8 +517,9 @@ static void test_attention_flash(void) {
     gt_rng r = {11};
     static const int64_t heads[][3] = {{8, 2, 64}, {32, 8, 128}, {4, 4, 128}, {8, 1, 64}};
     for (size_t hi = 0; hi < 4; hi++) {
-        attention_case(JAMBA_DTYPE_BF16, heads[hi][0], heads[hi][1], heads[hi][2], 2, 1, &r);
-        attention_case(JAMBA_DTYPE_BF16, heads[hi][0], heads[hi][1], heads[hi][2], 0, 1, &r);
+        attention_case(JAMBA_DTYPE_BF16, heads[hi][0], heads[hi][1], heads[hi][2], 2, 1, false, &r);
+        attention_case(JAMBA_DTYPE_BF16, heads[hi][0], heads[hi][1], heads[hi][2], 0, 1, false, &r);
+        attention_case(JAMBA_DTYPE_BF16, heads[hi][0], heads[hi][1], heads[hi][2], 2, 1, true, &r);
     }
 }
 
@@ -569,15 +636,41 @@ static void test_moe_plan_and_combine(void) {
     }
 }
 
+/* Weights for a GEMV case: floats (the CPU twin's values) and the device copy, dt or int8 with row
+ * scales (then W holds q * scale). */
+static void *gemv_weights(gt_rng *r, jamba_dtype dt, bool q8, int64_t rows, int64_t K, float *W, float **d_scale) {
+    if (!q8) {
+        float *x = gt_random(r, rows * K, -1, 1, dt);
+        memcpy(W, x, (size_t)(rows * K) * 4);
+        free(x);
+        *d_scale = NULL;
+        return gt_dev_from(dt, W, rows * K);
+    }
+    int8_t *q = malloc((size_t)(rows * K));
+    float *scale = malloc((size_t)rows * 4);
+    for (int64_t n = 0; n < rows; n++) {
+        scale[n] = gt_uniform(r, 0.001f, 0.02f);
+        for (int64_t c = 0; c < K; c++) {
+            q[n * K + c] = (int8_t)((int)(gt_next(r) % 255) - 127);
+            W[n * K + c] = q[n * K + c] * scale[n];
+        }
+    }
+    void *d = gt_dev_bytes(q, (size_t)(rows * K));
+    *d_scale = gt_dev_bytes(scale, (size_t)rows * 4);
+    free(q), free(scale);
+    return d;
+}
+
 static void test_expert_gemv(void) {
     gt_rng r = {14};
     static const int64_t shapes[][2] = {{37, 40}, {64, 64}, {5, 3}, {300, 1000}};
     for (int di = 0; di < 2; di++)
         for (size_t si = 0; si < 4; si++)
-            for (int variant = 0; variant < 4; variant++) {
+            for (int variant = 0; variant < 8; variant++) {
                 const jamba_dtype dt = DTS[di];
                 const int by_token = variant & 1;
-                /* ldin = K allows 16-byte loads when K is a multiple of 8; K + 2 forces the scalar path */
+                const bool q8 = variant & 4;
+                /* ldin = K allows vector loads when K is a multiple of 8; K + 2 forces the scalar path */
                 const int64_t N = shapes[si][0], K = shapes[si][1], E = 6, k = 2, T = 7, n = T * k;
                 const int64_t ldin = variant & 2 ? K + 2 : K;
                 int32_t ex[14], pos[14];
@@ -591,14 +684,16 @@ static void test_expert_gemv(void) {
                 for (int s = 0; s < n; s++)
                     st32[s] = (int32_t)st[s];
                 const int64_t rows_in = by_token ? T : n;
-                float *W = gt_random(&r, E * N * K, -1, 1, dt), *in = gt_random(&r, rows_in * ldin, -1, 1, dt);
-                void *d_W = gt_dev_from(dt, W, E * N * K), *d_in = gt_dev_from(dt, in, rows_in * ldin);
+                float *W = malloc((size_t)(E * N * K) * 4), *d_scale = NULL;
+                float *in = gt_random(&r, rows_in * ldin, -1, 1, dt);
+                void *d_W = gemv_weights(&r, dt, q8, E * N, K, W, &d_scale), *d_in = gt_dev_from(dt, in, rows_in * ldin);
                 int32_t *d_begin = gt_dev_bytes(begin32, sizeof begin32), *d_st = gt_dev_bytes(st32, sizeof st32);
                 const bool out_f32 = di == 0 || by_token == 0;
                 const jamba_dtype odt = out_f32 ? JAMBA_DTYPE_F32 : dt;
                 void *d_out = gt_dev_poisoned((size_t)(n * N) * esize(odt));
-                GT_CUDA(jb_gpu_expert_gemv(dt, d_W, N * K, N, K, d_in, ldin, by_token ? d_st : NULL, d_begin, E, d_out,
-                                           out_f32, 0));
+                jb_gpu_gemv_args g = {d_W, q8 ? JAMBA_DTYPE_I8 : dt, d_scale, N * K, N, K, d_in, ldin,
+                                      by_token ? d_st : NULL, d_begin, 0, E, d_out, out_f32};
+                GT_CUDA(jb_gpu_expert_gemv(dt, &g, 0));
                 gt_sync("expert_gemv");
                 float *want = malloc((size_t)(n * N) * 4), *got = malloc((size_t)(n * N) * 4);
                 for (int64_t e = 0; e < E; e++)
@@ -612,13 +707,52 @@ static void test_expert_gemv(void) {
                         }
                     }
                 gt_to_host(odt, got, d_out, n * N);
-                char what[96];
-                snprintf(what, sizeof what, "%s N=%lld K=%lld ldin=%lld %s out %s", dname(dt), (long long)N,
-                         (long long)K, (long long)ldin, by_token ? "by token" : "by slot", dname(odt));
+                char what[112];
+                snprintf(what, sizeof what, "%s%s N=%lld K=%lld ldin=%lld %s out %s", dname(dt), q8 ? " int8 W" : "",
+                         (long long)N, (long long)K, (long long)ldin, by_token ? "by token" : "by slot", dname(odt));
                 gt_expect_close(what, got, want, n * N, tol(odt));
+                if (q8 && !by_token) {
+                    /* the dense form: one matrix, rows [0, T) without a plan */
+                    jb_gpu_gemv_args d = {d_W, JAMBA_DTYPE_I8, d_scale, 0, N, K, d_in, ldin, NULL, NULL, T, 1, d_out,
+                                          out_f32};
+                    GT_CUDA(jb_gpu_expert_gemv(dt, &d, 0));
+                    gt_sync("dense int8 gemv");
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t o = 0; o < N; o++) {
+                            double acc = 0;
+                            for (int64_t c = 0; c < K; c++)
+                                acc += (double)W[o * K + c] * in[t * ldin + c];
+                            want[t * N + o] = (float)acc;
+                        }
+                    gt_to_host(odt, got, d_out, T * N);
+                    gt_expect_close("dense int8 rows", got, want, T * N, tol(odt));
+                }
                 free(W), free(in), free(want), free(got);
                 gt_dev_free(d_W), gt_dev_free(d_in), gt_dev_free(d_begin), gt_dev_free(d_st), gt_dev_free(d_out);
+                gt_dev_free(d_scale);
             }
+}
+
+/* int8 rows widened for cuBLAS: exactly q * scale rounded once to dt. */
+static void test_dequant_rows(void) {
+    gt_rng r = {16};
+    static const int64_t shapes[][2] = {{7, 13}, {64, 128}, {3, 4}, {300, 1001}};
+    for (int di = 0; di < 2; di++)
+        for (size_t si = 0; si < 4; si++) {
+            const jamba_dtype dt = DTS[di];
+            const int64_t N = shapes[si][0], K = shapes[si][1];
+            float *W = malloc((size_t)(N * K) * 4), *d_scale = NULL, *got = malloc((size_t)(N * K) * 4);
+            int8_t *d_q = gemv_weights(&r, dt, true, N, K, W, &d_scale);
+            void *d_out = gt_dev_poisoned((size_t)(N * K) * esize(dt));
+            GT_CUDA(jb_gpu_dequant_rows(dt, d_out, d_q, d_scale, N, K, 0));
+            gt_sync("dequant_rows");
+            if (dt == JAMBA_DTYPE_BF16)
+                gt_round_bf16(W, N * K);
+            gt_to_host(dt, got, d_out, N * K);
+            gt_expect_close(dt == JAMBA_DTYPE_BF16 ? "dequant bf16" : "dequant f32", got, W, N * K, 0);
+            free(W), free(got);
+            gt_dev_free(d_q), gt_dev_free(d_scale), gt_dev_free(d_out);
+        }
 }
 
 /* ---- sampling --------------------------------------------------------------------------------------------- */
@@ -711,6 +845,7 @@ const gt_case gt_op_cases[] = {
     {"ops/moe/route", test_moe_route, true},
     {"ops/moe/plan_combine", test_moe_plan_and_combine, true},
     {"ops/moe/expert_gemv", test_expert_gemv, true},
+    {"ops/moe/dequant_rows", test_dequant_rows, true},
     {"ops/sample", test_sample, true},
 };
 const int gt_n_op_cases = sizeof gt_op_cases / sizeof gt_op_cases[0];

@@ -53,17 +53,17 @@ typedef struct cli_strings {
  * CLI_EXIT_USAGE after printing the problem. */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
-/* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, and the
- * load-time weight formats --experts int8|stored, --mlp int8|stored. */
+/* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, --kv-dtype,
+ * and the load-time weight formats --experts int8|stored, --mlp int8|stored. */
 typedef struct cli_device_args {
-    const char *device, *gpu_dtype, *experts, *mlp;
+    const char *device, *gpu_dtype, *experts, *mlp, *kv_dtype;
     int64_t gpu;
 } cli_device_args;
 
 #define CLI_DEVICE_OPTIONS(d)                                                                                  \
     {"--device", CLI_STRING, &(d).device, 0, 0}, {"--gpu", CLI_COUNT, &(d).gpu, 0, 1 << 20},                 \
         {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}, {"--experts", CLI_STRING, &(d).experts, 0, 0},   \
-        {"--mlp", CLI_STRING, &(d).mlp, 0, 0}
+        {"--mlp", CLI_STRING, &(d).mlp, 0, 0}, {"--kv-dtype", CLI_STRING, &(d).kv_dtype, 0, 0}
 
 #define CLI_DEVICE_HELP                                                                                        \
     "  --device cpu|cuda     where the model runs (default cpu)\n"                                          \
@@ -71,7 +71,9 @@ typedef struct cli_device_args {
     "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"                \
     "  --experts int8        hold the MoE experts as int8 (weight-only, per-row scales; quantized while\n"  \
     "                        loading unless the checkpoint already is); default: as stored\n"               \
-    "  --mlp int8            the same for the dense MLPs\n"
+    "  --mlp int8            the same for the dense MLPs\n"                                                  \
+    "  --kv-dtype fp8        CUDA: an fp8 (e4m3) KV cache with per-token, per-head scales (about half the\n"\
+    "                        bytes of bf16); default: the --gpu-dtype\n"
 
 /* Fill the device fields of `p` from the arguments; CLI_EXIT_USAGE (after saying why) on a bad value. */
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p);

@@ -3,7 +3,8 @@
  *
  * Prints the config summary, a one-line layer map, total and active parameters, stored bytes per dtype
  * and memory for N tokens of context (weights, KV cache, Mamba state), as text or JSON. A folder with
- * only config.json is inspected as a plan (weights assumed in the config's torch_dtype, else BF16).
+ * only config.json is inspected as a plan (weights assumed in the config's torch_dtype, else BF16). With
+ * --device cuda it also shows the device plan a context would follow (jamba_context_plan_memory).
  */
 #include "cli.h"
 
@@ -16,6 +17,11 @@ typedef struct inspect_opts {
     int64_t n_ctx;       /* 0: the config's max_position_embeddings */
     int64_t n_seq;
     jamba_dtype kv_dtype;
+    cli_device_args dev;
+    int64_t n_batch;
+    double gpu_memory_gb;
+    bool plan;                       /* --device cuda: show the device plan */
+    jamba_context_params plan_params;
     bool json;
     bool tensors;
     bool check_finite;
@@ -23,8 +29,10 @@ typedef struct inspect_opts {
 } inspect_opts;
 
 static void print_help(void) {
-    printf("usage: jamba inspect --model DIR [--ctx N] [--seqs N] [--kv-dtype bf16|f16|f32] [--json]\n"
+    printf("usage: jamba inspect --model DIR [--ctx N] [--seqs N] [--kv-dtype bf16|f16|f32|fp8] [--json]\n"
            "                     [--tensors] [--check-finite] [--allow-unexpected]\n"
+           "                     [--device cuda [--gpu N] [--gpu-dtype bf16|f32] [--experts int8] [--mlp int8]\n"
+           "                      [--batch N] [--gpu-memory GB]]\n"
            "\n"
            "Load a Hugging Face Jamba folder (config.json plus model.safetensors or a sharded\n"
            "model.safetensors.index.json), validate it, and print: the config summary, a layer map, total and\n"
@@ -35,11 +43,23 @@ static void print_help(void) {
            "  --ctx N              context length per sequence for the memory figures; accepts k/M suffixes\n"
            "                       (256k = 262144); default: the config's max_position_embeddings\n"
            "  --seqs N             sequences held at once (default 1)\n"
-           "  --kv-dtype T         KV cache element type: bf16 (default), f16 or f32\n"
+           "  --kv-dtype T         KV cache element type: bf16 (default), f16, f32, or fp8 (e4m3 + scales)\n"
            "  --json               print one JSON object instead of text\n"
            "  --tensors            also list every tensor: name, dtype, shape, bytes, file\n"
            "  --check-finite       scan every weight for NaN/Inf (reads all weights)\n"
            "  --allow-unexpected   skip tensors the config does not use instead of failing\n"
+           "\n"
+           "The device plan (--device cuda): the memory a CUDA context would take, computed as the context\n"
+           "allocates it: weights as the device holds them, KV cache, Mamba state, every workspace, and the\n"
+           "prefill chunk chosen to fit; when it does not fit, what would.\n"
+           "  --device cuda        show the device plan\n"
+           "  --gpu N              the device whose free memory is the budget (default 0)\n"
+           "  --gpu-dtype bf16|f32 the device precision (default bf16)\n"
+           "  --experts int8       plan with int8 experts (a folder with weights is quantized to check it)\n"
+           "  --mlp int8           plan with int8 dense MLPs\n"
+           "  --batch N            the prefill chunk (default: the largest of 4096 ... 16 that fits)\n"
+           "  --gpu-memory GB      the budget in GB (1e9 bytes); default: the device's free memory, or 80 GB\n"
+           "                       when no device is present\n"
            "\n"
            "Layer map letters: mixer M = Mamba, A = attention; FFN d = dense MLP, E = mixture of experts.\n"
            "Exit status: 0 ok, 1 the model failed to load (one line on stderr says why), 2 usage error.\n");
@@ -47,28 +67,43 @@ static void print_help(void) {
 
 static int parse_args(int argc, char **argv, inspect_opts *o) {
     *o = (inspect_opts){.n_seq = 1, .kv_dtype = JAMBA_DTYPE_BF16};
-    const char *kv = "bf16";
     const cli_option opts[] = {
         {"--model", CLI_STRING, &o->model, 0, 0},
         {"--ctx", CLI_COUNT, &o->n_ctx, 1, INT64_C(1) << 40},
         {"--seqs", CLI_COUNT, &o->n_seq, 1, 1 << 20},
-        {"--kv-dtype", CLI_STRING, &kv, 0, 0},
         {"--json", CLI_FLAG, &o->json, 0, 0},
         {"--tensors", CLI_FLAG, &o->tensors, 0, 0},
         {"--check-finite", CLI_FLAG, &o->check_finite, 0, 0},
         {"--allow-unexpected", CLI_FLAG, &o->allow_unexpected, 0, 0},
+        {"--batch", CLI_COUNT, &o->n_batch, 1, 1 << 24},
+        {"--gpu-memory", CLI_FLOAT, &o->gpu_memory_gb, 0, 1e6},
+        CLI_DEVICE_OPTIONS(o->dev),
     };
     int rc = cli_parse("inspect", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
     if (rc != 0)
         return rc;
+    const char *kv = o->dev.kv_dtype ? o->dev.kv_dtype : "bf16";
     o->kv_dtype = strcmp(kv, "bf16") == 0  ? JAMBA_DTYPE_BF16
                   : strcmp(kv, "f16") == 0 ? JAMBA_DTYPE_F16
                   : strcmp(kv, "f32") == 0 ? JAMBA_DTYPE_F32
+                  : strcmp(kv, "fp8") == 0 ? JAMBA_DTYPE_F8_E4M3
                                            : JAMBA_DTYPE_UNKNOWN;
     if (o->kv_dtype == JAMBA_DTYPE_UNKNOWN)
-        return cli_usage_error("inspect", "--kv-dtype '%s' is not bf16, f16 or f32", kv);
+        return cli_usage_error("inspect", "--kv-dtype '%s' is not bf16, f16, f32 or fp8", kv);
     if (o->model == NULL)
         return cli_usage_error("inspect", "--model DIR is required");
+    o->plan = o->dev.device && strcmp(o->dev.device, "cpu") != 0;
+    if (o->plan) {
+        jamba_context_params *cp = &o->plan_params;
+        *cp = jamba_context_default_params();
+        cli_device_args dev = o->dev;
+        dev.kv_dtype = o->kv_dtype == JAMBA_DTYPE_F8_E4M3 ? "fp8" : NULL;
+        if ((rc = cli_device_params("inspect", &dev, cp)) != 0)
+            return rc;
+        cp->n_seq_max = (int32_t)o->n_seq;
+        cp->n_batch = o->n_batch;
+        cp->gpu_memory = (uint64_t)(o->gpu_memory_gb * 1e9);
+    }
     return 0;
 }
 
@@ -87,6 +122,9 @@ typedef struct report {
     jamba_memory_estimate mem;
     dtype_total by_dtype[JAMBA_DTYPE_COUNT_];
     char layer_map[1024 * 3 + 1]; /* "Md ME ..." three characters per layer */
+    bool has_plan;
+    jamba_context_plan plan;
+    jamba_context_params plan_params;
 } report;
 
 static jamba_status gather(const jamba_model *m, const inspect_opts *o, report *r, jamba_error *err) {
@@ -103,6 +141,14 @@ static jamba_status gather(const jamba_model *m, const inspect_opts *o, report *
     r->mem_params.kv_dtype = o->kv_dtype;
     if ((st = jamba_model_memory(m, &r->mem_params, &r->mem, err)) != JAMBA_OK)
         return st;
+    if (o->plan) {
+        jamba_context_params *cp = &r->plan_params;
+        *cp = o->plan_params;
+        cp->n_ctx = r->mem_params.n_ctx;
+        if ((st = jamba_context_plan_memory(m, cp, &r->plan, err)) != JAMBA_OK)
+            return st;
+        r->has_plan = true;
+    }
     size_t pos = 0;
     for (int64_t i = 0; i < r->cfg->num_hidden_layers; i++) {
         jamba_layer_info li;
@@ -204,6 +250,32 @@ static void print_text_memory(const report *r) {
            fmt_commas(m->mamba_state_bytes_per_seq, c, sizeof c));
     printf("  %-11s %20s bytes  %12s  (activations and workspaces not included)\n", "total",
            fmt_commas(m->total_bytes, a, sizeof a), fmt_bytes(m->total_bytes, b, sizeof b));
+}
+
+static void print_text_plan(const report *r) {
+    const jamba_context_plan *p = &r->plan;
+    char a[32], b[32];
+    printf("device plan  CUDA device %d, %s, KV %s, %s tokens x %d sequence%s, prefill chunk %lld rows\n",
+           r->plan_params.gpu_index, dtype_lower(r->plan_params.gpu_dtype),
+           r->plan_params.kv_dtype == JAMBA_DTYPE_F8_E4M3 ? "fp8 e4m3 + scales" : dtype_lower(r->plan_params.gpu_dtype),
+           fmt_commas((uint64_t)r->plan_params.n_ctx, a, sizeof a), r->plan_params.n_seq_max,
+           r->plan_params.n_seq_max == 1 ? "" : "s", (long long)p->n_batch);
+    const struct {
+        const char *name;
+        uint64_t v;
+    } rows[] = {{"weights", p->weights}, {"KV cache", p->kv_cache}, {"Mamba state", p->mamba_state},
+                {"workspace", p->workspace}, {"total", p->total}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        printf("  %-11s %20s bytes  %12s  %6.2f GB\n", rows[i].name, fmt_commas(rows[i].v, a, sizeof a),
+               fmt_bytes(rows[i].v, b, sizeof b), (double)rows[i].v / 1e9);
+    printf("  %-11s %20s bytes  %12s  %6.2f GB (%s)\n", "budget", fmt_commas(p->budget, a, sizeof a),
+           fmt_bytes(p->budget, b, sizeof b), (double)p->budget / 1e9,
+           p->budget_queried ? "the device's free memory" : r->plan_params.gpu_memory ? "--gpu-memory"
+                                                                                      : "no device here: 80 GB");
+    if (p->fits)
+        printf("  fits         yes, %.2f GB to spare\n", (double)(p->budget - p->total) / 1e9);
+    else
+        printf("  fits         no: %s\n", p->advice);
 }
 
 static void print_text_tensors(const jamba_model *m) {
@@ -312,6 +384,20 @@ static int print_json(const report *r, const inspect_opts *o) {
         fprintf(stderr, "jamba: error: out of memory building the JSON report\n");
         return CLI_EXIT_FAIL;
     }
+    if (r->has_plan) {
+        const jamba_context_plan *pl = &r->plan;
+        json_object_set_new(root, "device_plan",
+                            json_pack("{s:s,s:s,s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:s}", "gpu_dtype",
+                                      jamba_dtype_name(r->plan_params.gpu_dtype), "kv_dtype",
+                                      r->plan_params.kv_dtype == JAMBA_DTYPE_F8_E4M3
+                                          ? "F8_E4M3"
+                                          : jamba_dtype_name(r->plan_params.gpu_dtype),
+                                      "n_ctx", (json_int_t)r->plan_params.n_ctx, "n_seq", r->plan_params.n_seq_max,
+                                      "n_batch", (json_int_t)pl->n_batch, "weights", (json_int_t)pl->weights,
+                                      "kv_cache", (json_int_t)pl->kv_cache, "mamba_state", (json_int_t)pl->mamba_state,
+                                      "workspace", (json_int_t)pl->workspace, "total", (json_int_t)pl->total, "budget",
+                                      (json_int_t)pl->budget, "fits", pl->fits, "advice", pl->advice));
+    }
     if (o->tensors)
         json_object_set_new(root, "tensors", json_tensors(r->model));
     int rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
@@ -329,6 +415,8 @@ int cmd_inspect(int argc, char **argv) {
     mp.weights = JAMBA_WEIGHTS_IF_PRESENT;
     mp.check_finite = o.check_finite;
     mp.allow_unexpected_tensors = o.allow_unexpected;
+    if ((rc = cli_model_params("inspect", &o.dev, &mp)) != 0)
+        return rc;
     jamba_error err = {0};
     jamba_model *m = NULL;
     if (jamba_model_load(o.model, &mp, &m, &err) != JAMBA_OK)
@@ -347,6 +435,8 @@ int cmd_inspect(int argc, char **argv) {
         print_text_params(&r);
         print_text_weights(&r);
         print_text_memory(&r);
+        if (r.has_plan)
+            print_text_plan(&r);
         if (o.tensors)
             print_text_tensors(m);
         rc = fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;

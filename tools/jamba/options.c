@@ -64,6 +64,17 @@ int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_p
     if ((d->gpu != 0 || d->gpu_dtype) && p->device != JAMBA_DEVICE_CUDA)
         return cli_usage_error(cmd, "--gpu and --gpu-dtype need --device cuda");
     p->gpu_index = (int32_t)d->gpu;
+    if (d->kv_dtype == NULL)
+        p->kv_dtype = JAMBA_DTYPE_UNKNOWN;
+    else if (strcmp(d->kv_dtype, "fp8") == 0 || strcmp(d->kv_dtype, "f8_e4m3") == 0)
+        p->kv_dtype = JAMBA_DTYPE_F8_E4M3;
+    else if (strcmp(d->kv_dtype, "bf16") == 0 || strcmp(d->kv_dtype, "f32") == 0)
+        p->kv_dtype = strcmp(d->kv_dtype, "bf16") == 0 ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
+    else
+        return cli_usage_error(cmd, "--kv-dtype %s: expected fp8, bf16 or f32", d->kv_dtype);
+    if (p->device == JAMBA_DEVICE_CPU && p->kv_dtype != JAMBA_DTYPE_UNKNOWN && p->kv_dtype != JAMBA_DTYPE_F32)
+        return cli_usage_error(cmd, "--kv-dtype %s needs --device cuda (the CPU path keeps an f32 KV cache)",
+                               d->kv_dtype);
     return 0;
 }
 
