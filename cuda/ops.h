@@ -176,6 +176,20 @@ cudaError_t jb_gpu_moe_combine(const float *expert_out, const int32_t *slot_pos,
                                const float *weights, int64_t T, int64_t k, int64_t H, float *out,
                                cudaStream_t stream);
 
+/* ---- synthetic weights ---------------------------------------------------------------------------- */
+
+typedef enum jb_gpu_fill_kind {
+    JB_FILL_UNIFORM = 0,    /* uniform in [-a, a) */
+    JB_FILL_CONST = 1,      /* a */
+    JB_FILL_NEG_ARANGE = 2, /* -(i % period + 1): A = -exp(A_log) of the reference init */
+    JB_FILL_DT_BIAS = 3,    /* softplus^-1 of dt log-uniform in [0.001, 0.1] */
+    JB_FILL_INT8 = 4,       /* integers uniform in [-127, 127] */
+} jb_gpu_fill_kind;
+
+/* n elements of dt (F32, BF16, or I8 with JB_FILL_INT8) at dst from (seed, index) hashes. */
+cudaError_t jb_gpu_fill(void *dst, jamba_dtype dt, int64_t n, jb_gpu_fill_kind kind, float a, int64_t period,
+                        uint64_t seed, cudaStream_t stream);
+
 /* ---- sampling ------------------------------------------------------------------------------------- */
 
 /* Pick one token from each of n rows of logits [n, V] (f32, left unchanged), exactly as

@@ -10,6 +10,7 @@
 #include "../runtime/error.h"
 #include "../runtime/model.h"
 #include "device.h"
+#include "ops.h"
 #include "weights_dev.h"
 
 #include <cuda_bf16.h>
@@ -32,7 +33,40 @@ struct builder {
     cudaError_t error;
     const char *failed;   /* the tensor being uploaded when an error happened */
     size_t dequant_elems; /* the largest int8 FFN block widened for cuBLAS (2I x H), 0 without int8 */
+    bool synth;           /* a device-synthetic model: fill on the device instead of copying */
+    uint64_t seed;        /* synth: the model's seed, advanced per tensor */
+    int64_t d_state;      /* synth: N, for A */
 };
+
+bool ends_with(const char *s, const char *suffix) {
+    const size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* A synthetic tensor filled on the device by what its label says it is (runtime/synthetic.c's ranges). */
+void synth_fill(builder &b, void *dst, size_t n, jamba_dtype to, const char *what) {
+    if (b.error != cudaSuccess)
+        return;
+    jb_gpu_fill_kind kind = JB_FILL_UNIFORM;
+    float a = 0.02f * sqrtf(3.0f);
+    if (ends_with(what, "layernorm") || ends_with(what, "mamba.D"))
+        kind = JB_FILL_CONST, a = 1.0f;
+    else if (ends_with(what, "A_log"))
+        kind = JB_FILL_NEG_ARANGE;
+    else if (ends_with(what, "dt_proj.bias"))
+        kind = JB_FILL_DT_BIAS;
+    else if (ends_with(what, "_scale"))
+        kind = JB_FILL_CONST, a = 0.02f * sqrtf(3.0f) / 127.0f; /* int8 rows spanning the same range */
+    else if (to == JAMBA_DTYPE_I8)
+        kind = JB_FILL_INT8;
+    else if (ends_with(what, "conv1d"))
+        a = 0.5f;
+    else if (ends_with(what, "bias"))
+        a = 0.1f;
+    b.seed = b.seed * 6364136223846793005ull + 1442695040888963407ull;
+    if ((b.error = jb_gpu_fill(dst, to, (int64_t)n, kind, a, b.d_state, b.seed, 0)) != cudaSuccess)
+        b.failed = what;
+}
 
 void *place(builder &b, size_t bytes) {
     size_t at = (b.off + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
@@ -54,6 +88,10 @@ void upload(builder &b, void *dst, const void *src, jamba_dtype sdt, const float
             jamba_dtype to, F f, bool identity, const char *what) {
     if (b.plan || b.error != cudaSuccess || n == 0)
         return;
+    if (b.synth) {
+        synth_fill(b, dst, n, to, what);
+        return;
+    }
     const size_t esize = to == JAMBA_DTYPE_BF16 ? 2 : 4;
     if (identity && sdt == to) { /* same dtype: straight from the mapped file */
         b.error = cudaMemcpy(dst, src, n * esize, cudaMemcpyHostToDevice);
@@ -87,6 +125,11 @@ void upload(builder &b, void *dst, const void *src, jamba_dtype sdt, const float
 void upload_raw(builder &b, void *dst, const void *src, size_t bytes, const char *what) {
     if (b.plan || b.error != cudaSuccess || bytes == 0)
         return;
+    if (b.synth) {
+        const bool scale = ends_with(what, "_scale");
+        synth_fill(b, dst, scale ? bytes / 4 : bytes, scale ? JAMBA_DTYPE_F32 : JAMBA_DTYPE_I8, what);
+        return;
+    }
     if ((b.error = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice)) != cudaSuccess)
         b.failed = what;
 }
@@ -240,7 +283,8 @@ extern "C" jamba_status jb_cuda_weights_create(const jamba_model *m, int device,
     w->dt = dtype;
     w->layers = layers;
     w->n_layers = m->weights.n_layers;
-    builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL, 0};
+    builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL, 0, m->device_synthetic, m->synthetic_seed,
+                 m->config.mamba_d_state};
     put_model(b, m, w);
     w->bytes = b.off;
     w->dequant_elems = b.dequant_elems;

@@ -245,9 +245,11 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
     *out = NULL;
     if (model == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_create: model is NULL");
-    if (!model->has_weights)
-        return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: loaded without weights (planning only); a context needs them",
-                       model->path);
+    const bool on_device = model->device_synthetic && params && params->device == JAMBA_DEVICE_CUDA;
+    if (!model->has_weights && !on_device)
+        return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: %s", model->path,
+                       model->device_synthetic ? "a device-synthetic model runs on CUDA contexts only"
+                                               : "loaded without weights (planning only); a context needs them");
     jamba_context *ctx = jb_calloc(1, sizeof *ctx);
     if (ctx == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "context: out of memory");

@@ -113,6 +113,49 @@ jamba_status jb_model_from_image(const char *config_json, size_t config_len, uin
     return JAMBA_OK;
 }
 
+/* Shape-only views for a device-synthetic model: a non-NULL sentinel (never read) marks each tensor. */
+typedef struct shape_only {
+    bool experts_int8, mlp_int8;
+} shape_only;
+
+static const float SHAPE_ONLY_SENTINEL = 0.0f;
+
+static bool set_shape(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear) {
+    const shape_only *so = arg;
+    const bool expert = strstr(name, ".experts.") != NULL;
+    const bool mlp = !expert && strstr(name, "feed_forward.") != NULL && strstr(name, "router") == NULL;
+    const bool q8 = linear && ((expert && so->experts_int8) || (mlp && so->mlp_int8));
+    w->data = &SHAPE_ONLY_SENTINEL;
+    w->dtype = q8 ? JAMBA_DTYPE_I8 : JAMBA_DTYPE_BF16;
+    w->scale = q8 ? &SHAPE_ONLY_SENTINEL : NULL;
+    w->rank = rank;
+    memcpy(w->shape, shape, sizeof w->shape);
+    return true;
+}
+
+jamba_status jb_model_device_synthetic(const char *config_json, size_t config_len, const char *label, uint64_t seed,
+                                       bool experts_int8, bool mlp_int8, jamba_model **out, jamba_error *err) {
+    *out = NULL;
+    jamba_model *m = NULL;
+    jamba_status st = model_new(label, &m, err);
+    if (st == JAMBA_OK)
+        st = jb_config_parse(config_json, config_len, label, &m->config, &m->notes, err);
+    shape_only so = {experts_int8, mlp_int8};
+    if (st == JAMBA_OK)
+        st = jb_weights_visit(&m->config, &m->weights, set_shape, &so, err);
+    if (st != JAMBA_OK) {
+        jamba_model_free(m);
+        return st;
+    }
+    m->weights.inner_norms_stored = false;
+    m->device_synthetic = true;
+    m->synthetic_seed = seed;
+    m->plan_experts_int8 = experts_int8;
+    m->plan_mlp_int8 = mlp_int8;
+    *out = m;
+    return JAMBA_OK;
+}
+
 jamba_status jamba_model_load(const char *dir, const jamba_model_params *params, jamba_model **out,
                               jamba_error *err) {
     if (out == NULL)

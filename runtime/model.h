@@ -31,7 +31,15 @@ struct jamba_model {
     uint8_t *owned_image;   /* jb_model_from_image: the safetensors image the weights point into */
     bool requantized;       /* some matrices were quantized to int8 while loading */
     bool plan_experts_int8, plan_mlp_int8; /* planning-only models: the formats asked for */
+    bool device_synthetic;  /* weights exist only as shapes; a CUDA device fills them (synthetic_seed) */
+    uint64_t synthetic_seed;
 };
+
+/* A model whose weights are made on the CUDA device that runs it: random values of the reference ranges
+ * from `seed`, in the formats given (int8 experts / dense MLPs), without a host copy. For benchmarks of
+ * full-size configs. CUDA contexts only (a CPU context fails with JAMBA_ERR_NO_WEIGHTS). */
+jamba_status jb_model_device_synthetic(const char *config_json, size_t config_len, const char *label, uint64_t seed,
+                                       bool experts_int8, bool mlp_int8, jamba_model **out, jamba_error *err);
 
 /* A model from config.json text and a safetensors image in memory (synthetic models for benchmarks and
  * tests). The model takes `image` (allocated with jb_malloc) and frees it, also on failure. */

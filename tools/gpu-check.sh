@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with only the CUDA toolkit, CMake and a C compiler (plus .gpu-deps/ from
 # tools/gpu-prepare.sh when jansson or PCRE2 are not installed there),
-#   tools/gpu-check.sh [OUTDIR]            (default: gpu-check-out)
-#   1. build for sm_90 (Release): the library, the CLI, test_gpu and bench_gpu
+#   tools/gpu-check.sh [OUTDIR] [STAGES]   (default: gpu-check-out, all)
+#   1. build for sm_90 (Release): the library, the CLI, test_gpu, bench_gpu and bench_mini
 #   2. test_gpu: every CUDA op against its CPU twin, the model against the CPU path and the fixtures
 #   3. compute-sanitizer memcheck on the quick op set
 #   4. bench_gpu: ceilings, scan, attention, prefill and decode of a synthetic Jamba-Mini-width model
 #   5. jamba generate --device cuda on the demo model
-# Prints a summary table (also OUTDIR/summary.txt); full logs in OUTDIR. Exit 0 when the build, the tests
-# and the sanitizer passed. Meant to finish in under 8 minutes on an H100.
+#   6. bench_mini: full-size synthetic Jamba-Mini (int8 experts) at 4K..256K, batch 1/4/16, peak memory
+# STAGES: all, or "checks" (1-5) or "mini" (1 and 6), so the device time can be split over two calls
+# of under 10 minutes. Prints a summary table (also OUTDIR/summary.txt); full logs in OUTDIR. Exit 0
+# when the build, the tests and the sanitizer passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-check-out}"
+stages="${2:-all}"
+want() { [ "$stages" = all ] || [ "$stages" = "$1" ]; }
 mkdir -p "$out"
 jobs="$(nproc)"
 [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
@@ -45,7 +49,7 @@ status=0
 echo "== build (sm_90)"
 if cmake -S . -B build/gpu -DJAMBA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
      -DJAMBA_BUILD_EXAMPLES=OFF "${prefix_args[@]}" >"$out/build.log" 2>&1 &&
-   cmake --build build/gpu -j"$jobs" --target test_gpu bench_gpu jamba_cli >>"$out/build.log" 2>&1; then
+   cmake --build build/gpu -j"$jobs" --target test_gpu bench_gpu bench_mini jamba_cli >>"$out/build.log" 2>&1; then
   build="ok"
 else
   build="FAILED"
@@ -54,7 +58,7 @@ else
 fi
 
 tests="not run"; sanitizer="not run"; generate="not run"
-if [ "$build" = ok ]; then
+if [ "$build" = ok ] && want checks; then
   echo "== test_gpu"
   timeout 420 build/gpu/tests/test_gpu >"$out/test_gpu.log" 2>&1
   rc=$?
@@ -85,6 +89,13 @@ if [ "$build" = ok ]; then
   fi
 fi
 
+if [ "$build" = ok ] && want mini; then
+  echo "== bench_mini (full-size Jamba-Mini, int8 experts)"
+  timeout 420 build/gpu/bench_mini --json "$out/mini.json" >"$out/mini.log" 2>&1 || echo "bench_mini exited $?" >>"$out/mini.log"
+  timeout 120 build/gpu/bench_mini --kv fp8 --ctx 1048576 --prefill 32768 --quick >"$out/mini-fp8.log" 2>&1 ||
+    echo "bench_mini (fp8, 1M context plan) exited $?" >>"$out/mini-fp8.log"
+fi
+
 {
   echo "GPU check $(date -u +%Y-%m-%dT%H:%MZ), $(( $(date +%s) - start )) s"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/card: /'
@@ -95,5 +106,9 @@ fi
   echo "generate:  $generate"
   echo "bench:"
   grep -E "^  " "$out/bench.log" 2>/dev/null
+  echo "bench_mini:"
+  grep -E "^  |exited" "$out/mini.log" 2>/dev/null
+  echo "bench_mini --kv fp8 (a 1M-token context, prefilled to 32K):"
+  grep -E "^  |exited" "$out/mini-fp8.log" 2>/dev/null
 } | tee "$out/summary.txt"
 exit $status

@@ -7,11 +7,13 @@
 #include "gpu_test.h"
 
 #include "ckpt/safetensors.h"
+#include "runtime/model.h"
 
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* End-to-end bounds (normalised MSE): fp32 mode against the CPU and the reference; bf16 mode against
  * the CPU path (bf16 weights and activations change the function itself). */
@@ -506,6 +508,200 @@ static void test_demo_model(void) {
     jamba_model_free(m);
 }
 
+/* ---- int8 weights, fp8 KV cache, the planner, device-synthetic models ------------------------------------ */
+
+/* The demo text's ids; 0 when the tokenizer is missing. */
+static int64_t demo_ids(int32_t *ids, int64_t cap) {
+    jamba_tokenizer *tok = NULL;
+    if (jamba_tokenizer_load(JB_SOURCE_DIR "/models/demo", &tok, NULL) != JAMBA_OK)
+        return 0;
+    const char *text = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the "
+                       "sun.\nArise, fair sun, and kill the envious moon,\nWho is already sick and pale with grief.\n";
+    char three[1024]; /* the passage three times: more than 64 rows, so dense layers take the cuBLAS path */
+    snprintf(three, sizeof three, "%s%s%s", text, text, text);
+    int64_t n = 0;
+    jamba_tokenize(tok, three, strlen(three), JAMBA_TOKENIZE_ADD_SPECIAL, ids, cap, &n, NULL);
+    jamba_tokenizer_free(tok);
+    return n;
+}
+
+/* Positions where the two logit sets pick the same token, as a fraction. */
+static double top1_agreement(const float *a, const float *b, int64_t n, int64_t V) {
+    int64_t same = 0;
+    for (int64_t i = 0; i < n; i++)
+        same += argmax(a + i * V, V) == argmax(b + i * V, V);
+    return (double)same / (double)n;
+}
+
+/* int8 experts and MLPs on the GPU against the CPU running the same int8 weights (the CPU twin of the
+ * int8 GEMV and of the widened-block cuBLAS path: batch 64 runs GEMVs, batch 512 the cuBLAS path). */
+static void test_int8_weights(void) {
+    jamba_model_params mp = jamba_model_default_params();
+    mp.experts = JAMBA_FORMAT_INT8;
+    mp.mlp = JAMBA_FORMAT_INT8;
+    jamba_model *m = NULL;
+    jamba_error err = {0};
+    if (jamba_model_load(JB_SOURCE_DIR "/models/demo", &mp, &m, &err) != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "demo (int8): %s", err.message);
+        return;
+    }
+    int32_t ids[256];
+    const int64_t n = demo_ids(ids, 256), V = jamba_model_config(m)->vocab_size;
+    GT_CHECK(n > 8, "the demo tokenizer did not load");
+    jamba_context *c = n > 8 ? context(m, JAMBA_DEVICE_CPU, JAMBA_DTYPE_F32, 1, 512, false) : NULL;
+    float *want = c ? feed(c, 0, ids, n, JAMBA_LOGITS_ALL, V) : NULL;
+    static const int64_t batches[] = {512, 4};
+    for (int bi = 0; want && bi < 2; bi++)
+        for (int di = 0; di < 2; di++) {
+            const jamba_dtype dt = di ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
+            jamba_context *g = context(m, JAMBA_DEVICE_CUDA, dt, 1, batches[bi], true);
+            float *got = g ? feed(g, 0, ids, n, JAMBA_LOGITS_ALL, V) : NULL;
+            if (got) {
+                char what[80];
+                snprintf(what, sizeof what, "demo int8 %s batch %lld vs CPU int8", jamba_dtype_name(dt),
+                         (long long)batches[bi]);
+                gt_expect_close(what, got, want, n * V, dt == JAMBA_DTYPE_F32 ? 1e-6 : E2E_TOL_BF16);
+            }
+            free(got);
+            jamba_context_free(g);
+        }
+    free(want);
+    jamba_context_free(c);
+    jamba_model_free(m);
+}
+
+/* An fp8 KV cache against bf16 on the demo: close logits, the same top-1 nearly everywhere; and its
+ * state survives save/restore. */
+static void test_fp8_kv(void) {
+    jamba_model *m = load(JB_SOURCE_DIR "/models/demo");
+    int32_t ids[256];
+    const int64_t n = m ? demo_ids(ids, 256) : 0, V = m ? jamba_model_config(m)->vocab_size : 0;
+    if (n <= 8) {
+        gt_fail(__FILE__, __LINE__, "the demo model or tokenizer did not load");
+        jamba_model_free(m);
+        return;
+    }
+    jamba_context_params p = jamba_context_default_params();
+    p.device = JAMBA_DEVICE_CUDA;
+    p.n_ctx = 512;
+    p.n_logits_max = 512;
+    jamba_context *bf = NULL, *f8 = NULL;
+    jamba_error err = {0};
+    GT_OK(jamba_context_create(m, &p, &bf, &err));
+    p.kv_dtype = JAMBA_DTYPE_F8_E4M3;
+    if (jamba_context_create(m, &p, &f8, &err) != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "fp8 context: %s", err.message);
+        jamba_context_free(bf);
+        jamba_model_free(m);
+        return;
+    }
+    float *a = feed(bf, 0, ids, n, JAMBA_LOGITS_ALL, V), *b = feed(f8, 0, ids, n, JAMBA_LOGITS_ALL, V);
+    if (a && b) {
+        const double agree = top1_agreement(b, a, n, V);
+        gt_note("fp8 KV vs bf16 KV: nmse %.2e, top-1 agreement %.4f over %lld positions", gt_nmse(b, a, n * V), agree,
+                (long long)n);
+        gt_expect_close("fp8 KV logits vs bf16 KV", b, a, n * V, 2e-2);
+        GT_CHECK(agree >= 0.95, "fp8 KV top-1 agreement %.3f", agree);
+    }
+    /* save, restore into sequence 1, and the next token's logits match the original sequence's */
+    char path[] = "/tmp/jamba-fp8-state-XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd >= 0 && a && b) {
+        close(fd);
+        GT_OK(jamba_seq_save(f8, 0, path, &err));
+        GT_OK(jamba_seq_restore(f8, 1, path, &err));
+        const int32_t next = argmax(b + (n - 1) * V, V);
+        float *x = feed(f8, 0, &next, 1, JAMBA_LOGITS_LAST, V), *y = feed(f8, 1, &next, 1, JAMBA_LOGITS_LAST, V);
+        if (x && y)
+            gt_expect_close("fp8 KV restored state", y, x, V, 1e-10);
+        free(x), free(y);
+        unlink(path);
+    }
+    free(a), free(b);
+    jamba_context_free(bf);
+    jamba_context_free(f8);
+    jamba_model_free(m);
+}
+
+/* The planner's figures are what the device allocates: weights bytes equal the uploaded arena, and a
+ * context created with the plan's budget succeeds while one below it fails before allocating. */
+static void test_planner(void) {
+    static const char *const names[] = {"mini", "pure-mamba-moe", "pure-attention-dense"};
+    for (int f = 0; f < 3; f++) {
+        jamba_model *m = fixture_model(names[f]);
+        if (m == NULL)
+            continue;
+        jamba_context_params p = jamba_context_default_params();
+        p.device = JAMBA_DEVICE_CUDA;
+        p.n_ctx = 300;
+        p.n_seq_max = 3;
+        jamba_context_plan plan;
+        jamba_error err = {0};
+        GT_OK(jamba_context_plan_memory(m, &p, &plan, &err));
+        size_t free0 = 0, total = 0, free1 = 0;
+        cudaMemGetInfo(&free0, &total);
+        jamba_context *ctx = NULL;
+        if (jamba_context_create(m, &p, &ctx, &err) != JAMBA_OK) {
+            gt_fail(__FILE__, __LINE__, "%s: %s", names[f], err.message);
+            jamba_model_free(m);
+            continue;
+        }
+        cudaMemGetInfo(&free1, &total);
+        /* allocations round up to the driver's pages, and cuBLAS keeps a little of its own */
+        const double used = (double)(free0 - free1), planned = (double)plan.total;
+        gt_note("%s: planned %.0f bytes, the device lost %.0f", names[f], planned, used);
+        GT_CHECK(used >= planned && used <= planned + (64 << 20), "%s: planned %.0f bytes, used %.0f", names[f],
+                 planned, used);
+        jamba_context_free(ctx);
+        /* a second context: weights already resident, so they are not in the plan; a budget one byte short */
+        GT_OK(jamba_context_plan_memory(m, &p, &plan, &err));
+        GT_CHECK(plan.weights == 0, "%s: resident weights still counted", names[f]);
+        p.gpu_memory = plan.total - 1;
+        const jamba_status st = jamba_context_create(m, &p, &ctx, &err);
+        GT_CHECK(st == JAMBA_ERR_OUT_OF_MEMORY, "%s: a budget below the plan gave status %d", names[f], (int)st);
+        if (st == JAMBA_OK)
+            jamba_context_free(ctx);
+        jamba_model_free(m);
+    }
+}
+
+/* A device-synthetic model (weights made on the GPU) runs, with finite logits, int8 experts and fp8 KV. */
+static void test_device_synthetic(void) {
+    static const char *cfg =
+        "{\"model_type\":\"jamba\",\"vocab_size\":1000,\"hidden_size\":256,\"intermediate_size\":512,"
+        "\"num_hidden_layers\":4,\"num_attention_heads\":8,\"num_key_value_heads\":2,\"num_experts\":4,"
+        "\"num_experts_per_tok\":2,\"expert_layer_period\":2,\"expert_layer_offset\":1,\"attn_layer_period\":4,"
+        "\"attn_layer_offset\":2,\"mamba_d_state\":16,\"mamba_d_conv\":4,\"mamba_expand\":2,"
+        "\"mamba_dt_rank\":\"auto\",\"tie_word_embeddings\":false,\"rms_norm_eps\":1e-6,"
+        "\"max_position_embeddings\":4096}";
+    jamba_model *m = NULL;
+    jamba_error err = {0};
+    GT_OK(jb_model_device_synthetic(cfg, strlen(cfg), "synthetic", 3, true, true, &m, &err));
+    jamba_context_params p = jamba_context_default_params();
+    jamba_context *ctx = NULL;
+    GT_CHECK(jamba_context_create(m, &p, &ctx, &err) == JAMBA_ERR_NO_WEIGHTS, "a CPU context was accepted");
+    p.device = JAMBA_DEVICE_CUDA;
+    p.n_ctx = 600;
+    p.kv_dtype = JAMBA_DTYPE_F8_E4M3;
+    p.n_logits_max = 512;
+    if (jamba_context_create(m, &p, &ctx, &err) != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "synthetic context: %s", err.message);
+        jamba_model_free(m);
+        return;
+    }
+    int32_t ids[500];
+    for (int i = 0; i < 500; i++)
+        ids[i] = (i * 37) % 1000;
+    float *l = feed(ctx, 0, ids, 500, JAMBA_LOGITS_ALL, 1000);
+    int64_t bad = 0;
+    for (int64_t i = 0; l && i < 500 * 1000; i++)
+        bad += !(l[i] == l[i]) || l[i] > 1e30f || l[i] < -1e30f;
+    GT_CHECK(l && bad == 0, "%lld non-finite logits", (long long)bad);
+    free(l);
+    jamba_context_free(ctx);
+    jamba_model_free(m);
+}
+
 static void test_device_errors(void) {
     fixture fx;
     if (!fixture_open(&fx, "mini"))
@@ -547,5 +743,9 @@ const gt_case gt_model_cases[] = {
     {"model/state", test_state, false},
     {"model/demo", test_demo_model, false},
     {"model/device_errors", test_device_errors, false},
+    {"model/int8_weights", test_int8_weights, true},
+    {"model/fp8_kv", test_fp8_kv, false},
+    {"model/planner", test_planner, false},
+    {"model/device_synthetic", test_device_synthetic, true},
 };
 const int gt_n_model_cases = sizeof gt_model_cases / sizeof gt_model_cases[0];

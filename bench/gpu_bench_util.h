@@ -1,0 +1,37 @@
+/*
+ * gpu_bench_util.h — what the GPU benchmarks share: wall and device timing with medians, the result
+ * line (text, and a JSON line per figure into bench_json), and the copy-bandwidth ceiling.
+ */
+#ifndef JB_GPU_BENCH_UTIL_H
+#define JB_GPU_BENCH_UTIL_H
+
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CK(call)                                                                              \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            fprintf(stderr, "bench: %s:%d: %s: %s\n", __FILE__, __LINE__, #call,              \
+                    cudaGetErrorString(e_));                                                  \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+/* Where report() also writes one JSON object per line (NULL: nowhere). */
+extern FILE *bench_json;
+
+/* The median of v[0 .. n) (sorts v). */
+double median(double *v, int n);
+/* Monotonic seconds. */
+double now(void);
+/* Milliseconds of one call of fn(arg) on the device: median of `reps` after two warm-ups. */
+double time_ms(void (*fn)(void *), void *arg, int reps);
+/* One result line; pct_of > 0 adds "x% of <ceiling>". */
+void report(const char *name, const char *metric, double value, const char *unit, double pct_of,
+            const char *ceiling);
+/* Device-to-device copy bandwidth in GB/s (bytes read + written), reported. */
+double bench_copy(void);
+
+#endif /* JB_GPU_BENCH_UTIL_H */
