@@ -92,14 +92,14 @@ static int parse_args(int argc, char **argv, inspect_opts *o) {
         return cli_usage_error("inspect", "--kv-dtype '%s' is not bf16, f16, f32 or fp8", kv);
     if (o->model == NULL)
         return cli_usage_error("inspect", "--model DIR is required");
-    o->plan = o->dev.device && strcmp(o->dev.device, "cpu") != 0;
+    jamba_context_params *cp = &o->plan_params;
+    *cp = jamba_context_default_params();
+    cli_device_args dev = o->dev;
+    dev.kv_dtype = o->kv_dtype == JAMBA_DTYPE_F8_E4M3 && o->dev.device ? "fp8" : NULL;
+    if ((rc = cli_device_params("inspect", &dev, cp)) != 0)
+        return rc;
+    o->plan = cp->device == JAMBA_DEVICE_CUDA;
     if (o->plan) {
-        jamba_context_params *cp = &o->plan_params;
-        *cp = jamba_context_default_params();
-        cli_device_args dev = o->dev;
-        dev.kv_dtype = o->kv_dtype == JAMBA_DTYPE_F8_E4M3 ? "fp8" : NULL;
-        if ((rc = cli_device_params("inspect", &dev, cp)) != 0)
-            return rc;
         cp->n_seq_max = (int32_t)o->n_seq;
         cp->n_batch = o->n_batch;
         cp->gpu_memory = (uint64_t)(o->gpu_memory_gb * 1e9);
@@ -170,7 +170,11 @@ static jamba_status gather(const jamba_model *m, const inspect_opts *o, report *
 }
 
 static const char *dtype_lower(jamba_dtype d) {
-    return d == JAMBA_DTYPE_BF16 ? "bf16" : d == JAMBA_DTYPE_F16 ? "f16" : d == JAMBA_DTYPE_F32 ? "f32" : "?";
+    return d == JAMBA_DTYPE_BF16  ? "bf16"
+           : d == JAMBA_DTYPE_F16 ? "f16"
+           : d == JAMBA_DTYPE_F32 ? "f32"
+           : d == JAMBA_DTYPE_F8_E4M3 ? "fp8 e4m3 + scales"
+                                      : "?";
 }
 
 /* ---- text ------------------------------------------------------------------------------------- */
@@ -257,7 +261,7 @@ static void print_text_plan(const report *r) {
     char a[32], b[32];
     printf("device plan  CUDA device %d, %s, KV %s, %s tokens x %d sequence%s, prefill chunk %lld rows\n",
            r->plan_params.gpu_index, dtype_lower(r->plan_params.gpu_dtype),
-           r->plan_params.kv_dtype == JAMBA_DTYPE_F8_E4M3 ? "fp8 e4m3 + scales" : dtype_lower(r->plan_params.gpu_dtype),
+           dtype_lower(r->plan_params.kv_dtype == JAMBA_DTYPE_F8_E4M3 ? JAMBA_DTYPE_F8_E4M3 : r->plan_params.gpu_dtype),
            fmt_commas((uint64_t)r->plan_params.n_ctx, a, sizeof a), r->plan_params.n_seq_max,
            r->plan_params.n_seq_max == 1 ? "" : "s", (long long)p->n_batch);
     const struct {
