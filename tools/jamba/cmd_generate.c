@@ -22,7 +22,7 @@ static sampling_args default_sampling(void) {
     jamba_sampler_params d = jamba_sampler_default_params();
     return (sampling_args){.temperature = d.temperature, .top_p = d.top_p, .min_p = d.min_p,
                            .repeat_penalty = d.repetition_penalty, .presence_penalty = d.presence_penalty,
-                           .top_k = d.top_k, .seed = (int64_t)d.seed, .batch = 512, .max_tokens = 256};
+                           .top_k = d.top_k, .seed = (int64_t)d.seed, .batch = 0, .max_tokens = 256};
 }
 
 #define SAMPLING_OPTIONS(a)                                                                         \
@@ -31,7 +31,7 @@ static sampling_args default_sampling(void) {
         {"--repeat-penalty", CLI_FLOAT, &(a).repeat_penalty, 0, 100},                                      \
         {"--presence-penalty", CLI_FLOAT, &(a).presence_penalty, -100, 100},                                \
         {"--seed", CLI_COUNT, &(a).seed, 0, INT64_MAX}, {"--threads", CLI_COUNT, &(a).threads, 1, 1024},     \
-        {"--batch", CLI_COUNT, &(a).batch, 1, 1 << 16}, {"--ctx", CLI_COUNT, &(a).ctx, 1, INT64_C(1) << 40}, \
+        {"--batch", CLI_COUNT, &(a).batch, 0, 1 << 16}, {"--ctx", CLI_COUNT, &(a).ctx, 1, INT64_C(1) << 40}, \
         {"--max-tokens", CLI_COUNT, &(a).max_tokens, 1, INT64_C(1) << 40}, CLI_DEVICE_OPTIONS((a).dev)
 
 #define SAMPLING_HELP                                                                                            \
@@ -45,7 +45,8 @@ static sampling_args default_sampling(void) {
     "  --seed N              random seed (default 24301); the same seed gives the same text\n"                   \
     "  --ctx N               context size (default: prompt + max tokens); k/M suffixes accepted\n"               \
     "  --threads N           worker threads (default: all CPUs)\n"                                               \
-    "  --batch N             prompt tokens per step (default 512)\n"                                       \
+    "  --batch N             prompt tokens per step; default 0: 512 on the CPU, on CUDA the largest chunk\n" \
+    "                        of 4096 ... 16 whose workspace fits the device (the memory plan)\n"                                       \
     CLI_DEVICE_HELP
 
 /* 0, or CLI_EXIT_USAGE after a bad device argument. */

@@ -120,6 +120,7 @@ static int score_ids(const score_opts *o, jamba_model *m, const int32_t *ids, in
     cp.device = o->device.device;
     cp.gpu_index = o->device.gpu_index;
     cp.gpu_dtype = o->device.gpu_dtype;
+    cp.kv_dtype = o->device.kv_dtype;
     jamba_context *ctx = NULL;
     r->tokens = T;
     r->logprob = calloc((size_t)(T > 1 ? T - 1 : 1), sizeof *r->logprob);

@@ -52,6 +52,7 @@ int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *e
     cp.device = o->device.device;
     cp.gpu_index = o->device.gpu_index;
     cp.gpu_dtype = o->device.gpu_dtype;
+    cp.kv_dtype = o->device.kv_dtype;
     cp.n_ctx = n_ctx;
     cp.n_batch = o->n_batch;
     cp.n_threads = (int32_t)o->threads;
@@ -59,7 +60,7 @@ int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *e
         jamba_sampler_create(&o->sampling, c->vocab_size, &s->sampler, err) != JAMBA_OK)
         return CLI_EXIT_FAIL;
     s->n_ctx = n_ctx;
-    s->n_batch = o->n_batch;
+    s->n_batch = o->n_batch > 0 ? o->n_batch : 4096; /* 0: the context chose; feed in pieces for progress */
     int64_t n_eos;
     const int32_t *eos = jamba_tokenizer_eos(s->tok, &n_eos);
     for (int64_t i = 0; i < n_eos; i++)
