@@ -309,7 +309,7 @@ typedef struct jamba_memory_params {
 } jamba_memory_params;
 
 typedef struct jamba_memory_estimate {
-    uint64_t weight_bytes;              /* stored bytes of every weight */
+    uint64_t weight_bytes;              /* bytes of every weight as held (after load-time int8 quantization) */
     uint64_t kv_bytes_per_token;        /* per sequence, all attention layers, K and V */
     uint64_t kv_bytes;                  /* n_seq * n_ctx * kv_bytes_per_token */
     uint64_t mamba_state_bytes_per_seq; /* conv windows (K-1 inputs) + F32 SSM states, all Mamba layers */

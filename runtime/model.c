@@ -66,9 +66,10 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
     if (p->experts == JAMBA_FORMAT_INT8 || p->mlp == JAMBA_FORMAT_INT8) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         int threads = p->n_threads > 0 ? p->n_threads : online < 1 ? 1 : online > 64 ? 64 : (int)online;
+        int64_t converted = 0;
         JB_TRY(jb_weights_quantize(&m->weights, &m->config, p->experts == JAMBA_FORMAT_INT8,
-                                   p->mlp == JAMBA_FORMAT_INT8, threads, m->path, err));
-        m->requantized = true;
+                                   p->mlp == JAMBA_FORMAT_INT8, threads, m->path, &converted, err));
+        m->requantized = converted > 0; /* an int8 checkpoint loaded as int8 is the same model as stored */
     }
     return JAMBA_OK;
 }
@@ -274,8 +275,25 @@ static bool is_float_dtype(jamba_dtype d) {
     return d == JAMBA_DTYPE_F32 || d == JAMBA_DTYPE_F16 || d == JAMBA_DTYPE_BF16;
 }
 
+/* Bytes of a view as held: its elements, and its row scales when quantized. */
+static bool add_held_bytes(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear) {
+    (void)name, (void)linear;
+    if (w->data == NULL)
+        return true;
+    uint64_t n = 1;
+    for (int d = 0; d < rank; d++)
+        n *= (uint64_t)shape[d]; /* bounded: the view was bound from a checked file or quantized from one */
+    *(uint64_t *)arg += n * jamba_dtype_size(w->dtype) + (w->scale ? (uint64_t)shape[0] * 4 : 0);
+    return true;
+}
+
+/* The weights as held: the stored tensors, or after load-time quantization the int8 copies. */
 static uint64_t loaded_weight_bytes(const jamba_model *m) {
     uint64_t bytes = 0;
+    if (m->requantized) {
+        jb_weights_visit(&m->config, (jb_weights *)&m->weights, add_held_bytes, &bytes, NULL);
+        return bytes;
+    }
     for (int64_t i = 0; i < m->weights.n_order; i++)
         bytes += m->ckpt.entries[m->weights.order[i]].tensor->n_bytes; /* bounded by the checked file total */
     return bytes;

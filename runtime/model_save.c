@@ -128,12 +128,14 @@ jamba_status jamba_model_save(const jamba_model *m, const char *dir, jamba_error
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_save: NULL argument");
     if (!m->has_weights)
         return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: loaded without weights; nothing to save", m->path);
-    struct stat sb;
+    struct stat sb, own;
     if (stat(dir, &sb) != 0 && mkdir(dir, 0755) != 0)
         return jb_fail(err, JAMBA_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return jb_fail(err, JAMBA_ERR_IO, "%s: not a folder", dir);
-    if (strcmp(dir, m->path) == 0)
+    /* the same folder however it is spelled ("dir/", "dir/.", a symlink) */
+    if (strcmp(dir, m->path) == 0 ||
+        (stat(m->path, &own) == 0 && own.st_dev == sb.st_dev && own.st_ino == sb.st_ino))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: saving over the model's own folder is not allowed "
                        "(its weights are mapped from there)", dir);
     out_list l = {0};

@@ -85,7 +85,8 @@ static void collect(quant_item *items, int64_t *n, jb_mlp_weights *m, const char
 }
 
 jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool experts, bool mlp, int n_threads,
-                                 const char *label, jamba_error *err) {
+                                 const char *label, int64_t *n_converted, jamba_error *err) {
+    *n_converted = 0;
     const int64_t E = cfg->num_experts;
     int64_t cap = 0;
     for (int64_t l = 0; l < w->n_layers; l++)
@@ -129,6 +130,8 @@ jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool ex
                 if (err)
                     *err = errors[i];
             }
+        if (st == JAMBA_OK)
+            *n_converted = n;
         for (int64_t i = 0; i < n && st == JAMBA_OK; i++) { /* switch the views only when all succeeded */
             items[i].w->data = items[i].q;
             items[i].w->dtype = JAMBA_DTYPE_I8;

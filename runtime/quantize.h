@@ -18,8 +18,9 @@
 jamba_status jb_quantize_int8(const jb_weight *w, int8_t *q, float *scale, const char *what, jamba_error *err);
 
 /* Requantize the model's expert matrices (experts) and dense MLP matrices (mlp) to int8 in place: the
- * views then point into memory owned by `w`. n_threads share the work. */
+ * views then point into memory owned by `w`. n_threads share the work. *n_converted = the matrices that
+ * were not int8 already. */
 jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool experts, bool mlp, int n_threads,
-                                 const char *label, jamba_error *err);
+                                 const char *label, int64_t *n_converted, jamba_error *err);
 
 #endif /* JB_QUANTIZE_H */
