@@ -160,7 +160,7 @@ static void bench_attention(double gemm_tflops) {
     void *qkv = dev_random((size_t)(T * (q + 2 * kv)), 2, 1, 10), *k = dev_random((size_t)(T * kv), 2, 1, 11);
     void *v = dev_random((size_t)(T * kv), 2, 1, 12), *out;
     CK(cudaMalloc(&out, (size_t)(T * q) * 2));
-    s.a = (jb_gpu_attn_args){.qkv = qkv, .ld_qkv = q + 2 * kv, .k_cache = k, .v_cache = v, .seq_stride = T * kv,
+    s.a = (jb_gpu_attn_args){.qkv = qkv, .kv_dt = JAMBA_DTYPE_BF16, .ld_qkv = q + 2 * kv, .k_cache = k, .v_cache = v, .seq_stride = T * kv,
                              .out = out, .n_heads = nh, .n_kv_heads = nkv, .head_dim = D, .n_splits = 1,
                              .split_len = T};
     double ms = time_ms(run_attn, &s, 5);

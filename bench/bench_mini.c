@@ -162,13 +162,15 @@ int main(int argc, char **argv) {
     const int n_steps = quick ? 8 : 16;
     const int64_t marks[] = {4096, 32768, 131072, p.n_ctx - 2 * n_steps - 8};
     int32_t *ids = malloc((size_t)p.n_ctx * 4);
+    const int64_t V = jamba_model_config(m)->vocab_size;
     for (int64_t i = 0; i < p.n_ctx; i++)
-        ids[i] = (int32_t)((i * 7919 + 11) % 65536);
+        ids[i] = (int32_t)((i * 7919 + 11) % V);
     jamba_sampler_params sp = jamba_sampler_default_params();
     sp.temperature = 0;
     jamba_sampler *samplers[16];
     for (int i = 0; i < 16; i++)
-        jamba_sampler_create(&sp, 65536, &samplers[i], NULL);
+        if (jamba_sampler_create(&sp, V, &samplers[i], &err) != JAMBA_OK)
+            die("sampler", &err);
     int64_t have = 0;
     double prefill_total = 0;
     for (int mi = 0; mi < 4; mi++) {
@@ -229,7 +231,7 @@ int main(int argc, char **argv) {
         report(name, "throughput", (double)b / step, "tok/s", ceiling, "bandwidth ceiling");
     }
     jamba_context_free(ctx);
-    report("peak device memory (process)", "bytes", (double)peak_used / 1e9, "GB", 0, "");
+    report("peak device memory (process)", "memory", (double)peak_used / 1e9, "GB", 0, "");
     printf("  (device memory in use before the benchmark: %.2f GB)\n", (double)baseline / 1e9);
     for (int i = 0; i < 16; i++)
         jamba_sampler_free(samplers[i]);

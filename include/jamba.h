@@ -349,7 +349,8 @@ typedef struct jamba_context_params {
                           (chunked prefill, constant workspace); 0 (default) = 512 on the CPU, and on CUDA
                           the largest of 4096, 2048, ..., 16 whose workspace fits (jamba_context_plan) */
     int32_t n_threads; /* CPU worker threads; 0 = the online CPUs (at most 64); default 0 */
-    int64_t n_logits_max; /* most logit rows one jamba_decode may return; 0 = max(n_batch, n_seq_max) */
+    int64_t n_logits_max; /* most logit rows one jamba_decode may return; 0 = max(n_batch, n_seq_max), or
+                             with a chosen CUDA n_batch max(min(n_batch, 512), n_seq_max) */
     jamba_device_type device; /* default JAMBA_DEVICE_CPU */
     int32_t gpu_index;     /* CUDA device ordinal when device is CUDA; default 0 */
     jamba_dtype gpu_dtype; /* CUDA: BF16 (default) runs bf16 weights and activations with fp32 accumulation,
@@ -368,7 +369,8 @@ JAMBA_API jamba_context_params jamba_context_default_params(void);
  * jamba_context_create follows). CUDA: the weights as the device holds them (int8 experts and MLPs when
  * the model holds them so, or for a planning-only model loaded with those formats), the KV cache, the
  * Mamba state, and every workspace; the step size (prefill chunk) is chosen when n_batch is 0. The budget
- * is gpu_memory, else the device's free memory, else (no device present: planning) 80 GB. CPU: weights,
+ * is gpu_memory, else the device's free memory less 512 MiB (for cuBLAS internals, graphs and kernel
+ * modules, which live outside the plan), else (no device present: planning) 80 GB. CPU: weights,
  * KV cache (fp32) and Mamba state; workspace is not counted and budget is 0. */
 typedef struct jamba_context_plan {
     jamba_device_type device;

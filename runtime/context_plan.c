@@ -17,6 +17,9 @@
 #include <string.h>
 
 #define PLANNING_BUDGET ((uint64_t)80000000000) /* 80 GB: an H100's memory, for planning without a device */
+#define FREE_RESERVE ((uint64_t)512 << 20)      /* of a device's free memory, kept for what is allocated outside
+                                                   the plan: cuBLAS internals, graphs, lazily loaded kernels */
+#define AUTO_LOGIT_ROWS 512                     /* logit rows of a chosen-chunk CUDA context (at least S) */
 
 static const int64_t CHUNKS[] = {4096, 2048, 1024, 512, 256, 128, 64, 32, 16};
 #define N_CHUNKS ((int)(sizeof CHUNKS / sizeof CHUNKS[0]))
@@ -92,9 +95,10 @@ static void advise(const cuda_request *r, const jamba_context_plan *p, char *out
     size_t n = (size_t)snprintf(out, cap, "needs %.2f GB (weights %.2f, KV cache %.2f, Mamba state %.2f, workspace "
                                 "%.2f) but %.2f GB are available;", gb(p->total), gb(p->weights), gb(p->kv_cache),
                                 gb(p->mamba_state), gb(p->workspace), gb(p->budget));
-    cuda_request small = *r;
+    cuda_request small = *r; /* the advice assumes the smallest chunk */
     small.shape.Tb = CHUNKS[N_CHUNKS - 1];
-    small.shape.cap = small.shape.S > small.shape.Tb ? small.shape.S : small.shape.Tb;
+    if (small.shape.cap > small.shape.Tb)
+        small.shape.cap = small.shape.S > small.shape.Tb ? small.shape.S : small.shape.Tb;
     const int64_t ctx_max = largest_fitting(small, false, r->shape.C, p->budget);
     const int64_t seq_max = largest_fitting(small, true, r->shape.S, p->budget);
     const char *sep = "";
@@ -138,15 +142,23 @@ jamba_status jb_context_plan_cuda(const jamba_model *m, const jamba_context_para
                              .kv_dt = p->kv_dtype == JAMBA_DTYPE_F8_E4M3 ? JAMBA_DTYPE_F8_E4M3 : p->gpu_dtype,
                              .graphs = p->gpu_graphs, .dequant_elems = dequant};
     out->budget_queried = p->gpu_memory == 0 && free_bytes > 0;
-    out->budget = p->gpu_memory ? p->gpu_memory : free_bytes ? free_bytes : PLANNING_BUDGET;
+    out->budget = p->gpu_memory             ? p->gpu_memory
+                  : free_bytes > FREE_RESERVE ? free_bytes - FREE_RESERVE
+                  : free_bytes              ? 1
+                                            : PLANNING_BUDGET;
     if (p->n_batch > 0) {
         if (r.shape.cap == 0)
             r.shape.cap = p->n_batch > p->n_seq_max ? p->n_batch : p->n_seq_max;
         JB_TRY(evaluate(&r, out, err));
     } else {
-        for (int i = 0; i < N_CHUNKS; i++) { /* the largest chunk that fits; else the smallest */
-            r.shape.Tb = CHUNKS[i];
-            r.shape.cap = p->n_logits_max ? p->n_logits_max : CHUNKS[i] > p->n_seq_max ? CHUNKS[i] : p->n_seq_max;
+        /* the largest chunk that fits (never more rows than the context can hold); else the smallest */
+        const int64_t most = (int64_t)p->n_seq_max * p->n_ctx;
+        for (int i = 0; i < N_CHUNKS; i++) {
+            if (CHUNKS[i] > most && i + 1 < N_CHUNKS && CHUNKS[i + 1] >= most)
+                continue;
+            r.shape.Tb = CHUNKS[i] < most ? CHUNKS[i] : most;
+            const int64_t rows = r.shape.Tb < AUTO_LOGIT_ROWS ? r.shape.Tb : AUTO_LOGIT_ROWS;
+            r.shape.cap = p->n_logits_max ? p->n_logits_max : rows > p->n_seq_max ? rows : p->n_seq_max;
             JB_TRY(evaluate(&r, out, err));
             if (out->fits)
                 break;

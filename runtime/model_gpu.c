@@ -14,6 +14,20 @@
 
 #include <string.h>
 
+#ifdef JAMBA_WITH_CUDA
+/* The copy on (device, dtype), or NULL; the caller holds gpu_lock. */
+static struct jb_cuda_weights *find_copy(const jamba_model *m, int device, jamba_dtype dtype) {
+    for (int i = 0; i < m->n_gpu; i++)
+        if (jb_cuda_weights_device(m->gpu[i]) == device && jb_cuda_weights_dtype(m->gpu[i]) == dtype)
+            return m->gpu[i];
+    return NULL;
+}
+#else
+static jamba_status no_cuda(jamba_error *err) {
+    return jb_fail(err, JAMBA_ERR_NO_DEVICE, "this build has no CUDA backend (configure with -DJAMBA_CUDA=ON)");
+}
+#endif
+
 jamba_status jb_model_gpu_weights(const jamba_model *cm, int device, jamba_dtype dtype,
                                   const struct jb_cuda_weights **out, jamba_error *err) {
     *out = NULL;
@@ -21,9 +35,7 @@ jamba_status jb_model_gpu_weights(const jamba_model *cm, int device, jamba_dtype
     jamba_model *m = (jamba_model *)cm;
     pthread_mutex_lock(&m->gpu_lock);
     jamba_status st = JAMBA_OK;
-    for (int i = 0; i < m->n_gpu && *out == NULL; i++)
-        if (jb_cuda_weights_device(m->gpu[i]) == device && jb_cuda_weights_dtype(m->gpu[i]) == dtype)
-            *out = m->gpu[i];
+    *out = find_copy(m, device, dtype);
     if (*out == NULL) {
         jb_cuda_weights *w = NULL;
         if (m->n_gpu == JB_MODEL_MAX_GPU_COPIES)
@@ -36,7 +48,7 @@ jamba_status jb_model_gpu_weights(const jamba_model *cm, int device, jamba_dtype
     return st;
 #else
     (void)cm, (void)device, (void)dtype;
-    return jb_fail(err, JAMBA_ERR_NO_DEVICE, "this build has no CUDA backend (configure with -DJAMBA_CUDA=ON)");
+    return no_cuda(err);
 #endif
 }
 
@@ -59,13 +71,11 @@ jamba_status jb_model_gpu_probe(const jamba_model *cm, int device, jamba_dtype d
     *free_bytes = info.free_memory;
     jamba_model *m = (jamba_model *)cm;
     pthread_mutex_lock(&m->gpu_lock);
-    for (int i = 0; i < m->n_gpu; i++)
-        if (jb_cuda_weights_device(m->gpu[i]) == device && jb_cuda_weights_dtype(m->gpu[i]) == dtype)
-            *resident = true;
+    *resident = find_copy(m, device, dtype) != NULL;
     pthread_mutex_unlock(&m->gpu_lock);
     return JAMBA_OK;
 #else
     (void)cm, (void)device, (void)dtype;
-    return jb_fail(err, JAMBA_ERR_NO_DEVICE, "this build has no CUDA backend (configure with -DJAMBA_CUDA=ON)");
+    return no_cuda(err);
 #endif
 }

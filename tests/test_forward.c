@@ -44,14 +44,6 @@ static void feed(jamba_context *ctx, int32_t seq, const int32_t *tokens, int64_t
     cr_assert_eq(jamba_decode(ctx, &in, 1, &err), JAMBA_OK, "%s", err.message);
 }
 
-static int64_t argmax(const float *v, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
-
 /* Parameters are indices into `cases` (plain integers survive Criterion's process boundary). */
 static int case_index[sizeof cases / sizeof cases[0]];
 
@@ -111,7 +103,7 @@ ParameterizedTest(int *index, forward, matches_reference) {
         cr_assert_eq(rows, 1);
         double e = rel_l2(step, want_steps + s * V, V);
         cr_expect_leq(e, REF_TOL, "%s: greedy step %lld logits: %.3g", fc->model, (long long)s, e);
-        int32_t tok = (int32_t)argmax(step, V);
+        int32_t tok = (int32_t)tu_argmax(step, V);
         cr_assert_eq(tok, want_tokens[s], "%s: greedy step %lld chose %d, reference %lld", fc->model, (long long)s,
                      tok, (long long)want_tokens[s]);
         feed(ctx, 0, &tok, 1, JAMBA_LOGITS_LAST);

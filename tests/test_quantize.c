@@ -44,14 +44,6 @@ static jamba_model *load_with(const char *dir, jamba_weight_format experts, jamb
 
 static jamba_model *load_plain(const char *dir) { return load_with(dir, JAMBA_FORMAT_STORED, JAMBA_FORMAT_STORED); }
 
-static int64_t argmax(const float *v, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
-
 /* Logits [T, V] of `tokens` fed as one sequence from an empty state (chunked prefill); caller frees. */
 static float *all_logits(const jamba_model *m, const int32_t *tokens, int64_t T) {
     jamba_context_params p = jamba_context_default_params();
@@ -83,7 +75,7 @@ static double total_nll(const float *logits, const int32_t *tokens, int64_t T, i
     double sum = 0;
     for (int64_t t = 0; t + 1 < T; t++) {
         const float *l = logits + t * V;
-        double mx = l[argmax(l, V)], z = 0;
+        double mx = l[tu_argmax(l, V)], z = 0;
         for (int64_t v = 0; v < V; v++)
             z += exp((double)l[v] - mx);
         sum += mx + log(z) - (double)l[tokens[t + 1]];
@@ -101,7 +93,7 @@ typedef struct agreement {
 static void compare(agreement *a, const float *ref, const float *q, const int32_t *tokens, int64_t T, int64_t V) {
     for (int64_t t = 0; t < T; t++) {
         const float *r = ref + t * V;
-        const int64_t best = argmax(r, V), other = argmax(q + t * V, V);
+        const int64_t best = tu_argmax(r, V), other = tu_argmax(q + t * V, V);
         float lo = r[0];
         for (int64_t v = 1; v < V; v++)
             lo = fminf(lo, r[v]);
@@ -785,6 +777,23 @@ JB_TEST(quantized_checkpoint, stacked_experts_with_scales_per_expert_row) {
     }
 }
 
+/* Every expert matrix of layer 1 as F8 with row scales (all of them, so their dtypes agree); the codes are
+ * masked to |value| < 2, so none is NaN. */
+static void layer1_experts_f8(tensor_list *l) {
+    for (int e = 0; e < 4; e++)
+        for (int p = 0; p < 3; p++) {
+            static const char *const projs[] = {"gate_proj", "up_proj", "down_proj"};
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.1.feed_forward.experts.%d.%s.weight", e, projs[p]);
+            quantize_tensor(l, name, SCALE_ROWS, NULL);
+            jb_st_out_tensor *t = &l->v[tl_find(l, name)];
+            t->dtype = JAMBA_DTYPE_F8_E4M3;
+            uint8_t *codes = (uint8_t *)t->data;
+            for (int64_t k = 0; k < t->shape[0] * t->shape[1]; k++)
+                codes[k] &= 0x3f;
+        }
+}
+
 JB_TEST(bad_checkpoint, int8_matrix_without_scales) {
     tensor_list l = {0};
     char *cfg = fixture_tensors("tiny-hf", &l);
@@ -793,17 +802,10 @@ JB_TEST(bad_checkpoint, int8_matrix_without_scales) {
                         (const char *[]){"\"" Q2 "\" is I8", "\"" Q2 "_scale\" are missing", NULL});
     tl_free(&l);
     free(cfg);
-    /* an F8 expert (every expert of the layer, so their dtypes agree) with one expert's scales missing */
+    /* F8 experts with one expert's scales missing */
     l = (tensor_list){0};
     cfg = fixture_tensors("tiny-hf", &l);
-    for (int e = 0; e < 4; e++)
-        for (int p = 0; p < 3; p++) {
-            static const char *const projs[] = {"gate_proj", "up_proj", "down_proj"};
-            char name[128];
-            snprintf(name, sizeof name, "model.layers.1.feed_forward.experts.%d.%s.weight", e, projs[p]);
-            quantize_tensor(&l, name, SCALE_ROWS, NULL);
-            l.v[tl_find(&l, name)].dtype = JAMBA_DTYPE_F8_E4M3; /* any byte but 0x7f/0xff is a number */
-        }
+    layer1_experts_f8(&l);
     tl_remove(&l, UP2 "_scale");
     expect_load_failure(cfg, &l, NULL, MISMATCH, (const char *[]){UP2, "F8_E4M3", UP2 "_scale", NULL});
     tl_free(&l);
@@ -911,18 +913,7 @@ JB_TEST(bad_checkpoint, nan_in_fp8_values_or_scales) {
     /* requantizing an F8 expert with a NaN fails whatever check_finite says, naming layer, expert and matrix */
     tensor_list l = {0};
     char *cfg = fixture_tensors("tiny-hf", &l);
-    for (int e = 0; e < 4; e++)
-        for (int p = 0; p < 3; p++) {
-            static const char *const projs[] = {"gate_proj", "up_proj", "down_proj"};
-            char name[128];
-            snprintf(name, sizeof name, "model.layers.1.feed_forward.experts.%d.%s.weight", e, projs[p]);
-            quantize_tensor(&l, name, SCALE_ROWS, NULL);
-            int64_t i = tl_find(&l, name);
-            l.v[i].dtype = JAMBA_DTYPE_F8_E4M3;
-            uint8_t *codes = (uint8_t *)l.v[i].data;
-            for (int k = 0; k < 24 * 16; k++)
-                codes[k] &= 0x3f;
-        }
+    layer1_experts_f8(&l);
     ((uint8_t *)l.v[tl_find(&l, UP2)].data)[16 * 3 + 1] = 0x7f; /* row 3 */
     jamba_model_params p = jamba_model_default_params();
     p.experts = JAMBA_FORMAT_INT8;

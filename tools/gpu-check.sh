@@ -8,14 +8,20 @@
 #   4. bench_gpu: ceilings, scan, attention, prefill and decode of a synthetic Jamba-Mini-width model
 #   5. jamba generate --device cuda on the demo model
 #   6. bench_mini: full-size synthetic Jamba-Mini (int8 experts) at 4K..256K, batch 1/4/16, peak memory
-# STAGES: all, or "checks" (1-5) or "mini" (1 and 6), so the device time can be split over two calls
-# of under 10 minutes. Prints a summary table (also OUTDIR/summary.txt); full logs in OUTDIR. Exit 0
-# when the build, the tests and the sanitizer passed.
+# STAGES: all, or one of (each fits one device call of 10 minutes on a warm or cold machine; the build is
+# incremental, so later stages on the same warm machine skip it):
+#   tests   1, 2 and 5            (build about 3 min, test_gpu at most 5 min)
+#   mini    1 and 6               (bench_mini at most 5 min + the fp8 run 1.5 min)
+#   extra   1, 3 and 4            (sanitizer and bench_gpu, at most 3.5 min each)
+# Recommended order with a 15-minute budget: tests, then mini, then extra if time is left.
+# Prints a summary table (also OUTDIR/summary.txt); full logs in OUTDIR. Exit 0 when the build and
+# the tests (and the sanitizer, when run) passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-check-out}"
 stages="${2:-all}"
 want() { [ "$stages" = all ] || [ "$stages" = "$1" ]; }
+case "$stages" in all | tests | mini | extra) ;; *) echo "gpu-check: unknown stage '$stages' (all, tests, mini, extra)" >&2; exit 2 ;; esac
 mkdir -p "$out"
 jobs="$(nproc)"
 [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
@@ -58,26 +64,12 @@ else
 fi
 
 tests="not run"; sanitizer="not run"; generate="not run"
-if [ "$build" = ok ] && want checks; then
+if [ "$build" = ok ] && want tests; then
   echo "== test_gpu"
-  timeout 420 build/gpu/tests/test_gpu >"$out/test_gpu.log" 2>&1
+  timeout 300 build/gpu/tests/test_gpu >"$out/test_gpu.log" 2>&1
   rc=$?
   tests="$(tail -1 "$out/test_gpu.log") (exit $rc)"
   [ $rc -eq 0 ] || { status=1; grep -E "FAIL|FAILED" "$out/test_gpu.log" | head -40; }
-
-  echo "== compute-sanitizer (memcheck, quick op set)"
-  if command -v compute-sanitizer >/dev/null 2>&1; then
-    timeout 240 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
-      build/gpu/tests/test_gpu --small --filter ops/ >"$out/sanitizer.log" 2>&1
-    rc=$?
-    sanitizer="$(grep -E 'ERROR SUMMARY' "$out/sanitizer.log" | tail -1) (exit $rc)"
-    [ $rc -eq 0 ] || { status=1; grep -E "Invalid|ERROR|FAIL" "$out/sanitizer.log" | head -20; }
-  else
-    sanitizer="compute-sanitizer not found"
-  fi
-
-  echo "== bench_gpu"
-  timeout 300 build/gpu/bench_gpu --json "$out/bench.json" >"$out/bench.log" 2>&1 || echo "bench_gpu exited $?" >>"$out/bench.log"
 
   echo "== jamba generate --device cuda (demo model)"
   if timeout 60 build/gpu/jamba generate --device cuda --prompt "ROMEO:" --max-tokens 64 --temperature 0 \
@@ -89,10 +81,26 @@ if [ "$build" = ok ] && want checks; then
   fi
 fi
 
+if [ "$build" = ok ] && want extra; then
+  echo "== compute-sanitizer (memcheck, quick op set)"
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    timeout 200 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
+      build/gpu/tests/test_gpu --small --filter ops/ >"$out/sanitizer.log" 2>&1
+    rc=$?
+    sanitizer="$(grep -E 'ERROR SUMMARY' "$out/sanitizer.log" | tail -1) (exit $rc)"
+    [ $rc -eq 0 ] || { status=1; grep -E "Invalid|ERROR|FAIL" "$out/sanitizer.log" | head -20; }
+  else
+    sanitizer="compute-sanitizer not found"
+  fi
+
+  echo "== bench_gpu"
+  timeout 200 build/gpu/bench_gpu --json "$out/bench.json" >"$out/bench.log" 2>&1 || echo "bench_gpu exited $?" >>"$out/bench.log"
+fi
+
 if [ "$build" = ok ] && want mini; then
   echo "== bench_mini (full-size Jamba-Mini, int8 experts)"
-  timeout 420 build/gpu/bench_mini --json "$out/mini.json" >"$out/mini.log" 2>&1 || echo "bench_mini exited $?" >>"$out/mini.log"
-  timeout 120 build/gpu/bench_mini --kv fp8 --ctx 1048576 --prefill 32768 --quick >"$out/mini-fp8.log" 2>&1 ||
+  timeout 300 build/gpu/bench_mini --json "$out/mini.json" >"$out/mini.log" 2>&1 || echo "bench_mini exited $?" >>"$out/mini.log"
+  timeout 90 build/gpu/bench_mini --kv fp8 --ctx 1048576 --prefill 32768 --quick >"$out/mini-fp8.log" 2>&1 ||
     echo "bench_mini (fp8, 1M context plan) exited $?" >>"$out/mini-fp8.log"
 fi
 

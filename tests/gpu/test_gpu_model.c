@@ -655,12 +655,14 @@ static void test_planner(void) {
         /* allocations round up to the driver's pages, and cuBLAS keeps a little of its own */
         const double used = (double)(free0 - free1), planned = (double)plan.total;
         gt_note("%s: planned %.0f bytes, the device lost %.0f", names[f], planned, used);
-        GT_CHECK(used >= planned && used <= planned + (64 << 20), "%s: planned %.0f bytes, used %.0f", names[f],
+        GT_CHECK(used + (4 << 20) >= planned && used <= planned + (64 << 20), "%s: planned %.0f bytes, used %.0f", names[f],
                  planned, used);
         jamba_context_free(ctx);
         /* a second context: weights already resident, so they are not in the plan; a budget one byte short */
         GT_OK(jamba_context_plan_memory(m, &p, &plan, &err));
         GT_CHECK(plan.weights == 0, "%s: resident weights still counted", names[f]);
+        p.n_batch = plan.n_batch; /* fixed, so a smaller chunk cannot rescue the request */
+        p.n_logits_max = plan.n_logits_max;
         p.gpu_memory = plan.total - 1;
         const jamba_status st = jamba_context_create(m, &p, &ctx, &err);
         GT_CHECK(st == JAMBA_ERR_OUT_OF_MEMORY, "%s: a budget below the plan gave status %d", names[f], (int)st);

@@ -379,15 +379,26 @@ static void test_scan_states(void) {
 
 /* ---- attention ----------------------------------------------------------------------------------------- */
 
-/* The e4m3 byte nearest to x (ties to the even code), saturating at ±448: the device's conversion. */
+/* The e4m3 byte nearest to x (ties to the even code), saturating at ±448: the device's conversion. The
+ * 127 non-negative finite codes increase with their value, so a binary search finds the neighbours. */
 static uint8_t e4m3_encode(float x) {
+    static float value[127];
+    if (value[1] == 0.0f)
+        for (int c = 0; c < 127; c++)
+            value[c] = jb_e4m3_to_f32((uint8_t)c);
     const float ax = fabsf(x);
-    uint8_t best = 0;
-    for (uint8_t c = 1; c < 0x7F; c++) { /* 0x7F is NaN */
-        const float d = fabsf(jb_e4m3_to_f32(c) - ax), bd = fabsf(jb_e4m3_to_f32(best) - ax);
-        if (d < bd || (d == bd && (c & 1) == 0))
-            best = c;
+    int lo = 0, hi = 126; /* value[lo] <= ax < value[hi], or ax beyond an end */
+    if (ax >= value[126])
+        lo = hi = 126;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (value[mid] <= ax)
+            lo = mid;
+        else
+            hi = mid;
     }
+    const float dl = ax - value[lo], dh = value[hi] - ax;
+    const int best = dl < dh ? lo : dh < dl ? hi : (lo % 2 == 0 ? lo : hi);
     return (uint8_t)(best | (x < 0 ? 0x80 : 0));
 }
 

@@ -180,7 +180,8 @@ static void drain(int fds[2], char *bufs[2]) {
                 p[n] = (struct pollfd){.fd = fds[i], .events = POLLIN};
                 which[n++] = i;
             }
-        cr_assert_geq(poll(p, (nfds_t)n, 60000), 1, "child produced no output for 60 s");
+        /* a hang, not a slow sanitizer build on two busy cores */
+        cr_assert_geq(poll(p, (nfds_t)n, 300000), 1, "child produced no output for 300 s");
         for (int k = 0; k < n; k++) {
             if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
@@ -240,4 +241,12 @@ int tu_run_input(const char *const argv[], const char *input, char **out, char *
     *out = bufs[0];
     *err = bufs[1];
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int64_t tu_argmax(const float *v, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
 }

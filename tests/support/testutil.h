@@ -47,6 +47,9 @@ void tu_copy_dir(const char *src, const char *dst);
 /* A fixture path: JB_FIXTURES_DIR/rel (caller frees). */
 char *tu_fixture(const char *rel);
 
+/* The index of the largest of v[0 .. n) (the first on ties). */
+int64_t tu_argmax(const float *v, int64_t n);
+
 /* A raw safetensors image: 8-byte little-endian length of `header`, the header bytes, then `data`.
  * The caller frees it; *n receives its length. */
 uint8_t *tu_st_image(const char *header, const void *data, size_t data_len, size_t *n);
