@@ -6,7 +6,9 @@
  * prefilled to 4K, 32K, 128K and 256K tokens (chunked, the planner's chunk), with batch-1 decode measured
  * at each length; then 16 sequences of 4K decode at batch 1, 4 and 16. Each figure stands beside its
  * ceiling from the same run: decode against reading the active weights and the KV cache once at the
- * measured copy bandwidth. Peak device memory is sampled after every phase.
+ * measured copy bandwidth; prefill against its FLOPs (2 per active weight per token, plus 4·d_h·n_h per
+ * earlier position per attention layer) at the measured cuBLAS bf16 rate. Peak device memory is
+ * sampled after every phase.
  *
  *   bench_mini [--config FILE] [--kv bf16|fp8] [--ctx N] [--prefill N] [--quick] [--json FILE]
  *
@@ -54,9 +56,11 @@ static void die(const char *what, const jamba_error *err) {
     exit(1);
 }
 
-/* Bytes one decode token must read: the dense weights, k of E experts per MoE layer, the KV cache. */
+/* Bytes one decode token must read: the dense weights, k of E experts per MoE layer, the KV cache; and
+ * the FLOPs of a token: 2 per active weight, and 4·d_h·n_h per earlier position per attention layer. */
 typedef struct traffic {
     double dense, experts, kv_per_token;
+    double flops_token, flops_per_position;
 } traffic;
 
 static traffic model_traffic(const jamba_model *m, jamba_dtype kv) {
@@ -68,7 +72,16 @@ static traffic model_traffic(const jamba_model *m, jamba_dtype kv) {
     t.dense = (double)(pc.total - pc.experts) * 2.0;                                             /* bf16 */
     t.kv_per_token = (double)(c->n_attention_layers * 2 * c->num_key_value_heads * c->head_dim) *
                      (kv == JAMBA_DTYPE_F8_E4M3 ? 1.0 : 2.0);
+    t.flops_token = 2.0 * (double)pc.active;
+    t.flops_per_position = 4.0 * (double)(c->n_attention_layers * c->num_attention_heads * c->head_dim);
     return t;
+}
+
+/* Tokens per second a prefill of positions [a, b) could reach at `tflops` (causal attention: position p
+ * attends p + 1 keys). */
+static double prefill_ceiling(const traffic *t, int64_t a, int64_t b, double tflops) {
+    const double n = (double)(b - a), positions = ((double)b * (double)b - (double)a * (double)a) / 2.0 + n;
+    return n / ((t->flops_token * n + t->flops_per_position * positions) / (tflops * 1e12));
 }
 
 /* Median seconds of a batch-b decode step (jamba_decode_sample on sequences 0 .. b-1). */
@@ -132,7 +145,7 @@ int main(int argc, char **argv) {
     sample_memory();
     const uint64_t baseline = peak_used; /* the CUDA context and whatever else holds memory already */
     peak_used = 0;
-    const double copy = bench_copy();
+    const double copy = bench_copy(), gemm = bench_gemm(8192);
     jamba_model *m = NULL;
     if (jb_model_device_synthetic(json_text, len, "synthetic Jamba-Mini", 7, true, false, &m, &err) != JAMBA_OK)
         die("model", &err);
@@ -187,7 +200,8 @@ int main(int argc, char **argv) {
         sample_memory();
         char name[96];
         snprintf(name, sizeof name, "prefill %lldK..%lldK", (long long)(have / 1024), (long long)(target / 1024));
-        report(name, "throughput", (double)(target - have) / dt, "tok/s", 0, "");
+        report(name, "throughput", (double)(target - have) / dt, "tok/s", prefill_ceiling(&tr, have, target, gemm),
+               "bf16 matrix ceiling");
         have = target;
         int32_t tok = ids[have - 1];
         const double step = decode_step(ctx, samplers, 1, n_steps, &tok);

@@ -3,6 +3,10 @@
  */
 #include "gpu_bench_util.h"
 
+#include "cuda/ops.h"
+
+#include <cublas_v2.h>
+#include <string.h>
 #include <time.h>
 
 FILE *bench_json;
@@ -84,3 +88,51 @@ double bench_copy(void) {
     return gbs;
 }
 
+
+/* Device memory with random bf16-range values (a fixed LCG per element, filled on the host). */
+void *dev_random(size_t elems, size_t esize, float scale, uint64_t seed) {
+    void *host = malloc(elems * esize), *dev = NULL;
+    uint64_t x = seed * 6364136223846793005ull + 1442695040888963407ull;
+    for (size_t i = 0; i < elems; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        float v = ((float)(x >> 40) / (float)(1u << 24) * 2.0f - 1.0f) * scale;
+        if (esize == 2) {
+            uint32_t bits;
+            memcpy(&bits, &v, 4);
+            uint16_t h = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+            memcpy((char *)host + 2 * i, &h, 2);
+        } else {
+            memcpy((char *)host + 4 * i, &v, 4);
+        }
+    }
+    CK(cudaMalloc(&dev, elems * esize));
+    CK(cudaMemcpy(dev, host, elems * esize, cudaMemcpyHostToDevice));
+    free(host);
+    return dev;
+}
+
+typedef struct gemm_arg {
+    cublasHandle_t h;
+    void *A, *B, *C;
+    int n;
+} gemm_arg;
+
+static void run_gemm(void *p) {
+    gemm_arg *g = p;
+    jb_gpu_gemm(g->h, JAMBA_DTYPE_BF16, JAMBA_DTYPE_BF16, g->C, g->n, g->A, g->n, g->B, g->n, g->n, g->n);
+}
+
+double bench_gemm(int n) {
+    gemm_arg g = {NULL, NULL, NULL, NULL, n};
+    cublasCreate(&g.h);
+    size_t n2 = (size_t)g.n * (size_t)g.n;
+    g.A = dev_random(n2, 2, 1, 1);
+    g.B = dev_random(n2, 2, 1, 2);
+    CK(cudaMalloc(&g.C, n2 * 2));
+    double ms = time_ms(run_gemm, &g, 10);
+    double tflops = 2.0 * (double)g.n * g.n * g.n / (ms * 1e-3) / 1e12;
+    report("gemm bf16 (cuBLAS)", "rate", tflops, "TFLOP/s", 0, "");
+    cudaFree(g.A), cudaFree(g.B), cudaFree(g.C);
+    cublasDestroy(g.h);
+    return tflops;
+}

@@ -1,11 +1,13 @@
 /*
  * gpu_bench_util.h — what the GPU benchmarks share: wall and device timing with medians, the result
- * line (text, and a JSON line per figure into bench_json), and the copy-bandwidth ceiling.
+ * line (text, and a JSON line per figure into bench_json), random device buffers, and the two ceilings:
+ * copy bandwidth and the cuBLAS bf16 product rate.
  */
 #ifndef JB_GPU_BENCH_UTIL_H
 #define JB_GPU_BENCH_UTIL_H
 
 #include <cuda_runtime_api.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,5 +35,9 @@ void report(const char *name, const char *metric, double value, const char *unit
             const char *ceiling);
 /* Device-to-device copy bandwidth in GB/s (bytes read + written), reported. */
 double bench_copy(void);
+/* cuBLAS bf16 n x n x n product rate in TFLOP/s, reported. */
+double bench_gemm(int n);
+/* Device memory of elems values of esize bytes (2: bf16, 4: fp32), uniform in [-scale, scale). */
+void *dev_random(size_t elems, size_t esize, float scale, uint64_t seed);
 
 #endif /* JB_GPU_BENCH_UTIL_H */
