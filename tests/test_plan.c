@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ckpt/config.h"
+#include "ckpt/weights.h"
 #include "cuda/ctx_layout.h"
 #include "support/testutil.h"
 
@@ -236,4 +237,59 @@ JB_TEST(plan, inspect_shows_the_device_plan) {
                 &out, &err);
     cr_assert_eq(rc, 2, "--gpu without --device cuda is a usage error");
     free(out), free(err);
+}
+
+/* The planner's device weight size against the binder's own tensor list (what cuda/weights.cu uploads):
+ * matrices in the device dtype (int8 FFN blocks one byte plus a float scale per row), everything else
+ * fp32; the two differ only by alignment (q|k|v and gate|up are fused blocks on the device). A tied
+ * lm_head is neither visited nor held twice. */
+typedef struct weight_sum {
+    bool experts_int8, mlp_int8;
+    uint64_t bytes, tensors;
+} weight_sum;
+
+static bool add_tensor(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear) {
+    (void)w;
+    weight_sum *s = arg;
+    uint64_t n = 1;
+    for (int d = 0; d < rank; d++)
+        n *= (uint64_t)shape[d];
+    const bool expert = strstr(name, ".experts.") != NULL;
+    const bool mlp = !expert && strstr(name, "feed_forward.") && !strstr(name, "router");
+    const bool matrix = linear || strstr(name, "embed_tokens") || strstr(name, "lm_head") ||
+                        strstr(name, "router"); /* the router is not quantizable, yet a device-dtype matrix */
+    if (linear && ((expert && s->experts_int8) || (mlp && s->mlp_int8)))
+        s->bytes += n + (uint64_t)shape[0] * 4;
+    else
+        s->bytes += n * (matrix ? 2 : 4);
+    s->tensors++;
+    return true;
+}
+
+JB_TEST(plan, device_weights_match_the_binders_tensor_list) {
+    static const char *const configs[] = {"jamba-1.5-mini", "jamba-v0.1", "jamba-1.5-large"};
+    for (size_t i = 0; i < 3; i++)
+        for (int fmt = 0; fmt < 3; fmt++) {
+            char *dir = tu_path(JB_SOURCE_DIR "/models/configs", configs[i]);
+            jamba_model *m = NULL;
+            jamba_model_params mp = jamba_model_default_params();
+            mp.weights = JAMBA_WEIGHTS_NONE;
+            cr_assert_eq(jamba_model_load(dir, &mp, &m, NULL), JAMBA_OK, "%s", dir);
+            const jamba_config *c = jamba_model_config(m);
+            weight_sum s = {.experts_int8 = fmt >= 1, .mlp_int8 = fmt == 2};
+            jb_weights w = {0};
+            cr_assert_eq(jb_weights_visit(c, &w, add_tensor, &s, NULL), JAMBA_OK);
+            jb_weights_free(&w);
+            jb_weight_shape ws = {.dt = JAMBA_DTYPE_BF16, .experts_int8 = s.experts_int8, .mlp_int8 = s.mlp_int8,
+                                  .inner_norms = c->mamba_inner_layernorms};
+            uint64_t planned = 0, dequant = 0;
+            cr_assert(jb_weights_device_bytes(c, &ws, &planned, &dequant));
+            cr_assert_geq(planned, s.bytes, "%s format %d: planned %llu < %llu", configs[i], fmt,
+                          (unsigned long long)planned, (unsigned long long)s.bytes);
+            cr_assert_leq(planned, s.bytes + 256 * s.tensors, "%s format %d: planned %llu, tensors %llu",
+                          configs[i], fmt, (unsigned long long)planned, (unsigned long long)s.bytes);
+            cr_assert_eq(dequant, fmt ? (uint64_t)(2 * c->intermediate_size * c->hidden_size) : 0);
+            jamba_model_free(m);
+            free(dir);
+        }
 }
