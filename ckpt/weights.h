@@ -56,6 +56,15 @@ typedef struct jb_mlp_weights {
     jb_weight down_proj; /* [H, I] */
 } jb_mlp_weights;
 
+/* True when the three matrices of each of these n MLPs are int8 (the block a device keeps int8). */
+static inline bool jb_mlps_int8(const jb_mlp_weights *m, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (m[i].gate_proj.dtype != JAMBA_DTYPE_I8 || m[i].up_proj.dtype != JAMBA_DTYPE_I8 ||
+            m[i].down_proj.dtype != JAMBA_DTYPE_I8)
+            return false;
+    return true;
+}
+
 typedef struct jb_layer_weights {
     jb_weight input_norm;       /* [H] */
     jb_weight pre_ff_norm;      /* [H] */

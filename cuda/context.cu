@@ -81,34 +81,22 @@ void buffer_slots(jb_cuda_ctx *c, void **slot[JB_BUF_COUNT]) {
     slot[JB_BUF_BLAS] = &c->blas_ws;
 }
 
-int64_t max_of(std::initializer_list<int64_t> v) {
-    int64_t m = 0;
-    for (int64_t x : v)
-        m = x > m ? x : m;
-    return m;
-}
-
-/* The step metadata block: the same offsets on the host (pinned) and the device. */
-size_t meta_layout(jb_cuda_ctx *c, char *base, bool device) {
-    size_t off = 0;
-    auto take = [&](size_t bytes) {
-        char *at = base ? base + off : NULL;
-        off += (bytes + 15) / 16 * 16;
-        return at;
-    };
-    const int64_t logit_rows = max_of({c->cap, JB_CUDA_GRAPH_ROWS});
-    int32_t *tokens = (int32_t *)take((size_t)c->Tb * 4), *row_seg = (int32_t *)take((size_t)c->Tb * 4);
-    jb_gpu_seg *segs = (jb_gpu_seg *)take((size_t)c->max_segs * sizeof(jb_gpu_seg));
-    jb_gpu_chunk *chunks = (jb_gpu_chunk *)take((size_t)c->max_chunks * sizeof(jb_gpu_chunk));
-    int64_t *logit_src = (int64_t *)take((size_t)logit_rows * 8);
+/* Point the step metadata parts into the block at base: the device copy or the pinned host mirror (the
+ * same offsets, jb_ctx_meta_layout's). */
+void meta_place(jb_cuda_ctx *c, char *base, bool device) {
+    uint64_t off[JB_META_PARTS];
+    jb_ctx_meta_layout(c->Tb, c->max_segs, c->max_chunks, c->cap, off);
+    int32_t *tokens = (int32_t *)(base + off[JB_META_TOKENS]), *row_seg = (int32_t *)(base + off[JB_META_ROW_SEG]);
+    jb_gpu_seg *segs = (jb_gpu_seg *)(base + off[JB_META_SEGS]);
+    jb_gpu_chunk *chunks = (jb_gpu_chunk *)(base + off[JB_META_CHUNKS]);
+    int64_t *logit_src = (int64_t *)(base + off[JB_META_LOGIT_SRC]);
     if (device) {
         c->d_tokens = tokens, c->d_row_seg = row_seg, c->d_segs = segs, c->d_chunks = chunks;
         c->d_logit_src = logit_src;
-    } else if (base) {
+    } else {
         c->h_tokens = tokens, c->h_row_seg = row_seg, c->h_segs = segs, c->h_chunks = chunks;
         c->h_logit_src = logit_src;
     }
-    return off;
 }
 
 void release(jb_cuda_ctx *c) {
@@ -160,10 +148,7 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
     c->max_segs = layout.max_segs;
     c->max_chunks = layout.max_chunks;
     c->partial_cap = layout.partial_floats;
-    c->meta_bytes = meta_layout(c, NULL, false);
-    if (st == JAMBA_OK && c->meta_bytes != layout.bytes[JB_BUF_META])
-        st = jb_fail(err, JAMBA_ERR_DEVICE, "CUDA context: internal error: step layout of %zu bytes, %llu planned", c->meta_bytes,
-                     (unsigned long long)layout.bytes[JB_BUF_META]);
+    c->meta_bytes = layout.bytes[JB_BUF_META];
     const uint64_t need = layout.total;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -179,7 +164,7 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
         buffer_slots(c, slot);
         for (int i = 0; i < JB_BUF_COUNT; i++)
             *slot[i] = layout.bytes[i] ? c->arena + layout.offset[i] : NULL;
-        meta_layout(c, c->d_meta, true);
+        meta_place(c, c->d_meta, true);
         const char *what = NULL;
         if ((e = cudaMallocHost((void **)&c->h_meta, c->meta_bytes)) != cudaSuccess)
             what = "pinned step buffer";
@@ -203,7 +188,7 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
             st = jb_fail(err, JAMBA_ERR_DEVICE, "CUDA context on device %d: %s: %s", c->device, what,
                          cudaGetErrorString(e));
         else
-            meta_layout(c, c->h_meta, false);
+            meta_place(c, c->h_meta, false);
     }
     if (st == JAMBA_OK) {
         cublasStatus_t b = cublasCreate(&c->blas);

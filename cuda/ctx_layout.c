@@ -38,13 +38,17 @@ static int64_t max3(int64_t a, int64_t b, int64_t c) { return max2(max2(a, b), c
 
 static uint64_t es_of(jamba_dtype d) { return (uint64_t)jamba_dtype_size(d); }
 
-uint64_t jb_ctx_meta_bytes(int64_t Tb, int64_t max_segs, int64_t max_chunks, int64_t cap) {
-    const uint64_t parts[5] = {(uint64_t)Tb * 4, (uint64_t)Tb * 4, (uint64_t)max_segs * sizeof(jb_gpu_seg),
-                               (uint64_t)max_chunks * sizeof(jb_gpu_chunk),
-                               (uint64_t)max2(cap, JB_CUDA_GRAPH_ROWS) * 8};
+uint64_t jb_ctx_meta_layout(int64_t Tb, int64_t max_segs, int64_t max_chunks, int64_t cap,
+                            uint64_t offset[JB_META_PARTS]) {
+    const uint64_t parts[JB_META_PARTS] = {(uint64_t)Tb * 4, (uint64_t)Tb * 4, (uint64_t)max_segs * sizeof(jb_gpu_seg),
+                                           (uint64_t)max_chunks * sizeof(jb_gpu_chunk),
+                                           (uint64_t)max2(cap, JB_CUDA_GRAPH_ROWS) * 8};
     uint64_t off = 0;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < JB_META_PARTS; i++) {
+        if (offset)
+            offset[i] = off;
         off += (parts[i] + 15) / 16 * 16;
+    }
     return off;
 }
 
@@ -98,7 +102,7 @@ jamba_status jb_ctx_layout_plan(const jamba_config *c, const jb_ctx_shape *s, jb
     b[JB_BUF_FINAL_ACT] = prod(&z, logit_rows, H, es, 1);
     b[JB_BUF_LOGITS] = prod(&z, (uint64_t)s->cap, V, 4, 1);
     b[JB_BUF_GRAPH_LOGITS] = prod(&z, s->graphs ? JB_CUDA_GRAPH_ROWS : 0, V, 4, 1);
-    b[JB_BUF_META] = jb_ctx_meta_bytes(s->Tb, out->max_segs, out->max_chunks, s->cap);
+    b[JB_BUF_META] = jb_ctx_meta_layout(s->Tb, out->max_segs, out->max_chunks, s->cap, NULL);
     b[JB_BUF_SAMPLE_PARAMS] = JB_CUDA_SAMPLE_ROWS * sizeof(jb_gpu_sample_params);
     b[JB_BUF_SAMPLE_PEN] = (uint64_t)JB_CUDA_SAMPLE_ROWS * JB_GPU_SAMPLE_MAX_PENALIZED * 4;
     b[JB_BUF_SAMPLE_WORK] = prod(&z, JB_CUDA_SAMPLE_ROWS, V, 4, 1);

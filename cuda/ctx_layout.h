@@ -94,9 +94,20 @@ typedef struct jb_ctx_layout {
 jamba_status jb_ctx_layout_plan(const jamba_config *cfg, const jb_ctx_shape *s, jb_ctx_layout *out,
                                 jamba_error *err);
 
-/* Bytes of the step layout block for these capacities (tokens, row map, segments, chunks, logit rows,
- * each 16-byte aligned); cuda/context.cu lays the block out in the same order. */
-uint64_t jb_ctx_meta_bytes(int64_t Tb, int64_t max_segs, int64_t max_chunks, int64_t cap);
+/* The parts of the step layout block, in order. */
+typedef enum jb_meta_part {
+    JB_META_TOKENS,     /* [Tb] i32 */
+    JB_META_ROW_SEG,    /* [Tb] i32 */
+    JB_META_SEGS,       /* [max_segs] jb_gpu_seg */
+    JB_META_CHUNKS,     /* [max_chunks] jb_gpu_chunk */
+    JB_META_LOGIT_SRC,  /* [max(cap, GRAPH_ROWS)] i64 */
+    JB_META_PARTS
+} jb_meta_part;
+
+/* The step layout block for these capacities: each part's offset (16-byte aligned) into offset[] when
+ * it is not NULL; returns the block's bytes. cuda/context.cu places its pointers by these offsets. */
+uint64_t jb_ctx_meta_layout(int64_t Tb, int64_t max_segs, int64_t max_chunks, int64_t cap,
+                            uint64_t offset[JB_META_PARTS]);
 
 /* Device weight formats. */
 typedef struct jb_weight_shape {

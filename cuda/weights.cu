@@ -9,6 +9,7 @@
 #include "../runtime/alloc.h"
 #include "../runtime/error.h"
 #include "../runtime/model.h"
+#include "../runtime/synthetic.h"
 #include "device.h"
 #include "ops.h"
 #include "weights_dev.h"
@@ -36,6 +37,7 @@ struct builder {
     bool synth;           /* a device-synthetic model: fill on the device instead of copying */
     uint64_t seed;        /* synth: the model's seed, advanced per tensor */
     int64_t d_state;      /* synth: N, for A */
+    int64_t d_conv;       /* synth: K, for the conv's range */
 };
 
 bool ends_with(const char *s, const char *suffix) {
@@ -47,22 +49,17 @@ bool ends_with(const char *s, const char *suffix) {
 void synth_fill(builder &b, void *dst, size_t n, jamba_dtype to, const char *what) {
     if (b.error != cudaSuccess)
         return;
-    jb_gpu_fill_kind kind = JB_FILL_UNIFORM;
-    float a = 0.02f * sqrtf(3.0f);
-    if (ends_with(what, "layernorm") || ends_with(what, "mamba.D"))
-        kind = JB_FILL_CONST, a = 1.0f;
-    else if (ends_with(what, "A_log"))
-        kind = JB_FILL_NEG_ARANGE;
-    else if (ends_with(what, "dt_proj.bias"))
-        kind = JB_FILL_DT_BIAS;
-    else if (ends_with(what, "_scale"))
-        kind = JB_FILL_CONST, a = 0.02f * sqrtf(3.0f) / 127.0f; /* int8 rows spanning the same range */
+    double bound = 0;
+    const jb_init_kind init = jb_synthetic_init(what, b.d_conv, &bound);
+    jb_gpu_fill_kind kind = init == JB_INIT_ONES       ? JB_FILL_CONST
+                            : init == JB_INIT_A_LOG    ? JB_FILL_NEG_ARANGE /* A = -exp(A_log) */
+                            : init == JB_INIT_DT_BIAS  ? JB_FILL_DT_BIAS
+                                                       : JB_FILL_UNIFORM;
+    float a = init == JB_INIT_ONES ? 1.0f : (float)bound;
+    if (ends_with(what, "_scale")) /* int8 rows spanning the matrices' range */
+        kind = JB_FILL_CONST, a = (float)bound / 127.0f;
     else if (to == JAMBA_DTYPE_I8)
         kind = JB_FILL_INT8;
-    else if (ends_with(what, "conv1d"))
-        a = 0.5f;
-    else if (ends_with(what, "bias"))
-        a = 0.1f;
     b.seed = b.seed * 6364136223846793005ull + 1442695040888963407ull;
     if ((b.error = jb_gpu_fill(dst, to, (int64_t)n, kind, a, b.d_state, b.seed, 0)) != cudaSuccess)
         b.failed = what;
@@ -183,21 +180,12 @@ void put_mamba(builder &b, const jb_mamba_weights *w, jb_dev_mamba *d) {
     d->c_norm = put_f32(b, &w->c_norm, "mamba.c_layernorm");
 }
 
-/* True when every matrix of these n MLPs is int8: they stay int8 on the device. */
-bool all_int8(const jb_mlp_weights *m, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (m[i].gate_proj.dtype != JAMBA_DTYPE_I8 || m[i].up_proj.dtype != JAMBA_DTYPE_I8 ||
-            m[i].down_proj.dtype != JAMBA_DTYPE_I8)
-            return false;
-    return true;
-}
-
 /* One layer's FFN matrices as E stacked blocks (E = 1 for a dense MLP): gate_up [E][2I, H] (gate rows
  * first) and down [E][H, I]; int8 with per-row scales [E][2I] and [E][H] when every matrix is stored
  * int8, else in the device dtype (FP8 and lone int8 matrices widened with their scales). */
 void put_ffn(builder &b, const jamba_config *c, const jb_mlp_weights *mlps, int64_t E, jb_dev_layer *d) {
     const int64_t I = c->intermediate_size, H = c->hidden_size;
-    const bool q8 = all_int8(mlps, E);
+    const bool q8 = jb_mlps_int8(mlps, E);
     d->ffn_wdt = q8 ? JAMBA_DTYPE_I8 : b.dt;
     const size_t es = q8 ? 1 : b.dt == JAMBA_DTYPE_BF16 ? 2 : 4;
     const size_t half = (size_t)(I * H); /* elements of gate, of up, of down */
@@ -284,7 +272,7 @@ extern "C" jamba_status jb_cuda_weights_create(const jamba_model *m, int device,
     w->layers = layers;
     w->n_layers = m->weights.n_layers;
     builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL, 0, m->device_synthetic, m->synthetic_seed,
-                 m->config.mamba_d_state};
+                 m->config.mamba_d_state, m->config.mamba_d_conv};
     put_model(b, m, w);
     w->bytes = b.off;
     w->dequant_elems = b.dequant_elems;

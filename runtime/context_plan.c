@@ -34,13 +34,8 @@ static bool ffn_int8(const jamba_model *m, bool moe) {
         if (jb_layer_is_moe(&m->config, l) != moe)
             continue;
         const jb_layer_weights *lw = &m->weights.layers[l];
-        const int64_t n = moe ? m->config.num_experts : 1;
-        for (int64_t e = 0; e < n; e++) {
-            const jb_mlp_weights *x = moe ? &lw->experts[e] : &lw->mlp;
-            if (x->gate_proj.dtype != JAMBA_DTYPE_I8 || x->up_proj.dtype != JAMBA_DTYPE_I8 ||
-                x->down_proj.dtype != JAMBA_DTYPE_I8)
-                return false;
-        }
+        if (!(moe ? jb_mlps_int8(lw->experts, m->config.num_experts) : jb_mlps_int8(&lw->mlp, 1)))
+            return false;
         any = true;
     }
     return any;

@@ -48,29 +48,44 @@ static void store(uint8_t *dst, jamba_dtype dtype, int64_t i, float v) {
     memcpy(dst + 2 * i, &h, 2);
 }
 
+jb_init_kind jb_synthetic_init(const char *name, int64_t d_conv, double *bound) {
+    *bound = 0.02 * sqrt(3.0);
+    if (strstr(name, "layernorm") || ends_with(name, "mamba.D"))
+        return JB_INIT_ONES;
+    if (ends_with(name, "A_log"))
+        return JB_INIT_A_LOG;
+    if (strstr(name, "dt_proj.bias"))
+        return JB_INIT_DT_BIAS;
+    if (strstr(name, "bias"))
+        *bound = 0.1;
+    else if (strstr(name, "conv1d"))
+        *bound = 1.0 / sqrt((double)d_conv);
+    return JB_INIT_UNIFORM;
+}
+
 /* One tensor's values by what the name says it is. */
 static void fill_tensor(const jb_tensor_spec *t, uint8_t *dst, jamba_dtype dtype, uint64_t seed) {
     int64_t n = 1;
     for (int d = 0; d < t->rank; d++)
         n *= t->shape[d];
-    const char *name = t->name;
     uint64_t x = seed;
-    if (ends_with(name, "layernorm.weight") || ends_with(name, "mamba.D")) {
+    double a;
+    switch (jb_synthetic_init(t->name, t->shape[t->rank - 1], &a)) {
+    case JB_INIT_ONES:
         for (int64_t i = 0; i < n; i++)
             store(dst, dtype, i, 1.0f);
-    } else if (ends_with(name, "A_log")) { /* [D_i, N]: log(1 .. N) per channel */
-        const int64_t N = t->shape[1];
+        break;
+    case JB_INIT_A_LOG: /* [D_i, N] */
         for (int64_t i = 0; i < n; i++)
-            store(dst, dtype, i, logf((float)(i % N + 1)));
-    } else if (ends_with(name, "dt_proj.bias")) { /* softplus^-1(dt), dt log-uniform in [0.001, 0.1] */
+            store(dst, dtype, i, logf((float)(i % t->shape[1] + 1)));
+        break;
+    case JB_INIT_DT_BIAS:
         for (int64_t i = 0; i < n; i++) {
             double dt = exp(log(0.001) + unit(&x) * (log(0.1) - log(0.001)));
             store(dst, dtype, i, (float)(dt + log(-expm1(-dt))));
         }
-    } else {
-        const double a = ends_with(name, "conv1d.weight") ? 1.0 / sqrt((double)t->shape[t->rank - 1])
-                         : ends_with(name, "bias")        ? 0.1
-                                                          : 0.02 * sqrt(3.0);
+        break;
+    default:
         for (int64_t i = 0; i < n; i++)
             store(dst, dtype, i, (float)((2 * unit(&x) - 1) * a));
     }

@@ -185,7 +185,7 @@ JB_TEST(plan, the_layout_is_aligned_disjoint_and_grows_with_the_request) {
     cr_assert_eq(L.bytes[JB_BUF_KV], 2ull * 4 * 2 * 1000 * 1024);
     cr_assert_eq(L.bytes[JB_BUF_KV_SCALE], 2ull * 4 * 2 * 1000 * 8 * 4);
     cr_assert_eq(L.bytes[JB_BUF_DEQUANT], 12345ull * 2);
-    cr_assert_eq(L.bytes[JB_BUF_META], jb_ctx_meta_bytes(333, 2, 2 + 333, 7));
+    cr_assert_eq(L.bytes[JB_BUF_META], jb_ctx_meta_layout(333, 2, 2 + 333, 7, NULL));
     cr_assert_eq(L.max_segs, 2);
     /* bf16 KV has no scales; sizes past 64 bits are an error, not a wrap */
     s.kv_dt = JAMBA_DTYPE_BF16;
