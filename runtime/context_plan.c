@@ -11,7 +11,6 @@
 #include "checked.h"
 #include "error.h"
 #include "model.h"
-#include "sizing.h"
 
 #include <stdio.h>
 #include <string.h>
