@@ -33,13 +33,13 @@ static bool quick;
 /* ---- selective scan ------------------------------------------------------------------------------------- */
 
 typedef struct scan_arg {
-    jb_gpu_scan_args a;
-    jb_gpu_step step;
+    jb_cuda_scan_args a;
+    jb_cuda_step_desc step;
 } scan_arg;
 
 static void run_scan(void *p) {
     scan_arg *s = p;
-    CK(jb_gpu_selective_scan(JAMBA_DTYPE_BF16, &s->a, &s->step, 0));
+    CK(jb_cuda_selective_scan(JAMBA_DTYPE_BF16, &s->a, &s->step, 0));
 }
 
 /* One sequence of T tokens, chunked as the forward pass would on this card. */
@@ -48,8 +48,8 @@ static void bench_scan(double copy_gbs, int sms) {
     jb_segment seg = {.seq = 0, .pos = 0, .n = T, .row = 0};
     const int64_t len = jb_scan_chunk_len(T, Di * 16, (int64_t)sms * 1024, 64, 32);
     int32_t *row_seg = malloc((size_t)T * 4);
-    jb_gpu_seg gseg;
-    jb_gpu_chunk *chunks = malloc((size_t)jb_step_plan_max_chunks(T, 1, len) * sizeof *chunks);
+    jb_cuda_seg gseg;
+    jb_cuda_chunk *chunks = malloc((size_t)jb_step_plan_max_chunks(T, 1, len) * sizeof *chunks);
     jb_step_plan plan = {row_seg, &gseg, chunks, 0, 0, 0, 0, 0};
     jb_step_plan_build(&plan, &seg, 1, len);
     void *d_row_seg, *d_seg, *d_chunks;
@@ -60,7 +60,7 @@ static void bench_scan(double copy_gbs, int sms) {
     CK(cudaMemcpy(d_seg, &gseg, sizeof gseg, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_chunks, chunks, (size_t)plan.n_chunks * sizeof *chunks, cudaMemcpyHostToDevice));
     scan_arg s;
-    s.step = (jb_gpu_step){.row_seg = d_row_seg, .segs = d_seg, .chunks = d_chunks, .T = T, .n_segs = 1,
+    s.step = (jb_cuda_step_desc){.row_seg = d_row_seg, .segs = d_seg, .chunks = d_chunks, .T = T, .n_segs = 1,
                            .n_chunks = plan.n_chunks, .n_slots = plan.n_slots, .max_seg_rows = T};
     void *u = dev_random((size_t)(T * Di), 2, 1, 3), *dr = dev_random((size_t)(T * Di), 2, 1, 4);
     void *z = dev_random((size_t)(T * Di), 2, 1, 5), *y;
@@ -71,7 +71,7 @@ static void bench_scan(double copy_gbs, int sms) {
     CK(cudaMalloc((void **)&state, (size_t)(Di * N) * 4));
     CK(cudaMemset(state, 0, (size_t)(Di * N) * 4));
     CK(cudaMalloc((void **)&summary, (size_t)(2 * (plan.n_slots + 1) * Di * N) * 4));
-    s.a = (jb_gpu_scan_args){u, dr, bias, A, xdbl + R, xdbl + R + N, xd, D, z, Di, state, Di * N, y, summary, Di, N};
+    s.a = (jb_cuda_scan_args){u, dr, bias, A, xdbl + R, xdbl + R + N, xd, D, z, Di, state, Di * N, y, summary, Di, N};
     double ms = time_ms(run_scan, &s, 10);
     /* bytes it must move: u, delta, z read and y written (bf16), B and C read (fp32) */
     double bytes = (double)T * Di * 2 * 4 + (double)T * 2 * N * 4;
@@ -86,21 +86,21 @@ static void bench_scan(double copy_gbs, int sms) {
 /* ---- attention -------------------------------------------------------------------------------------------- */
 
 typedef struct attn_arg {
-    jb_gpu_attn_args a;
-    jb_gpu_step step;
+    jb_cuda_attn_args a;
+    jb_cuda_step_desc step;
 } attn_arg;
 
 static void run_attn(void *p) {
     attn_arg *s = p;
-    CK(jb_gpu_attention(JAMBA_DTYPE_BF16, &s->a, &s->step, 2, 0));
+    CK(jb_cuda_attention(JAMBA_DTYPE_BF16, &s->a, &s->step, 2, 0));
 }
 
 static void bench_attention(double gemm_tflops) {
     const int64_t T = quick ? 8192 : 32768, nh = 32, nkv = 8, D = 128, q = nh * D, kv = nkv * D;
     jb_segment seg = {.seq = 0, .pos = 0, .n = T, .row = 0};
     int32_t *row_seg = malloc((size_t)T * 4);
-    jb_gpu_seg gseg;
-    jb_gpu_chunk chunk;
+    jb_cuda_seg gseg;
+    jb_cuda_chunk chunk;
     jb_step_plan plan = {row_seg, &gseg, &chunk, 0, 0, 0, 0, 0};
     jb_step_plan_build(&plan, &seg, 1, T);
     void *d_row_seg, *d_seg;
@@ -109,11 +109,11 @@ static void bench_attention(double gemm_tflops) {
     CK(cudaMemcpy(d_row_seg, row_seg, (size_t)T * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_seg, &gseg, sizeof gseg, cudaMemcpyHostToDevice));
     attn_arg s;
-    s.step = (jb_gpu_step){.row_seg = d_row_seg, .segs = d_seg, .T = T, .n_segs = 1, .n_chunks = 1, .max_seg_rows = T};
+    s.step = (jb_cuda_step_desc){.row_seg = d_row_seg, .segs = d_seg, .T = T, .n_segs = 1, .n_chunks = 1, .max_seg_rows = T};
     void *qkv = dev_random((size_t)(T * (q + 2 * kv)), 2, 1, 10), *k = dev_random((size_t)(T * kv), 2, 1, 11);
     void *v = dev_random((size_t)(T * kv), 2, 1, 12), *out;
     CK(cudaMalloc(&out, (size_t)(T * q) * 2));
-    s.a = (jb_gpu_attn_args){.qkv = qkv, .kv_dt = JAMBA_DTYPE_BF16, .ld_qkv = q + 2 * kv, .k_cache = k, .v_cache = v, .seq_stride = T * kv,
+    s.a = (jb_cuda_attn_args){.qkv = qkv, .kv_dt = JAMBA_DTYPE_BF16, .ld_qkv = q + 2 * kv, .k_cache = k, .v_cache = v, .seq_stride = T * kv,
                              .out = out, .n_heads = nh, .n_kv_heads = nkv, .head_dim = D, .n_splits = 1,
                              .split_len = T};
     double ms = time_ms(run_attn, &s, 5);

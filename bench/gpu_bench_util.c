@@ -1,7 +1,7 @@
 /*
  * gpu_bench_util.c — shared pieces of the GPU benchmarks (gpu_bench_util.h).
  */
-#include "gpu_bench_util.h"
+#include "bench/gpu_bench_util.h"
 
 #include "cuda/ops.h"
 
@@ -119,7 +119,7 @@ typedef struct gemm_arg {
 
 static void run_gemm(void *p) {
     gemm_arg *g = p;
-    jb_gpu_gemm(g->h, JAMBA_DTYPE_BF16, JAMBA_DTYPE_BF16, g->C, g->n, g->A, g->n, g->B, g->n, g->n, g->n);
+    jb_cuda_gemm(g->h, JAMBA_DTYPE_BF16, JAMBA_DTYPE_BF16, g->C, g->n, g->A, g->n, g->B, g->n, g->n, g->n);
 }
 
 double bench_gemm(int n) {

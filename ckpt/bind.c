@@ -8,12 +8,12 @@
  *   stacked experts     feed_forward.experts.gate_up_proj [E, 2I, H] (gate rows first) and
  *                       feed_forward.experts.down_proj [E, H, I]
  */
-#include "weights.h"
+#include "ckpt/weights.h"
 
-#include "../runtime/alloc.h"
-#include "../runtime/error.h"
-#include "config.h"
-#include "dtype.h"
+#include "base/alloc.h"
+#include "base/error.h"
+#include "ckpt/config.h"
+#include "ckpt/dtype.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,12 +1,12 @@
 /*
  * checkpoint.c — open the weight files of a model folder and build one name-sorted tensor table.
  */
-#include "checkpoint.h"
+#include "ckpt/checkpoint.h"
 
-#include "../runtime/alloc.h"
-#include "../runtime/checked.h"
-#include "../runtime/error.h"
-#include "json.h"
+#include "base/alloc.h"
+#include "base/checked.h"
+#include "base/error.h"
+#include "ckpt/json.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "jamba.h"
-#include "safetensors.h"
+#include "ckpt/safetensors.h"
 
 #define JB_INDEX_FILE "model.safetensors.index.json"
 #define JB_SINGLE_FILE "model.safetensors"

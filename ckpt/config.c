@@ -7,11 +7,11 @@
  * are checked. Keys this runtime does not use are accepted; unknown ones become notes, never silent
  * behaviour changes.
  */
-#include "config.h"
+#include "ckpt/config.h"
 
-#include "../runtime/alloc.h"
-#include "../runtime/error.h"
-#include "json.h"
+#include "base/alloc.h"
+#include "base/error.h"
+#include "ckpt/json.h"
 
 #include <math.h>
 #include <stdio.h>

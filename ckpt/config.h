@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../runtime/strlist.h"
+#include "base/strlist.h"
 #include "jamba.h"
 
 #define JB_CONFIG_MAX_BYTES (4ull << 20)

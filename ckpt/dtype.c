@@ -1,7 +1,7 @@
 /*
  * dtype.c — the safetensors dtype table.
  */
-#include "dtype.h"
+#include "ckpt/dtype.h"
 
 #include <math.h>
 #include <string.h>

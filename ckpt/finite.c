@@ -2,9 +2,9 @@
  * finite.c — optional load-time scan for NaN/Inf weights (the format allows them; a model with them is
  * almost always a broken conversion).
  */
-#include "weights.h"
+#include "ckpt/weights.h"
 
-#include "../runtime/error.h"
+#include "base/error.h"
 
 #include <math.h>
 #include <string.h>

@@ -1,10 +1,10 @@
 /*
  * json.c — strict JSON helpers.
  */
-#include "json.h"
+#include "ckpt/json.h"
 
-#include "../runtime/alloc.h"
-#include "../runtime/error.h"
+#include "base/alloc.h"
+#include "base/error.h"
 
 #include <errno.h>
 #include <fcntl.h>

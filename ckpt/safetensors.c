@@ -1,13 +1,13 @@
 /*
  * safetensors.c — safetensors parsing and validation (see safetensors.h for the rules).
  */
-#include "safetensors.h"
+#include "ckpt/safetensors.h"
 
-#include "../runtime/alloc.h"
-#include "../runtime/checked.h"
-#include "../runtime/error.h"
-#include "dtype.h"
-#include "json.h"
+#include "base/alloc.h"
+#include "base/checked.h"
+#include "base/error.h"
+#include "ckpt/dtype.h"
+#include "ckpt/json.h"
 
 #include <errno.h>
 #include <fcntl.h>

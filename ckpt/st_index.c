@@ -2,11 +2,11 @@
  * st_index.c — model.safetensors.index.json: {"metadata": {"total_size": N, ...}, "weight_map": {tensor:
  * shard file}}. Validated on its own here; checkpoint.c cross-checks it against the shards.
  */
-#include "checkpoint.h"
+#include "ckpt/checkpoint.h"
 
-#include "../runtime/alloc.h"
-#include "../runtime/error.h"
-#include "json.h"
+#include "base/alloc.h"
+#include "base/error.h"
+#include "ckpt/json.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,12 +1,12 @@
 /*
  * st_write.c — safetensors writer (see st_write.h).
  */
-#include "st_write.h"
+#include "ckpt/st_write.h"
 
-#include "../runtime/alloc.h"
-#include "../runtime/atomic_file.h"
-#include "../runtime/checked.h"
-#include "../runtime/error.h"
+#include "base/alloc.h"
+#include "base/atomic_file.h"
+#include "base/checked.h"
+#include "base/error.h"
 
 #include <jansson.h>
 #include <stdio.h>

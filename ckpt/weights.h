@@ -11,8 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../runtime/strlist.h"
-#include "checkpoint.h"
+#include "base/strlist.h"
+#include "ckpt/checkpoint.h"
 #include "jamba.h"
 
 typedef struct jb_weight {

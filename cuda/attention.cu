@@ -12,8 +12,8 @@
  * The cache holds the activation type, or fp8 e4m3 with one fp32 scale per (token, KV head): both paths
  * widen a key or value as fp8 × scale (the flash path into its bf16 tiles).
  */
-#include "common.cuh"
-#include "ops.h"
+#include "cuda/common.cuh"
+#include "cuda/ops.h"
 
 #include <cuda_fp8.h>
 #include <mma.h>
@@ -34,13 +34,13 @@ template <> struct kv_scaled<fp8> {
 /* ---- KV append -------------------------------------------------------------------------------------- */
 
 template <typename T>
-__global__ void kv_append_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *segs, int64_t T_rows) {
+__global__ void kv_append_kernel(jb_cuda_attn_args a, const int32_t *row_seg, const jb_cuda_seg *segs, int64_t T_rows) {
     const int64_t kv = a.n_kv_heads * a.head_dim, q = a.n_heads * a.head_dim;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= T_rows * kv)
         return;
     const int64_t r = i / kv, e = i % kv;
-    const jb_gpu_seg s = segs[row_seg[r]];
+    const jb_cuda_seg s = segs[row_seg[r]];
     const int64_t dst = (int64_t)s.seq * a.seq_stride + (s.pos + r - s.row) * kv + e;
     const T *src = (const T *)a.qkv + r * a.ld_qkv;
     ((T *)a.k_cache)[dst] = src[q + e];
@@ -49,7 +49,7 @@ __global__ void kv_append_kernel(jb_gpu_attn_args a, const int32_t *row_seg, con
 
 /* One warp per (row, KV head): the head's k (then v) values, their amax, the scale, the fp8 bytes. */
 template <typename T>
-__global__ void kv_append_fp8_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *segs,
+__global__ void kv_append_fp8_kernel(jb_cuda_attn_args a, const int32_t *row_seg, const jb_cuda_seg *segs,
                                      int64_t T_rows) {
     const int lane = threadIdx.x & 31;
     const int64_t item = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -57,7 +57,7 @@ __global__ void kv_append_fp8_kernel(jb_gpu_attn_args a, const int32_t *row_seg,
         return;
     const int64_t D = a.head_dim, r = item / a.n_kv_heads, h = item % a.n_kv_heads;
     const int64_t kv = a.n_kv_heads * D, q = a.n_heads * D;
-    const jb_gpu_seg s = segs[row_seg[r]];
+    const jb_cuda_seg s = segs[row_seg[r]];
     const int64_t tok = s.pos + r - s.row;
     for (int which = 0; which < 2; which++) {
         const T *x = (const T *)a.qkv + r * a.ld_qkv + q + which * kv + h * D;
@@ -74,7 +74,7 @@ __global__ void kv_append_fp8_kernel(jb_gpu_attn_args a, const int32_t *row_seg,
     }
 }
 
-extern "C" cudaError_t jb_gpu_kv_append(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step,
+extern "C" cudaError_t jb_cuda_kv_append(jamba_dtype dt, const jb_cuda_attn_args *a, const jb_cuda_step_desc *step,
                                        cudaStream_t stream) {
     const int64_t n = step->T * a->n_kv_heads * a->head_dim;
     if (n == 0)
@@ -106,7 +106,7 @@ extern "C" cudaError_t jb_gpu_kv_append(jamba_dtype dt, const jb_gpu_attn_args *
  * cache element type (T, or fp8 with scales). */
 template <typename T, typename TC, int DPL>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
-attn_split_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *segs, int head_groups) {
+attn_split_kernel(jb_cuda_attn_args a, const int32_t *row_seg, const jb_cuda_seg *segs, int head_groups) {
     const int64_t D = a.head_dim, kv_w = a.n_kv_heads * D, q_w = a.n_heads * D;
     const int64_t group = a.n_heads / a.n_kv_heads;
     const int64_t r = blockIdx.x;
@@ -116,7 +116,7 @@ attn_split_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *
                                                                                   : HEADS_PER_BLOCK);
     const int split = blockIdx.z, n_splits = gridDim.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const jb_gpu_seg s = segs[row_seg[r]];
+    const jb_cuda_seg s = segs[row_seg[r]];
     const int64_t n_keys = s.pos + (r - s.row) + 1;
     const int64_t k0 = (int64_t)split * a.split_len;
     const int64_t k1 = k0 + a.split_len < n_keys ? k0 + a.split_len : n_keys;
@@ -213,7 +213,7 @@ attn_split_kernel(jb_gpu_attn_args a, const int32_t *row_seg, const jb_gpu_seg *
 
 /* Merge the splits of one (row, head): grid x = row, y = head; threads over d_h. */
 template <typename T>
-__global__ void attn_combine_kernel(jb_gpu_attn_args a, int n_splits) {
+__global__ void attn_combine_kernel(jb_cuda_attn_args a, int n_splits) {
     const int64_t D = a.head_dim, r = blockIdx.x, head = blockIdx.y;
     const float *part = a.partial + (r * a.n_heads + head) * n_splits * (D + 2);
     float M = -INFINITY;
@@ -235,7 +235,7 @@ __global__ void attn_combine_kernel(jb_gpu_attn_args a, int n_splits) {
 }
 
 template <typename T, typename TC, int DPL>
-static cudaError_t split_launch(const jb_gpu_attn_args *a, const jb_gpu_step *step, int n_splits, cudaStream_t stream) {
+static cudaError_t split_launch(const jb_cuda_attn_args *a, const jb_cuda_step_desc *step, int n_splits, cudaStream_t stream) {
     const int64_t group = a->n_heads / a->n_kv_heads;
     const int head_groups = (int)((group + HEADS_PER_BLOCK - 1) / HEADS_PER_BLOCK);
     if (step->T > INT32_MAX || (int64_t)a->n_kv_heads * head_groups > 65535 || n_splits > 65535)
@@ -254,7 +254,7 @@ static cudaError_t split_launch(const jb_gpu_attn_args *a, const jb_gpu_step *st
 }
 
 template <typename T, typename TC>
-static cudaError_t split_dispatch(const jb_gpu_attn_args *a, const jb_gpu_step *step, int n_splits, cudaStream_t stream) {
+static cudaError_t split_dispatch(const jb_cuda_attn_args *a, const jb_cuda_step_desc *step, int n_splits, cudaStream_t stream) {
     const int64_t dpl = (a->head_dim + 31) / 32;
     if (dpl <= 1)
         return split_launch<T, TC, 1>(a, step, n_splits, stream);
@@ -328,7 +328,7 @@ __device__ void flash_load_rows(bf16 *dst, const fp8 *src, int64_t ld, int valid
 
 template <int D, typename TC>
 __global__ void __launch_bounds__(FL_WARPS * 32)
-attn_flash_kernel(jb_gpu_attn_args a, const jb_gpu_seg *segs, int64_t n_segs) {
+attn_flash_kernel(jb_cuda_attn_args a, const jb_cuda_seg *segs, int64_t n_segs) {
     using namespace nvcuda;
     using L = flash_smem<D>;
     extern __shared__ __align__(128) unsigned char fl_smem[];
@@ -347,7 +347,7 @@ attn_flash_kernel(jb_gpu_attn_args a, const jb_gpu_seg *segs, int64_t n_segs) {
     }
     if (si == n_segs)
         return;
-    const jb_gpu_seg s = segs[si];
+    const jb_cuda_seg s = segs[si];
     const int64_t head = blockIdx.y, kvh = head / (a.n_heads / a.n_kv_heads);
     const int64_t q0 = tile * FL_BM; /* first query of the tile, within the segment */
     const int q_valid = (int)(s.n - q0 < FL_BM ? s.n - q0 : FL_BM);
@@ -452,7 +452,7 @@ attn_flash_kernel(jb_gpu_attn_args a, const jb_gpu_seg *segs, int64_t n_segs) {
 }
 
 template <int D, typename TC>
-static cudaError_t flash_launch(const jb_gpu_attn_args *a, const jb_gpu_step *step, cudaStream_t stream) {
+static cudaError_t flash_launch(const jb_cuda_attn_args *a, const jb_cuda_step_desc *step, cudaStream_t stream) {
     const size_t smem = flash_smem<D>::bytes;
     cudaError_t e =
         cudaFuncSetAttribute(attn_flash_kernel<D, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -470,7 +470,7 @@ static cudaError_t flash_launch(const jb_gpu_attn_args *a, const jb_gpu_step *st
 
 /* ---- entry -------------------------------------------------------------------------------------------- */
 
-extern "C" cudaError_t jb_gpu_attention(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step,
+extern "C" cudaError_t jb_cuda_attention(jamba_dtype dt, const jb_cuda_attn_args *a, const jb_cuda_step_desc *step,
                                        int force_path, cudaStream_t stream) {
     if (step->T == 0)
         return cudaSuccess;

@@ -3,11 +3,11 @@
  * (state, workspaces, step metadata), its stream and cuBLAS handle; sampling on the device; and the
  * sequence-state operations (reset, copy, read and write for state files).
  */
-#include "../ckpt/config.h"
-#include "../ckpt/dtype.h"
-#include "../runtime/alloc.h"
-#include "../runtime/error.h"
-#include "context_dev.h"
+#include "ckpt/config.h"
+#include "ckpt/dtype.h"
+#include "base/alloc.h"
+#include "base/error.h"
+#include "cuda/context_dev.h"
 
 #include <cuda_fp8.h>
 #include <math.h>
@@ -87,8 +87,8 @@ void meta_place(jb_cuda_ctx *c, char *base, bool device) {
     uint64_t off[JB_META_PARTS];
     jb_ctx_meta_layout(c->Tb, c->max_segs, c->max_chunks, c->cap, off);
     int32_t *tokens = (int32_t *)(base + off[JB_META_TOKENS]), *row_seg = (int32_t *)(base + off[JB_META_ROW_SEG]);
-    jb_gpu_seg *segs = (jb_gpu_seg *)(base + off[JB_META_SEGS]);
-    jb_gpu_chunk *chunks = (jb_gpu_chunk *)(base + off[JB_META_CHUNKS]);
+    jb_cuda_seg *segs = (jb_cuda_seg *)(base + off[JB_META_SEGS]);
+    jb_cuda_chunk *chunks = (jb_cuda_chunk *)(base + off[JB_META_CHUNKS]);
     int64_t *logit_src = (int64_t *)(base + off[JB_META_LOGIT_SRC]);
     if (device) {
         c->d_tokens = tokens, c->d_row_seg = row_seg, c->d_segs = segs, c->d_chunks = chunks;
@@ -170,8 +170,8 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
             what = "pinned step buffer";
         else if ((e = cudaMallocHost((void **)&c->h_begin, (size_t)(c->E + 1) * 4)) != cudaSuccess)
             what = "pinned MoE buffer";
-        else if ((e = cudaMallocHost((void **)&c->h_sp, JB_CUDA_SAMPLE_ROWS * sizeof(jb_gpu_sample_params))) != cudaSuccess ||
-                 (e = cudaMallocHost((void **)&c->h_pen, (size_t)JB_CUDA_SAMPLE_ROWS * JB_GPU_SAMPLE_MAX_PENALIZED * 4)) !=
+        else if ((e = cudaMallocHost((void **)&c->h_sp, JB_CUDA_SAMPLE_ROWS * sizeof(jb_sample_params))) != cudaSuccess ||
+                 (e = cudaMallocHost((void **)&c->h_pen, (size_t)JB_CUDA_SAMPLE_ROWS * JB_SAMPLE_MAX_PENALIZED * 4)) !=
                      cudaSuccess ||
                  (e = cudaMallocHost((void **)&c->h_stok, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess ||
                  (e = cudaMallocHost((void **)&c->h_sused, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess)
@@ -226,27 +226,27 @@ extern "C" uint64_t jb_cuda_ctx_bytes(const jb_cuda_ctx *c) { return c->arena_by
 
 /* ---- sampling ----------------------------------------------------------------------------------------- */
 
-extern "C" jamba_status jb_cuda_sample(jb_cuda_ctx *c, int64_t n, const jb_gpu_sample_params *params,
+extern "C" jamba_status jb_cuda_sample(jb_cuda_ctx *c, int64_t n, const jb_sample_params *params,
                                        const int32_t *penalized, int64_t max_penalized, int32_t *tokens,
                                        int32_t *used_draw, jamba_error *err) {
     JB_TRY(jb_cuda_check_alive(c, err));
     jb_device_scope scope(c->device);
-    if (n > c->cap || max_penalized > JB_GPU_SAMPLE_MAX_PENALIZED)
+    if (n > c->cap || max_penalized > JB_SAMPLE_MAX_PENALIZED)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "CUDA sampling: %lld rows (at most %lld), %lld penalised ids "
                        "(at most %d)", (long long)n, (long long)c->cap, (long long)max_penalized,
-                       JB_GPU_SAMPLE_MAX_PENALIZED);
+                       JB_SAMPLE_MAX_PENALIZED);
     for (int64_t r0 = 0; r0 < n; r0 += JB_CUDA_SAMPLE_ROWS) {
         const int64_t m = n - r0 < JB_CUDA_SAMPLE_ROWS ? n - r0 : JB_CUDA_SAMPLE_ROWS;
         memcpy(c->h_sp, params + r0, (size_t)m * sizeof *params);
         for (int64_t i = 0; i < m; i++)
-            memcpy(c->h_pen + i * JB_GPU_SAMPLE_MAX_PENALIZED, penalized + (r0 + i) * max_penalized,
+            memcpy(c->h_pen + i * JB_SAMPLE_MAX_PENALIZED, penalized + (r0 + i) * max_penalized,
                    (size_t)params[r0 + i].n_penalized * 4);
         cudaError_t e = cudaMemcpyAsync(c->d_sp, c->h_sp, (size_t)m * sizeof *params, cudaMemcpyHostToDevice, c->stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(c->d_pen, c->h_pen, (size_t)m * JB_GPU_SAMPLE_MAX_PENALIZED * 4, cudaMemcpyHostToDevice,
+            e = cudaMemcpyAsync(c->d_pen, c->h_pen, (size_t)m * JB_SAMPLE_MAX_PENALIZED * 4, cudaMemcpyHostToDevice,
                                 c->stream);
         if (e == cudaSuccess)
-            e = jb_gpu_sample(c->logits + r0 * c->V, m, c->V, c->d_sp, c->d_pen, JB_GPU_SAMPLE_MAX_PENALIZED, c->d_swork,
+            e = jb_cuda_sample_rows(c->logits + r0 * c->V, m, c->V, c->d_sp, c->d_pen, JB_SAMPLE_MAX_PENALIZED, c->d_swork,
                               c->d_stok, c->d_sused, c->stream);
         if (e == cudaSuccess)
             e = cudaMemcpyAsync(c->h_stok, c->d_stok, (size_t)m * 4, cudaMemcpyDeviceToHost, c->stream);

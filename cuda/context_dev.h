@@ -12,13 +12,13 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "../runtime/model.h"
-#include "backend.h"
-#include "ctx_layout.h"
-#include "ops.h"
-#include "weights_dev.h"
+#include "backend/model.h"
+#include "cuda/cuda_ctx.h"
+#include "cuda/ctx_layout.h"
+#include "cuda/ops.h"
+#include "cuda/weights_dev.h"
 
-struct jb_cuda_ctx {
+struct jb_backend_ctx { /* jb_cuda_ctx */
     const jamba_model *model;
     const jamba_config *cfg;
     const jb_cuda_weights *w;
@@ -80,12 +80,12 @@ struct jb_cuda_ctx {
     int64_t max_segs, max_chunks;
     int32_t *d_tokens, *h_tokens;       /* [Tb] */
     int32_t *d_row_seg, *h_row_seg;     /* [Tb] */
-    jb_gpu_seg *d_segs, *h_segs;        /* [max_segs] */
-    jb_gpu_chunk *d_chunks, *h_chunks;  /* [max_chunks] */
+    jb_cuda_seg *d_segs, *h_segs;        /* [max_segs] */
+    jb_cuda_chunk *d_chunks, *h_chunks;  /* [max_chunks] */
     int64_t *d_logit_src, *h_logit_src; /* [max(cap, GRAPH_ROWS)] */
 
     /* sampling */
-    jb_gpu_sample_params *d_sp, *h_sp;  /* [SAMPLE_ROWS] */
+    jb_sample_params *d_sp, *h_sp;  /* [SAMPLE_ROWS] */
     int32_t *d_pen, *h_pen;             /* [SAMPLE_ROWS, MAX_PENALIZED] */
     float *d_swork;                     /* [SAMPLE_ROWS, V] */
     int32_t *d_stok, *h_stok, *d_sused, *h_sused; /* [SAMPLE_ROWS] */

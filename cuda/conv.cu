@@ -7,17 +7,17 @@
  * on to the segment's last K-1 inputs (older window entries when the segment is shorter than K-1). The
  * sum runs in the CPU reference's order: taps 0 .. K-1, then the bias (runtime/cpu_mamba.c).
  */
-#include "common.cuh"
-#include "ops.h"
+#include "cuda/common.cuh"
+#include "cuda/ops.h"
 
 template <typename T>
-__global__ void conv_silu_kernel(jb_gpu_conv_args a, const int32_t *row_seg, const jb_gpu_seg *segs, int64_t T_rows) {
+__global__ void conv_silu_kernel(jb_cuda_conv_args a, const int32_t *row_seg, const jb_cuda_seg *segs, int64_t T_rows) {
     const int64_t Di = a.d_inner, K = a.d_conv;
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= T_rows * Di)
         return;
     const int64_t row = i / Di, c = i % Di;
-    const jb_gpu_seg s = segs[row_seg[row]];
+    const jb_cuda_seg s = segs[row_seg[row]];
     const int64_t offset = row - s.row; /* index within the segment */
     const T *x = (const T *)a.x;
     const float *w = a.w + c * K;
@@ -36,12 +36,12 @@ __global__ void conv_silu_kernel(jb_gpu_conv_args a, const int32_t *row_seg, con
 /* Window entry k (k < K-1) becomes input n-(K-1)+k of the segment: a row of x, or an older window entry
  * at index n+k > k, which ascending k has not overwritten yet. */
 template <typename T>
-__global__ void conv_window_kernel(jb_gpu_conv_args a, const jb_gpu_seg *segs, int64_t n_segs) {
+__global__ void conv_window_kernel(jb_cuda_conv_args a, const jb_cuda_seg *segs, int64_t n_segs) {
     const int64_t Di = a.d_inner, K = a.d_conv;
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_segs * Di)
         return;
-    const jb_gpu_seg s = segs[i / Di];
+    const jb_cuda_seg s = segs[i / Di];
     const int64_t c = i % Di;
     const T *x = (const T *)a.x;
     float *win = a.window + s.seq * a.window_stride + c * (K - 1);
@@ -51,7 +51,7 @@ __global__ void conv_window_kernel(jb_gpu_conv_args a, const jb_gpu_seg *segs, i
     }
 }
 
-template <typename T> static cudaError_t conv_launch(const jb_gpu_conv_args *a, const jb_gpu_step *step, cudaStream_t stream) {
+template <typename T> static cudaError_t conv_launch(const jb_cuda_conv_args *a, const jb_cuda_step_desc *step, cudaStream_t stream) {
     conv_silu_kernel<T><<<div_up(step->T * a->d_inner, 256), 256, 0, stream>>>(*a, step->row_seg, step->segs, step->T);
     cudaError_t e = JB_LAUNCH_CHECK();
     if (e != cudaSuccess || a->d_conv < 2)
@@ -60,7 +60,7 @@ template <typename T> static cudaError_t conv_launch(const jb_gpu_conv_args *a, 
     return JB_LAUNCH_CHECK();
 }
 
-extern "C" cudaError_t jb_gpu_conv_silu(jamba_dtype dt, const jb_gpu_conv_args *a, const jb_gpu_step *step,
+extern "C" cudaError_t jb_cuda_conv_silu(jamba_dtype dt, const jb_cuda_conv_args *a, const jb_cuda_step_desc *step,
                                        cudaStream_t stream) {
     if (step->T == 0)
         return cudaSuccess;

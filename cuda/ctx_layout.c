@@ -1,12 +1,13 @@
 /*
  * ctx_layout.c — device memory sizes of CUDA contexts and weights (ctx_layout.h).
  */
-#include "ctx_layout.h"
+#include "cuda/ctx_layout.h"
 
-#include "../ckpt/config.h"
-#include "../runtime/checked.h"
-#include "../runtime/error.h"
-#include "gpu_types.h"
+#include "ckpt/config.h"
+#include "base/checked.h"
+#include "base/error.h"
+#include "backend/backend.h"
+#include "cuda/gpu_types.h"
 
 #include <string.h>
 
@@ -40,8 +41,8 @@ static uint64_t es_of(jamba_dtype d) { return (uint64_t)jamba_dtype_size(d); }
 
 uint64_t jb_ctx_meta_layout(int64_t Tb, int64_t max_segs, int64_t max_chunks, int64_t cap,
                             uint64_t offset[JB_META_PARTS]) {
-    const uint64_t parts[JB_META_PARTS] = {(uint64_t)Tb * 4, (uint64_t)Tb * 4, (uint64_t)max_segs * sizeof(jb_gpu_seg),
-                                           (uint64_t)max_chunks * sizeof(jb_gpu_chunk),
+    const uint64_t parts[JB_META_PARTS] = {(uint64_t)Tb * 4, (uint64_t)Tb * 4, (uint64_t)max_segs * sizeof(jb_cuda_seg),
+                                           (uint64_t)max_chunks * sizeof(jb_cuda_chunk),
                                            (uint64_t)max2(cap, JB_CUDA_GRAPH_ROWS) * 8};
     uint64_t off = 0;
     for (int i = 0; i < JB_META_PARTS; i++) {
@@ -103,8 +104,8 @@ jamba_status jb_ctx_layout_plan(const jamba_config *c, const jb_ctx_shape *s, jb
     b[JB_BUF_LOGITS] = prod(&z, (uint64_t)s->cap, V, 4, 1);
     b[JB_BUF_GRAPH_LOGITS] = prod(&z, s->graphs ? JB_CUDA_GRAPH_ROWS : 0, V, 4, 1);
     b[JB_BUF_META] = jb_ctx_meta_layout(s->Tb, out->max_segs, out->max_chunks, s->cap, NULL);
-    b[JB_BUF_SAMPLE_PARAMS] = JB_CUDA_SAMPLE_ROWS * sizeof(jb_gpu_sample_params);
-    b[JB_BUF_SAMPLE_PEN] = (uint64_t)JB_CUDA_SAMPLE_ROWS * JB_GPU_SAMPLE_MAX_PENALIZED * 4;
+    b[JB_BUF_SAMPLE_PARAMS] = JB_CUDA_SAMPLE_ROWS * sizeof(jb_sample_params);
+    b[JB_BUF_SAMPLE_PEN] = (uint64_t)JB_CUDA_SAMPLE_ROWS * JB_SAMPLE_MAX_PENALIZED * 4;
     b[JB_BUF_SAMPLE_WORK] = prod(&z, JB_CUDA_SAMPLE_ROWS, V, 4, 1);
     b[JB_BUF_SAMPLE_TOK] = JB_CUDA_SAMPLE_ROWS * 4;
     b[JB_BUF_SAMPLE_USED] = JB_CUDA_SAMPLE_ROWS * 4;

@@ -98,8 +98,8 @@ jamba_status jb_ctx_layout_plan(const jamba_config *cfg, const jb_ctx_shape *s, 
 typedef enum jb_meta_part {
     JB_META_TOKENS,     /* [Tb] i32 */
     JB_META_ROW_SEG,    /* [Tb] i32 */
-    JB_META_SEGS,       /* [max_segs] jb_gpu_seg */
-    JB_META_CHUNKS,     /* [max_chunks] jb_gpu_chunk */
+    JB_META_SEGS,       /* [max_segs] jb_cuda_seg */
+    JB_META_CHUNKS,     /* [max_chunks] jb_cuda_chunk */
     JB_META_LOGIT_SRC,  /* [max(cap, GRAPH_ROWS)] i64 */
     JB_META_PARTS
 } jb_meta_part;

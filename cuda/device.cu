@@ -5,9 +5,9 @@
  * the architectures this build contains (no kernel image), a driver older than the runtime, or a device
  * that is present but unusable. The caller's current device is restored afterwards.
  */
-#include "device.h"
+#include "cuda/device.h"
 
-#include "../runtime/error.h"
+#include "base/error.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

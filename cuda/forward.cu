@@ -8,10 +8,10 @@
  * nothing in it depends on host values that change from step to step. Prefill steps run the same code
  * directly and may use cuBLAS per expert (one host read of the expert counts per MoE layer).
  */
-#include "../ckpt/config.h"
-#include "../runtime/error.h"
-#include "context_dev.h"
-#include "step_plan.h"
+#include "ckpt/config.h"
+#include "base/error.h"
+#include "cuda/context_dev.h"
+#include "cuda/step_plan.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -57,8 +57,8 @@ struct run_state {
 
 void *at(void *base, int64_t elems, size_t es) { return (char *)base + (size_t)elems * es; }
 
-jb_gpu_step device_step(const jb_cuda_ctx *c, const shape &s) {
-    jb_gpu_step st;
+jb_cuda_step_desc device_step(const jb_cuda_ctx *c, const shape &s) {
+    jb_cuda_step_desc st;
     st.tokens = c->d_tokens;
     st.row_seg = c->d_row_seg;
     st.segs = c->d_segs;
@@ -74,35 +74,35 @@ jb_gpu_step device_step(const jb_cuda_ctx *c, const shape &s) {
 bool mamba_layer(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const shape &s, run_state &rs) {
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, Di = c->Di, N = c->N, R = c->R, K = c->K, xd = R + 2 * N;
-    const jb_gpu_step step = device_step(c, s);
-    BL(jb_gpu_gemm(c->blas, dt, dt, c->wide, 2 * Di, c->xn, H, w->in_proj, T, 2 * Di, H), "mamba in_proj");
+    const jb_cuda_step_desc step = device_step(c, s);
+    BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, 2 * Di, c->xn, H, w->in_proj, T, 2 * Di, H), "mamba in_proj");
     if (w->in_bias)
-        CU(jb_gpu_add_bias(dt, c->wide, 2 * Di, w->in_bias, T, 2 * Di, c->stream), "mamba in_proj bias");
-    jb_gpu_conv_args conv = {c->wide, 2 * Di, w->conv_w, w->conv_b, c->conv + slot * Di * (K - 1),
+        CU(jb_cuda_add_bias(dt, c->wide, 2 * Di, w->in_bias, T, 2 * Di, c->stream), "mamba in_proj bias");
+    jb_cuda_conv_args conv = {c->wide, 2 * Di, w->conv_w, w->conv_b, c->conv + slot * Di * (K - 1),
                              c->M * Di * (K - 1), c->u, Di, K};
-    CU(jb_gpu_conv_silu(dt, &conv, &step, c->stream), "mamba conv1d");
-    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->xdbl, xd, c->u, Di, w->x_proj, T, xd, Di), "mamba x_proj");
-    CU(jb_gpu_ssm_params(dt, c->xdbl, T, R, N, w->dt_norm, w->b_norm, w->c_norm, (float)c->cfg->rms_norm_eps,
+    CU(jb_cuda_conv_silu(dt, &conv, &step, c->stream), "mamba conv1d");
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->xdbl, xd, c->u, Di, w->x_proj, T, xd, Di), "mamba x_proj");
+    CU(jb_cuda_ssm_params(dt, c->xdbl, T, R, N, w->dt_norm, w->b_norm, w->c_norm, (float)c->cfg->rms_norm_eps,
                          c->dt_in, c->stream), "mamba dt/B/C norms");
-    BL(jb_gpu_gemm(c->blas, dt, dt, c->delta, Di, c->dt_in, R, w->dt_proj, T, Di, R), "mamba dt_proj");
-    jb_gpu_scan_args scan = {c->u, c->delta, w->dt_bias, w->A, c->xdbl + R, c->xdbl + R + N, xd, w->D,
+    BL(jb_cuda_gemm(c->blas, dt, dt, c->delta, Di, c->dt_in, R, w->dt_proj, T, Di, R), "mamba dt_proj");
+    jb_cuda_scan_args scan = {c->u, c->delta, w->dt_bias, w->A, c->xdbl + R, c->xdbl + R + N, xd, w->D,
                              at(c->wide, Di, c->es), 2 * Di, c->ssm + slot * Di * N, c->M * Di * N, c->y,
                              c->summary, Di, N};
-    CU(jb_gpu_selective_scan(dt, &scan, &step, c->stream), "mamba selective scan");
-    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, Di, w->out_proj, T, H, Di), "mamba out_proj");
+    CU(jb_cuda_selective_scan(dt, &scan, &step, c->stream), "mamba selective scan");
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, Di, w->out_proj, T, H, Di), "mamba out_proj");
     if (w->out_bias)
-        CU(jb_gpu_add_bias(JAMBA_DTYPE_F32, c->mix, H, w->out_bias, T, H, c->stream), "mamba out_proj bias");
+        CU(jb_cuda_add_bias(JAMBA_DTYPE_F32, c->mix, H, w->out_bias, T, H, c->stream), "mamba out_proj bias");
     return true;
 }
 
 bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const shape &s, run_state &rs) {
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, qw = c->q + 2 * c->kv;
-    const jb_gpu_step step = device_step(c, s);
-    BL(jb_gpu_gemm(c->blas, dt, dt, c->wide, qw, c->xn, H, w->qkv, T, qw, H), "attention q/k/v");
+    const jb_cuda_step_desc step = device_step(c, s);
+    BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, qw, c->xn, H, w->qkv, T, qw, H), "attention q/k/v");
     const int64_t layer_off = slot * 2 * c->C * c->kv; /* [S][A][2][C][kv] */
     const int64_t n_kv = c->cfg->num_key_value_heads, scale_off = slot * 2 * c->C * n_kv; /* [S][A][2][C][n_kv] */
-    jb_gpu_attn_args a = {};
+    jb_cuda_attn_args a = {};
     a.qkv = c->wide;
     a.ld_qkv = qw;
     a.k_cache = at(c->kv_cache, layer_off, c->kv_es);
@@ -120,9 +120,9 @@ bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const 
     a.partial_capacity = c->partial_cap;
     a.n_splits = s.n_splits;
     a.split_len = s.split_len;
-    CU(jb_gpu_kv_append(dt, &a, &step, c->stream), "attention KV append");
-    CU(jb_gpu_attention(dt, &a, &step, 0, c->stream), "attention");
-    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, c->q, w->o_proj, T, H, c->q), "attention o_proj");
+    CU(jb_cuda_kv_append(dt, &a, &step, c->stream), "attention KV append");
+    CU(jb_cuda_attention(dt, &a, &step, 0, c->stream), "attention");
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, c->q, w->o_proj, T, H, c->q), "attention o_proj");
     return true;
 }
 
@@ -133,16 +133,16 @@ bool ffn_matmul(jb_cuda_ctx *c, const jb_dev_layer *w, const void *W, const floa
                 void *Y, const void *X, int64_t n, int64_t N, int64_t K, const char *what, run_state &rs) {
     const jamba_dtype dt = c->dt;
     if (w->ffn_wdt != JAMBA_DTYPE_I8) {
-        BL(jb_gpu_gemm(c->blas, dt, out_dt, Y, N, X, K, W, n, N, K), what);
+        BL(jb_cuda_gemm(c->blas, dt, out_dt, Y, N, X, K, W, n, N, K), what);
         return true;
     }
     if (n <= JB_CUDA_GEMV_SLOTS) {
-        jb_gpu_gemv_args g = {W, JAMBA_DTYPE_I8, scale, 0, N, K, X, K, NULL, NULL, n, 1, Y, out_dt == JAMBA_DTYPE_F32};
-        CU(jb_gpu_expert_gemv(dt, &g, c->stream), what);
+        jb_cuda_gemv_args g = {W, JAMBA_DTYPE_I8, scale, 0, N, K, X, K, NULL, NULL, n, 1, Y, out_dt == JAMBA_DTYPE_F32};
+        CU(jb_cuda_expert_gemv(dt, &g, c->stream), what);
         return true;
     }
-    CU(jb_gpu_dequant_rows(dt, c->deq, (const int8_t *)W, scale, N, K, c->stream), what);
-    BL(jb_gpu_gemm(c->blas, dt, out_dt, Y, N, X, K, c->deq, n, N, K), what);
+    CU(jb_cuda_dequant_rows(dt, c->deq, (const int8_t *)W, scale, N, K, c->stream), what);
+    BL(jb_cuda_gemm(c->blas, dt, out_dt, Y, N, X, K, c->deq, n, N, K), what);
     return true;
 }
 
@@ -151,7 +151,7 @@ bool dense_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state 
     const int64_t T = s.T, H = c->H, I = c->I;
     if (!ffn_matmul(c, w, w->gate_up, w->gate_up_scale, dt, c->wide, c->xn, T, 2 * I, H, "mlp gate/up", rs))
         return false;
-    CU(jb_gpu_swiglu(dt, c->wide, 2 * I, c->y, T, I, c->stream), "mlp SwiGLU");
+    CU(jb_cuda_swiglu(dt, c->wide, 2 * I, c->y, T, I, c->stream), "mlp SwiGLU");
     return ffn_matmul(c, w, w->down, w->down_scale, JAMBA_DTYPE_F32, c->mix, c->y, T, H, I, "mlp down", rs);
 }
 
@@ -160,20 +160,20 @@ bool moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &r
     const int64_t T = s.T, H = c->H, I = c->I, E = c->E, k = c->k, slots = T * k;
     const bool q8 = w->ffn_wdt == JAMBA_DTYPE_I8;
     const size_t wes = q8 ? 1 : c->es; /* bytes per expert weight */
-    BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->router, E, c->xn, H, w->router, T, E, H), "MoE router");
-    CU(jb_gpu_moe_route(c->router, T, E, k, c->experts, c->weights, c->stream), "MoE routing");
-    CU(jb_gpu_moe_plan(c->experts, c->weights, T, E, k, c->begin, c->slot_token, c->slot_weight, c->slot_pos,
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->router, E, c->xn, H, w->router, T, E, H), "MoE router");
+    CU(jb_cuda_moe_route(c->router, T, E, k, c->experts, c->weights, c->stream), "MoE routing");
+    CU(jb_cuda_moe_plan(c->experts, c->weights, T, E, k, c->begin, c->slot_token, c->slot_weight, c->slot_pos,
                        c->stream), "MoE plan");
     if (s.moe_gemv) {
-        jb_gpu_gemv_args gu = {w->gate_up, w->ffn_wdt, w->gate_up_scale, 2 * I * H, 2 * I, H, c->xn, H,
+        jb_cuda_gemv_args gu = {w->gate_up, w->ffn_wdt, w->gate_up_scale, 2 * I * H, 2 * I, H, c->xn, H,
                                c->slot_token, c->begin, 0, E, c->gu, false};
-        CU(jb_gpu_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up");
-        CU(jb_gpu_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
-        jb_gpu_gemv_args dn = {w->down, w->ffn_wdt, w->down_scale, H * I, H, I, c->act, I, NULL, c->begin, 0, E,
+        CU(jb_cuda_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up");
+        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+        jb_cuda_gemv_args dn = {w->down, w->ffn_wdt, w->down_scale, H * I, H, I, c->act, I, NULL, c->begin, 0, E,
                                c->expert_out, true};
-        CU(jb_gpu_expert_gemv(dt, &dn, c->stream), "MoE expert down");
+        CU(jb_cuda_expert_gemv(dt, &dn, c->stream), "MoE expert down");
     } else {
-        CU(jb_gpu_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
+        CU(jb_cuda_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
         CU(cudaMemcpyAsync(c->h_begin, c->begin, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, c->stream),
            "MoE expert counts");
         CU(cudaStreamSynchronize(c->stream), "MoE expert counts");
@@ -184,7 +184,7 @@ bool moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &r
                                      at(c->gathered, b * H, c->es), n, 2 * I, H, "MoE expert gate/up", rs))
                 return false;
         }
-        CU(jb_gpu_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
         for (int64_t e = 0; e < E; e++) {
             const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
             if (n > 0 && !ffn_matmul(c, w, at(w->down, e * H * I, wes), q8 ? w->down_scale + e * H : NULL,
@@ -193,7 +193,7 @@ bool moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &r
                 return false;
         }
     }
-    CU(jb_gpu_moe_combine(c->expert_out, c->slot_pos, c->experts, c->weights, T, k, H, c->mix, c->stream),
+    CU(jb_cuda_moe_combine(c->expert_out, c->slot_pos, c->experts, c->weights, T, k, H, c->mix, c->stream),
        "MoE combine");
     return true;
 }
@@ -213,38 +213,38 @@ bool run_forward(jb_cuda_ctx *c, const shape &s, run_state &rs) {
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, L = c->L;
     const float eps = (float)cfg->rms_norm_eps;
-    CU(jb_gpu_embed(dt, c->x, c->w->embed, c->d_tokens, T, H, c->stream), "embedding");
+    CU(jb_cuda_embed(dt, c->x, c->w->embed, c->d_tokens, T, H, c->stream), "embedding");
     int64_t attn_slot = 0, mamba_slot = 0;
     for (int64_t l = 0; l < L; l++) {
         const jb_dev_layer *w = &c->w->layers[l];
-        CU(jb_gpu_add_rmsnorm(dt, c->x, l > 0 ? c->mix : NULL, w->input_norm, c->xn, T, H, eps, c->stream),
+        CU(jb_cuda_add_rmsnorm(dt, c->x, l > 0 ? c->mix : NULL, w->input_norm, c->xn, T, H, eps, c->stream),
            "input norm");
         if (s.cap && s.cap->hidden && l > 0 &&
             !capture_rows(c, s, s.cap->hidden + (l - 1) * s.cap->rows * H, c->x, rs))
             return false;
         if (w->attention ? !attention_layer(c, w, attn_slot++, s, rs) : !mamba_layer(c, &w->mamba, mamba_slot++, s, rs))
             return false;
-        CU(jb_gpu_add_rmsnorm(dt, c->x, c->mix, w->pre_ff_norm, c->xn, T, H, eps, c->stream), "pre-FFN norm");
+        CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, w->pre_ff_norm, c->xn, T, H, eps, c->stream), "pre-FFN norm");
         if (w->moe ? !moe_ffn(c, w, s, rs) : !dense_ffn(c, w, s, rs))
             return false;
     }
-    CU(jb_gpu_add_rmsnorm(dt, c->x, c->mix, NULL, NULL, T, H, eps, c->stream), "residual add");
+    CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, NULL, NULL, T, H, eps, c->stream), "residual add");
     if (s.cap) {
         if (s.cap->hidden && !capture_rows(c, s, s.cap->hidden + (L - 1) * s.cap->rows * H, c->x, rs))
             return false;
         if (s.cap->final) {
             /* the final norm of every row in fp32; mix is free now */
-            CU(jb_gpu_add_rmsnorm(JAMBA_DTYPE_F32, c->x, NULL, c->w->final_norm, c->mix, T, H, eps, c->stream),
+            CU(jb_cuda_add_rmsnorm(JAMBA_DTYPE_F32, c->x, NULL, c->w->final_norm, c->mix, T, H, eps, c->stream),
                "final norm");
             if (!capture_rows(c, s, s.cap->final, c->mix, rs))
                 return false;
         }
     }
     if (s.n_logits > 0) {
-        CU(jb_gpu_gather_rows(c->final_rows, c->x, c->d_logit_src, s.n_logits, H, c->stream), "logit rows");
-        CU(jb_gpu_add_rmsnorm(dt, c->final_rows, NULL, c->w->final_norm, c->final_act, s.n_logits, H, eps, c->stream),
+        CU(jb_cuda_gather_rows(c->final_rows, c->x, c->d_logit_src, s.n_logits, H, c->stream), "logit rows");
+        CU(jb_cuda_add_rmsnorm(dt, c->final_rows, NULL, c->w->final_norm, c->final_act, s.n_logits, H, eps, c->stream),
            "final norm");
-        BL(jb_gpu_gemm(c->blas, dt, JAMBA_DTYPE_F32, s.logits, c->V, c->final_act, H, c->w->lm_head, s.n_logits, c->V,
+        BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, s.logits, c->V, c->final_act, H, c->w->lm_head, s.n_logits, c->V,
                        H), "lm_head");
     }
     return true;
@@ -274,12 +274,12 @@ size_t pack_layout(jb_cuda_ctx *c, int64_t T, int64_t n_segs, int64_t n_logits) 
         return at;
     };
     const size_t tok = take((size_t)T * 4), rs = take((size_t)T * 4), ls = take((size_t)n_logits * 8);
-    const size_t sg = take((size_t)n_segs * sizeof(jb_gpu_seg));
+    const size_t sg = take((size_t)n_segs * sizeof(jb_cuda_seg));
     c->h_tokens = (int32_t *)(c->h_meta + tok), c->d_tokens = (int32_t *)(c->d_meta + tok);
     c->h_row_seg = (int32_t *)(c->h_meta + rs), c->d_row_seg = (int32_t *)(c->d_meta + rs);
     c->h_logit_src = (int64_t *)(c->h_meta + ls), c->d_logit_src = (int64_t *)(c->d_meta + ls);
-    c->h_segs = (jb_gpu_seg *)(c->h_meta + sg), c->d_segs = (jb_gpu_seg *)(c->d_meta + sg);
-    c->h_chunks = (jb_gpu_chunk *)(c->h_meta + off), c->d_chunks = (jb_gpu_chunk *)(c->d_meta + off);
+    c->h_segs = (jb_cuda_seg *)(c->h_meta + sg), c->d_segs = (jb_cuda_seg *)(c->d_meta + sg);
+    c->h_chunks = (jb_cuda_chunk *)(c->h_meta + off), c->d_chunks = (jb_cuda_chunk *)(c->d_meta + off);
     return off;
 }
 
@@ -289,9 +289,12 @@ jamba_status fault(jb_cuda_ctx *c, jamba_error *err, const run_state &rs) {
 
 } // namespace
 
-extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_segment *segs, int64_t n_segs, int64_t T,
-                                     const int64_t *logit_src, int64_t n_logits, int64_t logit_dst, float *host_logits,
-                                     jb_capture *cap, jamba_error *err) {
+extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba_error *err) {
+    const jb_segment *segs = io->segs;
+    const int64_t n_segs = io->n_segs, T = io->n_rows, n_logits = io->n_logits, logit_dst = io->logit_dst;
+    const int64_t *logit_src = io->logit_src;
+    float *host_logits = io->host_logits;
+    jb_capture *cap = io->capture;
     JB_TRY(jb_cuda_check_alive(c, err));
     if (T < 1 || T > c->Tb || n_segs < 1 || n_segs > c->max_segs || n_logits < 0 || logit_dst < 0 ||
         logit_dst + n_logits > c->cap)
@@ -341,7 +344,7 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_segment *segs, int
         s.n_logits = n_logits;
         s.logits = c->logits + logit_dst * c->V;
     }
-    e = cudaMemcpyAsync(c->d_meta, c->h_meta, chunks_at + (size_t)plan.n_chunks * sizeof(jb_gpu_chunk),
+    e = cudaMemcpyAsync(c->d_meta, c->h_meta, chunks_at + (size_t)plan.n_chunks * sizeof(jb_cuda_chunk),
                         cudaMemcpyHostToDevice, c->stream);
     if (e != cudaSuccess)
         return jb_cuda_fault(c, err, "sending the step layout", cudaGetErrorString(e));
@@ -384,8 +387,6 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_segment *segs, int
     if (host_logits || cap) {
         if ((e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
             return jb_cuda_fault(c, err, "running the step", cudaGetErrorString(e));
-        if (cap && cap->hidden)
-            cap->next_row += T;
     } else if ((e = cudaGetLastError()) != cudaSuccess) {
         return jb_cuda_fault(c, err, "running the step", cudaGetErrorString(e));
     } else {

@@ -3,13 +3,13 @@
  * call is Yᵀ = op(W)·Xᵀ with W transposed: m = N, n = T, k = K. fp32 accumulation always; the fp32 mode
  * asks for CUBLAS_COMPUTE_32F_PEDANTIC so no TF32 shortcut changes the numbers.
  */
-#include "ops.h"
+#include "cuda/ops.h"
 
 static cudaDataType_t cuda_type(jamba_dtype dt) {
     return dt == JAMBA_DTYPE_BF16 ? CUDA_R_16BF : dt == JAMBA_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
 
-extern "C" cublasStatus_t jb_gpu_gemm(cublasHandle_t h, jamba_dtype in_dt, jamba_dtype out_dt, void *Y,
+extern "C" cublasStatus_t jb_cuda_gemm(cublasHandle_t h, jamba_dtype in_dt, jamba_dtype out_dt, void *Y,
                                       int64_t ldy, const void *X, int64_t ldx, const void *W, int64_t T, int64_t N,
                                       int64_t K) {
     if (T == 0 || N == 0)

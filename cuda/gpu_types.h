@@ -13,7 +13,7 @@ extern "C" {
 #endif
 
 /* One sequence's run of rows inside a step (the device copy of runtime's jb_segment). */
-typedef struct jb_gpu_seg {
+typedef struct jb_cuda_seg {
     int64_t pos;     /* position of the first row in its sequence */
     int64_t n;       /* rows */
     int64_t row;     /* first row of the step */
@@ -21,42 +21,29 @@ typedef struct jb_gpu_seg {
     int32_t slot0;   /* selective scan: first summary slot of this segment's chunks (n_slots of them) */
     int32_t n_slots; /* selective scan: chunks - 1 (0 when the segment is one chunk) */
     int32_t pad;
-} jb_gpu_seg;
+} jb_cuda_seg;
 
 /* A time chunk of a segment for the selective scan. A segment of k chunks uses k-1 summary slots:
  * chunk j (j < k-1) writes its summary to slot slot0 + j, and chunk j (j > 0) starts from the state the
  * carry pass left in slot slot0 + j - 1. */
-typedef struct jb_gpu_chunk {
+typedef struct jb_cuda_chunk {
     int64_t r0, r1;   /* rows [r0, r1) of the step */
     int32_t seg;      /* its segment */
     int32_t slot_in;  /* summary slot holding the entering state, or -1: the sequence's own state */
     int32_t slot_out; /* summary slot for this chunk's summary, or -1: the last chunk, which stores the state */
     int32_t pad;
-} jb_gpu_chunk;
+} jb_cuda_chunk;
 
 /* Device-side description of a step (all pointers device memory). */
-typedef struct jb_gpu_step {
+typedef struct jb_cuda_step_desc {
     const int32_t *tokens;       /* [T] */
     const int32_t *row_seg;      /* [T] segment of each row */
-    const jb_gpu_seg *segs;      /* [n_segs] */
-    const jb_gpu_chunk *chunks;  /* [n_chunks] */
+    const jb_cuda_seg *segs;      /* [n_segs] */
+    const jb_cuda_chunk *chunks;  /* [n_chunks] */
     int64_t T, n_segs, n_chunks;
     int32_t n_slots;             /* summary slots in use (0: every segment is one chunk) */
     int64_t max_seg_rows;        /* the longest segment (host-known; picks attention kernels) */
-} jb_gpu_step;
-
-/* Sampling parameters of one row for the device sampler (jb_gpu_sample). */
-#define JB_GPU_SAMPLE_MAX_K 256
-#define JB_GPU_SAMPLE_MAX_PENALIZED 512 /* distinct penalised ids per row */
-
-typedef struct jb_gpu_sample_params {
-    float temperature;        /* 0 = greedy */
-    int32_t top_k;            /* 1 .. JB_GPU_SAMPLE_MAX_K when temperature > 0 */
-    float top_p, min_p;
-    float repetition_penalty, presence_penalty;
-    int32_t n_penalized;      /* ids in the row's penalized list (distinct) */
-    double uniform;           /* the draw in [0, 1), from the sampler's generator */
-} jb_gpu_sample_params;
+} jb_cuda_step_desc;
 
 #ifdef __cplusplus
 }

@@ -18,7 +18,8 @@
 #include <stdint.h>
 
 #include "jamba.h"
-#include "gpu_types.h"
+#include "backend/backend.h"
+#include "cuda/gpu_types.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,39 +28,39 @@ extern "C" {
 /* ---- row-wise ops --------------------------------------------------------------------------------- */
 
 /* x[T, H] (f32) = rows tokens[t] of table[V, H] (dt). */
-cudaError_t jb_gpu_embed(jamba_dtype dt, float *x, const void *table, const int32_t *tokens, int64_t T, int64_t H,
+cudaError_t jb_cuda_embed(jamba_dtype dt, float *x, const void *table, const int32_t *tokens, int64_t T, int64_t H,
                          cudaStream_t stream);
 
 /* x[T, H] (f32) += add (f32, may be NULL); then, when out is not NULL, out[T, H] (dt) = w ⊙ x / rms(x).
  * The statistic is summed in double, as the CPU reference does. */
-cudaError_t jb_gpu_add_rmsnorm(jamba_dtype dt, float *x, const float *add, const float *w, void *out, int64_t T,
+cudaError_t jb_cuda_add_rmsnorm(jamba_dtype dt, float *x, const float *add, const float *w, void *out, int64_t T,
                                int64_t H, float eps, cudaStream_t stream);
 
 /* dst[i, :] = src[rows[i], :] for i < n (f32 rows of H). */
-cudaError_t jb_gpu_gather_rows(float *dst, const float *src, const int64_t *rows, int64_t n, int64_t H,
+cudaError_t jb_cuda_gather_rows(float *dst, const float *src, const int64_t *rows, int64_t n, int64_t H,
                                cudaStream_t stream);
 
 /* Y[T, N] += bias[N] (Y of type dt, leading dimension ldy). */
-cudaError_t jb_gpu_add_bias(jamba_dtype dt, void *Y, int64_t ldy, const float *bias, int64_t T, int64_t N,
+cudaError_t jb_cuda_add_bias(jamba_dtype dt, void *Y, int64_t ldy, const float *bias, int64_t T, int64_t N,
                             cudaStream_t stream);
 
 /* out[T, I] (dt) = SiLU(gu[:, 0:I]) ⊙ gu[:, I:2I] (gu of type dt, leading dimension ld). */
-cudaError_t jb_gpu_swiglu(jamba_dtype dt, const void *gu, int64_t ld, void *out, int64_t T, int64_t I,
+cudaError_t jb_cuda_swiglu(jamba_dtype dt, const void *gu, int64_t ld, void *out, int64_t T, int64_t I,
                           cudaStream_t stream);
 
 /* Y[T, N] = X[T, K] · W[N, K]^T through cuBLAS on the handle's stream, fp32 accumulation (the fp32
  * mode without TF32). X and W are of type in_dt, Y of out_dt (F32 or in_dt). Returns a cuBLAS status. */
-cublasStatus_t jb_gpu_gemm(cublasHandle_t h, jamba_dtype in_dt, jamba_dtype out_dt, void *Y, int64_t ldy,
+cublasStatus_t jb_cuda_gemm(cublasHandle_t h, jamba_dtype in_dt, jamba_dtype out_dt, void *Y, int64_t ldy,
                            const void *X, int64_t ldx, const void *W, int64_t T, int64_t N, int64_t K);
 
 /* ---- Mamba ------------------------------------------------------------------------------------------ */
 
 /* xdbl[T, R + 2N] (f32, the x_proj output): dt, B and C each RMS-normalised with their weights (when
  * dt_w is NULL there are no inner norms); the dt columns are written to dt_out[T, R] (dt). */
-cudaError_t jb_gpu_ssm_params(jamba_dtype dt, float *xdbl, int64_t T, int64_t R, int64_t N, const float *dt_w,
+cudaError_t jb_cuda_ssm_params(jamba_dtype dt, float *xdbl, int64_t T, int64_t R, int64_t N, const float *dt_w,
                               const float *b_w, const float *c_w, float eps, void *dt_out, cudaStream_t stream);
 
-typedef struct jb_gpu_conv_args {
+typedef struct jb_cuda_conv_args {
     const void *x;        /* [T, ldx] (dt): the conv input, channels [0, D_i) */
     int64_t ldx;
     const float *w;       /* [D_i, K] */
@@ -68,14 +69,14 @@ typedef struct jb_gpu_conv_args {
     int64_t window_stride;
     void *out;            /* [T, D_i] (dt) = SiLU(conv) */
     int64_t d_inner, d_conv;
-} jb_gpu_conv_args;
+} jb_cuda_conv_args;
 
 /* Causal depthwise conv + SiLU over every segment, continuing from each sequence's window; then the
  * windows move on to hold each segment's last K-1 inputs. */
-cudaError_t jb_gpu_conv_silu(jamba_dtype dt, const jb_gpu_conv_args *a, const jb_gpu_step *step,
+cudaError_t jb_cuda_conv_silu(jamba_dtype dt, const jb_cuda_conv_args *a, const jb_cuda_step_desc *step,
                              cudaStream_t stream);
 
-typedef struct jb_gpu_scan_args {
+typedef struct jb_cuda_scan_args {
     const void *u;          /* [T, D_i] (dt) conv output */
     const void *delta_raw;  /* [T, D_i] (dt) dt_proj output before the bias and softplus */
     const float *dt_bias;   /* [D_i] */
@@ -90,17 +91,17 @@ typedef struct jb_gpu_scan_args {
     void *y;                /* [T, D_i] (dt) = (Σ_n h·C + D·u) · SiLU(z) */
     float *summary;         /* [2, n_slots, D_i, N] scratch for multi-chunk segments */
     int64_t d_inner, d_state;
-} jb_gpu_scan_args;
+} jb_cuda_scan_args;
 
 /* Selective scan over every segment from each sequence's state, leaving the final state there. Long
  * segments run as time chunks in parallel: per-chunk summaries, a carry pass, then the chunks again
- * from their entering states (jb_gpu_chunk). */
-cudaError_t jb_gpu_selective_scan(jamba_dtype dt, const jb_gpu_scan_args *a, const jb_gpu_step *step,
+ * from their entering states (jb_cuda_chunk). */
+cudaError_t jb_cuda_selective_scan(jamba_dtype dt, const jb_cuda_scan_args *a, const jb_cuda_step_desc *step,
                                   cudaStream_t stream);
 
 /* ---- attention ------------------------------------------------------------------------------------ */
 
-typedef struct jb_gpu_attn_args {
+typedef struct jb_cuda_attn_args {
     const void *qkv;        /* [T, ld_qkv] (dt): q (n_h*d_h) | k (n_kv*d_h) | v (n_kv*d_h) */
     int64_t ld_qkv;
     void *k_cache, *v_cache;/* sequence s's rows [n_ctx, n_kv*d_h] (kv_dt) at cache + s * seq_stride */
@@ -114,35 +115,35 @@ typedef struct jb_gpu_attn_args {
     int64_t partial_capacity; /* floats available in partial */
     int32_t n_splits;       /* key-range splits per row for the decode path (1 = no split) */
     int64_t split_len;      /* keys per split; n_splits * split_len covers n_ctx */
-} jb_gpu_attn_args;
+} jb_cuda_attn_args;
 
 /* Append each row's k and v to its sequence's cache at its position (F8_E4M3 caches: each head's d_h
  * values scaled by amax / 448, the largest finite e4m3, rounded to nearest even). */
-cudaError_t jb_gpu_kv_append(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step,
+cudaError_t jb_cuda_kv_append(jamba_dtype dt, const jb_cuda_attn_args *a, const jb_cuda_step_desc *step,
                              cudaStream_t stream);
 
 /* Causal attention of every row over its sequence's cache (the row's own key included), GQA, fp32 softmax.
  * force_path: 0 picks (flash tiles for long bf16 segments, else key splits), 1 forces the split path,
  * 2 forces the flash path (bf16 with d_h 64 or 128 only; else an invalid-value error). */
-cudaError_t jb_gpu_attention(jamba_dtype dt, const jb_gpu_attn_args *a, const jb_gpu_step *step, int force_path,
+cudaError_t jb_cuda_attention(jamba_dtype dt, const jb_cuda_attn_args *a, const jb_cuda_step_desc *step, int force_path,
                              cudaStream_t stream);
 
 /* ---- mixture of experts ------------------------------------------------------------------------- */
 
 /* Route T tokens: softmax over logits[T, E] (f32), the top k with ties to the lower index and NaN never
  * chosen; experts[T, k] and weights[T, k] in descending probability (moe/router.c's rule). */
-cudaError_t jb_gpu_moe_route(const float *logits, int64_t T, int64_t E, int64_t k, int32_t *experts,
+cudaError_t jb_cuda_moe_route(const float *logits, int64_t T, int64_t E, int64_t k, int32_t *experts,
                              float *weights, cudaStream_t stream);
 
 /* The dispatch plan (moe/router.c's jb_moe_plan_build): slots grouped by expert ascending, tokens
  * ascending within one. begin[E + 1]; slot_token, slot_weight [T*k]; slot_pos[t*k + j] = the plan
  * position of token t's j-th choice. */
-cudaError_t jb_gpu_moe_plan(const int32_t *experts, const float *weights, int64_t T, int64_t E, int64_t k,
+cudaError_t jb_cuda_moe_plan(const int32_t *experts, const float *weights, int64_t T, int64_t E, int64_t k,
                             int32_t *begin, int32_t *slot_token, float *slot_weight, int32_t *slot_pos,
                             cudaStream_t stream);
 
 /* dst[i, :] = x[slot_token[i], :] for i < n (dt rows of H, x with leading dimension ldx). */
-cudaError_t jb_gpu_gather_tokens(jamba_dtype dt, void *dst, const void *x, int64_t ldx, const int32_t *slot_token,
+cudaError_t jb_cuda_gather_tokens(jamba_dtype dt, void *dst, const void *x, int64_t ldx, const int32_t *slot_token,
                                  int64_t n, int64_t H, cudaStream_t stream);
 
 /* Small-batch expert products without a host round trip: for every expert e and each plan slot i in
@@ -150,7 +151,7 @@ cudaError_t jb_gpu_gather_tokens(jamba_dtype dt, void *dst, const void *x, int64
  * in_i = in[(in_token ? in_token[i] : i), :] (dt, leading dimension ldin). W is of the activation type dt,
  * or int8 with per-row scales (scale[e * N + n] multiplies the dot product). begin NULL: one matrix (E = 1)
  * and rows [0, n_rows), the dense layers' int8 product. out is f32 when out_f32, else dt. */
-typedef struct jb_gpu_gemv_args {
+typedef struct jb_cuda_gemv_args {
     const void *W;
     jamba_dtype wdt;        /* dt, or JAMBA_DTYPE_I8 */
     const float *scale;     /* I8: [E, N]; else NULL */
@@ -163,31 +164,31 @@ typedef struct jb_gpu_gemv_args {
     int64_t E;
     void *out;
     bool out_f32;
-} jb_gpu_gemv_args;
-cudaError_t jb_gpu_expert_gemv(jamba_dtype dt, const jb_gpu_gemv_args *a, cudaStream_t stream);
+} jb_cuda_gemv_args;
+cudaError_t jb_cuda_expert_gemv(jamba_dtype dt, const jb_cuda_gemv_args *a, cudaStream_t stream);
 
 /* dst[N, K] (dt) = q[N, K] · scale[n] per row: an int8 matrix widened for cuBLAS. */
-cudaError_t jb_gpu_dequant_rows(jamba_dtype dt, void *dst, const int8_t *q, const float *scale, int64_t N, int64_t K,
+cudaError_t jb_cuda_dequant_rows(jamba_dtype dt, void *dst, const int8_t *q, const float *scale, int64_t N, int64_t K,
                                 cudaStream_t stream);
 
 /* out[t, :] (f32) = Σ_j weights[t, j] · expert_out[slot_pos[t*k + j], :], the terms added in ascending
  * expert order as the CPU reference does. */
-cudaError_t jb_gpu_moe_combine(const float *expert_out, const int32_t *slot_pos, const int32_t *experts,
+cudaError_t jb_cuda_moe_combine(const float *expert_out, const int32_t *slot_pos, const int32_t *experts,
                                const float *weights, int64_t T, int64_t k, int64_t H, float *out,
                                cudaStream_t stream);
 
 /* ---- synthetic weights ---------------------------------------------------------------------------- */
 
-typedef enum jb_gpu_fill_kind {
+typedef enum jb_cuda_fill_kind {
     JB_FILL_UNIFORM = 0,    /* uniform in [-a, a) */
     JB_FILL_CONST = 1,      /* a */
     JB_FILL_NEG_ARANGE = 2, /* -(i % period + 1): A = -exp(A_log) of the reference init */
     JB_FILL_DT_BIAS = 3,    /* softplus^-1 of dt log-uniform in [0.001, 0.1] */
     JB_FILL_INT8 = 4,       /* integers uniform in [-127, 127] */
-} jb_gpu_fill_kind;
+} jb_cuda_fill_kind;
 
 /* n elements of dt (F32, BF16, or I8 with JB_FILL_INT8) at dst from (seed, index) hashes. */
-cudaError_t jb_gpu_fill(void *dst, jamba_dtype dt, int64_t n, jb_gpu_fill_kind kind, float a, int64_t period,
+cudaError_t jb_cuda_fill(void *dst, jamba_dtype dt, int64_t n, jb_cuda_fill_kind kind, float a, int64_t period,
                         uint64_t seed, cudaStream_t stream);
 
 /* ---- sampling ------------------------------------------------------------------------------------- */
@@ -196,7 +197,7 @@ cudaError_t jb_gpu_fill(void *dst, jamba_dtype dt, int64_t n, jb_gpu_fill_kind k
  * jamba_sampler_sample does with the same draw. params and penalized ([n, max_penalized] ids) are device
  * arrays; work holds n * V floats. out[i] = the token, or -1 (every logit NaN or -inf);
  * used_draw[i] = 1 when the draw was consumed. */
-cudaError_t jb_gpu_sample(const float *logits, int64_t n, int64_t V, const jb_gpu_sample_params *params,
+cudaError_t jb_cuda_sample_rows(const float *logits, int64_t n, int64_t V, const jb_sample_params *params,
                           const int32_t *penalized, int64_t max_penalized, float *work, int32_t *out,
                           int32_t *used_draw, cudaStream_t stream);
 

@@ -4,8 +4,8 @@
  * element. The norms follow runtime/cpu_ops.c exactly: squares summed in double, inv = 1 / sqrt(mean + eps)
  * in fp32, y = w * (x * inv).
  */
-#include "common.cuh"
-#include "ops.h"
+#include "cuda/common.cuh"
+#include "cuda/ops.h"
 
 /* Threads for a block that walks a row of n elements. */
 static unsigned int row_threads(int64_t n) {
@@ -24,7 +24,7 @@ __global__ void embed_kernel(float *x, const T *table, const int32_t *tokens, in
     x[i] = to_f32(table[(int64_t)tokens[t] * H + h]);
 }
 
-extern "C" cudaError_t jb_gpu_embed(jamba_dtype dt, float *x, const void *table, const int32_t *tokens, int64_t T,
+extern "C" cudaError_t jb_cuda_embed(jamba_dtype dt, float *x, const void *table, const int32_t *tokens, int64_t T,
                                     int64_t H, cudaStream_t stream) {
     if (T * H == 0)
         return cudaSuccess;
@@ -63,7 +63,7 @@ __global__ void add_rmsnorm_kernel(float *x, const float *add, const float *w, T
         orow[i] = from_f32<T>(w[i] * (xr[i] * inv));
 }
 
-extern "C" cudaError_t jb_gpu_add_rmsnorm(jamba_dtype dt, float *x, const float *add, const float *w, void *out,
+extern "C" cudaError_t jb_cuda_add_rmsnorm(jamba_dtype dt, float *x, const float *add, const float *w, void *out,
                                           int64_t T, int64_t H, float eps, cudaStream_t stream) {
     if (T == 0)
         return cudaSuccess;
@@ -82,7 +82,7 @@ __global__ void gather_rows_kernel(float *dst, const float *src, const int64_t *
     dst[i] = src[rows[i / H] * H + i % H];
 }
 
-extern "C" cudaError_t jb_gpu_gather_rows(float *dst, const float *src, const int64_t *rows, int64_t n, int64_t H,
+extern "C" cudaError_t jb_cuda_gather_rows(float *dst, const float *src, const int64_t *rows, int64_t n, int64_t H,
                                           cudaStream_t stream) {
     if (n * H == 0)
         return cudaSuccess;
@@ -99,7 +99,7 @@ __global__ void add_bias_kernel(T *Y, int64_t ldy, const float *bias, int64_t T_
     *y = from_f32<T>(to_f32(*y) + bias[i % N]);
 }
 
-extern "C" cudaError_t jb_gpu_add_bias(jamba_dtype dt, void *Y, int64_t ldy, const float *bias, int64_t T,
+extern "C" cudaError_t jb_cuda_add_bias(jamba_dtype dt, void *Y, int64_t ldy, const float *bias, int64_t T,
                                        int64_t N, cudaStream_t stream) {
     if (T * N == 0)
         return cudaSuccess;
@@ -123,7 +123,7 @@ __global__ void swiglu_kernel(const T *gu, int64_t ld, T *out, int64_t T_rows, i
     out[i] = from_f32<T>(dev_silu(g) * u);
 }
 
-extern "C" cudaError_t jb_gpu_swiglu(jamba_dtype dt, const void *gu, int64_t ld, void *out, int64_t T, int64_t I,
+extern "C" cudaError_t jb_cuda_swiglu(jamba_dtype dt, const void *gu, int64_t ld, void *out, int64_t T, int64_t I,
                                      cudaStream_t stream) {
     if (T * I == 0)
         return cudaSuccess;
@@ -158,7 +158,7 @@ __global__ void ssm_params_kernel(float *xdbl, int64_t R, int64_t N, const float
     }
 }
 
-extern "C" cudaError_t jb_gpu_ssm_params(jamba_dtype dt, float *xdbl, int64_t T, int64_t R, int64_t N,
+extern "C" cudaError_t jb_cuda_ssm_params(jamba_dtype dt, float *xdbl, int64_t T, int64_t R, int64_t N,
                                          const float *dt_w, const float *b_w, const float *c_w, float eps,
                                          void *dt_out, cudaStream_t stream) {
     if (T == 0)

@@ -3,11 +3,11 @@
  * 4-byte read instead of a copy of the logits. The arithmetic is the CPU sampler's (runtime/sampler.c):
  * the same penalties, greedy rule, candidate order (logit descending, id ascending), softmax in double at
  * the temperature with each weight rounded to float, min-p and top-p cut-offs, and the draw `uniform`
- * taken from the sampler's own generator on the host. Top-k is required (at most JB_GPU_SAMPLE_MAX_K);
+ * taken from the sampler's own generator on the host. Top-k is required (at most JB_SAMPLE_MAX_K);
  * the candidates are found by k block-wide arg-max rounds.
  */
-#include "common.cuh"
-#include "ops.h"
+#include "cuda/common.cuh"
+#include "cuda/ops.h"
 
 #define SAMPLE_THREADS 1024
 
@@ -64,14 +64,14 @@ __device__ void block_argmax(const float *work, int64_t V, float *out_v, int32_t
 }
 
 __global__ void __launch_bounds__(SAMPLE_THREADS)
-sample_kernel(const float *logits, int64_t V, const jb_gpu_sample_params *params, const int32_t *penalized,
+sample_kernel(const float *logits, int64_t V, const jb_sample_params *params, const int32_t *penalized,
               int64_t max_penalized, float *work_all, int32_t *out, int32_t *used_draw) {
     __shared__ float sv[33];
     __shared__ int32_t si[33];
-    __shared__ float cand_v[JB_GPU_SAMPLE_MAX_K];
-    __shared__ int32_t cand_i[JB_GPU_SAMPLE_MAX_K];
+    __shared__ float cand_v[JB_SAMPLE_MAX_K];
+    __shared__ int32_t cand_i[JB_SAMPLE_MAX_K];
     const int64_t row = blockIdx.x;
-    const jb_gpu_sample_params p = params[row];
+    const jb_sample_params p = params[row];
     const float *lg = logits + row * V;
     float *work = work_all + row * V;
     for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
@@ -102,7 +102,7 @@ sample_kernel(const float *logits, int64_t V, const jb_gpu_sample_params *params
             out[row] = -1;
         return;
     }
-    const int keep = p.top_k < 1 ? 1 : p.top_k > JB_GPU_SAMPLE_MAX_K ? JB_GPU_SAMPLE_MAX_K : p.top_k;
+    const int keep = p.top_k < 1 ? 1 : p.top_k > JB_SAMPLE_MAX_K ? JB_SAMPLE_MAX_K : p.top_k;
     int n = 0;
     for (; n < keep; n++) {
         if (n > 0)
@@ -118,7 +118,7 @@ sample_kernel(const float *logits, int64_t V, const jb_gpu_sample_params *params
     }
     if (threadIdx.x != 0)
         return;
-    /* the CPU's arithmetic, sequentially over at most JB_GPU_SAMPLE_MAX_K candidates */
+    /* the CPU's arithmetic, sequentially over at most JB_SAMPLE_MAX_K candidates */
     const float top = cand_v[0];
     double sum = 0;
     for (int i = 0; i < n; i++) {
@@ -156,7 +156,7 @@ sample_kernel(const float *logits, int64_t V, const jb_gpu_sample_params *params
     used_draw[row] = 1;
 }
 
-extern "C" cudaError_t jb_gpu_sample(const float *logits, int64_t n, int64_t V, const jb_gpu_sample_params *params,
+extern "C" cudaError_t jb_cuda_sample_rows(const float *logits, int64_t n, int64_t V, const jb_sample_params *params,
                                     const int32_t *penalized, int64_t max_penalized, float *work, int32_t *out,
                                     int32_t *used_draw, cudaStream_t stream) {
     if (n == 0)

@@ -13,24 +13,24 @@
  * the spent P slot to the sequence's state in a last small pass (chunk 0 reads that state concurrently).
  * A segment of one chunk (every decode step) is pass 3 alone.
  */
-#include "common.cuh"
-#include "ops.h"
+#include "cuda/common.cuh"
+#include "cuda/ops.h"
 
 #define SCAN_THREADS 128
 
 template <typename T, int J, bool SUMMARY>
 __global__ void __launch_bounds__(SCAN_THREADS)
-scan_chunk_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, const jb_gpu_chunk *chunks, int G, int n_slots,
+scan_chunk_kernel(jb_cuda_scan_args a, const jb_cuda_seg *segs, const jb_cuda_chunk *chunks, int G, int n_slots,
                   unsigned int channel_blocks) {
     const int64_t Di = a.d_inner, N = a.d_state;
-    const jb_gpu_chunk ch = chunks[blockIdx.x / channel_blocks];
+    const jb_cuda_chunk ch = chunks[blockIdx.x / channel_blocks];
     if (SUMMARY && ch.slot_out < 0)
         return; /* the last chunk of a segment needs no summary (uniform over the block) */
     const int lane_g = threadIdx.x & (G - 1);
     const int64_t d_raw = (int64_t)(blockIdx.x % channel_blocks) * (SCAN_THREADS / G) + threadIdx.x / G;
     const bool active = d_raw < Di;
     const int64_t d = active ? d_raw : Di - 1; /* inactive lanes shadow a real channel so shuffles stay full */
-    const jb_gpu_seg s = segs[ch.seg];
+    const jb_cuda_seg s = segs[ch.seg];
     const int64_t state_off = (int64_t)s.seq * a.state_stride + d * N;
     const int64_t slot_size = Di * N;
     float *P = a.summary, *S = a.summary + (int64_t)n_slots * slot_size;
@@ -99,8 +99,8 @@ scan_chunk_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, const jb_gpu_chunk
 
 /* Pass 2: per (segment, channel, state), walk the segment's summaries in order from its state; slot j
  * then holds the state entering chunk j + 1. */
-__global__ void scan_carry_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, int n_slots, unsigned int blocks_per_seg) {
-    const jb_gpu_seg s = segs[blockIdx.x / blocks_per_seg];
+__global__ void scan_carry_kernel(jb_cuda_scan_args a, const jb_cuda_seg *segs, int n_slots, unsigned int blocks_per_seg) {
+    const jb_cuda_seg s = segs[blockIdx.x / blocks_per_seg];
     const int64_t slot_size = a.d_inner * a.d_state;
     const int64_t i = (int64_t)(blockIdx.x % blocks_per_seg) * blockDim.x + threadIdx.x;
     if (s.n_slots == 0 || i >= slot_size)
@@ -117,8 +117,8 @@ __global__ void scan_carry_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, in
 
 /* After pass 3: move each multi-chunk segment's final state from P (its last chunk's entering slot,
  * slot0 + n_slots - 1) into the sequence's state. */
-__global__ void scan_commit_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, unsigned int blocks_per_seg) {
-    const jb_gpu_seg s = segs[blockIdx.x / blocks_per_seg];
+__global__ void scan_commit_kernel(jb_cuda_scan_args a, const jb_cuda_seg *segs, unsigned int blocks_per_seg) {
+    const jb_cuda_seg s = segs[blockIdx.x / blocks_per_seg];
     const int64_t slot_size = a.d_inner * a.d_state;
     const int64_t i = (int64_t)(blockIdx.x % blocks_per_seg) * blockDim.x + threadIdx.x;
     if (s.n_slots == 0 || i >= slot_size)
@@ -127,7 +127,7 @@ __global__ void scan_commit_kernel(jb_gpu_scan_args a, const jb_gpu_seg *segs, u
 }
 
 template <typename T, int J>
-static cudaError_t scan_launch(const jb_gpu_scan_args *a, const jb_gpu_step *step, int G, cudaStream_t stream) {
+static cudaError_t scan_launch(const jb_cuda_scan_args *a, const jb_cuda_step_desc *step, int G, cudaStream_t stream) {
     const unsigned int cb = div_up(a->d_inner, SCAN_THREADS / G);
     const int64_t blocks = (int64_t)cb * step->n_chunks;
     if (blocks > INT32_MAX)
@@ -157,7 +157,7 @@ static cudaError_t scan_launch(const jb_gpu_scan_args *a, const jb_gpu_step *ste
 }
 
 template <typename T>
-static cudaError_t scan_dispatch(const jb_gpu_scan_args *a, const jb_gpu_step *step, cudaStream_t stream) {
+static cudaError_t scan_dispatch(const jb_cuda_scan_args *a, const jb_cuda_step_desc *step, cudaStream_t stream) {
     int G = 1;
     while (G < 32 && G < a->d_state)
         G <<= 1;
@@ -173,7 +173,7 @@ static cudaError_t scan_dispatch(const jb_gpu_scan_args *a, const jb_gpu_step *s
     return cudaErrorInvalidValue; /* d_state > 256: the config loader does not allow it */
 }
 
-extern "C" cudaError_t jb_gpu_selective_scan(jamba_dtype dt, const jb_gpu_scan_args *a, const jb_gpu_step *step,
+extern "C" cudaError_t jb_cuda_selective_scan(jamba_dtype dt, const jb_cuda_scan_args *a, const jb_cuda_step_desc *step,
                                             cudaStream_t stream) {
     if (step->T == 0 || step->n_chunks == 0)
         return cudaSuccess;

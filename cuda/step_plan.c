@@ -1,7 +1,7 @@
 /*
  * step_plan.c — segments, row map and scan chunks of a step, built on the host (step_plan.h).
  */
-#include "step_plan.h"
+#include "cuda/step_plan.h"
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -36,13 +36,13 @@ void jb_step_plan_build(jb_step_plan *p, const jb_segment *segs, int64_t n_segs,
     for (int64_t s = 0; s < n_segs; s++) {
         const jb_segment *g = &segs[s];
         int64_t k = ceil_div(g->n, chunk_len);
-        p->segs[s] = (jb_gpu_seg){.pos = g->pos, .n = g->n, .row = g->row, .seq = g->seq,
+        p->segs[s] = (jb_cuda_seg){.pos = g->pos, .n = g->n, .row = g->row, .seq = g->seq,
                                   .slot0 = k > 1 ? p->n_slots : -1, .n_slots = (int32_t)(k - 1)};
         for (int64_t r = 0; r < g->n; r++)
             p->row_seg[g->row + r] = (int32_t)s;
         for (int64_t j = 0; j < k; j++) {
             int64_t r0 = g->row + j * chunk_len, r1 = r0 + chunk_len < g->row + g->n ? r0 + chunk_len : g->row + g->n;
-            p->chunks[p->n_chunks++] = (jb_gpu_chunk){.r0 = r0, .r1 = r1, .seg = (int32_t)s,
+            p->chunks[p->n_chunks++] = (jb_cuda_chunk){.r0 = r0, .r1 = r1, .seg = (int32_t)s,
                                                       .slot_in = j > 0 ? p->n_slots + (int32_t)j - 1 : -1,
                                                       .slot_out = j < k - 1 ? p->n_slots + (int32_t)j : -1};
         }

@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "../runtime/step.h"
-#include "gpu_types.h"
+#include "backend/step.h"
+#include "cuda/gpu_types.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -18,8 +18,8 @@ extern "C" {
 /* Host arrays of one step's layout; the caller provides them with the capacities documented. */
 typedef struct jb_step_plan {
     int32_t *row_seg;      /* [T] */
-    jb_gpu_seg *segs;      /* [n_segs] */
-    jb_gpu_chunk *chunks;  /* [jb_step_plan_max_chunks(...)] */
+    jb_cuda_seg *segs;      /* [n_segs] */
+    jb_cuda_chunk *chunks;  /* [jb_step_plan_max_chunks(...)] */
     int64_t T, n_segs, n_chunks, max_seg_rows;
     int32_t n_slots;
 } jb_step_plan;

@@ -3,8 +3,8 @@
  * (benchmarks of Jamba-Mini without a 100 GB file). Values follow runtime/synthetic.c's reference ranges;
  * each element's value is a hash of (seed, index), so a fill is reproducible and needs no state.
  */
-#include "common.cuh"
-#include "ops.h"
+#include "cuda/common.cuh"
+#include "cuda/ops.h"
 
 __device__ __forceinline__ uint64_t mix64(uint64_t x) {
     x += 0x9E3779B97F4A7C15ull;
@@ -18,7 +18,7 @@ __device__ __forceinline__ float unit(uint64_t seed, int64_t i) {
     return (float)(mix64(seed ^ mix64((uint64_t)i)) >> 40) * (1.0f / 16777216.0f);
 }
 
-__device__ float synth_value(jb_gpu_fill_kind kind, float a, int64_t period, uint64_t seed, int64_t i) {
+__device__ float synth_value(jb_cuda_fill_kind kind, float a, int64_t period, uint64_t seed, int64_t i) {
     switch (kind) {
     case JB_FILL_CONST:
         return a;
@@ -36,7 +36,7 @@ __device__ float synth_value(jb_gpu_fill_kind kind, float a, int64_t period, uin
 }
 
 template <typename T>
-__global__ void fill_kernel(T *dst, int64_t n, jb_gpu_fill_kind kind, float a, int64_t period, uint64_t seed) {
+__global__ void fill_kernel(T *dst, int64_t n, jb_cuda_fill_kind kind, float a, int64_t period, uint64_t seed) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         dst[i] = from_f32<T>(synth_value(kind, a, period, seed, i));
 }
@@ -46,7 +46,7 @@ __global__ void fill_int8_kernel(int8_t *dst, int64_t n, uint64_t seed) {
         dst[i] = (int8_t)synth_value(JB_FILL_INT8, 0, 0, seed, i);
 }
 
-extern "C" cudaError_t jb_gpu_fill(void *dst, jamba_dtype dt, int64_t n, jb_gpu_fill_kind kind, float a,
+extern "C" cudaError_t jb_cuda_fill(void *dst, jamba_dtype dt, int64_t n, jb_cuda_fill_kind kind, float a,
                                   int64_t period, uint64_t seed, cudaStream_t stream) {
     if (n == 0)
         return cudaSuccess;

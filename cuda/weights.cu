@@ -4,15 +4,15 @@
  * dtype through a pinned staging buffer. Matrices take the device dtype (F32 or BF16); vectors and the
  * small Mamba tensors are fp32, with A = -exp(A_log) computed once here.
  */
-#include "../ckpt/config.h"
-#include "../ckpt/dtype.h"
-#include "../runtime/alloc.h"
-#include "../runtime/error.h"
-#include "../runtime/model.h"
-#include "../runtime/synthetic.h"
-#include "device.h"
-#include "ops.h"
-#include "weights_dev.h"
+#include "ckpt/config.h"
+#include "ckpt/dtype.h"
+#include "base/alloc.h"
+#include "base/error.h"
+#include "backend/model.h"
+#include "ckpt/init_rule.h"
+#include "cuda/device.h"
+#include "cuda/ops.h"
+#include "cuda/weights_dev.h"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -51,7 +51,7 @@ void synth_fill(builder &b, void *dst, size_t n, jamba_dtype to, const char *wha
         return;
     double bound = 0;
     const jb_init_kind init = jb_synthetic_init(what, b.d_conv, &bound);
-    jb_gpu_fill_kind kind = init == JB_INIT_ONES       ? JB_FILL_CONST
+    jb_cuda_fill_kind kind = init == JB_INIT_ONES       ? JB_FILL_CONST
                             : init == JB_INIT_A_LOG    ? JB_FILL_NEG_ARANGE /* A = -exp(A_log) */
                             : init == JB_INIT_DT_BIAS  ? JB_FILL_DT_BIAS
                                                        : JB_FILL_UNIFORM;
@@ -61,7 +61,7 @@ void synth_fill(builder &b, void *dst, size_t n, jamba_dtype to, const char *wha
     else if (to == JAMBA_DTYPE_I8)
         kind = JB_FILL_INT8;
     b.seed = b.seed * 6364136223846793005ull + 1442695040888963407ull;
-    if ((b.error = jb_gpu_fill(dst, to, (int64_t)n, kind, a, b.d_state, b.seed, 0)) != cudaSuccess)
+    if ((b.error = jb_cuda_fill(dst, to, (int64_t)n, kind, a, b.d_state, b.seed, 0)) != cudaSuccess)
         b.failed = what;
 }
 

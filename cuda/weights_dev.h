@@ -6,7 +6,7 @@
 #ifndef JB_CUDA_WEIGHTS_DEV_H
 #define JB_CUDA_WEIGHTS_DEV_H
 
-#include "backend.h"
+#include "cuda/cuda_ctx.h"
 
 struct jb_dev_mamba {
     void *in_proj;          /* [2 D_i, H] */

@@ -342,9 +342,14 @@ typedef enum jamba_device_type {
     JAMBA_DEVICE_CUDA = 1, /* the CUDA backend (builds with JAMBA_CUDA) */
 } jamba_device_type;
 
+/* The context length of n_ctx = 0: min(max_position_embeddings, JAMBA_DEFAULT_N_CTX). The one default
+ * every caller (the CLI included) uses. */
+#define JAMBA_DEFAULT_N_CTX 4096
+
 typedef struct jamba_context_params {
     int32_t n_seq_max; /* sequences held at once; default 1 */
-    int64_t n_ctx;     /* most tokens one sequence can hold; 0 = min(max_position_embeddings, 4096) */
+    int64_t n_ctx;     /* most tokens one sequence can hold; 0 = min(max_position_embeddings,
+                          JAMBA_DEFAULT_N_CTX) */
     int64_t n_batch;   /* most tokens per internal step; longer inputs run in steps of this size
                           (chunked prefill, constant workspace); 0 (default) = 512 on the CPU, and on CUDA
                           the largest of 4096, 2048, ..., 16 whose workspace fits (jamba_context_plan) */

@@ -1,9 +1,9 @@
 /*
  * router.c — softmax + top-k routing and the expert-grouped dispatch plan.
  */
-#include "router.h"
+#include "moe/router.h"
 
-#include "../runtime/cpu_ops.h"
+#include "base/numeric.h"
 
 #include <math.h>
 

@@ -1,16 +1,13 @@
 /*
- * decode_sample.c — jamba_decode_sample: decode, then choose each input's next token. On a CUDA context
- * the logits stay on the device and the device sampler (cuda/sample.cu) picks the tokens with each
- * sampler's own next draw, so the result is what jamba_sampler_sample would give; a sampler the device
- * cannot serve gets its row copied to the host.
+ * decode_sample.c — jamba_decode_sample: decode, then choose each input's next token. A backend that
+ * samples (be->sample: CUDA) keeps the logits on its device and picks the tokens there with each
+ * sampler's own next draw, so the result is what jamba_sampler_sample would give; a sampler it cannot
+ * serve gets its row copied to the host. Other backends leave the logits on the host, sampled here.
  */
-#include "context.h"
-#include "error.h"
-#include "sampler.h"
+#include "runtime/context.h"
 
-#ifdef JAMBA_WITH_CUDA
-#include "../cuda/backend.h"
-#endif
+#include "base/error.h"
+#include "runtime/sampler.h"
 
 #include <string.h>
 
@@ -18,28 +15,25 @@ static jamba_status sample_on_host(jamba_context *ctx, int64_t i, jamba_sampler 
                                    jamba_error *err) {
     const int64_t V = ctx->model->config.vocab_size;
     float *row = ctx->logits + i * V;
-#ifdef JAMBA_WITH_CUDA
-    if (ctx->cuda)
-        JB_TRY(jb_cuda_logits_row(ctx->cuda, i, row, err));
-#endif
+    if (ctx->be->sample != NULL) /* the row is on the device */
+        JB_TRY(ctx->be->logits_row(ctx->state, i, row, err));
     JB_TRY(jamba_sampler_sample(s, row, token, err));
     jamba_sampler_accept(s, *token);
     return JAMBA_OK;
 }
 
-#ifdef JAMBA_WITH_CUDA
 static jamba_status sample_on_device(jamba_context *ctx, int64_t n, jamba_sampler *const *samplers, int32_t *tokens,
                                      jamba_error *err) {
-    jb_gpu_sample_params *params = ctx->sample_params;
+    jb_sample_params *params = ctx->sample_params;
     int32_t *penalized = ctx->sample_penalized, *used = ctx->sample_used;
     bool *device = ctx->sample_on_device;
     for (int64_t i = 0; i < n; i++) {
-        device[i] = jb_sampler_gpu_params(samplers[i], &params[i], penalized + i * JB_GPU_SAMPLE_MAX_PENALIZED,
-                                          JB_GPU_SAMPLE_MAX_PENALIZED);
+        device[i] = jb_sampler_device_params(samplers[i], &params[i], penalized + i * JB_SAMPLE_MAX_PENALIZED,
+                                             JB_SAMPLE_MAX_PENALIZED);
         if (!device[i]) /* a row the device computes but nobody reads: greedy costs least */
-            params[i] = (jb_gpu_sample_params){.repetition_penalty = 1.0f};
+            params[i] = (jb_sample_params){.repetition_penalty = 1.0f};
     }
-    JB_TRY(jb_cuda_sample(ctx->cuda, n, params, penalized, JB_GPU_SAMPLE_MAX_PENALIZED, tokens, used, err));
+    JB_TRY(ctx->be->sample(ctx->state, n, params, penalized, JB_SAMPLE_MAX_PENALIZED, tokens, used, err));
     for (int64_t i = 0; i < n; i++) {
         if (!device[i]) {
             JB_TRY(sample_on_host(ctx, i, samplers[i], &tokens[i], err));
@@ -53,7 +47,6 @@ static jamba_status sample_on_device(jamba_context *ctx, int64_t n, jamba_sample
     }
     return JAMBA_OK;
 }
-#endif
 
 jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
                                  jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err) {
@@ -70,10 +63,8 @@ jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *in, 
     }
     JB_TRY(jb_decode(ctx, ctx->sample_inputs, n, true, err));
     ctx->logits_on_host = false; /* as documented, whichever device ran */
-#ifdef JAMBA_WITH_CUDA
-    if (ctx->cuda)
+    if (ctx->be->sample != NULL)
         return sample_on_device(ctx, n, samplers, tokens, err);
-#endif
     for (int64_t i = 0; i < n; i++)
         JB_TRY(sample_on_host(ctx, i, samplers[i], &tokens[i], err));
     return JAMBA_OK;

@@ -2,14 +2,15 @@
  * model.c — jamba_model: load a Hugging Face folder (config, weights, binding), free it, and answer
  * queries about configuration, schedule, tensors, parameters and memory.
  */
-#include "model.h"
+#include "runtime/model.h"
 
-#include "../ckpt/config.h"
-#include "alloc.h"
-#include "checked.h"
-#include "error.h"
-#include "quantize.h"
-#include "sizing.h"
+#include "ckpt/config.h"
+#include "base/alloc.h"
+#include "base/checked.h"
+#include "base/error.h"
+#include "ckpt/quantize.h"
+#include "ckpt/sizing.h"
+#include "backend/model_bytes.h"
 
 #include <errno.h>
 #include <string.h>
@@ -79,8 +80,8 @@ static jamba_status model_new(const char *path, jamba_model **out, jamba_error *
     jamba_model *m = *out = jb_calloc(1, sizeof *m);
     if (m == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    m->gpu_lock_ready = pthread_mutex_init(&m->gpu_lock, NULL) == 0;
-    if (!m->gpu_lock_ready)
+    m->resource_lock_ready = pthread_mutex_init(&m->resource_lock, NULL) == 0;
+    if (!m->resource_lock_ready)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: cannot create a mutex", path);
     if ((m->path = jb_strdup(path)) == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
@@ -193,9 +194,9 @@ jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
 void jamba_model_free(jamba_model *m) {
     if (m == NULL)
         return;
-    jb_model_gpu_free(m);
-    if (m->gpu_lock_ready)
-        pthread_mutex_destroy(&m->gpu_lock);
+    jb_model_resources_free(m);
+    if (m->resource_lock_ready)
+        pthread_mutex_destroy(&m->resource_lock);
     jb_weights_free(&m->weights);
     jb_checkpoint_close(&m->ckpt);
     jb_free(m->owned_image);
@@ -275,30 +276,6 @@ static bool is_float_dtype(jamba_dtype d) {
     return d == JAMBA_DTYPE_F32 || d == JAMBA_DTYPE_F16 || d == JAMBA_DTYPE_BF16;
 }
 
-/* Bytes of a view as held: its elements, and its row scales when quantized. */
-static bool add_held_bytes(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear) {
-    (void)name, (void)linear;
-    if (w->data == NULL)
-        return true;
-    uint64_t n = 1;
-    for (int d = 0; d < rank; d++)
-        n *= (uint64_t)shape[d]; /* bounded: the view was bound from a checked file or quantized from one */
-    *(uint64_t *)arg += n * jamba_dtype_size(w->dtype) + (w->scale ? (uint64_t)shape[0] * 4 : 0);
-    return true;
-}
-
-/* The weights as held: the stored tensors, or after load-time quantization the int8 copies. */
-static uint64_t loaded_weight_bytes(const jamba_model *m) {
-    uint64_t bytes = 0;
-    if (m->requantized) {
-        jb_weights_visit(&m->config, (jb_weights *)&m->weights, add_held_bytes, &bytes, NULL);
-        return bytes;
-    }
-    for (int64_t i = 0; i < m->weights.n_order; i++)
-        bytes += m->ckpt.entries[m->weights.order[i]].tensor->n_bytes; /* bounded by the checked file total */
-    return bytes;
-}
-
 jamba_status jamba_model_memory(const jamba_model *m, const jamba_memory_params *params,
                                 jamba_memory_estimate *out, jamba_error *err) {
     if (m == NULL || out == NULL)
@@ -312,14 +289,7 @@ jamba_status jamba_model_memory(const jamba_model *m, const jamba_memory_params 
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: dtypes must be F32, F16 or BF16 (the KV "
                        "cache also F8_E4M3)");
     memset(out, 0, sizeof *out);
-    if (m->has_weights) {
-        out->weight_bytes = loaded_weight_bytes(m);
-    } else {
-        jamba_param_counts pc;
-        JB_TRY(jb_param_counts(&m->config, &pc, err));
-        if (!jb_mul_u64(pc.total, jamba_dtype_size(p.weight_dtype), &out->weight_bytes))
-            return jb_fail(err, JAMBA_ERR_OVERFLOW, "weight bytes overflow 64 bits");
-    }
+    JB_TRY(jb_model_weight_bytes(m, p.weight_dtype, &out->weight_bytes, err));
     JB_TRY(jb_state_sizes(&m->config, p.kv_dtype, p.conv_dtype, &out->kv_bytes_per_token,
                           &out->mamba_state_bytes_per_seq, err));
     uint64_t kv_seq;

@@ -2,13 +2,13 @@
  * model_save.c — jamba_model_save: a model's weights as they are held (after any load-time int8
  * quantization) written as a Hugging Face folder that loads again without requantizing.
  */
-#include "model.h"
+#include "runtime/model.h"
 
-#include "../ckpt/json.h"
-#include "../ckpt/st_write.h"
-#include "alloc.h"
-#include "atomic_file.h"
-#include "error.h"
+#include "ckpt/json.h"
+#include "ckpt/st_write.h"
+#include "base/alloc.h"
+#include "base/atomic_file.h"
+#include "base/error.h"
 
 #include <errno.h>
 #include <jansson.h>

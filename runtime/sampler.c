@@ -3,10 +3,10 @@
  * and min-p, then a draw from a seeded xoshiro256** generator. Temperature 0 is greedy (argmax, ties to the
  * lower id). NaN logits never win; a +inf logit wins outright; -inf ones are never drawn.
  */
-#include "alloc.h"
-#include "error.h"
+#include "base/alloc.h"
+#include "base/error.h"
 #include "jamba.h"
-#include "sampler.h"
+#include "runtime/sampler.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -238,8 +238,8 @@ jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, int32_t
     return JAMBA_OK;
 }
 
-bool jb_sampler_gpu_params(jamba_sampler *s, jb_gpu_sample_params *p, int32_t *penalized, int64_t cap) {
-    if (s->p.temperature > 0 && (s->p.top_k < 1 || s->p.top_k > JB_GPU_SAMPLE_MAX_K))
+bool jb_sampler_device_params(jamba_sampler *s, jb_sample_params *p, int32_t *penalized, int64_t cap) {
+    if (s->p.temperature > 0 && (s->p.top_k < 1 || s->p.top_k > JB_SAMPLE_MAX_K))
         return false;
     int64_t n = 0;
     if (s->p.repetition_penalty != 1.0f || s->p.presence_penalty != 0.0f) {
@@ -261,7 +261,7 @@ bool jb_sampler_gpu_params(jamba_sampler *s, jb_gpu_sample_params *p, int32_t *p
     }
     uint64_t peek[4];
     memcpy(peek, s->rng, sizeof peek);
-    *p = (jb_gpu_sample_params){.temperature = s->p.temperature, .top_k = s->p.top_k, .top_p = s->p.top_p,
+    *p = (jb_sample_params){.temperature = s->p.temperature, .top_k = s->p.top_k, .top_p = s->p.top_p,
                                 .min_p = s->p.min_p, .repetition_penalty = s->p.repetition_penalty,
                                 .presence_penalty = s->p.presence_penalty, .n_penalized = (int32_t)n,
                                 .uniform = next_unit(peek)};

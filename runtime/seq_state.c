@@ -13,16 +13,12 @@
  *            attention layer K [n_tokens, kv] and V [n_tokens, kv] (f32)
  *   u64 checksum          FNV-1a of the payload
  */
-#include "context.h"
+#include "runtime/context.h"
 
-#include "alloc.h"
-#include "atomic_file.h"
-#include "checked.h"
-#include "error.h"
-
-#ifdef JAMBA_WITH_CUDA
-#include "../cuda/backend.h"
-#endif
+#include "base/alloc.h"
+#include "base/atomic_file.h"
+#include "base/checked.h"
+#include "base/error.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -54,18 +50,7 @@ static int64_t kv_width(const jamba_config *c) { return c->num_key_value_heads *
 
 jamba_status jamba_seq_reset(jamba_context *ctx, int32_t seq, jamba_error *err) {
     JB_TRY(check_seq(ctx, seq, "jamba_seq_reset", err));
-    const jamba_config *c = &ctx->model->config;
-#ifdef JAMBA_WITH_CUDA
-    if (ctx->cuda) {
-        JB_TRY(jb_cuda_seq_reset(ctx->cuda, seq, err));
-        ctx->n_past[seq] = 0;
-        return JAMBA_OK;
-    }
-#endif
-    for (int64_t m = 0; m < c->n_mamba_layers; m++) {
-        memset(jb_ctx_conv(ctx, seq, m), 0, (size_t)conv_floats(c) * sizeof(float));
-        memset(jb_ctx_ssm(ctx, seq, m), 0, (size_t)ssm_floats(c) * sizeof(float));
-    }
+    JB_TRY(ctx->be->seq_reset(ctx->state, seq, err));
     ctx->n_past[seq] = 0; /* KV rows past n_past are never read */
     return JAMBA_OK;
 }
@@ -75,22 +60,7 @@ jamba_status jamba_seq_fork(jamba_context *ctx, int32_t src, int32_t dst, jamba_
     JB_TRY(check_seq(ctx, dst, "jamba_seq_fork", err));
     if (src == dst)
         return JAMBA_OK;
-    const jamba_config *c = &ctx->model->config;
-#ifdef JAMBA_WITH_CUDA
-    if (ctx->cuda) {
-        JB_TRY(jb_cuda_seq_copy(ctx->cuda, src, dst, ctx->n_past[src], err));
-        ctx->n_past[dst] = ctx->n_past[src];
-        return JAMBA_OK;
-    }
-#endif
-    for (int64_t m = 0; m < c->n_mamba_layers; m++) {
-        memcpy(jb_ctx_conv(ctx, dst, m), jb_ctx_conv(ctx, src, m), (size_t)conv_floats(c) * sizeof(float));
-        memcpy(jb_ctx_ssm(ctx, dst, m), jb_ctx_ssm(ctx, src, m), (size_t)ssm_floats(c) * sizeof(float));
-    }
-    const size_t kv_bytes = (size_t)(ctx->n_past[src] * kv_width(c)) * sizeof(float);
-    for (int64_t a = 0; a < c->n_attention_layers; a++)
-        for (int which = 0; which < 2; which++)
-            memcpy(jb_ctx_kv(ctx, dst, a, which), jb_ctx_kv(ctx, src, a, which), kv_bytes);
+    JB_TRY(ctx->be->seq_copy(ctx->state, src, dst, ctx->n_past[src], err));
     ctx->n_past[dst] = ctx->n_past[src];
     return JAMBA_OK;
 }
@@ -171,10 +141,8 @@ static uint64_t get_u64(const uint8_t *p) {
 }
 
 /* The payload pieces of a sequence in file order. */
-typedef enum piece_kind { PIECE_CONV, PIECE_SSM, PIECE_K, PIECE_V } piece_kind;
-
 typedef struct piece {
-    piece_kind kind;
+    jb_state_kind kind;
     int64_t layer;    /* among the Mamba or the attention layers */
     int64_t n;        /* floats */
 } piece;
@@ -183,12 +151,12 @@ static int64_t payload_pieces(const jamba_context *ctx, int64_t n_tokens, piece 
     const jamba_config *c = &ctx->model->config;
     int64_t n = 0;
     for (int64_t m = 0; m < c->n_mamba_layers; m++) {
-        out[n++] = (piece){PIECE_CONV, m, conv_floats(c)};
-        out[n++] = (piece){PIECE_SSM, m, ssm_floats(c)};
+        out[n++] = (piece){JB_STATE_CONV, m, conv_floats(c)};
+        out[n++] = (piece){JB_STATE_SSM, m, ssm_floats(c)};
     }
     for (int64_t a = 0; a < c->n_attention_layers; a++) {
-        out[n++] = (piece){PIECE_K, a, n_tokens * kv_width(c)};
-        out[n++] = (piece){PIECE_V, a, n_tokens * kv_width(c)};
+        out[n++] = (piece){JB_STATE_K, a, n_tokens * kv_width(c)};
+        out[n++] = (piece){JB_STATE_V, a, n_tokens * kv_width(c)};
     }
     return n;
 }
@@ -198,38 +166,14 @@ static piece *alloc_pieces(const jamba_context *ctx) {
     return jb_calloc((size_t)(2 * c->num_hidden_layers + 2), sizeof(piece));
 }
 
-/* The host memory of a piece of a CPU context. */
-static float *cpu_piece(const jamba_context *ctx, int32_t seq, const piece *p) {
-    switch (p->kind) {
-    case PIECE_CONV:
-        return jb_ctx_conv(ctx, seq, p->layer);
-    case PIECE_SSM:
-        return jb_ctx_ssm(ctx, seq, p->layer);
-    default:
-        return jb_ctx_kv(ctx, seq, p->layer, p->kind == PIECE_V);
-    }
-}
-
-/* Floats [off, off + n) of a piece to dst, or from src into it, on whichever device holds the state. */
+/* Floats [off, off + n) of a piece to dst, or from src into it, through the backend. */
 static jamba_status read_piece(const jamba_context *ctx, int32_t seq, const piece *p, int64_t off, int64_t n,
                                float *dst, jamba_error *err) {
-#ifdef JAMBA_WITH_CUDA
-    if (ctx->cuda)
-        return jb_cuda_state_read(ctx->cuda, seq, (jb_state_kind)p->kind, p->layer, off, n, dst, err);
-#endif
-    (void)err;
-    memcpy(dst, cpu_piece(ctx, seq, p) + off, (size_t)n * sizeof(float));
-    return JAMBA_OK;
+    return ctx->be->state_read(ctx->state, seq, p->kind, p->layer, off, n, dst, err);
 }
 
 static jamba_status write_piece(jamba_context *ctx, int32_t seq, const piece *p, const float *src, jamba_error *err) {
-#ifdef JAMBA_WITH_CUDA
-    if (ctx->cuda)
-        return jb_cuda_state_write(ctx->cuda, seq, (jb_state_kind)p->kind, p->layer, 0, p->n, src, err);
-#endif
-    (void)err;
-    memcpy(cpu_piece(ctx, seq, p), src, (size_t)p->n * sizeof(float));
-    return JAMBA_OK;
+    return ctx->be->state_write(ctx->state, seq, p->kind, p->layer, 0, p->n, src, err);
 }
 
 #define BOUNCE_FLOATS ((int64_t)1 << 20)

@@ -1,16 +1,17 @@
 /*
  * synthetic.c — random-weight models in memory (synthetic.h).
  */
-#include "synthetic.h"
+#include "runtime/synthetic.h"
+#include "ckpt/init_rule.h"
 
-#include "../ckpt/config.h"
-#include "../ckpt/st_write.h"
-#include "../ckpt/weights.h"
-#include "alloc.h"
-#include "checked.h"
-#include "error.h"
-#include "model.h"
-#include "threadpool.h"
+#include "ckpt/config.h"
+#include "ckpt/st_write.h"
+#include "ckpt/weights.h"
+#include "base/alloc.h"
+#include "base/checked.h"
+#include "base/error.h"
+#include "runtime/model.h"
+#include "base/threadpool.h"
 
 #include <math.h>
 #include <string.h>
@@ -21,11 +22,6 @@ typedef struct fill_job {
     jamba_dtype dtype;
     uint64_t seed;
 } fill_job;
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
 
 static uint64_t mix(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
@@ -46,21 +42,6 @@ static void store(uint8_t *dst, jamba_dtype dtype, int64_t i, float v) {
     b += 0x7fffu + ((b >> 16) & 1u); /* round to nearest even; the values are finite */
     uint16_t h = (uint16_t)(b >> 16);
     memcpy(dst + 2 * i, &h, 2);
-}
-
-jb_init_kind jb_synthetic_init(const char *name, int64_t d_conv, double *bound) {
-    *bound = 0.02 * sqrt(3.0);
-    if (strstr(name, "layernorm") || ends_with(name, "mamba.D"))
-        return JB_INIT_ONES;
-    if (ends_with(name, "A_log"))
-        return JB_INIT_A_LOG;
-    if (strstr(name, "dt_proj.bias"))
-        return JB_INIT_DT_BIAS;
-    if (strstr(name, "bias"))
-        *bound = 0.1;
-    else if (strstr(name, "conv1d"))
-        *bound = 1.0 / sqrt((double)d_conv);
-    return JB_INIT_UNIFORM;
 }
 
 /* One tensor's values by what the name says it is. */

@@ -13,9 +13,9 @@
 #include <string.h>
 
 #include "runtime/model.h"
-#include "runtime/alloc.h"
+#include "base/alloc.h"
 #include "runtime/synthetic.h"
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 #define MISMATCH JAMBA_ERR_WEIGHT_MISMATCH
 

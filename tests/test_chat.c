@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 static jamba_tokenizer *load(const char *path) {
     jamba_tokenizer *t = NULL;

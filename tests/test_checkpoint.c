@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "ckpt/checkpoint.h"
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 #define BAD JAMBA_ERR_BAD_CHECKPOINT
 

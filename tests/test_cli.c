@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "support/reference.h"
-#include "support/testutil.h"
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
 
 #define MINI JB_SOURCE_DIR "/models/configs/jamba-1.5-mini"
 

@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "ckpt/config.h"
-#include "runtime/sizing.h"
-#include "support/testutil.h"
+#include "ckpt/sizing.h"
+#include "tests/support/testutil.h"
 
 static jamba_status parse(const char *json, jamba_config *c, jb_strlist *notes, jamba_error *err) {
     return jb_config_parse(json, strlen(json), "config.json", c, notes, err);

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "runtime/sampler.h"
-#include "support/reference.h"
-#include "support/testutil.h"
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
 
 static jamba_sampler *make(jamba_sampler_params p, int64_t vocab) {
     jamba_sampler *s = NULL;
@@ -94,10 +94,10 @@ JB_TEST(decode_sample, invalid_arguments) {
 JB_TEST(decode_sample, device_view_peeks_the_draw_without_consuming_it) {
     jamba_sampler_params p = kind(1);
     jamba_sampler *a = make(p, 50), *b = make(p, 50);
-    jb_gpu_sample_params g1, g2;
+    jb_sample_params g1, g2;
     int32_t pen[16];
-    cr_assert(jb_sampler_gpu_params(a, &g1, pen, 16));
-    cr_assert(jb_sampler_gpu_params(a, &g2, pen, 16));
+    cr_assert(jb_sampler_device_params(a, &g1, pen, 16));
+    cr_assert(jb_sampler_device_params(a, &g2, pen, 16));
     cr_assert_eq(g1.uniform, g2.uniform, "peeking twice sees the same draw");
     cr_assert(g1.uniform >= 0 && g1.uniform < 1);
     cr_assert_eq(g1.top_k, 5);
@@ -117,12 +117,12 @@ JB_TEST(decode_sample, device_view_peeks_the_draw_without_consuming_it) {
     }
     /* eligibility: all-vocabulary top-k needs the host; penalised ids are distinct and bounded */
     jamba_sampler *c = make(kind(2), 50), *d = make(kind(3), 50);
-    cr_assert_not(jb_sampler_gpu_params(c, &g1, pen, 16));
+    cr_assert_not(jb_sampler_device_params(c, &g1, pen, 16));
     for (int i = 0; i < 40; i++)
         jamba_sampler_accept(d, i % 20);
-    cr_assert_not(jb_sampler_gpu_params(d, &g1, pen, 16), "20 distinct ids do not fit 16");
+    cr_assert_not(jb_sampler_device_params(d, &g1, pen, 16), "20 distinct ids do not fit 16");
     int32_t big[32];
-    cr_assert(jb_sampler_gpu_params(d, &g1, big, 32));
+    cr_assert(jb_sampler_device_params(d, &g1, big, 32));
     cr_assert_eq(g1.n_penalized, 20);
     for (int i = 0; i < 20; i++)
         for (int j = i + 1; j < 20; j++)

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "support/reference.h"
-#include "support/testutil.h"
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
 
 #define DEMO JB_SOURCE_DIR "/models/demo"
 #define SHAKESPEARE JB_SOURCE_DIR "/../shared/data/tinyshakespeare.txt"

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "runtime/context.h"
-#include "support/reference.h"
-#include "support/testutil.h"
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
 
 typedef struct fixture_case {
     const char *model;     /* folder under tests/fixtures/forward */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 JB_TEST(api, version_agrees_with_header) {
     cr_assert_str_eq(jamba_version(), JAMBA_VERSION_STRING);

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "support/fault_alloc.h"
-#include "support/testutil.h"
+#include "tests/support/fault_alloc.h"
+#include "tests/support/testutil.h"
 
 /* Returns how many failure points were exercised. */
 static long long fail_every_allocation(const char *dir, jamba_weights_mode mode) {

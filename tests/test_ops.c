@@ -10,10 +10,10 @@
 #include <string.h>
 
 #include "moe/router.h"
-#include "runtime/cpu_attention.h"
-#include "runtime/cpu_mamba.h"
-#include "runtime/cpu_ops.h"
-#include "support/testutil.h"
+#include "cpu/attention.h"
+#include "cpu/mamba.h"
+#include "cpu/ops.h"
+#include "tests/support/testutil.h"
 
 static jb_pool *pool_of(int n) {
     jb_pool *p = NULL;

@@ -11,7 +11,7 @@
 #include "ckpt/config.h"
 #include "ckpt/weights.h"
 #include "cuda/ctx_layout.h"
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 #define MINI JB_SOURCE_DIR "/models/configs/jamba-1.5-mini"
 #define GB 1000000000ull

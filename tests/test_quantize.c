@@ -21,10 +21,10 @@
 #include "ckpt/st_write.h"
 #include "ckpt/weights.h"
 #include "runtime/model.h"
-#include "runtime/quantize.h"
+#include "ckpt/quantize.h"
 #include "runtime/synthetic.h"
-#include "support/reference.h"
-#include "support/testutil.h"
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
 
 #define DEMO JB_SOURCE_DIR "/models/demo"
 #define MISMATCH JAMBA_ERR_WEIGHT_MISMATCH

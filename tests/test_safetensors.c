@@ -10,7 +10,7 @@
 
 #include "ckpt/safetensors.h"
 #include "ckpt/st_write.h"
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 /* ---- a file written by the reference library -------------------------------------------------- */
 

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 static jamba_sampler *make(jamba_sampler_params p, int64_t vocab) {
     jamba_sampler *s = NULL;

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "support/reference.h"
-#include "support/testutil.h"
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
 
 typedef struct setup {
     jamba_model *m;

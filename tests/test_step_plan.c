@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "cuda/step_plan.h"
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 JB_TEST(step_plan, chunk_length_rules) {
     /* enough lanes per row already: one chunk per segment */
@@ -37,7 +37,7 @@ static void check_plan(const jb_step_plan *p, const jb_segment *segs, int64_t n_
     cr_assert_leq(p->n_slots, max_slots_bound);
     int64_t c = 0;
     for (int64_t s = 0; s < n_segs; s++) {
-        const jb_gpu_seg *g = &p->segs[s];
+        const jb_cuda_seg *g = &p->segs[s];
         cr_assert_eq(g->seq, segs[s].seq);
         cr_assert_eq(g->pos, segs[s].pos);
         cr_assert_eq(g->row, segs[s].row);
@@ -48,7 +48,7 @@ static void check_plan(const jb_step_plan *p, const jb_segment *segs, int64_t n_
         cr_assert_eq(g->n_slots, k - 1);
         cr_assert_eq(g->slot0, k > 1 ? slots : -1);
         for (int64_t j = 0; j < k; j++, c++) {
-            const jb_gpu_chunk *ch = &p->chunks[c];
+            const jb_cuda_chunk *ch = &p->chunks[c];
             cr_assert_eq(ch->seg, s);
             cr_assert_eq(ch->r0, next_row);
             cr_assert(ch->r1 > ch->r0 && ch->r1 - ch->r0 <= chunk_len);
@@ -68,8 +68,8 @@ JB_TEST(step_plan, random_layouts_keep_every_invariant) {
     enum { MAX_SEGS = 12, MAX_T = 600 };
     jb_segment segs[MAX_SEGS];
     int32_t row_seg[MAX_T];
-    jb_gpu_seg gsegs[MAX_SEGS];
-    jb_gpu_chunk chunks[MAX_SEGS + MAX_T];
+    jb_cuda_seg gsegs[MAX_SEGS];
+    jb_cuda_chunk chunks[MAX_SEGS + MAX_T];
     for (int trial = 0; trial < 500; trial++) {
         int64_t n_segs = 1 + rand() % MAX_SEGS, row = 0;
         for (int64_t s = 0; s < n_segs; s++) {
@@ -96,8 +96,8 @@ JB_TEST(step_plan, decode_steps_are_one_chunk_per_sequence) {
     for (int s = 0; s < 4; s++)
         segs[s] = (jb_segment){.seq = 3 - s, .pos = 100 * s, .n = 1, .row = s};
     int32_t row_seg[4];
-    jb_gpu_seg gsegs[4];
-    jb_gpu_chunk chunks[8];
+    jb_cuda_seg gsegs[4];
+    jb_cuda_chunk chunks[8];
     jb_step_plan p = {row_seg, gsegs, chunks, 0, 0, 0, 0, 0};
     jb_step_plan_build(&p, segs, 4, jb_scan_chunk_len(4, 16, 1 << 20, 64, 32));
     cr_assert_eq(p.n_chunks, 4);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "support/testutil.h"
+#include "tests/support/testutil.h"
 
 #define SHARED_DATA JB_SOURCE_DIR "/../shared/data"
 

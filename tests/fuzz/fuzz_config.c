@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "ckpt/config.h"
-#include "runtime/sizing.h"
+#include "ckpt/sizing.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "jamba.h"
-#include "runtime/utf8.h"
+#include "base/utf8.h"
 
 #ifndef JB_SOURCE_DIR
 #error "JB_SOURCE_DIR must be defined"

@@ -6,7 +6,7 @@
  *
  * Exit status: 0 all passed, 1 a failure, 77 skipped (no usable GPU), the code ctest treats as a skip.
  */
-#include "gpu_test.h"
+#include "tests/gpu/gpu_test.h"
 
 #include <stdio.h>
 #include <stdlib.h>

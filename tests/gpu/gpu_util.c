@@ -1,7 +1,7 @@
 /*
  * gpu_util.c — the harness helpers declared in gpu_test.h.
  */
-#include "gpu_test.h"
+#include "tests/gpu/gpu_test.h"
 
 #include <math.h>
 #include <stdarg.h>

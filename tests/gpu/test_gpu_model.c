@@ -4,7 +4,7 @@
  * prefill, several sequences at different positions in one step, CUDA graphs against direct launches,
  * device sampling against the CPU sampler, sequence fork/save/restore, and the demo model.
  */
-#include "gpu_test.h"
+#include "tests/gpu/gpu_test.h"
 
 #include "ckpt/safetensors.h"
 #include "runtime/model.h"

@@ -4,15 +4,15 @@
  * and full experts. Device outputs are poisoned (NaN) before each run, so anything left unwritten fails.
  * Tolerances (normalised MSE): 1e-7 in fp32 mode, 5e-4 where bf16 values are produced.
  */
-#include "gpu_test.h"
+#include "tests/gpu/gpu_test.h"
 
 #include "ckpt/dtype.h"
 #include "cuda/ops.h"
 #include "cuda/step_plan.h"
 #include "moe/router.h"
-#include "runtime/cpu_attention.h"
-#include "runtime/cpu_mamba.h"
-#include "runtime/cpu_ops.h"
+#include "cpu/attention.h"
+#include "cpu/mamba.h"
+#include "cpu/ops.h"
 #include "runtime/sampler.h"
 
 #include <math.h>
@@ -35,7 +35,7 @@ static jb_pool *cpu_pool(void) {
 
 /* A step on the device from host segments (rows contiguous from 0), chunked at chunk_len. */
 typedef struct dev_step {
-    jb_gpu_step step;
+    jb_cuda_step_desc step;
     jb_step_plan plan;
     void *d_row_seg, *d_segs, *d_chunks, *d_tokens;
 } dev_step;
@@ -46,14 +46,14 @@ static dev_step make_step(const jb_segment *segs, int64_t n_segs, int64_t chunk_
     for (int64_t s = 0; s < n_segs; s++)
         T += segs[s].n;
     d.plan.row_seg = malloc((size_t)T * 4);
-    d.plan.segs = malloc((size_t)n_segs * sizeof(jb_gpu_seg));
-    d.plan.chunks = malloc((size_t)jb_step_plan_max_chunks(T, n_segs, chunk_len) * sizeof(jb_gpu_chunk));
+    d.plan.segs = malloc((size_t)n_segs * sizeof(jb_cuda_seg));
+    d.plan.chunks = malloc((size_t)jb_step_plan_max_chunks(T, n_segs, chunk_len) * sizeof(jb_cuda_chunk));
     jb_step_plan_build(&d.plan, segs, n_segs, chunk_len);
     d.d_row_seg = gt_dev_bytes(d.plan.row_seg, (size_t)T * 4);
-    d.d_segs = gt_dev_bytes(d.plan.segs, (size_t)n_segs * sizeof(jb_gpu_seg));
-    d.d_chunks = gt_dev_bytes(d.plan.chunks, (size_t)d.plan.n_chunks * sizeof(jb_gpu_chunk));
+    d.d_segs = gt_dev_bytes(d.plan.segs, (size_t)n_segs * sizeof(jb_cuda_seg));
+    d.d_chunks = gt_dev_bytes(d.plan.chunks, (size_t)d.plan.n_chunks * sizeof(jb_cuda_chunk));
     d.d_tokens = tokens ? gt_dev_bytes(tokens, (size_t)T * 4) : NULL;
-    d.step = (jb_gpu_step){.tokens = d.d_tokens, .row_seg = d.d_row_seg, .segs = d.d_segs, .chunks = d.d_chunks,
+    d.step = (jb_cuda_step_desc){.tokens = d.d_tokens, .row_seg = d.d_row_seg, .segs = d.d_segs, .chunks = d.d_chunks,
                            .T = T, .n_segs = n_segs, .n_chunks = d.plan.n_chunks, .n_slots = d.plan.n_slots,
                            .max_seg_rows = d.plan.max_seg_rows};
     return d;
@@ -84,7 +84,7 @@ static void test_embed(void) {
         void *d_table = gt_dev_from(dt, table, V * H), *d_tok = gt_dev_bytes(tokens, sizeof tokens);
         float *d_x = gt_dev_poisoned((size_t)(T * H) * 4), *got = malloc((size_t)(T * H) * 4),
               *want = malloc((size_t)(T * H) * 4);
-        GT_CUDA(jb_gpu_embed(dt, d_x, d_table, d_tok, T, H, 0));
+        GT_CUDA(jb_cuda_embed(dt, d_x, d_table, d_tok, T, H, 0));
         gt_sync("embed");
         gt_to_host(JAMBA_DTYPE_F32, got, d_x, T * H);
         for (int64_t t = 0; t < T; t++)
@@ -107,7 +107,7 @@ static void test_add_rmsnorm(void) {
             float *d_x = gt_dev_bytes(x, (size_t)(T * H) * 4), *d_add = gt_dev_bytes(add, (size_t)(T * H) * 4);
             float *d_w = gt_dev_bytes(w, (size_t)H * 4);
             void *d_out = gt_dev_poisoned((size_t)(T * H) * esize(dt));
-            GT_CUDA(jb_gpu_add_rmsnorm(dt, d_x, d_add, d_w, d_out, T, H, 1e-6f, 0));
+            GT_CUDA(jb_cuda_add_rmsnorm(dt, d_x, d_add, d_w, d_out, T, H, 1e-6f, 0));
             gt_sync("add_rmsnorm");
             for (int64_t i = 0; i < T * H; i++)
                 x[i] += add[i];
@@ -140,7 +140,7 @@ static void test_ssm_params(void) {
                 float *d_wdt = gt_dev_bytes(wdt, (size_t)R * 4), *d_wb = gt_dev_bytes(wb, (size_t)N * 4);
                 float *d_wc = gt_dev_bytes(wc, (size_t)N * 4);
                 void *d_dt = gt_dev_poisoned((size_t)(T * R) * esize(dt));
-                GT_CUDA(jb_gpu_ssm_params(dt, d_x, T, R, N, norms ? d_wdt : NULL, d_wb, d_wc, 1e-6f, d_dt, 0));
+                GT_CUDA(jb_cuda_ssm_params(dt, d_x, T, R, N, norms ? d_wdt : NULL, d_wb, d_wc, 1e-6f, d_dt, 0));
                 gt_sync("ssm_params");
                 if (norms) {
                     jb_cpu_rmsnorm(x, x, T, R, xd, wdt, 1e-6);
@@ -168,7 +168,7 @@ static void test_swiglu_bias_gather(void) {
         const int64_t T = 9, I = 37, ld = 2 * I + 3;
         float *gu = gt_random(&r, T * ld, -4, 4, dt);
         void *d_gu = gt_dev_from(dt, gu, T * ld), *d_out = gt_dev_poisoned((size_t)(T * I) * esize(dt));
-        GT_CUDA(jb_gpu_swiglu(dt, d_gu, ld, d_out, T, I, 0));
+        GT_CUDA(jb_cuda_swiglu(dt, d_gu, ld, d_out, T, I, 0));
         gt_sync("swiglu");
         float *want = malloc((size_t)(T * I) * 4), *got = malloc((size_t)(T * ld) * 4);
         for (int64_t t = 0; t < T; t++)
@@ -179,7 +179,7 @@ static void test_swiglu_bias_gather(void) {
         /* bias on a strided matrix: only the first N columns of each row change */
         float *bias = gt_random(&r, 2 * I, -1, 1, JAMBA_DTYPE_F32);
         float *d_bias = gt_dev_bytes(bias, (size_t)(2 * I) * 4);
-        GT_CUDA(jb_gpu_add_bias(dt, d_gu, ld, d_bias, T, 2 * I, 0));
+        GT_CUDA(jb_cuda_add_bias(dt, d_gu, ld, d_bias, T, 2 * I, 0));
         gt_sync("add_bias");
         float *want2 = malloc((size_t)(T * ld) * 4);
         for (int64_t t = 0; t < T; t++)
@@ -196,7 +196,7 @@ static void test_swiglu_bias_gather(void) {
     int64_t rows[4] = {9, 0, 3, 3};
     float *d_src = gt_dev_bytes(src, 10 * H * 4), *d_dst = gt_dev_poisoned(n * H * 4);
     int64_t *d_rows = gt_dev_bytes(rows, sizeof rows);
-    GT_CUDA(jb_gpu_gather_rows(d_dst, d_src, d_rows, n, H, 0));
+    GT_CUDA(jb_cuda_gather_rows(d_dst, d_src, d_rows, n, H, 0));
     gt_sync("gather_rows");
     float got[4 * 29], want[4 * 29];
     for (int i = 0; i < n; i++)
@@ -230,7 +230,7 @@ static void test_gemm(void) {
                 memcpy(Xc + t * K, X + t * ldx, (size_t)K * 4);
             void *d_X = gt_dev_from(in, X, T * ldx), *d_W = gt_dev_from(in, W, N * K);
             void *d_Y = gt_dev_poisoned((size_t)(T * ldy) * esize(out));
-            cublasStatus_t b = jb_gpu_gemm(h, in, out, d_Y, ldy, d_X, ldx, d_W, T, N, K);
+            cublasStatus_t b = jb_cuda_gemm(h, in, out, d_Y, ldy, d_X, ldx, d_W, T, N, K);
             GT_CHECK(b == CUBLAS_STATUS_SUCCESS, "gemm: cuBLAS status %d", (int)b);
             gt_sync("gemm");
             float *want = malloc((size_t)(T * N) * 4), *got_full = malloc((size_t)(T * ldy) * 4);
@@ -278,8 +278,8 @@ static void test_conv(void) {
             void *d_x = gt_dev_from(dt, x, T * ldx), *d_out = gt_dev_poisoned((size_t)(T * Di) * esize(dt));
             float *d_w = gt_dev_bytes(w, (size_t)(Di * K) * 4), *d_b = gt_dev_bytes(b, (size_t)Di * 4);
             float *d_win = gt_dev_bytes(win, (size_t)(S * (wsz > 0 ? wsz : 1)) * 4);
-            jb_gpu_conv_args a = {d_x, ldx, d_w, d_b, d_win, wsz, d_out, Di, K};
-            GT_CUDA(jb_gpu_conv_silu(dt, &a, &ds.step, 0));
+            jb_cuda_conv_args a = {d_x, ldx, d_w, d_b, d_win, wsz, d_out, Di, K};
+            GT_CUDA(jb_cuda_conv_silu(dt, &a, &ds.step, 0));
             gt_sync("conv");
             float *want = malloc((size_t)(T * Di) * 4), *got = malloc((size_t)(T * Di) * 4);
             for (int64_t s = 0; s < n_segs; s++) {
@@ -322,9 +322,9 @@ static void scan_case(jamba_dtype dt, int64_t N, int64_t long_n, int64_t chunk_l
     float *d_state = gt_dev_bytes(state, (size_t)(S * Di * N) * 4);
     float *d_sum = gt_dev_poisoned((size_t)(2 * (ds.step.n_slots > 0 ? ds.step.n_slots : 1) * Di * N) * 4);
     void *d_y = gt_dev_poisoned((size_t)(T * Di) * esize(dt));
-    jb_gpu_scan_args a = {d_u, d_draw, d_bias, d_A, d_x + R, d_x + R + N, xd, d_D, (char *)d_z + Di * esize(dt),
+    jb_cuda_scan_args a = {d_u, d_draw, d_bias, d_A, d_x + R, d_x + R + N, xd, d_D, (char *)d_z + Di * esize(dt),
                           2 * Di, d_state, Di * N, d_y, d_sum, Di, N};
-    cudaError_t e = jb_gpu_selective_scan(dt, &a, &ds.step, 0);
+    cudaError_t e = jb_cuda_selective_scan(dt, &a, &ds.step, 0);
     GT_CHECK(e == cudaSuccess, "scan launch: %s", cudaGetErrorString(e));
     gt_sync("scan");
     float *delta = malloc((size_t)(T * Di) * 4), *want = malloc((size_t)(T * Di) * 4), *got = malloc((size_t)(T * Di) * 4);
@@ -458,14 +458,14 @@ static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D,
     void *d_out = gt_dev_poisoned((size_t)(T * q) * esize(dt));
     const int64_t pcap = T * n_h * n_splits * (D + 2);
     float *d_part = gt_dev_poisoned((size_t)pcap * 4);
-    jb_gpu_attn_args a = {.qkv = d_qkv, .ld_qkv = ld, .k_cache = d_k, .v_cache = d_v, .seq_stride = C * kv,
+    jb_cuda_attn_args a = {.qkv = d_qkv, .ld_qkv = ld, .k_cache = d_k, .v_cache = d_v, .seq_stride = C * kv,
                           .kv_dt = fp8 ? JAMBA_DTYPE_F8_E4M3 : dt, .k_scale = d_ks, .v_scale = d_vs,
                           .scale_seq_stride = C * n_kv, .out = d_out, .n_heads = n_h, .n_kv_heads = n_kv,
                           .head_dim = D, .partial = d_part, .partial_capacity = pcap, .n_splits = n_splits,
                           .split_len = (C + n_splits - 1) / n_splits};
-    cudaError_t e = jb_gpu_kv_append(dt, &a, &ds.step, 0);
+    cudaError_t e = jb_cuda_kv_append(dt, &a, &ds.step, 0);
     if (e == cudaSuccess)
-        e = jb_gpu_attention(dt, &a, &ds.step, force, 0);
+        e = jb_cuda_attention(dt, &a, &ds.step, force, 0);
     GT_CHECK(e == cudaSuccess, "attention launch: %s", cudaGetErrorString(e));
     gt_sync("attention");
     /* the CPU twin: append, then attend per segment */
@@ -549,7 +549,7 @@ static void test_moe_route(void) {
         float *d_l = gt_dev_bytes(logits, (size_t)(T * E) * 4);
         int32_t *d_ex = gt_dev_poisoned((size_t)(T * k) * 4);
         float *d_w = gt_dev_poisoned((size_t)(T * k) * 4);
-        GT_CUDA(jb_gpu_moe_route(d_l, T, E, k, d_ex, d_w, 0));
+        GT_CUDA(jb_cuda_moe_route(d_l, T, E, k, d_ex, d_w, 0));
         gt_sync("route");
         int32_t *ex = malloc((size_t)(T * k) * 4), *gex = malloc((size_t)(T * k) * 4);
         float *w = malloc((size_t)(T * k) * 4), *gw = malloc((size_t)(T * k) * 4);
@@ -613,7 +613,7 @@ static void test_moe_plan_and_combine(void) {
         int32_t *d_ex = gt_dev_bytes(ex, (size_t)n * 4), *d_begin = gt_dev_poisoned((size_t)(E + 1) * 4);
         int32_t *d_st = gt_dev_poisoned((size_t)n * 4), *d_pos = gt_dev_poisoned((size_t)n * 4);
         float *d_w = gt_dev_bytes(w, (size_t)n * 4), *d_sw = gt_dev_poisoned((size_t)n * 4);
-        GT_CUDA(jb_gpu_moe_plan(d_ex, d_w, T, E, k, d_begin, d_st, d_sw, d_pos, 0));
+        GT_CUDA(jb_cuda_moe_plan(d_ex, d_w, T, E, k, d_begin, d_st, d_sw, d_pos, 0));
         gt_sync("plan");
         int32_t *g_begin = malloc((size_t)(E + 1) * 4), *g_st = malloc((size_t)n * 4), *g_pos = malloc((size_t)n * 4);
         float *g_sw = malloc((size_t)n * 4);
@@ -636,7 +636,7 @@ static void test_moe_plan_and_combine(void) {
                 for (int64_t h = 0; h < H; h++)
                     want[st[p] * H + h] += eo[p * H + h] * sw[p];
         float *d_eo = gt_dev_bytes(eo, (size_t)(n * H) * 4), *d_out = gt_dev_poisoned((size_t)(T * H) * 4);
-        GT_CUDA(jb_gpu_moe_combine(d_eo, d_pos, d_ex, d_w, T, k, H, d_out, 0));
+        GT_CUDA(jb_cuda_moe_combine(d_eo, d_pos, d_ex, d_w, T, k, H, d_out, 0));
         gt_sync("combine");
         gt_to_host(JAMBA_DTYPE_F32, got, d_out, T * H);
         gt_expect_close("combine", got, want, T * H, 0);
@@ -702,9 +702,9 @@ static void test_expert_gemv(void) {
                 const bool out_f32 = di == 0 || by_token == 0;
                 const jamba_dtype odt = out_f32 ? JAMBA_DTYPE_F32 : dt;
                 void *d_out = gt_dev_poisoned((size_t)(n * N) * esize(odt));
-                jb_gpu_gemv_args g = {d_W, q8 ? JAMBA_DTYPE_I8 : dt, d_scale, N * K, N, K, d_in, ldin,
+                jb_cuda_gemv_args g = {d_W, q8 ? JAMBA_DTYPE_I8 : dt, d_scale, N * K, N, K, d_in, ldin,
                                       by_token ? d_st : NULL, d_begin, 0, E, d_out, out_f32};
-                GT_CUDA(jb_gpu_expert_gemv(dt, &g, 0));
+                GT_CUDA(jb_cuda_expert_gemv(dt, &g, 0));
                 gt_sync("expert_gemv");
                 float *want = malloc((size_t)(n * N) * 4), *got = malloc((size_t)(n * N) * 4);
                 for (int64_t e = 0; e < E; e++)
@@ -724,9 +724,9 @@ static void test_expert_gemv(void) {
                 gt_expect_close(what, got, want, n * N, tol(odt));
                 if (q8 && !by_token) {
                     /* the dense form: one matrix, rows [0, T) without a plan */
-                    jb_gpu_gemv_args d = {d_W, JAMBA_DTYPE_I8, d_scale, 0, N, K, d_in, ldin, NULL, NULL, T, 1, d_out,
+                    jb_cuda_gemv_args d = {d_W, JAMBA_DTYPE_I8, d_scale, 0, N, K, d_in, ldin, NULL, NULL, T, 1, d_out,
                                           out_f32};
-                    GT_CUDA(jb_gpu_expert_gemv(dt, &d, 0));
+                    GT_CUDA(jb_cuda_expert_gemv(dt, &d, 0));
                     gt_sync("dense int8 gemv");
                     for (int64_t t = 0; t < T; t++)
                         for (int64_t o = 0; o < N; o++) {
@@ -755,7 +755,7 @@ static void test_dequant_rows(void) {
             float *W = malloc((size_t)(N * K) * 4), *d_scale = NULL, *got = malloc((size_t)(N * K) * 4);
             int8_t *d_q = gemv_weights(&r, dt, true, N, K, W, &d_scale);
             void *d_out = gt_dev_poisoned((size_t)(N * K) * esize(dt));
-            GT_CUDA(jb_gpu_dequant_rows(dt, d_out, d_q, d_scale, N, K, 0));
+            GT_CUDA(jb_cuda_dequant_rows(dt, d_out, d_q, d_scale, N, K, 0));
             gt_sync("dequant_rows");
             if (dt == JAMBA_DTYPE_BF16)
                 gt_round_bf16(W, N * K);
@@ -785,7 +785,7 @@ static void test_sample(void) {
     kinds[6].top_k = 100, kinds[6].temperature = 0.3f;
     float *logits = malloc((size_t)V * 4), *d_work = gt_dev_poisoned((size_t)V * 4);
     float *d_logits = gt_dev_poisoned((size_t)V * 4);
-    jb_gpu_sample_params *d_p = gt_dev_poisoned(sizeof(jb_gpu_sample_params));
+    jb_sample_params *d_p = gt_dev_poisoned(sizeof(jb_sample_params));
     int32_t *d_pen = gt_dev_poisoned(512 * 4), *d_tok = gt_dev_poisoned(4), *d_used = gt_dev_poisoned(4);
     int mismatches = 0, rounds = 0;
     for (int kind = 0; kind < 7; kind++) {
@@ -801,16 +801,16 @@ static void test_sample(void) {
                 logits[17] = logits[900] = 20.0f; /* a tie at the top */
             if (round == 7)
                 logits[123] = INFINITY;
-            jb_gpu_sample_params p;
+            jb_sample_params p;
             int32_t pen[512];
-            if (!jb_sampler_gpu_params(a, &p, pen, 512)) {
+            if (!jb_sampler_device_params(a, &p, pen, 512)) {
                 gt_fail(__FILE__, __LINE__, "kind %d should be device-eligible", kind);
                 break;
             }
             cudaMemcpy(d_logits, logits, (size_t)V * 4, cudaMemcpyHostToDevice);
             cudaMemcpy(d_p, &p, sizeof p, cudaMemcpyHostToDevice);
             cudaMemcpy(d_pen, pen, 512 * 4, cudaMemcpyHostToDevice);
-            GT_CUDA(jb_gpu_sample(d_logits, 1, V, d_p, d_pen, 512, d_work, d_tok, d_used, 0));
+            GT_CUDA(jb_cuda_sample_rows(d_logits, 1, V, d_p, d_pen, 512, d_work, d_tok, d_used, 0));
             int32_t tok = -2, used = -1, want = -3;
             cudaMemcpy(&tok, d_tok, 4, cudaMemcpyDeviceToHost);
             cudaMemcpy(&used, d_used, 4, cudaMemcpyDeviceToHost);
@@ -829,10 +829,10 @@ static void test_sample(void) {
     /* nothing drawable: every logit -inf */
     for (int64_t i = 0; i < V; i++)
         logits[i] = -INFINITY;
-    jb_gpu_sample_params p = {.temperature = 1, .top_k = 5, .top_p = 1, .repetition_penalty = 1, .uniform = 0.5};
+    jb_sample_params p = {.temperature = 1, .top_k = 5, .top_p = 1, .repetition_penalty = 1, .uniform = 0.5};
     cudaMemcpy(d_logits, logits, (size_t)V * 4, cudaMemcpyHostToDevice);
     cudaMemcpy(d_p, &p, sizeof p, cudaMemcpyHostToDevice);
-    GT_CUDA(jb_gpu_sample(d_logits, 1, V, d_p, d_pen, 512, d_work, d_tok, d_used, 0));
+    GT_CUDA(jb_cuda_sample_rows(d_logits, 1, V, d_p, d_pen, 512, d_work, d_tok, d_used, 0));
     int32_t tok = 0;
     cudaMemcpy(&tok, d_tok, 4, cudaMemcpyDeviceToHost);
     GT_CHECK(tok == -1, "all -inf: token %d, expected -1", tok);

@@ -2,9 +2,9 @@
  * fault_alloc.c — counting, failure-injecting replacement for runtime/alloc.c (tests only; the counters
  * are process-global, which is fine because Criterion runs every test in its own process).
  */
-#include "fault_alloc.h"
+#include "tests/support/fault_alloc.h"
 
-#include "../../runtime/alloc.h"
+#include "base/alloc.h"
 
 #include <stdlib.h>
 

@@ -1,7 +1,7 @@
 /*
  * reference.c — see reference.h.
  */
-#include "reference.h"
+#include "tests/support/reference.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "tests/support/testutil.h"
 
 void ref_open(ref_file *r, const char *name) {
     char rel[256];

@@ -1,7 +1,7 @@
 /*
  * testutil.c — see testutil.h.
  */
-#include "testutil.h"
+#include "tests/support/testutil.h"
 
 #include "ckpt/safetensors.h"
 

@@ -1,7 +1,7 @@
 /*
  * cmd_devices.c — `jamba devices`: backend versions and the GPUs this build can use.
  */
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 #include <stdio.h>
 #include <string.h>

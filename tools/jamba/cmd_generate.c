@@ -3,8 +3,8 @@
  * REPL in the Jamba-1.5+ chat format that keeps the conversation in the sequence state instead of
  * re-reading it every turn).
  */
-#include "cli.h"
-#include "generation.h"
+#include "tools/jamba/cli.h"
+#include "tools/jamba/generation.h"
 
 #include <errno.h>
 #include <stdio.h>

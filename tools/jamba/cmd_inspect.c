@@ -6,7 +6,7 @@
  * only config.json is inspected as a plan (weights assumed in the config's torch_dtype, else BF16). With
  * --device cuda it also shows the device plan a context would follow (jamba_context_plan_memory).
  */
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 #include <jansson.h>
 #include <stdio.h>

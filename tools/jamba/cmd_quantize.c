@@ -2,7 +2,7 @@
  * cmd_quantize.c — `jamba quantize`: write a model folder whose experts (and optionally dense MLPs) are
  * int8 weight-only, so later loads need no requantization.
  */
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 #include <stdio.h>
 

@@ -5,8 +5,8 @@
  * (comparable across tokenizers) and, with --json, every position's log-probability. Several --model flags
  * give a comparison table. --dump-logits writes one model's logits as safetensors.
  */
-#include "cli.h"
-#include "generation.h"
+#include "tools/jamba/cli.h"
+#include "tools/jamba/generation.h"
 
 #include "ckpt/st_write.h"
 

@@ -1,7 +1,7 @@
 /*
  * cmd_tokenize.c — `jamba tokenize` and `jamba detokenize`: text ↔ token ids with a model's tokenizer.
  */
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -1,7 +1,7 @@
 /*
  * format.c — argument parsing and number formatting for the CLI.
  */
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /*
  * generation.c — shared generation plumbing for the CLI (see generation.h).
  */
-#include "generation.h"
+#include "tools/jamba/generation.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 typedef struct gen_session {
     jamba_model *model;

@@ -1,7 +1,7 @@
 /*
  * main.c — the `jamba` command: dispatch to subcommands.
  */
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 #include <stdio.h>
 #include <string.h>

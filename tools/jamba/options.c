@@ -1,7 +1,7 @@
 /*
  * options.c — the subcommands' declarative option parser.
  */
-#include "cli.h"
+#include "tools/jamba/cli.h"
 
 #include <math.h>
 #include <stdlib.h>

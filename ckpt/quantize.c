@@ -1,0 +1,146 @@
+/*
+ * quantize.c — int8 weight-only quantization (quantize.h).
+ */
+#include "ckpt/quantize.h"
+
+#include "ckpt/config.h"
+#include "ckpt/dtype.h"
+#include "base/alloc.h"
+#include "base/error.h"
+#include "base/threadpool.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+jamba_status jb_quantize_int8(const jb_weight *w, int8_t *q, float *scale, const char *what, jamba_error *err) {
+    const int64_t N = w->shape[0], K = w->shape[1];
+    const size_t esize = jamba_dtype_size(w->dtype);
+    float *row = jb_malloc((size_t)(K > 0 ? K : 1) * sizeof *row);
+    if (row == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "quantizing %s: out of memory", what);
+    jamba_status st = JAMBA_OK;
+    for (int64_t n = 0; n < N && st == JAMBA_OK; n++) {
+        jb_to_f32(row, (const uint8_t *)w->data + (size_t)(n * K) * esize, w->dtype, K);
+        float amax = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            const float v = w->scale ? row[k] * w->scale[n] : row[k];
+            row[k] = v;
+            if (!isfinite(v)) {
+                st = jb_fail(err, JAMBA_ERR_NUMERIC, "quantizing %s: row %lld has a NaN or Inf", what, (long long)n);
+                break;
+            }
+            amax = fmaxf(amax, fabsf(v));
+        }
+        const float s = amax / 127.0f;
+        scale[n] = s;
+        for (int64_t k = 0; k < K; k++) {
+            const float v = s > 0 ? nearbyintf(row[k] / s) : 0.0f; /* the default rounding: half to even */
+            q[n * K + k] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+        }
+    }
+    jb_free(row);
+    return st;
+}
+
+/* One matrix to requantize and where its int8 copy goes. */
+typedef struct quant_item {
+    jb_weight *w;
+    int8_t *q;
+    float *scale;
+    char what[96];
+} quant_item;
+
+typedef struct quant_job {
+    quant_item *items;
+    jamba_status *status;   /* [n] per item */
+    jamba_error *errors;    /* [n] */
+} quant_job;
+
+static void quantize_range(void *arg, int64_t i0, int64_t i1, int thread) {
+    (void)thread;
+    quant_job *j = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        quant_item *it = &j->items[i];
+        j->status[i] = jb_quantize_int8(it->w, it->q, it->scale, it->what, &j->errors[i]);
+    }
+}
+
+/* Add the three matrices of an MLP (unless already int8). */
+static void collect(quant_item *items, int64_t *n, jb_mlp_weights *m, const char *label, int64_t layer,
+                    int64_t expert) {
+    jb_weight *mats[3] = {&m->gate_proj, &m->up_proj, &m->down_proj};
+    static const char *const names[3] = {"gate_proj", "up_proj", "down_proj"};
+    for (int p = 0; p < 3; p++) {
+        if (mats[p]->data == NULL || mats[p]->dtype == JAMBA_DTYPE_I8)
+            continue;
+        quant_item *it = &items[(*n)++];
+        it->w = mats[p];
+        if (expert >= 0)
+            snprintf(it->what, sizeof it->what, "%s layer %lld expert %lld %s", label, (long long)layer,
+                     (long long)expert, names[p]);
+        else
+            snprintf(it->what, sizeof it->what, "%s layer %lld %s", label, (long long)layer, names[p]);
+    }
+}
+
+jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool experts, bool mlp, int n_threads,
+                                 const char *label, int64_t *n_converted, jamba_error *err) {
+    *n_converted = 0;
+    const int64_t E = cfg->num_experts;
+    int64_t cap = 0;
+    for (int64_t l = 0; l < w->n_layers; l++)
+        cap += jb_layer_is_moe(cfg, l) ? (experts ? 3 * E : 0) : (mlp ? 3 : 0);
+    if (cap == 0)
+        return JAMBA_OK;
+    quant_item *items = jb_calloc((size_t)cap, sizeof *items);
+    jamba_status *status = jb_calloc((size_t)cap, sizeof *status);
+    jamba_error *errors = jb_calloc((size_t)cap, sizeof *errors);
+    int64_t n = 0;
+    jamba_status st = items && status && errors ? JAMBA_OK : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    for (int64_t l = 0; st == JAMBA_OK && l < w->n_layers; l++) {
+        jb_layer_weights *lw = &w->layers[l];
+        if (jb_layer_is_moe(cfg, l) && experts)
+            for (int64_t e = 0; e < E; e++)
+                collect(items, &n, &lw->experts[e], label, l, e);
+        else if (!jb_layer_is_moe(cfg, l) && mlp)
+            collect(items, &n, &lw->mlp, label, l, -1);
+    }
+    /* one allocation per matrix (int8 values, then scales), owned by the weights */
+    for (int64_t i = 0; st == JAMBA_OK && i < n; i++) {
+        const int64_t N = items[i].w->shape[0], K = items[i].w->shape[1];
+        uint8_t *mem = jb_malloc((size_t)(N * K) + (size_t)N * sizeof(float) + 16);
+        if (mem == NULL || !jb_weights_own(w, mem)) {
+            st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory for the int8 copy of %s", label,
+                         items[i].what);
+            break;
+        }
+        items[i].q = (int8_t *)mem;
+        items[i].scale = (float *)(mem + ((size_t)(N * K) + 15) / 16 * 16);
+    }
+    jb_pool *pool = NULL;
+    if (st == JAMBA_OK)
+        st = jb_pool_create(n_threads > 0 ? n_threads : 1, &pool, err);
+    if (st == JAMBA_OK) {
+        quant_job job = {items, status, errors};
+        jb_pool_run(pool, n, 1, quantize_range, &job);
+        for (int64_t i = 0; i < n && st == JAMBA_OK; i++)
+            if (status[i] != JAMBA_OK) {
+                st = status[i];
+                if (err)
+                    *err = errors[i];
+            }
+        if (st == JAMBA_OK)
+            *n_converted = n;
+        for (int64_t i = 0; i < n && st == JAMBA_OK; i++) { /* switch the views only when all succeeded */
+            items[i].w->data = items[i].q;
+            items[i].w->dtype = JAMBA_DTYPE_I8;
+            items[i].w->scale = items[i].scale;
+        }
+    }
+    jb_pool_free(pool);
+    jb_free(items);
+    jb_free(status);
+    jb_free(errors);
+    return st;
+}

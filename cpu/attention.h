@@ -1,0 +1,26 @@
+/*
+ * cpu_attention.h — causal GQA attention for the query rows of one sequence against its KV cache. No
+ * positional encoding; scores scaled by 1/sqrt(d_h); fp32 softmax. Parallel over (row, head).
+ */
+#ifndef JB_CPU_ATTENTION_H
+#define JB_CPU_ATTENTION_H
+
+#include <stdint.h>
+
+#include "base/threadpool.h"
+
+typedef struct jb_attn_args {
+    int64_t n;          /* query rows */
+    int64_t pos;        /* absolute position of row 0; row i attends keys [0, pos + i] */
+    int64_t n_heads, n_kv_heads, head_dim;
+    const float *q;     /* [n, n_h * d_h] */
+    const float *k;     /* [>= pos + n, n_kv * d_h] the sequence's key cache */
+    const float *v;     /* [>= pos + n, n_kv * d_h] */
+    float *out;         /* [n, n_h * d_h] */
+    float *scratch;     /* [n_threads, n_ctx] score rows */
+    int64_t scratch_stride;
+} jb_attn_args;
+
+void jb_cpu_attention(jb_pool *pool, const jb_attn_args *a);
+
+#endif /* JB_CPU_ATTENTION_H */

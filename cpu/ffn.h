@@ -1,0 +1,34 @@
+/*
+ * cpu_ffn.h — the feed-forward half of a layer on the CPU: the dense SwiGLU MLP and the sparse MoE block
+ * (route with moe/router.h, then one grouped product per expert over all of its tokens, weighted combine).
+ */
+#ifndef JB_CPU_FFN_H
+#define JB_CPU_FFN_H
+
+#include <stdint.h>
+
+#include "ckpt/weights.h"
+#include "moe/router.h"
+#include "base/threadpool.h"
+
+typedef struct jb_ffn_workspace {
+    float *matmul_scratch; /* see jb_cpu_matmul */
+    float *gate;           /* [T, I] */
+    float *up;             /* [T, I] */
+    float *gathered;       /* [T, H] an expert's input rows */
+    float *expert_out;     /* [T, H] an expert's output rows */
+    float *router;         /* [T, E] logits, then probabilities */
+    int32_t *experts;      /* [T, k] */
+    float *weights;        /* [T, k] */
+    jb_moe_plan plan;      /* arrays sized for T tokens */
+} jb_ffn_workspace;
+
+/* out[T, H] = down(SiLU(gate(x)) ⊙ up(x)) */
+void jb_cpu_mlp(jb_pool *pool, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
+                float *out);
+
+/* out[T, H] = Σ over each token's top-k experts of weight · expert(x); router [E, H]; experts [E]. */
+void jb_cpu_moe(jb_pool *pool, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
+                int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out);
+
+#endif /* JB_CPU_FFN_H */

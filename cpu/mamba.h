@@ -1,0 +1,46 @@
+/*
+ * cpu_mamba.h — the Mamba mixer's sequence ops on the CPU (jamba-architecture.md §3.6 steps 3 and 7-11):
+ * the causal depthwise conv + SiLU continuing from a carried window, and the selective scan continuing
+ * from a carried fp32 state. Both run over the n tokens of one sequence and are parallel over channels.
+ */
+#ifndef JB_CPU_MAMBA_H
+#define JB_CPU_MAMBA_H
+
+#include <stdint.h>
+
+#include "base/threadpool.h"
+
+typedef struct jb_conv_args {
+    int64_t n;          /* tokens */
+    int64_t d_inner;    /* D_i channels */
+    int64_t d_conv;     /* K taps */
+    const float *x;     /* [n, ldx]: pre-conv inputs u_raw in columns [0, D_i) */
+    int64_t ldx;
+    const float *w;     /* [D_i, K]: tap K-1 multiplies the current token */
+    const float *b;     /* [D_i] or NULL */
+    float *window;      /* [D_i, K-1]: the previous K-1 inputs, oldest first; updated */
+    float *out;         /* [n, D_i]: SiLU(conv) */
+} jb_conv_args;
+
+void jb_cpu_conv_silu(jb_pool *pool, const jb_conv_args *a);
+
+typedef struct jb_scan_args {
+    int64_t n;          /* tokens */
+    int64_t d_inner;    /* D_i */
+    int64_t d_state;    /* N */
+    const float *u;     /* [n, D_i] post-conv input */
+    const float *delta; /* [n, D_i] after softplus */
+    const float *B;     /* [n, ldbc] columns [0, N) */
+    const float *C;     /* [n, ldbc] columns [0, N) */
+    int64_t ldbc;
+    const float *A;     /* [D_i, N] = -exp(A_log) */
+    const float *D;     /* [D_i] skip */
+    const float *z;     /* [n, ldz] gate in columns [0, D_i) */
+    int64_t ldz;
+    float *state;       /* [D_i, N] fp32 SSM state; updated */
+    float *y;           /* [n, D_i]: (h·C + D·u) ⊙ SiLU(z) */
+} jb_scan_args;
+
+void jb_cpu_selective_scan(jb_pool *pool, const jb_scan_args *a);
+
+#endif /* JB_CPU_MAMBA_H */
