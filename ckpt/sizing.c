@@ -4,6 +4,7 @@
 #include "ckpt/sizing.h"
 
 #include "ckpt/config.h"
+#include "ckpt/weights.h"
 #include "base/checked.h"
 #include "base/error.h"
 
@@ -17,72 +18,71 @@ typedef struct acc {
 
 static void add(acc *a, uint64_t x, uint64_t y) { a->ok = a->ok && jb_muladd_u64(&a->v, x, y); }
 
-static uint64_t mamba_layer_params(const jamba_config *c, bool *ok) {
-    uint64_t H = (uint64_t)c->hidden_size, Di = (uint64_t)c->mamba_d_inner, N = (uint64_t)c->mamba_d_state;
-    uint64_t R = (uint64_t)c->mamba_dt_rank, K = (uint64_t)c->mamba_d_conv;
-    acc a = {0, true};
-    add(&a, 2 * Di, H);                    /* in_proj */
-    add(&a, Di, K);                        /* conv1d */
-    add(&a, R + 2 * N, Di);                /* x_proj */
-    add(&a, Di, R);                        /* dt_proj */
-    add(&a, Di, 1);                        /* dt_proj bias */
-    add(&a, Di, N);                        /* A_log */
-    add(&a, Di, 1);                        /* D */
-    add(&a, H, Di);                        /* out_proj */
-    if (c->mamba_conv_bias)
-        add(&a, Di, 1);
-    if (c->mamba_proj_bias)
-        add(&a, 2 * Di + H, 1);
-    if (c->mamba_inner_layernorms)
-        add(&a, R + 2 * N, 1);
-    *ok = *ok && a.ok;
-    return a.v;
+/* Parameters by part, summed over the tensors jb_weights_visit enumerates (the one list of them). */
+typedef struct part_sums {
+    acc embedding, lm_head, attention, mamba, dense_mlp, experts, routers, norms;
+} part_sums;
+
+/* The part a tensor belongs to, by its canonical name. */
+static acc *part_of(part_sums *s, const char *name) {
+    if (strcmp(name, "model.embed_tokens.weight") == 0)
+        return &s->embedding;
+    if (strcmp(name, "lm_head.weight") == 0)
+        return &s->lm_head;
+    if (strstr(name, ".experts."))
+        return &s->experts;
+    if (strstr(name, ".router."))
+        return &s->routers;
+    if (strstr(name, ".self_attn."))
+        return &s->attention;
+    if (strstr(name, ".mamba."))
+        return &s->mamba;
+    if (strstr(name, ".feed_forward."))
+        return &s->dense_mlp;
+    return &s->norms; /* input, pre-FFN and final layernorms */
+}
+
+static bool count_tensor(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear) {
+    (void)w, (void)linear;
+    acc n = {1, true};
+    for (int d = 0; d < rank; d++)
+        n.ok = n.ok && jb_mul_u64(n.v, (uint64_t)shape[d], &n.v);
+    acc *part = part_of(arg, name);
+    part->ok = part->ok && n.ok;
+    add(part, n.v, 1);
+    return true;
 }
 
 jamba_status jb_param_counts(const jamba_config *c, jamba_param_counts *out, jamba_error *err) {
     memset(out, 0, sizeof *out);
-    uint64_t H = (uint64_t)c->hidden_size, I = (uint64_t)c->intermediate_size, V = (uint64_t)c->vocab_size;
-    uint64_t E = (uint64_t)c->num_experts, q = (uint64_t)(c->num_attention_heads * c->head_dim);
-    uint64_t kv = (uint64_t)(c->num_key_value_heads * c->head_dim);
-    bool ok = true;
-    uint64_t mamba = mamba_layer_params(c, &ok);
-    acc attn = {0, true}, dense = {0, true}, experts = {0, true}, routers = {0, true}, norms = {0, true};
-    acc inactive = {0, true}, m = {0, true};
-    for (int64_t i = 0; i < c->num_hidden_layers; i++) {
-        add(&norms, 2, H);
-        if (jb_layer_is_attention(c, i)) {
-            add(&attn, 2 * q, H); /* q_proj, o_proj */
-            add(&attn, 2 * kv, H); /* k_proj, v_proj */
-        } else {
-            add(&m, mamba, 1);
-        }
-        if (jb_layer_is_moe(c, i)) {
-            add(&routers, E, H);
-            add(&experts, E * 3 * I, H);
-            add(&inactive, (E - (uint64_t)c->num_experts_per_tok) * 3 * I, H);
-        } else {
-            add(&dense, 3 * I, H);
-        }
-    }
-    add(&norms, H, 1); /* final_layernorm */
-    out->embedding = V * H;
-    out->lm_head = c->tie_word_embeddings ? 0 : V * H;
-    out->attention = attn.v;
-    out->mamba = m.v;
-    out->dense_mlp = dense.v;
-    out->experts = experts.v;
-    out->routers = routers.v;
-    out->norms = norms.v;
-    ok = ok && attn.ok && dense.ok && experts.ok && routers.ok && norms.ok && inactive.ok && m.ok;
-    acc total = {0, true};
-    const uint64_t parts[] = {out->embedding, out->lm_head, out->attention, out->mamba,
-                              out->dense_mlp, out->experts, out->routers, out->norms};
+    part_sums s;
+    acc *parts[] = {&s.embedding, &s.lm_head, &s.attention, &s.mamba, &s.dense_mlp, &s.experts, &s.routers, &s.norms};
     for (size_t p = 0; p < sizeof parts / sizeof parts[0]; p++)
-        add(&total, parts[p], 1);
-    if (!ok || !total.ok)
+        *parts[p] = (acc){0, true};
+    jb_weights w = {0};
+    jamba_status st = jb_weights_visit(c, &w, count_tensor, &s, err);
+    jb_weights_free(&w);
+    JB_TRY(st);
+    acc total = {0, true};
+    for (size_t p = 0; p < sizeof parts / sizeof parts[0]; p++) {
+        total.ok = total.ok && parts[p]->ok;
+        add(&total, parts[p]->v, 1);
+    }
+    if (!total.ok)
         return jb_fail(err, JAMBA_ERR_OVERFLOW, "parameter count overflows 64 bits");
+    out->embedding = s.embedding.v;
+    out->lm_head = s.lm_head.v;
+    out->attention = s.attention.v;
+    out->mamba = s.mamba.v;
+    out->dense_mlp = s.dense_mlp.v;
+    out->experts = s.experts.v;
+    out->routers = s.routers.v;
+    out->norms = s.norms.v;
     out->total = total.v;
-    out->active = total.v - inactive.v;
+    /* every MoE layer holds E experts of one size, and a token runs k of them */
+    const uint64_t E = (uint64_t)c->num_experts, k = (uint64_t)c->num_experts_per_tok;
+    const uint64_t inactive = E > 0 && k < E ? s.experts.v / E * (E - k) : 0;
+    out->active = total.v - inactive;
     return JAMBA_OK;
 }
 

@@ -41,44 +41,9 @@ namespace {
 
 /* Where each planned buffer's pointer goes. */
 void buffer_slots(jb_cuda_ctx *c, void **slot[JB_BUF_COUNT]) {
-    slot[JB_BUF_KV] = &c->kv_cache;
-    slot[JB_BUF_KV_SCALE] = (void **)&c->kv_scale;
-    slot[JB_BUF_CONV] = (void **)&c->conv;
-    slot[JB_BUF_SSM] = (void **)&c->ssm;
-    slot[JB_BUF_X] = (void **)&c->x;
-    slot[JB_BUF_MIX] = (void **)&c->mix;
-    slot[JB_BUF_XN] = &c->xn;
-    slot[JB_BUF_WIDE] = &c->wide;
-    slot[JB_BUF_U] = &c->u;
-    slot[JB_BUF_XDBL] = (void **)&c->xdbl;
-    slot[JB_BUF_DT_IN] = &c->dt_in;
-    slot[JB_BUF_DELTA] = &c->delta;
-    slot[JB_BUF_Y] = &c->y;
-    slot[JB_BUF_SUMMARY] = (void **)&c->summary;
-    slot[JB_BUF_PARTIAL] = (void **)&c->partial;
-    slot[JB_BUF_ROUTER] = (void **)&c->router;
-    slot[JB_BUF_EXPERTS] = (void **)&c->experts;
-    slot[JB_BUF_WEIGHTS] = (void **)&c->weights;
-    slot[JB_BUF_BEGIN] = (void **)&c->begin;
-    slot[JB_BUF_SLOT_TOKEN] = (void **)&c->slot_token;
-    slot[JB_BUF_SLOT_POS] = (void **)&c->slot_pos;
-    slot[JB_BUF_SLOT_WEIGHT] = (void **)&c->slot_weight;
-    slot[JB_BUF_GATHERED] = &c->gathered;
-    slot[JB_BUF_GU] = &c->gu;
-    slot[JB_BUF_ACT] = &c->act;
-    slot[JB_BUF_EXPERT_OUT] = (void **)&c->expert_out;
-    slot[JB_BUF_DEQUANT] = &c->deq;
-    slot[JB_BUF_FINAL_ROWS] = (void **)&c->final_rows;
-    slot[JB_BUF_FINAL_ACT] = &c->final_act;
-    slot[JB_BUF_LOGITS] = (void **)&c->logits;
-    slot[JB_BUF_GRAPH_LOGITS] = (void **)&c->graph_logits;
-    slot[JB_BUF_META] = (void **)&c->d_meta;
-    slot[JB_BUF_SAMPLE_PARAMS] = (void **)&c->d_sp;
-    slot[JB_BUF_SAMPLE_PEN] = (void **)&c->d_pen;
-    slot[JB_BUF_SAMPLE_WORK] = (void **)&c->d_swork;
-    slot[JB_BUF_SAMPLE_TOK] = (void **)&c->d_stok;
-    slot[JB_BUF_SAMPLE_USED] = (void **)&c->d_sused;
-    slot[JB_BUF_BLAS] = &c->blas_ws;
+#define JB_CTX_BUF_SLOT(name, field, bytes) slot[JB_BUF_##name] = (void **)&c->field;
+    JB_CTX_BUFFERS(JB_CTX_BUF_SLOT)
+#undef JB_CTX_BUF_SLOT
 }
 
 /* Point the step metadata parts into the block at base: the device copy or the pinned host mirror (the
@@ -110,10 +75,10 @@ void release(jb_cuda_ctx *c) {
     cudaFree(c->arena);
     cudaFreeHost(c->h_meta);
     cudaFreeHost(c->h_begin);
-    cudaFreeHost(c->h_sp);
-    cudaFreeHost(c->h_pen);
-    cudaFreeHost(c->h_stok);
-    cudaFreeHost(c->h_sused);
+    cudaFreeHost(c->h_sample_params);
+    cudaFreeHost(c->h_penalized);
+    cudaFreeHost(c->h_sample_tokens);
+    cudaFreeHost(c->h_sample_used);
     cudaGetLastError();
 }
 
@@ -170,11 +135,11 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
             what = "pinned step buffer";
         else if ((e = cudaMallocHost((void **)&c->h_begin, (size_t)(c->E + 1) * 4)) != cudaSuccess)
             what = "pinned MoE buffer";
-        else if ((e = cudaMallocHost((void **)&c->h_sp, JB_CUDA_SAMPLE_ROWS * sizeof(jb_sample_params))) != cudaSuccess ||
-                 (e = cudaMallocHost((void **)&c->h_pen, (size_t)JB_CUDA_SAMPLE_ROWS * JB_SAMPLE_MAX_PENALIZED * 4)) !=
+        else if ((e = cudaMallocHost((void **)&c->h_sample_params, JB_CUDA_SAMPLE_ROWS * sizeof(jb_sample_params))) != cudaSuccess ||
+                 (e = cudaMallocHost((void **)&c->h_penalized, (size_t)JB_CUDA_SAMPLE_ROWS * JB_SAMPLE_MAX_PENALIZED * 4)) !=
                      cudaSuccess ||
-                 (e = cudaMallocHost((void **)&c->h_stok, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess ||
-                 (e = cudaMallocHost((void **)&c->h_sused, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess)
+                 (e = cudaMallocHost((void **)&c->h_sample_tokens, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess ||
+                 (e = cudaMallocHost((void **)&c->h_sample_used, JB_CUDA_SAMPLE_ROWS * 4)) != cudaSuccess)
             what = "pinned sampling buffers";
         else if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
             what = "stream";
@@ -237,27 +202,27 @@ extern "C" jamba_status jb_cuda_sample(jb_cuda_ctx *c, int64_t n, const jb_sampl
                        JB_SAMPLE_MAX_PENALIZED);
     for (int64_t r0 = 0; r0 < n; r0 += JB_CUDA_SAMPLE_ROWS) {
         const int64_t m = n - r0 < JB_CUDA_SAMPLE_ROWS ? n - r0 : JB_CUDA_SAMPLE_ROWS;
-        memcpy(c->h_sp, params + r0, (size_t)m * sizeof *params);
+        memcpy(c->h_sample_params, params + r0, (size_t)m * sizeof *params);
         for (int64_t i = 0; i < m; i++)
-            memcpy(c->h_pen + i * JB_SAMPLE_MAX_PENALIZED, penalized + (r0 + i) * max_penalized,
+            memcpy(c->h_penalized + i * JB_SAMPLE_MAX_PENALIZED, penalized + (r0 + i) * max_penalized,
                    (size_t)params[r0 + i].n_penalized * 4);
-        cudaError_t e = cudaMemcpyAsync(c->d_sp, c->h_sp, (size_t)m * sizeof *params, cudaMemcpyHostToDevice, c->stream);
+        cudaError_t e = cudaMemcpyAsync(c->d_sample_params, c->h_sample_params, (size_t)m * sizeof *params, cudaMemcpyHostToDevice, c->stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(c->d_pen, c->h_pen, (size_t)m * JB_SAMPLE_MAX_PENALIZED * 4, cudaMemcpyHostToDevice,
+            e = cudaMemcpyAsync(c->d_penalized, c->h_penalized, (size_t)m * JB_SAMPLE_MAX_PENALIZED * 4, cudaMemcpyHostToDevice,
                                 c->stream);
         if (e == cudaSuccess)
-            e = jb_cuda_sample_rows(c->logits + r0 * c->V, m, c->V, c->d_sp, c->d_pen, JB_SAMPLE_MAX_PENALIZED, c->d_swork,
-                              c->d_stok, c->d_sused, c->stream);
+            e = jb_cuda_sample_rows(c->logits + r0 * c->V, m, c->V, c->d_sample_params, c->d_penalized, JB_SAMPLE_MAX_PENALIZED, c->d_sample_work,
+                              c->d_sample_tokens, c->d_sample_used, c->stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(c->h_stok, c->d_stok, (size_t)m * 4, cudaMemcpyDeviceToHost, c->stream);
+            e = cudaMemcpyAsync(c->h_sample_tokens, c->d_sample_tokens, (size_t)m * 4, cudaMemcpyDeviceToHost, c->stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(c->h_sused, c->d_sused, (size_t)m * 4, cudaMemcpyDeviceToHost, c->stream);
+            e = cudaMemcpyAsync(c->h_sample_used, c->d_sample_used, (size_t)m * 4, cudaMemcpyDeviceToHost, c->stream);
         if (e == cudaSuccess)
             e = cudaStreamSynchronize(c->stream);
         if (e != cudaSuccess)
             return jb_cuda_fault(c, err, "sampling", cudaGetErrorString(e));
-        memcpy(tokens + r0, c->h_stok, (size_t)m * 4);
-        memcpy(used_draw + r0, c->h_sused, (size_t)m * 4);
+        memcpy(tokens + r0, c->h_sample_tokens, (size_t)m * 4);
+        memcpy(used_draw + r0, c->h_sample_used, (size_t)m * 4);
     }
     return JAMBA_OK;
 }

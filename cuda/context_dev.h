@@ -85,10 +85,10 @@ struct jb_backend_ctx { /* jb_cuda_ctx */
     int64_t *d_logit_src, *h_logit_src; /* [max(cap, GRAPH_ROWS)] */
 
     /* sampling */
-    jb_sample_params *d_sp, *h_sp;  /* [SAMPLE_ROWS] */
-    int32_t *d_pen, *h_pen;             /* [SAMPLE_ROWS, MAX_PENALIZED] */
-    float *d_swork;                     /* [SAMPLE_ROWS, V] */
-    int32_t *d_stok, *h_stok, *d_sused, *h_sused; /* [SAMPLE_ROWS] */
+    jb_sample_params *d_sample_params, *h_sample_params;  /* [SAMPLE_ROWS] */
+    int32_t *d_penalized, *h_penalized;             /* [SAMPLE_ROWS, MAX_PENALIZED] */
+    float *d_sample_work;                     /* [SAMPLE_ROWS, V] */
+    int32_t *d_sample_tokens, *h_sample_tokens, *d_sample_used, *h_sample_used; /* [SAMPLE_ROWS] */
 
     /* CUDA graphs of decode steps, by row count */
     bool graphs;

@@ -4,11 +4,13 @@
 #include "cuda/ctx_layout.h"
 
 #include "ckpt/config.h"
+#include "ckpt/weights.h"
 #include "base/checked.h"
 #include "base/error.h"
 #include "backend/backend.h"
 #include "cuda/gpu_types.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Products of up to four factors, remembering any overflow. */
@@ -71,45 +73,9 @@ jamba_status jb_ctx_layout_plan(const jamba_config *c, const jb_ctx_shape *s, jb
     out->max_chunks = out->max_segs + s->Tb;
     out->partial_floats = A ? (int64_t)JB_CUDA_SPLIT_BUDGET * c->num_attention_heads * (c->head_dim + 2) : 0;
     uint64_t *b = out->bytes;
-    b[JB_BUF_KV] = prod(&z, S * A * 2, C, kv, kv_es);
-    b[JB_BUF_KV_SCALE] = fp8 ? prod(&z, S * A * 2, C, n_kv, 4) : 0;
-    b[JB_BUF_CONV] = prod(&z, S * M, Di, (uint64_t)(c->mamba_d_conv - 1), 4);
-    b[JB_BUF_SSM] = prod(&z, S * M, Di, N, 4);
-    b[JB_BUF_X] = prod(&z, Tb, H, 4, 1);
-    b[JB_BUF_MIX] = prod(&z, Tb, H, 4, 1);
-    b[JB_BUF_XN] = prod(&z, Tb, H, es, 1);
-    b[JB_BUF_WIDE] = prod(&z, Tb, (uint64_t)max3(M ? 2 * c->mamba_d_inner : 0, A ? q + 2 * (int64_t)kv : 0,
-                                                  2 * c->intermediate_size), es, 1);
-    b[JB_BUF_U] = prod(&z, m_on * Tb, Di, es, 1);
-    b[JB_BUF_XDBL] = prod(&z, m_on * Tb, R + 2 * N, 4, 1);
-    b[JB_BUF_DT_IN] = prod(&z, m_on * Tb, R, es, 1);
-    b[JB_BUF_DELTA] = prod(&z, m_on * Tb, Di, es, 1);
-    b[JB_BUF_Y] = prod(&z, Tb, (uint64_t)max3(M ? c->mamba_d_inner : 0, A ? q : 0, c->intermediate_size), es, 1);
-    b[JB_BUF_SUMMARY] = prod(&z, m_on * 2 * JB_CUDA_SCAN_SLOTS, Di, N, 4);
-    b[JB_BUF_PARTIAL] = prod(&z, a_on * (uint64_t)out->partial_floats, 4, 1, 1);
-    b[JB_BUF_ROUTER] = prod(&z, moe ? Tb : 0, E, 4, 1);
-    b[JB_BUF_EXPERTS] = prod(&z, slots, 4, 1, 1);
-    b[JB_BUF_WEIGHTS] = prod(&z, slots, 4, 1, 1);
-    b[JB_BUF_BEGIN] = moe ? (E + 1) * 4 : 0;
-    b[JB_BUF_SLOT_TOKEN] = prod(&z, slots, 4, 1, 1);
-    b[JB_BUF_SLOT_POS] = prod(&z, slots, 4, 1, 1);
-    b[JB_BUF_SLOT_WEIGHT] = prod(&z, slots, 4, 1, 1);
-    b[JB_BUF_GATHERED] = prod(&z, slots, H, es, 1);
-    b[JB_BUF_GU] = prod(&z, slots, 2 * I, es, 1);
-    b[JB_BUF_ACT] = prod(&z, slots, I, es, 1);
-    b[JB_BUF_EXPERT_OUT] = prod(&z, slots, H, 4, 1);
-    b[JB_BUF_DEQUANT] = prod(&z, s->dequant_elems, es, 1, 1);
-    b[JB_BUF_FINAL_ROWS] = prod(&z, logit_rows, H, 4, 1);
-    b[JB_BUF_FINAL_ACT] = prod(&z, logit_rows, H, es, 1);
-    b[JB_BUF_LOGITS] = prod(&z, (uint64_t)s->cap, V, 4, 1);
-    b[JB_BUF_GRAPH_LOGITS] = prod(&z, s->graphs ? JB_CUDA_GRAPH_ROWS : 0, V, 4, 1);
-    b[JB_BUF_META] = jb_ctx_meta_layout(s->Tb, out->max_segs, out->max_chunks, s->cap, NULL);
-    b[JB_BUF_SAMPLE_PARAMS] = JB_CUDA_SAMPLE_ROWS * sizeof(jb_sample_params);
-    b[JB_BUF_SAMPLE_PEN] = (uint64_t)JB_CUDA_SAMPLE_ROWS * JB_SAMPLE_MAX_PENALIZED * 4;
-    b[JB_BUF_SAMPLE_WORK] = prod(&z, JB_CUDA_SAMPLE_ROWS, V, 4, 1);
-    b[JB_BUF_SAMPLE_TOK] = JB_CUDA_SAMPLE_ROWS * 4;
-    b[JB_BUF_SAMPLE_USED] = JB_CUDA_SAMPLE_ROWS * 4;
-    b[JB_BUF_BLAS] = JB_CUDA_BLAS_WORKSPACE;
+#define JB_CTX_BUF_SIZE(name, field, bytes) b[JB_BUF_##name] = (bytes);
+    JB_CTX_BUFFERS(JB_CTX_BUF_SIZE)
+#undef JB_CTX_BUF_SIZE
     uint64_t off = 0;
     for (int i = 0; i < JB_BUF_COUNT && z.ok; i++) {
         out->offset[i] = off;
@@ -123,71 +89,85 @@ jamba_status jb_ctx_layout_plan(const jamba_config *c, const jb_ctx_shape *s, jb
     return JAMBA_OK;
 }
 
-/* Weights: one aligned block per tensor, as cuda/weights.cu places them. */
+/* Weights: the tensors jb_weights_visit enumerates (the one list of them), in the blocks cuda/weights.cu
+ * places: one aligned block per tensor, except the fused ones of a layer: attention q|k|v as one matrix,
+ * an FFN's gate|up (all experts of a MoE layer) as one, its down projections as one, and int8 row scales
+ * of each beside them. Matrices in the device dtype (int8 for int8 FFN blocks); small tensors (vectors,
+ * A_log, the conv) in fp32. */
+typedef enum fused_block { FUSED_QKV, FUSED_GATE_UP, FUSED_DOWN, FUSED_GATE_UP_SCALE, FUSED_DOWN_SCALE, FUSED_COUNT } fused_block;
+
 typedef struct wsum {
+    const jb_weight_shape *ws;
     sizer z;
     uint64_t total;
+    int64_t layer;              /* the layer of the open fused blocks (-1: none) */
+    uint64_t open[FUSED_COUNT]; /* their bytes so far */
+    bool int8_ffn;              /* some FFN block is int8 */
 } wsum;
 
-static void put(wsum *w, uint64_t a, uint64_t b, uint64_t es) {
-    const uint64_t v = align_up(&w->z, prod(&w->z, a, b, es, 1));
-    if (!jb_add_u64(w->total, v, &w->total))
+static void put_block(wsum *w, uint64_t bytes) {
+    if (!jb_add_u64(w->total, align_up(&w->z, bytes), &w->total))
         w->z.ok = false;
 }
 
-bool jb_weights_device_bytes(const jamba_config *c, const jb_weight_shape *ws, uint64_t *bytes,
-                             uint64_t *dequant_elems) {
-    wsum w = {{true}, 0};
-    const uint64_t es = es_of(ws->dt), V = (uint64_t)c->vocab_size, H = (uint64_t)c->hidden_size;
-    const uint64_t Di = (uint64_t)c->mamba_d_inner, N = (uint64_t)c->mamba_d_state, R = (uint64_t)c->mamba_dt_rank;
-    const uint64_t I = (uint64_t)c->intermediate_size, E = (uint64_t)c->num_experts;
-    const uint64_t q = (uint64_t)(c->num_attention_heads * c->head_dim);
-    const uint64_t kv = (uint64_t)(c->num_key_value_heads * c->head_dim);
-    *dequant_elems = 0;
-    put(&w, V, H, es);
-    if (!c->tie_word_embeddings)
-        put(&w, V, H, es);
-    put(&w, H, 1, 4);
-    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        put(&w, H, 1, 4);
-        put(&w, H, 1, 4);
-        if (jb_layer_is_attention(c, l)) {
-            put(&w, q + 2 * kv, H, es);
-            put(&w, H, q, es);
-        } else {
-            put(&w, 2 * Di, H, es);
-            if (c->mamba_proj_bias)
-                put(&w, 2 * Di, 1, 4);
-            put(&w, Di, (uint64_t)c->mamba_d_conv, 4);
-            if (c->mamba_conv_bias)
-                put(&w, Di, 1, 4);
-            put(&w, R + 2 * N, Di, es);
-            put(&w, Di, R, es);
-            put(&w, Di, 1, 4);
-            put(&w, Di, N, 4);
-            put(&w, Di, 1, 4);
-            put(&w, H, Di, es);
-            if (c->mamba_proj_bias)
-                put(&w, H, 1, 4);
-            if (ws->inner_norms) {
-                put(&w, R, 1, 4);
-                put(&w, N, 1, 4);
-                put(&w, N, 1, 4);
-            }
-        }
-        const bool moe = jb_layer_is_moe(c, l);
-        const bool q8 = moe ? ws->experts_int8 : ws->mlp_int8;
-        const uint64_t n = moe ? E : 1, fes = q8 ? 1 : es;
-        if (moe)
-            put(&w, E, H, es);
-        put(&w, n * 2 * I, H, fes);
-        put(&w, n * H, I, fes);
-        if (q8) {
-            put(&w, n * 2 * I, 1, 4);
-            put(&w, n * H, 1, 4);
-            *dequant_elems = 2 * I * H;
-        }
+static void close_fused(wsum *w) {
+    for (int b = 0; b < FUSED_COUNT; b++)
+        if (w->open[b])
+            put_block(w, w->open[b]);
+    memset(w->open, 0, sizeof w->open);
+}
+
+static void add_fused(wsum *w, fused_block b, uint64_t bytes) {
+    if (!jb_add_u64(w->open[b], bytes, &w->open[b]))
+        w->z.ok = false;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static bool place_tensor(void *arg, const char *name, jb_weight *view, int rank, const int64_t *shape, bool linear) {
+    (void)view, (void)linear;
+    wsum *w = arg;
+    long long layer = -1;
+    if (sscanf(name, "model.layers.%lld.", &layer) != 1)
+        layer = -1;
+    if (layer != w->layer) {
+        close_fused(w);
+        w->layer = layer;
     }
+    uint64_t n = 1;
+    for (int d = 0; d < rank; d++)
+        n = prod(&w->z, n, (uint64_t)shape[d], 1, 1);
+    const uint64_t es = es_of(w->ws->dt);
+    if (rank == 1 || ends_with(name, "A_log") || strstr(name, ".conv1d.")) {
+        put_block(w, prod(&w->z, n, 4, 1, 1));
+    } else if (strstr(name, ".self_attn.") && !strstr(name, ".o_proj.")) {
+        add_fused(w, FUSED_QKV, prod(&w->z, n, es, 1, 1));
+    } else if (strstr(name, ".feed_forward.") && !strstr(name, ".router.")) {
+        const bool q8 = strstr(name, ".experts.") ? w->ws->experts_int8 : w->ws->mlp_int8;
+        const bool down = strstr(name, ".down_proj.") != NULL;
+        add_fused(w, down ? FUSED_DOWN : FUSED_GATE_UP, prod(&w->z, n, q8 ? 1 : es, 1, 1));
+        if (q8)
+            add_fused(w, down ? FUSED_DOWN_SCALE : FUSED_GATE_UP_SCALE, prod(&w->z, (uint64_t)shape[0], 4, 1, 1));
+        w->int8_ffn = w->int8_ffn || q8;
+    } else {
+        put_block(w, prod(&w->z, n, es, 1, 1));
+    }
+    return true;
+}
+
+bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *ws, uint64_t *bytes,
+                             uint64_t *dequant_elems) {
+    jamba_config c = *cfg;
+    c.mamba_inner_layernorms = ws->inner_norms; /* stored norms are applied whatever the config says */
+    wsum w = {.ws = ws, .z = {true}, .layer = -1};
+    jb_weights views = {0};
+    const bool ok = jb_weights_visit(&c, &views, place_tensor, &w, NULL) == JAMBA_OK;
+    jb_weights_free(&views);
+    close_fused(&w);
     *bytes = w.total;
-    return w.z.ok;
+    *dequant_elems = w.int8_ffn ? (uint64_t)(2 * c.intermediate_size * c.hidden_size) : 0;
+    return ok && w.z.ok;
 }

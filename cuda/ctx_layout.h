@@ -29,46 +29,53 @@ extern "C" {
 #define JB_CUDA_SAMPLE_ROWS 64      /* rows per sampling launch */
 #define JB_CUDA_BLAS_WORKSPACE ((uint64_t)32 << 20) /* cuBLAS's recommendation for Hopper */
 
-/* The buffers of a context's one device allocation, in arena order. */
+/* The buffers of a context's one device allocation, in arena order: BUF(NAME, field of the CUDA context
+ * that points at it, its bytes). The one list: the enum below, the sizes (jb_ctx_layout_plan, whose
+ * locals the byte expressions name) and the context's pointers (cuda/context.cu) all expand it. */
+#define JB_CTX_BUFFERS(BUF) \
+    BUF(KV, kv_cache, prod(&z, S * A * 2, C, kv, kv_es)) /* [S][A][2][C][kv] kv_dt */ \
+    BUF(KV_SCALE, kv_scale, fp8 ? prod(&z, S * A * 2, C, n_kv, 4) : 0) /* fp8 KV: [S][A][2][C][n_kv] f32 */ \
+    BUF(CONV, conv, prod(&z, S * M, Di, (uint64_t)(c->mamba_d_conv - 1), 4)) /* [S][M][D_i][K-1] f32 */ \
+    BUF(SSM, ssm, prod(&z, S * M, Di, N, 4)) /* [S][M][D_i][N] f32 */ \
+    BUF(X, x, prod(&z, Tb, H, 4, 1)) /* [Tb, H] f32 */ \
+    BUF(MIX, mix, prod(&z, Tb, H, 4, 1)) /* [Tb, H] f32 */ \
+    BUF(XN, xn, prod(&z, Tb, H, es, 1)) /* [Tb, H] dt */ \
+    BUF(WIDE, wide, prod(&z, Tb, (uint64_t)max3(M ? 2 * c->mamba_d_inner : 0, A ? q + 2 * (int64_t)kv : 0, 2 * c->intermediate_size), es, 1)) /* [Tb, max(2 D_i, q + 2kv, 2I)] dt */ \
+    BUF(U, u, prod(&z, m_on * Tb, Di, es, 1)) /* [Tb, D_i] dt */ \
+    BUF(XDBL, xdbl, prod(&z, m_on * Tb, R + 2 * N, 4, 1)) /* [Tb, R + 2N] f32 */ \
+    BUF(DT_IN, dt_in, prod(&z, m_on * Tb, R, es, 1)) /* [Tb, R] dt */ \
+    BUF(DELTA, delta, prod(&z, m_on * Tb, Di, es, 1)) /* [Tb, D_i] dt */ \
+    BUF(Y, y, prod(&z, Tb, (uint64_t)max3(M ? c->mamba_d_inner : 0, A ? q : 0, c->intermediate_size), es, 1)) /* [Tb, max(D_i, q, I)] dt */ \
+    BUF(SUMMARY, summary, prod(&z, m_on * 2 * JB_CUDA_SCAN_SLOTS, Di, N, 4)) /* [2, SCAN_SLOTS, D_i, N] f32 */ \
+    BUF(PARTIAL, partial, prod(&z, a_on * (uint64_t)out->partial_floats, 4, 1, 1)) /* attention split scratch, f32 */ \
+    BUF(ROUTER, router, prod(&z, moe ? Tb : 0, E, 4, 1)) /* [Tb, E] f32 */ \
+    BUF(EXPERTS, experts, prod(&z, slots, 4, 1, 1)) /* [Tb k] i32 */ \
+    BUF(WEIGHTS, weights, prod(&z, slots, 4, 1, 1)) /* [Tb k] f32 */ \
+    BUF(BEGIN, begin, moe ? (E + 1) * 4 : 0) /* [E + 1] i32 */ \
+    BUF(SLOT_TOKEN, slot_token, prod(&z, slots, 4, 1, 1)) /* [Tb k] i32 */ \
+    BUF(SLOT_POS, slot_pos, prod(&z, slots, 4, 1, 1)) /* [Tb k] i32 */ \
+    BUF(SLOT_WEIGHT, slot_weight, prod(&z, slots, 4, 1, 1)) /* [Tb k] f32 */ \
+    BUF(GATHERED, gathered, prod(&z, slots, H, es, 1)) /* [Tb k, H] dt */ \
+    BUF(GU, gu, prod(&z, slots, 2 * I, es, 1)) /* [Tb k, 2I] dt */ \
+    BUF(ACT, act, prod(&z, slots, I, es, 1)) /* [Tb k, I] dt */ \
+    BUF(EXPERT_OUT, expert_out, prod(&z, slots, H, 4, 1)) /* [Tb k, H] f32 */ \
+    BUF(DEQUANT, deq, prod(&z, s->dequant_elems, es, 1, 1)) /* int8 FFN block widened for cuBLAS: [2I, H] dt */ \
+    BUF(FINAL_ROWS, final_rows, prod(&z, logit_rows, H, 4, 1)) /* [max(cap, GRAPH_ROWS), H] f32 */ \
+    BUF(FINAL_ACT, final_act, prod(&z, logit_rows, H, es, 1)) /* [max(cap, GRAPH_ROWS), H] dt */ \
+    BUF(LOGITS, logits, prod(&z, (uint64_t)s->cap, V, 4, 1)) /* [cap, V] f32 */ \
+    BUF(GRAPH_LOGITS, graph_logits, prod(&z, s->graphs ? JB_CUDA_GRAPH_ROWS : 0, V, 4, 1)) /* [GRAPH_ROWS, V] f32 when graphs are on */ \
+    BUF(META, d_meta, jb_ctx_meta_layout(s->Tb, out->max_segs, out->max_chunks, s->cap, NULL)) /* the step layout block */ \
+    BUF(SAMPLE_PARAMS, d_sample_params, JB_CUDA_SAMPLE_ROWS * sizeof(jb_sample_params)) \
+    BUF(SAMPLE_PEN, d_penalized, (uint64_t)JB_CUDA_SAMPLE_ROWS * JB_SAMPLE_MAX_PENALIZED * 4) \
+    BUF(SAMPLE_WORK, d_sample_work, prod(&z, JB_CUDA_SAMPLE_ROWS, V, 4, 1)) /* [SAMPLE_ROWS, V] f32 */ \
+    BUF(SAMPLE_TOK, d_sample_tokens, JB_CUDA_SAMPLE_ROWS * 4) \
+    BUF(SAMPLE_USED, d_sample_used, JB_CUDA_SAMPLE_ROWS * 4) \
+    BUF(BLAS, blas_ws, JB_CUDA_BLAS_WORKSPACE) /* the cuBLAS workspace */
+
 typedef enum jb_ctx_buf {
-    JB_BUF_KV,           /* [S][A][2][C][kv] kv_dt */
-    JB_BUF_KV_SCALE,     /* fp8 KV: [S][A][2][C][n_kv] f32 */
-    JB_BUF_CONV,         /* [S][M][D_i][K-1] f32 */
-    JB_BUF_SSM,          /* [S][M][D_i][N] f32 */
-    JB_BUF_X,            /* [Tb, H] f32 */
-    JB_BUF_MIX,          /* [Tb, H] f32 */
-    JB_BUF_XN,           /* [Tb, H] dt */
-    JB_BUF_WIDE,         /* [Tb, max(2 D_i, q + 2kv, 2I)] dt */
-    JB_BUF_U,            /* [Tb, D_i] dt */
-    JB_BUF_XDBL,         /* [Tb, R + 2N] f32 */
-    JB_BUF_DT_IN,        /* [Tb, R] dt */
-    JB_BUF_DELTA,        /* [Tb, D_i] dt */
-    JB_BUF_Y,            /* [Tb, max(D_i, q, I)] dt */
-    JB_BUF_SUMMARY,      /* [2, SCAN_SLOTS, D_i, N] f32 */
-    JB_BUF_PARTIAL,      /* attention split scratch, f32 */
-    JB_BUF_ROUTER,       /* [Tb, E] f32 */
-    JB_BUF_EXPERTS,      /* [Tb k] i32 */
-    JB_BUF_WEIGHTS,      /* [Tb k] f32 */
-    JB_BUF_BEGIN,        /* [E + 1] i32 */
-    JB_BUF_SLOT_TOKEN,   /* [Tb k] i32 */
-    JB_BUF_SLOT_POS,     /* [Tb k] i32 */
-    JB_BUF_SLOT_WEIGHT,  /* [Tb k] f32 */
-    JB_BUF_GATHERED,     /* [Tb k, H] dt */
-    JB_BUF_GU,           /* [Tb k, 2I] dt */
-    JB_BUF_ACT,          /* [Tb k, I] dt */
-    JB_BUF_EXPERT_OUT,   /* [Tb k, H] f32 */
-    JB_BUF_DEQUANT,      /* int8 FFN block widened for cuBLAS: [2I, H] dt */
-    JB_BUF_FINAL_ROWS,   /* [max(cap, GRAPH_ROWS), H] f32 */
-    JB_BUF_FINAL_ACT,    /* [max(cap, GRAPH_ROWS), H] dt */
-    JB_BUF_LOGITS,       /* [cap, V] f32 */
-    JB_BUF_GRAPH_LOGITS, /* [GRAPH_ROWS, V] f32 when graphs are on */
-    JB_BUF_META,         /* the step layout block */
-    JB_BUF_SAMPLE_PARAMS,
-    JB_BUF_SAMPLE_PEN,
-    JB_BUF_SAMPLE_WORK,  /* [SAMPLE_ROWS, V] f32 */
-    JB_BUF_SAMPLE_TOK,
-    JB_BUF_SAMPLE_USED,
-    JB_BUF_BLAS,         /* the cuBLAS workspace */
+#define JB_CTX_BUF_ENUM(name, field, bytes) JB_BUF_##name,
+    JB_CTX_BUFFERS(JB_CTX_BUF_ENUM)
+#undef JB_CTX_BUF_ENUM
     JB_BUF_COUNT
 } jb_ctx_buf;
 
