@@ -1,5 +1,5 @@
 /*
- * forward.cu — one forward step on the GPU, the CUDA twin of runtime/forward_cpu.c.
+ * forward.cu — one forward step on the GPU, the CUDA twin of cpu/forward.c (the FFN halves: ffn.cu, moe.cu).
  *
  * The host lays the step out (tokens, segments, scan chunks, logit rows) in a pinned block and sends it
  * with one copy; every kernel then reads the layout from device memory. A decode step (every segment one
@@ -10,71 +10,17 @@
  */
 #include "ckpt/config.h"
 #include "base/error.h"
-#include "cuda/context_dev.h"
+#include "cuda/layer_dev.h"
 #include "cuda/step_plan.h"
 
-#include <stdio.h>
 #include <string.h>
 
 namespace {
 
-/* What a step looks like, host-side; fixed for a given graph. */
-struct shape {
-    int64_t T, n_segs, n_chunks, max_seg_rows, n_logits;
-    int32_t n_slots;
-    float *logits;       /* where this step's logit rows go */
-    int32_t n_splits;    /* attention key splits */
-    int64_t split_len;
-    bool moe_gemv;       /* experts as GEMVs (no host read) */
-    jb_capture *cap;     /* hidden-state capture (never in a graph) */
-};
-
-/* The first failure inside a step: the op and the error text. */
-struct run_state {
-    const char *what;
-    char detail[160];
-};
-
-#define CU(call, op)                                                                                             \
-    do {                                                                                                         \
-        cudaError_t e_ = (call);                                                                                 \
-        if (e_ != cudaSuccess) {                                                                                 \
-            rs.what = (op);                                                                                      \
-            snprintf(rs.detail, sizeof rs.detail, "%s", cudaGetErrorString(e_));                                 \
-            return false;                                                                                        \
-        }                                                                                                        \
-    } while (0)
-
-#define BL(call, op)                                                                                             \
-    do {                                                                                                         \
-        cublasStatus_t b_ = (call);                                                                              \
-        if (b_ != CUBLAS_STATUS_SUCCESS) {                                                                       \
-            rs.what = (op);                                                                                      \
-            snprintf(rs.detail, sizeof rs.detail, "cuBLAS: %s", cublasGetStatusString(b_));                      \
-            return false;                                                                                        \
-        }                                                                                                        \
-    } while (0)
-
-void *at(void *base, int64_t elems, size_t es) { return (char *)base + (size_t)elems * es; }
-
-jb_cuda_step_desc device_step(const jb_cuda_ctx *c, const shape &s) {
-    jb_cuda_step_desc st;
-    st.tokens = c->d_tokens;
-    st.row_seg = c->d_row_seg;
-    st.segs = c->d_segs;
-    st.chunks = c->d_chunks;
-    st.T = s.T;
-    st.n_segs = s.n_segs;
-    st.n_chunks = s.n_chunks;
-    st.n_slots = s.n_slots;
-    st.max_seg_rows = s.max_seg_rows;
-    return st;
-}
-
-bool mamba_layer(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const shape &s, run_state &rs) {
+bool mamba_layer(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, Di = c->Di, N = c->N, R = c->R, K = c->K, xd = R + 2 * N;
-    const jb_cuda_step_desc step = device_step(c, s);
+    const jb_cuda_step_desc step = jb_device_step(c, s);
     BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, 2 * Di, c->xn, H, w->in_proj, T, 2 * Di, H), "mamba in_proj");
     if (w->in_bias)
         CU(jb_cuda_add_bias(dt, c->wide, 2 * Di, w->in_bias, T, 2 * Di, c->stream), "mamba in_proj bias");
@@ -86,7 +32,7 @@ bool mamba_layer(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const shap
                          c->dt_in, c->stream), "mamba dt/B/C norms");
     BL(jb_cuda_gemm(c->blas, dt, dt, c->delta, Di, c->dt_in, R, w->dt_proj, T, Di, R), "mamba dt_proj");
     jb_cuda_scan_args scan = {c->u, c->delta, w->dt_bias, w->A, c->xdbl + R, c->xdbl + R + N, xd, w->D,
-                             at(c->wide, Di, c->es), 2 * Di, c->ssm + slot * Di * N, c->M * Di * N, c->y,
+                             jb_at(c->wide, Di, c->es), 2 * Di, c->ssm + slot * Di * N, c->M * Di * N, c->y,
                              c->summary, Di, N};
     CU(jb_cuda_selective_scan(dt, &scan, &step, c->stream), "mamba selective scan");
     BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, Di, w->out_proj, T, H, Di), "mamba out_proj");
@@ -95,18 +41,18 @@ bool mamba_layer(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const shap
     return true;
 }
 
-bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const shape &s, run_state &rs) {
+bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, qw = c->q + 2 * c->kv;
-    const jb_cuda_step_desc step = device_step(c, s);
+    const jb_cuda_step_desc step = jb_device_step(c, s);
     BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, qw, c->xn, H, w->qkv, T, qw, H), "attention q/k/v");
     const int64_t layer_off = slot * 2 * c->C * c->kv; /* [S][A][2][C][kv] */
     const int64_t n_kv = c->cfg->num_key_value_heads, scale_off = slot * 2 * c->C * n_kv; /* [S][A][2][C][n_kv] */
     jb_cuda_attn_args a = {};
     a.qkv = c->wide;
     a.ld_qkv = qw;
-    a.k_cache = at(c->kv_cache, layer_off, c->kv_es);
-    a.v_cache = at(c->kv_cache, layer_off + c->C * c->kv, c->kv_es);
+    a.k_cache = jb_at(c->kv_cache, layer_off, c->kv_es);
+    a.v_cache = jb_at(c->kv_cache, layer_off + c->C * c->kv, c->kv_es);
     a.seq_stride = c->A * 2 * c->C * c->kv;
     a.kv_dt = c->kv_dt;
     a.k_scale = c->kv_scale ? c->kv_scale + scale_off : NULL;
@@ -126,80 +72,8 @@ bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const 
     return true;
 }
 
-/* Y[n, N] = X[n, K] · W^T for one FFN matrix W [N, K] of an int8-or-dt block (row scales `scale` when
- * int8): int8 rows run as a GEMV up to GEMV_SLOTS rows, else are widened into the dequant workspace for
- * cuBLAS. */
-bool ffn_matmul(jb_cuda_ctx *c, const jb_dev_layer *w, const void *W, const float *scale, jamba_dtype out_dt,
-                void *Y, const void *X, int64_t n, int64_t N, int64_t K, const char *what, run_state &rs) {
-    const jamba_dtype dt = c->dt;
-    if (w->ffn_wdt != JAMBA_DTYPE_I8) {
-        BL(jb_cuda_gemm(c->blas, dt, out_dt, Y, N, X, K, W, n, N, K), what);
-        return true;
-    }
-    if (n <= JB_CUDA_GEMV_SLOTS) {
-        jb_cuda_gemv_args g = {W, JAMBA_DTYPE_I8, scale, 0, N, K, X, K, NULL, NULL, n, 1, Y, out_dt == JAMBA_DTYPE_F32};
-        CU(jb_cuda_expert_gemv(dt, &g, c->stream), what);
-        return true;
-    }
-    CU(jb_cuda_dequant_rows(dt, c->deq, (const int8_t *)W, scale, N, K, c->stream), what);
-    BL(jb_cuda_gemm(c->blas, dt, out_dt, Y, N, X, K, c->deq, n, N, K), what);
-    return true;
-}
-
-bool dense_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &rs) {
-    const jamba_dtype dt = c->dt;
-    const int64_t T = s.T, H = c->H, I = c->I;
-    if (!ffn_matmul(c, w, w->gate_up, w->gate_up_scale, dt, c->wide, c->xn, T, 2 * I, H, "mlp gate/up", rs))
-        return false;
-    CU(jb_cuda_swiglu(dt, c->wide, 2 * I, c->y, T, I, c->stream), "mlp SwiGLU");
-    return ffn_matmul(c, w, w->down, w->down_scale, JAMBA_DTYPE_F32, c->mix, c->y, T, H, I, "mlp down", rs);
-}
-
-bool moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const shape &s, run_state &rs) {
-    const jamba_dtype dt = c->dt;
-    const int64_t T = s.T, H = c->H, I = c->I, E = c->E, k = c->k, slots = T * k;
-    const bool q8 = w->ffn_wdt == JAMBA_DTYPE_I8;
-    const size_t wes = q8 ? 1 : c->es; /* bytes per expert weight */
-    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->router, E, c->xn, H, w->router, T, E, H), "MoE router");
-    CU(jb_cuda_moe_route(c->router, T, E, k, c->experts, c->weights, c->stream), "MoE routing");
-    CU(jb_cuda_moe_plan(c->experts, c->weights, T, E, k, c->begin, c->slot_token, c->slot_weight, c->slot_pos,
-                       c->stream), "MoE plan");
-    if (s.moe_gemv) {
-        jb_cuda_gemv_args gu = {w->gate_up, w->ffn_wdt, w->gate_up_scale, 2 * I * H, 2 * I, H, c->xn, H,
-                               c->slot_token, c->begin, 0, E, c->gu, false};
-        CU(jb_cuda_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up");
-        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
-        jb_cuda_gemv_args dn = {w->down, w->ffn_wdt, w->down_scale, H * I, H, I, c->act, I, NULL, c->begin, 0, E,
-                               c->expert_out, true};
-        CU(jb_cuda_expert_gemv(dt, &dn, c->stream), "MoE expert down");
-    } else {
-        CU(jb_cuda_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
-        CU(cudaMemcpyAsync(c->h_begin, c->begin, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, c->stream),
-           "MoE expert counts");
-        CU(cudaStreamSynchronize(c->stream), "MoE expert counts");
-        for (int64_t e = 0; e < E; e++) {
-            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
-            if (n > 0 && !ffn_matmul(c, w, at(w->gate_up, e * 2 * I * H, wes),
-                                     q8 ? w->gate_up_scale + e * 2 * I : NULL, dt, at(c->gu, b * 2 * I, c->es),
-                                     at(c->gathered, b * H, c->es), n, 2 * I, H, "MoE expert gate/up", rs))
-                return false;
-        }
-        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
-        for (int64_t e = 0; e < E; e++) {
-            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
-            if (n > 0 && !ffn_matmul(c, w, at(w->down, e * H * I, wes), q8 ? w->down_scale + e * H : NULL,
-                                     JAMBA_DTYPE_F32, c->expert_out + b * H, at(c->act, b * I, c->es), n, H, I,
-                                     "MoE expert down", rs))
-                return false;
-        }
-    }
-    CU(jb_cuda_moe_combine(c->expert_out, c->slot_pos, c->experts, c->weights, T, k, H, c->mix, c->stream),
-       "MoE combine");
-    return true;
-}
-
 /* Copy this step's rows of a device f32 [T, H] buffer into a capture buffer after earlier steps' rows. */
-bool capture_rows(jb_cuda_ctx *c, const shape &s, float *dst_base, const float *src, run_state &rs) {
+bool capture_rows(jb_cuda_ctx *c, const jb_step_shape &s, float *dst_base, const float *src, jb_run_state &rs) {
     const jb_capture *cap = s.cap;
     const int64_t keep = cap->rows - cap->next_row < s.T ? cap->rows - cap->next_row : s.T;
     if (keep > 0)
@@ -208,7 +82,7 @@ bool capture_rows(jb_cuda_ctx *c, const shape &s, float *dst_base, const float *
     return true;
 }
 
-bool run_forward(jb_cuda_ctx *c, const shape &s, run_state &rs) {
+bool run_forward(jb_cuda_ctx *c, const jb_step_shape &s, jb_run_state &rs) {
     const jamba_config *cfg = c->cfg;
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, L = c->L;
@@ -225,7 +99,7 @@ bool run_forward(jb_cuda_ctx *c, const shape &s, run_state &rs) {
         if (w->attention ? !attention_layer(c, w, attn_slot++, s, rs) : !mamba_layer(c, &w->mamba, mamba_slot++, s, rs))
             return false;
         CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, w->pre_ff_norm, c->xn, T, H, eps, c->stream), "pre-FFN norm");
-        if (w->moe ? !moe_ffn(c, w, s, rs) : !dense_ffn(c, w, s, rs))
+        if (w->moe ? !jb_cuda_moe_ffn(c, w, s, rs) : !jb_cuda_dense_ffn(c, w, s, rs))
             return false;
     }
     CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, NULL, NULL, T, H, eps, c->stream), "residual add");
@@ -251,7 +125,7 @@ bool run_forward(jb_cuda_ctx *c, const shape &s, run_state &rs) {
 }
 
 /* Attention key splits for T rows: as many as the budget allows, each at least MIN_SPLIT_LEN keys. */
-void choose_splits(const jb_cuda_ctx *c, int64_t T, shape &s) {
+void choose_splits(const jb_cuda_ctx *c, int64_t T, jb_step_shape &s) {
     int64_t most = (c->C + JB_CUDA_MIN_SPLIT_LEN - 1) / JB_CUDA_MIN_SPLIT_LEN;
     int64_t n = JB_CUDA_SPLIT_BUDGET / (T > 0 ? T : 1);
     if (n > most)
@@ -283,7 +157,7 @@ size_t pack_layout(jb_cuda_ctx *c, int64_t T, int64_t n_segs, int64_t n_logits) 
     return off;
 }
 
-jamba_status fault(jb_cuda_ctx *c, jamba_error *err, const run_state &rs) {
+jamba_status fault(jb_cuda_ctx *c, jamba_error *err, const jb_run_state &rs) {
     return jb_cuda_fault(c, err, rs.what, rs.detail);
 }
 
@@ -302,7 +176,7 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
                        "%lld (limits %lld, %lld, %lld)", (long long)T, (long long)n_segs, (long long)n_logits,
                        (long long)logit_dst, (long long)c->Tb, (long long)c->max_segs, (long long)c->cap);
     jb_device_scope scope(c->device);
-    run_state rs = {NULL, ""};
+    jb_run_state rs = {NULL, ""};
     cudaError_t e;
     if (c->pending) { /* the previous step may still read the pinned layout block */
         if ((e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
@@ -324,7 +198,7 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
     const int64_t chunk_len = c->M ? jb_scan_chunk_len(T, c->Di * G, (int64_t)c->sms * 1024, JB_CUDA_SCAN_SLOTS, 32) : T;
     jb_step_plan plan = {c->h_row_seg, c->h_segs, c->h_chunks, 0, 0, 0, 0, 0};
     jb_step_plan_build(&plan, segs, n_segs, chunk_len);
-    shape s = {};
+    jb_step_shape s = {};
     s.T = T;
     s.n_segs = n_segs;
     s.n_chunks = plan.n_chunks;

@@ -5,23 +5,15 @@
  *   gather   each slot's token row;
  *   gemv     the expert products for small batches, reading the plan from device memory (no host round
  *            trip, so a decode step can be a CUDA graph); large batches use cuBLAS per expert instead;
- *   combine  each token's weighted expert outputs, added in ascending expert order like the CPU.
+ *   combine  each token's weighted expert outputs, added in ascending expert order like the CPU;
+ * and the MoE block of a step (jb_cuda_moe_ffn) that runs them.
  */
 #include "cuda/common.cuh"
-#include "cuda/ops.h"
+#include "cuda/layer_dev.h"
+#include "cuda/moe.h"
+#include "moe/rule.h"
 
 /* ---- route ------------------------------------------------------------------------------------------ */
-
-/* The CPU's choice rule as a total order: numbers beat NaN; a larger number wins; ties go to the lower
- * index; among NaNs the lower index wins. Returns true when (pa, ea) is preferred over (pb, eb). */
-__device__ __forceinline__ bool route_better(float pa, int ea, float pb, int eb) {
-    const bool na = isnan(pa), nb = isnan(pb);
-    if (na != nb)
-        return nb;
-    if (!na && pa != pb)
-        return pa > pb;
-    return ea < eb;
-}
 
 #define ROUTE_WARPS 4
 
@@ -59,14 +51,14 @@ __global__ void moe_route_kernel(const float *logits, int64_t T, int64_t E, int6
         float bp = NAN;
         int be = INT32_MAX;
         for (int64_t e = lane; e < E; e += 32)
-            if (!taken[e] && (be == INT32_MAX || route_better(p[e], (int)e, bp, be))) {
+            if (!taken[e] && (be == INT32_MAX || jb_moe_prefer(p[e], (int)e, bp, be))) {
                 bp = p[e];
                 be = (int)e;
             }
         for (int o = 16; o > 0; o >>= 1) {
             const float op = __shfl_xor_sync(0xffffffffu, bp, o);
             const int oe = __shfl_xor_sync(0xffffffffu, be, o);
-            if (oe != INT32_MAX && (be == INT32_MAX || route_better(op, oe, bp, be))) {
+            if (oe != INT32_MAX && (be == INT32_MAX || jb_moe_prefer(op, oe, bp, be))) {
                 bp = op;
                 be = oe;
             }
@@ -360,4 +352,49 @@ extern "C" cudaError_t jb_cuda_moe_combine(const float *expert_out, const int32_
     moe_combine_kernel<<<(unsigned int)T, H < 256 ? 32 * (unsigned int)((H + 31) / 32) : 256, 0, stream>>>(
         expert_out, slot_pos, experts, weights, k, H, out);
     return JB_LAUNCH_CHECK();
+}
+
+/* ---- the MoE block of a step ---------------------------------------------------------------------- */
+
+bool jb_cuda_moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, I = c->I, E = c->E, k = c->k, slots = T * k;
+    const bool q8 = w->ffn_wdt == JAMBA_DTYPE_I8;
+    const size_t wes = q8 ? 1 : c->es; /* bytes per expert weight */
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->router, E, c->xn, H, w->router, T, E, H), "MoE router");
+    CU(jb_cuda_moe_route(c->router, T, E, k, c->experts, c->weights, c->stream), "MoE routing");
+    CU(jb_cuda_moe_plan(c->experts, c->weights, T, E, k, c->begin, c->slot_token, c->slot_weight, c->slot_pos,
+                       c->stream), "MoE plan");
+    if (s.moe_gemv) {
+        jb_cuda_gemv_args gu = {w->gate_up, w->ffn_wdt, w->gate_up_scale, 2 * I * H, 2 * I, H, c->xn, H,
+                               c->slot_token, c->begin, 0, E, c->gu, false};
+        CU(jb_cuda_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up");
+        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+        jb_cuda_gemv_args dn = {w->down, w->ffn_wdt, w->down_scale, H * I, H, I, c->act, I, NULL, c->begin, 0, E,
+                               c->expert_out, true};
+        CU(jb_cuda_expert_gemv(dt, &dn, c->stream), "MoE expert down");
+    } else {
+        CU(jb_cuda_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
+        CU(cudaMemcpyAsync(c->h_begin, c->begin, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, c->stream),
+           "MoE expert counts");
+        CU(cudaStreamSynchronize(c->stream), "MoE expert counts");
+        for (int64_t e = 0; e < E; e++) {
+            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
+            if (n > 0 && !jb_cuda_ffn_matmul(c, w, jb_at(w->gate_up, e * 2 * I * H, wes),
+                                     q8 ? w->gate_up_scale + e * 2 * I : NULL, dt, jb_at(c->gu, b * 2 * I, c->es),
+                                     jb_at(c->gathered, b * H, c->es), n, 2 * I, H, "MoE expert gate/up", rs))
+                return false;
+        }
+        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+        for (int64_t e = 0; e < E; e++) {
+            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b;
+            if (n > 0 && !jb_cuda_ffn_matmul(c, w, jb_at(w->down, e * H * I, wes), q8 ? w->down_scale + e * H : NULL,
+                                     JAMBA_DTYPE_F32, c->expert_out + b * H, jb_at(c->act, b * I, c->es), n, H, I,
+                                     "MoE expert down", rs))
+                return false;
+        }
+    }
+    CU(jb_cuda_moe_combine(c->expert_out, c->slot_pos, c->experts, c->weights, T, k, H, c->mix, c->stream),
+       "MoE combine");
+    return true;
 }

@@ -4,6 +4,7 @@
 #include "moe/router.h"
 
 #include "base/numeric.h"
+#include "moe/rule.h"
 
 #include <math.h>
 
@@ -14,8 +15,8 @@ void jb_moe_route(float *logits, int64_t T, int64_t E, int64_t k, int32_t *exper
         int32_t *ex = experts_out + t * k;
         float *w = weights_out + t * k;
         for (int64_t j = 0; j < k; j++) {
-            /* the best expert not yet chosen; strict > keeps the lower index on ties and never picks NaN
-             * over a number, and the first unchosen index is the fallback so the result is always valid */
+            /* the best expert not yet chosen (moe/rule.h); the first unchosen index is the fallback, so the
+             * result is always valid */
             int64_t best = -1;
             for (int64_t e = 0; e < E; e++) {
                 int taken = 0;
@@ -23,7 +24,7 @@ void jb_moe_route(float *logits, int64_t T, int64_t E, int64_t k, int32_t *exper
                     taken |= ex[i] == e;
                 if (taken)
                     continue;
-                if (best < 0 || p[e] > p[best] || (isnan(p[best]) && !isnan(p[e])))
+                if (best < 0 || jb_moe_prefer(p[e], (int)e, p[best], (int)best))
                     best = e;
             }
             ex[j] = (int32_t)best;

@@ -7,6 +7,7 @@
 #include "tests/gpu/gpu_test.h"
 
 #include "ckpt/dtype.h"
+#include "cuda/moe.h"
 #include "cuda/ops.h"
 #include "cuda/step_plan.h"
 #include "moe/router.h"

@@ -1,0 +1,74 @@
+/*
+ * layer_dev.h — the parts of one forward step on the GPU shared by the files that run them (forward.cu:
+ * the step, Mamba and attention layers; ffn.cu: dense FFNs and the int8-or-dt FFN product; moe.cu: the
+ * MoE block). C++ only, internal to the CUDA backend.
+ */
+#ifndef JB_CUDA_LAYER_DEV_H
+#define JB_CUDA_LAYER_DEV_H
+
+#include "cuda/context_dev.h"
+
+#include <stdio.h>
+
+/* What a step looks like, host-side; fixed for a given graph. */
+struct jb_step_shape {
+    int64_t T, n_segs, n_chunks, max_seg_rows, n_logits;
+    int32_t n_slots;
+    float *logits;       /* where this step's logit rows go */
+    int32_t n_splits;    /* attention key splits */
+    int64_t split_len;
+    bool moe_gemv;       /* experts as GEMVs (no host read) */
+    jb_capture *cap;     /* hidden-state capture (never in a graph) */
+};
+
+/* The first failure inside a step: the op and the error text. */
+struct jb_run_state {
+    const char *what;
+    char detail[160];
+};
+
+#define CU(call, op)                                                                                             \
+    do {                                                                                                         \
+        cudaError_t e_ = (call);                                                                                 \
+        if (e_ != cudaSuccess) {                                                                                 \
+            rs.what = (op);                                                                                      \
+            snprintf(rs.detail, sizeof rs.detail, "%s", cudaGetErrorString(e_));                                 \
+            return false;                                                                                        \
+        }                                                                                                        \
+    } while (0)
+
+#define BL(call, op)                                                                                             \
+    do {                                                                                                         \
+        cublasStatus_t b_ = (call);                                                                              \
+        if (b_ != CUBLAS_STATUS_SUCCESS) {                                                                       \
+            rs.what = (op);                                                                                      \
+            snprintf(rs.detail, sizeof rs.detail, "cuBLAS: %s", cublasGetStatusString(b_));                      \
+            return false;                                                                                        \
+        }                                                                                                        \
+    } while (0)
+
+static inline void *jb_at(void *base, int64_t elems, size_t es) { return (char *)base + (size_t)elems * es; }
+
+static inline jb_cuda_step_desc jb_device_step(const jb_cuda_ctx *c, const jb_step_shape &s) {
+    jb_cuda_step_desc st;
+    st.tokens = c->d_tokens;
+    st.row_seg = c->d_row_seg;
+    st.segs = c->d_segs;
+    st.chunks = c->d_chunks;
+    st.T = s.T;
+    st.n_segs = s.n_segs;
+    st.n_chunks = s.n_chunks;
+    st.n_slots = s.n_slots;
+    st.max_seg_rows = s.max_seg_rows;
+    return st;
+}
+
+/* Y[n, N] = X[n, K] · W^T for one FFN matrix of the layer's block (ffn.cu). */
+bool jb_cuda_ffn_matmul(jb_cuda_ctx *c, const jb_dev_layer *w, const void *W, const float *scale, jamba_dtype out_dt,
+                        void *Y, const void *X, int64_t n, int64_t N, int64_t K, const char *what, jb_run_state &rs);
+/* mix[T, H] = the dense SwiGLU MLP of xn (ffn.cu). */
+bool jb_cuda_dense_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs);
+/* mix[T, H] = the MoE block of xn: route, plan, expert products, combine (moe.cu). */
+bool jb_cuda_moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs);
+
+#endif /* JB_CUDA_LAYER_DEV_H */
