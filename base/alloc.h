@@ -22,7 +22,7 @@ void *jb_calloc(size_t count, size_t size);
 void *jb_realloc(void *ptr, size_t size);
 void jb_free(void *ptr);
 
-/* Helpers built on the four above (runtime/strings.c). */
+/* Helpers built on the four above (base/strings.c). */
 char *jb_strdup(const char *s);
 char *jb_strndup(const char *s, size_t n);
 char *jb_asprintf(const char *fmt, ...) JB_PRINTF(1, 2);

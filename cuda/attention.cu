@@ -1,7 +1,7 @@
 /*
  * attention.cu — causal GQA attention of a step's rows over their sequences' KV caches.
  *
- * Two paths, both exact softmax in fp32 (scores are dot / sqrt(d_h), as runtime/cpu_attention.c):
+ * Two paths, both exact softmax in fp32 (scores are dot / sqrt(d_h), as cpu/attention.c):
  *   split   one block per (row, KV head, head group, key split): four warps walk the split's keys with an
  *           online softmax for every query head sharing the KV head, merge in shared memory, and either
  *           write the output (one split) or a partial (max, sum, weighted values) that a combine kernel

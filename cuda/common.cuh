@@ -22,7 +22,7 @@ template <typename T> __device__ __forceinline__ T from_f32(float x);
 template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16(x); }
 
-/* The CPU reference's definitions (runtime/cpu_ops.h), with the accurate expf/log1pf. */
+/* The CPU reference's definitions (cpu/ops.h), with the accurate expf/log1pf. */
 __device__ __forceinline__ float dev_silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float dev_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 

@@ -5,7 +5,7 @@
  * segment's first row come from the sequence's window (the K-1 previous inputs, oldest first). So every
  * output is independent and a single long sequence fills the GPU. A second kernel then moves each window
  * on to the segment's last K-1 inputs (older window entries when the segment is shorter than K-1). The
- * sum runs in the CPU reference's order: taps 0 .. K-1, then the bias (runtime/cpu_mamba.c).
+ * sum runs in the CPU reference's order: taps 0 .. K-1, then the bias (cpu/mamba.c).
  */
 #include "cuda/common.cuh"
 #include "cuda/ops.h"

@@ -1,7 +1,7 @@
 /*
  * ctx_layout.h — the device memory of a CUDA context and of a model's device weights, computed from the
  * config and the sizes alone. The one size computation behind both the allocation (cuda/context.cu,
- * cuda/weights.cu) and the memory planner (runtime/plan.c, `jamba inspect --device cuda`). Plain C, built
+ * cuda/weights.cu) and the memory planner (cuda/plan.c, `jamba inspect --device cuda`). Plain C, built
  * in every configuration.
  *
  * Letters: S sequences, C tokens per sequence, Tb rows per step (the prefill chunk), cap logit rows; the

@@ -1,7 +1,7 @@
 /*
  * rows.cu — the row-wise ops: embedding gather, residual add fused with RMSNorm, the dt/B/C norms after
  * x_proj, SwiGLU, bias, row gathers. Each row of a norm is one block; elementwise ops are one thread per
- * element. The norms follow runtime/cpu_ops.c exactly: squares summed in double, inv = 1 / sqrt(mean + eps)
+ * element. The norms follow cpu/ops.c exactly: squares summed in double, inv = 1 / sqrt(mean + eps)
  * in fp32, y = w * (x * inv).
  */
 #include "cuda/common.cuh"

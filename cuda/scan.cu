@@ -2,7 +2,7 @@
  * scan.cu — Mamba's selective scan on the GPU, prefill and decode alike.
  *
  *   Δ = softplus(delta_raw + dt_bias);  h_t = exp(A·Δ_t)·h_{t-1} + (Δ_t·B_t)·u_t;
- *   y_t = (Σ_n h_t·C_t + D·u_t) · SiLU(z_t)          (runtime/cpu_mamba.c, per channel d and state n)
+ *   y_t = (Σ_n h_t·C_t + D·u_t) · SiLU(z_t)          (cpu/mamba.c, per channel d and state n)
  *
  * Parallel over channels and states: a group of G lanes (G = the power of two ≥ d_state, at most 32)
  * owns one channel, each lane J of its states, so the y sum is a shuffle reduction inside the group.

@@ -491,16 +491,17 @@ typedef enum jamba_tokenize_flags {
     JAMBA_TOKENIZE_PARSE_SPECIAL = 2, /* text like "<|startoftext|>" becomes the special token */
 } jamba_tokenize_flags;
 
-/*
- * Encode `len` bytes of UTF-8 text (invalid bytes are encoded as U+FFFD) into at most `capacity` ids.
- * *n_ids receives the count, never more than jamba_tokenizer_max_ids(tok, len). When capacity is too small the
- * call returns JAMBA_ERR_BUFFER_TOO_SMALL with *n_ids set to the count needed and writes nothing.
- */
 /* An upper bound on the ids jamba_tokenize can make of `len` bytes of text with this tokenizer, for sizing
  * buffers (it accounts for U+FFFD replacements, byte fallback, normalizers that expand text, prefixes and
  * special tokens). */
 JAMBA_API int64_t jamba_tokenizer_max_ids(const jamba_tokenizer *tok, size_t len);
 
+/*
+ * Encode `len` bytes of UTF-8 text (invalid bytes are encoded as U+FFFD) into at most `capacity` ids;
+ * flags: jamba_tokenize_flags. *n_ids receives the count, never more than jamba_tokenizer_max_ids(tok, len).
+ * When capacity is too small the call returns JAMBA_ERR_BUFFER_TOO_SMALL with *n_ids set to the count
+ * needed and writes nothing.
+ */
 JAMBA_API jamba_status jamba_tokenize(const jamba_tokenizer *tok, const char *text, size_t len, int flags,
                                       int32_t *ids, int64_t capacity, int64_t *n_ids, jamba_error *err);
 
@@ -520,8 +521,8 @@ JAMBA_API jamba_status jamba_stream_decoder_create(const jamba_tokenizer *tok, b
                                                    jamba_stream_decoder **out, jamba_error *err);
 JAMBA_API void jamba_stream_decoder_free(jamba_stream_decoder *dec);
 /* Append `id`; *text points at the newly completed text (NUL-terminated, *len bytes, possibly empty),
- * valid until the next call on the decoder. `at_start` tells the decoder this is the first token of a text
- * (decoders that strip a leading space do so only there). */
+ * valid until the next call on the decoder. The first token after create or flush starts a text: a
+ * decoder that strips a leading space (sentencepiece's "▁") does so only there. */
 JAMBA_API jamba_status jamba_stream_decoder_push(jamba_stream_decoder *dec, int32_t id, const char **text,
                                                  size_t *len, jamba_error *err);
 /* Whatever is still pending (an incomplete character becomes U+FFFD); then the decoder starts afresh. */

@@ -1,5 +1,5 @@
 /*
- * fault_alloc.c — counting, failure-injecting replacement for runtime/alloc.c (tests only; the counters
+ * fault_alloc.c — counting, failure-injecting replacement for base/alloc.c (tests only; the counters
  * are process-global, which is fine because Criterion runs every test in its own process).
  */
 #include "tests/support/fault_alloc.h"

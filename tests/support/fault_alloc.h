@@ -1,6 +1,6 @@
 /*
  * fault_alloc.h — the test build's allocator: every library allocation can be made to fail.
- * Linked into tests instead of runtime/alloc.c (the library target `jamba_faultalloc`).
+ * Linked into tests instead of base/alloc.c (the library target `jamba_faultalloc`).
  */
 #ifndef JB_FAULT_ALLOC_H
 #define JB_FAULT_ALLOC_H
