@@ -1,7 +1,7 @@
 /*
  * bind.c — match the tensors a config implies against a checkpoint, by name, shape and dtype.
  *
- * Accepted naming schemes (jamba-architecture.md §6), per tensor, one scheme at a time:
+ * Accepted naming schemes (docs/jamba-architecture.md §6), per tensor, one scheme at a time:
  *   Hugging Face        feed_forward.*, pre_ff_layernorm, mamba.b_layernorm / c_layernorm
  *   AI21 March 2024     moe.router, moe.experts.{e}.*, the dense FFN as moe.experts.0.*,
  *                       pre_moe_layernorm, mamba.B_layernorm / C_layernorm
@@ -373,6 +373,78 @@ static void accept_input_scales(binder *b, jb_strlist *notes) {
         hard_fail_oom(b);
 }
 
+/* The layers of kind `what` the checkpoint's tensor names show ("self_attn.", "mamba.", MoE routers), as a
+ * short list "3, 11, 19 ..." into out; false when the names show no layer of that kind. */
+static bool stored_layers(const jb_checkpoint *ckpt, int64_t n_layers, const char *const kinds[2], char *out,
+                          size_t cap) {
+    size_t n = 0;
+    int shown = 0;
+    out[0] = '\0';
+    for (int64_t l = 0; l < n_layers; l++) {
+        bool found = false;
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "model.layers.%lld.", (long long)l);
+        for (int64_t e = 0; e < ckpt->n_entries && !found; e++) {
+            const char *name = ckpt->entries[e].name;
+            if (strncmp(name, prefix, strlen(prefix)) != 0)
+                continue;
+            for (int k = 0; k < 2 && !found; k++)
+                found = kinds[k] && strncmp(name + strlen(prefix), kinds[k], strlen(kinds[k])) == 0;
+        }
+        if (!found)
+            continue;
+        if (shown++ < 8 && n < cap)
+            n += (size_t)snprintf(out + n, cap - n, "%s%lld", shown > 1 ? ", " : "", (long long)l);
+        else if (shown == 9 && n < cap)
+            n += (size_t)snprintf(out + n, cap - n, " ...");
+    }
+    return shown > 0;
+}
+
+/* The config's layers of a kind, as the same short list. */
+static void config_layers(const jamba_config *c, bool (*is)(const jamba_config *, int64_t), char *out, size_t cap) {
+    size_t n = 0;
+    int shown = 0;
+    out[0] = '\0';
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        if (!is(c, l))
+            continue;
+        if (shown++ < 8 && n < cap)
+            n += (size_t)snprintf(out + n, cap - n, "%s%lld", shown > 1 ? ", " : "", (long long)l);
+        else if (shown == 9 && n < cap)
+            n += (size_t)snprintf(out + n, cap - n, " ...");
+    }
+}
+
+static bool is_mamba_layer(const jamba_config *c, int64_t l) { return !jb_layer_is_attention(c, l); }
+
+/* When the stored tensors follow another layer schedule than config.json, say so in terms of layers
+ * ("attention expected at layers 4, 12; found at 3, 11") rather than only as tensor names. */
+static void schedule_diff(const binder *b, char *out, size_t cap) {
+    static const char *const attn[2] = {"self_attn.", NULL}, *const mamba[2] = {"mamba.", NULL};
+    static const char *const moe[2] = {"feed_forward.router.", "moe.router."};
+    struct {
+        const char *what;
+        const char *const *kinds;
+        bool (*is)(const jamba_config *, int64_t);
+    } kinds[] = {{"attention", attn, jb_layer_is_attention}, {"Mamba", mamba, is_mamba_layer},
+                 {"MoE", moe, jb_layer_is_moe}};
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        char want[160], have[160];
+        config_layers(b->cfg, kinds[k].is, want, sizeof want);
+        if (!stored_layers(b->ckpt, b->cfg->num_hidden_layers, kinds[k].kinds, have, sizeof have))
+            snprintf(have, sizeof have, "no layer");
+        if (strcmp(want, have) != 0 && n < cap)
+            n += (size_t)snprintf(out + n, cap - n, "%s%s expected at layers %s, found at %s",
+                                  n ? "; " : "the tensors follow another layer schedule than config.json: ",
+                                  kinds[k].what, want[0] ? want : "none", have);
+    }
+    if (n > 0 && n < cap)
+        snprintf(out + n, cap - n, ". ");
+}
+
 /* Missing and unexpected tensors, by name, in one message. */
 static jamba_status report(binder *b, bool allow_unexpected, jb_strlist *notes) {
     jb_strlist unexpected = {0};
@@ -395,8 +467,10 @@ static jamba_status report(binder *b, bool allow_unexpected, jb_strlist *notes) 
         char miss[400], unexp[400];
         jb_strlist_join(&b->missing, 4, miss, sizeof miss);
         jb_strlist_join(&unexpected, 4, unexp, sizeof unexp);
-        st = jb_fail(b->err, MISMATCH, "%s: %lld tensor%s missing%s%s%s; %lld unexpected%s%s%s", b->label,
-                     (long long)b->missing.n, b->missing.n == 1 ? "" : "s", b->missing.n ? " (" : "", miss,
+        char schedule[600];
+        schedule_diff(b, schedule, sizeof schedule);
+        st = jb_fail(b->err, MISMATCH, "%s: %s%lld tensor%s missing%s%s%s; %lld unexpected%s%s%s", b->label,
+                     schedule, (long long)b->missing.n, b->missing.n == 1 ? "" : "s", b->missing.n ? " (" : "", miss,
                      b->missing.n ? ")" : "", (long long)unexpected.n, unexpected.n ? " (" : "", unexp,
                      unexpected.n ? ")" : "");
     }

@@ -547,3 +547,20 @@ JB_TEST(bind, synthetic_models_load_and_run) {
     cr_assert(strstr(err.message, "llama") != NULL, "%s", err.message);
     free(config);
 }
+
+JB_TEST(bind, a_schedule_mismatch_is_told_in_layers) {
+    /* tiny-hf: 4 layers, attention at 2 (period 4, offset 2), MoE at odd layers; shift attention to 1 */
+    edited e = edit_fixture("tiny-hf");
+    set_config_key(e.dir, "attn_layer_offset", json_integer(1));
+    expect_load_failure(&e, NULL, MISMATCH,
+                        (const char *[]){"another layer schedule than config.json",
+                                         "attention expected at layers 1, found at 2",
+                                         "Mamba expected at layers 0, 2, 3, found at 0, 1, 3", NULL});
+}
+
+JB_TEST(bind, a_moe_schedule_mismatch_is_told_in_layers) {
+    edited e = edit_fixture("tiny-hf");
+    set_config_key(e.dir, "expert_layer_offset", json_integer(0));
+    expect_load_failure(&e, NULL, MISMATCH,
+                        (const char *[]){"MoE expected at layers 0, 2, found at 1, 3", NULL});
+}
