@@ -31,6 +31,21 @@ static jamba_status cuda_resolve(const jamba_model *m, jamba_context_params *p, 
     return JAMBA_OK;
 }
 
+/* The plan against the device's free memory, not counting weights already there; without a device (or
+ * without the toolkit) against the planning budget, and a context would then fail to create. */
+static jamba_status cuda_plan(const jamba_model *m, const jamba_context_params *p, jamba_context_plan *out,
+                              jamba_error *err) {
+    uint64_t free_bytes = 0;
+#ifdef JAMBA_WITH_CUDA
+    jamba_device_info info;
+    memset(&info, 0, sizeof info);
+    if (jb_cuda_device_query(p->gpu_index, &info, NULL) == JAMBA_OK)
+        free_bytes = info.free_memory;
+#endif
+    const bool resident = jb_model_resource_present(m, &jb_cuda_backend, p->gpu_index, p->gpu_dtype);
+    return jb_cuda_plan_memory(m, p, free_bytes, resident, out, err);
+}
+
 #ifdef JAMBA_WITH_CUDA
 
 static jamba_status make_weights(const jamba_model *m, int device, jamba_dtype dtype, void **out, jamba_error *err) {
@@ -41,16 +56,6 @@ static jamba_status make_weights(const jamba_model *m, int device, jamba_dtype d
 }
 
 static void free_weights(void *w) { jb_cuda_weights_free(w); }
-
-static jamba_status cuda_plan(const jamba_model *m, const jamba_context_params *p, jamba_context_plan *out,
-                              jamba_error *err) {
-    jamba_device_info info;
-    memset(&info, 0, sizeof info);
-    /* no device: plan against the planning budget (a context would then fail to create) */
-    uint64_t free_bytes = jb_cuda_device_query(p->gpu_index, &info, NULL) == JAMBA_OK ? info.free_memory : 0;
-    const bool resident = jb_model_resource_present(m, &jb_cuda_backend, p->gpu_index, p->gpu_dtype);
-    return jb_cuda_plan_memory(m, p, free_bytes, resident, out, err);
-}
 
 static jamba_status cuda_create(const jamba_model *m, const jamba_context_params *p, jb_backend_ctx **out,
                                 jamba_error *err) {
@@ -86,11 +91,6 @@ const jb_backend_i jb_cuda_backend = {
 #else /* a build without the CUDA toolkit: plans, but no contexts */
 
 #define NO_CUDA "this build has no CUDA backend (configure with -DJAMBA_CUDA=ON on a machine with the CUDA toolkit)"
-
-static jamba_status cuda_plan(const jamba_model *m, const jamba_context_params *p, jamba_context_plan *out,
-                              jamba_error *err) {
-    return jb_cuda_plan_memory(m, p, 0, false, out, err);
-}
 
 static jamba_status cuda_create(const jamba_model *m, const jamba_context_params *p, jb_backend_ctx **out,
                                 jamba_error *err) {

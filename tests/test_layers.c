@@ -17,7 +17,7 @@
 
 static const char *LAYERS = "include:\nbase:\nckpt: base\nruntime: ckpt base\ntests: *\n";
 
-/* A small tree: base/a.{c,h}, ckpt/b.{c,h} including base, runtime/r.c including both. */
+/* A small tree: base/a.{c,h}, ckpt/b.{c,h} and ckpt/c.h including base, runtime/r.c including both. */
 static char *clean_tree(void) {
     char *root = tu_tmpdir();
     const char *dirs[] = {"include", "base", "ckpt", "runtime", "tests"};
@@ -32,7 +32,8 @@ static char *clean_tree(void) {
         {"base/a.h", "#include \"pub.h\"\nint a(void);\n"},
         {"base/a.c", "#include \"base/a.h\"\nint a(void) { return 1; }\n"},
         {"ckpt/b.h", "#include \"base/a.h\"\nint b(void);\n"},
-        {"ckpt/b.c", "#include \"ckpt/b.h\"\n#include <stdio.h>\nint b(void) { return a(); }\n"},
+        {"ckpt/b.c", "#include \"ckpt/b.h\"\n#include \"ckpt/c.h\"\n#include <stdio.h>\nint b(void) { return a(); }\n"},
+        {"ckpt/c.h", "int c(void);\n"},
         {"runtime/r.c", "#include \"ckpt/b.h\"\n#include \"base/a.h\"\nint r(void) { return b(); }\n"},
         {"tests/t.c", "#include \"runtime/../ckpt/b.h\"\n"},
     };
@@ -73,57 +74,43 @@ JB_TEST(layers, a_clean_tree_passes) {
     free(root);
 }
 
-JB_TEST(layers, an_upward_include_fails) {
+/* A clean tree with `rel` replaced by `text` (and `dir` made first when not NULL) must fail the check
+ * with `needle` in its report. */
+static void expect_violation(const char *dir, const char *rel, const char *text, const char *needle) {
     char *root = clean_tree(), *out = NULL;
-    put(root, "base/a.c", "#include \"base/a.h\"\n#include \"ckpt/b.h\"\nint a(void) { return 1; }\n");
+    if (dir) {
+        char *d = tu_path(root, dir);
+        cr_assert_eq(mkdir(d, 0755), 0);
+        free(d);
+    }
+    put(root, rel, text);
     cr_assert_eq(check(root, &out), 1, "%s", out);
-    cr_assert(strstr(out, "base/a.c: includes \"ckpt/b.h\": base may not use ckpt") != NULL, "%s", out);
+    cr_assert(strstr(out, needle) != NULL, "'%s' should contain '%s'", out, needle);
     free(out);
     tu_rmtree(root);
     free(root);
+}
+
+JB_TEST(layers, an_upward_include_fails) {
+    expect_violation(NULL, "base/a.c", "#include \"base/a.h\"\n#include \"ckpt/b.h\"\nint a(void) { return 1; }\n",
+                     "base/a.c: includes \"ckpt/b.h\": base may not use ckpt");
 }
 
 JB_TEST(layers, a_relative_include_in_a_library_fails) {
-    char *root = clean_tree(), *out = NULL;
-    put(root, "ckpt/b.c", "#include \"b.h\"\nint b(void) { return 0; }\n");
-    cr_assert_eq(check(root, &out), 1, "%s", out);
-    cr_assert(strstr(out, "write includes from the repository root (\"ckpt/b.h\")") != NULL, "%s", out);
-    free(out);
-    tu_rmtree(root);
-    free(root);
+    expect_violation(NULL, "ckpt/b.c", "#include \"b.h\"\nint b(void) { return 0; }\n",
+                     "write includes from the repository root (\"ckpt/b.h\")");
 }
 
 JB_TEST(layers, a_circle_between_modules_fails) {
-    char *root = clean_tree(), *out = NULL;
-    put(root, "ckpt/c.h", "#include \"ckpt/b.h\"\n");
-    put(root, "ckpt/b.c", "#include \"ckpt/b.h\"\n#include \"ckpt/c.h\"\n"); /* b -> c -> b */
-    cr_assert_eq(check(root, &out), 1, "%s", out);
-    cr_assert(strstr(out, "circle") != NULL && strstr(out, "ckpt/b") != NULL && strstr(out, "ckpt/c") != NULL,
-              "%s", out);
-    free(out);
-    tu_rmtree(root);
-    free(root);
+    /* b.c includes c.h; now c.h includes b.h: modules ckpt/b -> ckpt/c -> ckpt/b */
+    expect_violation(NULL, "ckpt/c.h", "#include \"ckpt/b.h\"\nint c(void);\n", "circle");
 }
 
 JB_TEST(layers, a_circle_in_layers_txt_fails) {
-    char *root = clean_tree(), *out = NULL;
-    put(root, "layers.txt", "include:\nbase: ckpt\nckpt: base\nruntime: ckpt base\ntests: *\n");
-    cr_assert_eq(check(root, &out), 1, "%s", out);
-    cr_assert(strstr(out, "may include each other") != NULL, "%s", out);
-    free(out);
-    tu_rmtree(root);
-    free(root);
+    expect_violation(NULL, "layers.txt", "include:\nbase: ckpt\nckpt: base\nruntime: ckpt base\ntests: *\n",
+                     "may include each other");
 }
 
 JB_TEST(layers, a_file_outside_every_layer_fails) {
-    char *root = clean_tree(), *out = NULL;
-    char *d = tu_path(root, "stray");
-    cr_assert_eq(mkdir(d, 0755), 0);
-    free(d);
-    put(root, "stray/x.c", "int x;\n");
-    cr_assert_eq(check(root, &out), 1, "%s", out);
-    cr_assert(strstr(out, "stray/x.c: not in any folder of layers.txt") != NULL, "%s", out);
-    free(out);
-    tu_rmtree(root);
-    free(root);
+    expect_violation("stray", "stray/x.c", "int x;\n", "stray/x.c: not in any folder of layers.txt");
 }
