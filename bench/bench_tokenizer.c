@@ -3,7 +3,7 @@
  *
  *   bench_tokenizer TOKENIZER [TEXT_FILE] [REPEATS]
  *     TOKENIZER  a model folder, tokenizer.json or tokenizer.model
- *     TEXT_FILE  default ../shared/data/tinyshakespeare.txt (relative to the source tree)
+ *     TEXT_FILE  default tests/data/tinyshakespeare.txt (in the source tree)
  *     REPEATS    default 7; the median is reported
  */
 #define _POSIX_C_SOURCE 200809L
@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s TOKENIZER [TEXT_FILE] [REPEATS]\n", argv[0]);
         return 2;
     }
-    const char *path = argc > 2 ? argv[2] : JB_SOURCE_DIR "/../shared/data/tinyshakespeare.txt";
+    const char *path = argc > 2 ? argv[2] : JB_SOURCE_DIR "/tests/data/tinyshakespeare.txt";
     int repeats = argc > 3 ? atoi(argv[3]) : 7;
     if (repeats < 1 || repeats > 100)
         repeats = 7;

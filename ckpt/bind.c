@@ -16,6 +16,7 @@
 #include "ckpt/dtype.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -112,6 +113,26 @@ static void set_view(jb_weight *dst, const jb_ckpt_entry *e, const void *data, s
     memcpy(dst->shape, s.d, sizeof dst->shape);
 }
 
+/* Row scales must be finite, non-negative and at most JB_MAX_WEIGHT_SCALE; a zero scale only on a row whose
+ * stored values are all zero (as jb_quantize_int8 writes it), since elsewhere it would silently zero a row. */
+#define JB_MAX_WEIGHT_SCALE 1e6f
+
+static void check_scales(binder *b, const jb_ckpt_entry *e, const char *name, const float *scale, int64_t groups,
+                         int64_t rows, int64_t cols) {
+    const uint8_t *q = jb_st_tensor_data(&b->ckpt->shards[e->shard], e->tensor); /* I8 or F8: one byte each */
+    const uint8_t magnitude = e->tensor->dtype == JAMBA_DTYPE_F8_E4M3 ? 0x7f : 0xff; /* F8 0x80 is -0 */
+    for (int64_t r = 0; r < groups * rows && ok(b); r++) {
+        const float s = scale[r];
+        bool zero_row = true;
+        for (int64_t j = 0; s == 0.0f && zero_row && j < cols; j++)
+            zero_row = (q[r * cols + j] & magnitude) == 0;
+        if (!isfinite(s) || s < 0.0f || s > JB_MAX_WEIGHT_SCALE || (s == 0.0f && !zero_row))
+            b->status = jb_fail(b->err, MISMATCH, "%s: scales \"%s\": row %lld has scale %g; a row scale must be "
+                                "finite, positive (zero only for a row of zeros) and at most %g", b->label, name,
+                                (long long)r, (double)s, (double)JB_MAX_WEIGHT_SCALE);
+    }
+}
+
 /* The scales of a quantized matrix e, stored as "<name>_scale": one, or one per output row ([rows],
  * [rows, 1]; with a leading expert dimension for stacked experts). Widened to an owned fp32 array of one
  * scale per row. */
@@ -146,6 +167,7 @@ static void bind_scale(binder *b, jb_weight *dst, const jb_ckpt_entry *e, shape 
         scale[i] = scale[0];
     mark_used(b, s);
     dst->scale = scale;
+    check_scales(b, e, name, scale, groups, rows, want.d[want.rank - 1]);
 }
 
 /* Bind one tensor stored under n0 (canonical) or n1 (alternative; may be NULL). */

@@ -22,7 +22,7 @@ jamba_status jb_config_parse(const char *json, size_t len, const char *label, ja
 /* Read and parse `dir`/config.json. */
 jamba_status jb_config_load(const char *dir, jamba_config *out, jb_strlist *notes, jamba_error *err);
 
-/* The schedule rule (jamba-architecture.md §2). `layer` must be in [0, L). */
+/* The schedule rule (docs/jamba-architecture.md §2). `layer` must be in [0, L). */
 static inline bool jb_layer_is_attention(const jamba_config *c, int64_t layer) {
     return layer % c->attn_layer_period == c->attn_layer_offset;
 }

@@ -6,7 +6,7 @@
 
 #include "jamba.h"
 
-/* Parameter counts implied by the config (jamba-architecture.md §9.2). */
+/* Parameter counts implied by the config (docs/jamba-architecture.md §9.2). */
 jamba_status jb_param_counts(const jamba_config *c, jamba_param_counts *out, jamba_error *err);
 
 /* KV bytes per token per sequence, and Mamba state bytes per sequence. */

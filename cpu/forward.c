@@ -4,7 +4,7 @@
  *
  * Row-wise work (projections, norms, FFN, MoE) runs over all rows of the step at once; sequence-wise work
  * (attention against a sequence's KV cache, the Mamba conv and scan with their carried state) runs per
- * segment. The arithmetic follows transformers' JambaForCausalLM in fp32 (jamba-architecture.md §3).
+ * segment. The arithmetic follows transformers' JambaForCausalLM in fp32 (docs/jamba-architecture.md §3).
  */
 #include "cpu/context.h"
 

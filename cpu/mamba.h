@@ -1,5 +1,5 @@
 /*
- * cpu_mamba.h — the Mamba mixer's sequence ops on the CPU (jamba-architecture.md §3.6 steps 3 and 7-11):
+ * cpu_mamba.h — the Mamba mixer's sequence ops on the CPU (docs/jamba-architecture.md §3.6 steps 3 and 7-11):
  * the causal depthwise conv + SiLU continuing from a carried window, and the selective scan continuing
  * from a carried fp32 state. Both run over the n tokens of one sequence and are parallel over channels.
  */

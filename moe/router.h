@@ -1,7 +1,7 @@
 /*
  * router.h — Jamba's MoE routing and the dispatch plan shared by every backend.
  *
- * Routing (jamba-architecture.md §3.8): p = softmax(router logits) in fp32 over all E experts; the top-k
+ * Routing (docs/jamba-architecture.md §3.8): p = softmax(router logits) in fp32 over all E experts; the top-k
  * probabilities are the weights, with no renormalisation. Ties go to the lower expert index, NaN never
  * wins, and every chosen index is in [0, E).
  *

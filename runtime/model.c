@@ -28,6 +28,14 @@ jamba_model_params jamba_model_default_params(void) {
     };
 }
 
+/* Tensors scanned for NaN/Inf at every load: small, and decisive (one NaN in a norm, bias, router or the
+ * Mamba A_log/conv spreads to every output); the big matrices are scanned with check_finite. */
+static bool checked_by_default(const jb_ckpt_entry *e) {
+    const size_t n = strlen(e->name);
+    return e->tensor->rank <= 1 || strstr(e->name, ".router.") || strstr(e->name, ".conv1d.") ||
+           (n >= 5 && strcmp(e->name + n - 5, "A_log") == 0);
+}
+
 /* mamba_inner_layernorms = false comes from AI21's remote code, which then skipped the dt/B/C norms. The
  * transformers port always applies them, so a checkpoint that stores them gets them (the effective config
  * says true from here on, which keeps the parameter count exact); one that does not runs without them. */
@@ -61,8 +69,8 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
                            err));
     m->has_weights = true;
     JB_TRY(settle_inner_norms(m, err));
-    if (p->check_finite)
-        for (int64_t i = 0; i < m->weights.n_order; i++)
+    for (int64_t i = 0; i < m->weights.n_order; i++)
+        if (p->check_finite || checked_by_default(&m->ckpt.entries[m->weights.order[i]]))
             JB_TRY(jb_check_finite(&m->ckpt, m->weights.order[i], err));
     if (p->experts == JAMBA_FORMAT_INT8 || p->mlp == JAMBA_FORMAT_INT8) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);

@@ -564,3 +564,22 @@ JB_TEST(bind, a_moe_schedule_mismatch_is_told_in_layers) {
     expect_load_failure(&e, NULL, MISMATCH,
                         (const char *[]){"MoE expected at layers 0, 2, found at 1, 3", NULL});
 }
+
+JB_TEST(bind, small_decisive_tensors_are_checked_at_every_load) {
+    /* a NaN in a norm, a router or A_log is refused without check_finite; a big matrix is not scanned */
+    const char *names[] = {"model.final_layernorm.weight", "model.layers.1.feed_forward.router.weight",
+                           "model.layers.0.mamba.A_log", "model.layers.0.mamba.conv1d.bias"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        edited e = edit_fixture("tiny-hf");
+        int64_t i = tu_st_list_find(&e.list, names[k]);
+        cr_assert_geq(i, 0, "%s", names[k]);
+        float *poisoned = malloc(4 * sizeof *poisoned);
+        memcpy(poisoned, e.list.items[i].data, 4 * sizeof *poisoned);
+        poisoned[1] = INFINITY;
+        const void *keep = e.list.items[i].data;
+        e.list.items[i].data = poisoned;
+        expect_load_failure(&e, NULL, MISMATCH, (const char *[]){names[k], "NaN or Inf at element 1", NULL});
+        (void)keep;
+        free(poisoned);
+    }
+}

@@ -1,119 +1,37 @@
 /*
  * test_tokenizer.c — tokenizer parity with the reference libraries (tools/gen_tokenizer_fixtures.py):
- * every tokenizer fixture on every corpus string, with and without special-token parsing, encode and
- * decode; Tiny Shakespeare and the real Jamba tokenizer when ../shared/data is present; BOS/EOS settings;
- * streaming decode; and malformed tokenizer files.
+ * every tokenizer fixture in the repository on every corpus string, with and without special-token parsing,
+ * encode and decode; all of Tiny Shakespeare (tests/data); BOS/EOS settings; streaming decode; and malformed
+ * tokenizer files. AI21's real Jamba tokenizer is never in the repository: its tests are test_tokenizer_ai21.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "tests/support/testutil.h"
+#include "tests/support/tokenizer_util.h"
 
-#define SHARED_DATA JB_SOURCE_DIR "/../shared/data"
-
-static json_t *expected(void) {
-    char *path = tu_fixture("tokenizers/expected.json");
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &jerr); /* decoded byte tokens can be NUL */
-    cr_assert_not_null(root, "%s: %s", path, jerr.text);
-    free(path);
-    return root;
-}
-
-static bool exists(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
-
-/* Path of a tokenizer fixture (relative to tests/fixtures/tokenizers), or NULL when the file is absent. */
-static char *fixture_path(const json_t *entry) {
-    char *rel = tu_path("tokenizers", json_string_value(json_object_get(entry, "path")));
-    char *path = tu_fixture(rel);
-    free(rel);
-    if (!exists(path)) {
-        free(path);
-        return NULL;
-    }
-    return path;
-}
-
-static jamba_tokenizer *load(const char *path) {
-    jamba_tokenizer *t = NULL;
-    jamba_error err = {0};
-    cr_assert_eq(jamba_tokenizer_load(path, &t, &err), JAMBA_OK, "%s", err.message);
-    return t;
-}
-
-static int32_t *encode(const jamba_tokenizer *t, const char *text, size_t len, int flags, int64_t *n) {
-    int64_t cap = jamba_tokenizer_max_ids(t, len);
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    jamba_error err = {0};
-    cr_assert_eq(jamba_tokenize(t, text, len, flags, ids, cap, n, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_leq(*n, cap);
-    return ids;
-}
-
-static char *decode(const jamba_tokenizer *t, const int32_t *ids, int64_t n, bool keep_special) {
-    size_t need = 0;
-    jamba_status st = jamba_detokenize(t, ids, n, keep_special, NULL, 0, &need, NULL);
-    cr_assert(st == JAMBA_ERR_BUFFER_TOO_SMALL || st == JAMBA_OK);
-    char *text = malloc(need + 1);
-    cr_assert_eq(jamba_detokenize(t, ids, n, keep_special, text, need + 1, &need, NULL), JAMBA_OK);
-    return text;
-}
-
-static void describe_ids(char *buf, size_t size, const int32_t *ids, int64_t n) {
-    size_t o = 0;
-    buf[0] = '\0';
-    for (int64_t i = 0; i < n && o + 12 < size; i++)
-        o += (size_t)snprintf(buf + o, size - o, "%s%d", i ? " " : "", ids[i]);
-}
+/* The expected.json entries checked here: every tokenizer whose file is in the repository (all but AI21's). */
+static bool in_repository(const char *name) { return strcmp(name, TK_AI21_ENTRY) != 0; }
 
 JB_TEST(tokenizer, parity_with_reference_libraries) {
-    json_t *root = expected();
+    json_t *root = tk_expected();
     json_t *corpus = json_object_get(root, "corpus"), *toks = json_object_get(root, "tokenizers");
     const char *name;
     json_t *entry;
-    int checked = 0, skipped = 0;
+    int checked = 0;
     json_object_foreach(toks, name, entry) {
-        char *path = fixture_path(entry);
-        if (path == NULL) { /* the real Jamba tokenizer lives in ../shared/data, which may be absent */
-            skipped++;
-            cr_log_warn("%s: %s not present; skipped", name, json_string_value(json_object_get(entry, "path")));
+        if (!in_repository(name))
             continue;
-        }
-        jamba_tokenizer *t = load(path);
-        json_t *cases = json_object_get(entry, "cases");
-        for (size_t c = 0; c < json_array_size(cases); c++) {
-            json_t *kase = json_array_get(cases, c), *want = json_object_get(kase, "ids");
-            json_t *src = json_array_get(corpus, (size_t)json_integer_value(json_object_get(kase, "text")));
-            const char *text = json_string_value(src);
-            size_t len = json_string_length(src);
-            int flags = json_is_true(json_object_get(kase, "parse_special")) ? JAMBA_TOKENIZE_PARSE_SPECIAL : 0;
-            int64_t n;
-            int32_t *ids = encode(t, text, len, flags, &n);
-            bool same = n == (int64_t)json_array_size(want);
-            for (int64_t i = 0; same && i < n; i++)
-                same = ids[i] == json_integer_value(json_array_get(want, (size_t)i));
-            char got[2048];
-            describe_ids(got, sizeof got, ids, n);
-            cr_expect(same, "%s: encode \"%s\" (flags %d) gave [%s], reference %s", name, text, flags, got,
-                      json_dumps(want, JSON_COMPACT));
-            char *back = decode(t, ids, n, false);
-            cr_expect_str_eq(back, json_string_value(json_object_get(kase, "decoded")), "%s: decode of \"%s\"", name,
-                             text);
-            free(back);
-            free(ids);
-            checked++;
-        }
+        char *path = tk_fixture_path(entry);
+        jamba_tokenizer *t = tk_load(path);
+        checked += tk_check_cases(name, t, entry, corpus);
         jamba_tokenizer_free(t);
         free(path);
     }
-    cr_log_info("%d cases checked, %d tokenizers skipped", checked, skipped);
+    cr_log_info("%d cases checked", checked);
     cr_assert_geq(checked, 300);
     json_decref(root);
 }
@@ -121,35 +39,16 @@ JB_TEST(tokenizer, parity_with_reference_libraries) {
 /* Random id sequences (byte-token runs valid and invalid, special tokens, "▁▁" pieces) decode exactly as
  * the reference library decodes them. */
 JB_TEST(tokenizer, decode_parity_with_reference_libraries) {
-    json_t *root = expected();
+    json_t *root = tk_expected();
     const char *name;
     json_t *entry;
     int checked = 0;
     json_object_foreach(json_object_get(root, "tokenizers"), name, entry) {
-        char *path = fixture_path(entry);
-        if (path == NULL)
+        if (!in_repository(name))
             continue;
-        jamba_tokenizer *t = load(path);
-        json_t *cases = json_object_get(entry, "decode_cases");
-        for (size_t c = 0; c < json_array_size(cases); c++) {
-            json_t *kase = json_array_get(cases, c), *ids_j = json_object_get(kase, "ids");
-            int64_t n = (int64_t)json_array_size(ids_j);
-            int32_t ids[64];
-            for (int64_t i = 0; i < n && i < 64; i++)
-                ids[i] = (int32_t)json_integer_value(json_array_get(ids_j, (size_t)i));
-            size_t len = 0;
-            cr_assert_eq(jamba_detokenize(t, ids, n, false, NULL, 0, &len, NULL), JAMBA_ERR_BUFFER_TOO_SMALL);
-            char *text = malloc(len + 1);
-            cr_assert_eq(jamba_detokenize(t, ids, n, false, text, len + 1, &len, NULL), JAMBA_OK);
-            json_t *want = json_object_get(kase, "decoded");
-            bool same = len == json_string_length(want) && memcmp(text, json_string_value(want), len) == 0;
-            char *ids_text = json_dumps(ids_j, JSON_COMPACT);
-            cr_expect(same, "%s: decode of %s gave \"%s\", reference \"%s\"", name, ids_text, text,
-                      json_string_value(want));
-            free(ids_text);
-            free(text);
-            checked++;
-        }
+        char *path = tk_fixture_path(entry);
+        jamba_tokenizer *t = tk_load(path);
+        checked += tk_check_decode_cases(name, t, entry);
         jamba_tokenizer_free(t);
         free(path);
     }
@@ -157,44 +56,21 @@ JB_TEST(tokenizer, decode_parity_with_reference_libraries) {
     json_decref(root);
 }
 
-static uint64_t fnv1a_ids(const int32_t *ids, int64_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (int64_t i = 0; i < n; i++)
-        for (int b = 0; b < 4; b++) {
-            h ^= (uint8_t)((uint32_t)ids[i] >> (8 * b));
-            h *= 0x100000001b3ull;
-        }
-    return h;
-}
-
 /* The whole of Tiny Shakespeare (1.1 MB), id for id via a hash; the timeout guards against quadratic
  * behaviour (a quadratic encoder would take minutes). */
 Test(tokenizer, shakespeare_parity, .timeout = 60) {
-    const char *data = SHARED_DATA "/tinyshakespeare.txt";
-    if (!exists(data))
-        cr_skip_test("%s is absent", data);
     size_t len;
-    uint8_t *text = tu_read_file(data, &len);
-    json_t *root = expected();
+    uint8_t *text = tu_read_file(TK_SHAKESPEARE, &len);
+    json_t *root = tk_expected();
     json_t *runs = json_object_get(root, "shakespeare"), *toks = json_object_get(root, "tokenizers");
     const char *name;
     json_t *want;
     json_object_foreach(runs, name, want) {
-        char *path = fixture_path(json_object_get(toks, name));
-        if (path == NULL)
+        if (!in_repository(name))
             continue;
-        jamba_tokenizer *t = load(path);
-        int64_t n;
-        int32_t *ids = encode(t, (const char *)text, len, 0, &n);
-        cr_expect_eq(n, json_integer_value(json_object_get(want, "count")), "%s: %lld ids", name, (long long)n);
-        char hex[17];
-        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)fnv1a_ids(ids, n));
-        cr_expect_str_eq(hex, json_string_value(json_object_get(want, "fnv1a64")), "%s: ids differ", name);
-        /* and the text comes back exactly */
-        char *back = decode(t, ids, n, false);
-        cr_expect(strlen(back) == len && memcmp(back, text, len) == 0, "%s: round trip differs", name);
-        free(back);
-        free(ids);
+        char *path = tk_fixture_path(json_object_get(toks, name));
+        jamba_tokenizer *t = tk_load(path);
+        tk_check_shakespeare(name, t, want, text, len);
         jamba_tokenizer_free(t);
         free(path);
     }
@@ -203,53 +79,21 @@ Test(tokenizer, shakespeare_parity, .timeout = 60) {
     JB_CHECK_LEAKS();
 }
 
-JB_TEST(tokenizer, real_jamba_tokenizer_facts) {
-    const char *path = SHARED_DATA "/jamba-tokenizer.model";
-    if (!exists(path))
-        cr_skip_test("%s is absent", path);
-    jamba_tokenizer *t = load(path);
-    cr_assert_eq(jamba_tokenizer_vocab_size(t), 65536);
-    cr_assert_eq(jamba_tokenizer_bos(t), 1);
-    cr_assert_eq(jamba_tokenizer_find(t, "<|eom|>"), 518);
-    cr_assert_eq(jamba_tokenizer_find(t, ","), 1543);
-    cr_assert_eq(jamba_tokenizer_find(t, "<0x0A>"), 1554);
-    int64_t n;
-    int32_t *ids = encode(t, "a\n7,", 4, 0, &n);
-    cr_assert_eq(n, 4);
-    cr_assert_eq(ids[1], 1554);
-    cr_assert_eq(ids[2], 63004); /* digit 7 */
-    cr_assert_eq(ids[3], 1543);
-    free(ids);
-    /* chat tokens are user-defined pieces: always matched; BOS only when special tokens are parsed */
-    const char chat[] = "<|startoftext|><|bom|><|user|> Hi<|eom|>";
-    ids = encode(t, chat, strlen(chat), JAMBA_TOKENIZE_ADD_SPECIAL, &n);
-    cr_assert_eq(ids[0], 1);
-    cr_assert_neq(ids[1], 1);
-    free(ids);
-    ids = encode(t, chat, strlen(chat), JAMBA_TOKENIZE_PARSE_SPECIAL, &n);
-    cr_assert_eq(ids[0], 1);
-    cr_assert_eq(ids[1], 519);
-    cr_assert_eq(ids[2], 521);
-    cr_assert_eq(ids[n - 1], 518);
-    free(ids);
-    jamba_tokenizer_free(t);
-}
-
 JB_TEST(tokenizer, bos_eos_and_specials) {
-    jamba_tokenizer *t = load(JB_SOURCE_DIR "/models/demo");
+    jamba_tokenizer *t = tk_load(JB_SOURCE_DIR "/models/demo");
     cr_assert_eq(jamba_tokenizer_bos(t), 1);
     int64_t n_eos;
     const int32_t *eos = jamba_tokenizer_eos(t, &n_eos);
     cr_assert_geq(n_eos, 1);
     cr_assert_eq(eos[0], 2);
     int64_t n;
-    int32_t *ids = encode(t, "Hi", 2, JAMBA_TOKENIZE_ADD_SPECIAL, &n);
+    int32_t *ids = tk_encode(t, "Hi", 2, JAMBA_TOKENIZE_ADD_SPECIAL, &n);
     cr_assert_eq(ids[0], 1);
     free(ids);
-    ids = encode(t, "", 0, JAMBA_TOKENIZE_ADD_SPECIAL, &n);
+    ids = tk_encode(t, "", 0, JAMBA_TOKENIZE_ADD_SPECIAL, &n);
     cr_assert_eq(n, 1);
     free(ids);
-    ids = encode(t, "", 0, 0, &n);
+    ids = tk_encode(t, "", 0, 0, &n);
     cr_assert_eq(n, 0);
     free(ids);
     cr_assert_str_eq(jamba_tokenizer_piece(t, 1), "<|startoftext|>");
@@ -258,21 +102,21 @@ JB_TEST(tokenizer, bos_eos_and_specials) {
     cr_assert_eq(jamba_tokenizer_find(t, "no such piece"), -1);
     /* special tokens are left out of decoded text unless asked for */
     int32_t seq[3] = {1, jamba_tokenizer_find(t, "\xE2\x96\x81the"), 2};
-    char *text = decode(t, seq, 3, false);
+    char *text = tk_decode(t, seq, 3, false);
     cr_assert_str_eq(text, " the");
     free(text);
-    text = decode(t, seq, 3, true);
+    text = tk_decode(t, seq, 3, true);
     cr_assert_str_eq(text, "<|startoftext|> the<|endoftext|>");
     free(text);
     jamba_tokenizer_free(t);
 }
 
 JB_TEST(tokenizer, invalid_utf8_input_becomes_replacement_characters) {
-    jamba_tokenizer *t = load(JB_SOURCE_DIR "/models/demo/tokenizer.json");
+    jamba_tokenizer *t = tk_load(JB_SOURCE_DIR "/models/demo/tokenizer.json");
     int64_t n1, n2;
-    int32_t *a = encode(t, "ab\xff\xc3 x\xe2\x82", 8, 0, &n1);
+    int32_t *a = tk_encode(t, "ab\xff\xc3 x\xe2\x82", 8, 0, &n1);
     const char fixed[] = "ab\xEF\xBF\xBD\xEF\xBF\xBD x\xEF\xBF\xBD";
-    int32_t *b = encode(t, fixed, sizeof fixed - 1, 0, &n2);
+    int32_t *b = tk_encode(t, fixed, sizeof fixed - 1, 0, &n2);
     cr_assert_eq(n1, n2);
     cr_assert_eq(memcmp(a, b, (size_t)n1 * sizeof *a), 0);
     free(a);
@@ -281,7 +125,7 @@ JB_TEST(tokenizer, invalid_utf8_input_becomes_replacement_characters) {
 }
 
 JB_TEST(tokenizer, buffers_too_small_report_the_size) {
-    jamba_tokenizer *t = load(JB_SOURCE_DIR "/models/demo");
+    jamba_tokenizer *t = tk_load(JB_SOURCE_DIR "/models/demo");
     int32_t ids[2];
     int64_t n = 0;
     jamba_error err = {0};
@@ -308,10 +152,10 @@ JB_TEST(tokenizer, streaming_decode) {
                                         JB_FIXTURES_DIR "/tokenizers/sp-legacy/tokenizer.json"};
     const char text[] = "Wherefore art thou 日本語 👨‍👩‍👧 café?\n";
     for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
-        jamba_tokenizer *t = load(paths[p]);
+        jamba_tokenizer *t = tk_load(paths[p]);
         int64_t n;
-        int32_t *ids = encode(t, text, sizeof text - 1, 0, &n);
-        char *whole = decode(t, ids, n, false);
+        int32_t *ids = tk_encode(t, text, sizeof text - 1, 0, &n);
+        char *whole = tk_decode(t, ids, n, false);
         cr_assert_str_eq(whole, text, "%s: round trip", paths[p]);
         jamba_stream_decoder *d = NULL;
         cr_assert_eq(jamba_stream_decoder_create(t, false, &d, NULL), JAMBA_OK);
@@ -350,7 +194,7 @@ JB_TEST(tokenizer, streaming_decode) {
 }
 
 JB_TEST(tokenizer, malformed_models_are_rejected) {
-    json_t *root = expected();
+    json_t *root = tk_expected();
     const char *file;
     json_t *phrase;
     int n = 0;

@@ -1,5 +1,5 @@
 /*
- * chat.c — the Jamba-1.5+ chat format (jamba-architecture.md §11), rendered token by token: the markers
+ * chat.c — the Jamba-1.5+ chat format (docs/jamba-architecture.md §11), rendered token by token: the markers
  * are inserted as ids and only message text goes through the tokenizer, as plain text.
  */
 #include "base/alloc.h"

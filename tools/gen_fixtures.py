@@ -189,7 +189,7 @@ def save_reference(path, tensors, meta):
 
 
 def ai21_names(sd, cfg):
-    """AI21's March-2024 remote-code names (jamba-architecture.md §6.2)."""
+    """AI21's March-2024 remote-code names (docs/jamba-architecture.md §6.2)."""
     out = {}
     for k, v in sd.items():
         n = k.replace(".mamba.b_layernorm.", ".mamba.B_layernorm.").replace(".mamba.c_layernorm.", ".mamba.C_layernorm.")

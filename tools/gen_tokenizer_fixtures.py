@@ -6,7 +6,7 @@ Writes tests/fixtures/tokenizers/:
   expected.json   for each tokenizer and corpus string: the ids the reference library produces (Hugging Face
                   `tokenizers` for tokenizer.json, `sentencepiece` for tokenizer.model), with and without
                   special-token parsing, and the decoded text; plus, for Tiny Shakespeare, the id count and an
-                  FNV-1a hash of the ids (the text itself is read from ../shared/data at test time).
+                  FNV-1a hash of the ids (the text itself is read from tests/data at test time).
 
 The tokenizers:
   demo-json, demo-model    models/demo's tokenizer.json and tokenizer.model (SentencePiece style: Metaspace
@@ -36,9 +36,8 @@ from transformers import LlamaTokenizerFast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizers")
-SHARED = os.path.join(ROOT, "..", "shared", "data")
-SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare.txt")
-JAMBA_MODEL = os.path.join(SHARED, "jamba-tokenizer.model")
+SHAKESPEARE = os.path.join(ROOT, "tests", "data", "tinyshakespeare.txt")
+JAMBA_MODEL = os.path.join(ROOT, "..", "shared", "data", "jamba-tokenizer.model")  # AI21's: never copied
 
 CORPUS = [
     "Hello world",

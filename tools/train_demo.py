@@ -6,7 +6,7 @@ The model keeps Jamba's real structure at toy width: 8 layers with attention on 
 The tokenizer is a SentencePiece BPE built like Jamba's (byte fallback, no dummy prefix, split digits,
 identity normalisation, whitespace kept, the same special-token layout at ids 0-3).
 
-Data: ../shared/data/tinyshakespeare.txt (public domain text; from karpathy/char-rnn, MIT). The last 5% of
+Data: tests/data/tinyshakespeare.txt (public domain text; from karpathy/char-rnn, MIT). The last 5% of
 the characters are held out for validation.
 
 Writes models/demo/ (a Hugging Face folder: config.json, model.safetensors in bf16, tokenizer.model,
@@ -32,7 +32,7 @@ import transformers
 from transformers import JambaConfig, JambaForCausalLM, LlamaTokenizerFast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
+DEFAULT_DATA = os.path.join(ROOT, "tests", "data", "tinyshakespeare.txt")
 PROMPT = "ROMEO:\nBut soft, what light"
 EXCERPT_CHARS = 4000  # the held-out excerpt the runtime's perplexity test scores
 GREEDY_TOKENS = 64
@@ -201,7 +201,7 @@ def main():
     reference = {
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "sentencepiece": spm.__version__},
-        "data": {"source": "../shared/data/tinyshakespeare.txt (karpathy/char-rnn, public domain text)",
+        "data": {"source": "tests/data/tinyshakespeare.txt (karpathy/char-rnn, public domain text)",
                  "train_chars": split, "heldout_chars": len(text) - split},
         "command": "python3 tools/train_demo.py " + " ".join(
             f"--{k} {v}" for k, v in vars(args).items() if k not in ("data", "out")),

@@ -4,6 +4,7 @@
  * re-reading it every turn).
  */
 #include "tools/jamba/cli.h"
+#include "tools/jamba/default_model.h"
 #include "tools/jamba/generation.h"
 
 #include <errno.h>
@@ -49,7 +50,8 @@ static sampling_args default_sampling(void) {
     "                        of 4096 ... 16 whose workspace fits the device (the memory plan)\n"                                       \
     CLI_DEVICE_HELP
 
-/* 0, or CLI_EXIT_USAGE after a bad device argument. */
+/* 0; CLI_EXIT_USAGE after a bad device argument; CLI_EXIT_FAIL after saying so when there is no `model`
+ * and no default model (cli_default_model). */
 static int to_options(const char *cmd, const char *model, const sampling_args *a, gen_options *out) {
     gen_options o = {.model = model, .n_ctx = a->ctx, .n_batch = a->batch, .threads = a->threads, .progress = true};
     o.device = jamba_context_default_params();
@@ -59,6 +61,9 @@ static int to_options(const char *cmd, const char *model, const sampling_args *a
         rc = cli_model_params(cmd, &a->dev, &o.load);
     if (rc != 0)
         return rc;
+    jamba_error err = {0};
+    if (o.model == NULL && (o.model = cli_default_model(&err)) == NULL)
+        return cli_fail(&err);
     o.sampling = jamba_sampler_default_params();
     o.sampling.temperature = (float)a->temperature;
     o.sampling.top_k = (int32_t)a->top_k;
@@ -80,7 +85,9 @@ static void help_generate(void) {
            "stdin; a long prompt shows a progress bar on stderr while it is prefilled. Statistics (prompt\n"
            "tokens, prefill and decode tok/s, peak memory) go to stderr at the end.\n"
            "\n"
-           "  --model DIR           model folder (default: the bundled demo model, models/demo)\n"
+           "  --model DIR           model folder (default: $JAMBA_MODEL, else the bundled demo model: installed\n"
+           "                        beside the binary in ../share/jamba/models/demo, or models/demo of the\n"
+           "                        source tree the binary is in, e.g. build/cpu/jamba)\n"
            "  --prompt TEXT         the prompt\n"
            "  --prompt-file FILE    read the prompt from FILE\n"
            "  --chat                wrap the prompt as a user message in the model's chat format\n"
@@ -148,7 +155,7 @@ int cmd_generate(int argc, char **argv) {
     gen_session s;
     /* open with a provisional context, tokenize, then size the real one */
     jamba_tokenizer *tok = NULL;
-    const char *dir = model ? model : gen_default_model();
+    const char *dir = o.model;
     if (jamba_tokenizer_load(dir, &tok, &err) != JAMBA_OK) {
         free(text);
         return cli_fail(&err);
@@ -238,7 +245,7 @@ int cmd_chat(int argc, char **argv) {
     }
     if (!jamba_chat_supported(s.tok)) {
         fprintf(stderr, "jamba: error: %s: the tokenizer has no Jamba chat tokens; chat needs a chat model\n",
-                model ? model : gen_default_model());
+                o.model);
         gen_close(&s);
         return CLI_EXIT_FAIL;
     }

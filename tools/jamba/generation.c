@@ -9,15 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef JAMBA_DEMO_MODEL
-#define JAMBA_DEMO_MODEL "models/demo"
-#endif
-
-const char *gen_default_model(void) {
-    const char *env = getenv("JAMBA_MODEL");
-    return env && *env ? env : JAMBA_DEMO_MODEL;
-}
-
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -37,7 +28,7 @@ static void add_stop_id(gen_session *s, int32_t id) {
 int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *err) {
     memset(s, 0, sizeof *s);
     s->pending = -1;
-    const char *dir = o->model ? o->model : gen_default_model();
+    const char *dir = o->model;
     if (jamba_model_load(dir, &o->load, &s->model, err) != JAMBA_OK ||
         jamba_tokenizer_load(dir, &s->tok, err) != JAMBA_OK)
         return CLI_EXIT_FAIL;

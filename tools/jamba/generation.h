@@ -26,7 +26,7 @@ typedef struct gen_session {
 } gen_session;
 
 typedef struct gen_options {
-    const char *model;        /* NULL: the bundled demo model */
+    const char *model;        /* the model folder (the CLI's default already resolved: cli_default_model) */
     int64_t n_ctx;            /* 0: the prompt plus max_tokens */
     int64_t n_batch, threads;
     jamba_sampler_params sampling;
@@ -34,9 +34,6 @@ typedef struct gen_options {
     jamba_model_params load;     /* load parameters (weight formats) */
     bool progress;            /* a progress bar on stderr while prefilling */
 } gen_options;
-
-/* The bundled demo model's folder (JAMBA_DEMO_MODEL at build time, or $JAMBA_MODEL). */
-const char *gen_default_model(void);
 
 /* Load model and tokenizer; create the context (n_ctx tokens) and the sampler. */
 int gen_open(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *err);

@@ -1,0 +1,272 @@
+/*
+ * test_quantize_accuracy.c — the accuracy of load-time int8 experts / dense MLPs on the demo model and the
+ * forward fixtures: top-1 agreement and perplexity against the stored weights.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/model.h"
+#include "tests/support/quantize_util.h"
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
+
+/* A near-tie: the top two logits closer than this fraction of the row's range. */
+#define TIE 1e-3
+
+/* Sum of -log p(tokens[t+1] | ..t) over the T-1 predicted positions. */
+static double total_nll(const float *logits, const int32_t *tokens, int64_t T, int64_t V) {
+    double sum = 0;
+    for (int64_t t = 0; t + 1 < T; t++) {
+        const float *l = logits + t * V;
+        double mx = l[tu_argmax(l, V)], z = 0;
+        for (int64_t v = 0; v < V; v++)
+            z += exp((double)l[v] - mx);
+        sum += mx + log(z) - (double)l[tokens[t + 1]];
+    }
+    return sum;
+}
+
+typedef struct agreement {
+    int64_t same, positions; /* top-1 equal / compared */
+    int64_t near_ties;       /* top-1 differs, but the stored model's own margin between the two is < TIE */
+    double nll_ref, nll_q;   /* summed next-token NLL */
+    int64_t predicted;       /* positions with a next token */
+} agreement;
+
+static void compare(agreement *a, const float *ref, const float *q, const int32_t *tokens, int64_t T, int64_t V) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *r = ref + t * V;
+        const int64_t best = tu_argmax(r, V), other = tu_argmax(q + t * V, V);
+        float lo = r[0];
+        for (int64_t v = 1; v < V; v++)
+            lo = fminf(lo, r[v]);
+        a->same += best == other;
+        a->near_ties += best != other && r[best] - r[other] < TIE * (r[best] - lo);
+    }
+    a->positions += T;
+    a->nll_ref += total_nll(ref, tokens, T, V);
+    a->nll_q += total_nll(q, tokens, T, V);
+    a->predicted += T - 1;
+}
+
+static double agree_frac(const agreement *a) { return (double)a->same / (double)a->positions; }
+/* Agreement when flips at near-ties (where the stored model itself has no clear top-1) count as agreeing. */
+static double agree_frac_ties(const agreement *a) {
+    return (double)(a->same + a->near_ties) / (double)a->positions;
+}
+static double ppl_ratio(const agreement *a) { return exp((a->nll_q - a->nll_ref) / (double)a->predicted); }
+
+
+/* Held-out Tiny Shakespeare (public domain; the text right after the demo model's training split). */
+static const char heldout[] =
+    "BAPTISTA:\n"
+    "Not in my house, Lucentio; for, you know,\n"
+    "Pitchers have ears, and I have many servants:\n"
+    "Besides, old Gremio is hearkening still;\n"
+    "And happily we might be interrupted.\n"
+    "\n"
+    "TRANIO:\n"
+    "Then at my lodging, an it like you:\n"
+    "There doth my father lie; and there, this night,\n"
+    "We'll pass the business privately and well.\n"
+    "Send for your daughter by your servant here:\n"
+    "My boy shall fetch the scrivener presently.\n"
+    "The worst is this, that, at so slender warning,\n"
+    "You are like to have a thin and slender pittance.\n"
+    "\n"
+    "BAPTISTA:\n"
+    "It likes me well. Biondello, hie you home,\n"
+    "And bid Bianca make her ready straight;\n"
+    "And, if you will, tell what hath happened,\n"
+    "Lucentio's father is arrived in Padua,\n"
+    "And how she's like to be Lucentio's wife.\n"
+    "\n"
+    "BIONDELLO:\n"
+    "I pray the gods she may with all my heart!\n"
+    "\n"
+    "TRANIO:\n"
+    "Dally not with the gods, but get thee gone.\n"
+    "Signior Baptista, shall I lead the way?\n"
+    "Welcome! one mess is like to be your cheer:\n"
+    "Come, sir; we will better it in Pisa.\n"
+    "\n"
+    "BAPTISTA:\n"
+    "I follow you.\n"
+    "\n"
+    "BIONDELLO:\n"
+    "Cambio!\n"
+    "\n"
+    "LUCENTIO:\n"
+    "What sayest thou, Biondello?\n"
+    "\n"
+    "BIONDELLO:\n"
+    "You saw my master wink and laugh upon you?\n"
+    "\n"
+    "LUCENTIO:\n"
+    "Biondello, what of that?\n"
+    "\n"
+    "BIONDELLO:\n"
+    "Faith, nothing; but has left me here behind, to\n"
+    "expound the meaning or moral of his signs and tokens.\n"
+    "\n"
+    "LUCENTIO:\n"
+    "I pray thee, moralize them.\n"
+    "\n"
+    "BIONDELLO:\n"
+    "Then thus. Baptista is safe, talking with the\n"
+    "deceiving father of a deceitful son.\n"
+    "\n"
+    "LUCENTIO:\n"
+    "And what of him?\n"
+    "\n"
+    "BIONDELLO:\n"
+    "His daughter is to be brought by you to the supper.\n"
+    "\n"
+    "LUCENTIO:\n"
+    "And then?\n"
+    "\n"
+    "BIONDELLO:\n"
+    ;
+
+typedef struct variant {
+    const char *name;
+    jamba_weight_format experts, mlp;
+} variant;
+
+static const variant variants[] = {
+    {"experts int8", JAMBA_FORMAT_INT8, JAMBA_FORMAT_STORED},
+    {"experts + mlp int8", JAMBA_FORMAT_INT8, JAMBA_FORMAT_INT8},
+};
+#define N_VARIANTS 2
+
+#define MIN_AGREEMENT 0.99
+#define MAX_PPL_CHANGE 0.01
+
+/* The matrices of `v` are int8 (with scales) in m; everything else keeps the stored dtype of `ref`. */
+static void expect_quantized_as(const jamba_model *m, const jamba_model *ref, const variant *v) {
+    const jamba_config *c = jamba_model_config(m);
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        const jb_layer_weights *a = &m->weights.layers[l], *b = &ref->weights.layers[l];
+        jamba_layer_info li;
+        cr_assert_eq(jamba_model_layer(m, l, &li, NULL), JAMBA_OK);
+        const jb_mlp_weights *x = li.ffn == JAMBA_FFN_MOE ? &a->experts[0] : &a->mlp;
+        const jb_mlp_weights *y = li.ffn == JAMBA_FFN_MOE ? &b->experts[0] : &b->mlp;
+        bool q = li.ffn == JAMBA_FFN_MOE ? v->experts == JAMBA_FORMAT_INT8 : v->mlp == JAMBA_FORMAT_INT8;
+        jamba_dtype want = q ? JAMBA_DTYPE_I8 : y->down_proj.dtype;
+        cr_assert_eq(x->gate_proj.dtype, want, "%s: layer %lld gate_proj is %s", v->name, (long long)l,
+                     jamba_dtype_name(x->gate_proj.dtype));
+        cr_assert_eq(x->down_proj.dtype, want, "%s: layer %lld down_proj", v->name, (long long)l);
+        cr_assert_eq(x->gate_proj.scale != NULL, q);
+        const jb_weight *mix = li.mixer == JAMBA_MIXER_ATTENTION ? &a->attn.q_proj : &a->mamba.in_proj;
+        const jb_weight *mix0 = li.mixer == JAMBA_MIXER_ATTENTION ? &b->attn.q_proj : &b->mamba.in_proj;
+        cr_assert_eq(mix->dtype, mix0->dtype, "mixers are never requantized");
+    }
+}
+
+static void accumulate(agreement *to, const agreement *a) {
+    to->same += a->same;
+    to->near_ties += a->near_ties;
+    to->positions += a->positions;
+    to->nll_ref += a->nll_ref;
+    to->nll_q += a->nll_q;
+    to->predicted += a->predicted;
+}
+
+/* Score `tokens` with the stored weights and each variant; accumulate into acc[variant]. */
+static void score_variants(const char *dir, const char *label, const int32_t *tokens, int64_t T,
+                           agreement acc[N_VARIANTS]) {
+    jamba_model *ref = qu_load_plain(dir);
+    const int64_t V = jamba_model_config(ref)->vocab_size;
+    float *want = qu_all_logits(ref, tokens, T);
+    for (int v = 0; v < N_VARIANTS; v++) {
+        jamba_model *m = qu_load_with(dir, variants[v].experts, variants[v].mlp);
+        expect_quantized_as(m, ref, &variants[v]);
+        float *got = qu_all_logits(m, tokens, T);
+        agreement one = {0};
+        compare(&one, want, got, tokens, T, V);
+        accumulate(&acc[v], &one);
+        cr_log_info("%-22s %-18s top-1 agreement %lld/%lld = %.4f (near-tie flips %lld), perplexity %.4f -> "
+                    "%.4f (ratio %.6f), logits relative L2 %.3g", label, variants[v].name, (long long)one.same,
+                    (long long)one.positions, agree_frac(&one), (long long)one.near_ties,
+                    exp(one.nll_ref / (double)one.predicted), exp(one.nll_q / (double)one.predicted),
+                    ppl_ratio(&one), rel_l2(got, want, T * V));
+        free(got);
+        jamba_model_free(m);
+    }
+    free(want);
+    jamba_model_free(ref);
+}
+
+/* Top-1 agreement at least MIN_AGREEMENT and perplexity within MAX_PPL_CHANGE. With `ties_agree`, flips
+ * at near-ties count as agreement: a randomly initialised fixture has positions whose top two logits
+ * differ by 1e-5, where any perturbation decides, and 40 positions leave no room for one flip. */
+static void expect_accurate(const agreement acc[N_VARIANTS], const char *what, bool ties_agree) {
+    for (int v = 0; v < N_VARIANTS; v++) {
+        const agreement *a = &acc[v];
+        const double agree = ties_agree ? agree_frac_ties(a) : agree_frac(a);
+        cr_log_info("%s, %s: top-1 agreement %.4f over %lld positions (%lld flips at near-ties), perplexity "
+                    "ratio %.6f", what, variants[v].name, agree_frac(a), (long long)a->positions,
+                    (long long)a->near_ties, ppl_ratio(a));
+        cr_expect_geq(agree, MIN_AGREEMENT, "%s, %s: top-1 agreement %.4f (%lld of %lld flips at near-ties)", what,
+                      variants[v].name, agree, (long long)a->near_ties, (long long)(a->positions - a->same));
+        cr_expect_leq(fabs(ppl_ratio(a) - 1), MAX_PPL_CHANGE, "%s, %s: perplexity ratio %.6f", what,
+                      variants[v].name, ppl_ratio(a));
+    }
+}
+
+JB_TEST(accuracy, demo_int8_matches_stored_weights) {
+    jamba_tokenizer *tok = NULL;
+    jamba_error err = {0};
+    cr_assert_eq(jamba_tokenizer_load(QU_DEMO, &tok, &err), JAMBA_OK, "%s", err.message);
+    int32_t *ids = malloc(4096 * sizeof *ids);
+    int64_t T = 0;
+    cr_assert_eq(jamba_tokenize(tok, heldout, strlen(heldout), JAMBA_TOKENIZE_ADD_SPECIAL, ids, 4096, &T, &err),
+                 JAMBA_OK, "%s", err.message);
+    cr_assert(T > 300 && T <= 700, "%lld tokens", (long long)T);
+#if defined(__SANITIZE_ADDRESS__)
+    T = 128; /* unoptimised sanitizer builds run the model ~40x slower: score a prefix */
+#endif
+    agreement acc[N_VARIANTS] = {{0}};
+    score_variants(QU_DEMO, "models/demo", ids, T, acc);
+    expect_accurate(acc, "models/demo", false);
+    free(ids);
+    jamba_tokenizer_free(tok);
+}
+
+/* The forward fixtures, each on its reference prompt followed by its greedy continuation. */
+static const char *const fixtures[] = {
+    "mini", "mini-bf16", "mini-stacked", "mini-ai21", "pure-mamba-moe", "moe-every-layer-top1",
+    "moe-every-layer-top3", "odd-shapes", "dense-hybrid-1to3", "pure-attention-dense",
+};
+
+JB_TEST(accuracy, forward_fixtures_int8_match_stored_weights) {
+    agreement all[N_VARIANTS] = {{0}};
+    for (size_t f = 0; f < sizeof fixtures / sizeof fixtures[0]; f++) {
+        const char *name = fixtures[f];
+        ref_file ref;
+        ref_open(&ref, strcmp(name, "mini-stacked") == 0 || strcmp(name, "mini-ai21") == 0 ? "mini" : name);
+        int64_t shape[8];
+        const int64_t *prompt = ref_i64(&ref, "input_ids", shape);
+        const int64_t P = shape[0];
+        const int64_t *greedy = ref_i64(&ref, "greedy_tokens", shape);
+        const int64_t T = P + shape[0];
+        int32_t *ids = malloc((size_t)T * sizeof *ids);
+        for (int64_t t = 0; t < T; t++)
+            ids[t] = (int32_t)(t < P ? prompt[t] : greedy[t - P]);
+        char rel[128];
+        snprintf(rel, sizeof rel, "forward/%s/model", name);
+        char *dir = tu_fixture(rel);
+        agreement acc[N_VARIANTS] = {{0}};
+        score_variants(dir, name, ids, T, acc);
+        for (int v = 0; v < N_VARIANTS; v++)
+            accumulate(&all[v], &acc[v]);
+        expect_accurate(acc, name, true);
+        free(dir);
+        free(ids);
+        ref_close(&ref);
+    }
+    expect_accurate(all, "all forward fixtures", false);
+}
