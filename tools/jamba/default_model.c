@@ -69,9 +69,9 @@ const char *cli_default_model(jamba_error *err) {
     if (model_at(found, strlen(bin), bin, INSTALLED_MODEL) || find_in_ancestors(bin, found))
         return found;
     snprintf(err->message, sizeof err->message,
-             "no --model given and no default model found: $JAMBA_MODEL is not set, %s/" INSTALLED_MODEL
+             "no --model given and no default model found: $JAMBA_MODEL is not set, %.300s/" INSTALLED_MODEL
              " has no config.json (an installed jamba), and neither has " SOURCE_MODEL
-             " in %s or any folder above it (a build tree); give --model DIR or set JAMBA_MODEL",
-             bin, bin);
+             " in %.300s or any folder above it (a build tree); give --model DIR or set JAMBA_MODEL",
+             bin, bin); /* long paths are cut to keep the message in one jamba_error */
     return NULL;
 }
