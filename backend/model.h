@@ -2,7 +2,8 @@
  * model.h — the jamba_model object as every layer above ckpt sees it: the config, the mapped checkpoint,
  * the bound weights, and the per-model resources backends make on first use (a device copy of the
  * weights). runtime/model.c loads it; backends read it and never change it, except through the
- * resource cache, which is the one place that changes behind a const jamba_model (under resource_lock).
+ * resource cache and the cached state fingerprint, the only places that change behind a const jamba_model
+ * (both under resource_lock).
  */
 #ifndef JB_BACKEND_MODEL_H
 #define JB_BACKEND_MODEL_H
@@ -41,6 +42,9 @@ struct jamba_model {
     bool resource_lock_ready;
     jb_model_resource resources[JB_MODEL_MAX_RESOURCES];
     int n_resources;
+    uint64_t state_fingerprint; /* identity of the model in sequence state files: a hash of the config and of
+                                   every weight byte, made on the first save or restore (runtime/seq_state.c,
+                                   under resource_lock) and kept; 0 until then */
     uint8_t *owned_image;   /* jb_model_from_image: the safetensors image the weights point into */
     bool requantized;       /* some matrices were quantized to int8 while loading */
     bool plan_experts_int8, plan_mlp_int8; /* planning-only models: the formats asked for */

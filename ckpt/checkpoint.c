@@ -6,6 +6,7 @@
 #include "base/alloc.h"
 #include "base/checked.h"
 #include "base/error.h"
+#include "base/file.h"
 #include "ckpt/json.h"
 
 #include <errno.h>
@@ -94,7 +95,7 @@ static jamba_status cross_check_index(const jb_checkpoint *c, const jb_st_index 
 static jamba_status open_sharded(const char *dir, const char *index_path, jb_checkpoint *c, jamba_error *err) {
     char *json;
     size_t len;
-    JB_TRY(jb_read_small_file(index_path, index_path, JB_INDEX_MAX_BYTES, BAD, &json, &len, err));
+    JB_TRY(jb_read_regular_file(index_path, index_path, JB_INDEX_MAX_BYTES, BAD, &json, &len, err));
     jb_st_index index;
     jamba_status st = jb_st_index_parse(json, len, index_path, &index, err);
     jb_free(json);

@@ -11,6 +11,7 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/file.h"
 #include "ckpt/json.h"
 
 #include <math.h>
@@ -336,7 +337,7 @@ jamba_status jb_config_load(const char *dir, jamba_config *out, jb_strlist *note
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
     char *json;
     size_t len;
-    jamba_status st = jb_read_small_file(path, path, JB_CONFIG_MAX_BYTES, BAD, &json, &len, err);
+    jamba_status st = jb_read_regular_file(path, path, JB_CONFIG_MAX_BYTES, BAD, &json, &len, err);
     if (st == JAMBA_OK) {
         st = jb_config_parse(json, len, path, out, notes, err);
         jb_free(json);

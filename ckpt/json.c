@@ -5,12 +5,9 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/file.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 jamba_status jb_json_parse_object(const char *buf, size_t len, const char *label, jamba_status bad,
                                   json_t **out, jamba_error *err) {
@@ -41,51 +38,7 @@ jamba_status jb_json_parse_object_flags(const char *buf, size_t len, const char 
 
 jamba_status jb_read_small_file(const char *path, const char *label, uint64_t max_size, jamba_status bad,
                                 char **out, size_t *out_len, jamba_error *err) {
-    *out = NULL;
-    *out_len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot open: %s", label, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot stat: %s", label, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return jb_fail(err, JAMBA_ERR_IO, "%s: not a regular file", label);
-    }
-    if ((uint64_t)st.st_size > max_size) {
-        close(fd);
-        return jb_fail(err, bad, "%s: file is %lld bytes, more than the %llu-byte limit",
-                       label, (long long)st.st_size, (unsigned long long)max_size);
-    }
-    size_t size = (size_t)st.st_size;
-    char *buf = jb_malloc(size + 1);
-    if (buf == NULL) {
-        close(fd);
-        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes", label, size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
-            close(fd);
-            jb_free(buf);
-            return jb_fail(err, JAMBA_ERR_IO, "%s: read failed after %zu of %zu bytes%s%s", label, got, size,
-                           e ? ": " : " (file shrank)", e ? strerror(e) : "");
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[size] = '\0';
-    *out = buf;
-    *out_len = size;
-    return JAMBA_OK;
+    return jb_read_regular_file(path, label, max_size, bad, out, out_len, err); /* FIFOs and folders refused */
 }
 
 bool jb_json_as_u64(const json_t *v, uint64_t *out) {

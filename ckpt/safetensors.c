@@ -6,11 +6,11 @@
 #include "base/alloc.h"
 #include "base/checked.h"
 #include "base/error.h"
+#include "base/file.h"
 #include "ckpt/dtype.h"
 #include "ckpt/json.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -253,13 +253,10 @@ static jamba_status read_exact(int fd, void *dst, size_t n, uint64_t offset, con
     return JAMBA_OK;
 }
 
-static jamba_status open_validated(int fd, const char *label, jb_st_file *f, jamba_error *err) {
-    struct stat sb;
-    if (fstat(fd, &sb) != 0)
-        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot stat: %s", label, strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return jb_fail(err, JAMBA_ERR_IO, "%s: not a regular file", label);
-    f->file_size = (uint64_t)sb.st_size;
+/* fd is a regular file (jb_open_regular) of sb->st_size bytes. */
+static jamba_status open_validated(int fd, const struct stat *sb, const char *label, jb_st_file *f,
+                                   jamba_error *err) {
+    f->file_size = (uint64_t)sb->st_size;
     if (f->file_size < 8)
         return jb_fail(err, BAD, "%s: file is %llu bytes, shorter than the 8-byte header length", label,
                        (unsigned long long)f->file_size);
@@ -292,13 +289,14 @@ static jamba_status open_validated(int fd, const char *label, jb_st_file *f, jam
 jamba_status jb_st_open(const char *path, const char *label, jb_st_file *out, jamba_error *err) {
     memset(out, 0, sizeof *out);
     JB_TRY(set_label(out, label, err));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        jamba_status st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot open: %s", label, strerror(errno));
+    int fd;
+    struct stat sb;
+    jamba_status st = jb_open_regular(path, label, 0, &fd, &sb, err);
+    if (st != JAMBA_OK) {
         jb_st_close(out);
         return st;
     }
-    jamba_status st = open_validated(fd, label, out, err);
+    st = open_validated(fd, &sb, label, out, err);
     close(fd); /* the mapping stays valid after close */
     if (st != JAMBA_OK)
         jb_st_close(out);

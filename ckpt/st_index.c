@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/strmap.h"
 #include "ckpt/json.h"
 
 #include <stdlib.h>
@@ -37,33 +38,41 @@ static jamba_status parse_total_size(const json_t *root, const char *label, jb_s
     return JAMBA_OK;
 }
 
-/* Collect the distinct shard names, sorted. */
+/* Collect the distinct shard names, sorted. A hash set of the names seen makes this one lookup per entry, so
+ * an index naming as many shards as tensors costs O(n log n) (the sort), not O(n^2). */
 static jamba_status collect_shards(const json_t *map, const char *label, jb_st_index *out, jamba_error *err) {
     size_t n = json_object_size(map);
+    jb_strmap seen; /* keys point into the JSON tree, which outlives the map; sized for n, so puts never fail */
     out->shards = jb_calloc(n, sizeof *out->shards);
-    if (out->shards == NULL)
+    if (out->shards == NULL || !jb_strmap_init(&seen, (int64_t)n))
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+    jamba_status st = JAMBA_OK;
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)map, key, val) {
-        if (!json_is_string(val))
-            return jb_fail(err, BAD, "%s: weight_map[\"%s\"] is %s, expected a file name", label, key,
-                           jb_json_type_name(val));
-        const char *file = json_string_value(val);
-        if (!jb_is_plain_file_name(file))
-            return jb_fail(err, BAD, "%s: weight_map[\"%s\"] = \"%.300s\" is not a plain file name in the "
-                           "model folder", label, key, file);
-        bool seen = false;
-        for (int64_t s = 0; s < out->n_shards && !seen; s++)
-            seen = strcmp(out->shards[s], file) == 0;
-        if (!seen) {
-            if ((out->shards[out->n_shards] = jb_strdup(file)) == NULL)
-                return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
-            out->n_shards++;
+        if (!json_is_string(val)) {
+            st = jb_fail(err, BAD, "%s: weight_map[\"%s\"] is %s, expected a file name", label, key,
+                         jb_json_type_name(val));
+            break;
         }
+        const char *file = json_string_value(val);
+        if (!jb_is_plain_file_name(file)) {
+            st = jb_fail(err, BAD, "%s: weight_map[\"%s\"] = \"%.300s\" is not a plain file name in the "
+                         "model folder", label, key, file);
+            break;
+        }
+        if (!jb_strmap_put(&seen, file, strlen(file), 0))
+            continue; /* a shard named before */
+        if ((out->shards[out->n_shards] = jb_strdup(file)) == NULL) {
+            st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
+            break;
+        }
+        out->n_shards++;
     }
-    qsort(out->shards, (size_t)out->n_shards, sizeof *out->shards, cmp_str);
-    return JAMBA_OK;
+    jb_strmap_free(&seen);
+    if (st == JAMBA_OK)
+        qsort(out->shards, (size_t)out->n_shards, sizeof *out->shards, cmp_str);
+    return st;
 }
 
 static int64_t shard_id(const jb_st_index *index, const char *file) {

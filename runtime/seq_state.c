@@ -1,17 +1,18 @@
 /*
  * seq_state.c — sequence operations: length, reset, fork, save to and restore from a file.
  *
- * State file (little-endian, version 1):
+ * State file (little-endian, version 2):
  *   "JAMBASEQ"            8-byte magic
- *   u32 version = 1, u32 header_bytes = 64
- *   u64 fingerprint       FNV-1a of the config and of every tensor's name, dtype, shape and end bytes
- *                         (model_fingerprint: a heuristic identity, not a full hash)
+ *   u32 version = 2, u32 header_bytes = 64
+ *   u64 fingerprint       the model's identity: XXH3-64 of the config values that shape the computation and
+ *                         of every bound tensor's name, dtype, shape and all of its bytes (model_fingerprint)
  *   u64 n_tokens          tokens held
  *   u64 payload_bytes
- *   u64 reserved[3] = 0
+ *   u64 reserved[3] = 0   must be zero: a reader refuses non-zero ones (a newer format, or corruption)
  *   payload: for each Mamba layer the conv window [D_i, K-1] and SSM state [D_i, N] (f32), then for each
  *            attention layer K [n_tokens, kv] and V [n_tokens, kv] (f32)
  *   u64 checksum          FNV-1a of the payload
+ * Version 1 fingerprinted only the first and last 64 bytes of each tensor; its files are refused.
  */
 #include "runtime/context.h"
 
@@ -19,15 +20,22 @@
 #include "base/atomic_file.h"
 #include "base/checked.h"
 #include "base/error.h"
+#include "base/file.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+/* xxHash compiled in (header-only use): libjamba needs no libxxhash at run time, and neither do programs
+ * linking the static library */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #define STATE_MAGIC "JAMBASEQ"
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define STATE_HEADER_BYTES 64u
+#define STATE_RESERVED_AT 40u /* reserved[3]: header bytes 40..63 */
 
 static jamba_status check_seq(const jamba_context *ctx, int32_t seq, const char *what, jamba_error *err) {
     if (ctx == NULL)
@@ -77,24 +85,19 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 }
 #define FNV_SEED 0xcbf29ce484222325ull
 
-/* A heuristic identity of the model: every config value that shapes the state or the computation, and
- * for every bound tensor its name, dtype, shape and its first and last 64 bytes. It tells models apart
- * (another size, another fine-tune, another dtype) without reading gigabytes; two checkpoints differing
- * only inside their tensors' middles would collide. Folder paths are not included, so a state moves
- * with a copied model. */
-#define FINGERPRINT_SAMPLE 64u
-
-static uint64_t hash_tensor(uint64_t h, const jb_checkpoint *ckpt, const jb_ckpt_entry *e) {
+/* The identity of the model: every config value that shapes the state or the computation, and for every
+ * bound tensor its name, dtype, shape and all of its bytes, so a state never restores into a model whose
+ * weights differ anywhere (another size, fine-tune, dtype, or one changed byte). Folder paths are not
+ * included, so a state moves with a copied model. Reading every weight byte costs one pass over the model
+ * (XXH3 runs at memory speed; the first pass over a cold model reads it from disk), so it is made once per
+ * loaded model and cached (cached_fingerprint). */
+static void hash_tensor(XXH3_state_t *h, const jb_checkpoint *ckpt, const jb_ckpt_entry *e) {
     const jb_st_tensor *t = e->tensor;
-    h = fnv1a(h, e->name, strlen(e->name) + 1);
-    const int64_t meta[2 + JB_MAX_RANK] = {t->dtype, t->rank};
-    h = fnv1a(h, meta, sizeof meta);
-    h = fnv1a(h, t->shape, (size_t)t->rank * sizeof t->shape[0]);
-    const uint8_t *data = jb_st_tensor_data(&ckpt->shards[e->shard], t);
-    uint64_t n = t->n_bytes, head = n < FINGERPRINT_SAMPLE ? n : FINGERPRINT_SAMPLE;
-    h = fnv1a(h, data, (size_t)head);
-    uint64_t tail = n - head < FINGERPRINT_SAMPLE ? n - head : FINGERPRINT_SAMPLE;
-    return fnv1a(h, data + n - tail, (size_t)tail);
+    XXH3_64bits_update(h, e->name, strlen(e->name) + 1);
+    const int64_t meta[2] = {t->dtype, t->rank};
+    XXH3_64bits_update(h, meta, sizeof meta);
+    XXH3_64bits_update(h, t->shape, (size_t)t->rank * sizeof t->shape[0]);
+    XXH3_64bits_update(h, jb_st_tensor_data(&ckpt->shards[e->shard], t), (size_t)t->n_bytes);
 }
 
 static uint64_t model_fingerprint(const jamba_model *m) {
@@ -104,12 +107,28 @@ static uint64_t model_fingerprint(const jamba_model *m) {
                               c->mamba_d_conv, c->mamba_dt_rank, c->num_experts, c->num_experts_per_tok,
                               c->attn_layer_period, c->attn_layer_offset, c->expert_layer_period,
                               c->expert_layer_offset, c->mamba_conv_bias, c->mamba_proj_bias,
-                              c->mamba_inner_layernorms, c->tie_word_embeddings, m->requantized};
-    uint64_t h = fnv1a(FNV_SEED, values, sizeof values);
-    h = fnv1a(h, &c->rms_norm_eps, sizeof c->rms_norm_eps);
-    for (int64_t i = 0; i < m->weights.n_order; i++)
-        h = hash_tensor(h, &m->ckpt, &m->ckpt.entries[m->weights.order[i]]);
-    return h;
+                              c->mamba_inner_layernorms, c->tie_word_embeddings, m->requantized,
+                              m->device_synthetic, (int64_t)m->synthetic_seed};
+    XXH3_state_t h; /* on the stack (its layout is known with XXH_INLINE_ALL): nothing to allocate or fail */
+    XXH3_INITSTATE(&h);
+    XXH3_64bits_reset(&h);
+    XXH3_64bits_update(&h, values, sizeof values);
+    XXH3_64bits_update(&h, &c->rms_norm_eps, sizeof c->rms_norm_eps);
+    for (int64_t i = 0; m->ckpt.entries != NULL && i < m->weights.n_order; i++)
+        hash_tensor(&h, &m->ckpt, &m->ckpt.entries[m->weights.order[i]]);
+    uint64_t v = XXH3_64bits_digest(&h);
+    return v != 0 ? v : 1; /* 0 marks "not computed yet" in the model */
+}
+
+/* The fingerprint, computed on first use and kept in the model; concurrent first uses compute it once. */
+static uint64_t cached_fingerprint(const jamba_model *cm) {
+    jamba_model *m = (jamba_model *)cm; /* the cache is one of the model's lock-guarded mutable parts */
+    pthread_mutex_lock(&m->resource_lock);
+    if (m->state_fingerprint == 0)
+        m->state_fingerprint = model_fingerprint(m);
+    uint64_t v = m->state_fingerprint;
+    pthread_mutex_unlock(&m->resource_lock);
+    return v;
 }
 
 static uint64_t payload_bytes(const jamba_context *ctx, int64_t n_tokens) {
@@ -221,10 +240,10 @@ jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *p
     jamba_error read_err = {0};
     state_content c = {.ctx = ctx, .seq = seq, .pieces = pieces, .n_pieces = payload_pieces(ctx, n_tokens, pieces),
                        .bounce = bounce, .status = JAMBA_OK, .err = &read_err};
-    memcpy(c.header, STATE_MAGIC, 8);
+    memcpy(c.header, STATE_MAGIC, 8); /* the reserved bytes stay zero */
     put_u32(c.header + 8, STATE_VERSION);
     put_u32(c.header + 12, STATE_HEADER_BYTES);
-    put_u64(c.header + 16, model_fingerprint(ctx->model));
+    put_u64(c.header + 16, cached_fingerprint(ctx->model));
     put_u64(c.header + 24, (uint64_t)n_tokens);
     put_u64(c.header + 32, payload_bytes(ctx, n_tokens));
     jamba_status st = jb_write_file_atomic(path, write_state, &c, err);
@@ -238,6 +257,23 @@ jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *p
     return st;
 }
 
+/* Format and identity: magic, version, zero reserved bytes, then this model's fingerprint. */
+static jamba_status check_format(const uint8_t *h, const char *path, const jamba_context *ctx, jamba_error *err) {
+    if (memcmp(h, STATE_MAGIC, 8) != 0)
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: not a jamba sequence state (bad magic)", path);
+    if (get_u32(h + 8) != STATE_VERSION || get_u32(h + 12) != STATE_HEADER_BYTES)
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: state format version %u is not supported (this build "
+                       "reads version %u); save it again with this version", path, get_u32(h + 8), STATE_VERSION);
+    for (uint32_t i = STATE_RESERVED_AT; i < STATE_HEADER_BYTES; i++)
+        if (h[i] != 0)
+            return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: reserved header byte %u is 0x%02x, not 0 (a newer "
+                           "state format, or a corrupt file)", path, i, h[i]);
+    if (get_u64(h + 16) != cached_fingerprint(ctx->model))
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: saved from a different model than %s", path,
+                       ctx->model->path);
+    return JAMBA_OK;
+}
+
 /* Read and check the header; on success *n_tokens and *payload are known and the file size matches. */
 static jamba_status read_header(FILE *f, const char *path, const jamba_context *ctx, int64_t *n_tokens,
                                 uint64_t *payload, jamba_error *err) {
@@ -247,14 +283,7 @@ static jamba_status read_header(FILE *f, const char *path, const jamba_context *
         return jb_fail(err, JAMBA_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     if ((uint64_t)sb.st_size < sizeof h + 8 || fread(h, 1, sizeof h, f) != sizeof h)
         return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: too short for a sequence state", path);
-    if (memcmp(h, STATE_MAGIC, 8) != 0)
-        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: not a jamba sequence state (bad magic)", path);
-    if (get_u32(h + 8) != STATE_VERSION || get_u32(h + 12) != STATE_HEADER_BYTES)
-        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: state format version %u is not supported (this build "
-                       "reads version %u); save it again with this version", path, get_u32(h + 8), STATE_VERSION);
-    if (get_u64(h + 16) != model_fingerprint(ctx->model))
-        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: saved from a different model than %s", path,
-                       ctx->model->path);
+    JB_TRY(check_format(h, path, ctx, err));
     uint64_t tokens = get_u64(h + 24);
     if (tokens > (uint64_t)ctx->params.n_ctx)
         return jb_fail(err, JAMBA_ERR_CONTEXT_FULL, "%s: holds %llu tokens, more than this context's n_ctx %lld", path,
@@ -273,9 +302,8 @@ jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path
     JB_TRY(check_seq(ctx, seq, "jamba_seq_restore", err));
     if (path == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_restore: path is NULL");
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
+    JB_TRY(jb_fopen_regular(path, path, &f, err)); /* a FIFO would block a plain fopen */
     int64_t n_tokens = 0;
     uint64_t payload = 0;
     jamba_status st = read_header(f, path, ctx, &n_tokens, &payload, err);

@@ -566,20 +566,23 @@ JB_TEST(bind, a_moe_schedule_mismatch_is_told_in_layers) {
 }
 
 JB_TEST(bind, small_decisive_tensors_are_checked_at_every_load) {
-    /* a NaN in a norm, a router or A_log is refused without check_finite; a big matrix is not scanned */
+    /* a non-finite value in a norm, a router, A_log or a conv bias is refused without check_finite */
     const char *names[] = {"model.final_layernorm.weight", "model.layers.1.feed_forward.router.weight",
                            "model.layers.0.mamba.A_log", "model.layers.0.mamba.conv1d.bias"};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         edited e = edit_fixture("tiny-hf");
         int64_t i = tu_st_list_find(&e.list, names[k]);
         cr_assert_geq(i, 0, "%s", names[k]);
-        float *poisoned = malloc(4 * sizeof *poisoned);
-        memcpy(poisoned, e.list.items[i].data, 4 * sizeof *poisoned);
+        const jb_st_out_tensor *t = &e.list.items[i];
+        cr_assert_eq(t->dtype, JAMBA_DTYPE_F32);
+        size_t n = 1;
+        for (int d = 0; d < t->rank; d++)
+            n *= (size_t)t->shape[d];
+        float *poisoned = malloc(n * sizeof *poisoned);
+        memcpy(poisoned, t->data, n * sizeof *poisoned);
         poisoned[1] = INFINITY;
-        const void *keep = e.list.items[i].data;
         e.list.items[i].data = poisoned;
         expect_load_failure(&e, NULL, MISMATCH, (const char *[]){names[k], "NaN or Inf at element 1", NULL});
-        (void)keep;
         free(poisoned);
     }
 }

@@ -454,3 +454,96 @@ JB_TEST(sequences, thread_counts_agree) {
     jamba_context_free(one);
     close_setup(&s);
 }
+
+/* The fingerprint covers every weight byte: a copy of the model differing in one byte in the middle of its
+ * largest tensor (far from the ends a sampling fingerprint would read) refuses the state. */
+JB_TEST(sequences, states_refuse_a_model_whose_middle_weights_differ) {
+    setup s = open_mini();
+    jamba_context *ctx = ref_context(s.m, 1, 32, 16, 1);
+    cr_assert_eq(feed(ctx, 0, s.ids, 6, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
+    char *dir = tu_tmpdir();
+    char *path = tu_path(dir, "s.state");
+    jamba_error err = {0};
+    cr_assert_eq(jamba_seq_save(ctx, 0, path, &err), JAMBA_OK, "%s", err.message);
+    char *src = tu_fixture("forward/mini/model");
+    char *copy = tu_clone_model(src);
+    char *file = tu_path(copy, "model.safetensors");
+    tu_st_list l;
+    tu_st_list_read(file, &l);
+    int64_t big = 0;
+    size_t big_bytes = 0;
+    for (int64_t i = 0; i < l.n; i++) {
+        size_t bytes = jamba_dtype_size(l.items[i].dtype);
+        for (int d = 0; d < l.items[i].rank; d++)
+            bytes *= (size_t)l.items[i].shape[d];
+        if (bytes > big_bytes)
+            big = i, big_bytes = bytes;
+    }
+    cr_assert_gt(big_bytes, 1024, "the largest tensor has %zu bytes", big_bytes);
+    ((uint8_t *)l.items[big].data)[big_bytes / 2] ^= 0x01;
+    tu_st_list_write(&l, file);
+    tu_st_list_free(&l);
+    jamba_model *m = NULL;
+    cr_assert_eq(jamba_model_load(copy, NULL, &m, &err), JAMBA_OK, "%s", err.message);
+    jamba_context *other = ref_context(m, 1, 32, 16, 1);
+    cr_expect_eq(jamba_seq_restore(other, 0, path, &err), JAMBA_ERR_BAD_STATE_FILE);
+    cr_expect(strstr(err.message, "different model") != NULL, "%s", err.message);
+    cr_expect_eq(jamba_seq_length(other, 0), 0);
+    /* and the unchanged model still takes it, twice (the fingerprint is computed once and kept) */
+    for (int i = 0; i < 2; i++)
+        cr_expect_eq(jamba_seq_restore(ctx, 0, path, &err), JAMBA_OK, "%s", err.message);
+    jamba_context_free(other);
+    jamba_model_free(m);
+    tu_rmtree(copy);
+    tu_rmtree(dir);
+    free(file);
+    free(copy);
+    free(src);
+    free(path);
+    free(dir);
+    jamba_context_free(ctx);
+    close_setup(&s);
+}
+
+/* The 24 reserved header bytes (40..63) must be zero, and files of the previous format (version 1) are
+ * refused with the version message. */
+JB_TEST(sequences, state_header_reserved_bytes_and_old_versions_are_refused) {
+    setup s = open_mini();
+    jamba_context *ctx = ref_context(s.m, 2, 32, 16, 1);
+    cr_assert_eq(feed(ctx, 0, s.ids, 5, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
+    char *dir = tu_tmpdir();
+    char *path = tu_path(dir, "s.state"), *bad = tu_path(dir, "bad.state");
+    jamba_error err = {0};
+    cr_assert_eq(jamba_seq_save(ctx, 0, path, &err), JAMBA_OK, "%s", err.message);
+    size_t n;
+    uint8_t *good = tu_read_file(path, &n);
+    cr_assert_gt(n, 64);
+    cr_assert_eq(good[8] | good[9] << 8 | good[10] << 16 | (uint32_t)good[11] << 24, 2u, "state format version 2");
+    static const size_t reserved[] = {40, 51, 63};
+    for (size_t i = 0; i < 3; i++) {
+        uint8_t *copy = malloc(n);
+        memcpy(copy, good, n);
+        copy[reserved[i]] = 0x01;
+        tu_write_file(bad, copy, n);
+        cr_expect_eq(jamba_seq_restore(ctx, 1, bad, &err), JAMBA_ERR_BAD_STATE_FILE, "byte %zu", reserved[i]);
+        cr_expect(strstr(err.message, "reserved") != NULL, "byte %zu: %s", reserved[i], err.message);
+        cr_expect_eq(jamba_seq_length(ctx, 1), 0);
+        free(copy);
+    }
+    uint8_t *old = malloc(n);
+    memcpy(old, good, n);
+    old[8] = 1, old[9] = old[10] = old[11] = 0;
+    tu_write_file(bad, old, n);
+    cr_expect_eq(jamba_seq_restore(ctx, 1, bad, &err), JAMBA_ERR_BAD_STATE_FILE);
+    cr_expect(strstr(err.message, "version 1") != NULL, "%s", err.message);
+    cr_expect_eq(jamba_seq_restore(ctx, 1, path, &err), JAMBA_OK, "%s", err.message);
+    cr_expect_eq(jamba_seq_length(ctx, 1), 5);
+    free(old);
+    free(good);
+    jamba_context_free(ctx);
+    tu_rmtree(dir);
+    free(bad);
+    free(path);
+    free(dir);
+    close_setup(&s);
+}

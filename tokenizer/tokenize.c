@@ -8,6 +8,10 @@
  *        HF   normalizer steps → pre-tokenizer steps (a list of words) → BPE per word
  *        SPM  dummy prefix (once, at the start of the input) and whitespace escaping → BPE
  *   4. BOS / EOS as the tokenizer's files say, with ADD_SPECIAL
+ * A regex-engine failure (PCRE2's match limit on a pattern that backtracks too much) fails the call, naming
+ * the file and the pattern: text is never cut wrongly and reported as success. The ids never exceed
+ * jamba_tokenizer_max_ids (tokenizer.c bounds how far the steps can grow a text; tokenizer_json.c refuses
+ * tokenizers past JB_TOKENIZER_MAX_GROWTH).
  */
 #include "tokenizer/tokenizer.h"
 
@@ -16,6 +20,7 @@
 #include "base/error.h"
 #include "base/utf8.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* ---- the added-token trie --------------------------------------------------------------------- */
@@ -158,42 +163,70 @@ static const char *find_literal(const char *s, int64_t n, const char *lit, size_
     return NULL;
 }
 
+/* What find_matches looks for: a compiled regex (named in messages by its source and its step), else a
+ * literal. */
+typedef struct rule {
+    const pcre2_code *re;
+    const char *pattern;  /* re's source */
+    const char *where;    /* "normalizer Replace", "pre_tokenizer Split", ... */
+    const char *lit;
+    size_t lit_len;
+} rule;
+
+/* A regex-engine failure (the match limit on a pattern that backtracks too much, no memory, ...): an error
+ * naming the tokenizer file and the rule, never taken for "no more matches". */
+static jamba_status regex_failure(encoder *e, const rule *r, int rc, int64_t at, int64_t n) {
+    PCRE2_UCHAR msg[160];
+    if (pcre2_get_error_message(rc, msg, sizeof msg) < 0)
+        snprintf((char *)msg, sizeof msg, "PCRE2 error %d", rc);
+    jamba_status st = rc == PCRE2_ERROR_NOMEMORY ? JAMBA_ERR_OUT_OF_MEMORY : JAMBA_ERR_BAD_TOKENIZER;
+    return jb_fail(e->err, st, "%s: %s regex \"%.200s\" failed at byte %lld of a %lld-byte text: %s",
+                   e->t->source ? e->t->source : "tokenizer", r->where, r->pattern ? r->pattern : "?", (long long)at,
+                   (long long)n, (const char *)msg);
+}
+
+/* The next match at or after `at`: *found false when there is none. */
+static jamba_status next_match(encoder *e, const char *s, int64_t n, int64_t at, const rule *r, bool *found,
+                               int64_t *ms, int64_t *me) {
+    *found = false;
+    if (r->re == NULL) {
+        const char *hit = find_literal(s + at, n - at, r->lit, r->lit_len);
+        if (hit != NULL)
+            *found = true, *ms = hit - s, *me = *ms + (int64_t)r->lit_len;
+        return JAMBA_OK;
+    }
+    /* the text is valid UTF-8 (sanitized) and `at` is a character boundary; without NO_UTF_CHECK PCRE2 would
+     * re-validate the whole subject on every call, which is quadratic */
+    int rc = pcre2_match(r->re, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)at, PCRE2_NO_UTF_CHECK, e->md, NULL);
+    if (rc == PCRE2_ERROR_NOMATCH)
+        return JAMBA_OK;
+    if (rc < 0)
+        return regex_failure(e, r, rc, at, n);
+    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
+    *found = true, *ms = (int64_t)ov[0], *me = (int64_t)ov[1];
+    return JAMBA_OK;
+}
+
 /* Non-overlapping matches of a regex or literal in s[0..n), leftmost first, gaps between them as
  * non-matches (tokenizers' find_matches). An empty regex match is a zero-length match (a split point). */
-static bool find_matches(encoder *e, const char *s, int64_t n, pcre2_code *re, const char *lit, size_t lit_len,
-                         spans *out) {
+static jamba_status find_matches(encoder *e, const char *s, int64_t n, const rule *r, spans *out) {
     out->n = 0;
     int64_t prev = 0, at = 0;
     while (at <= n) {
-        int64_t ms, me;
-        if (re) {
-            /* the text is valid UTF-8 (sanitized) and `at` is a character boundary; without NO_UTF_CHECK
-             * PCRE2 would re-validate the whole subject on every call, which is quadratic */
-            int rc = pcre2_match(re, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)at, PCRE2_NO_UTF_CHECK, e->md, NULL);
-            if (rc < 0)
-                break;
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
-            ms = (int64_t)ov[0], me = (int64_t)ov[1];
-            if (me == ms) { /* an empty match splits here (as Oniguruma's iterator reports it), then moves on */
-                if ((ms > prev && !spans_push(out, prev, ms, false)) || !spans_push(out, ms, ms, true))
-                    return false;
-                prev = ms;
-                at = ms + char_step(s + ms, n - ms);
-                continue;
-            }
-        } else {
-            const char *hit = find_literal(s + at, n - at, lit, lit_len);
-            if (hit == NULL)
-                break;
-            ms = hit - s, me = ms + (int64_t)lit_len;
-        }
+        int64_t ms = 0, me = 0;
+        bool found;
+        JB_TRY(next_match(e, s, n, at, r, &found, &ms, &me));
+        if (!found)
+            break;
         if (ms > prev && !spans_push(out, prev, ms, false))
-            return false;
+            return oom(e);
         if (!spans_push(out, ms, me, true))
-            return false;
-        prev = at = me;
+            return oom(e);
+        prev = me;
+        /* after an empty match (a split point, as Oniguruma's iterator reports it) move on one character */
+        at = me > ms ? me : ms + char_step(s + ms, n - ms);
     }
-    return prev >= n || spans_push(out, prev, n, false);
+    return prev >= n || spans_push(out, prev, n, false) ? JAMBA_OK : oom(e);
 }
 
 /* Apply a split behaviour to the spans (match = delimiter), writing word ranges (relative) to out. */
@@ -259,42 +292,47 @@ static bool split_spans(const spans *sp, jb_split_behavior behavior, bool invert
 
 /* ---- HF normalizer ---------------------------------------------------------------------------- */
 
-/* Normalise s[0..n) into a new arena string; returns its offset, or -1 on OOM. */
-static int64_t normalize(encoder *e, const char *s, int64_t n, int64_t *out_len) {
+/* One Replace step: the text at arena[off, off + len) with every match of the rule replaced, appended. */
+static jamba_status replace_step(encoder *e, const jb_norm_step *st, int64_t off, int64_t len, spans *sp) {
+    const rule r = {st->re, st->pattern, "normalizer Replace", st->from, st->from_len};
+    JB_TRY(find_matches(e, e->arena.p + off, len, &r, sp));
+    for (int64_t i = 0; i < sp->n; i++) {
+        bool ok = sp->s[i].match ? text_append(&e->arena, st->to, st->to_len)
+                                 : text_append(&e->arena, e->arena.p + off + sp->s[i].start,
+                                               (size_t)(sp->s[i].end - sp->s[i].start));
+        if (!ok)
+            return oom(e);
+    }
+    return JAMBA_OK;
+}
+
+/* Normalise s[0..n) into a new arena string at *out_off, *out_len bytes long. */
+static jamba_status normalize(encoder *e, const char *s, int64_t n, int64_t *out_off, int64_t *out_len) {
     const jamba_tokenizer *t = e->t;
     int64_t off = e->arena.n;
     if (!text_append(&e->arena, s, (size_t)n))
-        return -1;
+        return oom(e);
     int64_t len = n;
     spans sp = {0};
-    for (int64_t k = 0; k < t->n_norm; k++) {
+    jamba_status status = JAMBA_OK;
+    for (int64_t k = 0; k < t->n_norm && status == JAMBA_OK; k++) {
         const jb_norm_step *st = &t->norm[k];
         int64_t next = e->arena.n;
         if (st->kind == JB_NORM_PREPEND) {
             if (len == 0)
                 continue;
             if (!text_append(&e->arena, st->to, st->to_len) || !text_append(&e->arena, e->arena.p + off, (size_t)len))
-                goto fail;
+                status = oom(e);
         } else {
-            if (!find_matches(e, e->arena.p + off, len, st->re, st->from, st->from_len, &sp))
-                goto fail;
-            for (int64_t i = 0; i < sp.n; i++) {
-                bool ok = sp.s[i].match ? text_append(&e->arena, st->to, st->to_len)
-                                        : text_append(&e->arena, e->arena.p + off + sp.s[i].start,
-                                                      (size_t)(sp.s[i].end - sp.s[i].start));
-                if (!ok)
-                    goto fail;
-            }
+            status = replace_step(e, st, off, len, &sp);
         }
         len = e->arena.n - next;
         off = next;
     }
     jb_free(sp.s);
+    *out_off = off;
     *out_len = len;
-    return off;
-fail:
-    jb_free(sp.s);
-    return -1;
+    return status;
 }
 
 /* ---- HF pre-tokenizer ------------------------------------------------------------------------- */
@@ -331,41 +369,74 @@ static bool pre_metaspace(encoder *e, const jb_pre_step *st, jb_word w, bool inp
     return words_push(&e->next, off + start, len - start);
 }
 
-/* Digits: numeric characters (a \\p{N} regex, one character per match) isolated one by one, or as runs. */
-static bool pre_digits(encoder *e, const jb_pre_step *st, jb_word w, spans *sp) {
-    return find_matches(e, e->arena.p + w.off, w.len, st->re, NULL, 0, sp) &&
-           split_spans(sp, st->individual_digits ? JB_SPLIT_ISOLATED : JB_SPLIT_CONTIGUOUS, false, w.off, &e->next);
+/* Split: the word cut at the rule's matches, kept or dropped as the behaviour says. */
+static jamba_status pre_split(encoder *e, const jb_pre_step *st, jb_word w, spans *sp) {
+    const rule r = {st->re, st->pattern, "pre_tokenizer Split", st->literal, st->literal_len};
+    JB_TRY(find_matches(e, e->arena.p + w.off, w.len, &r, sp));
+    return split_spans(sp, st->behavior, st->invert, w.off, &e->next) ? JAMBA_OK : oom(e);
 }
 
-static const char gpt2_pattern[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+/* Digits: numeric characters (a \\p{N} regex, one character per match) isolated one by one, or as runs. */
+static jamba_status pre_digits(encoder *e, const jb_pre_step *st, jb_word w, spans *sp) {
+    const rule r = {st->re, st->pattern, "pre_tokenizer Digits", NULL, 0};
+    JB_TRY(find_matches(e, e->arena.p + w.off, w.len, &r, sp));
+    return split_spans(sp, st->individual_digits ? JB_SPLIT_ISOLATED : JB_SPLIT_CONTIGUOUS, false, w.off, &e->next)
+               ? JAMBA_OK
+               : oom(e);
+}
 
-/* ByteLevel: optional leading space, optional GPT-2 split, then every byte → its alphabet character. */
-static bool pre_bytelevel(encoder *e, const jb_pre_step *st, jb_word w, pcre2_code *gpt2, spans *sp) {
-    jb_words pieces = {0};
-    int64_t off = w.off, len = w.len;
+/* Every byte of the pieces → its byte-level alphabet character, one word per piece. */
+static bool bytelevel_map(encoder *e, const jb_words *pieces) {
     bool ok = true;
-    if (st->add_prefix_space && !(len > 0 && e->arena.p[off] == ' ')) {
-        int64_t n0 = e->arena.n;
-        ok = text_append(&e->arena, " ", 1) && text_append(&e->arena, e->arena.p + off, (size_t)len);
-        off = n0, len = e->arena.n - n0;
-    }
-    if (ok && st->use_regex)
-        ok = find_matches(e, e->arena.p + off, len, gpt2, NULL, 0, sp) &&
-             split_spans(sp, JB_SPLIT_ISOLATED, false, off, &pieces);
-    else if (ok)
-        ok = words_push(&pieces, off, len);
-    for (int64_t i = 0; ok && i < pieces.n; i++) {
+    for (int64_t i = 0; ok && i < pieces->n; i++) {
         int64_t start = e->arena.n;
-        for (int64_t b = 0; ok && b < pieces.w[i].len; b++) {
+        for (int64_t b = 0; ok && b < pieces->w[i].len; b++) {
             uint8_t enc[4];
-            int k = jb_utf8_encode(jb_bytelevel_char((uint8_t)e->arena.p[pieces.w[i].off + b]), enc);
+            int k = jb_utf8_encode(jb_bytelevel_char((uint8_t)e->arena.p[pieces->w[i].off + b]), enc);
             ok = text_append(&e->arena, enc, (size_t)k);
         }
         ok = ok && words_push(&e->next, start, e->arena.n - start);
     }
-    jb_free(pieces.w);
     return ok;
+}
+
+/* ByteLevel: optional leading space, optional GPT-2 split, then every byte → its alphabet character. */
+static jamba_status pre_bytelevel(encoder *e, const jb_pre_step *st, jb_word w, spans *sp) {
+    jb_words pieces = {0};
+    int64_t off = w.off, len = w.len;
+    if (st->add_prefix_space && !(len > 0 && e->arena.p[off] == ' ')) {
+        int64_t n0 = e->arena.n;
+        if (!text_append(&e->arena, " ", 1) || !text_append(&e->arena, e->arena.p + off, (size_t)len))
+            return oom(e);
+        off = n0, len = e->arena.n - n0;
+    }
+    jamba_status status = JAMBA_OK;
+    if (st->use_regex) {
+        const rule r = {st->re, st->pattern, "pre_tokenizer ByteLevel", NULL, 0};
+        status = find_matches(e, e->arena.p + off, len, &r, sp);
+        if (status == JAMBA_OK && !split_spans(sp, JB_SPLIT_ISOLATED, false, off, &pieces))
+            status = oom(e);
+    } else if (!words_push(&pieces, off, len)) {
+        status = oom(e);
+    }
+    if (status == JAMBA_OK && !bytelevel_map(e, &pieces))
+        status = oom(e);
+    jb_free(pieces.w);
+    return status;
+}
+
+static jamba_status pre_step(encoder *e, const jb_pre_step *step, jb_word w, bool first_of_input, spans *sp) {
+    switch (step->kind) {
+    case JB_PRE_METASPACE:
+        return pre_metaspace(e, step, w, first_of_input) ? JAMBA_OK : oom(e);
+    case JB_PRE_SPLIT:
+        return pre_split(e, step, w, sp);
+    case JB_PRE_DIGITS:
+        return pre_digits(e, step, w, sp);
+    case JB_PRE_BYTELEVEL:
+        return pre_bytelevel(e, step, w, sp);
+    }
+    return JAMBA_OK;
 }
 
 static jamba_status pre_tokenize(encoder *e, int64_t off, int64_t len, bool input_start) {
@@ -374,46 +445,15 @@ static jamba_status pre_tokenize(encoder *e, int64_t off, int64_t len, bool inpu
     if (!words_push(&e->words, off, len))
         return oom(e);
     spans sp = {0};
-    pcre2_code *gpt2 = NULL;
     jamba_status st = JAMBA_OK;
     for (int64_t k = 0; k < t->n_pre && st == JAMBA_OK; k++) {
-        const jb_pre_step *step = &t->pre[k];
         e->next.n = 0;
-        if (step->kind == JB_PRE_BYTELEVEL && step->use_regex && gpt2 == NULL) {
-            int code;
-            PCRE2_SIZE at;
-            gpt2 = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &code, &at, NULL);
-            if (gpt2 == NULL) {
-                st = oom(e);
-                break;
-            }
-        }
-        for (int64_t i = 0; i < e->words.n && st == JAMBA_OK; i++) {
-            jb_word w = e->words.w[i];
-            bool ok = true;
-            switch (step->kind) {
-            case JB_PRE_METASPACE:
-                ok = pre_metaspace(e, step, w, input_start && i == 0);
-                break;
-            case JB_PRE_SPLIT:
-                ok = find_matches(e, e->arena.p + w.off, w.len, step->re, step->literal, step->literal_len, &sp) &&
-                     split_spans(&sp, step->behavior, step->invert, w.off, &e->next);
-                break;
-            case JB_PRE_DIGITS:
-                ok = pre_digits(e, step, w, &sp);
-                break;
-            case JB_PRE_BYTELEVEL:
-                ok = pre_bytelevel(e, step, w, gpt2, &sp);
-                break;
-            }
-            if (!ok)
-                st = oom(e);
-        }
+        for (int64_t i = 0; i < e->words.n && st == JAMBA_OK; i++)
+            st = pre_step(e, &t->pre[k], e->words.w[i], input_start && i == 0, &sp);
         jb_words tmp = e->words;
         e->words = e->next;
         e->next = tmp;
     }
-    pcre2_code_free(gpt2);
     jb_free(sp.s);
     return st;
 }
@@ -424,9 +464,8 @@ static jamba_status encode_hf(encoder *e, const char *s, int64_t n, bool input_s
     if (n == 0)
         return JAMBA_OK;
     e->arena.n = 0;
-    int64_t len, off = normalize(e, s, n, &len);
-    if (off < 0)
-        return oom(e);
+    int64_t off = 0, len = 0;
+    JB_TRY(normalize(e, s, n, &off, &len));
     JB_TRY(pre_tokenize(e, off, len, input_start));
     for (int64_t i = 0; i < e->words.n; i++)
         JB_TRY(jb_bpe_hf(e->t, &e->bpe, e->arena.p + e->words.w[i].off, (size_t)e->words.w[i].len, &e->ids, e->err));

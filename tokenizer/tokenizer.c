@@ -8,6 +8,7 @@
 #include "base/alloc.h"
 #include "base/checked.h"
 #include "base/error.h"
+#include "base/file.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -75,10 +76,12 @@ void jb_tokenizer_release(jamba_tokenizer *t) {
     for (int64_t i = 0; i < t->n_norm; i++) {
         jb_free(t->norm[i].from);
         jb_free(t->norm[i].to);
+        jb_free(t->norm[i].pattern);
         pcre2_code_free(t->norm[i].re);
     }
     for (int64_t i = 0; i < t->n_pre; i++) {
         pcre2_code_free(t->pre[i].re);
+        jb_free(t->pre[i].pattern);
         jb_free(t->pre[i].literal);
     }
     for (int64_t i = 0; i < t->n_dec; i++) {
@@ -128,15 +131,17 @@ int jb_bytelevel_byte(uint32_t cp) {
 
 /* ---- side configs: tokenizer_config.json, generation_config.json ------------------------------ */
 
-static bool file_exists(const char *path) {
+/* Whether something exists at `path`. Not only regular files: a FIFO or folder named tokenizer.json is then
+ * refused by name when opened, instead of being passed over for another file or silently ignored. */
+static bool path_exists(const char *path) {
     struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    return stat(path, &sb) == 0;
 }
 
 static jamba_status read_json_file(const char *path, json_t **out, jamba_error *err) {
     char *text;
     size_t len;
-    JB_TRY(jb_read_small_file(path, path, MAX_SIDE_CONFIG_BYTES, JAMBA_ERR_BAD_TOKENIZER, &text, &len, err));
+    JB_TRY(jb_read_regular_file(path, path, MAX_SIDE_CONFIG_BYTES, JAMBA_ERR_BAD_TOKENIZER, &text, &len, err));
     /* transformers writes model_max_length = 1e30 as an integer: read numbers as reals here */
     jamba_status st = jb_json_parse_object_flags(text, len, path, JAMBA_ERR_BAD_TOKENIZER, JSON_DECODE_INT_AS_REAL, out,
                                                  err);
@@ -216,8 +221,8 @@ static jamba_status read_file_into(jamba_tokenizer *t, const char *path, jamba_e
     bool json = ends_with(path, ".json");
     char *data;
     size_t len;
-    JB_TRY(jb_read_small_file(path, path, json ? MAX_TOKENIZER_JSON_BYTES : MAX_TOKENIZER_MODEL_BYTES,
-                              JAMBA_ERR_BAD_TOKENIZER, &data, &len, err));
+    JB_TRY(jb_read_regular_file(path, path, json ? MAX_TOKENIZER_JSON_BYTES : MAX_TOKENIZER_MODEL_BYTES,
+                                JAMBA_ERR_BAD_TOKENIZER, &data, &len, err));
     jamba_status st = json ? jb_tokenizer_read_hf(t, data, len, path, err)
                            : jb_tokenizer_read_spm(t, (const uint8_t *)data, len, path, err);
     jb_free(data);
@@ -233,10 +238,10 @@ static jamba_status locate(const char *path, char **file, char **dir, jamba_erro
     if (S_ISDIR(sb.st_mode)) {
         *dir = jb_strdup(path);
         char *json = jb_asprintf("%s/tokenizer.json", path), *model = jb_asprintf("%s/tokenizer.model", path);
-        if (json && file_exists(json)) {
+        if (json && path_exists(json)) {
             *file = json;
             json = NULL;
-        } else if (model && file_exists(model)) {
+        } else if (model && path_exists(model)) {
             *file = model;
             model = NULL;
         }
@@ -263,7 +268,7 @@ static jamba_status apply_side_configs(jamba_tokenizer *t, const char *dir, jamb
         char *p = jb_asprintf("%s/%s", dir, names[i]);
         if (p == NULL)
             st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
-        else if (file_exists(p))
+        else if (path_exists(p))
             st = i == 0 ? apply_tokenizer_config(t, p, err) : apply_generation_config(t, p, err);
         jb_free(p);
     }
@@ -322,7 +327,9 @@ const char *jamba_tokenizer_piece(const jamba_tokenizer *t, int32_t id) {
     return t && id >= 0 && id < t->n_vocab ? t->piece[id] : NULL;
 }
 
-/* Saturating helpers for the bound below. */
+/* ---- how far a text can grow, and the ids bound ----------------------------------------------- */
+
+/* Saturating arithmetic on the linear bounds x.a * n + x.b. */
 static uint64_t sat_mul(uint64_t a, uint64_t b) {
     uint64_t r;
     return jb_mul_u64(a, b, &r) ? r : UINT64_MAX;
@@ -331,23 +338,81 @@ static uint64_t sat_add(uint64_t a, uint64_t b) {
     uint64_t r;
     return jb_add_u64(a, b, &r) ? r : UINT64_MAX;
 }
+static jb_growth lin_scale(jb_growth x, uint64_t k) { return (jb_growth){sat_mul(x.a, k), sat_mul(x.b, k)}; }
+static jb_growth lin_add(jb_growth x, jb_growth y) { return (jb_growth){sat_add(x.a, y.a), sat_add(x.b, y.b)}; }
+
+/* A normalizer step on the one string of a stretch. */
+static jb_growth grow_normalized(const jb_norm_step *s, jb_growth bytes) {
+    if (s->kind == JB_NORM_PREPEND) /* only to a non-empty text */
+        return (jb_growth){bytes.a, sat_add(bytes.b, s->to_len)};
+    if (s->re == NULL) { /* at most n / from_len matches, each turning from_len bytes into to_len */
+        uint64_t k = (s->to_len + s->from_len - 1) / s->from_len;
+        return lin_scale(bytes, k > 1 ? k : 1);
+    }
+    /* matches start at distinct positions and may be empty: at most n + 1 of them, each adding to_len */
+    jb_growth out = lin_scale(bytes, sat_add(1, s->to_len));
+    out.b = sat_add(out.b, s->to_len);
+    return out;
+}
+
+/* A pre-tokenizer step on a list of words: `bytes` bounds their total length, `words` their number. */
+static void grow_pretokenized(const jb_pre_step *s, jb_growth *bytes, jb_growth *words) {
+    switch (s->kind) {
+    case JB_PRE_METASPACE: {
+        jb_growth out = lin_scale(*bytes, s->replacement_len); /* a space becomes the replacement */
+        if (s->prepend == JB_PREPEND_ALWAYS)                   /* which may also start every word */
+            out = lin_add(out, lin_scale(*words, s->replacement_len));
+        else if (s->prepend == JB_PREPEND_FIRST)
+            out.b = sat_add(out.b, s->replacement_len);
+        *bytes = out;
+        if (s->split)
+            *words = out; /* pieces are non-empty */
+        return;
+    }
+    case JB_PRE_SPLIT:
+    case JB_PRE_DIGITS:
+        *words = *bytes;
+        return;
+    case JB_PRE_BYTELEVEL: {
+        jb_growth spaced = s->add_prefix_space ? lin_add(*bytes, *words) : *bytes; /* a space before each word */
+        if (s->use_regex)
+            *words = spaced;
+        *bytes = lin_scale(spaced, 2); /* every byte becomes a character of one or two bytes */
+        return;
+    }
+    }
+}
+
+jb_growth jb_tokenizer_growth(const jamba_tokenizer *t) {
+    if (t->kind == JB_TOK_SPM) /* escaped spaces become U+2581 (3 bytes); one dummy prefix per input */
+        return (jb_growth){t->escape_whitespaces ? 3 : 1, 3};
+    jb_growth bytes = {1, 0}, words = {0, 1};
+    for (int64_t i = 0; i < t->n_norm; i++)
+        bytes = grow_normalized(&t->norm[i], bytes);
+    for (int64_t i = 0; i < t->n_pre; i++)
+        grow_pretokenized(&t->pre[i], &bytes, &words);
+    return bytes;
+}
+
+/* How many stretches of text an input of `bytes` (sanitized) bytes can have around its added tokens. */
+static uint64_t max_stretches(const jamba_tokenizer *t, uint64_t bytes) {
+    if (t->kind == JB_TOK_SPM || t->n_added == 0) /* SPM's constant (the dummy prefix) comes once per input */
+        return 1;
+    uint64_t shortest = UINT64_MAX;
+    for (int64_t i = 0; i < t->n_added; i++)
+        shortest = t->added[i].len < shortest ? t->added[i].len : shortest;
+    return bytes / (shortest ? shortest : 1) + 1;
+}
 
 int64_t jamba_tokenizer_max_ids(const jamba_tokenizer *t, size_t len) {
-    /* bytes after sanitizing (U+FFFD is 3 bytes) and normalising, then at most one id per byte of that
-     * text, plus prefixes per stretch, plus BOS/EOS */
-    uint64_t bytes = sat_mul(3, len), per_stretch = 3; /* a dummy prefix or Metaspace "▁" */
-    for (int64_t i = 0; t && i < t->n_norm; i++) {
-        const jb_norm_step *s = &t->norm[i];
-        if (s->kind == JB_NORM_PREPEND) {
-            per_stretch = sat_add(per_stretch, s->to_len);
-        } else {
-            uint64_t from = s->re ? 1 : (uint64_t)s->from_len, grow = (s->to_len + from - 1) / from;
-            bytes = sat_mul(bytes, grow > 1 ? grow : 1);
-        }
-    }
-    if (t && t->escape_whitespaces)
-        bytes = sat_mul(bytes, 3); /* " " → "▁" */
-    uint64_t ids = sat_add(sat_mul(2, bytes), sat_mul(per_stretch, sat_add(len, 1))); /* 2: byte-level prefix spaces */
-    ids = sat_add(ids, 8);
+    if (t == NULL)
+        return 0;
+    /* S bytes after sanitizing (U+FFFD is 3 bytes). Every byte of the words BPE sees gives at most one id
+     * (a symbol, a byte-fallback token or a fused unk), so a stretch of n > 0 bytes gives at most a*n + b;
+     * an added token takes at least one byte for its one id. With a >= 1 that is at most a*S ids for all
+     * bytes, b per non-empty stretch, and BOS/EOS. */
+    uint64_t bytes = sat_mul(3, len);
+    jb_growth g = jb_tokenizer_growth(t);
+    uint64_t ids = sat_add(sat_add(sat_mul(g.a, bytes), sat_mul(g.b, max_stretches(t, bytes))), 2);
     return ids > (uint64_t)(INT64_MAX / 8) ? INT64_MAX / 8 : (int64_t)ids;
 }

@@ -50,6 +50,7 @@ typedef struct jb_norm_step {
     char *from;       /* REPLACE: the literal to replace (NULL when `re` is set) */
     size_t from_len;
     pcre2_code *re;   /* REPLACE with a regex pattern */
+    char *pattern;    /* the source of `re`, for messages */
     char *to;         /* REPLACE: the replacement; PREPEND: the prefix */
     size_t to_len;
 } jb_norm_step;
@@ -66,8 +67,9 @@ typedef struct jb_pre_step {
     size_t replacement_len;
     jb_prepend_scheme prepend;
     bool split;
-    /* SPLIT */
-    pcre2_code *re;   /* a regex, or NULL for a literal */
+    /* SPLIT: a regex (or NULL and a literal); DIGITS: \p{N}; BYTELEVEL with use_regex: the GPT-2 split */
+    pcre2_code *re;
+    char *pattern;    /* the source of `re`, for messages */
     char *literal;
     size_t literal_len;
     jb_split_behavior behavior;
@@ -145,6 +147,17 @@ jamba_status jb_tokenizer_alloc_pieces(jamba_tokenizer *tok, int64_t n, uint64_t
 jamba_status jb_tokenizer_index(jamba_tokenizer *tok, const char *label, jamba_error *err);
 
 void jb_tokenizer_release(jamba_tokenizer *tok);
+
+/* How far the normalizer and pre-tokenizer can grow a stretch of text (the input between two added tokens):
+ * n bytes become at most a*n + b bytes, and every byte gives at most one id (tokenizer.c). Tokenizers whose
+ * a or b exceed JB_TOKENIZER_MAX_GROWTH are refused when read, which bounds the time and memory of
+ * tokenizing and keeps jamba_tokenizer_max_ids a usable buffer size (a chain of 16 ByteLevel steps would
+ * grow 18 bytes to millions). */
+#define JB_TOKENIZER_MAX_GROWTH 64
+typedef struct jb_growth {
+    uint64_t a, b; /* saturating */
+} jb_growth;
+jb_growth jb_tokenizer_growth(const jamba_tokenizer *tok);
 
 /* Build the added-token trie (tokenize.c); called once after reading. */
 jamba_status jb_tokenizer_build_matcher(jamba_tokenizer *tok, jamba_error *err);

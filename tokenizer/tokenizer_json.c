@@ -9,7 +9,9 @@
  *   decoder        Sequence, Replace (string), ByteFallback, Fuse, Strip (leading only), ByteLevel, Metaspace
  *   post_processor TemplateProcessing (BOS/EOS of the single-sequence template), ByteLevel, Sequence
  *   added_tokens   id, content, special, lstrip, rstrip; single_word is not supported
- * Regexes are compiled with PCRE2 in UTF + Unicode-property mode.
+ * Regexes are compiled with PCRE2 in UTF + Unicode-property mode (once, here, ByteLevel's GPT-2 split too), and
+ * keep their source for messages. Normalizer and pre-tokenizer chains that can grow a text more than
+ * JB_TOKENIZER_MAX_GROWTH-fold (tokenizer.h) are refused.
  */
 #include <string.h>
 
@@ -39,24 +41,29 @@ static char *dup_string(const json_t *v, size_t *len) {
     return jb_strndup(json_string_value(v), *len);
 }
 
+/* Compile into *out, keeping the source in *source for the messages of matching errors (tokenize.c). */
 static jamba_status compile_regex(const char *pattern, size_t len, const char *label, const char *where,
-                                  pcre2_code **out, jamba_error *err) {
+                                  pcre2_code **out, char **source, jamba_error *err) {
     int code;
     PCRE2_SIZE offset;
     /* Oniguruma (which tokenizers uses) treats ^ and $ as line anchors */
     *out = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &code, &offset, NULL);
     if (*out == NULL) {
+        if (code == PCRE2_ERROR_HEAP_FAILED)
+            return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory compiling a %s regex", label, where);
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
         return jb_fail(err, UNSUPPORTED, "%s: %s regex \"%.80s\" does not compile at offset %zu: %s", label, where,
                        pattern, (size_t)offset, (const char *)msg);
     }
+    if ((*source = jb_strndup(pattern, len)) == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
     return JAMBA_OK;
 }
 
 /* {"String": s} or {"Regex": r}: a literal into *lit or a compiled regex into *re. */
 static jamba_status read_pattern(const json_t *pat, const char *label, const char *where, char **lit, size_t *lit_len,
-                                 pcre2_code **re, jamba_error *err) {
+                                 pcre2_code **re, char **source, jamba_error *err) {
     const json_t *s = json_is_object(pat) ? json_object_get(pat, "String") : NULL;
     const json_t *r = json_is_object(pat) ? json_object_get(pat, "Regex") : NULL;
     if (json_is_string(s)) {
@@ -65,7 +72,7 @@ static jamba_status read_pattern(const json_t *pat, const char *label, const cha
         return JAMBA_OK;
     }
     if (json_is_string(r))
-        return compile_regex(json_string_value(r), json_string_length(r), label, where, re, err);
+        return compile_regex(json_string_value(r), json_string_length(r), label, where, re, source, err);
     return jb_fail(err, BAD, "%s: %s pattern must be {\"String\": ...} or {\"Regex\": ...}", label, where);
 }
 
@@ -103,7 +110,7 @@ static jamba_status add_norm(jamba_tokenizer *t, const json_t *node, const char 
         t->n_norm++;
         s->kind = JB_NORM_REPLACE;
         JB_TRY(read_pattern(json_object_get(node, "pattern"), label, "normalizer Replace", &s->from, &s->from_len,
-                            &s->re, err));
+                            &s->re, &s->pattern, err));
         if ((s->to = dup_string(content, &s->to_len)) == NULL)
             return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
         if (s->re == NULL && s->from_len == 0)
@@ -156,6 +163,10 @@ static jamba_status read_replacement(const json_t *node, const char *label, char
     return JAMBA_OK;
 }
 
+/* ByteLevel's split (tokenizers' GPT-2 regex); no anchors, so the MULTILINE of compile_regex is moot. */
+static const char gpt2_pattern[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
 static const struct {
     const char *name;
     jb_split_behavior behavior;
@@ -193,7 +204,7 @@ static jamba_status add_pre(jamba_tokenizer *t, const json_t *node, const char *
         s->kind = JB_PRE_SPLIT;
         t->n_pre++; /* owned from here on, so a failure below frees what was read */
         JB_TRY(read_pattern(json_object_get(node, "pattern"), label, "pre_tokenizer Split", &s->literal,
-                            &s->literal_len, &s->re, err));
+                            &s->literal_len, &s->re, &s->pattern, err));
         const json_t *b = json_object_get(node, "behavior");
         bool known = false;
         for (size_t i = 0; json_is_string(b) && i < sizeof behaviors / sizeof behaviors[0]; i++)
@@ -211,12 +222,17 @@ static jamba_status add_pre(jamba_tokenizer *t, const json_t *node, const char *
         s->kind = JB_PRE_DIGITS;
         s->individual_digits = get_bool(node, "individual_digits", false);
         t->n_pre++;
-        return compile_regex("\\p{N}", 5, label, "pre_tokenizer Digits", &s->re, err);
+        return compile_regex("\\p{N}", 5, label, "pre_tokenizer Digits", &s->re, &s->pattern, err);
     } else if (strcmp(type, "ByteLevel") == 0) {
         s->kind = JB_PRE_BYTELEVEL;
         s->add_prefix_space = get_bool(node, "add_prefix_space", true);
         s->use_regex = get_bool(node, "use_regex", true);
         t->byte_level = true;
+        t->n_pre++;
+        if (!s->use_regex)
+            return JAMBA_OK;
+        return compile_regex(gpt2_pattern, sizeof gpt2_pattern - 1, label, "pre_tokenizer ByteLevel", &s->re,
+                             &s->pattern, err);
     } else {
         return jb_fail(err, UNSUPPORTED, "%s: pre_tokenizer %s is not supported", label, type);
     }
@@ -537,6 +553,17 @@ static jamba_status read_model(jamba_tokenizer *t, const json_t *model, const js
     return read_merges(t, json_object_get(model, "merges"), label, err);
 }
 
+/* Refuse normalizer and pre-tokenizer chains that can grow text without practical bound (tokenizer.h). */
+static jamba_status check_growth(const jamba_tokenizer *t, const char *label, jamba_error *err) {
+    jb_growth g = jb_tokenizer_growth(t);
+    if (g.a <= JB_TOKENIZER_MAX_GROWTH && g.b <= JB_TOKENIZER_MAX_GROWTH)
+        return JAMBA_OK;
+    return jb_fail(err, UNSUPPORTED, "%s: the normalizer and pre_tokenizer steps (%lld and %lld of them) can grow a "
+                   "text of n bytes to %llu*n + %llu bytes; at most %d*n + %d is supported", label,
+                   (long long)t->n_norm, (long long)t->n_pre, (unsigned long long)g.a, (unsigned long long)g.b,
+                   JB_TOKENIZER_MAX_GROWTH, JB_TOKENIZER_MAX_GROWTH);
+}
+
 jamba_status jb_tokenizer_read_hf(jamba_tokenizer *t, const char *json, size_t len, const char *label,
                                   jamba_error *err) {
     json_t *root;
@@ -556,6 +583,8 @@ jamba_status jb_tokenizer_read_hf(jamba_tokenizer *t, const char *json, size_t l
         st = read_post(t, json_object_get(root, "post_processor"), label, err);
     if (st == JAMBA_OK)
         st = read_added(t, added, label, err);
+    if (st == JAMBA_OK)
+        st = check_growth(t, label, err);
     json_decref(root);
     return st;
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages a task needs, only those missing.
-#   tools/deps.sh run    build and run the CLI (compiler, CMake, jansson)
+#   tools/deps.sh run    build and run the CLI (compiler, CMake, jansson, PCRE2, xxHash)
 #   tools/deps.sh test   also Criterion (tests) and clang with libFuzzer (fuzz smoke)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev)
+pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libxxhash-dev)
 if [ "${1:-run}" = "test" ]; then
   pkgs+=(libcriterion-dev clang libclang-rt-14-dev)
 fi
