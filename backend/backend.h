@@ -71,6 +71,8 @@ typedef struct jb_backend_i {
     void (*free)(jb_backend_ctx *b);
     /* Bytes the state holds (on its device), for reports. */
     uint64_t (*bytes)(const jb_backend_ctx *b);
+    /* Change the host-side worker threads (resolved: >= 1) between calls; on failure the old ones stay. */
+    jamba_status (*set_threads)(jb_backend_ctx *b, int32_t n_threads, jamba_error *err);
 
     /* One forward step. Does not change sequence lengths: the runtime sets them when it succeeds. */
     jamba_status (*step)(jb_backend_ctx *b, const jb_step_io *io, jamba_error *err);

@@ -25,6 +25,7 @@ const char *jamba_status_string(jamba_status status) {
     case JAMBA_ERR_BAD_TOKENIZER: return "malformed tokenizer";
     case JAMBA_ERR_BUFFER_TOO_SMALL: return "buffer too small";
     case JAMBA_ERR_NUMERIC: return "non-finite numbers";
+    case JAMBA_ERR_ABORTED: return "aborted";
     }
     return "unknown status";
 }

@@ -57,6 +57,7 @@ const jb_backend_i jb_cpu_backend = {
     .create = jb_cpu_ctx_create,
     .free = jb_cpu_ctx_free,
     .bytes = cpu_bytes,
+    .set_threads = jb_cpu_set_threads,
     .step = jb_cpu_step,
     .seq_reset = jb_cpu_seq_reset,
     .seq_copy = jb_cpu_seq_copy,

@@ -187,3 +187,44 @@ jamba_status jb_cpu_ctx_create(const jamba_model *m, const jamba_context_params 
     *out = b;
     return JAMBA_OK;
 }
+
+jamba_status jb_cpu_set_threads(jb_backend_ctx *b, int32_t n_threads, jamba_error *err) {
+    if (n_threads == b->params.n_threads)
+        return JAMBA_OK;
+    /* the per-thread buffers of the table change size: make the new ones and the new pool first, so a
+     * failure leaves the context as it was */
+    jb_backend_ctx next = *b;
+    next.params.n_threads = n_threads;
+    buffer old_t[MAX_BUFFERS] = {{0}}, new_t[MAX_BUFFERS] = {{0}};
+    uint64_t old_bytes[MAX_BUFFERS], new_bytes[MAX_BUFFERS], role[3];
+    size_t n;
+    buffer_table(b, &b->model->config, &b->params, old_t, &n);
+    buffer_table(&next, &b->model->config, &next.params, new_t, &n);
+    JB_TRY(table_sizes(old_t, n, old_bytes, role, err));
+    JB_TRY(table_sizes(new_t, n, new_bytes, role, err));
+    void *fresh[MAX_BUFFERS] = {0};
+    jb_pool *pool = NULL;
+    jamba_status st = JAMBA_OK;
+    for (size_t i = 0; i < n && st == JAMBA_OK; i++)
+        if (new_bytes[i] != old_bytes[i] && (fresh[i] = jb_calloc(1, (size_t)new_bytes[i])) == NULL)
+            st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "context: out of memory for %s of %d threads (%llu bytes)",
+                         new_t[i].what, n_threads, (unsigned long long)new_bytes[i]);
+    if (st == JAMBA_OK)
+        st = jb_pool_create(n_threads, &pool, err);
+    for (size_t i = 0; i < n; i++) {
+        if (new_bytes[i] == old_bytes[i])
+            continue;
+        if (st == JAMBA_OK) {
+            jb_free(*old_t[i].dst);
+            *old_t[i].dst = fresh[i];
+        } else {
+            jb_free(fresh[i]);
+        }
+    }
+    if (st != JAMBA_OK)
+        return st;
+    jb_pool_free(b->pool);
+    b->pool = pool;
+    b->params.n_threads = n_threads;
+    return JAMBA_OK;
+}

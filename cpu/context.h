@@ -59,6 +59,9 @@ void jb_cpu_ctx_free(jb_backend_ctx *b);
 jamba_status jb_cpu_ctx_bytes(const jamba_model *m, const jamba_context_params *p, uint64_t *kv, uint64_t *mamba,
                               uint64_t *workspace, jamba_error *err);
 
+/* Change the worker threads (backend `set_threads`): new per-thread buffers and pool, or nothing. */
+jamba_status jb_cpu_set_threads(jb_backend_ctx *b, int32_t n_threads, jamba_error *err);
+
 /* One step (backend `step`); sequence state operations (backend `seq_*`, `state_*`). */
 jamba_status jb_cpu_step(jb_backend_ctx *b, const jb_step_io *io, jamba_error *err);
 jamba_status jb_cpu_seq_reset(jb_backend_ctx *b, int32_t seq, jamba_error *err);

@@ -69,6 +69,12 @@ static jamba_status cuda_create(const jamba_model *m, const jamba_context_params
 
 static uint64_t cuda_bytes(const jb_backend_ctx *b) { return jb_cuda_ctx_bytes(b); }
 
+/* The host side of a CUDA context is one thread: nothing to change. */
+static jamba_status cuda_set_threads(jb_backend_ctx *b, int32_t n_threads, jamba_error *err) {
+    (void)b, (void)n_threads, (void)err;
+    return JAMBA_OK;
+}
+
 const jb_backend_i jb_cuda_backend = {
     .name = "CUDA",
     .device = JAMBA_DEVICE_CUDA,
@@ -77,6 +83,7 @@ const jb_backend_i jb_cuda_backend = {
     .create = cuda_create,
     .free = jb_cuda_ctx_free,
     .bytes = cuda_bytes,
+    .set_threads = cuda_set_threads,
     .step = jb_cuda_step,
     .seq_reset = jb_cuda_seq_reset,
     .seq_copy = jb_cuda_seq_copy,

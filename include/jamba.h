@@ -78,6 +78,7 @@ typedef enum jamba_status {
     JAMBA_ERR_BAD_TOKENIZER = -14,   /* tokenizer.json / tokenizer.model is malformed */
     JAMBA_ERR_BUFFER_TOO_SMALL = -15, /* an output buffer cannot hold the result; the size needed is returned */
     JAMBA_ERR_NUMERIC = -16,         /* logits were NaN or infinite where a number was needed */
+    JAMBA_ERR_ABORTED = -17,         /* the context's abort callback stopped the call */
 } jamba_status;
 
 /* A short English name for a status ("out of memory"); a static string, never NULL. */
@@ -435,6 +436,26 @@ typedef struct jamba_seq_input {
  */
 JAMBA_API jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
                                    jamba_error *err);
+
+/*
+ * Cancellation: `fn(user_data)` is called before every internal step of jamba_decode and
+ * jamba_decode_sample (a step is at most n_batch tokens, so a long prefill is polled every n_batch tokens;
+ * a step that has started runs to its end). When it returns true the call stops with JAMBA_ERR_ABORTED and
+ * every sequence of the call is as it was before the call: its length, and its Mamba state, which the
+ * context restores from a snapshot taken at the start of any call that spans more than one step (KV rows
+ * past a sequence's length are never read, so they need no restoring). The snapshot room, one Mamba state
+ * per sequence (n_seq_max x 17 MB for Jamba-Mini; the CUDA backend copies through host memory), is
+ * allocated by this call, which is why it can fail (JAMBA_ERR_OUT_OF_MEMORY). fn NULL removes the callback
+ * and frees the room. fn runs on the calling thread; it must not call into this context.
+ */
+typedef bool (*jamba_abort_fn)(void *user_data);
+JAMBA_API jamba_status jamba_context_set_abort_callback(jamba_context *ctx, jamba_abort_fn fn, void *user_data,
+                                                        jamba_error *err);
+
+/* Change the number of CPU worker threads of a live context (between calls, not during one): 1 .. 1024, or
+ * 0 for the online CPUs. Results do not depend on it. The CUDA backend's host side is one thread: accepted
+ * and ignored. Not thread-safe with other calls on the same context. */
+JAMBA_API jamba_status jamba_context_set_threads(jamba_context *ctx, int32_t n_threads, jamba_error *err);
 
 /* Logits of input `index` of the last jamba_decode: *n_rows rows of vocab_size floats, row-major (one row
  * for LAST, n_tokens rows for ALL). NULL (and *n_rows = 0) when none were requested, the index is out of

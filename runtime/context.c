@@ -170,6 +170,8 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
 void jamba_context_free(jamba_context *ctx) {
     if (ctx == NULL)
         return;
+    jb_free(ctx->snapshot);
+    jb_free(ctx->snapshot_len);
     if (ctx->be != NULL) {
         if (ctx->state != NULL)
             ctx->be->free(ctx->state);
@@ -253,6 +255,91 @@ static void assign_logit_rows(jamba_context *ctx, const jamba_seq_input *in, int
     ctx->n_last_inputs = n;
 }
 
+/* ---- cancellation ---------------------------------------------------------------------------- */
+
+/* Floats of one sequence's Mamba state: per Mamba layer its conv window, then its SSM state. */
+static int64_t conv_floats(const jamba_config *c) { return c->mamba_d_inner * (c->mamba_d_conv - 1); }
+static int64_t ssm_floats(const jamba_config *c) { return c->mamba_d_inner * c->mamba_d_state; }
+static int64_t mamba_floats(const jamba_config *c) { return c->n_mamba_layers * (conv_floats(c) + ssm_floats(c)); }
+
+jamba_status jamba_context_set_abort_callback(jamba_context *ctx, jamba_abort_fn fn, void *user_data,
+                                              jamba_error *err) {
+    if (ctx == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_set_abort_callback: ctx is NULL");
+    if (fn != NULL && ctx->snapshot_len == NULL) {
+        uint64_t floats = 0;
+        if (!jb_mul_u64((uint64_t)ctx->params.n_seq_max, (uint64_t)mamba_floats(&ctx->model->config), &floats) ||
+            floats > SIZE_MAX / sizeof(float))
+            return jb_fail(err, JAMBA_ERR_OVERFLOW, "jamba_context_set_abort_callback: the snapshot size overflows");
+        float *snapshot = floats ? jb_malloc((size_t)floats * sizeof(float)) : NULL;
+        int64_t *lengths = jb_calloc((size_t)ctx->params.n_seq_max, sizeof *lengths);
+        if ((floats && snapshot == NULL) || lengths == NULL) {
+            jb_free(snapshot);
+            jb_free(lengths);
+            return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "jamba_context_set_abort_callback: out of memory for a "
+                           "snapshot of %d sequences' Mamba state (%llu bytes)", ctx->params.n_seq_max,
+                           (unsigned long long)(floats * sizeof(float)));
+        }
+        ctx->snapshot = snapshot;
+        ctx->snapshot_len = lengths;
+    } else if (fn == NULL) {
+        jb_free(ctx->snapshot);
+        jb_free(ctx->snapshot_len);
+        ctx->snapshot = NULL;
+        ctx->snapshot_len = NULL;
+    }
+    ctx->abort_fn = fn;
+    ctx->abort_data = user_data;
+    return JAMBA_OK;
+}
+
+/* Copy the Mamba state of every input's sequence out of (restore: back into) the backend, in the state
+ * order of jb_state_kind, with its length. */
+static jamba_status snapshot_io(jamba_context *ctx, const jamba_seq_input *in, int64_t n, bool restore,
+                                jamba_error *err) {
+    const jamba_config *c = &ctx->model->config;
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t seq = in[i].seq;
+        float *p = ctx->snapshot + (int64_t)seq * mamba_floats(c);
+        for (int64_t m = 0; m < c->n_mamba_layers; m++) {
+            const jb_state_kind kinds[2] = {JB_STATE_CONV, JB_STATE_SSM};
+            const int64_t sizes[2] = {conv_floats(c), ssm_floats(c)};
+            for (int k = 0; k < 2; p += sizes[k], k++)
+                JB_TRY(restore ? ctx->be->state_write(ctx->state, seq, kinds[k], m, 0, sizes[k], p, err)
+                               : ctx->be->state_read(ctx->state, seq, kinds[k], m, 0, sizes[k], p, err));
+        }
+        if (restore)
+            ctx->n_past[seq] = ctx->snapshot_len[seq];
+        else
+            ctx->snapshot_len[seq] = ctx->n_past[seq];
+    }
+    return JAMBA_OK;
+}
+
+/* Whether the abort callback stops the call before its next step; then the call's sequences are put back
+ * as they were before it (from the snapshot when steps already ran). */
+static bool aborted(jamba_context *ctx, const jamba_seq_input *in, int64_t n, bool snapshotted, jamba_status *st,
+                    jamba_error *err) {
+    if (ctx->abort_fn == NULL || !ctx->abort_fn(ctx->abort_data))
+        return false;
+    *st = snapshotted ? snapshot_io(ctx, in, n, true, err) : JAMBA_OK;
+    if (*st == JAMBA_OK)
+        *st = jb_fail(err, JAMBA_ERR_ABORTED, "jamba_decode: stopped by the abort callback; the sequences are as "
+                      "before the call");
+    return true;
+}
+
+jamba_status jamba_context_set_threads(jamba_context *ctx, int32_t n_threads, jamba_error *err) {
+    if (ctx == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_set_threads: ctx is NULL");
+    jamba_context_params p = ctx->params, resolved; /* only the thread count is taken from resolving again */
+    p.n_threads = n_threads;
+    JB_TRY(jb_context_resolve_params(ctx->model, &p, &resolved, err));
+    JB_TRY(ctx->be->set_threads(ctx->state, resolved.n_threads, err));
+    ctx->params.n_threads = resolved.n_threads;
+    return JAMBA_OK;
+}
+
 /* One internal step on the context's backend; then the sequences hold their new tokens. */
 static jamba_status run_step(jamba_context *ctx, int64_t n_segs, int64_t rows, int64_t n_logits, int64_t logit_dst,
                              bool keep_on_device, jamba_error *err) {
@@ -279,6 +366,13 @@ jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
     ctx->logits_on_host = !keep_on_device;
     /* Fill steps of up to n_batch rows, in input order; a long input spans several steps. */
     const int64_t Tb = ctx->params.n_batch;
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++)
+        total += in[i].n_tokens;
+    const bool snapshotted = ctx->abort_fn != NULL && total > Tb; /* a call that can stop between its steps */
+    if (snapshotted)
+        JB_TRY(snapshot_io(ctx, in, n, false, err));
+    jamba_status stop = JAMBA_OK;
     int64_t rows = 0, n_segs = 0, n_logits = 0, logit_dst = 0;
     for (int64_t i = 0; i < n; i++) {
         for (int64_t done = 0; done < in[i].n_tokens;) {
@@ -295,6 +389,8 @@ jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
             done += take;
             bool last_token_of_call = i == n - 1 && done == in[i].n_tokens;
             if (rows == Tb || last_token_of_call) {
+                if (aborted(ctx, in, n, snapshotted, &stop, err))
+                    return stop;
                 JB_TRY(run_step(ctx, n_segs, rows, n_logits, logit_dst, keep_on_device, err));
                 logit_dst += n_logits;
                 rows = n_segs = n_logits = 0;

@@ -35,6 +35,11 @@ struct jamba_context {
     int32_t *sample_penalized;     /* [S, JB_SAMPLE_MAX_PENALIZED] */
     int32_t *sample_used;          /* [S] */
     bool *sample_on_device;        /* [S] */
+    /* cancellation (jamba_context_set_abort_callback) */
+    jamba_abort_fn abort_fn;
+    void *abort_data;
+    float *snapshot;               /* [S, M, D_i (K-1) + D_i N] the Mamba state of a multi-step call's sequences */
+    int64_t *snapshot_len;         /* [S] their lengths */
 };
 
 /* The backend of a device type (runtime/backends.c, the one registration point); NULL when unknown. */

@@ -1,0 +1,136 @@
+/*
+ * test_context_control.c — controls a serving stack needs on a live context: the abort callback (a
+ * cancelled call leaves its sequences as before it, and continuing gives the same results as never
+ * cancelling) and changing the thread count between calls (results do not depend on it).
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/support/reference.h"
+#include "tests/support/testutil.h"
+
+#define N_TOK 24
+
+static int64_t vocab; /* of the model under test, set by tokens() */
+
+static jamba_context *context(const jamba_model *m, int32_t threads, int64_t n_batch) {
+    jamba_context_params p = jamba_context_default_params();
+    p.n_ctx = 64;
+    p.n_seq_max = 2;
+    p.n_batch = n_batch;
+    p.n_threads = threads;
+    jamba_context *ctx = NULL;
+    jamba_error err = {0};
+    cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
+    return ctx;
+}
+
+static void tokens(const jamba_model *m, int32_t *out, int64_t n) {
+    const int64_t V = vocab = jamba_model_config(m)->vocab_size;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (int32_t)((i * 7 + 3) % V);
+}
+
+/* Feed tok to seq with the logits of the last token copied to `last` (V floats). */
+static jamba_status feed(jamba_context *ctx, int32_t seq, const int32_t *tok, int64_t n, float *last,
+                         jamba_error *err) {
+    jamba_seq_input in = {.seq = seq, .tokens = tok, .n_tokens = n, .logits = JAMBA_LOGITS_LAST};
+    jamba_status st = jamba_decode(ctx, &in, 1, err);
+    if (st == JAMBA_OK && last) {
+        int64_t rows = 0;
+        const float *l = jamba_logits(ctx, 0, &rows);
+        cr_assert_eq(rows, 1);
+        memcpy(last, l, (size_t)vocab * sizeof *last);
+    }
+    return st;
+}
+
+typedef struct countdown {
+    int polls_left; /* abort when it reaches 0 */
+    int polls;
+} countdown;
+
+static bool abort_after(void *arg) {
+    countdown *c = arg;
+    c->polls++;
+    return c->polls_left-- <= 0;
+}
+
+JB_TEST(control, an_aborted_prefill_leaves_the_sequence_as_before_and_continues_identically) {
+    jamba_model *m = ref_load_model("mini");
+    const int64_t V = jamba_model_config(m)->vocab_size;
+    int32_t tok[N_TOK];
+    tokens(m, tok, N_TOK);
+    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    jamba_error err = {0};
+    /* the reference: a prefix of 5 tokens, then the rest, never cancelled */
+    jamba_context *ref = context(m, 1, 4);
+    cr_assert_eq(feed(ref, 0, tok, 5, NULL, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ref, 0, tok + 5, N_TOK - 5, want, &err), JAMBA_OK, "%s", err.message);
+
+    jamba_context *ctx = context(m, 1, 4);
+    cr_assert_eq(feed(ctx, 0, tok, 5, NULL, &err), JAMBA_OK, "%s", err.message);
+    for (int after = 0; after < 4; after++) { /* before the first step, and after 1, 2, 3 of 5 steps */
+        countdown c = {.polls_left = after};
+        cr_assert_eq(jamba_context_set_abort_callback(ctx, abort_after, &c, &err), JAMBA_OK, "%s", err.message);
+        cr_assert_eq(feed(ctx, 0, tok + 5, N_TOK - 5, NULL, &err), JAMBA_ERR_ABORTED);
+        cr_assert(strstr(err.message, "as before the call") != NULL, "%s", err.message);
+        cr_assert_eq(c.polls, after + 1);
+        cr_assert_eq(jamba_seq_length(ctx, 0), 5, "the sequence keeps its length");
+    }
+    cr_assert_eq(jamba_context_set_abort_callback(ctx, NULL, NULL, &err), JAMBA_OK);
+    cr_assert_eq(feed(ctx, 0, tok + 5, N_TOK - 5, got, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(memcmp(want, got, (size_t)V * sizeof *got), 0, "continuing after cancelled calls is bit-identical");
+    jamba_context_free(ctx);
+    jamba_context_free(ref);
+    free(want);
+    free(got);
+    jamba_model_free(m);
+}
+
+JB_TEST(control, an_abort_callback_that_never_fires_changes_nothing) {
+    jamba_model *m = ref_load_model("mini");
+    const int64_t V = jamba_model_config(m)->vocab_size;
+    int32_t tok[N_TOK];
+    tokens(m, tok, N_TOK);
+    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    jamba_error err = {0};
+    jamba_context *ref = context(m, 1, 4), *ctx = context(m, 1, 4);
+    countdown c = {.polls_left = 1000};
+    cr_assert_eq(jamba_context_set_abort_callback(ctx, abort_after, &c, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ref, 0, tok, N_TOK, want, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ctx, 0, tok, N_TOK, got, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(c.polls, 6, "polled before each of the 6 steps of 4 tokens");
+    cr_assert_eq(memcmp(want, got, (size_t)V * sizeof *got), 0);
+    cr_assert_eq(jamba_context_set_abort_callback(NULL, abort_after, &c, &err), JAMBA_ERR_INVALID_ARGUMENT);
+    jamba_context_free(ctx);
+    jamba_context_free(ref);
+    free(want);
+    free(got);
+    jamba_model_free(m);
+}
+
+JB_TEST(control, the_thread_count_changes_between_calls_without_changing_results) {
+    jamba_model *m = ref_load_model("mini");
+    const int64_t V = jamba_model_config(m)->vocab_size;
+    int32_t tok[N_TOK];
+    tokens(m, tok, N_TOK);
+    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    jamba_error err = {0};
+    jamba_context *ref = context(m, 2, 8), *ctx = context(m, 1, 8);
+    cr_assert_eq(feed(ref, 0, tok, N_TOK, want, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ctx, 0, tok, 8, NULL, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_context_set_threads(ctx, 3, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ctx, 0, tok + 8, 8, NULL, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_context_set_threads(ctx, 2000, &err), JAMBA_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(jamba_context_set_threads(ctx, 0, &err), JAMBA_OK, "%s", err.message); /* the online CPUs */
+    cr_assert_eq(feed(ctx, 0, tok + 16, N_TOK - 16, got, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(memcmp(want, got, (size_t)V * sizeof *got), 0, "results do not depend on the thread count");
+    cr_assert_eq(jamba_context_set_threads(NULL, 1, &err), JAMBA_ERR_INVALID_ARGUMENT);
+    jamba_context_free(ctx);
+    jamba_context_free(ref);
+    free(want);
+    free(got);
+    jamba_model_free(m);
+}
