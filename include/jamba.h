@@ -472,6 +472,20 @@ JAMBA_API jamba_status jamba_seq_reset(jamba_context *ctx, int32_t seq, jamba_er
 /* Make `dst` an exact copy of `src` (state and length); dst's previous state is discarded. */
 JAMBA_API jamba_status jamba_seq_fork(jamba_context *ctx, int32_t src, int32_t dst, jamba_error *err);
 
+/*
+ * A sequence's state in caller memory: the same bytes as a state file (format, model fingerprint, payload,
+ * checksum), so a buffer can be written to a file and restored from either. jamba_seq_state_size gives the
+ * bytes for the sequence's current length; jamba_seq_state_get writes them (JAMBA_ERR_BUFFER_TOO_SMALL with
+ * *len = the size needed when capacity is short, nothing written); jamba_seq_state_set checks the whole
+ * buffer as jamba_seq_restore checks a file before it touches the sequence, and never writes to the buffer.
+ * The caller owns the buffer. Not thread-safe with other calls on the same context.
+ */
+JAMBA_API jamba_status jamba_seq_state_size(const jamba_context *ctx, int32_t seq, size_t *bytes, jamba_error *err);
+JAMBA_API jamba_status jamba_seq_state_get(const jamba_context *ctx, int32_t seq, void *buf, size_t capacity,
+                                           size_t *len, jamba_error *err);
+JAMBA_API jamba_status jamba_seq_state_set(jamba_context *ctx, int32_t seq, const void *buf, size_t len,
+                                           jamba_error *err);
+
 /* Write a sequence's state to `path` (magic, version, model fingerprint, payload, checksum). The file is
  * written to a temporary name in the same folder and renamed, so a failure leaves no partial file. */
 JAMBA_API jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *path, jamba_error *err);

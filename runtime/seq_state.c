@@ -208,34 +208,68 @@ typedef struct state_content {
     jamba_error *err;
 } state_content;
 
-static bool write_state(FILE *f, void *arg) {
-    state_content *c = arg;
-    bool ok = fwrite(c->header, 1, sizeof c->header, f) == sizeof c->header;
+/* Bytes of a state go out through one of these: true when all n were written. */
+typedef bool (*emit_fn)(void *dst, const void *p, size_t n);
+
+/* The header, the payload read piece by piece from the backend, then the checksum. */
+static bool emit_state(emit_fn emit, void *dst, state_content *c) {
+    bool ok = emit(dst, c->header, sizeof c->header);
     uint64_t sum = FNV_SEED;
     for (int64_t i = 0; ok && i < c->n_pieces; i++)
         for (int64_t off = 0; ok && off < c->pieces[i].n; off += BOUNCE_FLOATS) {
             int64_t n = c->pieces[i].n - off < BOUNCE_FLOATS ? c->pieces[i].n - off : BOUNCE_FLOATS;
             c->status = read_piece(c->ctx, c->seq, &c->pieces[i], off, n, c->bounce, c->err);
-            ok = c->status == JAMBA_OK && fwrite(c->bounce, sizeof(float), (size_t)n, f) == (size_t)n;
+            ok = c->status == JAMBA_OK && emit(dst, c->bounce, (size_t)n * sizeof(float));
             if (ok)
                 sum = fnv1a(sum, c->bounce, (size_t)n * sizeof(float));
         }
     uint8_t tail[8];
     put_u64(tail, sum);
-    return ok && fwrite(tail, 1, 8, f) == 8;
+    return ok && emit(dst, tail, 8);
 }
 
-jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *path, jamba_error *err) {
-    JB_TRY(check_seq(ctx, seq, "jamba_seq_save", err));
-    if (path == NULL)
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_save: path is NULL");
+static bool emit_to_file(void *dst, const void *p, size_t n) { return fwrite(p, 1, n, dst) == n; }
+
+static bool write_state(FILE *f, void *arg) { return emit_state(emit_to_file, f, arg); }
+
+/* Where a state goes: a file written atomically, or caller memory. */
+typedef jamba_status (*state_sink)(void *target, const char *label, state_content *c, jamba_error *err);
+
+static jamba_status to_file(void *target, const char *label, state_content *c, jamba_error *err) {
+    (void)label;
+    return jb_write_file_atomic(target, write_state, c, err);
+}
+
+typedef struct memory_target {
+    uint8_t *buf;
+    size_t cap, used;
+} memory_target;
+
+static bool emit_to_memory(void *dst, const void *p, size_t n) {
+    memory_target *m = dst;
+    if (n > m->cap - m->used)
+        return false;
+    memcpy(m->buf + m->used, p, n);
+    m->used += n;
+    return true;
+}
+
+static jamba_status to_memory(void *target, const char *label, state_content *c, jamba_error *err) {
+    if (!emit_state(emit_to_memory, target, c))
+        return jb_fail(err, JAMBA_ERR_BUFFER_TOO_SMALL, "%s: the state does not fit the buffer", label);
+    return JAMBA_OK;
+}
+
+/* Write the state of `seq` (header, payload, checksum) through `sink`. */
+static jamba_status save_with(const jamba_context *ctx, int32_t seq, const char *label, state_sink sink,
+                              void *target, jamba_error *err) {
     const int64_t n_tokens = ctx->n_past[seq];
     piece *pieces = alloc_pieces(ctx);
     float *bounce = jb_malloc((size_t)BOUNCE_FLOATS * sizeof(float));
     if (pieces == NULL || bounce == NULL) {
         jb_free(pieces);
         jb_free(bounce);
-        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
     }
     jamba_error read_err = {0};
     state_content c = {.ctx = ctx, .seq = seq, .pieces = pieces, .n_pieces = payload_pieces(ctx, n_tokens, pieces),
@@ -246,7 +280,7 @@ jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *p
     put_u64(c.header + 16, cached_fingerprint(ctx->model));
     put_u64(c.header + 24, (uint64_t)n_tokens);
     put_u64(c.header + 32, payload_bytes(ctx, n_tokens));
-    jamba_status st = jb_write_file_atomic(path, write_state, &c, err);
+    jamba_status st = sink(target, label, &c, err);
     if (c.status != JAMBA_OK) { /* report the device failure, not the write failure it caused */
         st = c.status;
         if (err)
@@ -255,6 +289,39 @@ jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *p
     jb_free(pieces);
     jb_free(bounce);
     return st;
+}
+
+jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, const char *path, jamba_error *err) {
+    JB_TRY(check_seq(ctx, seq, "jamba_seq_save", err));
+    if (path == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_save: path is NULL");
+    return save_with(ctx, seq, path, to_file, (void *)path, err);
+}
+
+jamba_status jamba_seq_state_size(const jamba_context *ctx, int32_t seq, size_t *bytes, jamba_error *err) {
+    JB_TRY(check_seq(ctx, seq, "jamba_seq_state_size", err));
+    if (bytes == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_state_size: bytes is NULL");
+    const uint64_t total = payload_bytes(ctx, ctx->n_past[seq]) + STATE_HEADER_BYTES + 8;
+    if (total > SIZE_MAX)
+        return jb_fail(err, JAMBA_ERR_OVERFLOW, "jamba_seq_state_size: %llu bytes do not fit in memory",
+                       (unsigned long long)total);
+    *bytes = (size_t)total;
+    return JAMBA_OK;
+}
+
+jamba_status jamba_seq_state_get(const jamba_context *ctx, int32_t seq, void *buf, size_t capacity, size_t *len,
+                                 jamba_error *err) {
+    size_t need = 0;
+    JB_TRY(jamba_seq_state_size(ctx, seq, &need, err));
+    if (len == NULL || (buf == NULL && capacity > 0))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_state_get: NULL argument");
+    *len = need;
+    if (capacity < need)
+        return jb_fail(err, JAMBA_ERR_BUFFER_TOO_SMALL, "jamba_seq_state_get: the state of sequence %d is %zu "
+                       "bytes; the buffer holds %zu", seq, need, capacity);
+    memory_target m = {.buf = buf, .cap = capacity, .used = 0};
+    return save_with(ctx, seq, "jamba_seq_state_get", to_memory, &m, err);
 }
 
 /* Format and identity: magic, version, zero reserved bytes, then this model's fingerprint. */
@@ -275,13 +342,10 @@ static jamba_status check_format(const uint8_t *h, const char *path, const jamba
 }
 
 /* Read and check the header; on success *n_tokens and *payload are known and the file size matches. */
-static jamba_status read_header(FILE *f, const char *path, const jamba_context *ctx, int64_t *n_tokens,
-                                uint64_t *payload, jamba_error *err) {
+static jamba_status read_header(FILE *f, uint64_t size, const char *path, const jamba_context *ctx,
+                                int64_t *n_tokens, uint64_t *payload, jamba_error *err) {
     uint8_t h[STATE_HEADER_BYTES];
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0)
-        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-    if ((uint64_t)sb.st_size < sizeof h + 8 || fread(h, 1, sizeof h, f) != sizeof h)
+    if (size < sizeof h + 8 || fread(h, 1, sizeof h, f) != sizeof h)
         return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: too short for a sequence state", path);
     JB_TRY(check_format(h, path, ctx, err));
     uint64_t tokens = get_u64(h + 24);
@@ -291,22 +355,18 @@ static jamba_status read_header(FILE *f, const char *path, const jamba_context *
     *n_tokens = (int64_t)tokens;
     *payload = payload_bytes(ctx, *n_tokens);
     uint64_t expect = 0;
-    if (get_u64(h + 32) != *payload || !jb_add_u64(*payload, sizeof h + 8, &expect) ||
-        (uint64_t)sb.st_size != expect)
-        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: %lld bytes, expected %llu for %lld tokens (truncated or "
-                       "corrupt)", path, (long long)sb.st_size, (unsigned long long)expect, (long long)*n_tokens);
+    if (get_u64(h + 32) != *payload || !jb_add_u64(*payload, sizeof h + 8, &expect) || size != expect)
+        return jb_fail(err, JAMBA_ERR_BAD_STATE_FILE, "%s: %llu bytes, expected %llu for %lld tokens (truncated or "
+                       "corrupt)", path, (unsigned long long)size, (unsigned long long)expect, (long long)*n_tokens);
     return JAMBA_OK;
 }
 
-jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path, jamba_error *err) {
-    JB_TRY(check_seq(ctx, seq, "jamba_seq_restore", err));
-    if (path == NULL)
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_restore: path is NULL");
-    FILE *f;
-    JB_TRY(jb_fopen_regular(path, path, &f, err)); /* a FIFO would block a plain fopen */
+/* Check a whole state of `size` bytes read from f, then overwrite the sequence with it. */
+static jamba_status restore_from(jamba_context *ctx, int32_t seq, FILE *f, uint64_t size, const char *path,
+                                 jamba_error *err) {
     int64_t n_tokens = 0;
     uint64_t payload = 0;
-    jamba_status st = read_header(f, path, ctx, &n_tokens, &payload, err);
+    jamba_status st = read_header(f, size, path, ctx, &n_tokens, &payload, err);
     uint8_t *buf = NULL;
     piece *pieces = NULL;
     if (st == JAMBA_OK && (payload > SIZE_MAX || (buf = jb_malloc((size_t)payload + 8)) == NULL ||
@@ -329,6 +389,31 @@ jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path
     }
     jb_free(pieces);
     jb_free(buf);
+    return st;
+}
+
+jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path, jamba_error *err) {
+    JB_TRY(check_seq(ctx, seq, "jamba_seq_restore", err));
+    if (path == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_restore: path is NULL");
+    FILE *f;
+    JB_TRY(jb_fopen_regular(path, path, &f, err)); /* a FIFO would block a plain fopen */
+    struct stat sb;
+    jamba_status st = fstat(fileno(f), &sb) != 0
+                          ? jb_fail(err, JAMBA_ERR_IO, "%s: cannot stat: %s", path, strerror(errno))
+                          : restore_from(ctx, seq, f, (uint64_t)sb.st_size, path, err);
+    fclose(f);
+    return st;
+}
+
+jamba_status jamba_seq_state_set(jamba_context *ctx, int32_t seq, const void *buf, size_t len, jamba_error *err) {
+    JB_TRY(check_seq(ctx, seq, "jamba_seq_state_set", err));
+    if (buf == NULL || len == 0)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_seq_state_set: no state given");
+    FILE *f = fmemopen((void *)buf, len, "rb"); /* read only: the buffer is not written */
+    if (f == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "jamba_seq_state_set: cannot open the buffer as a stream");
+    jamba_status st = restore_from(ctx, seq, f, len, "jamba_seq_state_set", err);
     fclose(f);
     return st;
 }

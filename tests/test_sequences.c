@@ -547,3 +547,49 @@ JB_TEST(sequences, state_header_reserved_bytes_and_old_versions_are_refused) {
     free(dir);
     close_setup(&s);
 }
+
+JB_TEST(sequences, states_in_caller_memory_equal_state_files_and_restore_identically) {
+    setup s = open_mini();
+    jamba_context *ctx = ref_context(s.m, 3, 256, 64, 2);
+    cr_assert_eq(feed(ctx, 0, s.ids, s.T - 8, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
+    jamba_error err = {0};
+    size_t size = 0, len = 0;
+    cr_assert_eq(jamba_seq_state_size(ctx, 0, &size, &err), JAMBA_OK, "%s", err.message);
+    uint8_t *buf = malloc(size);
+    cr_assert_eq(jamba_seq_state_get(ctx, 0, buf, size - 1, &len, &err), JAMBA_ERR_BUFFER_TOO_SMALL);
+    cr_assert_eq(len, size, "the size needed");
+    cr_assert_eq(jamba_seq_state_get(ctx, 0, buf, size, &len, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(len, size);
+    /* the same bytes as a state file */
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "seq0.state");
+    cr_assert_eq(jamba_seq_save(ctx, 0, path, &err), JAMBA_OK, "%s", err.message);
+    size_t file_len = 0;
+    uint8_t *file = tu_read_file(path, &file_len);
+    cr_assert_eq(file_len, size);
+    size_t first = 0;
+    while (first < size && file[first] == buf[first])
+        first++;
+    cr_assert_eq(first, size, "first difference at byte %zu of %zu", first, size);
+    /* a corrupt buffer changes nothing; the real one continues exactly like the original */
+    cr_assert_eq(feed(ctx, 1, s.ids, 3, JAMBA_LOGITS_NONE, NULL), JAMBA_OK);
+    buf[size / 2] ^= 1;
+    cr_assert_eq(jamba_seq_state_set(ctx, 1, buf, size, &err), JAMBA_ERR_BAD_STATE_FILE);
+    cr_assert_eq(jamba_seq_length(ctx, 1), 3);
+    cr_assert_eq(jamba_seq_state_set(ctx, 1, buf, size - 8, &err), JAMBA_ERR_BAD_STATE_FILE, "a truncated buffer");
+    buf[size / 2] ^= 1;
+    cr_assert_eq(jamba_seq_state_set(ctx, 1, buf, size, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_seq_length(ctx, 1), s.T - 8);
+    float *original = continue_seq(&s, ctx, 0);
+    float *restored = continue_seq(&s, ctx, 1);
+    cr_assert_eq(memcmp(original, restored, (size_t)(8 * s.V) * sizeof(float)), 0, "restore from memory diverged");
+    cr_assert_eq(jamba_seq_state_set(ctx, 1, NULL, 0, &err), JAMBA_ERR_INVALID_ARGUMENT);
+    jamba_context_free(ctx);
+    tu_rmtree(dir);
+    free(file);
+    free(path);
+    free(dir);
+    free(buf);
+    free(original);
+    free(restored);
+    close_setup(&s);
+}
