@@ -13,7 +13,9 @@
  *   bench_mini [--config FILE] [--kv bf16|fp8] [--ctx N] [--prefill N] [--quick] [--json FILE]
  *
  * --ctx sets the context (default 262144); --prefill stops the single-sequence prefill at N tokens (a
- * 1M-token fp8 context is allocated and used without prefilling all of it); --quick: fewer steps.
+ * 1M-token fp8 context is allocated and used without prefilling all of it); --quick: the first two marks
+ * (4K and 32K; the context defaults to 32K + 64 unless --ctx is given) and fewer decode steps, the
+ * size that tools/gpu-check.sh runs inside its time limit.
  */
 #include "bench/gpu_bench_util.h"
 #include "jamba.h"
@@ -106,7 +108,7 @@ static double decode_step(jamba_context *ctx, jamba_sampler **samplers, int b, i
 int main(int argc, char **argv) {
     const char *config = JB_SOURCE_DIR "/models/configs/jamba-1.5-mini/config.json";
     const char *kv_name = "bf16";
-    int64_t n_ctx = 262144, prefill_max = INT64_MAX;
+    int64_t n_ctx = 0, prefill_max = INT64_MAX;
     bool quick = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
@@ -127,6 +129,8 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (n_ctx <= 0)
+        n_ctx = quick ? 32768 + 64 : 262144;
     const jamba_dtype kv = strcmp(kv_name, "fp8") == 0 ? JAMBA_DTYPE_F8_E4M3 : JAMBA_DTYPE_UNKNOWN;
     jamba_device_info dev;
     jamba_error err = {0};
@@ -186,7 +190,8 @@ int main(int argc, char **argv) {
             die("sampler", &err);
     int64_t have = 0;
     double prefill_total = 0;
-    for (int mi = 0; mi < 4; mi++) {
+    const int n_marks = quick ? 2 : 4; /* --quick: 4K and 32K */
+    for (int mi = 0; mi < n_marks; mi++) {
         const int64_t target = marks[mi] < prefill_max ? marks[mi] : prefill_max;
         if (target <= have || target > p.n_ctx - n_steps - 4)
             continue;

@@ -11,6 +11,10 @@
 
 FILE *bench_json;
 
+/* Every line out as soon as it is printed: a benchmark killed at its time limit (tools/gpu-check.sh) keeps
+ * everything it measured. report() also flushes the JSON records. */
+__attribute__((constructor)) static void line_buffered_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -61,6 +65,9 @@ void report(const char *name, const char *metric, double value, const char *unit
     if (bench_json)
         fprintf(bench_json, "{\"bench\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"ceiling\":%.6g}\n", name,
                 metric, value, unit, pct_of);
+    fflush(stdout);
+    if (bench_json)
+        fflush(bench_json);
 }
 
 /* ---- ceilings ------------------------------------------------------------------------------------------- */

@@ -30,7 +30,8 @@ double median(double *v, int n);
 double now(void);
 /* Milliseconds of one call of fn(arg) on the device: median of `reps` after two warm-ups. */
 double time_ms(void (*fn)(void *), void *arg, int reps);
-/* One result line; pct_of > 0 adds "x% of <ceiling>". */
+/* One result line; pct_of > 0 adds "x% of <ceiling>". Flushed at once (stdout and bench_json; stdout is
+ * line-buffered in every program that links this file), so a run killed later loses nothing measured. */
 void report(const char *name, const char *metric, double value, const char *unit, double pct_of,
             const char *ceiling);
 /* Device-to-device copy bandwidth in GB/s (bytes read + written), reported. */

@@ -3,11 +3,17 @@
 # installed, else by searching for HEADER and library LIB (honouring CMAKE_PREFIX_PATH). A missing
 # dependency is fatal, with a message naming the Debian package that provides it, unless OPTIONAL; either
 # way ${TARGET}_FOUND tells the caller.
-find_package(PkgConfig QUIET)
+#
+# -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON skips pkg-config and uses the search alone. tools/gpu-check.sh
+# does so for its carried Debian packages: their .pc files say prefix=/usr, so pkg-config would answer
+# -I/usr/include, drop it as a system path, and the build would miss the carried headers.
+if(NOT CMAKE_DISABLE_FIND_PACKAGE_PkgConfig)
+  find_package(PkgConfig QUIET)
+endif()
 
 function(jamba_find_dep target pkg header lib debian)
   set(${target}_FOUND OFF PARENT_SCOPE)
-  if(PKG_CONFIG_FOUND)
+  if(PKG_CONFIG_FOUND AND NOT CMAKE_DISABLE_FIND_PACKAGE_PkgConfig)
     pkg_check_modules(JB_DEP_${target} QUIET IMPORTED_TARGET ${pkg})
     if(JB_DEP_${target}_FOUND)
       add_library(${target} INTERFACE)
@@ -30,5 +36,5 @@ function(jamba_find_dep target pkg header lib debian)
   target_include_directories(${target} INTERFACE ${JB_DEP_${target}_INCLUDE})
   target_link_libraries(${target} INTERFACE ${JB_DEP_${target}_LIBRARY})
   set(${target}_FOUND ON PARENT_SCOPE)
-  message(STATUS "jamba: ${pkg} from ${JB_DEP_${target}_LIBRARY}")
+  message(STATUS "jamba: ${pkg} from ${JB_DEP_${target}_LIBRARY} (headers in ${JB_DEP_${target}_INCLUDE})")
 endfunction()

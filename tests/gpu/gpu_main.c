@@ -2,7 +2,11 @@
  * gpu_main.c — the GPU test program: every CUDA op against its CPU twin (test_gpu_ops.c) and the whole
  * model against the CPU path and the transformers fixtures (test_gpu_model.c).
  *
- *   test_gpu [--filter TEXT] [--small] [--list]
+ *   test_gpu [--only PREFIX] [--filter TEXT] [--small | --large] [--list]
+ *
+ * Selection (all given must hold): --only, names starting with PREFIX ("ops/", "model/"); --filter, names
+ * containing TEXT; --small, the quick set (compute-sanitizer runs it); --large, the cases outside it. --list
+ * prints the selected names and exits without touching a GPU.
  *
  * Exit status: 0 all passed, 1 a failure, 77 skipped (no usable GPU), the code ctest treats as a skip.
  */
@@ -14,7 +18,7 @@
 #include <time.h>
 
 int gt_current_failures;
-static bool small_only;
+static bool small_only, large_only;
 
 bool gt_small_only(void) { return small_only; }
 
@@ -24,29 +28,54 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static const char *only_prefix, *filter;
+
+static bool selected(const gt_case *c) {
+    if (only_prefix && strncmp(c->name, only_prefix, strlen(only_prefix)) != 0)
+        return false;
+    if (filter && strstr(c->name, filter) == NULL)
+        return false;
+    return !(small_only && !c->small) && !(large_only && c->small);
+}
+
 int main(int argc, char **argv) {
-    const char *filter = NULL;
     bool list = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc)
             filter = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only_prefix = argv[++i];
         else if (strcmp(argv[i], "--small") == 0)
             small_only = true;
+        else if (strcmp(argv[i], "--large") == 0)
+            large_only = true;
         else if (strcmp(argv[i], "--list") == 0)
             list = true;
         else {
-            fprintf(stderr, "usage: test_gpu [--filter TEXT] [--small] [--list]\n");
+            fprintf(stderr, "usage: test_gpu [--only PREFIX] [--filter TEXT] [--small | --large] [--list]\n");
             return 2;
         }
     }
+    if (small_only && large_only) {
+        fprintf(stderr, "test_gpu: --small and --large select nothing together\n");
+        return 2;
+    }
     const gt_case *sets[2] = {gt_op_cases, gt_model_cases};
     const int counts[2] = {gt_n_op_cases, gt_n_model_cases};
-    if (list) {
-        for (int s = 0; s < 2; s++)
-            for (int i = 0; i < counts[s]; i++)
-                printf("%s%s\n", sets[s][i].name, sets[s][i].small ? " (small)" : "");
-        return 0;
+    int n_selected = 0;
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < counts[s]; i++)
+            if (selected(&sets[s][i])) {
+                n_selected++;
+                if (list)
+                    printf("%s%s\n", sets[s][i].name, sets[s][i].small ? " (small)" : "");
+            }
+    if (n_selected == 0) {
+        fprintf(stderr, "test_gpu: no test matches the selection\n");
+        return 2;
     }
+    if (list)
+        return 0;
     jamba_backend_info info;
     jamba_backend_query(&info, NULL);
     if (!info.cuda_built || info.device_count == 0) {
@@ -67,7 +96,7 @@ int main(int argc, char **argv) {
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < counts[s]; i++) {
             const gt_case *c = &sets[s][i];
-            if ((filter && strstr(c->name, filter) == NULL) || (small_only && !c->small))
+            if (!selected(c))
                 continue;
             printf("%s\n", c->name);
             fflush(stdout);
