@@ -457,6 +457,20 @@ JAMBA_API jamba_status jamba_context_set_abort_callback(jamba_context *ctx, jamb
  * and ignored. Not thread-safe with other calls on the same context. */
 JAMBA_API jamba_status jamba_context_set_threads(jamba_context *ctx, int32_t n_threads, jamba_error *err);
 
+/* How jamba_embed reduces the positions. */
+typedef enum jamba_pooling {
+    JAMBA_POOLING_NONE = 0, /* every position: [n_tokens, hidden_size] */
+    JAMBA_POOLING_MEAN = 1, /* their mean: [hidden_size] */
+    JAMBA_POOLING_LAST = 2, /* the last position: [hidden_size] */
+} jamba_pooling;
+
+/* Embeddings: append `tokens` to sequence `seq` as jamba_decode does (same validation, same state
+ * changes, no logits) and write the final-normed hidden state of each position (the input of lm_head,
+ * transformers' last hidden state), reduced by `pooling`, to `out` (caller-owned, the size above). MEAN
+ * allocates n_tokens x hidden_size floats for the call. Not thread-safe with other calls on the context. */
+JAMBA_API jamba_status jamba_embed(jamba_context *ctx, int32_t seq, const int32_t *tokens, int64_t n_tokens,
+                                   jamba_pooling pooling, float *out, jamba_error *err);
+
 /* Logits of input `index` of the last jamba_decode: *n_rows rows of vocab_size floats, row-major (one row
  * for LAST, n_tokens rows for ALL). NULL (and *n_rows = 0) when none were requested, the index is out of
  * range, or the last call was jamba_decode_sample. Valid until the next jamba_decode or sequence operation

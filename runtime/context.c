@@ -18,7 +18,7 @@ jamba_context_params jamba_context_default_params(void) {
 }
 
 void jb_context_set_capture(jamba_context *ctx, float *hidden, float *final, int64_t rows) {
-    ctx->capture = (jb_capture){.hidden = hidden, .final = final, .rows = hidden ? rows : 0, .next_row = 0};
+    ctx->capture = (jb_capture){.hidden = hidden, .final = final, .rows = hidden || final ? rows : 0, .next_row = 0};
 }
 
 /* ---- creation --------------------------------------------------------------------------------- */
@@ -348,7 +348,7 @@ static jamba_status run_step(jamba_context *ctx, int64_t n_segs, int64_t rows, i
                            .n_logits = n_logits, .logit_dst = logit_dst,
                            .host_logits = keep_on_device ? NULL : ctx->logits, .capture = cap};
     JB_TRY(ctx->be->step(ctx->state, &io, err));
-    if (cap && cap->hidden)
+    if (cap)
         cap->next_row += rows;
     for (int64_t s = 0; s < n_segs; s++)
         ctx->n_past[ctx->segments[s].seq] = ctx->segments[s].pos + ctx->segments[s].n;
@@ -413,4 +413,38 @@ const float *jamba_logits(const jamba_context *ctx, int64_t index, int64_t *n_ro
     if (n_rows)
         *n_rows = ctx->logit_rows[index];
     return ctx->logits + ctx->logit_first[index] * ctx->model->config.vocab_size;
+}
+
+/* ---- embeddings ------------------------------------------------------------------------------- */
+
+jamba_status jamba_embed(jamba_context *ctx, int32_t seq, const int32_t *tokens, int64_t n_tokens,
+                         jamba_pooling pooling, float *out, jamba_error *err) {
+    if (ctx == NULL || tokens == NULL || out == NULL || n_tokens < 1)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_embed: NULL argument or no tokens");
+    if ((int)pooling < JAMBA_POOLING_NONE || pooling > JAMBA_POOLING_LAST)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_embed: unknown pooling %d", (int)pooling);
+    const int64_t H = ctx->model->config.hidden_size;
+    if ((uint64_t)n_tokens > SIZE_MAX / sizeof(float) / (uint64_t)H)
+        return jb_fail(err, JAMBA_ERR_OVERFLOW, "jamba_embed: %lld tokens overflow", (long long)n_tokens);
+    float *rows = pooling == JAMBA_POOLING_NONE ? out : jb_malloc((size_t)(n_tokens * H) * sizeof *rows);
+    if (rows == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "jamba_embed: out of memory for %lld x %lld hidden states",
+                       (long long)n_tokens, (long long)H);
+    jb_context_set_capture(ctx, NULL, rows, n_tokens);
+    const jamba_seq_input in = {.seq = seq, .tokens = tokens, .n_tokens = n_tokens, .logits = JAMBA_LOGITS_NONE};
+    jamba_status st = jamba_decode(ctx, &in, 1, err);
+    jb_context_set_capture(ctx, NULL, NULL, 0);
+    if (st == JAMBA_OK && pooling == JAMBA_POOLING_MEAN) {
+        for (int64_t h = 0; h < H; h++) { /* in double, in position order */
+            double sum = 0;
+            for (int64_t t = 0; t < n_tokens; t++)
+                sum += rows[t * H + h];
+            out[h] = (float)(sum / (double)n_tokens);
+        }
+    } else if (st == JAMBA_OK && pooling == JAMBA_POOLING_LAST) {
+        memcpy(out, rows + (n_tokens - 1) * H, (size_t)H * sizeof *out);
+    }
+    if (rows != out)
+        jb_free(rows);
+    return st;
 }

@@ -1,5 +1,5 @@
 /*
- * test_context_control.c — controls a serving stack needs on a live context: the abort callback (a
+ * test_context_control.c — controls a serving stack needs on a live context: embeddings, the abort callback (a
  * cancelled call leaves its sequences as before it, and continuing gives the same results as never
  * cancelling) and changing the thread count between calls (results do not depend on it).
  */
@@ -132,5 +132,45 @@ JB_TEST(control, the_thread_count_changes_between_calls_without_changing_results
     jamba_context_free(ref);
     free(want);
     free(got);
+    jamba_model_free(m);
+}
+
+JB_TEST(control, embeddings_equal_transformers_final_hidden_states_in_chunks_and_pooled) {
+    jamba_model *m = ref_load_model("mini");
+    ref_file ref;
+    ref_open(&ref, "mini");
+    int64_t shape[8];
+    const int64_t *ids64 = ref_i64(&ref, "input_ids", shape);
+    const int64_t T = shape[0], H = jamba_model_config(m)->hidden_size;
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    for (int64_t t = 0; t < T; t++)
+        ids[t] = (int32_t)ids64[t];
+    const float *want = ref_f32(&ref, "final_norm", NULL);
+    float *rows = malloc((size_t)(T * H) * sizeof *rows), *mean = malloc((size_t)H * sizeof *mean);
+    float *last = malloc((size_t)H * sizeof *last);
+    jamba_error err = {0};
+    jamba_context *ctx = context(m, 1, 5); /* steps of 5: the rows of later steps land after earlier ones */
+    cr_assert_eq(jamba_embed(ctx, 0, ids, T, JAMBA_POOLING_NONE, rows, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_seq_length(ctx, 0), T);
+    for (int64_t t = 0; t < T; t++)
+        cr_expect_leq(rel_l2(rows + t * H, want + t * H, H), REF_TOL, "position %lld", (long long)t);
+    cr_assert_eq(jamba_seq_reset(ctx, 0, &err), JAMBA_OK);
+    cr_assert_eq(jamba_embed(ctx, 0, ids, T, JAMBA_POOLING_MEAN, mean, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jamba_seq_reset(ctx, 0, &err), JAMBA_OK);
+    cr_assert_eq(jamba_embed(ctx, 0, ids, T, JAMBA_POOLING_LAST, last, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(memcmp(last, rows + (T - 1) * H, (size_t)H * sizeof *last), 0);
+    for (int64_t h = 0; h < H; h++) {
+        double sum = 0;
+        for (int64_t t = 0; t < T; t++)
+            sum += rows[t * H + h];
+        cr_assert_eq(mean[h], (float)(sum / (double)T));
+    }
+    cr_assert_eq(jamba_embed(ctx, 0, ids, T, (jamba_pooling)7, last, &err), JAMBA_ERR_INVALID_ARGUMENT);
+    jamba_context_free(ctx);
+    free(ids);
+    free(rows);
+    free(mean);
+    free(last);
+    ref_close(&ref);
     jamba_model_free(m);
 }
