@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "backend/backend.h"
 #include "cuda/gpu_types.h"
+#include "parallel/shard.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -93,16 +94,20 @@ jamba_status jb_ctx_layout_plan(const jamba_config *c, const jb_ctx_shape *s, jb
  * places: one aligned block per tensor, except the fused ones of a layer: attention q|k|v as one matrix,
  * an FFN's gate|up (all experts of a MoE layer) as one, its down projections as one, and int8 row scales
  * of each beside them. Matrices in the device dtype (int8 for int8 FFN blocks); small tensors (vectors,
- * A_log, the conv) in fp32. */
-typedef enum fused_block { FUSED_QKV, FUSED_GATE_UP, FUSED_DOWN, FUSED_GATE_UP_SCALE, FUSED_DOWN_SCALE, FUSED_COUNT } fused_block;
+ * A_log, the conv) in fp32. With a sharding plan, each tensor counts with the slice one rank holds. */
+typedef enum fused_block { FUSED_QKV, FUSED_GATE_UP, FUSED_DOWN, FUSED_GATE_UP_SCALE, FUSED_DOWN_SCALE, FUSED_COUNT,
+                           OWN_BLOCK = FUSED_COUNT } fused_block;
 
 typedef struct wsum {
     const jb_weight_shape *ws;
+    const jb_shard_plan *plan;  /* NULL: every tensor whole */
+    int rank;                   /* whose slices, with a plan */
+    int64_t visited;            /* tensors so far: the plan's index of the next one */
     sizer z;
-    uint64_t total;
+    uint64_t total, payload, replicated;
     int64_t layer;              /* the layer of the open fused blocks (-1: none) */
     uint64_t open[FUSED_COUNT]; /* their bytes so far */
-    bool int8_ffn;              /* some FFN block is int8 */
+    uint64_t q8_block;          /* the most elements of one int8 gate or up matrix held */
 } wsum;
 
 static void put_block(wsum *w, uint64_t bytes) {
@@ -117,14 +122,48 @@ static void close_fused(wsum *w) {
     memset(w->open, 0, sizeof w->open);
 }
 
-static void add_fused(wsum *w, fused_block b, uint64_t bytes) {
-    if (!jb_add_u64(w->open[b], bytes, &w->open[b]))
+/* bytes into block b (its own aligned block, or a fused one of the layer); `whole`: every rank holds
+ * these bytes in full (counted in `replicated`). */
+static void add_bytes(wsum *w, fused_block b, uint64_t bytes, bool whole) {
+    if (!jb_add_u64(w->payload, bytes, &w->payload) || (whole && !jb_add_u64(w->replicated, bytes, &w->replicated)))
+        w->z.ok = false;
+    if (b == OWN_BLOCK)
+        put_block(w, bytes);
+    else if (!jb_add_u64(w->open[b], bytes, &w->open[b]))
         w->z.ok = false;
 }
 
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* What of this tensor is counted: its elements, rows (for int8 row scales), and whether every rank holds
+ * all of it (whole) or every row scale of it (scales_whole: its columns are split). */
+typedef struct held {
+    uint64_t elems;
+    uint64_t rows;
+    bool whole, scales_whole;
+} held;
+
+static held held_of(wsum *w, const char *name, int rank, const int64_t *shape) {
+    held h = {1, (uint64_t)shape[0], false, false};
+    if (w->plan == NULL) {
+        for (int d = 0; d < rank; d++)
+            h.elems = prod(&w->z, h.elems, (uint64_t)shape[d], 1, 1);
+        return h;
+    }
+    const int64_t t = w->visited++;
+    if (t >= w->plan->n_tensors || strcmp(w->plan->tensors[t].name, name) != 0) {
+        w->z.ok = false; /* a plan made for other tensors */
+        return (held){0, 0, false, false};
+    }
+    if (!jb_shard_held_elems(w->plan, t, w->rank, &h.elems))
+        w->z.ok = false;
+    h.rows = (uint64_t)jb_shard_held_rows(w->plan, t, w->rank);
+    h.whole = w->plan->tensors[t].split == JB_SPLIT_REPLICATED;
+    h.scales_whole = h.whole || (h.elems > 0 && jb_shard_slice(w->plan, t, w->rank)->dim != 0);
+    return h;
 }
 
 static bool place_tensor(void *arg, const char *name, jb_weight *view, int rank, const int64_t *shape, bool linear) {
@@ -137,37 +176,50 @@ static bool place_tensor(void *arg, const char *name, jb_weight *view, int rank,
         close_fused(w);
         w->layer = layer;
     }
-    uint64_t n = 1;
-    for (int d = 0; d < rank; d++)
-        n = prod(&w->z, n, (uint64_t)shape[d], 1, 1);
+    const held h = held_of(w, name, rank, shape);
     const uint64_t es = es_of(w->ws->dt);
     if (rank == 1 || ends_with(name, "A_log") || strstr(name, ".conv1d.")) {
-        put_block(w, prod(&w->z, n, 4, 1, 1));
+        add_bytes(w, OWN_BLOCK, prod(&w->z, h.elems, 4, 1, 1), h.whole);
     } else if (strstr(name, ".self_attn.") && !strstr(name, ".o_proj.")) {
-        add_fused(w, FUSED_QKV, prod(&w->z, n, es, 1, 1));
+        add_bytes(w, FUSED_QKV, prod(&w->z, h.elems, es, 1, 1), h.whole);
     } else if (strstr(name, ".feed_forward.") && !strstr(name, ".router.")) {
         const bool q8 = strstr(name, ".experts.") ? w->ws->experts_int8 : w->ws->mlp_int8;
         const bool down = strstr(name, ".down_proj.") != NULL;
-        add_fused(w, down ? FUSED_DOWN : FUSED_GATE_UP, prod(&w->z, n, q8 ? 1 : es, 1, 1));
+        add_bytes(w, down ? FUSED_DOWN : FUSED_GATE_UP, prod(&w->z, h.elems, q8 ? 1 : es, 1, 1), h.whole);
         if (q8)
-            add_fused(w, down ? FUSED_DOWN_SCALE : FUSED_GATE_UP_SCALE, prod(&w->z, (uint64_t)shape[0], 4, 1, 1));
-        w->int8_ffn = w->int8_ffn || q8;
+            add_bytes(w, down ? FUSED_DOWN_SCALE : FUSED_GATE_UP_SCALE, prod(&w->z, h.rows, 4, 1, 1), h.scales_whole);
+        if (q8 && !down && h.elems > w->q8_block)
+            w->q8_block = h.elems;
     } else {
-        put_block(w, prod(&w->z, n, es, 1, 1));
+        add_bytes(w, OWN_BLOCK, prod(&w->z, h.elems, es, 1, 1), h.whole);
     }
     return true;
 }
 
-bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *ws, uint64_t *bytes,
-                             uint64_t *dequant_elems) {
+jamba_config jb_weights_device_config(const jamba_config *cfg, const jb_weight_shape *ws) {
     jamba_config c = *cfg;
     c.mamba_inner_layernorms = ws->inner_norms; /* stored norms are applied whatever the config says */
-    wsum w = {.ws = ws, .z = {true}, .layer = -1};
+    return c;
+}
+
+bool jb_weights_device_share(const jamba_config *cfg, const jb_weight_shape *ws, const jb_shard_plan *plan, int rank,
+                             jb_weights_share *out) {
+    const jamba_config c = jb_weights_device_config(cfg, ws);
+    wsum w = {.ws = ws, .plan = plan, .rank = rank, .z = {true}, .layer = -1};
     jb_weights views = {0};
     const bool ok = jb_weights_visit(&c, &views, place_tensor, &w, NULL) == JAMBA_OK;
     jb_weights_free(&views);
     close_fused(&w);
-    *bytes = w.total;
-    *dequant_elems = w.int8_ffn ? (uint64_t)(2 * c.intermediate_size * c.hidden_size) : 0;
-    return ok && w.z.ok;
+    *out = (jb_weights_share){.bytes = w.total, .payload = w.payload, .replicated = w.replicated,
+                              .dequant_elems = 2 * w.q8_block};
+    return ok && w.z.ok && (plan == NULL || w.visited == plan->n_tensors);
+}
+
+bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *ws, uint64_t *bytes,
+                             uint64_t *dequant_elems) {
+    jb_weights_share s;
+    const bool ok = jb_weights_device_share(cfg, ws, NULL, 0, &s);
+    *bytes = s.bytes;
+    *dequant_elems = s.dequant_elems;
+    return ok;
 }

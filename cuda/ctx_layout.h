@@ -129,6 +129,25 @@ typedef struct jb_weight_shape {
 bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *w, uint64_t *bytes,
                              uint64_t *dequant_elems);
 
+/* The config whose tensors the device holds: stored dt/B/C norms are applied whatever the config says. A
+ * sharding plan for device weights is made from it. */
+jamba_config jb_weights_device_config(const jamba_config *cfg, const jb_weight_shape *w);
+
+/* One GPU's share of the device weights under a sharding plan (parallel/shard.h), by the rules above. */
+typedef struct jb_weights_share {
+    uint64_t bytes;         /* the arena: the slices held, in the blocks and alignment of a whole model */
+    uint64_t payload;       /* the same without alignment padding */
+    uint64_t replicated;    /* of payload: what every GPU holds in full (replicated tensors, and the row
+                               scales of int8 matrices whose columns are split) */
+    uint64_t dequant_elems; /* the largest int8 FFN block held (2 x its gate matrix), 0 without int8 */
+} jb_weights_share;
+
+/* Rank `rank`'s share under `plan` (made from jb_weights_device_config's config), or the whole model when
+ * plan is NULL (then equal to jb_weights_device_bytes). false on overflow or a plan for other tensors. */
+struct jb_shard_plan;
+bool jb_weights_device_share(const jamba_config *cfg, const jb_weight_shape *w, const struct jb_shard_plan *plan,
+                             int rank, jb_weights_share *out);
+
 #ifdef __cplusplus
 }
 #endif

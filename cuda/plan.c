@@ -2,12 +2,17 @@
  * plan.c — the CUDA backend's memory plan: what a context would take on its device, before anything is
  * allocated, from the config, the weight formats and the context sizes (cuda/ctx_layout.c's computation,
  * which the CUDA context then allocates by). Chooses the prefill chunk and, when the request does not
- * fit, says what would. Host C: plans are made in builds without the toolkit too.
+ * fit, says what would. Host C: plans are made in builds without the toolkit too. Over several GPUs
+ * (n_gpus) each GPU is planned with its share of the weights (parallel/shard.h's slices, counted by
+ * ctx_layout.c's rules) and, approximately, the single-GPU layout for its shapes (its heads, KV heads,
+ * Mamba channels, intermediate width): exact for the KV cache and Mamba state, an estimate for the
+ * workspace, which leaves out the buffers a multi-GPU backend would add (NCCL's among them).
  */
 #include "cuda/plan.h"
 
 #include "ckpt/config.h"
 #include "cuda/ctx_layout.h"
+#include "parallel/shard.h"
 #include "base/checked.h"
 #include "base/error.h"
 
@@ -43,23 +48,59 @@ typedef struct cuda_request {
     const jamba_model *m;
     jb_weight_shape ws;
     jb_ctx_shape shape;
-    uint64_t weights;        /* counted toward the budget (0 when already on the device) */
+    int n_gpus;
+    jamba_config gpu_cfg;                   /* the shapes each GPU computes with (the model's, on one GPU) */
+    uint64_t weights[JAMBA_MAX_GPUS];       /* [n_gpus] counted toward the budget (0 when already there) */
 } cuda_request;
 
-/* The plan's figures for one shape. */
+/* The plan's figures for one shape: each GPU's, and the fullest one's as the plan's own. */
 static jamba_status evaluate(const cuda_request *r, jamba_context_plan *out, jamba_error *err) {
     jb_ctx_layout L;
-    JB_TRY(jb_ctx_layout_plan(&r->m->config, &r->shape, &L, err));
-    out->kv_cache = L.bytes[JB_BUF_KV] + L.bytes[JB_BUF_KV_SCALE];
-    out->mamba_state = L.bytes[JB_BUF_CONV] + L.bytes[JB_BUF_SSM];
-    out->workspace = L.total - out->kv_cache - out->mamba_state;
-    out->weights = r->weights;
-    if (!jb_add_u64(L.total, r->weights, &out->total))
-        return jb_fail(err, JAMBA_ERR_OVERFLOW, "context plan: the sizes overflow 64 bits");
+    JB_TRY(jb_ctx_layout_plan(&r->gpu_cfg, &r->shape, &L, err));
+    const uint64_t kv = L.bytes[JB_BUF_KV] + L.bytes[JB_BUF_KV_SCALE];
+    const uint64_t mamba = L.bytes[JB_BUF_CONV] + L.bytes[JB_BUF_SSM];
+    out->n_gpus = r->n_gpus;
+    out->fits = true;
+    int fullest = 0;
+    for (int g = 0; g < r->n_gpus; g++) {
+        jamba_gpu_plan *gp = &out->per_gpu[g];
+        *gp = (jamba_gpu_plan){.weights = r->weights[g], .kv_cache = kv, .mamba_state = mamba,
+                               .workspace = L.total - kv - mamba};
+        if (!jb_add_u64(L.total, gp->weights, &gp->total))
+            return jb_fail(err, JAMBA_ERR_OVERFLOW, "context plan: the sizes overflow 64 bits");
+        gp->fits = out->budget == 0 || gp->total <= out->budget;
+        out->fits = out->fits && gp->fits;
+        fullest = gp->total > out->per_gpu[fullest].total ? g : fullest;
+    }
+    const jamba_gpu_plan *f = &out->per_gpu[fullest];
+    out->weights = f->weights;
+    out->kv_cache = f->kv_cache;
+    out->mamba_state = f->mamba_state;
+    out->workspace = f->workspace;
+    out->total = f->total;
     out->n_batch = r->shape.Tb;
     out->n_logits_max = r->shape.cap;
-    out->fits = out->budget == 0 || out->total <= out->budget;
     return JAMBA_OK;
+}
+
+/* Over n > 1 GPUs: the shapes each computes with, and each one's share of the device weights. */
+static jamba_status plan_gpus(cuda_request *r, int n, jamba_error *err) {
+    const jamba_config dc = jb_weights_device_config(&r->m->config, &r->ws);
+    jb_shard_plan sp;
+    JB_TRY(jb_shard_plan_make(&dc, n, &sp, err));
+    jb_shard_rank_config(&sp, &r->m->config, &r->gpu_cfg);
+    r->n_gpus = n;
+    r->shape.dequant_elems = 0;
+    bool ok = true;
+    for (int g = 0; g < n && ok; g++) {
+        jb_weights_share s;
+        ok = jb_weights_device_share(&r->m->config, &r->ws, &sp, g, &s);
+        r->weights[g] = s.bytes;
+        r->shape.dequant_elems = s.dequant_elems > r->shape.dequant_elems ? s.dequant_elems : r->shape.dequant_elems;
+    }
+    jb_shard_plan_free(&sp);
+    return ok ? JAMBA_OK
+              : jb_fail(err, JAMBA_ERR_OVERFLOW, "%s: the device weights' size overflows 64 bits", r->m->path);
 }
 
 /* The largest value of one dimension (context length or sequences) that fits, by bisection over the
@@ -129,11 +170,15 @@ jamba_status jb_cuda_plan_memory(const jamba_model *m, const jamba_context_param
     uint64_t wbytes = 0, dequant = 0;
     if (!jb_weights_device_bytes(&m->config, &r.ws, &wbytes, &dequant))
         return jb_fail(err, JAMBA_ERR_OVERFLOW, "%s: the device weights' size overflows 64 bits", m->path);
-    r.weights = weights_resident ? 0 : wbytes;
+    r.n_gpus = 1;
+    r.gpu_cfg = m->config;
+    r.weights[0] = weights_resident ? 0 : wbytes;
     r.shape = (jb_ctx_shape){.S = p->n_seq_max, .C = p->n_ctx, .Tb = p->n_batch, .cap = p->n_logits_max,
                              .dt = p->gpu_dtype,
                              .kv_dt = p->kv_dtype == JAMBA_DTYPE_F8_E4M3 ? JAMBA_DTYPE_F8_E4M3 : p->gpu_dtype,
                              .graphs = p->gpu_graphs, .dequant_elems = dequant};
+    if (p->n_gpus != 0 && p->n_gpus != 1)
+        JB_TRY(plan_gpus(&r, p->n_gpus, err));
     out->budget_queried = p->gpu_memory == 0 && free_bytes > 0;
     out->budget = p->gpu_memory             ? p->gpu_memory
                   : free_bytes > FREE_RESERVE ? free_bytes - FREE_RESERVE

@@ -367,9 +367,21 @@ typedef struct jamba_context_params {
                               (e4m3 with one fp32 scale per token and KV head: about half the bytes) */
     uint64_t gpu_memory;   /* CUDA: device bytes the context (and the weights, if not yet on the device) may
                               use; 0 (default) = the device's free memory */
+    int32_t n_gpus;        /* CUDA: GPUs the model is split over (tensor and expert parallelism, docs/multi-gpu.md);
+                              0 (default) or 1 = one, at most JAMBA_MAX_GPUS. Planning only for now:
+                              jamba_context_plan_memory plans each GPU (gpu_memory is then per GPU), while
+                              jamba_context_create refuses more than one (no multi-GPU backend is built yet) */
 } jamba_context_params;
 
 JAMBA_API jamba_context_params jamba_context_default_params(void);
+
+#define JAMBA_MAX_GPUS 64 /* the most GPUs one plan splits a model over */
+
+/* One GPU's share of a context split over several (jamba_context_plan.per_gpu). */
+typedef struct jamba_gpu_plan {
+    uint64_t weights, kv_cache, mamba_state, workspace, total; /* as in jamba_context_plan */
+    bool fits;                                                 /* total <= the plan's budget */
+} jamba_gpu_plan;
 
 /* The device memory a context would use, computed before anything is allocated (the same computation
  * jamba_context_create follows). CUDA: the weights as the device holds them (int8 experts and MLPs when
@@ -391,6 +403,10 @@ typedef struct jamba_context_plan {
     bool budget_queried;   /* budget is the device's free memory (else gpu_memory or the planning default) */
     bool fits;
     char advice[512];      /* when it does not fit: what would (shorter context, fewer sequences, int8, fp8 KV) */
+    int32_t n_gpus;        /* CUDA: the GPUs planned (params n_gpus, at least 1); CPU: 0. With several, the
+                              figures above are the fullest GPU's, budget is per GPU, and fits means every
+                              GPU fits */
+    jamba_gpu_plan per_gpu[JAMBA_MAX_GPUS]; /* [n_gpus]: each GPU's share, rank order */
 } jamba_context_plan;
 
 JAMBA_API jamba_status jamba_context_plan_memory(const jamba_model *model, const jamba_context_params *params,

@@ -4,7 +4,8 @@
  * Prints the config summary, a one-line layer map, total and active parameters, stored bytes per dtype
  * and memory for N tokens of context (weights, KV cache, Mamba state), as text or JSON. A folder with
  * only config.json is inspected as a plan (weights assumed in the config's torch_dtype, else BF16). With
- * --device cuda it also shows the device plan a context would follow (jamba_context_plan_memory).
+ * --device cuda it also shows the device plan a context would follow (jamba_context_plan_memory); with
+ * --gpus N, the plan of each of N GPUs the model would be split over (docs/multi-gpu.md).
  */
 #include "tools/jamba/cli.h"
 
@@ -20,6 +21,7 @@ typedef struct inspect_opts {
     cli_device_args dev;
     int64_t n_batch;
     double gpu_memory_gb;
+    int64_t n_gpus;                  /* --gpus: 0 when not given */
     bool plan;                       /* --device cuda: show the device plan */
     jamba_context_params plan_params;
     bool json;
@@ -32,7 +34,7 @@ static void print_help(void) {
     printf("usage: jamba inspect --model DIR [--ctx N] [--seqs N] [--kv-dtype bf16|f16|f32|fp8] [--json]\n"
            "                     [--tensors] [--check-finite] [--allow-unexpected]\n"
            "                     [--device cuda [--gpu N] [--gpu-dtype bf16|f32] [--experts int8] [--mlp int8]\n"
-           "                      [--batch N] [--gpu-memory GB]]\n"
+           "                      [--batch N] [--gpu-memory GB] [--gpus N]]\n"
            "\n"
            "Load a Hugging Face Jamba folder (config.json plus model.safetensors or a sharded\n"
            "model.safetensors.index.json), validate it, and print: the config summary, a layer map, total and\n"
@@ -60,6 +62,9 @@ static void print_help(void) {
            "  --batch N            the prefill chunk (default: the largest of 4096 ... 16 that fits)\n"
            "  --gpu-memory GB      the budget in GB (1e9 bytes); default: the device's free memory, or 80 GB\n"
            "                       when no device is present\n"
+           "  --gpus N             plan the model split over N GPUs (tensor parallel by KV-head groups and Mamba\n"
+           "                       channels, experts whole per GPU; docs/multi-gpu.md): one row per GPU, each\n"
+           "                       against the budget. A plan only: no multi-GPU backend is built yet\n"
            "\n"
            "Layer map letters: mixer M = Mamba, A = attention; FFN d = dense MLP, E = mixture of experts.\n"
            "Exit status: 0 ok, 1 the model failed to load (one line on stderr says why), 2 usage error.\n");
@@ -77,6 +82,7 @@ static int parse_args(int argc, char **argv, inspect_opts *o) {
         {"--allow-unexpected", CLI_FLAG, &o->allow_unexpected, 0, 0},
         {"--batch", CLI_COUNT, &o->n_batch, 1, 1 << 24},
         {"--gpu-memory", CLI_FLOAT, &o->gpu_memory_gb, 0, 1e6},
+        {"--gpus", CLI_COUNT, &o->n_gpus, 1, JAMBA_MAX_GPUS},
         CLI_DEVICE_OPTIONS(o->dev),
     };
     int rc = cli_parse("inspect", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
@@ -99,6 +105,9 @@ static int parse_args(int argc, char **argv, inspect_opts *o) {
     if ((rc = cli_device_params("inspect", &dev, cp)) != 0)
         return rc;
     o->plan = cp->device == JAMBA_DEVICE_CUDA;
+    if (o->n_gpus > 0 && !o->plan)
+        return cli_usage_error("inspect", "--gpus needs --device cuda");
+    cp->n_gpus = (int32_t)o->n_gpus;
     if (o->plan) {
         cp->n_seq_max = (int32_t)o->n_seq;
         cp->n_batch = o->n_batch;
@@ -256,9 +265,47 @@ static void print_text_memory(const report *r) {
            fmt_commas(m->total_bytes, a, sizeof a), fmt_bytes(m->total_bytes, b, sizeof b));
 }
 
+static const char *budget_source(const report *r) {
+    return r->plan.budget_queried ? "the device's free memory"
+           : r->plan_params.gpu_memory ? "--gpu-memory"
+                                       : "no device here: 80 GB";
+}
+
+/* Over several GPUs: one row per GPU, each against the per-GPU budget, and the margin of the fullest. */
+static void print_text_plan_gpus(const report *r) {
+    const jamba_context_plan *p = &r->plan;
+    char a[32];
+    printf("device plan  %d CUDA GPUs (tensor and expert parallel), %s, KV %s, %s tokens x %d sequence%s, "
+           "prefill chunk %lld rows\n", p->n_gpus,
+           dtype_lower(r->plan_params.gpu_dtype),
+           dtype_lower(r->plan_params.kv_dtype == JAMBA_DTYPE_F8_E4M3 ? JAMBA_DTYPE_F8_E4M3 : r->plan_params.gpu_dtype),
+           fmt_commas((uint64_t)r->plan_params.n_ctx, a, sizeof a), r->plan_params.n_seq_max,
+           r->plan_params.n_seq_max == 1 ? "" : "s", (long long)p->n_batch);
+    printf("  %-5s %12s %12s %12s %12s %12s  %s\n", "GPU", "weights", "KV cache", "Mamba state", "workspace",
+           "total", "fits");
+    for (int g = 0; g < p->n_gpus; g++) {
+        const jamba_gpu_plan *q = &p->per_gpu[g];
+        printf("  %-5d %9.2f GB %9.2f GB %9.2f GB %9.2f GB %9.2f GB  %s\n", g, (double)q->weights / 1e9,
+               (double)q->kv_cache / 1e9, (double)q->mamba_state / 1e9, (double)q->workspace / 1e9,
+               (double)q->total / 1e9, q->fits ? "yes" : "no");
+    }
+    printf("  %-11s %.2f GB per GPU (%s)\n", "budget", (double)p->budget / 1e9, budget_source(r));
+    if (p->fits)
+        printf("  fits         yes, on all %d GPUs: %.2f GB to spare on the fullest\n", p->n_gpus,
+               (double)(p->budget - p->total) / 1e9);
+    else
+        printf("  fits         no: the fullest GPU %s\n", p->advice);
+    printf("  (a plan only: no multi-GPU backend is built yet; the workspace is the single-GPU formula for each "
+           "GPU's shapes)\n");
+}
+
 static void print_text_plan(const report *r) {
     const jamba_context_plan *p = &r->plan;
     char a[32], b[32];
+    if (p->n_gpus > 1) {
+        print_text_plan_gpus(r);
+        return;
+    }
     printf("device plan  CUDA device %d, %s, KV %s, %s tokens x %d sequence%s, prefill chunk %lld rows\n",
            r->plan_params.gpu_index, dtype_lower(r->plan_params.gpu_dtype),
            dtype_lower(r->plan_params.kv_dtype == JAMBA_DTYPE_F8_E4M3 ? JAMBA_DTYPE_F8_E4M3 : r->plan_params.gpu_dtype),
@@ -273,9 +320,7 @@ static void print_text_plan(const report *r) {
         printf("  %-11s %20s bytes  %12s  %6.2f GB\n", rows[i].name, fmt_commas(rows[i].v, a, sizeof a),
                fmt_bytes(rows[i].v, b, sizeof b), (double)rows[i].v / 1e9);
     printf("  %-11s %20s bytes  %12s  %6.2f GB (%s)\n", "budget", fmt_commas(p->budget, a, sizeof a),
-           fmt_bytes(p->budget, b, sizeof b), (double)p->budget / 1e9,
-           p->budget_queried ? "the device's free memory" : r->plan_params.gpu_memory ? "--gpu-memory"
-                                                                                      : "no device here: 80 GB");
+           fmt_bytes(p->budget, b, sizeof b), (double)p->budget / 1e9, budget_source(r));
     if (p->fits)
         printf("  fits         yes, %.2f GB to spare\n", (double)(p->budget - p->total) / 1e9);
     else
@@ -401,6 +446,16 @@ static int print_json(const report *r, const inspect_opts *o) {
                                       "kv_cache", (json_int_t)pl->kv_cache, "mamba_state", (json_int_t)pl->mamba_state,
                                       "workspace", (json_int_t)pl->workspace, "total", (json_int_t)pl->total, "budget",
                                       (json_int_t)pl->budget, "fits", pl->fits, "advice", pl->advice));
+        json_t *dp = json_object_get(root, "device_plan"), *per_gpu = json_array();
+        for (int g = 0; g < pl->n_gpus; g++) {
+            const jamba_gpu_plan *q = &pl->per_gpu[g];
+            json_array_append_new(per_gpu, json_pack("{s:I,s:I,s:I,s:I,s:I}", "weights", (json_int_t)q->weights,
+                                                     "kv_cache", (json_int_t)q->kv_cache, "mamba_state",
+                                                     (json_int_t)q->mamba_state, "workspace",
+                                                     (json_int_t)q->workspace, "total", (json_int_t)q->total));
+        }
+        json_object_set_new(dp, "gpus", json_integer(pl->n_gpus));
+        json_object_set_new(dp, "per_gpu", per_gpu);
     }
     if (o->tensors)
         json_object_set_new(root, "tensors", json_tensors(r->model));
