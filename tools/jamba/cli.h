@@ -1,6 +1,7 @@
 /*
  * cli.h — shared pieces of the `jamba` command-line program: subcommand entry points, argument parsing
- * and number formatting. Subcommands return the process exit status: 0 success, 1 failure, 2 usage.
+ * and number formatting. Subcommands return the process exit status: 0 success, 1 failure, 2 usage, 130
+ * stopped by Ctrl-C (SIGINT).
  */
 #ifndef JAMBA_CLI_H
 #define JAMBA_CLI_H
@@ -14,6 +15,7 @@
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1
 #define CLI_EXIT_USAGE 2
+#define CLI_EXIT_INTERRUPTED 130
 
 int cmd_inspect(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
@@ -27,13 +29,18 @@ int cmd_quantize(int argc, char **argv);
 /* Print "jamba: error: <message>" as one line on stderr and return CLI_EXIT_FAIL. */
 int cli_fail(const jamba_error *err);
 
+/* Flush stdout: rc, or CLI_EXIT_FAIL after "jamba: error: cannot write the output: ..." when writing failed. */
+int cli_finish_output(int rc);
+
 /* The model's load-time warnings, one "jamba: note:" line each on stderr. */
 void cli_print_model_notes(const jamba_model *m);
 /* Print "jamba <cmd>: <message>" and a hint to --help on stderr; return CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Declarative options: a flag sets a bool, a string stores argv's pointer, a count is parsed with
- * cli_parse_count within [min, max]. */
+ * cli_parse_count within [min, max]. Every option is accepted as "--name value" and "--name=value"; the
+ * short flags -m -p -n -c -t -s stand for --model --prompt --max-tokens --ctx --threads --seed in the
+ * commands that have those options. */
 typedef enum cli_option_kind { CLI_FLAG, CLI_STRING, CLI_COUNT, CLI_FLOAT, CLI_STRINGS } cli_option_kind;
 typedef struct cli_option {
     const char *name;     /* "--ctx" */

@@ -4,7 +4,10 @@
  */
 #include "tools/jamba/cli.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 
 static void help_quantize(void) {
     printf("usage: jamba quantize --model DIR --out DIR [--experts int8|stored] [--mlp int8|stored]\n"
@@ -13,13 +16,27 @@ static void help_quantize(void) {
            "Quantize a model's MoE experts (default) and optionally its dense MLPs to int8 weight-only (per output\n"
            "row, symmetric, fp32 scales: ExpertsInt8's scheme) and write a Hugging Face folder: model.safetensors\n"
            "with the int8 matrices and their \"<name>_scale\" tensors, config.json and the tokenizer files. Loading\n"
-           "it gives exactly the weights of `--experts int8` on the original.\n"
+           "it gives exactly the weights of `--experts int8` on the original. Prints the folder and the size of the\n"
+           "model.safetensors written.\n"
            "\n"
-           "  --model DIR        the model folder (float, FP8 or already int8)\n"
+           "  -m, --model DIR    the model folder (float, FP8 or already int8)\n"
            "  --out DIR          where to write (created if missing; not the model's own folder)\n"
            "  --experts FORMAT   int8 (default) or stored\n"
            "  --mlp FORMAT       int8 or stored (default)\n"
-           "  --threads N        quantization threads (default: all CPUs)\n");
+           "  -t, --threads N    quantization threads (default: all CPUs)\n");
+}
+
+/* "wrote DIR (model.safetensors, 3.10 MiB)": the size of what was written. */
+static int report_output(const char *out) {
+    char path[4096], bytes[32];
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "jamba: error: %s: cannot read what was written: %s\n", path, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    printf("wrote %s (model.safetensors, %s)\n", out, fmt_bytes((uint64_t)st.st_size, bytes, sizeof bytes));
+    return CLI_EXIT_OK;
 }
 
 int cmd_quantize(int argc, char **argv) {
@@ -49,10 +66,6 @@ int cmd_quantize(int argc, char **argv) {
         jamba_model_free(m);
         return cli_fail(&err);
     }
-    jamba_memory_estimate mem;
-    char bytes[32];
-    if (jamba_model_memory(m, NULL, &mem, NULL) == JAMBA_OK)
-        printf("wrote %s (the source stores %s of weights)\n", out, fmt_bytes(mem.weight_bytes, bytes, sizeof bytes));
     jamba_model_free(m);
-    return CLI_EXIT_OK;
+    return cli_finish_output(report_output(out));
 }

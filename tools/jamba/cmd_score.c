@@ -3,7 +3,8 @@
  * (--file, tokenized with each model's own tokenizer, BOS added) run as one sequence in steps of --batch
  * tokens; reported are the mean negative log-likelihood of each next token, the perplexity, bits per byte
  * (comparable across tokenizers) and, with --json, every position's log-probability. Several --model flags
- * give a comparison table. --dump-logits writes one model's logits as safetensors.
+ * give a comparison table, where a model that fails is listed with its error. --dump-logits writes one
+ * model's logits as safetensors.
  */
 #include "tools/jamba/cli.h"
 #include "tools/jamba/generation.h"
@@ -23,40 +24,50 @@ typedef struct score_opts {
     cli_strings models;
     const char *tokens, *file, *dump;
     int64_t threads, batch;
-    bool json;
+    bool json, allow_unexpected;
     cli_device_args dev;
     jamba_context_params device; /* the device fields, from dev */
-    jamba_model_params load;     /* the weight formats, from dev */
+    jamba_model_params load;     /* the weight formats, from dev, and --allow-unexpected */
+    int32_t *ids;                /* --tokens, parsed */
+    int64_t n_ids;
+    char *text;                  /* --file's contents */
+    size_t text_len;
 } score_opts;
 
 typedef struct score_result {
     const char *model;
-    int64_t tokens;   /* scored sequence length (BOS included) */
+    int64_t tokens;   /* scored sequence length (BOS included); 0 when unknown */
     double nll;       /* mean over the T - 1 predictions */
     double *logprob;  /* [T - 1] */
+    char error[JAMBA_ERROR_MESSAGE_SIZE]; /* why the model could not be scored, or "" */
 } score_result;
 
 static void print_help(void) {
     printf("usage: jamba score --model DIR [--model DIR ...] (--file TEXT | --tokens ID,ID,...) [--json]\n"
-           "                   [--dump-logits FILE] [--threads N] [--batch N] [--device cpu|cuda]\n"
+           "                   [--dump-logits FILE] [--allow-unexpected] [--threads N] [--batch N]\n"
+           "                   [--device cpu|cuda]\n"
            "\n"
            "Run a text or token ids as one sequence and report the mean negative log-likelihood of each next\n"
            "token, the perplexity and bits per byte. Long texts are scored in steps of --batch tokens (chunked\n"
-           "prefill) with a progress bar on stderr. Several --model flags print a comparison table.\n"
+           "prefill) with a progress bar on stderr. Several --model flags print a comparison table. A model that\n"
+           "fails (it does not load, or its logits are NaN or infinite at a scored position) is listed with its\n"
+           "error and no figures, the others are still scored, and the exit status is 1.\n"
            "\n"
-           "  --model DIR          model folder (repeatable)\n"
+           "  -m, --model DIR      model folder (repeatable)\n"
            "  --file TEXT          a UTF-8 text file (\"-\" for stdin), tokenized with each model's tokenizer\n"
            "                       with BOS added\n"
-           "  --tokens LIST        comma-separated token ids instead of a text\n"
-           "  --json               one JSON object: per model tokens, mean_nll, perplexity, bits_per_byte and\n"
-           "                       positions[] (each next token's log-probability)\n"
+           "  --tokens LIST        comma-separated token ids instead of a text (no bytes: no bits per byte)\n"
+           "  --json               one JSON object: per model tokens, mean_nll, perplexity, bits_per_byte,\n"
+           "                       positions[] (each next token's log-probability) and error (null when scored);\n"
+           "                       figures that are not defined are null\n"
            "  --dump-logits FILE   write every position's logits (one model only) as safetensors: one tensor\n"
            "                       \"logits\", F32, shape [T, vocab]\n"
-           "  --threads N          worker threads (default: all CPUs)\n"
+           "  --allow-unexpected   skip tensors the config does not use instead of failing\n"
+           "  -t, --threads N      worker threads (default: all CPUs)\n"
            "  --batch N            tokens per step (default 512)\n"
            CLI_DEVICE_HELP
            "\n"
-           "Exit status: 0 ok, 1 failure (one line on stderr), 2 usage error.\n");
+           "Exit status: 0 ok, 1 a model failed (one line on stderr each), 2 usage error.\n");
 }
 
 /* "1,2, 3" -> ids. */
@@ -109,9 +120,15 @@ static double seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Score ids with an open model; fills r (and *all, when dumping). */
-static int score_ids(const score_opts *o, jamba_model *m, const int32_t *ids, int64_t T, score_result *r, float **all) {
-    jamba_error err = {0};
+static jamba_status out_of_memory(jamba_error *err, int64_t T) {
+    snprintf(err->message, sizeof err->message, "out of memory for %lld positions", (long long)T);
+    return err->status = JAMBA_ERR_OUT_OF_MEMORY;
+}
+
+/* Score ids with an open model; fills r (and *all, when dumping). Logits with NaN or Inf at a scored
+ * position are JAMBA_ERR_NUMERIC. */
+static jamba_status score_ids(const score_opts *o, jamba_model *m, const char *dir, const int32_t *ids, int64_t T,
+                              score_result *r, float **all, jamba_error *err) {
     const int64_t V = jamba_model_config(m)->vocab_size;
     jamba_context_params cp = jamba_context_default_params();
     cp.n_ctx = T;
@@ -124,24 +141,22 @@ static int score_ids(const score_opts *o, jamba_model *m, const int32_t *ids, in
     jamba_context *ctx = NULL;
     r->tokens = T;
     r->logprob = calloc((size_t)(T > 1 ? T - 1 : 1), sizeof *r->logprob);
-    if (r->logprob == NULL || (all && (*all = malloc((size_t)(T * V) * sizeof **all)) == NULL)) {
-        fprintf(stderr, "jamba: error: out of memory for %lld positions\n", (long long)T);
-        return CLI_EXIT_FAIL;
-    }
-    if (jamba_context_create(m, &cp, &ctx, &err) != JAMBA_OK)
-        return cli_fail(&err);
+    if (r->logprob == NULL || (all && (*all = malloc((size_t)(T * V) * sizeof **all)) == NULL))
+        return out_of_memory(err, T);
+    jamba_status st = jamba_context_create(m, &cp, &ctx, err);
     bool bar = T > cp.n_batch && isatty(STDERR_FILENO);
     double t0 = seconds(), nll = 0;
-    int rc = CLI_EXIT_OK;
-    for (int64_t at = 0; at < T; at += cp.n_batch) {
+    for (int64_t at = 0; st == JAMBA_OK && at < T; at += cp.n_batch) {
         int64_t n = T - at < cp.n_batch ? T - at : cp.n_batch, rows;
         jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = n, .logits = JAMBA_LOGITS_ALL};
-        if (jamba_decode(ctx, &in, 1, &err) != JAMBA_OK) {
-            rc = cli_fail(&err);
+        if ((st = jamba_decode(ctx, &in, 1, err)) != JAMBA_OK)
             break;
-        }
         const float *logits = jamba_logits(ctx, 0, &rows);
-        for (int64_t i = 0; i < n && at + i + 1 < T; i++) {
+        for (int64_t i = 0; st == JAMBA_OK && i < n && at + i + 1 < T; i++) {
+            if (!gen_logits_finite(logits + i * V, V)) {
+                st = gen_fail_non_finite(err, dir, at + i);
+                break;
+            }
             r->logprob[at + i] = log_prob(logits + i * V, V, ids[at + i + 1]);
             nll -= r->logprob[at + i];
         }
@@ -150,90 +165,170 @@ static int score_ids(const score_opts *o, jamba_model *m, const int32_t *ids, in
         if (bar)
             gen_progress("score", at + n, T, seconds() - t0);
     }
+    if (bar && st != JAMBA_OK)
+        fputc('\n', stderr);
     r->nll = T > 1 ? nll / (double)(T - 1) : NAN;
     jamba_context_free(ctx);
-    return rc;
+    return st;
 }
 
-static int score_model(const score_opts *o, const char *dir, const char *text, size_t text_len, score_result *r) {
+/* The ids to score with this model: --tokens, or the text tokenized with its tokenizer (*owned to free). */
+static jamba_status model_ids(const score_opts *o, const char *dir, int32_t **ids, int64_t *T, int32_t **owned,
+                              jamba_error *err) {
+    *owned = NULL;
+    if (o->text == NULL) {
+        *ids = o->ids, *T = o->n_ids;
+        return JAMBA_OK;
+    }
+    jamba_tokenizer *tok = NULL;
+    jamba_status st = jamba_tokenizer_load(dir, &tok, err);
+    int64_t cap = st == JAMBA_OK ? jamba_tokenizer_max_ids(tok, o->text_len) : 0;
+    if (st == JAMBA_OK && (*owned = malloc((size_t)(cap > 0 ? cap : 1) * sizeof **owned)) == NULL)
+        st = out_of_memory(err, cap);
+    if (st == JAMBA_OK)
+        st = jamba_tokenize(tok, o->text, o->text_len, JAMBA_TOKENIZE_ADD_SPECIAL, *owned, cap, T, err);
+    if (st == JAMBA_OK && *T == 0) {
+        snprintf(err->message, sizeof err->message, "%.900s: the text has no tokens to score", o->file);
+        st = err->status = JAMBA_ERR_INVALID_ARGUMENT;
+    }
+    jamba_tokenizer_free(tok);
+    *ids = *owned;
+    return st;
+}
+
+/* Score one model into r; on failure r->error says why (also printed on stderr). */
+static void score_model(const score_opts *o, const char *dir, score_result *r) {
     jamba_error err = {0};
     jamba_model *m = NULL;
-    jamba_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
+    int32_t *ids = NULL, *owned = NULL;
     int64_t T = 0;
     float *all = NULL;
-    int rc = CLI_EXIT_OK;
     r->model = dir;
-    if (jamba_model_load(dir, &o->load, &m, &err) != JAMBA_OK)
-        return cli_fail(&err);
-    cli_print_model_notes(m);
-    if (text) {
-        if (jamba_tokenizer_load(dir, &tok, &err) != JAMBA_OK) {
-            jamba_model_free(m);
-            return cli_fail(&err);
-        }
-        int64_t cap = jamba_tokenizer_max_ids(tok, text_len);
-        ids = malloc((size_t)cap * sizeof *ids);
-        if (ids == NULL || jamba_tokenize(tok, text, text_len, JAMBA_TOKENIZE_ADD_SPECIAL, ids, cap, &T, &err) != JAMBA_OK)
-            rc = ids ? cli_fail(&err) : CLI_EXIT_FAIL;
-    } else if (!parse_ids(o->tokens, &ids, &T)) {
-        rc = cli_usage_error("score", "--tokens '%.40s' is not a comma-separated list of token ids", o->tokens);
+    jamba_status st = jamba_model_load(dir, &o->load, &m, &err);
+    if (st == JAMBA_OK) {
+        cli_print_model_notes(m);
+        st = model_ids(o, dir, &ids, &T, &owned, &err);
     }
-    if (rc == CLI_EXIT_OK)
-        rc = score_ids(o, m, ids, T, r, o->dump ? &all : NULL);
-    if (rc == CLI_EXIT_OK && o->dump) {
+    if (st == JAMBA_OK)
+        st = score_ids(o, m, dir, ids, T, r, o->dump ? &all : NULL, &err);
+    if (st == JAMBA_OK && o->dump) {
         jb_st_out_tensor t = {"logits", JAMBA_DTYPE_F32, 2, {T, jamba_model_config(m)->vocab_size}, all};
-        if (jb_st_write(o->dump, &t, 1, &err) != JAMBA_OK)
-            rc = cli_fail(&err);
+        st = jb_st_write(o->dump, &t, 1, &err);
+    }
+    if (st != JAMBA_OK) {
+        cli_fail(&err);
+        snprintf(r->error, sizeof r->error, "%s", err.message[0] ? err.message : jamba_status_string(st));
     }
     free(all);
-    free(ids);
-    jamba_tokenizer_free(tok);
+    free(owned);
     jamba_model_free(m);
+}
+
+static bool scored(const score_result *r) { return r->error[0] == '\0' && r->tokens > 1; }
+
+/* Bits per byte of the text, or NAN where not defined (no text, nothing scored). */
+static double bits_per_byte(const score_result *r, size_t text_bytes) {
+    return scored(r) && text_bytes ? r->nll * (double)(r->tokens - 1) / ((double)text_bytes * log(2)) : NAN;
+}
+
+static json_t *number_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+static json_t *model_json(const score_result *r, size_t text_bytes) {
+    json_t *pos = r->error[0] ? json_null() : json_array();
+    for (int64_t t = 0; json_is_array(pos) && t + 1 < r->tokens; t++)
+        json_array_append_new(pos, json_real(r->logprob[t]));
+    bool ok = scored(r);
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "model", gen_json_text(r->model, strlen(r->model)), "tokens",
+                     r->tokens > 0 ? json_integer(r->tokens) : json_null(), "mean_nll",
+                     number_or_null(ok ? r->nll : NAN), "perplexity", number_or_null(ok ? exp(r->nll) : NAN),
+                     "bits_per_byte", number_or_null(bits_per_byte(r, text_bytes)), "positions", pos, "error",
+                     r->error[0] ? gen_json_text(r->error, strlen(r->error)) : json_null());
+}
+
+static int report_json(const score_result *r, int n, size_t text_bytes) {
+    json_t *models = json_array();
+    for (int k = 0; k < n; k++)
+        json_array_append_new(models, model_json(&r[k], text_bytes));
+    json_t *root = json_pack("{s:o}", "models", models);
+    if (root && n == 1) /* a single model: its fields at the top level as well */
+        json_object_update(root, json_array_get(models, 0));
+    int rc = root && json_dumpf(root, stdout, JSON_INDENT(2)) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    if (rc != CLI_EXIT_OK)
+        fprintf(stderr, "jamba: error: out of memory for the JSON output\n");
+    printf("\n");
+    json_decref(root);
     return rc;
 }
 
-static int report(const score_opts *o, const score_result *r, int n, size_t text_bytes) {
-    if (o->json) {
-        json_t *models = json_array();
-        for (int k = 0; k < n; k++) {
-            json_t *pos = json_array();
-            for (int64_t t = 0; t + 1 < r[k].tokens; t++)
-                json_array_append_new(pos, json_real(r[k].logprob[t]));
-            bool any = r[k].tokens > 1;
-            double bits = any && text_bytes ? r[k].nll * (double)(r[k].tokens - 1) / ((double)text_bytes * log(2)) : 0;
-            json_array_append_new(models, json_pack("{s:s,s:I,s:o,s:o,s:o,s:o}", "model", r[k].model, "tokens",
-                                                    (json_int_t)r[k].tokens, "mean_nll",
-                                                    any ? json_real(r[k].nll) : json_null(), "perplexity",
-                                                    any ? json_real(exp(r[k].nll)) : json_null(), "bits_per_byte",
-                                                    any && text_bytes ? json_real(bits) : json_null(), "positions", pos));
-        }
-        json_t *root = json_pack("{s:o}", "models", models);
-        if (n == 1) { /* a single model: its fields at the top level as well */
-            json_t *only = json_array_get(models, 0);
-            json_object_update(root, only);
-        }
-        int rc = root && json_dumpf(root, stdout, JSON_INDENT(2)) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-        printf("\n");
-        json_decref(root);
-        return rc;
-    }
-    if (n == 1 && o->tokens) {
-        if (r[0].tokens > 1)
-            printf("tokens %lld, predicted %lld, mean NLL %.6f, perplexity %.4f\n", (long long)r[0].tokens,
-                   (long long)(r[0].tokens - 1), r[0].nll, exp(r[0].nll));
-        else
-            printf("tokens 1, predicted 0 (a single token has no next token to score)\n");
-        for (int64_t t = 0; t + 1 < r[0].tokens; t++)
-            printf("%6lld %12.6f\n", (long long)t, r[0].logprob[t]);
-        return CLI_EXIT_OK;
-    }
+/* "%.*f" of v, or "-" when it is not a number. */
+static const char *figure(double v, int decimals, char *buf, size_t size) {
+    if (isfinite(v))
+        snprintf(buf, size, "%.*f", decimals, v);
+    else
+        snprintf(buf, size, "-");
+    return buf;
+}
+
+static void report_table(const score_result *r, int n, size_t text_bytes) {
     printf("%-40s %10s %12s %12s %10s\n", "model", "tokens", "mean NLL", "perplexity", "bits/byte");
     for (int k = 0; k < n; k++) {
-        double bits = text_bytes ? r[k].nll * (double)(r[k].tokens - 1) / ((double)text_bytes * log(2)) : NAN;
-        printf("%-40s %10lld %12.6f %12.4f %10.4f\n", r[k].model, (long long)r[k].tokens, r[k].nll, exp(r[k].nll), bits);
+        char tokens[24] = "-", nll[32], ppl[32], bits[32];
+        if (r[k].tokens > 0)
+            snprintf(tokens, sizeof tokens, "%lld", (long long)r[k].tokens);
+        bool ok = scored(&r[k]);
+        printf("%-40s %10s %12s %12s %10s%s%s\n", r[k].model, tokens, figure(ok ? r[k].nll : NAN, 6, nll, sizeof nll),
+               figure(ok ? exp(r[k].nll) : NAN, 4, ppl, sizeof ppl),
+               figure(bits_per_byte(&r[k], text_bytes), 4, bits, sizeof bits), r[k].error[0] ? "  error: " : "",
+               r[k].error);
     }
-    return CLI_EXIT_OK;
+}
+
+/* One model's --tokens: the summary and every position's log-probability (nothing when it failed). */
+static void report_positions(const score_result *r) {
+    if (r->error[0])
+        return;
+    if (r->tokens > 1)
+        printf("tokens %lld, predicted %lld, mean NLL %.6f, perplexity %.4f\n", (long long)r->tokens,
+               (long long)(r->tokens - 1), r->nll, exp(r->nll));
+    else
+        printf("tokens 1, predicted 0 (a single token has no next token to score)\n");
+    for (int64_t t = 0; t + 1 < r->tokens; t++)
+        printf("%6lld %12.6f\n", (long long)t, r->logprob[t]);
+}
+
+static int report(const score_opts *o, const score_result *r, int n) {
+    int rc = CLI_EXIT_OK;
+    if (o->json)
+        rc = report_json(r, n, o->text_len);
+    else if (n == 1 && o->tokens)
+        report_positions(r);
+    else
+        report_table(r, n, o->text_len);
+    for (int k = 0; k < n; k++)
+        if (r[k].error[0])
+            rc = CLI_EXIT_FAIL;
+    return rc;
+}
+
+/* The checks and inputs before any model is loaded: 0, or the exit status after saying why. */
+static int prepare(score_opts *o) {
+    if (o->models.n == 0 || (o->tokens == NULL) == (o->file == NULL))
+        return cli_usage_error("score", "--model DIR and one of --file TEXT or --tokens LIST are required");
+    if (o->dump && o->models.n > 1)
+        return cli_usage_error("score", "--dump-logits works with one --model");
+    o->device = jamba_context_default_params();
+    o->load = jamba_model_default_params();
+    o->load.allow_unexpected_tensors = o->allow_unexpected;
+    int rc = cli_device_params("score", &o->dev, &o->device);
+    if (rc != 0 || (rc = cli_model_params("score", &o->dev, &o->load)) != 0)
+        return rc;
+    if (o->tokens && !parse_ids(o->tokens, &o->ids, &o->n_ids))
+        return cli_usage_error("score", "--tokens '%.40s' is not a comma-separated list of token ids", o->tokens);
+    if (o->file && (o->text = cli_read_file(o->file, &o->text_len)) == NULL) {
+        fprintf(stderr, "jamba: error: %s: cannot read: %s\n", o->file, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    return 0;
 }
 
 int cmd_score(int argc, char **argv) {
@@ -242,32 +337,21 @@ int cmd_score(int argc, char **argv) {
         {"--model", CLI_STRINGS, &o.models, 0, 0},      {"--tokens", CLI_STRING, &o.tokens, 0, 0},
         {"--file", CLI_STRING, &o.file, 0, 0},          {"--dump-logits", CLI_STRING, &o.dump, 0, 0},
         {"--threads", CLI_COUNT, &o.threads, 1, 1024},  {"--batch", CLI_COUNT, &o.batch, 1, 1 << 16},
-        {"--json", CLI_FLAG, &o.json, 0, 0},            CLI_DEVICE_OPTIONS(o.dev),
+        {"--json", CLI_FLAG, &o.json, 0, 0},            {"--allow-unexpected", CLI_FLAG, &o.allow_unexpected, 0, 0},
+        CLI_DEVICE_OPTIONS(o.dev),
     };
     int rc = cli_parse("score", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
     if (rc != 0)
         return rc < 0 ? CLI_EXIT_OK : rc;
-    if (o.models.n == 0 || (o.tokens == NULL) == (o.file == NULL))
-        return cli_usage_error("score", "--model DIR and one of --file TEXT or --tokens LIST are required");
-    if (o.dump && o.models.n > 1)
-        return cli_usage_error("score", "--dump-logits works with one --model");
-    o.device = jamba_context_default_params();
-    o.load = jamba_model_default_params();
-    if ((rc = cli_device_params("score", &o.dev, &o.device)) != 0 || (rc = cli_model_params("score", &o.dev, &o.load)) != 0)
-        return rc;
-    size_t text_len = 0;
-    char *text = NULL;
-    if (o.file && (text = cli_read_file(o.file, &text_len)) == NULL) {
-        fprintf(stderr, "jamba: error: %s: cannot read: %s\n", o.file, strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
     score_result results[CLI_MAX_REPEAT] = {{0}};
-    for (int k = 0; k < o.models.n && rc == CLI_EXIT_OK; k++)
-        rc = score_model(&o, o.models.v[k], text, text_len, &results[k]);
-    if (rc == CLI_EXIT_OK)
-        rc = report(&o, results, o.models.n, text_len);
+    if ((rc = prepare(&o)) == 0) {
+        for (int k = 0; k < o.models.n; k++)
+            score_model(&o, o.models.v[k], &results[k]);
+        rc = report(&o, results, o.models.n);
+    }
     for (int k = 0; k < o.models.n; k++)
         free(results[k].logprob);
-    free(text);
-    return rc != CLI_EXIT_OK ? rc : fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    free(o.ids);
+    free(o.text);
+    return cli_finish_output(rc);
 }

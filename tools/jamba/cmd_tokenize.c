@@ -20,7 +20,7 @@ static void help_tokenize(void) {
            "\n"
            "Print the token ids of a text on one line, separated by spaces (or a JSON object with --json).\n"
            "\n"
-           "  --model DIR        read the tokenizer of a model folder (tokenizer.json wins over tokenizer.model)\n"
+           "  -m, --model DIR    read the tokenizer of a model folder (tokenizer.json wins over tokenizer.model)\n"
            "  --tokenizer FILE   read a tokenizer.json or tokenizer.model file\n"
            "  --text TEXT        the text; or --file FILE to read it from a file (\"-\" for stdin)\n"
            "  --no-special       do not add BOS/EOS\n"
@@ -34,7 +34,7 @@ static void help_detokenize(void) {
            "\n"
            "Print the text of token ids given as numbers separated by spaces, commas or newlines.\n"
            "\n"
-           "  --model DIR        read the tokenizer of a model folder\n"
+           "  -m, --model DIR    read the tokenizer of a model folder\n"
            "  --tokenizer FILE   read a tokenizer.json or tokenizer.model file\n"
            "  --text IDS         the ids; or --file FILE to read them from a file (\"-\" for stdin)\n"
            "  --keep-special     print special tokens such as <|endoftext|> too\n"
@@ -52,8 +52,11 @@ static int load_input(const char *cmd, const tok_opts *o, jamba_tokenizer **tok,
     if (o->text) {
         *len = strlen(o->text);
         *input = strdup(o->text);
-    } else if ((*input = cli_read_file(o->file, len)) == NULL) {
-        fprintf(stderr, "jamba: error: %s: cannot read: %s\n", o->file, strerror(errno));
+    } else {
+        *input = cli_read_file(o->file, len);
+    }
+    if (*input == NULL) {
+        fprintf(stderr, "jamba: error: %s: cannot read: %s\n", o->file ? o->file : "--text", strerror(errno));
         jamba_tokenizer_free(*tok);
         return CLI_EXIT_FAIL;
     }
@@ -80,8 +83,10 @@ int cmd_tokenize(int argc, char **argv) {
     int64_t cap = jamba_tokenizer_max_ids(tok, len), n = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     jamba_error err = {0};
+    if (ids == NULL)
+        snprintf(err.message, sizeof err.message, "out of memory for %lld token ids", (long long)cap);
     if (ids == NULL || jamba_tokenize(tok, text, len, flags, ids, cap, &n, &err) != JAMBA_OK) {
-        rc = ids ? cli_fail(&err) : CLI_EXIT_FAIL;
+        rc = cli_fail(&err);
     } else if (o.json) {
         json_t *arr = json_array(), *pieces = json_array();
         for (int64_t i = 0; i < n; i++) {
@@ -100,7 +105,7 @@ int cmd_tokenize(int argc, char **argv) {
     free(ids);
     free(text);
     jamba_tokenizer_free(tok);
-    return rc != CLI_EXIT_OK ? rc : fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    return cli_finish_output(rc);
 }
 
 /* Numbers separated by spaces, commas or newlines. */
@@ -161,6 +166,8 @@ int cmd_detokenize(int argc, char **argv) {
     size_t need = 0;
     jamba_status st = jamba_detokenize(tok, ids, n, o.keep_special, NULL, 0, &need, &err);
     char *text = st == JAMBA_ERR_BUFFER_TOO_SMALL || st == JAMBA_OK ? malloc(need + 1) : NULL;
+    if (text == NULL && (st == JAMBA_ERR_BUFFER_TOO_SMALL || st == JAMBA_OK))
+        snprintf(err.message, sizeof err.message, "out of memory for %zu bytes of text", need + 1);
     if (text == NULL || jamba_detokenize(tok, ids, n, o.keep_special, text, need + 1, &need, &err) != JAMBA_OK) {
         rc = cli_fail(&err);
     } else if (o.json) {
@@ -175,5 +182,5 @@ int cmd_detokenize(int argc, char **argv) {
     free(ids);
     free(input);
     jamba_tokenizer_free(tok);
-    return rc != CLI_EXIT_OK ? rc : fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    return cli_finish_output(rc);
 }

@@ -14,6 +14,13 @@ int cli_fail(const jamba_error *err) {
     return CLI_EXIT_FAIL;
 }
 
+int cli_finish_output(int rc) {
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return rc;
+    fprintf(stderr, "jamba: error: cannot write the output: %s\n", strerror(errno ? errno : EIO));
+    return CLI_EXIT_FAIL;
+}
+
 void cli_print_model_notes(const jamba_model *m) {
     for (int64_t i = 0; i < jamba_model_n_warnings(m); i++)
         fprintf(stderr, "jamba: note: %s\n", jamba_model_warning(m, i));

@@ -1,11 +1,55 @@
 /*
- * options.c — the subcommands' declarative option parser.
+ * options.c — the subcommands' declarative option parser: "--name value", "--name=value", and the common
+ * short flags (-m -p -n -c -t -s) for the commands that have their long options.
  */
 #include "tools/jamba/cli.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The short flags every command understands when it has the long option they stand for. */
+static const char *const short_flags[][2] = {
+    {"-m", "--model"}, {"-p", "--prompt"}, {"-n", "--max-tokens"},
+    {"-c", "--ctx"},   {"-t", "--threads"}, {"-s", "--seed"},
+};
+
+/* The option named by the first `len` bytes of `name` (a long name, or a short flag's long name). */
+static const cli_option *find_option(const cli_option *opts, size_t n_opts, const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof short_flags / sizeof short_flags[0]; i++)
+        if (strlen(short_flags[i][0]) == len && strncmp(name, short_flags[i][0], len) == 0) {
+            name = short_flags[i][1];
+            len = strlen(name);
+            break;
+        }
+    for (size_t k = 0; k < n_opts; k++)
+        if (strlen(opts[k].name) == len && strncmp(name, opts[k].name, len) == 0)
+            return &opts[k];
+    return NULL;
+}
+
+/* Store `val` for option `o`, written `flag` on the command line. */
+static int set_value(const char *cmd, const cli_option *o, const char *flag, const char *val) {
+    if (o->kind == CLI_STRING) {
+        *(const char **)o->dst = val;
+    } else if (o->kind == CLI_STRINGS) {
+        cli_strings *list = o->dst;
+        if (list->n == CLI_MAX_REPEAT)
+            return cli_usage_error(cmd, "%s given more than %d times", flag, CLI_MAX_REPEAT);
+        list->v[list->n++] = val;
+    } else if (o->kind == CLI_FLOAT) {
+        char *end;
+        double d = strtod(val, &end);
+        if (end == val || *end != '\0' || !isfinite(d) || d < (double)o->min || d > (double)o->max)
+            return cli_usage_error(cmd, "%s '%s' is not a number in [%lld, %lld]", flag, val, (long long)o->min,
+                                   (long long)o->max);
+        *(double *)o->dst = d;
+    } else if (!cli_parse_count(val, o->min, o->max, (int64_t *)o->dst)) {
+        return cli_usage_error(cmd, "%s '%s' is not a count in [%lld, %lld]", flag, val, (long long)o->min,
+                               (long long)o->max);
+    }
+    return 0;
+}
 
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void)) {
     for (int i = 1; i < argc; i++) {
@@ -14,36 +58,23 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
             help();
             return -1;
         }
-        const cli_option *o = NULL;
-        for (size_t k = 0; k < n_opts && o == NULL; k++)
-            if (strcmp(a, opts[k].name) == 0)
-                o = &opts[k];
+        /* "--name=value" carries its value; a short flag or "--name" takes the next argument */
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
+        const cli_option *o = find_option(opts, n_opts, a, name_len);
         if (o == NULL)
-            return cli_usage_error(cmd, "unknown option '%s'", a);
+            return cli_usage_error(cmd, "unknown option '%.*s'", (int)name_len, a);
         if (o->kind == CLI_FLAG) {
+            if (eq)
+                return cli_usage_error(cmd, "%.*s takes no value", (int)name_len, a);
             *(bool *)o->dst = true;
             continue;
         }
-        if (i + 1 >= argc)
+        if (!eq && i + 1 >= argc)
             return cli_usage_error(cmd, "%s needs a value", a);
-        const char *val = argv[++i];
-        if (o->kind == CLI_STRING) {
-            *(const char **)o->dst = val;
-        } else if (o->kind == CLI_STRINGS) {
-            cli_strings *list = o->dst;
-            if (list->n == CLI_MAX_REPEAT)
-                return cli_usage_error(cmd, "%s given more than %d times", a, CLI_MAX_REPEAT);
-            list->v[list->n++] = val;
-        } else if (o->kind == CLI_FLOAT) {
-            char *end;
-            double d = strtod(val, &end);
-            if (end == val || *end != '\0' || !isfinite(d) || d < (double)o->min || d > (double)o->max)
-                return cli_usage_error(cmd, "%s '%s' is not a number in [%lld, %lld]", a, val, (long long)o->min,
-                                       (long long)o->max);
-            *(double *)o->dst = d;
-        } else if (!cli_parse_count(val, o->min, o->max, (int64_t *)o->dst))
-            return cli_usage_error(cmd, "%s '%s' is not a count in [%lld, %lld]", a, val, (long long)o->min,
-                                   (long long)o->max);
+        int rc = set_value(cmd, o, o->name, eq ? eq + 1 : argv[++i]);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
