@@ -23,8 +23,7 @@ static char *folder_of(const char *path) {
     return jb_strndup(path, (size_t)(slash - path));
 }
 
-/* Makes the rename itself durable: without this a crash can forget the new directory entry. */
-static jamba_status sync_folder(const char *path, jamba_error *err) {
+jamba_status jb_sync_parent(const char *path, jamba_error *err) {
     char *dir = folder_of(path);
     if (dir == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
@@ -74,7 +73,7 @@ jamba_status jb_write_file_atomic(const char *path, jb_write_fn write, void *arg
         else if (rename(tmp, path) != 0)
             st = jb_fail(err, JAMBA_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
         else
-            st = sync_folder(path, err);
+            st = jb_sync_parent(path, err);
     }
     if (st != JAMBA_OK)
         unlink(tmp); /* after a successful rename the name is gone and this does nothing */

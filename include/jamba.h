@@ -214,10 +214,14 @@ JAMBA_API jamba_model_params jamba_model_default_params(void);
  * Write the model's weights as they are held — after any load-time int8 quantization — to
  * out_dir/model.safetensors with canonical Hugging Face names (a quantized matrix as I8 or F8_E4M3 plus
  * "<name>_scale", F32, one per output row), and copy config.json (noting the quantization) and the
- * tokenizer files beside it. The folder is created when missing; files are written atomically. Loading
- * the result needs no requantization (`jamba quantize` is this call).
+ * tokenizer files beside it. Loading the result needs no requantization (`jamba quantize` is this call).
+ * The folder appears whole or not at all: it is written as a temporary sibling ("out_dir.tmp.XXXXXX"),
+ * synced and renamed into place, and removed on any failure. out_dir must be missing or an empty folder;
+ * jamba_model_save_replacing replaces an existing folder whole (the old one is removed only after the new
+ * one is in place). The model's own folder is refused.
  */
 JAMBA_API jamba_status jamba_model_save(const jamba_model *model, const char *out_dir, jamba_error *err);
+JAMBA_API jamba_status jamba_model_save_replacing(const jamba_model *model, const char *out_dir, jamba_error *err);
 
 /*
  * Load a model from a Hugging Face folder: config.json plus model.safetensors, or

@@ -8,6 +8,7 @@
 #include "ckpt/st_write.h"
 #include "base/alloc.h"
 #include "base/atomic_file.h"
+#include "base/atomic_folder.h"
 #include "base/error.h"
 
 #include <errno.h>
@@ -123,21 +124,8 @@ static jamba_status copy_side_files(const jamba_model *m, const char *dir, jamba
     return st;
 }
 
-jamba_status jamba_model_save(const jamba_model *m, const char *dir, jamba_error *err) {
-    if (m == NULL || dir == NULL || dir[0] == '\0')
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_save: NULL argument");
-    if (!m->has_weights)
-        return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: loaded without weights; nothing to save", m->path);
-    struct stat sb, own;
-    if (stat(dir, &sb) != 0 && mkdir(dir, 0755) != 0)
-        return jb_fail(err, JAMBA_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return jb_fail(err, JAMBA_ERR_IO, "%s: not a folder", dir);
-    /* the same folder however it is spelled ("dir/", "dir/.", a symlink) */
-    if (strcmp(dir, m->path) == 0 ||
-        (stat(m->path, &own) == 0 && own.st_dev == sb.st_dev && own.st_ino == sb.st_ino))
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: saving over the model's own folder is not allowed "
-                       "(its weights are mapped from there)", dir);
+/* The files of the folder: the weights as held, config.json, the tokenizer and generation files. */
+static jamba_status write_contents(const jamba_model *m, const char *dir, jamba_error *err) {
     out_list l = {0};
     jb_weights w = m->weights; /* the visitor hands out views; nothing is changed */
     jamba_status st = jb_weights_visit(&m->config, &w, add_tensor, &l, err);
@@ -156,4 +144,36 @@ jamba_status jamba_model_save(const jamba_model *m, const char *dir, jamba_error
     jb_free(l.v);
     jb_free(path);
     return st;
+}
+
+/* The folder is built as a temporary sibling and renamed into place (base/atomic_folder.h): a failure at
+ * any point (a full disk, no inodes, an interrupted write) leaves the destination as it was. */
+static jamba_status save_folder(const jamba_model *m, const char *dir, bool replace, jamba_error *err) {
+    if (m == NULL || dir == NULL || dir[0] == '\0')
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_save: NULL argument");
+    if (!m->has_weights)
+        return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: loaded without weights; nothing to save", m->path);
+    /* the same folder however it is spelled ("dir/", "dir/.", a symlink) */
+    struct stat sb, own;
+    if (strcmp(dir, m->path) == 0 || (stat(dir, &sb) == 0 && stat(m->path, &own) == 0 && own.st_dev == sb.st_dev &&
+                                      own.st_ino == sb.st_ino))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: saving over the model's own folder is not allowed "
+                       "(its weights are mapped from there)", dir);
+    char *tmp = NULL;
+    JB_TRY(jb_folder_begin(dir, replace, &tmp, err));
+    jamba_status st = write_contents(m, tmp, err);
+    if (st == JAMBA_OK)
+        st = jb_folder_commit(tmp, dir, err);
+    if (st != JAMBA_OK)
+        jb_folder_abort(tmp);
+    jb_free(tmp);
+    return st;
+}
+
+jamba_status jamba_model_save(const jamba_model *m, const char *dir, jamba_error *err) {
+    return save_folder(m, dir, false, err);
+}
+
+jamba_status jamba_model_save_replacing(const jamba_model *m, const char *dir, jamba_error *err) {
+    return save_folder(m, dir, true, err);
 }

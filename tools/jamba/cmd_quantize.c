@@ -11,16 +11,18 @@
 
 static void help_quantize(void) {
     printf("usage: jamba quantize --model DIR --out DIR [--experts int8|stored] [--mlp int8|stored]\n"
-           "                      [--threads N]\n"
+           "                      [--threads N] [--force]\n"
            "\n"
            "Quantize a model's MoE experts (default) and optionally its dense MLPs to int8 weight-only (per output\n"
            "row, symmetric, fp32 scales: ExpertsInt8's scheme) and write a Hugging Face folder: model.safetensors\n"
            "with the int8 matrices and their \"<name>_scale\" tensors, config.json and the tokenizer files. Loading\n"
            "it gives exactly the weights of `--experts int8` on the original. Prints the folder and the size of the\n"
-           "model.safetensors written.\n"
+           "model.safetensors written. The folder appears whole or not at all: it is written beside --out as\n"
+           "OUT.tmp.XXXXXX and renamed into place (removed on any failure).\n"
            "\n"
            "  -m, --model DIR    the model folder (float, FP8 or already int8)\n"
-           "  --out DIR          where to write (created if missing; not the model's own folder)\n"
+           "  --out DIR          where to write: a missing or empty folder (never the model's own folder)\n"
+           "  --force            replace an existing --out folder whole\n"
            "  --experts FORMAT   int8 (default) or stored\n"
            "  --mlp FORMAT       int8 or stored (default)\n"
            "  -t, --threads N    quantization threads (default: all CPUs)\n");
@@ -43,10 +45,11 @@ int cmd_quantize(int argc, char **argv) {
     cli_device_args f = {.experts = "int8"};
     const char *model = NULL, *out = NULL;
     int64_t threads = 0;
+    bool force = false;
     const cli_option opts[] = {
         {"--model", CLI_STRING, &model, 0, 0},      {"--out", CLI_STRING, &out, 0, 0},
         {"--experts", CLI_STRING, &f.experts, 0, 0}, {"--mlp", CLI_STRING, &f.mlp, 0, 0},
-        {"--threads", CLI_COUNT, &threads, 1, 1024},
+        {"--threads", CLI_COUNT, &threads, 1, 1024}, {"--force", CLI_FLAG, &force, 0, 0},
     };
     int rc = cli_parse("quantize", argc, argv, opts, sizeof opts / sizeof opts[0], help_quantize);
     if (rc != 0)
@@ -62,7 +65,7 @@ int cmd_quantize(int argc, char **argv) {
     if (jamba_model_load(model, &mp, &m, &err) != JAMBA_OK)
         return cli_fail(&err);
     cli_print_model_notes(m);
-    if (jamba_model_save(m, out, &err) != JAMBA_OK) {
+    if ((force ? jamba_model_save_replacing(m, out, &err) : jamba_model_save(m, out, &err)) != JAMBA_OK) {
         jamba_model_free(m);
         return cli_fail(&err);
     }
