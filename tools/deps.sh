@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libxxhash-dev)
 if [ "${1:-run}" = "test" ]; then
-  pkgs+=(libcriterion-dev clang libclang-rt-14-dev)
+  pkgs+=(libcriterion-dev clang libclang-rt-14-dev python3-venv)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

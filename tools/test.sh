@@ -2,7 +2,8 @@
 # The whole test suite on a fresh Debian 12 machine: install what is missing, then
 #   1. CPU build (-Werror) + every Criterion suite
 #   2. CUDA build for sm_80 and sm_90 linking cuBLAS and NCCL (needs the CUDA toolkit; no GPU) + suites
-#   3. CPU build under AddressSanitizer + UndefinedBehaviorSanitizer (leaks fail tests) + suites
+#   3. CPU build under AddressSanitizer + UndefinedBehaviorSanitizer (leaks fail tests) + suites,
+#      then the Python package: pip install . in a venv (build/pyenv) + pytest tests/python
 #   4. libFuzzer smoke run of the safetensors, config and index parsers
 # Without a CUDA toolkit step 2 is skipped with a notice, unless JAMBA_REQUIRE_CUDA=1 (then it fails).
 # FUZZ_SECONDS (default 20) sets the fuzz time per target.
@@ -33,6 +34,10 @@ else
   echo "== cuda: SKIPPED (no CUDA toolkit; install NVIDIA's cuda-toolkit to build the GPU backend)"
 fi
 suite asan -DJAMBA_CUDA=OFF -DJAMBA_REQUIRE_CRITERION=ON -DJAMBA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+echo "== python package (pip install . into build/pyenv, pytest tests/python)"
+python3 -m venv build/pyenv
+build/pyenv/bin/pip install -q --disable-pip-version-check . pytest numpy
+(cd build && JAMBA_CLI="$PWD/cpu/jamba" pyenv/bin/python -m pytest -q -p no:cacheprovider ../tests/python)
 echo "== fuzz smoke"
 tools/fuzz-smoke.sh "${FUZZ_SECONDS:-20}"
 echo "== all test stages passed"
