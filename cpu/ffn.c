@@ -3,6 +3,7 @@
  */
 #include "cpu/ffn.h"
 
+#include "cpu/kernels.h"
 #include "cpu/ops.h"
 
 #include <string.h>
@@ -12,8 +13,7 @@ void jb_cpu_mlp(jb_pool *pool, jb_ffn_workspace *ws, const jb_mlp_weights *w, co
     const int64_t I = w->gate_proj.shape[0];
     jb_cpu_matmul(pool, ws->matmul_scratch, ws->gate, x, T, &w->gate_proj, NULL);
     jb_cpu_matmul(pool, ws->matmul_scratch, ws->up, x, T, &w->up_proj, NULL);
-    for (int64_t i = 0; i < T * I; i++)
-        ws->gate[i] = jb_silu(ws->gate[i]) * ws->up[i];
+    jb_cpu_kernels_active()->silu_mul(ws->gate, ws->up, T * I);
     jb_cpu_matmul(pool, ws->matmul_scratch, out, ws->gate, T, &w->down_proj, NULL);
 }
 

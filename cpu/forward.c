@@ -10,6 +10,7 @@
 
 #include "ckpt/config.h"
 #include "cpu/attention.h"
+#include "cpu/kernels.h"
 #include "cpu/mamba.h"
 #include "cpu/ops.h"
 
@@ -108,12 +109,9 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
     for (int64_t t = 0; t < T; t++)
         memcpy(ws->dt_in + t * R, ws->xdbl + t * xd, (size_t)R * sizeof(float));
     jb_cpu_matmul(ctx->pool, scratch, ws->delta, ws->dt_in, T, &w->dt_proj, jb_weight_f32(&w->dt_proj_bias, sw.vec[1]));
-    for (int64_t i = 0; i < T * Di; i++)
-        ws->delta[i] = jb_softplus(ws->delta[i]);
+    jb_cpu_kernels_active()->softplus(ws->delta, T * Di);
     /* 8-11. A = -exp(A_log); selective scan per sequence, continuing from its state */
-    const float *A_log = jb_weight_f32(&w->A_log, sw.A);
-    for (int64_t i = 0; i < Di * N; i++)
-        sw.A[i] = -expf(A_log[i]);
+    jb_cpu_kernels_active()->neg_exp(sw.A, jb_weight_f32(&w->A_log, sw.A), Di * N);
     const float *D = jb_weight_f32(&w->D, sw.vec[2]);
     for (int64_t s = 0; s < n_segs; s++) {
         const jb_segment *g = &segs[s];

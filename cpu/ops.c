@@ -1,9 +1,13 @@
 /*
- * cpu_ops.c — weight widening, matmul and RMSNorm for the CPU reference path.
+ * cpu_ops.c — weight widening, matmul (on the selected kernel set, cpu/kernels.h) and RMSNorm for the CPU
+ * reference path.
  */
 #include "cpu/ops.h"
 
-#include <string.h>
+#include "cpu/kernels.h"
+
+#include <pthread.h>
+#include <stdlib.h>
 
 static int64_t weight_elements(const jb_weight *w) {
     int64_t n = 1;
@@ -19,66 +23,44 @@ const float *jb_weight_f32(const jb_weight *w, float *scratch) {
     return scratch;
 }
 
-/* Four dot products of x against rows w0..w3 with 8 independent lanes each (vectorizable, fixed order). */
-static void dot4(const float *x, const float *w, int64_t K, float out[4]) {
-    float acc[4][8] = {{0}};
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8)
-        for (int r = 0; r < 4; r++)
-            for (int j = 0; j < 8; j++)
-                acc[r][j] += x[k + j] * w[r * K + k + j];
-    for (int r = 0; r < 4; r++) {
-        float tail = 0;
-        for (int64_t kk = k; kk < K; kk++)
-            tail += x[kk] * w[r * K + kk];
-        float s = 0;
-        for (int j = 0; j < 8; j++)
-            s += acc[r][j];
-        out[r] = s + tail;
-    }
-}
-
 typedef struct matmul_job {
-    float *scratch;
-    float *Y;
-    const float *X;
-    int64_t T, K, N;
-    const jb_weight *W;
-    const float *bias;
+    const jb_cpu_kernel_table *kernels;
+    jb_gemm_args args;
 } matmul_job;
 
 static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
+    (void)thread;
     const matmul_job *j = arg;
-    const int64_t K = j->K, N = j->N;
-    float *wrows = j->scratch + (int64_t)thread * JB_MATMUL_ROWS * K;
-    size_t esize = jamba_dtype_size(j->W->dtype);
-    const uint8_t *base = j->W->data;
-    for (int64_t n = n0; n < n1; n += JB_MATMUL_ROWS) {
-        int64_t rows = n1 - n < JB_MATMUL_ROWS ? n1 - n : JB_MATMUL_ROWS;
-        jb_to_f32(wrows, base + (size_t)(n * K) * esize, j->W->dtype, rows * K);
-        if (j->W->scale) /* weight-only quantized: stored value x its row's scale */
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t k = 0; k < K; k++)
-                    wrows[r * K + k] *= j->W->scale[n + r];
-        if (rows < JB_MATMUL_ROWS) /* pad the block with zero rows, results discarded */
-            memset(wrows + rows * K, 0, (size_t)((JB_MATMUL_ROWS - rows) * K) * sizeof(float));
-        for (int64_t t = 0; t < j->T; t++) {
-            float out[JB_MATMUL_ROWS];
-            dot4(j->X + t * K, wrows, K, out);
-            for (int64_t r = 0; r < rows; r++)
-                j->Y[t * N + n + r] = out[r] + (j->bias ? j->bias[n + r] : 0.0f);
-        }
-    }
+    j->kernels->gemm(&j->args, n0, n1);
 }
 
 void jb_cpu_matmul(jb_pool *pool, float *scratch, float *Y, const float *X, int64_t T, const jb_weight *W,
                    const float *bias) {
-    matmul_job job = {scratch, Y, X, T, W->shape[1], W->shape[0], W, bias};
-    /* each thread takes whole blocks of rows */
-    int64_t blocks = (job.N + JB_MATMUL_ROWS - 1) / JB_MATMUL_ROWS;
-    int threads = jb_pool_threads(pool);
-    int64_t per = (blocks + threads - 1) / threads;
-    jb_pool_run(pool, job.N, per * JB_MATMUL_ROWS, matmul_rows, &job);
+    (void)scratch;
+    matmul_job job = {jb_cpu_kernels_active(), {X, T, W->shape[1], W->shape[0], W->data, W->dtype, W->scale, bias, Y}};
+    jb_pool_run(pool, job.args.N, jb_cpu_grain(pool, job.args.N, T * job.args.K, JB_MATMUL_ROWS), matmul_rows, &job);
+}
+
+static int64_t min_parallel_work = JB_CPU_MIN_PARALLEL_WORK;
+
+static void read_min_parallel_work(void) {
+    const char *env = getenv("JAMBA_CPU_MIN_PARALLEL_WORK");
+    char *end;
+    long long v = env ? strtoll(env, &end, 10) : -1;
+    if (env && *env && *end == '\0' && v >= 0)
+        min_parallel_work = v;
+}
+
+int64_t jb_cpu_grain(const jb_pool *pool, int64_t n, int64_t work, int64_t align) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_min_parallel_work);
+    int64_t parts = (int64_t)jb_pool_threads(pool) * JB_POOL_RANGES_PER_THREAD;
+    if (min_parallel_work > 0 && work > 0 && n * work / min_parallel_work < parts) /* each part enough work */
+        parts = n * work / min_parallel_work;
+    if (parts < 1)
+        parts = 1;
+    const int64_t grain = (n + parts - 1) / parts;
+    return (grain + align - 1) / align * align;
 }
 
 void jb_cpu_rmsnorm(float *y, const float *x, int64_t T, int64_t n, int64_t ld, const float *w, double eps) {

@@ -20,12 +20,25 @@
 /* The weight as fp32: its own memory when it is aligned F32, else widened into `scratch` (n elements). */
 const float *jb_weight_f32(const jb_weight *w, float *scratch);
 
-/* Per-thread scratch the matmul needs: JB_MATMUL_ROWS rows of K floats per thread. */
+/* Output rows are split between threads in blocks of JB_MATMUL_ROWS. */
 #define JB_MATMUL_ROWS 4
 
-/* Y[T, N] = X[T, K] · W[N, K]^T (+ bias[N]). Parallel over N. scratch: n_threads * JB_MATMUL_ROWS * K. */
+/* Y[T, N] = X[T, K] · W[N, K]^T (+ bias[N]) on the selected kernel set (cpu/kernels.h: weights widened in
+ * registers, one summation order per output element). Parallel over N. scratch: unused (the kernels need
+ * none; callers still size it n_threads * JB_MATMUL_ROWS * K). */
 void jb_cpu_matmul(jb_pool *pool, float *scratch, float *Y, const float *X, int64_t T, const jb_weight *W,
                    const float *bias);
+
+/* Work worth handing to another thread: about this many multiply-adds (some microseconds). Smaller
+ * operations run on the calling thread alone, so waking and joining workers never costs more than it saves
+ * (the demo model's decode steps are all such operations). The environment variable
+ * JAMBA_CPU_MIN_PARALLEL_WORK overrides it (read once; 0 splits every operation, as tests do). */
+#define JB_CPU_MIN_PARALLEL_WORK 262144
+
+/* The jb_pool_run grain for n items of `work` multiply-adds each: equal parts, each with at least the
+ * minimum work above and a multiple of `align` items, JB_POOL_RANGES_PER_THREAD per thread at most.
+ * Results never depend on it (cpu/kernels.h). */
+int64_t jb_cpu_grain(const jb_pool *pool, int64_t n, int64_t work, int64_t align);
 
 /* y[T, n] = w ⊙ (x / sqrt(mean(x²) + eps)), row by row; x and y may alias. Rows have stride ld. */
 void jb_cpu_rmsnorm(float *y, const float *x, int64_t T, int64_t n, int64_t ld, const float *w, double eps);

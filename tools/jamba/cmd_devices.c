@@ -1,7 +1,9 @@
 /*
- * cmd_devices.c — `jamba devices`: backend versions and the GPUs this build can use.
+ * cmd_devices.c — `jamba devices`: the CPU kernel set in use, backend versions and the GPUs this build can use.
  */
 #include "tools/jamba/cli.h"
+
+#include "base/cpu_features.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,7 +26,8 @@ static void print_lib_version(const char *what, int v) {
 
 static void print_help(void) {
     printf("usage: jamba devices\n\n"
-           "Print the CUDA runtime, driver, cuBLAS and NCCL versions this build uses, then each CUDA\n"
+           "Print the CPU kernel set in use (JAMBA_CPU_KERNELS=portable|avx2|avx512 forces one), the CUDA\n"
+           "runtime, driver, cuBLAS and NCCL versions this build uses, then each CUDA\n"
            "device with its compute capability and memory, after running a self-test kernel on it.\n"
            "Exits 1 when a device is present but this build's kernels cannot run on it.\n");
 }
@@ -38,6 +41,7 @@ int cmd_devices(int argc, char **argv) {
     if (jamba_backend_query(&info, &err) != JAMBA_OK)
         return cli_fail(&err);
     printf("%-14s %s\n", "jamba", jamba_version());
+    printf("%-14s %s\n", "cpu kernels", jb_cpu_kernels_describe());
     printf("%-14s %s\n", "cuda backend", info.cuda_built ? "built" : "not built");
     print_cuda_version("cuda runtime", info.cuda_runtime_version);
     print_cuda_version("cuda driver", info.cuda_driver_version);

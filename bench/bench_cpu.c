@@ -1,0 +1,230 @@
+/*
+ * bench_cpu.c — CPU backend throughput: prefill tok/s (one prompt in one call) and decode tok/s (one token
+ * per call, greedy), beside the machine's streaming read bandwidth measured in the same run (a buffer eight
+ * times the size of a 32 MiB L3), so decode can be set against the time to read its active weights.
+ *
+ *   bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] [--reps R]
+ *
+ * One JSON line per thread count on stdout:
+ *   {"model":..., "kernels":..., "threads":N, "prefill_tokens":T, "prefill_tok_s":...,
+ *    "decode_tokens":N, "decode_tok_s":..., "active_weight_bytes":..., "decode_weight_gb_s":...,
+ *    "read_gb_s":...}
+ * Medians over R repetitions (prefill and decode from a reset sequence each time). --synthetic: a random
+ * bf16 model, 16 layers of hidden 1024 with 16 experts top-2 on every other layer (runtime/synthetic.h).
+ */
+#include "base/cpu_features.h"
+#include "jamba.h"
+#include "runtime/synthetic.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_REPS 15
+#define MAX_THREAD_COUNTS 8
+
+static const char *SYNTHETIC =
+    "{\"model_type\":\"jamba\",\"vocab_size\":8192,\"hidden_size\":1024,\"intermediate_size\":2048,"
+    "\"num_hidden_layers\":16,\"num_attention_heads\":16,\"num_key_value_heads\":4,\"num_experts\":16,"
+    "\"num_experts_per_tok\":2,\"expert_layer_period\":2,\"expert_layer_offset\":1,\"attn_layer_period\":8,"
+    "\"attn_layer_offset\":4,\"mamba_d_state\":16,\"mamba_d_conv\":4,\"mamba_expand\":2,\"mamba_dt_rank\":\"auto\","
+    "\"tie_word_embeddings\":false,\"rms_norm_eps\":1e-6,\"max_position_embeddings\":4096}";
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void die(const char *what, const jamba_error *err) {
+    fprintf(stderr, "bench_cpu: %s: %s\n", what, err ? err->message : "");
+    exit(1);
+}
+
+/* ---- read bandwidth ---------------------------------------------------------------------------------------- */
+
+typedef struct read_job {
+    const uint64_t *p;
+    size_t n;   /* words */
+    uint64_t sum;
+} read_job;
+
+/* Eight independent sums over the words (vectorisable); the result is kept so the loop is not removed. */
+static void *read_words(void *arg) {
+    read_job *j = arg;
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= j->n; i += 8)
+        for (int k = 0; k < 8; k++)
+            s[k] += j->p[i + k];
+    for (int k = 0; k < 8; k++)
+        j->sum += s[k];
+    return NULL;
+}
+
+/* GB/s of `threads` threads each streaming its part of a 256 MiB buffer; best of five passes. */
+static double read_bandwidth(int threads) {
+    const size_t bytes = (size_t)256 << 20, words = bytes / 8;
+    uint64_t *buf = malloc(bytes);
+    if (buf == NULL)
+        die("read bandwidth: out of memory", NULL);
+    for (size_t i = 0; i < words; i++)
+        buf[i] = i;
+    double best = 0;
+    uint64_t keep = 0;
+    for (int pass = 0; pass < 5; pass++) {
+        pthread_t tid[MAX_THREAD_COUNTS * 8];
+        read_job jobs[MAX_THREAD_COUNTS * 8];
+        const size_t per = words / (size_t)threads;
+        double t = now();
+        for (int i = 0; i < threads; i++) {
+            jobs[i] = (read_job){buf + (size_t)i * per, per, 0};
+            if (i > 0)
+                pthread_create(&tid[i], NULL, read_words, &jobs[i]);
+        }
+        read_words(&jobs[0]);
+        for (int i = 1; i < threads; i++)
+            pthread_join(tid[i], NULL);
+        t = now() - t;
+        for (int i = 0; i < threads; i++)
+            keep += jobs[i].sum;
+        if ((double)(per * (size_t)threads * 8) / t / 1e9 > best)
+            best = (double)(per * (size_t)threads * 8) / t / 1e9;
+    }
+    free(buf);
+    return keep == 1 ? 0 : best; /* never 1: uses the sums */
+}
+
+/* ---- the model ------------------------------------------------------------------------------------------- */
+
+typedef struct bench_opts {
+    const char *model_dir; /* NULL with synthetic */
+    int threads[MAX_THREAD_COUNTS], n_threads;
+    int64_t prompt, decode;
+    int reps;
+} bench_opts;
+
+/* Seconds for one prefill of `prompt` tokens and for `decode` greedy single-token steps after it. */
+static void run_once(jamba_context *ctx, jamba_sampler *greedy, const int32_t *ids, const bench_opts *o,
+                     double *prefill_s, double *decode_s) {
+    jamba_error err = {0};
+    if (jamba_seq_reset(ctx, 0, &err) != JAMBA_OK)
+        die("reset", &err);
+    jamba_seq_input in = {.seq = 0, .tokens = ids, .n_tokens = o->prompt, .logits = JAMBA_LOGITS_LAST};
+    double t = now();
+    int32_t tok;
+    if (jamba_decode_sample(ctx, &in, 1, &greedy, &tok, &err) != JAMBA_OK)
+        die("prefill", &err);
+    *prefill_s = now() - t;
+    t = now();
+    for (int64_t i = 0; i < o->decode; i++) {
+        jamba_seq_input d = {.seq = 0, .tokens = &tok, .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
+        if (jamba_decode_sample(ctx, &d, 1, &greedy, &tok, &err) != JAMBA_OK)
+            die("decode", &err);
+    }
+    *decode_s = now() - t;
+}
+
+static void bench_threads(const jamba_model *m, const char *name, int threads, const bench_opts *o) {
+    const jamba_config *c = jamba_model_config(m);
+    jamba_error err = {0};
+    jamba_context_params p = jamba_context_default_params();
+    p.n_ctx = o->prompt + o->decode + 1;
+    p.n_batch = o->prompt;
+    p.n_logits_max = 1;
+    p.n_threads = threads;
+    jamba_context *ctx = NULL;
+    if (jamba_context_create(m, &p, &ctx, &err) != JAMBA_OK)
+        die("context", &err);
+    jamba_sampler_params sp = jamba_sampler_default_params();
+    sp.temperature = 0;
+    jamba_sampler *greedy = NULL;
+    if (jamba_sampler_create(&sp, c->vocab_size, &greedy, &err) != JAMBA_OK)
+        die("sampler", &err);
+    int32_t *ids = malloc((size_t)o->prompt * sizeof *ids);
+    for (int64_t i = 0; i < o->prompt; i++)
+        ids[i] = (int32_t)(3 + (i * 7919) % (c->vocab_size - 3));
+    double pre[MAX_REPS], dec[MAX_REPS], warm_p, warm_d;
+    run_once(ctx, greedy, ids, o, &warm_p, &warm_d);
+    for (int r = 0; r < o->reps; r++)
+        run_once(ctx, greedy, ids, o, &pre[r], &dec[r]);
+    const double prefill = (double)o->prompt / median(pre, o->reps), decode = (double)o->decode / median(dec, o->reps);
+    jamba_param_counts pc;
+    if (jamba_model_param_counts(m, &pc, &err) != JAMBA_OK)
+        die("param counts", &err);
+    /* active weights at the first tensor's element size, less the embedding (one row per token is read) */
+    jamba_tensor_info t0;
+    if (jamba_model_tensor(m, 0, &t0, &err) != JAMBA_OK)
+        die("tensor", &err);
+    const double active = (double)(pc.active - pc.embedding) * (double)jamba_dtype_size(t0.dtype);
+    printf("{\"model\":\"%s\",\"kernels\":\"%s\",\"threads\":%d,\"prefill_tokens\":%lld,\"prefill_tok_s\":%.1f,"
+           "\"decode_tokens\":%lld,\"decode_tok_s\":%.1f,\"active_weight_bytes\":%.0f,\"decode_weight_gb_s\":%.2f,"
+           "\"read_gb_s\":%.2f}\n",
+           name, jb_cpu_kernels_name(jb_cpu_kernels_selected()), threads, (long long)o->prompt, prefill,
+           (long long)o->decode, decode, active, active * decode / 1e9, read_bandwidth(threads));
+    fflush(stdout);
+    free(ids);
+    jamba_sampler_free(greedy);
+    jamba_context_free(ctx);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] "
+                    "[--reps R]\n");
+    exit(2);
+}
+
+static void parse_threads(const char *s, bench_opts *o) {
+    o->n_threads = 0;
+    for (char *end; *s && o->n_threads < MAX_THREAD_COUNTS; s = *end == ',' ? end + 1 : end) {
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 64)
+            usage();
+        o->threads[o->n_threads++] = (int)v;
+    }
+}
+
+int main(int argc, char **argv) {
+    bench_opts o = {.model_dir = JB_SOURCE_DIR "/models/demo", .threads = {1, 2}, .n_threads = 2, .prompt = 512,
+                    .decode = 128, .reps = 3};
+    for (int i = 1; i < argc; i++) {
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(argv[i], "--synthetic") == 0)
+            o.model_dir = NULL;
+        else if (strcmp(argv[i], "--model") == 0 && next)
+            o.model_dir = argv[++i];
+        else if (strcmp(argv[i], "--threads") == 0 && next)
+            parse_threads(argv[++i], &o);
+        else if (strcmp(argv[i], "--prompt") == 0 && next)
+            o.prompt = atoll(argv[++i]);
+        else if (strcmp(argv[i], "--decode") == 0 && next)
+            o.decode = atoll(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && next)
+            o.reps = atoi(argv[++i]);
+        else
+            usage();
+    }
+    if (o.prompt < 1 || o.decode < 1 || o.reps < 1 || o.reps > MAX_REPS)
+        usage();
+    jamba_model *m = NULL;
+    jamba_error err = {0};
+    jamba_status st = o.model_dir ? jamba_model_load(o.model_dir, NULL, &m, &err)
+                                  : jb_synthetic_model(SYNTHETIC, 7, JAMBA_DTYPE_BF16, 2, &m, &err);
+    if (st != JAMBA_OK)
+        die("model", &err);
+    for (int i = 0; i < o.n_threads; i++)
+        bench_threads(m, o.model_dir ? o.model_dir : "synthetic-16x1024-moe16", o.threads[i], &o);
+    jamba_model_free(m);
+    return 0;
+}

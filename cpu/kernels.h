@@ -1,0 +1,73 @@
+/*
+ * kernels.h — the CPU backend's inner loops, one table per kernel set (base/cpu_features.h): portable C,
+ * AVX2 + FMA + F16C, AVX-512. Each set is compiled with function-level target attributes, so one binary
+ * runs anywhere and uses the best set the CPU has (or the one JAMBA_CPU_KERNELS names).
+ *
+ * Numerics, identical for every thread count and every way of splitting rows into steps:
+ *   gemm  y[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n]). Weights are read in their stored dtype and widened in
+ *         registers (I8 and F8_E4M3 times the row's scale, per element, before the product). Every output
+ *         element has one summation order: VW lanes (the set's vector width), lane i summing k ≡ i (mod VW)
+ *         in increasing k with zeros past K, then the lanes pairwise (i with i + VW/2, and so on down to one),
+ *         whatever the tile shape that computed it. Portable: separate multiply and add (fused where the
+ *         compiler's target has FMA); AVX2 / AVX-512: fused multiply-add.
+ *   conv, scan, SiLU and softplus: vectorised over channels (elements), so each follows the plain loop's
+ *         order of operations (cpu/mamba.h, cpu/ops.h); portable calls libm's expf and log1pf, the SIMD sets
+ *         vector versions within a few ulp of them (so their results can differ in the last bits).
+ *   attend: scores q·k with the gemm's lane order, softmax in base/numeric.h's order with the set's exp,
+ *         Σ p_j v_j per element in key order (fused in the SIMD sets).
+ */
+#ifndef JB_CPU_KERNELS_H
+#define JB_CPU_KERNELS_H
+
+#include <stdint.h>
+
+#include "base/cpu_features.h"
+#include "jamba.h"
+
+/* The arguments of the Mamba ops (cpu/mamba.h) and of attention (cpu/attention.h), which call these. */
+struct jb_conv_args;
+struct jb_scan_args;
+struct jb_attn_args;
+
+/* One matrix product: Y[T, N] = X[T, K] · W[N, K]^T (+ bias). */
+typedef struct jb_gemm_args {
+    const float *X;     /* [T, K] */
+    int64_t T, K, N;
+    const void *W;      /* [N, K] in dtype, any alignment */
+    jamba_dtype dtype;  /* F32, F16, BF16, I8 or F8_E4M3 */
+    const float *scale; /* [N] row scales of I8 / F8_E4M3, else NULL */
+    const float *bias;  /* [N] or NULL */
+    float *Y;           /* [T, N] */
+} jb_gemm_args;
+
+typedef struct jb_cpu_kernel_table {
+    jb_cpu_kernels set;
+    int vector_width; /* VW above */
+    /* Columns [n0, n1) of Y for every row. */
+    void (*gemm)(const jb_gemm_args *a, int64_t n0, int64_t n1);
+    /* Channels [c0, c1) of the causal conv + SiLU, and of the selective scan. */
+    void (*conv)(const struct jb_conv_args *a, int64_t c0, int64_t c1);
+    void (*scan)(const struct jb_scan_args *a, int64_t c0, int64_t c1);
+    /* For i < n: g[i] = SiLU(g[i]) · u[i], x[i] = softplus(x[i]) (as jb_silu and jb_softplus), y[i] = -e^x[i]. */
+    void (*silu_mul)(float *g, const float *u, int64_t n);
+    void (*softplus)(float *x, int64_t n);
+    void (*neg_exp)(float *y, const float *x, int64_t n);
+    /* Attention of query `row` and `head` (cpu/attention.h); score: n_ctx floats of the thread's scratch. */
+    void (*attend)(const struct jb_attn_args *a, int64_t row, int64_t head, float *score);
+} jb_cpu_kernel_table;
+
+/* The table of kernel set k, or NULL when this CPU cannot run it (or this build has no such set). */
+const jb_cpu_kernel_table *jb_cpu_kernel_set(jb_cpu_kernels k);
+
+/* The table of the selected set (jb_cpu_kernels_selected). */
+const jb_cpu_kernel_table *jb_cpu_kernels_active(void);
+
+/* The sets' tables (kernels_*.c); the SIMD ones only where the compiler targets x86-64. */
+extern const jb_cpu_kernel_table jb_cpu_kernels_portable;
+extern const jb_cpu_kernel_table jb_cpu_kernels_avx2;
+extern const jb_cpu_kernel_table jb_cpu_kernels_avx512;
+
+/* E4M3 decoding table, 256 entries (filled on first use of jb_cpu_kernel_set). */
+extern float jb_cpu_e4m3_table[256];
+
+#endif /* JB_CPU_KERNELS_H */

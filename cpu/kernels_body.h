@@ -1,0 +1,430 @@
+/*
+ * kernels_body.h — the CPU kernels written once over a vector type; included (once) by each kernels_<set>.c
+ * after it defines the set's primitives:
+ *
+ *   JB_K, JB_KI            attributes of the set's functions (its target), JB_KI adding always_inline
+ *   vf, VW                 the vector type and its width in floats
+ *   v_zero() v_set1(s) v_load(p) v_store(p, v) v_add v_sub v_mul v_div
+ *   v_load_n(p, n) v_store_n(p, v, n)   the first n < VW lanes only (loads zero the rest)
+ *   v_fma(a, b, c)         a·b + c: what the gemm accumulates with (kernels.h)
+ *   v_exp(v), v_softplus(v)   per lane; or, for the body's own (below, within a few ulp of libm's):
+ *                          v_clamp(v, lo, hi) keeping NaN, v_round(v) to nearest, v_ldexp(v, n) = v·2^n,
+ *                          v_frexp(v, &e) = m in [0.5, 1) with v = m·2^e, v_where_gt(a, b, t, e) = a > b ? t : e,
+ *                          v_where_nan(a, t, e) = a is NaN ? t : e
+ *   v_bf16(p) v_f16(p) v_i8(p) v_e4m3(p) v_f32(p)    VW stored weights at byte address p, as fp32
+ *   v_reduce4(a, b, c, d, out)   out[i] = the pairwise lane sum of the i-th vector (kernels.h's order)
+ *   TILE_ROWS              activation rows per prefill tile (TILE_ROWS x 4 accumulators fit in registers)
+ *   DECODE_COLS            (optional, 4 or 8) weight rows of a one-row tile; 8 unless the set says
+ *   KERNEL_SET, KERNEL_TABLE     the jb_cpu_kernels value and the table's name
+ *
+ * Shapes: T activation rows, K inputs, N outputs; a tile is R activation rows x C weight rows whose R·C
+ * accumulators stay in registers while k runs over all of K.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "ckpt/dtype.h"
+#include "cpu/attention.h"
+#include "cpu/kernels.h"
+#include "cpu/mamba.h"
+
+#include <math.h>
+
+/* Loops over a tile's rows and columns are unrolled completely, so its accumulators live in registers. */
+#define UNROLL _Pragma("GCC unroll 64")
+#define TILE_COLS 4        /* weight rows of a prefill tile: one v_reduce4 */
+#ifndef DECODE_COLS
+#define DECODE_COLS 8      /* weight rows of a one-row (decode) tile: eight independent chains */
+#endif
+#define MAX_STATE 256      /* config.c's bound on mamba_d_state */
+#define MAX_TAPS 64        /* and on mamba_d_conv */
+#define L2_CHUNK_FLOATS 65536 /* activation rows per chunk: their floats stay within 256 KiB */
+
+/* ---- the product ------------------------------------------------------------------------------------ */
+
+static inline JB_KI size_t elem_size(jamba_dtype dt) {
+    return dt == JAMBA_DTYPE_F32 ? 4 : dt == JAMBA_DTYPE_F16 || dt == JAMBA_DTYPE_BF16 ? 2 : 1;
+}
+
+/* VW weights of one row from k on, as fp32 (dt is a constant once inlined). */
+static inline JB_KI vf load_w(const uint8_t *row, int64_t k, jamba_dtype dt) {
+    switch (dt) {
+    case JAMBA_DTYPE_BF16:
+        return v_bf16(row + 2 * k);
+    case JAMBA_DTYPE_F16:
+        return v_f16(row + 2 * k);
+    case JAMBA_DTYPE_I8:
+        return v_i8(row + k);
+    case JAMBA_DTYPE_F8_E4M3:
+        return v_e4m3(row + k);
+    default:
+        return v_f32(row + 4 * k);
+    }
+}
+
+/* acc[i·C + j] += x_i[k, k+VW) ⊙ w_j[k, k+VW) for i < R, j < C; quantized rows times their scale first.
+ * prefetch: when not 0, the bytes that far past each weight row's current position are prefetched. */
+static inline JB_KI void tile_step(vf *acc, int R, int C, const float *const *x, const uint8_t *const *w,
+                                   const vf *scale, int64_t k, jamba_dtype dt, size_t prefetch) {
+    vf wv[DECODE_COLS];
+    UNROLL for (int j = 0; j < C; j++) {
+        if (prefetch)
+            __builtin_prefetch(w[j] + prefetch + (size_t)k * elem_size(dt));
+        wv[j] = load_w(w[j], k, dt);
+        if (dt == JAMBA_DTYPE_I8 || dt == JAMBA_DTYPE_F8_E4M3)
+            wv[j] = v_mul(wv[j], scale[j]);
+    }
+    UNROLL for (int i = 0; i < R; i++) {
+        const vf xv = v_load(x[i] + k);
+        UNROLL for (int j = 0; j < C; j++)
+            acc[i * C + j] = v_fma(xv, wv[j], acc[i * C + j]);
+    }
+}
+
+/* The last K mod VW columns: copied into zero-padded vectors, then one more step. */
+static inline JB_KI void tile_tail(vf *acc, int R, int C, const float *const *x, const uint8_t *const *w,
+                                   const vf *scale, int64_t k, int64_t K, jamba_dtype dt) {
+    float xpad[TILE_ROWS][VW];
+    uint8_t wpad[DECODE_COLS][VW * 4];
+    const float *xp[TILE_ROWS];
+    const uint8_t *wp[DECODE_COLS];
+    const size_t es = elem_size(dt);
+    for (int i = 0; i < R; i++) {
+        memset(xpad[i], 0, sizeof xpad[i]);
+        memcpy(xpad[i], x[i] + k, (size_t)(K - k) * sizeof(float));
+        xp[i] = xpad[i];
+    }
+    for (int j = 0; j < C; j++) {
+        memset(wpad[j], 0, sizeof wpad[j]);
+        memcpy(wpad[j], w[j] + (size_t)k * es, (size_t)(K - k) * es);
+        wp[j] = wpad[j];
+    }
+    tile_step(acc, R, C, xp, wp, scale, 0, dt, 0);
+}
+
+/* Y[t0 .. t0+R, n0 .. min(n0+C, n_end)) from full-K dot products (R ≤ TILE_ROWS, C ∈ {4, 8}). */
+static inline JB_KI void tile(const jb_gemm_args *a, int64_t t0, int R, int64_t n0, int C, int64_t n_end,
+                              jamba_dtype dt) {
+    const int64_t K = a->K, N = a->N;
+    const size_t ldw = (size_t)K * elem_size(dt);
+    const float *x[TILE_ROWS];
+    const uint8_t *w[DECODE_COLS];
+    vf scale[DECODE_COLS], acc[TILE_ROWS * DECODE_COLS];
+    for (int i = 0; i < R; i++)
+        x[i] = a->X + (t0 + i) * K;
+    for (int j = 0; j < C; j++) { /* rows past n_end repeat the last one; their sums are not stored */
+        const int64_t n = n0 + j < n_end ? n0 + j : n_end - 1;
+        w[j] = (const uint8_t *)a->W + (size_t)n * ldw;
+        scale[j] = v_set1(a->scale ? a->scale[n] : 1.0f);
+    }
+    UNROLL for (int i = 0; i < R * C; i++)
+        acc[i] = v_zero();
+    int64_t k = 0;
+    /* one-row tiles stream their weights once: fetch the rows two tiles ahead (measured: +10% decode on
+     * weights from DRAM; the hardware prefetcher alone falls behind on the short streams of 2 KiB rows) */
+    const size_t prefetch = R == 1 && n0 + 3 * C <= n_end ? 2 * (size_t)C * ldw : 0;
+    for (; k + VW <= K; k += VW)
+        tile_step(acc, R, C, x, w, scale, k, dt, prefetch);
+    if (k < K)
+        tile_tail(acc, R, C, x, w, scale, k, K, dt);
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j += 4) {
+            float s[4];
+            v_reduce4(acc[i * C + j], acc[i * C + j + 1], acc[i * C + j + 2], acc[i * C + j + 3], s);
+            for (int q = 0; q < 4 && n0 + j + q < n_end; q++)
+                a->Y[(t0 + i) * N + n0 + j + q] = a->bias ? s[q] + a->bias[n0 + j + q] : s[q];
+        }
+}
+
+/* Columns [n0, n1) for every row: one row at a time in tiles of 8 weight rows (decode), or in chunks of
+ * rows that stay in L2, each walked by tiles of TILE_ROWS x 4 while those weight rows stay in L1. */
+static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
+    if (a->T == 1) {
+        for (int64_t n = n0; n < n1; n += DECODE_COLS) {
+            if (n1 - n > TILE_COLS) /* separate calls: the tile's shape must be a constant */
+                tile(a, 0, 1, n, DECODE_COLS, n1, dt);
+            else
+                tile(a, 0, 1, n, TILE_COLS, n1, dt);
+        }
+        return;
+    }
+    int64_t chunk = L2_CHUNK_FLOATS / a->K / TILE_ROWS * TILE_ROWS;
+    chunk = chunk < TILE_ROWS ? TILE_ROWS : chunk;
+    for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
+        const int64_t t1 = a->T - t0 < chunk ? a->T : t0 + chunk;
+        for (int64_t n = n0; n < n1; n += TILE_COLS) {
+            int64_t t = t0;
+            for (; t + TILE_ROWS <= t1; t += TILE_ROWS)
+                tile(a, t, TILE_ROWS, n, TILE_COLS, n1, dt);
+            for (; t < t1; t++)
+                tile(a, t, 1, n, TILE_COLS, n1, dt);
+        }
+    }
+}
+
+static JB_K void gemm(const jb_gemm_args *a, int64_t n0, int64_t n1) {
+    switch (a->dtype) {
+    case JAMBA_DTYPE_BF16:
+        gemm_dtype(a, n0, n1, JAMBA_DTYPE_BF16);
+        break;
+    case JAMBA_DTYPE_F16:
+        gemm_dtype(a, n0, n1, JAMBA_DTYPE_F16);
+        break;
+    case JAMBA_DTYPE_I8:
+        gemm_dtype(a, n0, n1, JAMBA_DTYPE_I8);
+        break;
+    case JAMBA_DTYPE_F8_E4M3:
+        gemm_dtype(a, n0, n1, JAMBA_DTYPE_F8_E4M3);
+        break;
+    default:
+        gemm_dtype(a, n0, n1, JAMBA_DTYPE_F32);
+        break;
+    }
+}
+
+/* ---- e^x ---------------------------------------------------------------------------------------------- */
+
+#ifndef HAVE_V_EXP
+/* Cephes' expf: x = n ln2 + r (ln2 in two parts), e^r = 1 + r + r² P(r) on |r| ≤ ln2/2, times 2^n in two
+ * steps (so results down to subnormals and up to +inf come out right); x clamped to [-104, 89], where e^x
+ * is 0 and +inf in float, NaN kept. (tests/test_cpu_kernels.c: SiLU and softplus built on it, and on v_log
+ * below, come within 4 ulp of libm's.) */
+static inline JB_KI vf v_exp(vf x) {
+    x = v_clamp(x, v_set1(-104.0f), v_set1(89.0f));
+    const vf n = v_round(v_mul(x, v_set1(1.44269504088896341f)));
+    vf r = v_fma(n, v_set1(-0.693359375f), x);
+    r = v_fma(n, v_set1(2.12194440e-4f), r);
+    vf p = v_set1(1.9875691500e-4f);
+    p = v_fma(p, r, v_set1(1.3981999507e-3f));
+    p = v_fma(p, r, v_set1(8.3334519073e-3f));
+    p = v_fma(p, r, v_set1(4.1665795894e-2f));
+    p = v_fma(p, r, v_set1(1.6666665459e-1f));
+    p = v_fma(p, r, v_set1(5.0000001201e-1f));
+    p = v_add(v_fma(p, v_mul(r, r), r), v_set1(1.0f));
+    return v_ldexp(p, n);
+}
+
+/* Cephes' logf for positive normal x: x = m·2^e with m in [sqrt(1/2), sqrt(2)), log(m) = f - f²/2 + f³ P(f)
+ * with f = m - 1, plus e·ln2 (in two parts). */
+static inline JB_KI vf v_log(vf x) {
+    vf e, m = v_frexp(x, &e);
+    const vf one = v_set1(1.0f), sqrt_half = v_set1(0.707106781186547524f);
+    e = v_where_gt(sqrt_half, m, v_sub(e, one), e);
+    const vf f = v_where_gt(sqrt_half, m, v_sub(v_add(m, m), one), v_sub(m, one));
+    const vf z = v_mul(f, f);
+    vf p = v_set1(7.0376836292e-2f);
+    p = v_fma(p, f, v_set1(-1.1514610310e-1f));
+    p = v_fma(p, f, v_set1(1.1676998740e-1f));
+    p = v_fma(p, f, v_set1(-1.2420140846e-1f));
+    p = v_fma(p, f, v_set1(1.4249322787e-1f));
+    p = v_fma(p, f, v_set1(-1.6668057665e-1f));
+    p = v_fma(p, f, v_set1(2.0000714765e-1f));
+    p = v_fma(p, f, v_set1(-2.4999993993e-1f));
+    p = v_fma(p, f, v_set1(3.3333331174e-1f));
+    vf y = v_mul(v_mul(p, f), z);
+    y = v_fma(e, v_set1(-2.12194440e-4f), y);
+    y = v_fma(z, v_set1(-0.5f), y);
+    return v_fma(e, v_set1(0.693359375f), v_add(f, y));
+}
+
+/* softplus as jb_softplus: x above 20 passes through, else log1p(e^x), log1p(y) = log(u)·y / (u - 1) with
+ * u = 1 + y (Goldberg; y itself where u rounds to 1); NaN stays NaN. */
+static inline JB_KI vf v_softplus(vf x) {
+    const vf y = v_exp(x), u = v_add(v_set1(1.0f), y), d = v_sub(u, v_set1(1.0f));
+    const vf log1p = v_where_gt(d, v_zero(), v_div(v_mul(v_log(u), y), d), y);
+    return v_where_nan(x, x, v_where_gt(x, v_set1(20.0f), x, log1p));
+}
+#endif
+
+/* ---- Mamba: VW channels at a time, each in the plain loop's order ------------------------------------- */
+
+/* nc (≤ VW) floats from p, zero-padded to a vector; and back. */
+static inline JB_KI vf load_n(const float *p, int nc) { return nc == VW ? v_load(p) : v_load_n(p, nc); }
+
+static inline JB_KI void store_n(float *p, vf v, int nc) {
+    if (nc == VW)
+        v_store(p, v);
+    else
+        v_store_n(p, v, nc);
+}
+
+/* lanes[l] = src[l·stride] for l < nc, zeros after: a strided column as a vector. */
+static inline JB_KI vf gather_n(const float *src, int64_t stride, int nc) {
+    float pad[VW] = {0};
+    for (int l = 0; l < nc; l++)
+        pad[l] = src[l * stride];
+    return v_load(pad);
+}
+
+static inline JB_KI void scatter_n(float *dst, int64_t stride, vf v, int nc) {
+    float pad[VW];
+    v_store(pad, v);
+    for (int l = 0; l < nc; l++)
+        dst[l * stride] = pad[l];
+}
+
+/* SiLU as jb_silu: x / (1 + e^-x). */
+static inline JB_KI vf v_silu(vf x) { return v_div(x, v_add(v_set1(1.0f), v_exp(v_sub(v_zero(), x)))); }
+
+/* Channels [c, c + nc): taps and window transposed to one vector per tap, the window slid in registers. */
+static inline JB_KI void conv_block(const jb_conv_args *a, int64_t c, int nc) {
+    const int64_t K = a->d_conv, Di = a->d_inner;
+    vf w[MAX_TAPS], win[MAX_TAPS];
+    for (int64_t j = 0; j < K; j++)
+        w[j] = gather_n(a->w + c * K + j, K, nc);
+    for (int64_t j = 0; j < K - 1; j++)
+        win[j] = gather_n(a->window + c * (K - 1) + j, K - 1, nc);
+    const vf b = a->b ? load_n(a->b + c, nc) : v_zero();
+    for (int64_t t = 0; t < a->n; t++) {
+        const vf cur = load_n(a->x + t * a->ldx + c, nc);
+        vf acc = v_zero();
+        for (int64_t j = 0; j < K - 1; j++)
+            acc = v_add(acc, v_mul(w[j], win[j]));
+        acc = v_add(acc, v_mul(w[K - 1], cur));
+        if (a->b)
+            acc = v_add(acc, b);
+        store_n(a->out + t * Di + c, v_silu(acc), nc);
+        if (K > 1) {
+            for (int64_t j = 0; j + 1 < K - 1; j++)
+                win[j] = win[j + 1];
+            win[K - 2] = cur;
+        }
+    }
+    for (int64_t j = 0; j < K - 1; j++)
+        scatter_n(a->window + c * (K - 1) + j, K - 1, win[j], nc);
+}
+
+static JB_K void conv(const jb_conv_args *a, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c += VW)
+        conv_block(a, c, c1 - c < VW ? (int)(c1 - c) : VW);
+}
+
+/* Channels [c, c + nc): state and A transposed to one vector per state index. */
+static inline JB_KI void scan_block(const jb_scan_args *a, int64_t c, int nc) {
+    const int64_t N = a->d_state, Di = a->d_inner;
+    vf h[MAX_STATE], A[MAX_STATE];
+    for (int64_t s = 0; s < N; s++) {
+        h[s] = gather_n(a->state + c * N + s, N, nc);
+        A[s] = gather_n(a->A + c * N + s, N, nc);
+    }
+    const vf D = load_n(a->D + c, nc);
+    for (int64_t t = 0; t < a->n; t++) {
+        const vf dt = load_n(a->delta + t * Di + c, nc), u = load_n(a->u + t * Di + c, nc);
+        const float *B = a->B + t * a->ldbc, *C = a->C + t * a->ldbc;
+        vf y = v_zero();
+        for (int64_t s = 0; s < N; s++) {
+            h[s] = v_add(v_mul(v_exp(v_mul(A[s], dt)), h[s]), v_mul(v_mul(dt, v_set1(B[s])), u));
+            y = v_add(y, v_mul(h[s], v_set1(C[s])));
+        }
+        y = v_add(y, v_mul(u, D));
+        store_n(a->y + t * Di + c, v_mul(y, v_silu(load_n(a->z + t * a->ldz + c, nc))), nc);
+    }
+    for (int64_t s = 0; s < N; s++)
+        scatter_n(a->state + c * N + s, N, h[s], nc);
+}
+
+static JB_K void scan(const jb_scan_args *a, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c += VW)
+        scan_block(a, c, c1 - c < VW ? (int)(c1 - c) : VW);
+}
+
+/* ---- elementwise ------------------------------------------------------------------------------------ */
+
+static JB_K void silu_mul(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i += VW) {
+        const int nc = n - i < VW ? (int)(n - i) : VW;
+        store_n(g + i, v_mul(v_silu(load_n(g + i, nc)), load_n(u + i, nc)), nc);
+    }
+}
+
+static JB_K void softplus(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += VW) {
+        const int nc = n - i < VW ? (int)(n - i) : VW;
+        store_n(x + i, v_softplus(load_n(x + i, nc)), nc);
+    }
+}
+
+static JB_K void neg_exp(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += VW) {
+        const int nc = n - i < VW ? (int)(n - i) : VW;
+        store_n(y + i, v_sub(v_zero(), v_exp(load_n(x + i, nc))), nc);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------------ */
+
+/* out[j] = q · k_j for the keys k_j = k + j·ld, j < nk ≤ 4: VW lanes over d, zero-padded, pairwise sum. */
+static inline JB_KI void dot4(const float *q, const float *k, int64_t ld, int nk, int64_t dh, float out[4]) {
+    const float *kj[4];
+    vf acc[4];
+    for (int j = 0; j < 4; j++) {
+        kj[j] = k + (j < nk ? j : nk - 1) * ld;
+        acc[j] = v_zero();
+    }
+    for (int64_t d = 0; d < dh; d += VW) {
+        const int nd = dh - d < VW ? (int)(dh - d) : VW;
+        const vf qv = load_n(q + d, nd);
+        for (int j = 0; j < 4; j++)
+            acc[j] = v_fma(qv, load_n(kj[j] + d, nd), acc[j]);
+    }
+    v_reduce4(acc[0], acc[1], acc[2], acc[3], out);
+}
+
+/* jb_softmax's operations (base/numeric.h) with the set's exp: the maximum (NaN never raises it),
+ * e^(p - max), their sum in double in index order, each divided by the sum. */
+static inline JB_KI void softmax(float *p, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (p[i] > mx)
+            mx = p[i];
+    for (int64_t i = 0; i < n; i += VW) {
+        const int nc = n - i < VW ? (int)(n - i) : VW;
+        store_n(p + i, v_exp(v_sub(load_n(p + i, nc), v_set1(mx))), nc);
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        sum += p[i];
+    const vf total = v_set1((float)sum);
+    for (int64_t i = 0; i < n; i += VW) {
+        const int nc = n - i < VW ? (int)(n - i) : VW;
+        store_n(p + i, v_div(load_n(p + i, nc), total), nc);
+    }
+}
+
+/* One query row against keys [0, n_keys) of its KV head: scores / sqrt(d_h), softmax, Σ p_j v_j. */
+static JB_K void attend(const jb_attn_args *a, int64_t row, int64_t head, float *score) {
+    const int64_t dh = a->head_dim, kvh = head / (a->n_heads / a->n_kv_heads);
+    const int64_t q_ld = a->n_heads * dh, kv_ld = a->n_kv_heads * dh, n_keys = a->pos + row + 1;
+    const float *q = a->q + row * q_ld + head * dh, *k = a->k + kvh * dh, *v = a->v + kvh * dh;
+    const float scale = sqrtf((float)dh);
+    for (int64_t j = 0; j < n_keys; j += 4) {
+        float s[4];
+        const int nk = n_keys - j < 4 ? (int)(n_keys - j) : 4;
+        dot4(q, k + j * kv_ld, kv_ld, nk, dh, s);
+        for (int i = 0; i < nk; i++)
+            score[j + i] = s[i] / scale;
+    }
+    softmax(score, n_keys);
+    float *o = a->out + row * q_ld + head * dh;
+    for (int64_t d0 = 0; d0 < dh; d0 += 4 * VW) { /* up to four independent chains of VW elements */
+        int nd[4];
+        vf acc[4];
+        for (int c = 0; c < 4; c++) {
+            const int64_t left = dh - d0 - c * VW;
+            nd[c] = left <= 0 ? 0 : left < VW ? (int)left : VW;
+            acc[c] = v_zero();
+        }
+        for (int64_t j = 0; j < n_keys; j++) {
+            const vf p = v_set1(score[j]);
+            const float *vj = v + j * kv_ld + d0;
+            for (int c = 0; c < 4; c++)
+                if (nd[c] > 0)
+                    acc[c] = v_fma(p, load_n(vj + c * VW, nd[c]), acc[c]);
+        }
+        for (int c = 0; c < 4; c++)
+            if (nd[c] > 0)
+                store_n(o + d0 + c * VW, acc[c], nd[c]);
+    }
+}
+
+const jb_cpu_kernel_table KERNEL_TABLE = {KERNEL_SET, VW, gemm, conv, scan, silu_mul, softplus, neg_exp, attend};
