@@ -63,7 +63,23 @@ def _fs(path):
 _CONFIG_KEYS = [name for name, _ in _lib.jamba_config._fields_ if name not in ("eos_token_ids", "n_eos_token_ids")]
 
 
-class Model:
+class _Closeable:
+    """close() on garbage collection and at the end of a with block."""
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Model(_Closeable):
     """A model loaded from a Hugging Face folder (config.json + safetensors), jamba_model_load.
 
     threads: CPU worker threads of the contexts it creates (and load-time work); 0 = the online CPUs.
@@ -106,18 +122,6 @@ class Model:
         if self._handle is not None:
             lib.jamba_model_free(self._handle)
             self._handle = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return "jamba.Model(%r)" % self.path
@@ -287,7 +291,7 @@ class Model:
 _LOGITS = {"none": _lib.LOGITS_NONE, "last": _lib.LOGITS_LAST, "all": _lib.LOGITS_ALL}
 
 
-class Context:
+class Context(_Closeable):
     """Sequences and their state (jamba_context): feed tokens, fork, save/restore, get/set state bytes.
     Create with Model.context(). Use from one thread at a time."""
 
@@ -307,18 +311,6 @@ class Context:
         if self._handle is not None:
             lib.jamba_context_free(self._handle)
             self._handle = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _h(self):
         if self._handle is None:
