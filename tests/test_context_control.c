@@ -57,82 +57,90 @@ static bool abort_after(void *arg) {
     return c->polls_left-- <= 0;
 }
 
-JB_TEST(control, an_aborted_prefill_leaves_the_sequence_as_before_and_continues_identically) {
-    jamba_model *m = ref_load_model("mini");
-    const int64_t V = jamba_model_config(m)->vocab_size;
+/* The mini fixture model, N_TOK tokens, and two logit rows to compare: what a reference context gives
+ * (want) and what the context under test gives (got). */
+typedef struct bench {
+    jamba_model *m;
+    int64_t V;
     int32_t tok[N_TOK];
-    tokens(m, tok, N_TOK);
-    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    float *want, *got;
+} bench;
+
+static bench open_bench(void) {
+    bench b = {.m = ref_load_model("mini")};
+    b.V = jamba_model_config(b.m)->vocab_size;
+    tokens(b.m, b.tok, N_TOK);
+    b.want = malloc((size_t)b.V * sizeof *b.want);
+    b.got = malloc((size_t)b.V * sizeof *b.got);
+    return b;
+}
+
+static void close_bench(bench *b) {
+    free(b->want);
+    free(b->got);
+    jamba_model_free(b->m);
+}
+
+static bool same_logits(const bench *b) { return memcmp(b->want, b->got, (size_t)b->V * sizeof *b->got) == 0; }
+
+JB_TEST(control, an_aborted_prefill_leaves_the_sequence_as_before_and_continues_identically) {
+    bench b = open_bench();
     jamba_error err = {0};
     /* the reference: a prefix of 5 tokens, then the rest, never cancelled */
-    jamba_context *ref = context(m, 1, 4);
-    cr_assert_eq(feed(ref, 0, tok, 5, NULL, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(feed(ref, 0, tok + 5, N_TOK - 5, want, &err), JAMBA_OK, "%s", err.message);
+    jamba_context *ref = context(b.m, 1, 4);
+    cr_assert_eq(feed(ref, 0, b.tok, 5, NULL, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ref, 0, b.tok + 5, N_TOK - 5, b.want, &err), JAMBA_OK, "%s", err.message);
 
-    jamba_context *ctx = context(m, 1, 4);
-    cr_assert_eq(feed(ctx, 0, tok, 5, NULL, &err), JAMBA_OK, "%s", err.message);
+    jamba_context *ctx = context(b.m, 1, 4);
+    cr_assert_eq(feed(ctx, 0, b.tok, 5, NULL, &err), JAMBA_OK, "%s", err.message);
     for (int after = 0; after < 4; after++) { /* before the first step, and after 1, 2, 3 of 5 steps */
         countdown c = {.polls_left = after};
         cr_assert_eq(jamba_context_set_abort_callback(ctx, abort_after, &c, &err), JAMBA_OK, "%s", err.message);
-        cr_assert_eq(feed(ctx, 0, tok + 5, N_TOK - 5, NULL, &err), JAMBA_ERR_ABORTED);
+        cr_assert_eq(feed(ctx, 0, b.tok + 5, N_TOK - 5, NULL, &err), JAMBA_ERR_ABORTED);
         cr_assert(strstr(err.message, "as before the call") != NULL, "%s", err.message);
         cr_assert_eq(c.polls, after + 1);
         cr_assert_eq(jamba_seq_length(ctx, 0), 5, "the sequence keeps its length");
     }
     cr_assert_eq(jamba_context_set_abort_callback(ctx, NULL, NULL, &err), JAMBA_OK);
-    cr_assert_eq(feed(ctx, 0, tok + 5, N_TOK - 5, got, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(memcmp(want, got, (size_t)V * sizeof *got), 0, "continuing after cancelled calls is bit-identical");
+    cr_assert_eq(feed(ctx, 0, b.tok + 5, N_TOK - 5, b.got, &err), JAMBA_OK, "%s", err.message);
+    cr_assert(same_logits(&b), "continuing after cancelled calls is bit-identical");
     jamba_context_free(ctx);
     jamba_context_free(ref);
-    free(want);
-    free(got);
-    jamba_model_free(m);
+    close_bench(&b);
 }
 
 JB_TEST(control, an_abort_callback_that_never_fires_changes_nothing) {
-    jamba_model *m = ref_load_model("mini");
-    const int64_t V = jamba_model_config(m)->vocab_size;
-    int32_t tok[N_TOK];
-    tokens(m, tok, N_TOK);
-    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    bench b = open_bench();
     jamba_error err = {0};
-    jamba_context *ref = context(m, 1, 4), *ctx = context(m, 1, 4);
+    jamba_context *ref = context(b.m, 1, 4), *ctx = context(b.m, 1, 4);
     countdown c = {.polls_left = 1000};
     cr_assert_eq(jamba_context_set_abort_callback(ctx, abort_after, &c, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(feed(ref, 0, tok, N_TOK, want, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(feed(ctx, 0, tok, N_TOK, got, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ref, 0, b.tok, N_TOK, b.want, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ctx, 0, b.tok, N_TOK, b.got, &err), JAMBA_OK, "%s", err.message);
     cr_assert_eq(c.polls, 6, "polled before each of the 6 steps of 4 tokens");
-    cr_assert_eq(memcmp(want, got, (size_t)V * sizeof *got), 0);
+    cr_assert(same_logits(&b));
     cr_assert_eq(jamba_context_set_abort_callback(NULL, abort_after, &c, &err), JAMBA_ERR_INVALID_ARGUMENT);
     jamba_context_free(ctx);
     jamba_context_free(ref);
-    free(want);
-    free(got);
-    jamba_model_free(m);
+    close_bench(&b);
 }
 
 JB_TEST(control, the_thread_count_changes_between_calls_without_changing_results) {
-    jamba_model *m = ref_load_model("mini");
-    const int64_t V = jamba_model_config(m)->vocab_size;
-    int32_t tok[N_TOK];
-    tokens(m, tok, N_TOK);
-    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    bench b = open_bench();
     jamba_error err = {0};
-    jamba_context *ref = context(m, 2, 8), *ctx = context(m, 1, 8);
-    cr_assert_eq(feed(ref, 0, tok, N_TOK, want, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(feed(ctx, 0, tok, 8, NULL, &err), JAMBA_OK, "%s", err.message);
+    jamba_context *ref = context(b.m, 2, 8), *ctx = context(b.m, 1, 8);
+    cr_assert_eq(feed(ref, 0, b.tok, N_TOK, b.want, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ctx, 0, b.tok, 8, NULL, &err), JAMBA_OK, "%s", err.message);
     cr_assert_eq(jamba_context_set_threads(ctx, 3, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(feed(ctx, 0, tok + 8, 8, NULL, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ctx, 0, b.tok + 8, 8, NULL, &err), JAMBA_OK, "%s", err.message);
     cr_assert_eq(jamba_context_set_threads(ctx, 2000, &err), JAMBA_ERR_INVALID_ARGUMENT);
     cr_assert_eq(jamba_context_set_threads(ctx, 0, &err), JAMBA_OK, "%s", err.message); /* the online CPUs */
-    cr_assert_eq(feed(ctx, 0, tok + 16, N_TOK - 16, got, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(memcmp(want, got, (size_t)V * sizeof *got), 0, "results do not depend on the thread count");
+    cr_assert_eq(feed(ctx, 0, b.tok + 16, N_TOK - 16, b.got, &err), JAMBA_OK, "%s", err.message);
+    cr_assert(same_logits(&b), "results do not depend on the thread count");
     cr_assert_eq(jamba_context_set_threads(NULL, 1, &err), JAMBA_ERR_INVALID_ARGUMENT);
     jamba_context_free(ctx);
     jamba_context_free(ref);
-    free(want);
-    free(got);
-    jamba_model_free(m);
+    close_bench(&b);
 }
 
 JB_TEST(control, embeddings_equal_transformers_final_hidden_states_in_chunks_and_pooled) {
