@@ -30,4 +30,10 @@ static inline bool jb_layer_is_moe(const jamba_config *c, int64_t layer) {
     return c->num_experts > 1 && layer % c->expert_layer_period == c->expert_layer_offset;
 }
 
+/* Floats of one sequence's state pieces: a Mamba layer's conv window [D_i, K-1] and SSM state [D_i, N], an
+ * attention layer's K or V row [n_kv * d_h]. */
+static inline int64_t jb_conv_floats(const jamba_config *c) { return c->mamba_d_inner * (c->mamba_d_conv - 1); }
+static inline int64_t jb_ssm_floats(const jamba_config *c) { return c->mamba_d_inner * c->mamba_d_state; }
+static inline int64_t jb_kv_width(const jamba_config *c) { return c->num_key_value_heads * c->head_dim; }
+
 #endif /* JB_CONFIG_H */

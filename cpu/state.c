@@ -3,18 +3,17 @@
  */
 #include "cpu/context.h"
 
+#include "ckpt/config.h"
+
 #include <string.h>
 
-static int64_t conv_floats(const jamba_config *c) { return c->mamba_d_inner * (c->mamba_d_conv - 1); }
-static int64_t ssm_floats(const jamba_config *c) { return c->mamba_d_inner * c->mamba_d_state; }
-static int64_t kv_width(const jamba_config *c) { return c->num_key_value_heads * c->head_dim; }
 
 jamba_status jb_cpu_seq_reset(jb_backend_ctx *b, int32_t seq, jamba_error *err) {
     (void)err;
     const jamba_config *c = &b->model->config;
     for (int64_t m = 0; m < c->n_mamba_layers; m++) {
-        memset(jb_cpu_conv(b, seq, m), 0, (size_t)conv_floats(c) * sizeof(float));
-        memset(jb_cpu_ssm(b, seq, m), 0, (size_t)ssm_floats(c) * sizeof(float));
+        memset(jb_cpu_conv(b, seq, m), 0, (size_t)jb_conv_floats(c) * sizeof(float));
+        memset(jb_cpu_ssm(b, seq, m), 0, (size_t)jb_ssm_floats(c) * sizeof(float));
     }
     return JAMBA_OK; /* KV rows past the sequence's length are never read */
 }
@@ -23,10 +22,10 @@ jamba_status jb_cpu_seq_copy(jb_backend_ctx *b, int32_t src, int32_t dst, int64_
     (void)err;
     const jamba_config *c = &b->model->config;
     for (int64_t m = 0; m < c->n_mamba_layers; m++) {
-        memcpy(jb_cpu_conv(b, dst, m), jb_cpu_conv(b, src, m), (size_t)conv_floats(c) * sizeof(float));
-        memcpy(jb_cpu_ssm(b, dst, m), jb_cpu_ssm(b, src, m), (size_t)ssm_floats(c) * sizeof(float));
+        memcpy(jb_cpu_conv(b, dst, m), jb_cpu_conv(b, src, m), (size_t)jb_conv_floats(c) * sizeof(float));
+        memcpy(jb_cpu_ssm(b, dst, m), jb_cpu_ssm(b, src, m), (size_t)jb_ssm_floats(c) * sizeof(float));
     }
-    const size_t kv_bytes = (size_t)(n_tokens * kv_width(c)) * sizeof(float);
+    const size_t kv_bytes = (size_t)(n_tokens * jb_kv_width(c)) * sizeof(float);
     for (int64_t a = 0; a < c->n_attention_layers; a++)
         for (int which = 0; which < 2; which++)
             memcpy(jb_cpu_kv(b, dst, a, which), jb_cpu_kv(b, src, a, which), kv_bytes);

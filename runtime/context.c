@@ -8,6 +8,7 @@
 #include "base/alloc.h"
 #include "base/checked.h"
 #include "base/error.h"
+#include "ckpt/config.h"
 
 #include <string.h>
 
@@ -258,9 +259,7 @@ static void assign_logit_rows(jamba_context *ctx, const jamba_seq_input *in, int
 /* ---- cancellation ---------------------------------------------------------------------------- */
 
 /* Floats of one sequence's Mamba state: per Mamba layer its conv window, then its SSM state. */
-static int64_t conv_floats(const jamba_config *c) { return c->mamba_d_inner * (c->mamba_d_conv - 1); }
-static int64_t ssm_floats(const jamba_config *c) { return c->mamba_d_inner * c->mamba_d_state; }
-static int64_t mamba_floats(const jamba_config *c) { return c->n_mamba_layers * (conv_floats(c) + ssm_floats(c)); }
+static int64_t mamba_floats(const jamba_config *c) { return c->n_mamba_layers * (jb_conv_floats(c) + jb_ssm_floats(c)); }
 
 jamba_status jamba_context_set_abort_callback(jamba_context *ctx, jamba_abort_fn fn, void *user_data,
                                               jamba_error *err) {
@@ -303,7 +302,7 @@ static jamba_status snapshot_io(jamba_context *ctx, const jamba_seq_input *in, i
         float *p = ctx->snapshot + (int64_t)seq * mamba_floats(c);
         for (int64_t m = 0; m < c->n_mamba_layers; m++) {
             const jb_state_kind kinds[2] = {JB_STATE_CONV, JB_STATE_SSM};
-            const int64_t sizes[2] = {conv_floats(c), ssm_floats(c)};
+            const int64_t sizes[2] = {jb_conv_floats(c), jb_ssm_floats(c)};
             for (int k = 0; k < 2; p += sizes[k], k++)
                 JB_TRY(restore ? ctx->be->state_write(ctx->state, seq, kinds[k], m, 0, sizes[k], p, err)
                                : ctx->be->state_read(ctx->state, seq, kinds[k], m, 0, sizes[k], p, err));

@@ -21,6 +21,7 @@
 #include "base/checked.h"
 #include "base/error.h"
 #include "base/file.h"
+#include "ckpt/config.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -52,9 +53,6 @@ int64_t jamba_seq_length(const jamba_context *ctx, int32_t seq) {
     return ctx->n_past[seq];
 }
 
-static int64_t conv_floats(const jamba_config *c) { return c->mamba_d_inner * (c->mamba_d_conv - 1); }
-static int64_t ssm_floats(const jamba_config *c) { return c->mamba_d_inner * c->mamba_d_state; }
-static int64_t kv_width(const jamba_config *c) { return c->num_key_value_heads * c->head_dim; }
 
 jamba_status jamba_seq_reset(jamba_context *ctx, int32_t seq, jamba_error *err) {
     JB_TRY(check_seq(ctx, seq, "jamba_seq_reset", err));
@@ -133,8 +131,8 @@ static uint64_t cached_fingerprint(const jamba_model *cm) {
 
 static uint64_t payload_bytes(const jamba_context *ctx, int64_t n_tokens) {
     const jamba_config *c = &ctx->model->config;
-    uint64_t floats = (uint64_t)(c->n_mamba_layers * (conv_floats(c) + ssm_floats(c))) +
-                      (uint64_t)c->n_attention_layers * 2 * (uint64_t)n_tokens * (uint64_t)kv_width(c);
+    uint64_t floats = (uint64_t)(c->n_mamba_layers * (jb_conv_floats(c) + jb_ssm_floats(c))) +
+                      (uint64_t)c->n_attention_layers * 2 * (uint64_t)n_tokens * (uint64_t)jb_kv_width(c);
     return floats * sizeof(float);
 }
 
@@ -170,12 +168,12 @@ static int64_t payload_pieces(const jamba_context *ctx, int64_t n_tokens, piece 
     const jamba_config *c = &ctx->model->config;
     int64_t n = 0;
     for (int64_t m = 0; m < c->n_mamba_layers; m++) {
-        out[n++] = (piece){JB_STATE_CONV, m, conv_floats(c)};
-        out[n++] = (piece){JB_STATE_SSM, m, ssm_floats(c)};
+        out[n++] = (piece){JB_STATE_CONV, m, jb_conv_floats(c)};
+        out[n++] = (piece){JB_STATE_SSM, m, jb_ssm_floats(c)};
     }
     for (int64_t a = 0; a < c->n_attention_layers; a++) {
-        out[n++] = (piece){JB_STATE_K, a, n_tokens * kv_width(c)};
-        out[n++] = (piece){JB_STATE_V, a, n_tokens * kv_width(c)};
+        out[n++] = (piece){JB_STATE_K, a, n_tokens * jb_kv_width(c)};
+        out[n++] = (piece){JB_STATE_V, a, n_tokens * jb_kv_width(c)};
     }
     return n;
 }
