@@ -67,8 +67,6 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
     const uint64_t E = (uint64_t)c->num_experts, k = (uint64_t)c->num_experts_per_tok;
     const uint64_t L = (uint64_t)c->num_hidden_layers;
     const uint64_t A = (uint64_t)c->n_attention_layers, M = (uint64_t)c->n_mamba_layers;
-    const uint64_t kmax = (uint64_t)max3(max3(c->hidden_size, c->mamba_d_inner, c->intermediate_size), (int64_t)q,
-                                         c->mamba_dt_rank);
     const uint64_t vec = (uint64_t)max3(c->hidden_size, c->mamba_dt_rank, c->mamba_d_state);
     jb_cpu_workspace *w = &b->ws;
     jb_ffn_workspace *f = &w->ffn;
@@ -93,7 +91,6 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
         {(void **)&w->attn_scratch, sizeof(float), D2(threads, C), ROLE_WORK, "attention scores"},
         {(void **)&w->wbuf, sizeof(float), D1(Di * (N + K + 5) + 4 * vec), ROLE_WORK, "widened small weights"},
         {(void **)&w->final_rows, sizeof(float), D2(cap, H), ROLE_WORK, "a workspace"},
-        {(void **)&f->matmul_scratch, sizeof(float), D3(threads, JB_MATMUL_ROWS, kmax), ROLE_WORK, "matmul scratch"},
         {(void **)&f->gate, sizeof(float), D2(Tb, I), ROLE_WORK, "a workspace"},
         {(void **)&f->up, sizeof(float), D2(Tb, I), ROLE_WORK, "a workspace"},
         {(void **)&f->gathered, sizeof(float), D2(Tb, H), ROLE_WORK, "a workspace"},

@@ -11,16 +11,16 @@
 void jb_cpu_mlp(jb_pool *pool, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
                 float *out) {
     const int64_t I = w->gate_proj.shape[0];
-    jb_cpu_matmul(pool, ws->matmul_scratch, ws->gate, x, T, &w->gate_proj, NULL);
-    jb_cpu_matmul(pool, ws->matmul_scratch, ws->up, x, T, &w->up_proj, NULL);
+    jb_cpu_matmul(pool, ws->gate, x, T, &w->gate_proj, NULL);
+    jb_cpu_matmul(pool, ws->up, x, T, &w->up_proj, NULL);
     jb_cpu_kernels_active()->silu_mul(ws->gate, ws->up, T * I);
-    jb_cpu_matmul(pool, ws->matmul_scratch, out, ws->gate, T, &w->down_proj, NULL);
+    jb_cpu_matmul(pool, out, ws->gate, T, &w->down_proj, NULL);
 }
 
 void jb_cpu_moe(jb_pool *pool, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
                 int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out) {
     const int64_t H = router->shape[1];
-    jb_cpu_matmul(pool, ws->matmul_scratch, ws->router, x, T, router, NULL);
+    jb_cpu_matmul(pool, ws->router, x, T, router, NULL);
     jb_moe_route(ws->router, T, n_experts, top_k, ws->experts, ws->weights);
     jb_moe_plan_build(&ws->plan, ws->experts, ws->weights, T, n_experts, top_k);
     memset(out, 0, (size_t)(T * H) * sizeof *out);

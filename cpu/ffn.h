@@ -12,7 +12,6 @@
 #include "base/threadpool.h"
 
 typedef struct jb_ffn_workspace {
-    float *matmul_scratch; /* see jb_cpu_matmul */
     float *gate;           /* [T, I] */
     float *up;             /* [T, I] */
     float *gathered;       /* [T, H] an expert's input rows */

@@ -34,9 +34,7 @@ static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
     j->kernels->gemm(&j->args, n0, n1);
 }
 
-void jb_cpu_matmul(jb_pool *pool, float *scratch, float *Y, const float *X, int64_t T, const jb_weight *W,
-                   const float *bias) {
-    (void)scratch;
+void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_weight *W, const float *bias) {
     matmul_job job = {jb_cpu_kernels_active(), {X, T, W->shape[1], W->shape[0], W->data, W->dtype, W->scale, bias, Y}};
     jb_pool_run(pool, job.args.N, jb_cpu_grain(pool, job.args.N, T * job.args.K, JB_MATMUL_ROWS), matmul_rows, &job);
 }

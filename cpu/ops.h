@@ -24,9 +24,8 @@ const float *jb_weight_f32(const jb_weight *w, float *scratch);
 #define JB_MATMUL_ROWS 4
 
 /* Y[T, N] = X[T, K] · W[N, K]^T (+ bias[N]) on the selected kernel set (cpu/kernels.h: weights widened in
- * registers, one summation order per output element). Parallel over N. scratch: unused (the kernels need
- * none; callers still size it n_threads * JB_MATMUL_ROWS * K). */
-void jb_cpu_matmul(jb_pool *pool, float *scratch, float *Y, const float *X, int64_t T, const jb_weight *W,
+ * registers, one summation order per output element). Parallel over N. */
+void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_weight *W,
                    const float *bias);
 
 /* Work worth handing to another thread: about this many multiply-adds (some microseconds). Smaller

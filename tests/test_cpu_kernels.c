@@ -237,11 +237,9 @@ JB_TEST(kernels, matmul_same_bits_for_every_thread_count) {
     for (int i = 0; i < 3; i++) {
         jb_pool *pool = NULL;
         cr_assert_eq(jb_pool_create(threads[i], &pool, NULL), JAMBA_OK);
-        float *scratch = calloc((size_t)(threads[i] * JB_MATMUL_ROWS * K), sizeof(float));
         Y[i] = malloc((size_t)(T * N) * sizeof(float));
-        jb_cpu_matmul(pool, scratch, Y[i], X, 1, &w, NULL); /* a decode row, then the rest as one step */
-        jb_cpu_matmul(pool, scratch, Y[i] + N, X + K, T - 1, &w, NULL);
-        free(scratch);
+        jb_cpu_matmul(pool, Y[i], X, 1, &w, NULL); /* a decode row, then the rest as one step */
+        jb_cpu_matmul(pool, Y[i] + N, X + K, T - 1, &w, NULL);
         jb_pool_free(pool);
     }
     for (int i = 1; i < 3; i++)
@@ -517,12 +515,12 @@ JB_TEST(kernels, environment_forces_the_portable_set) {
     cr_assert(strncmp(jb_cpu_kernels_describe(), "portable", 8) == 0, "%s", jb_cpu_kernels_describe());
     /* jb_cpu_matmul runs on it: the same bits as the portable gemm */
     enum { T = 3, K = 21, N = 6 };
-    float *X = random_floats(T * K, -1, 1), Y[T * N], Z[T * N], scratch[2 * JB_MATMUL_ROWS * K];
+    float *X = random_floats(T * K, -1, 1), Y[T * N], Z[T * N];
     matrix m = random_matrix(JAMBA_DTYPE_BF16, N, K);
     jb_weight w = {m.store, m.dtype, 2, {N, K, 0}, NULL};
     jb_pool *pool = NULL;
     cr_assert_eq(jb_pool_create(2, &pool, NULL), JAMBA_OK);
-    jb_cpu_matmul(pool, scratch, Y, X, T, &w, NULL);
+    jb_cpu_matmul(pool, Y, X, T, &w, NULL);
     jb_gemm_args a = gemm_args(&m, X, T, K, N, NULL, Z);
     jb_cpu_kernels_portable.gemm(&a, 0, N);
     cr_assert_eq(memcmp(Y, Z, sizeof Y), 0);
