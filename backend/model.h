@@ -50,6 +50,8 @@ struct jamba_model {
     bool plan_experts_int8, plan_mlp_int8; /* planning-only models: the formats asked for */
     bool device_synthetic;  /* weights exist only as shapes; a CUDA device fills them (synthetic_seed) */
     uint64_t synthetic_seed;
+    jamba_log_fn log;       /* jamba_model_params.log: the model's and its contexts' messages; NULL = none */
+    void *log_data;
 };
 
 /* Makes a resource: *out on success. */

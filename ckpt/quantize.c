@@ -85,7 +85,8 @@ static void collect(quant_item *items, int64_t *n, jb_mlp_weights *m, const char
 }
 
 jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool experts, bool mlp, int n_threads,
-                                 const char *label, int64_t *n_converted, jamba_error *err) {
+                                 const jb_progress *progress, const char *label, int64_t *n_converted,
+                                 jamba_error *err) {
     *n_converted = 0;
     const int64_t E = cfg->num_experts;
     int64_t cap = 0;
@@ -123,7 +124,14 @@ jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool ex
         st = jb_pool_create(n_threads > 0 ? n_threads : 1, &pool, err);
     if (st == JAMBA_OK) {
         quant_job job = {items, status, errors};
-        jb_pool_run(pool, n, 1, quantize_range, &job);
+        const int64_t piece = 4 * (int64_t)(n_threads > 0 ? n_threads : 1); /* matrices between progress calls */
+        for (int64_t first = 0; first < n && st == JAMBA_OK; first += piece) {
+            const int64_t count = n - first < piece ? n - first : piece;
+            quant_job part = {job.items + first, job.status + first, job.errors + first};
+            jb_pool_run(pool, count, 1, quantize_range, &part);
+            if (progress && progress->fn && !progress->fn(progress->data, first + count, n))
+                st = jb_fail(err, JAMBA_ERR_ABORTED, "%s: loading cancelled by the progress callback", label);
+        }
         for (int64_t i = 0; i < n && st == JAMBA_OK; i++)
             if (status[i] != JAMBA_OK) {
                 st = status[i];

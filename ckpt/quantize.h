@@ -17,10 +17,18 @@
  * a row holds a NaN or Inf. */
 jamba_status jb_quantize_int8(const jb_weight *w, int8_t *q, float *scale, const char *what, jamba_error *err);
 
+/* Progress of long work, called on the calling thread between pieces: `done` of `total` units; returning
+ * false stops the work (JAMBA_ERR_ABORTED). */
+typedef struct jb_progress {
+    bool (*fn)(void *data, int64_t done, int64_t total);
+    void *data;
+} jb_progress;
+
 /* Requantize the model's expert matrices (experts) and dense MLP matrices (mlp) to int8 in place: the
- * views then point into memory owned by `w`. n_threads share the work. *n_converted = the matrices that
- * were not int8 already. */
+ * views then point into memory owned by `w`. n_threads share the work, a few matrices per thread between
+ * progress calls (progress may be NULL). *n_converted = the matrices that were not int8 already. */
 jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool experts, bool mlp, int n_threads,
-                                 const char *label, int64_t *n_converted, jamba_error *err);
+                                 const jb_progress *progress, const char *label, int64_t *n_converted,
+                                 jamba_error *err);
 
 #endif /* JB_QUANTIZE_H */

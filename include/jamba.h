@@ -17,6 +17,18 @@
  *              the same time. A jamba_model is immutable after loading: every const query on one model
  *              may run concurrently from any number of threads.
  *   Sizes      Counts, sizes and indices are 64-bit.
+ *   ABI        Within a major version the library stays binary compatible with callers built against any
+ *              earlier header of that version. Structs grow only at their end, and every struct that
+ *              crosses the API travels with its size: the calls below that take or fill a struct are
+ *              static inline wrappers that pass sizeof to an exported `*_sized` function. A caller built
+ *              against an older header passes a shorter struct: the library reads its fields and uses the
+ *              defaults for the newer ones (or writes only the bytes the caller has). A caller built
+ *              against a newer header that sets a field this library does not know gets
+ *              JAMBA_ERR_UNSUPPORTED instead of a silently ignored setting. Library-owned structs returned
+ *              by pointer (jamba_config) only grow at the end. jamba_error is frozen. Bindings that call
+ *              the `*_sized` functions directly (ctypes) pass the sizes of the structs they define.
+ *              Enums are append-only. A call due to go away is marked JAMBA_DEPRECATED for at least one
+ *              minor version first.
  *
  * Dimension letters used in shape comments: V vocab, H hidden_size, I intermediate_size, E experts,
  * n_h attention heads, n_kv KV heads, d_h head_dim, D_i Mamba inner width, N d_state, K d_conv, R dt_rank.
@@ -37,6 +49,16 @@ extern "C" {
 #else
 #define JAMBA_API __attribute__((visibility("default")))
 #endif
+
+/* Marks a call that will be removed in the next major version; the message names its replacement. */
+#if defined(__GNUC__) || defined(__clang__)
+#define JAMBA_DEPRECATED(message) __attribute__((deprecated(message)))
+#else
+#define JAMBA_DEPRECATED(message)
+#endif
+
+/* A token id: an index into the vocabulary, [0, vocab_size). */
+typedef int32_t jamba_token;
 
 /* ------------------------------------------------------------------------------------------------
  * Version
@@ -196,6 +218,22 @@ typedef enum jamba_weight_format {
                                 unless already int8 */
 } jamba_weight_format;
 
+/* Severity of a library log message. */
+typedef enum jamba_log_level {
+    JAMBA_LOG_ERROR = 0,
+    JAMBA_LOG_WARN = 1, /* load warnings (also listed by jamba_model_warning) */
+    JAMBA_LOG_INFO = 2, /* one line per load and per context created: what was done, sizes, time */
+    JAMBA_LOG_DEBUG = 3,
+} jamba_log_level;
+
+/* Receives one line (no trailing newline; valid during the call only). Called on the thread making the
+ * call that logs; with a model shared by threads, from any of them: it must be thread-safe. */
+typedef void (*jamba_log_fn)(jamba_log_level level, const char *message, void *user_data);
+
+/* Load progress in [0, 1], rising, 1 exactly once at the end of a successful load; return false to cancel
+ * the load (it then fails with JAMBA_ERR_ABORTED and frees everything). Called on the loading thread. */
+typedef bool (*jamba_progress_fn)(float progress, void *user_data);
+
 typedef struct jamba_model_params {
     jamba_weights_mode weights;    /* default JAMBA_WEIGHTS_REQUIRED */
     bool allow_unexpected_tensors; /* default false: tensors the config does not imply are an error;
@@ -205,10 +243,20 @@ typedef struct jamba_model_params {
     jamba_weight_format experts;   /* MoE expert matrices; default STORED */
     jamba_weight_format mlp;       /* dense MLP matrices; default STORED */
     int32_t n_threads;             /* threads for load-time work (quantization); 0 = the online CPUs */
+    jamba_log_fn log;              /* default NULL: no messages. Kept by the model for its contexts */
+    void *log_data;
+    jamba_progress_fn progress;    /* default NULL */
+    void *progress_data;
 } jamba_model_params;
 
+/* Fill `size` bytes of *params with the defaults (the wrapper below passes sizeof). */
+JAMBA_API void jamba_model_params_init_sized(jamba_model_params *params, size_t size);
 /* Default parameters. Always start from these and change fields, so new fields get sane values. */
-JAMBA_API jamba_model_params jamba_model_default_params(void);
+static inline jamba_model_params jamba_model_default_params(void) {
+    jamba_model_params p;
+    jamba_model_params_init_sized(&p, sizeof p);
+    return p;
+}
 
 /*
  * Write the model's weights as they are held — after any load-time int8 quantization — to
@@ -239,8 +287,12 @@ JAMBA_API jamba_status jamba_model_save_replacing(const jamba_model *model, cons
  * Returns JAMBA_OK, or an error naming the file, key or tensor. On failure nothing is leaked.
  * Thread-safety: any number of loads may run concurrently.
  */
-JAMBA_API jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
-                                        jamba_model **out, jamba_error *err);
+JAMBA_API jamba_status jamba_model_load_sized(const char *dir, const jamba_model_params *params, size_t params_size,
+                                              jamba_model **out, jamba_error *err);
+static inline jamba_status jamba_model_load(const char *dir, const jamba_model_params *params, jamba_model **out,
+                                            jamba_error *err) {
+    return jamba_model_load_sized(dir, params, sizeof *params, out, err);
+}
 
 /* Unmap and free everything the model owns. NULL is a no-op. No pointer obtained from the model stays
  * valid afterwards. Must not race with other calls on the same model. */
@@ -256,8 +308,12 @@ JAMBA_API bool jamba_model_has_weights(const jamba_model *model);
 JAMBA_API const char *jamba_model_path(const jamba_model *model);
 
 /* Layer i's mixer and FFN kind. JAMBA_ERR_INVALID_ARGUMENT when i is outside [0, L). */
-JAMBA_API jamba_status jamba_model_layer(const jamba_model *model, int64_t layer, jamba_layer_info *out,
-                                         jamba_error *err);
+JAMBA_API jamba_status jamba_model_layer_sized(const jamba_model *model, int64_t layer, jamba_layer_info *out,
+                                               size_t out_size, jamba_error *err);
+static inline jamba_status jamba_model_layer(const jamba_model *model, int64_t layer, jamba_layer_info *out,
+                                             jamba_error *err) {
+    return jamba_model_layer_sized(model, layer, out, sizeof *out, err);
+}
 
 /* Parameter counts derived from the configuration (independent of the stored dtype). */
 typedef struct jamba_param_counts {
@@ -273,8 +329,12 @@ typedef struct jamba_param_counts {
     uint64_t norms;       /* input, pre-FFN and final RMSNorms */
 } jamba_param_counts;
 
-JAMBA_API jamba_status jamba_model_param_counts(const jamba_model *model, jamba_param_counts *out,
-                                                jamba_error *err);
+JAMBA_API jamba_status jamba_model_param_counts_sized(const jamba_model *model, jamba_param_counts *out,
+                                                      size_t out_size, jamba_error *err);
+static inline jamba_status jamba_model_param_counts(const jamba_model *model, jamba_param_counts *out,
+                                                    jamba_error *err) {
+    return jamba_model_param_counts_sized(model, out, sizeof *out, err);
+}
 
 /* One tensor of the loaded checkpoint, in binding order (embedding, layers, final norm, head). */
 typedef struct jamba_tensor_info {
@@ -292,8 +352,12 @@ typedef struct jamba_tensor_info {
 /* Number of tensors of the checkpoint (0 for a planning-only model). */
 JAMBA_API int64_t jamba_model_n_tensors(const jamba_model *model);
 /* Tensor i of the inventory; JAMBA_ERR_INVALID_ARGUMENT when i is out of range. */
-JAMBA_API jamba_status jamba_model_tensor(const jamba_model *model, int64_t index, jamba_tensor_info *out,
-                                          jamba_error *err);
+JAMBA_API jamba_status jamba_model_tensor_sized(const jamba_model *model, int64_t index, jamba_tensor_info *out,
+                                                size_t out_size, jamba_error *err);
+static inline jamba_status jamba_model_tensor(const jamba_model *model, int64_t index, jamba_tensor_info *out,
+                                              jamba_error *err) {
+    return jamba_model_tensor_sized(model, index, out, sizeof *out, err);
+}
 
 /* Non-fatal notes gathered while loading (unknown config keys, ignored fields, skipped tensors).
  * Strings are valid until jamba_model_free. */
@@ -322,9 +386,19 @@ typedef struct jamba_memory_estimate {
     uint64_t total_bytes;               /* weights + KV + Mamba state (activations not included) */
 } jamba_memory_estimate;
 
-JAMBA_API jamba_memory_params jamba_memory_default_params(const jamba_model *model);
-JAMBA_API jamba_status jamba_model_memory(const jamba_model *model, const jamba_memory_params *params,
-                                          jamba_memory_estimate *out, jamba_error *err);
+JAMBA_API void jamba_memory_params_init_sized(const jamba_model *model, jamba_memory_params *params, size_t size);
+static inline jamba_memory_params jamba_memory_default_params(const jamba_model *model) {
+    jamba_memory_params p;
+    jamba_memory_params_init_sized(model, &p, sizeof p);
+    return p;
+}
+JAMBA_API jamba_status jamba_model_memory_sized(const jamba_model *model, const jamba_memory_params *params,
+                                                size_t params_size, jamba_memory_estimate *out, size_t out_size,
+                                                jamba_error *err);
+static inline jamba_status jamba_model_memory(const jamba_model *model, const jamba_memory_params *params,
+                                              jamba_memory_estimate *out, jamba_error *err) {
+    return jamba_model_memory_sized(model, params, sizeof *params, out, sizeof *out, err);
+}
 
 /* ------------------------------------------------------------------------------------------------
  * Contexts: sequences, their state, and the forward pass
@@ -377,7 +451,12 @@ typedef struct jamba_context_params {
                               jamba_context_create refuses more than one (no multi-GPU backend is built yet) */
 } jamba_context_params;
 
-JAMBA_API jamba_context_params jamba_context_default_params(void);
+JAMBA_API void jamba_context_params_init_sized(jamba_context_params *params, size_t size);
+static inline jamba_context_params jamba_context_default_params(void) {
+    jamba_context_params p;
+    jamba_context_params_init_sized(&p, sizeof p);
+    return p;
+}
 
 #define JAMBA_MAX_GPUS 64 /* the most GPUs one plan splits a model over */
 
@@ -413,8 +492,13 @@ typedef struct jamba_context_plan {
     jamba_gpu_plan per_gpu[JAMBA_MAX_GPUS]; /* [n_gpus]: each GPU's share, rank order */
 } jamba_context_plan;
 
-JAMBA_API jamba_status jamba_context_plan_memory(const jamba_model *model, const jamba_context_params *params,
-                                                 jamba_context_plan *out, jamba_error *err);
+JAMBA_API jamba_status jamba_context_plan_memory_sized(const jamba_model *model, const jamba_context_params *params,
+                                                       size_t params_size, jamba_context_plan *out, size_t out_size,
+                                                       jamba_error *err);
+static inline jamba_status jamba_context_plan_memory(const jamba_model *model, const jamba_context_params *params,
+                                                     jamba_context_plan *out, jamba_error *err) {
+    return jamba_context_plan_memory_sized(model, params, sizeof *params, out, sizeof *out, err);
+}
 
 /* Create a context for `model`, which must have weights (JAMBA_ERR_NO_WEIGHTS otherwise). Sizes are
  * checked before anything is allocated; JAMBA_ERR_OUT_OF_MEMORY names the bytes that did not fit.
@@ -424,8 +508,12 @@ JAMBA_API jamba_status jamba_context_plan_memory(const jamba_model *model, const
  * jamba_model_free; the context's KV cache, Mamba state and workspaces are one device allocation. A
  * device fault during a call marks the context dead: that call and every later one return
  * JAMBA_ERR_DEVICE, and the context can only be freed. */
-JAMBA_API jamba_status jamba_context_create(const jamba_model *model, const jamba_context_params *params,
-                                            jamba_context **out, jamba_error *err);
+JAMBA_API jamba_status jamba_context_create_sized(const jamba_model *model, const jamba_context_params *params,
+                                                  size_t params_size, jamba_context **out, jamba_error *err);
+static inline jamba_status jamba_context_create(const jamba_model *model, const jamba_context_params *params,
+                                                jamba_context **out, jamba_error *err) {
+    return jamba_context_create_sized(model, params, sizeof *params, out, err);
+}
 
 /* Free the context and its state; NULL is a no-op. */
 JAMBA_API void jamba_context_free(jamba_context *ctx);
@@ -439,7 +527,7 @@ typedef enum jamba_logits_mode {
 /* Tokens to append to one sequence. */
 typedef struct jamba_seq_input {
     int32_t seq;             /* sequence id in [0, n_seq_max) */
-    const int32_t *tokens;   /* n_tokens ids in [0, vocab_size); read during the call only */
+    const jamba_token *tokens; /* n_tokens ids in [0, vocab_size); read during the call only */
     int64_t n_tokens;        /* >= 1 */
     jamba_logits_mode logits;
 } jamba_seq_input;
@@ -454,8 +542,12 @@ typedef struct jamba_seq_input {
  * outside the vocabulary, too many logit rows (JAMBA_ERR_INVALID_ARGUMENT), or a sequence that would pass
  * n_ctx tokens (JAMBA_ERR_CONTEXT_FULL) fail before any state changes.
  */
-JAMBA_API jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
-                                   jamba_error *err);
+JAMBA_API jamba_status jamba_decode_sized(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
+                                         size_t input_size, jamba_error *err);
+static inline jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
+                                        jamba_error *err) {
+    return jamba_decode_sized(ctx, inputs, n_inputs, sizeof *inputs, err);
+}
 
 /*
  * Cancellation: `fn(user_data)` is called before every internal step of jamba_decode and
@@ -488,7 +580,7 @@ typedef enum jamba_pooling {
  * changes, no logits) and write the final-normed hidden state of each position (the input of lm_head,
  * transformers' last hidden state), reduced by `pooling`, to `out` (caller-owned, the size above). MEAN
  * allocates n_tokens x hidden_size floats for the call. Not thread-safe with other calls on the context. */
-JAMBA_API jamba_status jamba_embed(jamba_context *ctx, int32_t seq, const int32_t *tokens, int64_t n_tokens,
+JAMBA_API jamba_status jamba_embed(jamba_context *ctx, int32_t seq, const jamba_token *tokens, int64_t n_tokens,
                                    jamba_pooling pooling, float *out, jamba_error *err);
 
 /* Logits of input `index` of the last jamba_decode: *n_rows rows of vocab_size floats, row-major (one row
@@ -547,13 +639,13 @@ JAMBA_API void jamba_tokenizer_free(jamba_tokenizer *tok);
 
 JAMBA_API int64_t jamba_tokenizer_vocab_size(const jamba_tokenizer *tok);
 /* BOS id, or -1 when the tokenizer has none. */
-JAMBA_API int32_t jamba_tokenizer_bos(const jamba_tokenizer *tok);
+JAMBA_API jamba_token jamba_tokenizer_bos(const jamba_tokenizer *tok);
 /* End-of-sequence ids (tokenizer files and generation_config.json); valid until jamba_tokenizer_free. */
-JAMBA_API const int32_t *jamba_tokenizer_eos(const jamba_tokenizer *tok, int64_t *n_eos);
+JAMBA_API const jamba_token *jamba_tokenizer_eos(const jamba_tokenizer *tok, int64_t *n_eos);
 /* The id of an exact token string (special tokens included), or -1. */
-JAMBA_API int32_t jamba_tokenizer_find(const jamba_tokenizer *tok, const char *piece);
+JAMBA_API jamba_token jamba_tokenizer_find(const jamba_tokenizer *tok, const char *piece);
 /* The stored string of token `id` (e.g. "▁the", "<0x0A>", "<|eom|>"), or NULL when out of range. */
-JAMBA_API const char *jamba_tokenizer_piece(const jamba_tokenizer *tok, int32_t id);
+JAMBA_API const char *jamba_tokenizer_piece(const jamba_tokenizer *tok, jamba_token id);
 
 typedef enum jamba_tokenize_flags {
     JAMBA_TOKENIZE_ADD_SPECIAL = 1,   /* add BOS/EOS as the tokenizer's files say */
@@ -572,14 +664,14 @@ JAMBA_API int64_t jamba_tokenizer_max_ids(const jamba_tokenizer *tok, size_t len
  * needed and writes nothing.
  */
 JAMBA_API jamba_status jamba_tokenize(const jamba_tokenizer *tok, const char *text, size_t len, int flags,
-                                      int32_t *ids, int64_t capacity, int64_t *n_ids, jamba_error *err);
+                                      jamba_token *ids, int64_t capacity, int64_t *n_ids, jamba_error *err);
 
 /*
  * Decode ids to UTF-8 text (always valid UTF-8; incomplete or invalid byte sequences become U+FFFD).
  * Special tokens are left out unless keep_special. Writes at most `capacity` bytes plus a NUL; *len gets
  * the text length. JAMBA_ERR_BUFFER_TOO_SMALL (with *len = bytes needed, NUL excluded) when it does not fit.
  */
-JAMBA_API jamba_status jamba_detokenize(const jamba_tokenizer *tok, const int32_t *ids, int64_t n_ids,
+JAMBA_API jamba_status jamba_detokenize(const jamba_tokenizer *tok, const jamba_token *ids, int64_t n_ids,
                                         bool keep_special, char *text, size_t capacity, size_t *len,
                                         jamba_error *err);
 
@@ -592,7 +684,7 @@ JAMBA_API void jamba_stream_decoder_free(jamba_stream_decoder *dec);
 /* Append `id`; *text points at the newly completed text (NUL-terminated, *len bytes, possibly empty),
  * valid until the next call on the decoder. The first token after create or flush starts a text: a
  * decoder that strips a leading space (sentencepiece's "▁") does so only there. */
-JAMBA_API jamba_status jamba_stream_decoder_push(jamba_stream_decoder *dec, int32_t id, const char **text,
+JAMBA_API jamba_status jamba_stream_decoder_push(jamba_stream_decoder *dec, jamba_token id, const char **text,
                                                  size_t *len, jamba_error *err);
 /* Whatever is still pending (an incomplete character becomes U+FFFD); then the decoder starts afresh. */
 JAMBA_API jamba_status jamba_stream_decoder_flush(jamba_stream_decoder *dec, const char **text, size_t *len,
@@ -624,9 +716,14 @@ JAMBA_API bool jamba_chat_supported(const jamba_tokenizer *tok);
 
 /* Render and tokenize messages. Capacity and JAMBA_ERR_BUFFER_TOO_SMALL as for jamba_tokenize.
  * JAMBA_ERR_UNSUPPORTED when the tokenizer has no chat tokens or a role is unknown. */
-JAMBA_API jamba_status jamba_chat_tokenize(const jamba_tokenizer *tok, const jamba_chat_message *messages,
-                                           int64_t n_messages, int flags, int32_t *ids, int64_t capacity,
-                                           int64_t *n_ids, jamba_error *err);
+JAMBA_API jamba_status jamba_chat_tokenize_sized(const jamba_tokenizer *tok, const jamba_chat_message *messages,
+                                                 int64_t n_messages, size_t message_size, int flags, jamba_token *ids,
+                                                 int64_t capacity, int64_t *n_ids, jamba_error *err);
+static inline jamba_status jamba_chat_tokenize(const jamba_tokenizer *tok, const jamba_chat_message *messages,
+                                               int64_t n_messages, int flags, jamba_token *ids, int64_t capacity,
+                                               int64_t *n_ids, jamba_error *err) {
+    return jamba_chat_tokenize_sized(tok, messages, n_messages, sizeof *messages, flags, ids, capacity, n_ids, err);
+}
 
 /* ------------------------------------------------------------------------------------------------
  * Sampling
@@ -649,17 +746,26 @@ typedef struct jamba_sampler_params {
 
 typedef struct jamba_sampler jamba_sampler;
 
-JAMBA_API jamba_sampler_params jamba_sampler_default_params(void);
+JAMBA_API void jamba_sampler_params_init_sized(jamba_sampler_params *params, size_t size);
+static inline jamba_sampler_params jamba_sampler_default_params(void) {
+    jamba_sampler_params p;
+    jamba_sampler_params_init_sized(&p, sizeof p);
+    return p;
+}
 /* JAMBA_ERR_INVALID_ARGUMENT for a negative or NaN temperature, top_p outside (0, 1], min_p outside
  * [0, 1), a repetition penalty <= 0, negative counts. */
-JAMBA_API jamba_status jamba_sampler_create(const jamba_sampler_params *params, int64_t vocab_size,
-                                            jamba_sampler **out, jamba_error *err);
+JAMBA_API jamba_status jamba_sampler_create_sized(const jamba_sampler_params *params, size_t params_size,
+                                                  int64_t vocab_size, jamba_sampler **out, jamba_error *err);
+static inline jamba_status jamba_sampler_create(const jamba_sampler_params *params, int64_t vocab_size,
+                                                jamba_sampler **out, jamba_error *err) {
+    return jamba_sampler_create_sized(params, sizeof *params, vocab_size, out, err);
+}
 JAMBA_API void jamba_sampler_free(jamba_sampler *s);
 /* Add a token to the penalty history (prompt tokens and sampled ones). */
-JAMBA_API void jamba_sampler_accept(jamba_sampler *s, int32_t token);
+JAMBA_API void jamba_sampler_accept(jamba_sampler *s, jamba_token token);
 /* Choose the next token from vocab_size logits (not modified). NaN logits never win; a +inf logit wins
  * outright (the lowest such id); when every logit is NaN or -inf, JAMBA_ERR_NUMERIC. */
-JAMBA_API jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, int32_t *token,
+JAMBA_API jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logits, jamba_token *token,
                                             jamba_error *err);
 
 /*
@@ -673,8 +779,13 @@ JAMBA_API jamba_status jamba_sampler_sample(jamba_sampler *s, const float *logit
  * tokens: n_inputs ids. Errors as jamba_decode and jamba_sampler_sample; on a sampling error the
  * sequences have already advanced.
  */
-JAMBA_API jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
-                                          jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err);
+JAMBA_API jamba_status jamba_decode_sample_sized(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
+                                                size_t input_size, jamba_sampler *const *samplers, jamba_token *tokens,
+                                                jamba_error *err);
+static inline jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
+                                               jamba_sampler *const *samplers, jamba_token *tokens, jamba_error *err) {
+    return jamba_decode_sample_sized(ctx, inputs, n_inputs, sizeof *inputs, samplers, tokens, err);
+}
 
 /* ------------------------------------------------------------------------------------------------
  * Accelerators
@@ -693,7 +804,10 @@ typedef struct jamba_backend_info {
 
 /* Describe the compiled backends and the devices present. Never fails because no GPU is present:
  * that is reported through device_count = 0 and note. Safe to call from any thread. */
-JAMBA_API jamba_status jamba_backend_query(jamba_backend_info *out, jamba_error *err);
+JAMBA_API jamba_status jamba_backend_query_sized(jamba_backend_info *out, size_t out_size, jamba_error *err);
+static inline jamba_status jamba_backend_query(jamba_backend_info *out, jamba_error *err) {
+    return jamba_backend_query_sized(out, sizeof *out, err);
+}
 
 typedef struct jamba_device_info {
     char name[256];
@@ -706,7 +820,10 @@ typedef struct jamba_device_info {
 
 /* Query CUDA device `index` and run a tiny self-test kernel on it. JAMBA_ERR_NO_DEVICE when the index
  * is out of range or the build has no CUDA backend. */
-JAMBA_API jamba_status jamba_device_query(int index, jamba_device_info *out, jamba_error *err);
+JAMBA_API jamba_status jamba_device_query_sized(int index, jamba_device_info *out, size_t out_size, jamba_error *err);
+static inline jamba_status jamba_device_query(int index, jamba_device_info *out, jamba_error *err) {
+    return jamba_device_query_sized(index, out, sizeof *out, err);
+}
 
 #ifdef __cplusplus
 }

@@ -9,13 +9,26 @@
 #include "base/checked.h"
 #include "base/error.h"
 #include "ckpt/config.h"
+#include "base/abi.h"
+#include "runtime/log.h"
 
 #include <string.h>
 
-jamba_context_params jamba_context_default_params(void) {
-    return (jamba_context_params){.n_seq_max = 1, .n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_logits_max = 0,
-                                  .device = JAMBA_DEVICE_CPU, .gpu_index = 0, .gpu_dtype = JAMBA_DTYPE_BF16,
-                                  .gpu_graphs = true, .kv_dtype = JAMBA_DTYPE_UNKNOWN, .gpu_memory = 0};
+static const jamba_context_params CONTEXT_DEFAULTS = {
+    .n_seq_max = 1, .n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_logits_max = 0, .device = JAMBA_DEVICE_CPU,
+    .gpu_index = 0, .gpu_dtype = JAMBA_DTYPE_BF16, .gpu_graphs = true, .kv_dtype = JAMBA_DTYPE_UNKNOWN,
+    .gpu_memory = 0, .n_gpus = 0};
+
+void jamba_context_params_init_sized(jamba_context_params *p, size_t size) {
+    if (p != NULL)
+        JB_INIT_SIZED(p, size, CONTEXT_DEFAULTS);
+}
+
+/* The caller's params (params_size bytes; NULL: the defaults) in this library's layout. */
+static jamba_status params_in(const jamba_context_params *params, size_t params_size, jamba_context_params *p,
+                              const char *call, jamba_error *err) {
+    *p = CONTEXT_DEFAULTS;
+    return params ? jb_struct_in(p, sizeof *p, params, params_size, JB_MIN_CONTEXT_PARAMS, call, err) : JAMBA_OK;
 }
 
 void jb_context_set_capture(jamba_context *ctx, float *hidden, float *final, int64_t rows) {
@@ -51,6 +64,9 @@ static size_t buffer_table(jamba_context *ctx, buffer_plan *out) {
         {(void **)&ctx->segments, sizeof(jb_segment), D1(S), "step segments"},
         {(void **)&ctx->logit_src, sizeof(int64_t), D1(cap), "logit bookkeeping"},
         {(void **)&ctx->sample_inputs, sizeof(jamba_seq_input), D1(S), "sampling inputs"},
+        {(void **)&ctx->sample_samplers, sizeof(jamba_sampler *), D1(S), "sampling inputs"},
+        {(void **)&ctx->sample_tokens, sizeof(int32_t), D1(S), "sampling results"},
+        {(void **)&ctx->abi_inputs, sizeof(jamba_seq_input), D1(S), "inputs of another header's layout"},
         {(void **)&ctx->sample_params, sizeof(jb_sample_params), D1(sampler * S), "sampling parameters"},
         {(void **)&ctx->sample_penalized, sizeof(int32_t), D2(sampler * S, JB_SAMPLE_MAX_PENALIZED), "sampling history"},
         {(void **)&ctx->sample_used, sizeof(int32_t), D1(sampler * S), "sampling results"},
@@ -85,7 +101,7 @@ static jamba_status allocate_all(const buffer_plan *plan, size_t n, jamba_error 
 
 jamba_status jb_context_resolve_params(const jamba_model *m, const jamba_context_params *in, jamba_context_params *p,
                                        jamba_error *err) {
-    *p = in ? *in : jamba_context_default_params();
+    *p = in ? *in : CONTEXT_DEFAULTS;
     if (p->n_seq_max < 1 || p->n_seq_max > (1 << 20))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_seq_max %d must be in [1, 1048576]", p->n_seq_max);
     if (p->n_ctx == 0)
@@ -109,13 +125,18 @@ jamba_status jb_context_resolve_params(const jamba_model *m, const jamba_context
     return be->resolve(m, p, err);
 }
 
-jamba_status jamba_context_plan_memory(const jamba_model *m, const jamba_context_params *params,
-                                       jamba_context_plan *out, jamba_error *err) {
+jamba_status jamba_context_plan_memory_sized(const jamba_model *m, const jamba_context_params *params,
+                                             size_t params_size, jamba_context_plan *out, size_t out_size,
+                                             jamba_error *err) {
     if (m == NULL || out == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_plan_memory: NULL argument");
-    jamba_context_params p;
-    JB_TRY(jb_context_resolve_params(m, params, &p, err));
-    return jb_backend_for(p.device)->plan(m, &p, out, err);
+    jamba_context_params given, p;
+    JB_TRY(params_in(params, params_size, &given, "jamba_context_plan_memory: params", err));
+    JB_TRY(jb_context_resolve_params(m, &given, &p, err));
+    jamba_context_plan plan;
+    JB_TRY(jb_backend_for(p.device)->plan(m, &p, &plan, err));
+    return jb_struct_out(out, out_size, &plan, sizeof plan, JB_MIN_CONTEXT_PLAN, "jamba_context_plan_memory: out",
+                         err);
 }
 
 /* Before anything is allocated: the backend's plan, which fixes the step size; a request that does not
@@ -132,14 +153,16 @@ static jamba_status plan(jamba_context *ctx, jamba_error *err) {
     return JAMBA_OK;
 }
 
-jamba_status jamba_context_create(const jamba_model *model, const jamba_context_params *params,
-                                  jamba_context **out, jamba_error *err) {
+jamba_status jamba_context_create_sized(const jamba_model *model, const jamba_context_params *params,
+                                        size_t params_size, jamba_context **out, jamba_error *err) {
     if (out == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_create: out is NULL");
     *out = NULL;
     if (model == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_create: model is NULL");
-    const bool on_device = model->device_synthetic && params && params->device == JAMBA_DEVICE_CUDA;
+    jamba_context_params given;
+    JB_TRY(params_in(params, params_size, &given, "jamba_context_create: params", err));
+    const bool on_device = model->device_synthetic && given.device == JAMBA_DEVICE_CUDA;
     if (!model->has_weights && !on_device)
         return jb_fail(err, JAMBA_ERR_NO_WEIGHTS, "%s: %s", model->path,
                        model->device_synthetic ? "a device-synthetic model runs on CUDA contexts only"
@@ -148,7 +171,7 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
     if (ctx == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "context: out of memory");
     ctx->model = model;
-    jamba_status st = jb_context_resolve_params(model, params, &ctx->params, err);
+    jamba_status st = jb_context_resolve_params(model, &given, &ctx->params, err);
     if (st == JAMBA_OK) {
         ctx->be = jb_backend_for(ctx->params.device);
         st = plan(ctx, err);
@@ -164,6 +187,9 @@ jamba_status jamba_context_create(const jamba_model *model, const jamba_context_
     }
     for (int32_t s = 0; s < ctx->params.n_seq_max; s++)
         ctx->seq_input[s] = -1;
+    jb_log(model, JAMBA_LOG_INFO, "%s context: %d sequences x %lld tokens, steps of %lld tokens, %.1f MiB of state",
+           ctx->be->name, ctx->params.n_seq_max, (long long)ctx->params.n_ctx, (long long)ctx->params.n_batch,
+           (double)ctx->be->bytes(ctx->state) / 1048576.0);
     *out = ctx;
     return JAMBA_OK;
 }
@@ -399,8 +425,30 @@ jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
     return JAMBA_OK;
 }
 
-jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n, jamba_error *err) {
-    return jb_decode(ctx, in, n, false, err);
+jamba_status jb_inputs_in(jamba_context *ctx, const jamba_seq_input *in, int64_t n, size_t input_size,
+                          jamba_seq_input *dst, const char *call, jamba_error *err) {
+    if (ctx == NULL || in == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: NULL argument", call);
+    if (n < 1 || n > ctx->params.n_seq_max)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: need 1 to %d inputs, got %lld", call,
+                       ctx->params.n_seq_max, (long long)n);
+    if (input_size < JB_MIN_SEQ_INPUT)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: inputs of %zu bytes, at least %zu expected", call,
+                       input_size, (size_t)JB_MIN_SEQ_INPUT);
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = (jamba_seq_input){0};
+        JB_TRY(jb_struct_in(&dst[i], sizeof dst[i], (const uint8_t *)in + (size_t)i * input_size, input_size,
+                            JB_MIN_SEQ_INPUT, call, err));
+    }
+    return JAMBA_OK;
+}
+
+jamba_status jamba_decode_sized(jamba_context *ctx, const jamba_seq_input *in, int64_t n, size_t input_size,
+                                jamba_error *err) {
+    if (ctx != NULL && in != NULL && input_size == sizeof *in) /* the caller's layout is this library's */
+        return jb_decode(ctx, in, n, false, err);
+    JB_TRY(jb_inputs_in(ctx, in, n, input_size, ctx ? ctx->abi_inputs : NULL, "jamba_decode", err));
+    return jb_decode(ctx, ctx->abi_inputs, n, false, err);
 }
 
 const float *jamba_logits(const jamba_context *ctx, int64_t index, int64_t *n_rows) {

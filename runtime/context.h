@@ -30,6 +30,9 @@ struct jamba_context {
     jb_capture capture;
     bool logits_on_host;           /* the last call's logit rows are in `logits` (not so after decode_sample) */
     jamba_seq_input *sample_inputs;/* [S] jamba_decode_sample's inputs with LAST logits */
+    jamba_sampler **sample_samplers; /* [S] the samplers of the inputs that are sampled, in call order */
+    int32_t *sample_tokens;        /* [S] their tokens */
+    jamba_seq_input *abi_inputs;   /* [S] jamba_decode's inputs copied from a caller's layout of another size */
     /* backends that sample (be->sample): the device sampler's inputs */
     jb_sample_params *sample_params; /* [S] */
     int32_t *sample_penalized;     /* [S, JB_SAMPLE_MAX_PENALIZED] */
@@ -48,6 +51,16 @@ const jb_backend_i *jb_backend_for(jamba_device_type device);
 /* jamba_decode with the logits left on the device when keep_on_device (backends that sample). */
 jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n, bool keep_on_device,
                        jamba_error *err);
+
+/* jamba_decode_sample over inputs in this library's layout (they may be ctx->sample_inputs), where
+ * samplers[i] may be NULL: that input is only fed (no logits) and tokens[i] = -1. */
+jamba_status jb_decode_sample(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
+                              jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err);
+
+/* Copy n inputs laid out input_size bytes apart (a caller's jamba_seq_input, of any header version) into
+ * dst [n], checking ctx, in, n in [1, n_seq_max] and the size; `call` names the API call in messages. */
+jamba_status jb_inputs_in(jamba_context *ctx, const jamba_seq_input *in, int64_t n, size_t input_size,
+                          jamba_seq_input *dst, const char *call, jamba_error *err);
 
 /* Check `in` (NULL: the defaults) and fill what defaults to the model or the backend: n_ctx, n_batch,
  * n_logits_max, n_threads. A CUDA n_batch of 0 stays 0 (the planner chooses it), as does n_logits_max. */

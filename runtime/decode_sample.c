@@ -48,24 +48,39 @@ static jamba_status sample_on_device(jamba_context *ctx, int64_t n, jamba_sample
     return JAMBA_OK;
 }
 
-jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
-                                 jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err) {
-    if (ctx == NULL || in == NULL || samplers == NULL || tokens == NULL)
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: NULL argument");
-    if (n < 1 || n > ctx->params.n_seq_max)
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: need 1 to %d inputs, got %lld",
-                       ctx->params.n_seq_max, (long long)n);
+jamba_status jb_decode_sample(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
+                              jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err) {
+    /* inputs with a sampler get LAST logits, in call order: logit row r belongs to the r-th of them */
+    int64_t rows = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (samplers[i] == NULL)
-            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: sampler %lld is NULL", (long long)i);
-        ctx->sample_inputs[i] = in[i];
-        ctx->sample_inputs[i].logits = JAMBA_LOGITS_LAST;
+        if (&ctx->sample_inputs[i] != &in[i])
+            ctx->sample_inputs[i] = in[i];
+        ctx->sample_inputs[i].logits = samplers[i] ? JAMBA_LOGITS_LAST : JAMBA_LOGITS_NONE;
+        if (samplers[i])
+            ctx->sample_samplers[rows++] = samplers[i];
+        tokens[i] = -1;
     }
     JB_TRY(jb_decode(ctx, ctx->sample_inputs, n, true, err));
     ctx->logits_on_host = false; /* as documented, whichever device ran */
-    if (ctx->be->sample != NULL)
-        return sample_on_device(ctx, n, samplers, tokens, err);
-    for (int64_t i = 0; i < n; i++)
-        JB_TRY(sample_on_host(ctx, i, samplers[i], &tokens[i], err));
+    int32_t *row_tokens = ctx->sample_tokens;
+    if (rows > 0 && ctx->be->sample != NULL)
+        JB_TRY(sample_on_device(ctx, rows, ctx->sample_samplers, row_tokens, err));
+    else
+        for (int64_t r = 0; r < rows; r++)
+            JB_TRY(sample_on_host(ctx, r, ctx->sample_samplers[r], &row_tokens[r], err));
+    for (int64_t i = 0, r = 0; i < n; i++)
+        if (samplers[i])
+            tokens[i] = row_tokens[r++];
     return JAMBA_OK;
+}
+
+jamba_status jamba_decode_sample_sized(jamba_context *ctx, const jamba_seq_input *in, int64_t n, size_t input_size,
+                                       jamba_sampler *const *samplers, int32_t *tokens, jamba_error *err) {
+    if (samplers == NULL || tokens == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: NULL argument");
+    JB_TRY(jb_inputs_in(ctx, in, n, input_size, ctx ? ctx->sample_inputs : NULL, "jamba_decode_sample", err));
+    for (int64_t i = 0; i < n; i++)
+        if (samplers[i] == NULL)
+            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_decode_sample: sampler %lld is NULL", (long long)i);
+    return jb_decode_sample(ctx, ctx->sample_inputs, n, samplers, tokens, err);
 }

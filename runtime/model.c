@@ -11,21 +11,27 @@
 #include "ckpt/quantize.h"
 #include "ckpt/sizing.h"
 #include "backend/model_bytes.h"
+#include "base/abi.h"
+#include "runtime/log.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-jamba_model_params jamba_model_default_params(void) {
-    return (jamba_model_params){
-        .weights = JAMBA_WEIGHTS_REQUIRED,
-        .allow_unexpected_tensors = false,
-        .check_finite = false,
-        .experts = JAMBA_FORMAT_STORED,
-        .mlp = JAMBA_FORMAT_STORED,
-        .n_threads = 0,
-    };
+static const jamba_model_params MODEL_DEFAULTS = {
+    .weights = JAMBA_WEIGHTS_REQUIRED,
+    .allow_unexpected_tensors = false,
+    .check_finite = false,
+    .experts = JAMBA_FORMAT_STORED,
+    .mlp = JAMBA_FORMAT_STORED,
+    .n_threads = 0,
+};
+
+void jamba_model_params_init_sized(jamba_model_params *p, size_t size) {
+    if (p != NULL)
+        JB_INIT_SIZED(p, size, MODEL_DEFAULTS);
 }
 
 /* Tensors scanned for NaN/Inf at every load: small, and decisive (one NaN in a norm, bias, router or the
@@ -52,6 +58,24 @@ static jamba_status settle_inner_norms(jamba_model *m, jamba_error *err) {
     return ok ? JAMBA_OK : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", m->path);
 }
 
+/* The load-progress callback at `fraction`; JAMBA_ERR_ABORTED when it asks to stop. */
+static jamba_status progress_at(const jamba_model_params *p, const char *path, double fraction, jamba_error *err) {
+    if (p->progress != NULL && !p->progress((float)fraction, p->progress_data))
+        return jb_fail(err, JAMBA_ERR_ABORTED, "%s: loading cancelled by the progress callback", path);
+    return JAMBA_OK;
+}
+
+/* The int8 conversion's progress, mapped onto [from, from + span) of the load. */
+typedef struct quantize_progress {
+    const jamba_model_params *p;
+    double from, span;
+} quantize_progress;
+
+static bool quantize_tick(void *data, int64_t done, int64_t total) {
+    const quantize_progress *q = data;
+    return q->p->progress((float)(q->from + q->span * (double)done / (double)total), q->p->progress_data);
+}
+
 static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, jamba_error *err) {
     m->plan_experts_int8 = p->experts == JAMBA_FORMAT_INT8;
     m->plan_mlp_int8 = p->mlp == JAMBA_FORMAT_INT8;
@@ -69,15 +93,22 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
                            err));
     m->has_weights = true;
     JB_TRY(settle_inner_norms(m, err));
-    for (int64_t i = 0; i < m->weights.n_order; i++)
+    /* progress: the checks take [0, 0.5) when a conversion follows (it takes [0.5, 0.99)), else [0, 0.99) */
+    const bool convert = p->experts == JAMBA_FORMAT_INT8 || p->mlp == JAMBA_FORMAT_INT8;
+    const double checks_span = convert ? 0.5 : 0.99;
+    for (int64_t i = 0; i < m->weights.n_order; i++) {
         if (p->check_finite || checked_by_default(&m->ckpt.entries[m->weights.order[i]]))
             JB_TRY(jb_check_finite(&m->ckpt, m->weights.order[i], err));
-    if (p->experts == JAMBA_FORMAT_INT8 || p->mlp == JAMBA_FORMAT_INT8) {
+        JB_TRY(progress_at(p, m->path, checks_span * (double)(i + 1) / (double)m->weights.n_order, err));
+    }
+    if (convert) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         int threads = p->n_threads > 0 ? p->n_threads : online < 1 ? 1 : online > 64 ? 64 : (int)online;
         int64_t converted = 0;
+        quantize_progress qp = {p, 0.5, 0.49};
+        const jb_progress progress = {p->progress ? quantize_tick : NULL, &qp};
         JB_TRY(jb_weights_quantize(&m->weights, &m->config, p->experts == JAMBA_FORMAT_INT8,
-                                   p->mlp == JAMBA_FORMAT_INT8, threads, m->path, &converted, err));
+                                   p->mlp == JAMBA_FORMAT_INT8, threads, &progress, m->path, &converted, err));
         m->requantized = converted > 0; /* an int8 checkpoint loaded as int8 is the same model as stored */
     }
     return JAMBA_OK;
@@ -166,14 +197,16 @@ jamba_status jb_model_device_synthetic(const char *config_json, size_t config_le
     return JAMBA_OK;
 }
 
-jamba_status jamba_model_load(const char *dir, const jamba_model_params *params, jamba_model **out,
-                              jamba_error *err) {
+jamba_status jamba_model_load_sized(const char *dir, const jamba_model_params *params, size_t params_size,
+                                    jamba_model **out, jamba_error *err) {
     if (out == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: out is NULL");
     *out = NULL;
     if (dir == NULL || dir[0] == '\0')
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: no model folder given");
-    jamba_model_params p = params ? *params : jamba_model_default_params();
+    jamba_model_params p = MODEL_DEFAULTS;
+    if (params != NULL)
+        JB_TRY(jb_struct_in(&p, sizeof p, params, params_size, JB_MIN_MODEL_PARAMS, "jamba_model_load: params", err));
     if ((int)p.weights < JAMBA_WEIGHTS_REQUIRED || p.weights > JAMBA_WEIGHTS_NONE)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: invalid weights mode %d", (int)p.weights);
     if ((int)p.experts < JAMBA_FORMAT_STORED || p.experts > JAMBA_FORMAT_INT8 || (int)p.mlp < JAMBA_FORMAT_STORED ||
@@ -185,16 +218,33 @@ jamba_status jamba_model_load(const char *dir, const jamba_model_params *params,
     if (!S_ISDIR(sb.st_mode))
         return jb_fail(err, JAMBA_ERR_IO, "%s: not a folder (expected a Hugging Face model folder)", dir);
 
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     jamba_model *m = NULL;
-    jamba_status st = model_new(dir, &m, err);
+    jamba_status st = progress_at(&p, dir, 0.0, err);
     if (st == JAMBA_OK)
+        st = model_new(dir, &m, err);
+    if (st == JAMBA_OK) {
+        m->log = p.log;
+        m->log_data = p.log_data;
         st = jb_config_load(dir, &m->config, &m->notes, err);
+    }
     if (st == JAMBA_OK)
         st = load_weights(m, &p, err);
+    if (st == JAMBA_OK)
+        st = progress_at(&p, dir, 1.0, err);
     if (st != JAMBA_OK) {
+        if (err != NULL && p.log != NULL)
+            p.log(JAMBA_LOG_ERROR, err->message, p.log_data);
         jamba_model_free(m);
         return st;
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (int64_t i = 0; i < m->notes.n; i++)
+        jb_log(m, JAMBA_LOG_WARN, "%s", m->notes.items[i]);
+    jb_log(m, JAMBA_LOG_INFO, "%s: loaded %lld tensors in %.2f s%s", dir, (long long)m->weights.n_order,
+           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec),
+           m->has_weights ? "" : " (configuration only: planning)");
     *out = m;
     return JAMBA_OK;
 }
@@ -217,28 +267,36 @@ const jamba_config *jamba_model_config(const jamba_model *m) { return m ? &m->co
 bool jamba_model_has_weights(const jamba_model *m) { return m && m->has_weights; }
 const char *jamba_model_path(const jamba_model *m) { return m ? m->path : NULL; }
 
-jamba_status jamba_model_layer(const jamba_model *m, int64_t layer, jamba_layer_info *out, jamba_error *err) {
+jamba_status jamba_model_layer_sized(const jamba_model *m, int64_t layer, jamba_layer_info *out, size_t out_size,
+                                     jamba_error *err) {
     if (m == NULL || out == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_layer: NULL argument");
     if (layer < 0 || layer >= m->config.num_hidden_layers)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_layer: layer %lld outside [0, %lld)",
                        (long long)layer, (long long)m->config.num_hidden_layers);
-    bool moe = jb_layer_is_moe(&m->config, layer);
-    out->mixer = jb_layer_is_attention(&m->config, layer) ? JAMBA_MIXER_ATTENTION : JAMBA_MIXER_MAMBA;
-    out->ffn = moe ? JAMBA_FFN_MOE : JAMBA_FFN_DENSE;
-    out->n_experts = moe ? m->config.num_experts : 1;
-    return JAMBA_OK;
+    const bool moe = jb_layer_is_moe(&m->config, layer);
+    const jamba_layer_info info = {
+        .mixer = jb_layer_is_attention(&m->config, layer) ? JAMBA_MIXER_ATTENTION : JAMBA_MIXER_MAMBA,
+        .ffn = moe ? JAMBA_FFN_MOE : JAMBA_FFN_DENSE,
+        .n_experts = moe ? m->config.num_experts : 1,
+    };
+    return jb_struct_out(out, out_size, &info, sizeof info, JB_MIN_LAYER_INFO, "jamba_model_layer: out", err);
 }
 
-jamba_status jamba_model_param_counts(const jamba_model *m, jamba_param_counts *out, jamba_error *err) {
+jamba_status jamba_model_param_counts_sized(const jamba_model *m, jamba_param_counts *out, size_t out_size,
+                                           jamba_error *err) {
     if (m == NULL || out == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_param_counts: NULL argument");
-    return jb_param_counts(&m->config, out, err);
+    jamba_param_counts counts;
+    JB_TRY(jb_param_counts(&m->config, &counts, err));
+    return jb_struct_out(out, out_size, &counts, sizeof counts, JB_MIN_PARAM_COUNTS, "jamba_model_param_counts: out",
+                         err);
 }
 
 int64_t jamba_model_n_tensors(const jamba_model *m) { return m ? m->weights.n_order : 0; }
 
-jamba_status jamba_model_tensor(const jamba_model *m, int64_t index, jamba_tensor_info *out, jamba_error *err) {
+jamba_status jamba_model_tensor_sized(const jamba_model *m, int64_t index, jamba_tensor_info *out, size_t out_size,
+                                      jamba_error *err) {
     if (m == NULL || out == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_tensor: NULL argument");
     if (index < 0 || index >= m->weights.n_order)
@@ -247,18 +305,18 @@ jamba_status jamba_model_tensor(const jamba_model *m, int64_t index, jamba_tenso
     const jb_ckpt_entry *e = &m->ckpt.entries[m->weights.order[index]];
     const jb_st_file *f = &m->ckpt.shards[e->shard];
     const jb_st_tensor *t = e->tensor;
-    memset(out, 0, sizeof *out);
-    out->name = t->name;
+    jamba_tensor_info info = {0};
+    info.name = t->name;
     const char *slash = strrchr(f->label, '/');
-    out->file = slash ? slash + 1 : f->label;
-    out->dtype = t->dtype;
-    out->rank = t->rank;
-    memcpy(out->shape, t->shape, sizeof out->shape);
-    out->n_elements = t->n_elements;
-    out->n_bytes = t->n_bytes;
-    out->file_offset = f->data_start + t->begin;
-    out->aligned = out->file_offset % jamba_dtype_size(t->dtype) == 0;
-    return JAMBA_OK;
+    info.file = slash ? slash + 1 : f->label;
+    info.dtype = t->dtype;
+    info.rank = t->rank;
+    memcpy(info.shape, t->shape, sizeof info.shape);
+    info.n_elements = t->n_elements;
+    info.n_bytes = t->n_bytes;
+    info.file_offset = f->data_start + t->begin;
+    info.aligned = info.file_offset % jamba_dtype_size(t->dtype) == 0;
+    return jb_struct_out(out, out_size, &info, sizeof info, JB_MIN_TENSOR_INFO, "jamba_model_tensor: out", err);
 }
 
 int64_t jamba_model_n_warnings(const jamba_model *m) { return m ? m->notes.n : 0; }
@@ -269,7 +327,7 @@ const char *jamba_model_warning(const jamba_model *m, int64_t index) {
     return m->notes.items[index];
 }
 
-jamba_memory_params jamba_memory_default_params(const jamba_model *m) {
+static jamba_memory_params memory_defaults(const jamba_model *m) {
     jamba_memory_params p = {
         .n_ctx = m ? m->config.max_position_embeddings : 4096,
         .n_seq = 1,
@@ -280,15 +338,19 @@ jamba_memory_params jamba_memory_default_params(const jamba_model *m) {
     return p;
 }
 
+void jamba_memory_params_init_sized(const jamba_model *m, jamba_memory_params *p, size_t size) {
+    const jamba_memory_params d = memory_defaults(m);
+    if (p != NULL)
+        JB_INIT_SIZED(p, size, d);
+}
+
 static bool is_float_dtype(jamba_dtype d) {
     return d == JAMBA_DTYPE_F32 || d == JAMBA_DTYPE_F16 || d == JAMBA_DTYPE_BF16;
 }
 
-jamba_status jamba_model_memory(const jamba_model *m, const jamba_memory_params *params,
-                                jamba_memory_estimate *out, jamba_error *err) {
-    if (m == NULL || out == NULL)
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: NULL argument");
-    jamba_memory_params p = params ? *params : jamba_memory_default_params(m);
+static jamba_status memory_estimate(const jamba_model *m, const jamba_memory_params *pp, jamba_memory_estimate *out,
+                                    jamba_error *err) {
+    const jamba_memory_params p = *pp;
     if (p.n_ctx < 1 || p.n_seq < 1)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: n_ctx %lld and n_seq %lld must be >= 1",
                        (long long)p.n_ctx, (long long)p.n_seq);
@@ -296,7 +358,6 @@ jamba_status jamba_model_memory(const jamba_model *m, const jamba_memory_params 
         !is_float_dtype(p.weight_dtype))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: dtypes must be F32, F16 or BF16 (the KV "
                        "cache also F8_E4M3)");
-    memset(out, 0, sizeof *out);
     JB_TRY(jb_model_weight_bytes(m, p.weight_dtype, &out->weight_bytes, err));
     JB_TRY(jb_state_sizes(&m->config, p.kv_dtype, p.conv_dtype, &out->kv_bytes_per_token,
                           &out->mamba_state_bytes_per_seq, err));
@@ -309,4 +370,17 @@ jamba_status jamba_model_memory(const jamba_model *m, const jamba_memory_params 
         return jb_fail(err, JAMBA_ERR_OVERFLOW, "jamba_model_memory: %lld tokens x %lld sequences overflows 64 bits",
                        (long long)p.n_ctx, (long long)p.n_seq);
     return JAMBA_OK;
+}
+
+jamba_status jamba_model_memory_sized(const jamba_model *m, const jamba_memory_params *params, size_t params_size,
+                                      jamba_memory_estimate *out, size_t out_size, jamba_error *err) {
+    if (m == NULL || out == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_memory: NULL argument");
+    jamba_memory_params p = memory_defaults(m);
+    if (params != NULL)
+        JB_TRY(jb_struct_in(&p, sizeof p, params, params_size, JB_MIN_MEMORY_PARAMS, "jamba_model_memory: params",
+                            err));
+    jamba_memory_estimate est = {0};
+    JB_TRY(memory_estimate(m, &p, &est, err));
+    return jb_struct_out(out, out_size, &est, sizeof est, JB_MIN_MEMORY_ESTIMATE, "jamba_model_memory: out", err);
 }

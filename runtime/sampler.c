@@ -3,6 +3,7 @@
  * and min-p, then a draw from a seeded xoshiro256** generator. Temperature 0 is greedy (argmax, ties to the
  * lower id). NaN logits never win; a +inf logit wins outright; -inf ones are never drawn.
  */
+#include "base/abi.h"
 #include "base/alloc.h"
 #include "base/error.h"
 #include "jamba.h"
@@ -29,10 +30,13 @@ struct jamba_sampler {
     scored *cands;      /* [vocab] sort buffer */
 };
 
-jamba_sampler_params jamba_sampler_default_params(void) {
-    return (jamba_sampler_params){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
-                                  .repetition_penalty = 1.0f, .presence_penalty = 0.0f, .penalty_last_n = 256,
-                                  .seed = 0x5eed};
+static const jamba_sampler_params SAMPLER_DEFAULTS = {
+    .temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f, .repetition_penalty = 1.0f,
+    .presence_penalty = 0.0f, .penalty_last_n = 256, .seed = 0x5eed};
+
+void jamba_sampler_params_init_sized(jamba_sampler_params *p, size_t size) {
+    if (p != NULL)
+        JB_INIT_SIZED(p, size, SAMPLER_DEFAULTS);
 }
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -58,12 +62,15 @@ static uint64_t next_u64(uint64_t s[4]) {
 /* Uniform in [0, 1). */
 static double next_unit(uint64_t s[4]) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
 
-jamba_status jamba_sampler_create(const jamba_sampler_params *params, int64_t vocab, jamba_sampler **out,
-                                  jamba_error *err) {
+jamba_status jamba_sampler_create_sized(const jamba_sampler_params *params, size_t params_size, int64_t vocab,
+                                        jamba_sampler **out, jamba_error *err) {
     if (out == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_sampler_create: out is NULL");
     *out = NULL;
-    jamba_sampler_params p = params ? *params : jamba_sampler_default_params();
+    jamba_sampler_params p = SAMPLER_DEFAULTS;
+    if (params != NULL)
+        JB_TRY(jb_struct_in(&p, sizeof p, params, params_size, JB_MIN_SAMPLER_PARAMS, "jamba_sampler_create: params",
+                            err));
     if (!(p.temperature >= 0) || !isfinite(p.temperature))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "sampler: temperature %g must be >= 0", (double)p.temperature);
     if (!(p.top_p > 0 && p.top_p <= 1))

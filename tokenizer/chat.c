@@ -2,10 +2,12 @@
  * chat.c — the Jamba-1.5+ chat format (docs/jamba-architecture.md §11), rendered token by token: the markers
  * are inserted as ids and only message text goes through the tokenizer, as plain text.
  */
+#include "base/abi.h"
 #include "base/alloc.h"
 #include "base/error.h"
 #include "tokenizer/tokenizer.h"
 
+#include <stdint.h>
 #include <string.h>
 
 enum { CHAT_BOM, CHAT_EOM, CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL, CHAT_MARKERS };
@@ -104,12 +106,41 @@ static jamba_status render(const jamba_tokenizer *t, const jamba_chat_message *m
     return ok ? JAMBA_OK : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "chat: out of memory");
 }
 
-jamba_status jamba_chat_tokenize(const jamba_tokenizer *t, const jamba_chat_message *m, int64_t n, int flags,
-                                 int32_t *ids, int64_t capacity, int64_t *n_ids, jamba_error *err) {
-    if (t == NULL || n_ids == NULL || n < 0 || (m == NULL && n > 0) || capacity < 0 || (ids == NULL && capacity > 0))
+/* The caller's messages (message_size bytes apart) in this library's layout: m itself when the sizes
+ * agree, else a copy in *copy (freed by the caller). */
+static jamba_status messages_in(const jamba_chat_message *m, int64_t n, size_t message_size,
+                                const jamba_chat_message **out, jamba_chat_message **copy, jamba_error *err) {
+    *copy = NULL;
+    *out = m;
+    if (message_size == sizeof *m || n == 0)
+        return message_size >= JB_MIN_CHAT_MESSAGE ? JAMBA_OK
+                                                   : jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT,
+                                                             "jamba_chat_tokenize: messages of %zu bytes", message_size);
+    if ((uint64_t)n > SIZE_MAX / sizeof **copy || (*copy = jb_calloc((size_t)n, sizeof **copy)) == NULL)
+        return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "jamba_chat_tokenize: out of memory for %lld messages",
+                       (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        JB_TRY(jb_struct_in(&(*copy)[i], sizeof **copy, (const uint8_t *)m + (size_t)i * message_size, message_size,
+                            JB_MIN_CHAT_MESSAGE, "jamba_chat_tokenize: message", err));
+    *out = *copy;
+    return JAMBA_OK;
+}
+
+jamba_status jamba_chat_tokenize_sized(const jamba_tokenizer *t, const jamba_chat_message *given, int64_t n,
+                                       size_t message_size, int flags, int32_t *ids, int64_t capacity, int64_t *n_ids,
+                                       jamba_error *err) {
+    if (t == NULL || n_ids == NULL || n < 0 || (given == NULL && n > 0) || capacity < 0 ||
+        (ids == NULL && capacity > 0))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_chat_tokenize: invalid argument");
+    const jamba_chat_message *m;
+    jamba_chat_message *copy;
+    jamba_status st = messages_in(given, n, message_size, &m, &copy, err);
+    if (st != JAMBA_OK) {
+        jb_free(copy);
+        return st;
+    }
     out_ids o = {0};
-    jamba_status st = render(t, m, n, flags, &o, err);
+    st = render(t, m, n, flags, &o, err);
     *n_ids = o.n;
     if (st == JAMBA_OK && o.n > capacity)
         st = jb_fail(err, JAMBA_ERR_BUFFER_TOO_SMALL, "jamba_chat_tokenize: %lld ids do not fit in %lld",
@@ -117,5 +148,6 @@ jamba_status jamba_chat_tokenize(const jamba_tokenizer *t, const jamba_chat_mess
     else if (st == JAMBA_OK && o.n > 0)
         memcpy(ids, o.v, (size_t)o.n * sizeof *ids);
     jb_free(o.v);
+    jb_free(copy);
     return st;
 }

@@ -79,6 +79,10 @@ class jamba_model_params(Structure):
         ("experts", c_int),
         ("mlp", c_int),
         ("n_threads", c_int32),
+        ("log", c_void_p),            # callbacks: not used from Python
+        ("log_data", c_void_p),
+        ("progress", c_void_p),
+        ("progress_data", c_void_p),
     ]
 
 
@@ -132,15 +136,16 @@ _I64P = POINTER(c_int64)
 _PROTOTYPES = {
     "jamba_version": (c_char_p, []),
     "jamba_status_string": (c_char_p, [c_int]),
-    "jamba_model_default_params": (jamba_model_params, []),
-    "jamba_model_load": (c_int, [c_char_p, POINTER(jamba_model_params), POINTER(c_void_p), _ERR]),
+    "jamba_model_params_init_sized": (None, [POINTER(jamba_model_params), c_size_t]),
+    "jamba_model_load_sized": (c_int, [c_char_p, POINTER(jamba_model_params), c_size_t, POINTER(c_void_p), _ERR]),
     "jamba_model_free": (None, [c_void_p]),
     "jamba_model_config": (POINTER(jamba_config), [c_void_p]),
     "jamba_model_path": (c_char_p, [c_void_p]),
-    "jamba_context_default_params": (jamba_context_params, []),
-    "jamba_context_create": (c_int, [c_void_p, POINTER(jamba_context_params), POINTER(c_void_p), _ERR]),
+    "jamba_context_params_init_sized": (None, [POINTER(jamba_context_params), c_size_t]),
+    "jamba_context_create_sized": (c_int, [c_void_p, POINTER(jamba_context_params), c_size_t, POINTER(c_void_p),
+                                           _ERR]),
     "jamba_context_free": (None, [c_void_p]),
-    "jamba_decode": (c_int, [c_void_p, POINTER(jamba_seq_input), c_int64, _ERR]),
+    "jamba_decode_sized": (c_int, [c_void_p, POINTER(jamba_seq_input), c_int64, c_size_t, _ERR]),
     "jamba_embed": (c_int, [c_void_p, c_int32, _I32P, c_int64, c_int, POINTER(c_float), _ERR]),
     "jamba_logits": (POINTER(c_float), [c_void_p, c_int64, _I64P]),
     "jamba_seq_length": (c_int64, [c_void_p, c_int32]),
@@ -161,12 +166,39 @@ _PROTOTYPES = {
     "jamba_stream_decoder_free": (None, [c_void_p]),
     "jamba_stream_decoder_push": (c_int, [c_void_p, c_int32, POINTER(c_char_p), POINTER(c_size_t), _ERR]),
     "jamba_stream_decoder_flush": (c_int, [c_void_p, POINTER(c_char_p), POINTER(c_size_t), _ERR]),
-    "jamba_sampler_default_params": (jamba_sampler_params, []),
-    "jamba_sampler_create": (c_int, [POINTER(jamba_sampler_params), c_int64, POINTER(c_void_p), _ERR]),
+    "jamba_sampler_params_init_sized": (None, [POINTER(jamba_sampler_params), c_size_t]),
+    "jamba_sampler_create_sized": (c_int, [POINTER(jamba_sampler_params), c_size_t, c_int64, POINTER(c_void_p),
+                                           _ERR]),
     "jamba_sampler_free": (None, [c_void_p]),
     "jamba_sampler_accept": (None, [c_void_p, c_int32]),
-    "jamba_decode_sample": (c_int, [c_void_p, POINTER(jamba_seq_input), c_int64, POINTER(c_void_p), _I32P, _ERR]),
+    "jamba_decode_sample_sized": (c_int, [c_void_p, POINTER(jamba_seq_input), c_int64, c_size_t,
+                                          POINTER(c_void_p), _I32P, _ERR]),
 }
+
+
+def _add_header_wrappers(lib):
+    """The C header's static inline wrappers, which pass the struct sizes (include/jamba.h, "ABI"): the
+    structs above are this binding's layout, and the library reads or fills exactly their sizes."""
+    def defaults(struct, init):
+        def make():
+            p = struct()
+            init(ctypes.byref(p), ctypes.sizeof(struct))
+            return p
+        return make
+
+    lib.jamba_model_default_params = defaults(jamba_model_params, lib.jamba_model_params_init_sized)
+    lib.jamba_context_default_params = defaults(jamba_context_params, lib.jamba_context_params_init_sized)
+    lib.jamba_sampler_default_params = defaults(jamba_sampler_params, lib.jamba_sampler_params_init_sized)
+    lib.jamba_model_load = lambda path, params, out, err: lib.jamba_model_load_sized(
+        path, params, ctypes.sizeof(jamba_model_params), out, err)
+    lib.jamba_context_create = lambda model, params, out, err: lib.jamba_context_create_sized(
+        model, params, ctypes.sizeof(jamba_context_params), out, err)
+    lib.jamba_sampler_create = lambda params, vocab, out, err: lib.jamba_sampler_create_sized(
+        params, ctypes.sizeof(jamba_sampler_params), vocab, out, err)
+    lib.jamba_decode = lambda ctx, inputs, n, err: lib.jamba_decode_sized(
+        ctx, inputs, n, ctypes.sizeof(jamba_seq_input), err)
+    lib.jamba_decode_sample = lambda ctx, inputs, n, samplers, tokens, err: lib.jamba_decode_sample_sized(
+        ctx, inputs, n, ctypes.sizeof(jamba_seq_input), samplers, tokens, err)
 
 
 def _candidates():
@@ -191,6 +223,7 @@ def _load():
             fn = getattr(lib, name)
             fn.restype = restype
             fn.argtypes = argtypes
+        _add_header_wrappers(lib)
         return lib, path
     raise ImportError("jamba: libjamba.so not found in %s and $JAMBA_LIBRARY is %s%s" % (
         _HERE, "unset" if "JAMBA_LIBRARY" not in os.environ else "not loadable",
