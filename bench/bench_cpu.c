@@ -14,6 +14,8 @@
  */
 #include "base/cpu_features.h"
 #include "jamba.h"
+#include "bench/bench_util.h"
+#include "bench/synthetic_config.h"
 #include "runtime/synthetic.h"
 
 #include <pthread.h>
@@ -24,29 +26,6 @@
 
 #define MAX_REPS 15
 #define MAX_THREAD_COUNTS 8
-
-static const char *SYNTHETIC =
-    "{\"model_type\":\"jamba\",\"vocab_size\":8192,\"hidden_size\":1024,\"intermediate_size\":2048,"
-    "\"num_hidden_layers\":16,\"num_attention_heads\":16,\"num_key_value_heads\":4,\"num_experts\":16,"
-    "\"num_experts_per_tok\":2,\"expert_layer_period\":2,\"expert_layer_offset\":1,\"attn_layer_period\":8,"
-    "\"attn_layer_offset\":4,\"mamba_d_state\":16,\"mamba_d_conv\":4,\"mamba_expand\":2,\"mamba_dt_rank\":\"auto\","
-    "\"tie_word_embeddings\":false,\"rms_norm_eps\":1e-6,\"max_position_embeddings\":4096}";
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void die(const char *what, const jamba_error *err) {
     fprintf(stderr, "bench_cpu: %s: %s\n", what, err ? err->message : "");
@@ -220,7 +199,7 @@ int main(int argc, char **argv) {
     jamba_model *m = NULL;
     jamba_error err = {0};
     jamba_status st = o.model_dir ? jamba_model_load(o.model_dir, NULL, &m, &err)
-                                  : jb_synthetic_model(SYNTHETIC, 7, JAMBA_DTYPE_BF16, 2, &m, &err);
+                                  : jb_synthetic_model(JB_BENCH_SYNTHETIC, 7, JAMBA_DTYPE_BF16, 2, &m, &err);
     if (st != JAMBA_OK)
         die("model", &err);
     for (int i = 0; i < o.n_threads; i++)

@@ -7,21 +7,11 @@
  *     REPEATS    default 7; the median is reported
  */
 #define _POSIX_C_SOURCE 200809L
+#include "bench/bench_util.h"
 #include <jamba.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -71,12 +61,9 @@ int main(int argc, char **argv) {
         enc[r] = t1 - t0;
         dec[r] = now() - t1;
     }
-    qsort(enc, (size_t)repeats, sizeof *enc, cmp_double);
-    qsort(dec, (size_t)repeats, sizeof *dec, cmp_double);
-    double mb = (double)len / 1e6;
+    const double mb = (double)len / 1e6, encode = median(enc, repeats), decode = median(dec, repeats);
     printf("%s: %.2f MB, %lld tokens; encode median %.3f s (%.2f MB/s), decode median %.3f s (%.2f MB/s), %d runs\n",
-           argv[1], mb, (long long)n, enc[repeats / 2], mb / enc[repeats / 2], dec[repeats / 2], mb / dec[repeats / 2],
-           repeats);
+           argv[1], mb, (long long)n, encode, mb / encode, decode, mb / decode, repeats);
     free(back);
     free(ids);
     free(text);

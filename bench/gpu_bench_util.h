@@ -6,6 +6,8 @@
 #ifndef JB_GPU_BENCH_UTIL_H
 #define JB_GPU_BENCH_UTIL_H
 
+#include "bench/bench_util.h"
+
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,10 +26,6 @@
 /* Where report() also writes one JSON object per line (NULL: nowhere). */
 extern FILE *bench_json;
 
-/* The median of v[0 .. n) (sorts v). */
-double median(double *v, int n);
-/* Monotonic seconds. */
-double now(void);
 /* Milliseconds of one call of fn(arg) on the device: median of `reps` after two warm-ups. */
 double time_ms(void (*fn)(void *), void *arg, int reps);
 /* One result line; pct_of > 0 adds "x% of <ceiling>". Flushed at once (stdout and bench_json; stdout is

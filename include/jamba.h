@@ -621,6 +621,67 @@ JAMBA_API jamba_status jamba_seq_save(const jamba_context *ctx, int32_t seq, con
  * failure the sequence is unchanged. A restored sequence continues bit-identically. */
 JAMBA_API jamba_status jamba_seq_restore(jamba_context *ctx, int32_t seq, const char *path, jamba_error *err);
 
+/*
+ * Rollback: shorten sequence `seq` to its first n_tokens tokens, exactly (the result equals feeding those
+ * tokens to an empty sequence). The context records every sequence's tokens, so it restores the longest
+ * state `cache` holds for a prefix of them (cache may be NULL) and feeds the rest again: the cost is a
+ * prefill of n_tokens minus the restored length (with no usable cache entry, of all n_tokens).
+ * JAMBA_ERR_INVALID_ARGUMENT when n_tokens exceeds the length; JAMBA_ERR_UNSUPPORTED for a sequence set from
+ * a state buffer or file (jamba_seq_state_set, jamba_seq_restore), whose tokens are unknown. On failure the
+ * sequence is empty (length 0). Not thread-safe with other calls on the context.
+ */
+typedef struct jamba_prefix_cache jamba_prefix_cache;
+JAMBA_API jamba_status jamba_seq_rollback(jamba_context *ctx, int32_t seq, int64_t n_tokens, jamba_prefix_cache *cache,
+                                          jamba_error *err);
+
+/* The tokens a sequence holds, in order: *n_tokens = its length; at most `capacity` are copied to `tokens`
+ * (JAMBA_ERR_BUFFER_TOO_SMALL when short). JAMBA_ERR_UNSUPPORTED when they are unknown (see rollback). */
+JAMBA_API jamba_status jamba_seq_tokens(const jamba_context *ctx, int32_t seq, jamba_token *tokens, int64_t capacity,
+                                        int64_t *n_tokens, jamba_error *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Prefix-state cache
+ *
+ * Snapshots of complete sequence states (every Mamba layer's conv window and SSM state, and the KV rows),
+ * each keyed by the exact tokens that made it, in host memory under a byte budget with least-recently-used
+ * eviction. A sequence restored from an entry continues bit-identically to one that was fed the same
+ * tokens (on the CPU; on CUDA when the prefill is split at the same positions). Entries are tied to their
+ * model (jamba_seq_state_set checks the fingerprint) and may serve any context of it. A cache locks
+ * itself: it may be shared by contexts used from different threads.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* An empty cache that holds at most max_bytes of snapshots (>= 1). */
+JAMBA_API jamba_status jamba_prefix_cache_create(uint64_t max_bytes, jamba_prefix_cache **out, jamba_error *err);
+JAMBA_API void jamba_prefix_cache_free(jamba_prefix_cache *cache);
+
+/* Snapshot sequence `seq` of ctx as it is now, keyed by its tokens (jamba_seq_tokens). An entry for the
+ * same tokens is refreshed instead; a snapshot larger than the whole budget is skipped (JAMBA_OK, nothing
+ * stored); older entries are evicted to make room. */
+JAMBA_API jamba_status jamba_prefix_cache_store(jamba_prefix_cache *cache, const jamba_context *ctx, int32_t seq,
+                                                jamba_error *err);
+
+/* Make `seq` (emptied first) hold the longest cached prefix of tokens[0 .. max_len) and set *n_restored to
+ * its length (0: nothing cached applies; the sequence is empty). max_len is usually n - 1, so that at least
+ * one token is left to feed for logits. */
+JAMBA_API jamba_status jamba_prefix_cache_restore(jamba_prefix_cache *cache, jamba_context *ctx, int32_t seq,
+                                                  const jamba_token *tokens, int64_t max_len, int64_t *n_restored,
+                                                  jamba_error *err);
+
+typedef struct jamba_prefix_cache_stats {
+    uint64_t bytes, max_bytes;  /* held now, budget */
+    int64_t entries;
+    int64_t lookups, hits;      /* restore calls, and those that restored something */
+    int64_t tokens_restored;    /* prompt tokens not fed again thanks to hits, in total */
+    int64_t stores, evictions;
+} jamba_prefix_cache_stats;
+
+JAMBA_API jamba_status jamba_prefix_cache_stats_sized(const jamba_prefix_cache *cache, jamba_prefix_cache_stats *out,
+                                                      size_t out_size, jamba_error *err);
+static inline jamba_status jamba_prefix_cache_get_stats(const jamba_prefix_cache *cache, jamba_prefix_cache_stats *out,
+                                                        jamba_error *err) {
+    return jamba_prefix_cache_stats_sized(cache, out, sizeof *out, err);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Tokenizer
  *
@@ -785,6 +846,159 @@ JAMBA_API jamba_status jamba_decode_sample_sized(jamba_context *ctx, const jamba
 static inline jamba_status jamba_decode_sample(jamba_context *ctx, const jamba_seq_input *inputs, int64_t n_inputs,
                                                jamba_sampler *const *samplers, jamba_token *tokens, jamba_error *err) {
     return jamba_decode_sample_sized(ctx, inputs, n_inputs, sizeof *inputs, samplers, tokens, err);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Scheduler: continuous batching of generation requests
+ *
+ * A scheduler owns a context and serves a queue of requests. Each jamba_scheduler_step runs one forward
+ * step that mixes one decode token of every running request with prefill chunks of admitted ones, up to a
+ * token budget, and samples each request with its own parameters; generated tokens are streamed through
+ * the request's callback. A request is admitted when a sequence of the context is free: how many
+ * sequences the context holds is chosen from memory (the planner's figures) when n_seq_max is 0. With a
+ * prefix cache, an admitted request resumes from the longest cached state of its prompt and prefills only
+ * the rest; the scheduler stores snapshots every snapshot_interval tokens, at the request's cache_prefix
+ * boundary, at the end of its prompt and when it finishes.
+ *
+ * Threads: jamba_scheduler_submit, _cancel, _wait and _get_stats may be called from any thread at any
+ * time; jamba_scheduler_step from one thread at a time, and token callbacks run on that thread during it.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct jamba_scheduler jamba_scheduler;
+
+/* Why a request ended. Append-only. */
+typedef enum jamba_finish_reason {
+    JAMBA_FINISH_NONE = 0,      /* not finished: more tokens follow */
+    JAMBA_FINISH_STOP = 1,      /* a stop token (the model's EOS ids unless ignore_eos, or stop_tokens) */
+    JAMBA_FINISH_LENGTH = 2,    /* max_tokens were generated */
+    JAMBA_FINISH_CONTEXT = 3,   /* the sequence reached the context's n_ctx */
+    JAMBA_FINISH_CANCELLED = 4, /* jamba_scheduler_cancel, the callback returned false, or the scheduler was freed */
+    JAMBA_FINISH_ERROR = 5,     /* see the event's status and message */
+} jamba_finish_reason;
+
+/* One event of a request, passed to its callback; valid during the call only. */
+typedef struct jamba_token_event {
+    int64_t request;            /* the id jamba_scheduler_submit gave */
+    jamba_token token;          /* the generated token, or -1 in a final event that carries none */
+    float logprob;              /* with logprobs: log-probability of token under the model's distribution
+                                   (log-softmax of the logits, before temperature and penalties); else 0 */
+    int32_t n_top;              /* entries of top_tokens / top_logprobs (the request's top_logprobs) */
+    const jamba_token *top_tokens;  /* [n_top] the most likely tokens, most likely first */
+    const float *top_logprobs;      /* [n_top] their log-probabilities */
+    int64_t n_generated;        /* tokens generated so far, this one included */
+    int64_t n_prompt;           /* prompt tokens */
+    int64_t n_cached;           /* prompt tokens restored from the prefix cache instead of prefilled */
+    jamba_finish_reason finish; /* NONE, or why this (last) event ends the request; a STOP event's token is
+                                   the stop token */
+    jamba_status status;        /* JAMBA_FINISH_ERROR: the error; else JAMBA_OK */
+    const char *message;        /* JAMBA_FINISH_ERROR: one line; else "" */
+} jamba_token_event;
+
+/* Receives each event; return false to end the request (JAMBA_FINISH_CANCELLED; no further event follows).
+ * Must not call jamba_scheduler_step; may call submit and cancel. */
+typedef bool (*jamba_token_fn)(const jamba_token_event *event, void *user_data);
+
+#define JAMBA_MAX_TOP_LOGPROBS 20
+
+typedef struct jamba_request_params {
+    const jamba_token *prompt;  /* n_prompt >= 1 ids, copied by submit */
+    int64_t n_prompt;
+    int64_t max_tokens;         /* tokens to generate at most, >= 1; default 256 */
+    jamba_sampler_params sampling; /* default jamba_sampler_default_params() */
+    const jamba_token *stop_tokens; /* n_stop_tokens more ids that end the request; copied by submit */
+    int64_t n_stop_tokens;
+    bool ignore_eos;            /* default false: the config's eos_token_id ids end the request */
+    bool logprobs;              /* default false: fill event.logprob */
+    int32_t top_logprobs;       /* 0 .. JAMBA_MAX_TOP_LOGPROBS alternatives per token (needs logprobs) */
+    int64_t cache_prefix;       /* > 0: also snapshot the state after this many prompt tokens (e.g. the end of
+                                   a shared system prompt); default 0 */
+    jamba_token_fn on_token;    /* may be NULL (then only the counts in jamba_scheduler_stats tell) */
+    void *user_data;
+} jamba_request_params;
+
+JAMBA_API void jamba_request_params_init_sized(jamba_request_params *params, size_t size);
+static inline jamba_request_params jamba_request_default_params(void) {
+    jamba_request_params p;
+    jamba_request_params_init_sized(&p, sizeof p);
+    return p;
+}
+
+typedef struct jamba_scheduler_params {
+    int64_t token_budget;       /* most tokens per step (decode tokens plus prefill chunks); 0 (default) = the
+                                   context's n_batch */
+    uint64_t memory_bytes;      /* n_seq_max 0, CPU context: the bytes its sequences may use (default 0 = a
+                                   quarter of physical memory); a CUDA context plans against its gpu_memory */
+    int32_t max_sequences;      /* n_seq_max 0: at most this many (default 256) */
+    jamba_prefix_cache *cache;  /* NULL (default): no prefix cache; else used (not owned) by the scheduler */
+    int64_t snapshot_interval;  /* tokens between prefix snapshots while prefilling; default 512; 0 = none */
+    int64_t max_waiting;        /* most requests queued; submit fails with JAMBA_ERR_BUFFER_TOO_SMALL beyond;
+                                   default 0 = no limit */
+} jamba_scheduler_params;
+
+JAMBA_API void jamba_scheduler_params_init_sized(jamba_scheduler_params *params, size_t size);
+static inline jamba_scheduler_params jamba_scheduler_default_params(void) {
+    jamba_scheduler_params p;
+    jamba_scheduler_params_init_sized(&p, sizeof p);
+    return p;
+}
+
+/* Create a scheduler and its context (context params as jamba_context_create; n_seq_max 0 = as many as
+ * memory allows, at least 1). The model must outlive it. */
+JAMBA_API jamba_status jamba_scheduler_create_sized(const jamba_model *model, const jamba_context_params *context,
+                                                    size_t context_size, const jamba_scheduler_params *params,
+                                                    size_t params_size, jamba_scheduler **out, jamba_error *err);
+static inline jamba_status jamba_scheduler_create(const jamba_model *model, const jamba_context_params *context,
+                                                  const jamba_scheduler_params *params, jamba_scheduler **out,
+                                                  jamba_error *err) {
+    return jamba_scheduler_create_sized(model, context, sizeof *context, params, sizeof *params, out, err);
+}
+
+/* Cancel every request (each gets its JAMBA_FINISH_CANCELLED event, on the calling thread) and free. */
+JAMBA_API void jamba_scheduler_free(jamba_scheduler *s);
+
+/* The scheduler's context (for queries such as n_seq_max; do not decode on it). */
+JAMBA_API const jamba_context *jamba_scheduler_context(const jamba_scheduler *s);
+
+/* Queue a request; *id receives its id (> 0). Checked at once: a prompt that does not fit the context
+ * (JAMBA_ERR_CONTEXT_FULL), a token outside the vocabulary, bad sampling parameters
+ * (JAMBA_ERR_INVALID_ARGUMENT), a full queue (JAMBA_ERR_BUFFER_TOO_SMALL). */
+JAMBA_API jamba_status jamba_scheduler_submit_sized(jamba_scheduler *s, const jamba_request_params *params,
+                                                    size_t params_size, int64_t *id, jamba_error *err);
+static inline jamba_status jamba_scheduler_submit(jamba_scheduler *s, const jamba_request_params *params, int64_t *id,
+                                                  jamba_error *err) {
+    return jamba_scheduler_submit_sized(s, params, sizeof *params, id, err);
+}
+
+/* Cancel a request: it ends at the start of the next step (its final event: JAMBA_FINISH_CANCELLED) and
+ * its sequence is freed. Unknown or finished ids: JAMBA_ERR_INVALID_ARGUMENT. */
+JAMBA_API jamba_status jamba_scheduler_cancel(jamba_scheduler *s, int64_t id, jamba_error *err);
+
+/* Run one step: admit waiting requests into free sequences, then one forward step over the running ones,
+ * then the events. *n_active (may be NULL) receives the requests still waiting or running afterwards. A
+ * step with nothing to do returns at once. A failing forward step ends the requests of that step with
+ * JAMBA_FINISH_ERROR and returns JAMBA_OK (the others go on); only a dead context (device fault) fails. */
+JAMBA_API jamba_status jamba_scheduler_step(jamba_scheduler *s, int64_t *n_active, jamba_error *err);
+
+/* Block until a request is waiting or running, or timeout_ms pass (< 0: no limit); true when there is work. */
+JAMBA_API bool jamba_scheduler_wait(jamba_scheduler *s, int64_t timeout_ms);
+
+typedef struct jamba_scheduler_stats {
+    int32_t n_seq_max;          /* sequences of the context: requests that can run at once */
+    int64_t waiting, running;   /* requests now */
+    int64_t submitted, finished, cancelled, failed; /* requests so far */
+    int64_t steps;              /* forward steps so far */
+    int64_t last_batch_tokens;  /* tokens of the last step */
+    int64_t last_batch_requests;
+    int64_t prompt_tokens;      /* prompt tokens submitted */
+    int64_t prefill_tokens;     /* prompt tokens prefilled (the rest came from the prefix cache) */
+    int64_t generated_tokens;
+} jamba_scheduler_stats;
+
+JAMBA_API jamba_status jamba_scheduler_stats_sized(jamba_scheduler *s, jamba_scheduler_stats *out, size_t out_size,
+                                                   jamba_error *err);
+static inline jamba_status jamba_scheduler_get_stats(jamba_scheduler *s, jamba_scheduler_stats *out,
+                                                     jamba_error *err) {
+    return jamba_scheduler_stats_sized(s, out, sizeof *out, err);
 }
 
 /* ------------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ typedef struct buffer_plan {
 
 #define D1(a) {(a), 1, 1}
 #define D2(a, b) {(a), (b), 1}
-#define MAX_BUFFERS 16
+#define MAX_BUFFERS 24
 
 /* The shared buffers of a context: one table, from which allocation and frees are derived. */
 static size_t buffer_table(jamba_context *ctx, buffer_plan *out) {
@@ -57,6 +57,8 @@ static size_t buffer_table(jamba_context *ctx, buffer_plan *out) {
     const uint64_t sampler = ctx->be->sample != NULL;
     const buffer_plan table[] = {
         {(void **)&ctx->n_past, sizeof(int64_t), D1(S), "sequence lengths"},
+        {(void **)&ctx->history, sizeof(jamba_token), D2(S, (uint64_t)ctx->params.n_ctx), "token history"},
+        {(void **)&ctx->history_known, sizeof(bool), D1(S), "token history"},
         {(void **)&ctx->seq_input, sizeof(int64_t), D1(S), "sequence bookkeeping"},
         {(void **)&ctx->logits, sizeof(float), D2(cap, V), "the logits"},
         {(void **)&ctx->logit_first, sizeof(int64_t), D1(S), "logit bookkeeping"},
@@ -176,17 +178,20 @@ jamba_status jamba_context_create_sized(const jamba_model *model, const jamba_co
         ctx->be = jb_backend_for(ctx->params.device);
         st = plan(ctx, err);
     }
+    /* the backend first: its state (the KV cache above all) is what fails first when memory is short */
+    if (st == JAMBA_OK)
+        st = ctx->be->create(model, &ctx->params, &ctx->state, err);
     buffer_plan table[MAX_BUFFERS] = {{0}};
     if (st == JAMBA_OK)
         st = allocate_all(table, buffer_table(ctx, table), err);
-    if (st == JAMBA_OK)
-        st = ctx->be->create(model, &ctx->params, &ctx->state, err);
     if (st != JAMBA_OK) {
         jamba_context_free(ctx);
         return st;
     }
-    for (int32_t s = 0; s < ctx->params.n_seq_max; s++)
+    for (int32_t s = 0; s < ctx->params.n_seq_max; s++) {
         ctx->seq_input[s] = -1;
+        ctx->history_known[s] = true;
+    }
     jb_log(model, JAMBA_LOG_INFO, "%s context: %d sequences x %lld tokens, steps of %lld tokens, %.1f MiB of state",
            ctx->be->name, ctx->params.n_seq_max, (long long)ctx->params.n_ctx, (long long)ctx->params.n_batch,
            (double)ctx->be->bytes(ctx->state) / 1048576.0);
@@ -375,8 +380,11 @@ static jamba_status run_step(jamba_context *ctx, int64_t n_segs, int64_t rows, i
     JB_TRY(ctx->be->step(ctx->state, &io, err));
     if (cap)
         cap->next_row += rows;
-    for (int64_t s = 0; s < n_segs; s++)
-        ctx->n_past[ctx->segments[s].seq] = ctx->segments[s].pos + ctx->segments[s].n;
+    for (int64_t s = 0; s < n_segs; s++) {
+        const jb_segment *g = &ctx->segments[s];
+        memcpy(ctx->history + (int64_t)g->seq * ctx->params.n_ctx + g->pos, g->tokens, (size_t)g->n * sizeof *g->tokens);
+        ctx->n_past[g->seq] = g->pos + g->n;
+    }
     return JAMBA_OK;
 }
 

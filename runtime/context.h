@@ -20,6 +20,8 @@ struct jamba_context {
     const jb_backend_i *be;        /* the backend's operations */
     jb_backend_ctx *state;         /* the backend's state */
     int64_t *n_past;               /* [S] sequence lengths (written here alone) */
+    jamba_token *history;          /* [S, n_ctx] the tokens each sequence holds: row s, columns [0, n_past[s]) */
+    bool *history_known;           /* [S] false for a sequence set from a state buffer or file (tokens unknown) */
     int64_t *seq_input;            /* [S] jamba_decode's input naming each sequence while it checks; else -1 */
     float *logits;                 /* [cap, V] */
     int64_t *logit_first;          /* [S] per input of the last call: first row, or -1 */

@@ -58,6 +58,7 @@ jamba_status jamba_seq_reset(jamba_context *ctx, int32_t seq, jamba_error *err) 
     JB_TRY(check_seq(ctx, seq, "jamba_seq_reset", err));
     JB_TRY(ctx->be->seq_reset(ctx->state, seq, err));
     ctx->n_past[seq] = 0; /* KV rows past n_past are never read */
+    ctx->history_known[seq] = true;
     return JAMBA_OK;
 }
 
@@ -68,6 +69,9 @@ jamba_status jamba_seq_fork(jamba_context *ctx, int32_t src, int32_t dst, jamba_
         return JAMBA_OK;
     JB_TRY(ctx->be->seq_copy(ctx->state, src, dst, ctx->n_past[src], err));
     ctx->n_past[dst] = ctx->n_past[src];
+    memcpy(ctx->history + (int64_t)dst * ctx->params.n_ctx, ctx->history + (int64_t)src * ctx->params.n_ctx,
+           (size_t)ctx->n_past[src] * sizeof *ctx->history);
+    ctx->history_known[dst] = ctx->history_known[src];
     return JAMBA_OK;
 }
 
@@ -382,8 +386,10 @@ static jamba_status restore_from(jamba_context *ctx, int32_t seq, FILE *f, uint6
             st = write_piece(ctx, seq, &pieces[i], (const float *)(buf + off), err);
             off += (size_t)pieces[i].n * sizeof(float);
         }
-        if (st == JAMBA_OK)
+        if (st == JAMBA_OK) {
             ctx->n_past[seq] = n_tokens;
+            ctx->history_known[seq] = false; /* a state carries no tokens */
+        }
     }
     jb_free(pieces);
     jb_free(buf);
