@@ -10,10 +10,25 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Set by jb_folder_cancel, possibly in a signal handler; only ever read elsewhere. */
+static volatile sig_atomic_t cancel_requested;
+
+void jb_folder_cancel(void) { cancel_requested = 1; }
+
+bool jb_folder_cancelled(void) { return cancel_requested != 0; }
+
+/* JAMBA_ERR_ABORTED naming the destination when the writes were asked to stop, else JAMBA_OK. */
+static jamba_status check_cancel(const char *path, jamba_error *err) {
+    if (!jb_folder_cancelled())
+        return JAMBA_OK;
+    return jb_fail(err, JAMBA_ERR_ABORTED, "%s: the write was interrupted; the folder was not written", path);
+}
 
 /* path without trailing "/" and "/." (so "out/" and "out/." name the folder "out"); NULL when out of memory. */
 static char *trimmed(const char *path) {
@@ -43,14 +58,14 @@ static bool is_empty_folder(const char *path) {
     return empty;
 }
 
-/* fsync every plain file of a folder, then the folder. */
-static jamba_status sync_tree(const char *dir, jamba_error *err) {
+/* fsync every plain file of a folder, then the folder; stops (naming `dest`) when the writes are cancelled. */
+static jamba_status sync_tree(const char *dir, const char *dest, jamba_error *err) {
     DIR *d = opendir(dir);
     if (d == NULL)
         return jb_fail(err, JAMBA_ERR_IO, "%s: cannot read the folder: %s", dir, strerror(errno));
     jamba_status st = JAMBA_OK;
     for (struct dirent *e; st == JAMBA_OK && (e = readdir(d)) != NULL;) {
-        if (e->d_name[0] == '.')
+        if (e->d_name[0] == '.' || (st = check_cancel(dest, err)) != JAMBA_OK)
             continue;
         char *file = jb_asprintf("%s/%s", dir, e->d_name);
         int fd = file ? open(file, O_RDONLY | O_CLOEXEC) : -1;
@@ -91,6 +106,7 @@ void jb_folder_abort(const char *tmp) {
 
 jamba_status jb_folder_begin(const char *path, bool replace, char **tmp, jamba_error *err) {
     *tmp = NULL;
+    JB_TRY(check_cancel(path, err));
     char *dest = trimmed(path);
     if (dest == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
@@ -123,7 +139,9 @@ jamba_status jb_folder_commit(const char *tmp, const char *path, jamba_error *er
     char *dest = trimmed(path);
     if (dest == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    jamba_status st = sync_tree(tmp, err);
+    jamba_status st = sync_tree(tmp, path, err);
+    if (st == JAMBA_OK) /* the last moment the writes can still be stopped without a trace */
+        st = check_cancel(path, err);
     struct stat sb;
     const bool existing = stat(dest, &sb) == 0, empty = existing && is_empty_folder(dest);
     char *old = NULL;

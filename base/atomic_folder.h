@@ -5,6 +5,11 @@
  * is moved aside, the new one renamed in, and the old one removed; if the second rename fails the old
  * folder is put back). Failures never leave a half-written destination; the caller removes the temporary
  * folder with jb_folder_abort on every path that does not commit.
+ *
+ * A program stops the writes on SIGINT/SIGTERM by calling jb_folder_cancel from its signal handler: the
+ * writer's next check (jb_folder_begin, each file synced by jb_folder_commit, and the last moment before the
+ * rename) fails with JAMBA_ERR_ABORTED, and the caller's jb_folder_abort removes the temporary folder outside
+ * the handler. A folder already renamed into place stays (it is complete).
  */
 #ifndef JB_ATOMIC_FOLDER_H
 #define JB_ATOMIC_FOLDER_H
@@ -22,5 +27,12 @@ jamba_status jb_folder_commit(const char *tmp, const char *path, jamba_error *er
 
 /* Remove the temporary folder and the plain files in it. */
 void jb_folder_abort(const char *tmp);
+
+/* Ask every folder write of this process to stop at its next check. Async-signal-safe: it only sets a
+ * flag (of type volatile sig_atomic_t), which stays set for the rest of the process. */
+void jb_folder_cancel(void);
+
+/* Whether jb_folder_cancel was called (a long writer may poll it between pieces to stop sooner). */
+bool jb_folder_cancelled(void);
 
 #endif /* JB_ATOMIC_FOLDER_H */

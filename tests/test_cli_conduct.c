@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -490,6 +492,73 @@ JB_TEST(messages, every_error_exits_nonzero_with_a_message) {
     free(under), free(notdir), free(tmp);
 }
 
+/* Run `jamba tokenize -m DEMO --file FILE [--json]` with its address space limited (RLIMIT_AS) to `mib`:
+ * its exit status (-1 when a signal ended it); its stderr into *err (stdout is discarded). */
+static int tokenize_limited(const char *file, bool json, rlim_t mib, char **err) {
+    int pe[2];
+    cr_assert_eq(pipe(pe), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0), dup2(null, 1), dup2(pe[1], 2);
+        close(pe[0]), close(pe[1]);
+        struct rlimit rl = {.rlim_cur = mib << 20, .rlim_max = mib << 20};
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(126);
+        const char *argv[] = {JB_CLI_PATH, "tokenize", "-m", DEMO, "--file", file, json ? "--json" : NULL, NULL};
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pe[1]);
+    size_t n = 0, cap = 1 << 16;
+    char *text = malloc(cap);
+    for (ssize_t k; n + 1 < cap && (k = read(pe[0], text + n, cap - n - 1)) > 0;)
+        n += (size_t)k;
+    text[n] = '\0';
+    close(pe[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    *err = text;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Out of memory at any point of `jamba tokenize` (the id buffer, the tokenizer's work, the JSON output) is
+ * exit status 1 with a "jamba: error:" line, never a silent 1 or a crash. (Not under AddressSanitizer, which
+ * cannot start within a small address space.) */
+JB_TEST(messages, tokenize_out_of_memory_says_so) {
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("RLIMIT_AS does not work with AddressSanitizer");
+#endif
+    char *tmp = tu_tmpdir(), *file = tu_path(tmp, "text.txt");
+    /* 4 MB of short words: about 4 million ids, tens of MB of JSON objects */
+    size_t n = 4 << 20;
+    char *text = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        text[i] = i % 3 == 2 ? ' ' : (char)('a' + (i * 7) % 26);
+    text[n] = '\0';
+    tu_write_text(file, text);
+    free(text);
+    int failed = 0, succeeded = 0;
+    for (rlim_t mib = 40; mib <= 2048; mib = mib * 3 / 2) {
+        for (int json = 0; json < 2; json++) {
+            char *err;
+            int rc = tokenize_limited(file, json, mib, &err);
+            cr_expect(rc == 0 || rc == 1, "%d MiB%s: exit status %d: %s", (int)mib, json ? " --json" : "", rc, err);
+            if (rc == 1)
+                cr_expect(strstr(err, "jamba: error: ") != NULL && strstr(err, "memory") != NULL,
+                          "%d MiB%s: exit status 1 says why: '%s'", (int)mib, json ? " --json" : "", err);
+            failed += rc == 1;
+            succeeded += rc == 0;
+            free(err);
+        }
+    }
+    cr_expect_gt(failed, 0, "small limits fail");
+    cr_expect_gt(succeeded, 0, "large limits succeed");
+    tu_rmtree(tmp);
+    free(file), free(tmp);
+}
+
 /* ---- non-finite logits --------------------------------------------------------------------------- */
 
 /* A copy of `src` with a NaN in the first q_proj (it loads: only small tensors are checked at load). */
@@ -534,6 +603,37 @@ JB_TEST(numeric, generate_and_chat_report_non_finite_logits) {
     free(out), free(err);
     tu_rmtree(dir);
     free(dir);
+}
+
+/* --check-finite on every command that loads weights: the model is refused at load, naming the tensor, before
+ * anything is generated or written. */
+JB_TEST(numeric, check_finite_refuses_the_model_on_every_loading_command) {
+    char *dir = nan_model(CHAT_MODEL);
+    char *tmp = tu_tmpdir(), *dst = tu_path(tmp, "q");
+    const char *const *cases[] = {
+        (const char *[]){JB_CLI_PATH, "generate", "-m", dir, "-p", "hi", "-n", "5", "-t", "1", "--check-finite", NULL},
+        (const char *[]){JB_CLI_PATH, "chat", "-m", dir, "-n", "5", "-t", "1", "--check-finite", NULL},
+        (const char *[]){JB_CLI_PATH, "quantize", "-m", dir, "--out", dst, "-t", "1", "--check-finite", NULL},
+        (const char *[]){JB_CLI_PATH, "inspect", "-m", dir, "--check-finite", NULL},
+        (const char *[]){JB_CLI_PATH, "score", "-m", dir, "--tokens", "1,5,9", "--check-finite", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out, *err;
+        /* chat would read its message from stdin: it must fail before reading any */
+        int rc = tu_run(cases[i], &out, &err);
+        cr_expect_eq(rc, 1, "%s: exit status %d: %s", cases[i][1], rc, err);
+        cr_expect(strstr(err, "jamba: error: ") != NULL && strstr(err, "q_proj.weight") != NULL,
+                  "%s: the message names the tensor: %s", cases[i][1], err);
+        cr_expect_null(strstr(err, "non-finite logits"), "%s: refused at load, before running: %s", cases[i][1], err);
+        if (i != 4) /* score prints its table (the model's row shows the error) */
+            cr_expect_str_empty(out, "%s", cases[i][1]);
+        free(out), free(err);
+    }
+    struct stat sb;
+    cr_expect_neq(stat(dst, &sb), 0, "quantize wrote nothing");
+    tu_rmtree(tmp);
+    tu_rmtree(dir);
+    free(dst), free(tmp), free(dir);
 }
 
 JB_TEST(numeric, score_lists_a_failing_model_and_scores_the_others) {

@@ -1,17 +1,27 @@
 /*
- * test_save_atomic.c — jamba_model_save writes a folder whole or not at all: a non-empty destination is
- * refused untouched, replacing is asked for explicitly and replaces the whole folder (no orphaned shards),
- * and a write that fails part-way (a full disk, simulated with RLIMIT_FSIZE) leaves neither the
- * destination nor a temporary folder behind.
+ * test_save_atomic.c — jamba_model_save and `jamba quantize` write a folder whole or not at all: a non-empty
+ * destination is refused untouched, replacing is asked for explicitly and replaces the whole folder (no
+ * orphaned shards), and a write that fails part-way leaves neither a new destination nor a temporary folder
+ * behind, and an old destination as it was: a full disk (RLIMIT_FSIZE, and a small tmpfs where one can be
+ * mounted), no free inodes or file descriptors (a tmpfs with few inodes, RLIMIT_NOFILE), a read-only
+ * destination, and SIGINT/SIGTERM during the write.
  */
+#define _GNU_SOURCE /* unshare, mount namespaces */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tests/support/quantize_util.h"
 #include "tests/support/testutil.h"
@@ -88,4 +98,264 @@ JB_TEST(save_atomic, a_full_disk_leaves_nothing_behind) {
     tu_rmtree(parent);
     free(out);
     free(parent);
+}
+
+/* ---- `jamba quantize` under failures ------------------------------------------------------------ */
+
+/* What one run of the CLI did. */
+typedef struct cli_run {
+    int status; /* exit status, or -1 when a signal ended it */
+    char *err;  /* its stderr */
+} cli_run;
+
+/* A running `jamba quantize`, its stderr read through a pipe (which no RLIMIT_FSIZE limits). */
+typedef struct quantize_child {
+    pid_t pid;
+    int err; /* our end of its stderr */
+} quantize_child;
+
+/* Start `jamba quantize -m DEMO --out OUT [--force]` with an optional resource limit (resource < 0: none)
+ * and SIGINT, SIGTERM at their defaults (SIGXFSZ ignored, so writes past RLIMIT_FSIZE fail with EFBIG as a
+ * full disk fails with ENOSPC). */
+static quantize_child start_quantize(const char *out, bool force, int resource, rlim_t limit) {
+    int pe[2];
+    cr_assert_eq(pipe(pe), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0)
+            _exit(126);
+        dup2(null, 0), dup2(null, 1), dup2(pe[1], 2);
+        close(null), close(pe[0]), close(pe[1]);
+        signal(SIGINT, SIG_DFL), signal(SIGTERM, SIG_DFL), signal(SIGXFSZ, SIG_IGN);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        struct rlimit rl = {.rlim_cur = limit, .rlim_max = limit};
+        if (resource >= 0 && setrlimit(resource, &rl) != 0)
+            _exit(126);
+        const char *argv[] = {JB_CLI_PATH, "quantize", "-m", QU_DEMO, "--out", out, "-t", "1",
+                              force ? "--force" : NULL, NULL};
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pe[1]);
+    return (quantize_child){pid, pe[0]};
+}
+
+/* Read its stderr to the end and wait for it. */
+static cli_run finish_quantize(quantize_child c) {
+    size_t n = 0, cap = 4096;
+    char *text = malloc(cap);
+    for (ssize_t k; (k = read(c.err, text + n, cap - n - 1)) > 0;) {
+        n += (size_t)k;
+        if (cap - n < 2)
+            text = realloc(text, cap *= 2);
+    }
+    text[n] = '\0';
+    close(c.err);
+    int status;
+    cr_assert_eq(waitpid(c.pid, &status, 0), c.pid);
+    return (cli_run){WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+}
+
+static cli_run run_quantize(const char *out, bool force, int resource, rlim_t limit) {
+    return finish_quantize(start_quantize(out, force, resource, limit));
+}
+
+/* The bytes of dir/name (the test fails when it cannot be read); *n its length. */
+static uint8_t *file_bytes(const char *dir, const char *name, size_t *n) {
+    char *path = tu_path(dir, name);
+    uint8_t *b = tu_read_file(path, n);
+    free(path);
+    return b;
+}
+
+/* A model folder written by `jamba quantize` at `out`, to be replaced; its model.safetensors' bytes. */
+static uint8_t *existing_folder(const char *out, size_t *n) {
+    cli_run r = run_quantize(out, false, -1, 0);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    free(r.err);
+    return file_bytes(out, "model.safetensors", n);
+}
+
+/* The folder at `out` still holds exactly the old model.safetensors, and nothing but `out` is beside it. */
+static void expect_old_folder(const char *parent, const char *out, const uint8_t *old, size_t n_old) {
+    size_t n = 0;
+    uint8_t *now = file_bytes(out, "model.safetensors", &n);
+    cr_expect(n == n_old && memcmp(now, old, n) == 0, "the old folder's weights are unchanged");
+    free(now);
+    int with_out = 0;
+    count_entries(parent, "out", &with_out);
+    cr_expect_eq(with_out, 1, "no temporary or moved-aside folder is left beside %s", out);
+}
+
+/* A failed run: exit status 1, one "jamba: error:" line naming the destination, nothing new beside it. */
+static void expect_clean_failure(const cli_run *r, const char *parent, const char *out, int expected_entries,
+                                 const char *what) {
+    cr_expect_eq(r->status, 1, "%s: exit status %d: %s", what, r->status, r->err);
+    cr_expect(strstr(r->err, "jamba: error: ") != NULL && strstr(r->err, out) != NULL,
+              "%s: the message names %s: %s", what, out, r->err);
+    int with_out = 0;
+    count_entries(parent, "out", &with_out);
+    cr_expect_eq(with_out, expected_entries, "%s: nothing is left beside %s", what, out);
+}
+
+JB_TEST(quantize_cli, a_full_disk_leaves_nothing_behind) {
+    char *parent = tu_tmpdir(), *out = tu_path(parent, "out");
+    /* each limit fails the write at another point: the first file, inside the weights, near their end */
+    const rlim_t limits[] = {0, 4096, 1 << 20, 8 << 20};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        cli_run r = run_quantize(out, false, RLIMIT_FSIZE, limits[i]);
+        expect_clean_failure(&r, parent, out, 0, "RLIMIT_FSIZE");
+        free(r.err);
+    }
+    size_t n_old = 0;
+    uint8_t *old = existing_folder(out, &n_old);
+    cli_run r = run_quantize(out, true, RLIMIT_FSIZE, 1 << 20);
+    expect_clean_failure(&r, parent, out, 1, "replacing on a full disk");
+    expect_old_folder(parent, out, old, n_old);
+    free(r.err);
+    free(old);
+    tu_rmtree(parent);
+    free(out);
+    free(parent);
+}
+
+JB_TEST(quantize_cli, no_file_descriptors_left_fails_cleanly_wherever_it_stops) {
+    char *parent = tu_tmpdir(), *out = tu_path(parent, "out");
+    /* from too few descriptors to load the model to enough to write it: every run either writes the whole
+     * folder or fails with a message and leaves nothing; at least one fails while writing */
+    int failed_writing = 0, written = 0;
+    for (rlim_t fds = 4; fds <= 16 && written == 0; fds++) {
+        cli_run r = run_quantize(out, false, RLIMIT_NOFILE, fds);
+        if (r.status == 0) {
+            jamba_model *back = NULL;
+            jamba_error err = {0};
+            cr_expect_eq(jamba_model_load(out, NULL, &back, &err), JAMBA_OK, "%s", err.message);
+            jamba_model_free(back);
+            written++;
+        } else {
+            cr_expect_eq(r.status, 1, "%d descriptors: exit status %d: %s", (int)fds, r.status, r.err);
+            cr_expect(strstr(r.err, "jamba: error: ") != NULL, "%d descriptors: %s", (int)fds, r.err);
+            int with_out = 0;
+            count_entries(parent, "out", &with_out);
+            cr_expect_eq(with_out, 0, "%d descriptors: nothing is left: %s", (int)fds, r.err);
+            failed_writing += strstr(r.err, out) != NULL;
+        }
+        free(r.err);
+    }
+    cr_expect_eq(written, 1, "enough descriptors write the folder");
+    cr_expect_gt(failed_writing, 0, "some limit fails while the folder is written");
+    tu_rmtree(parent);
+    free(out);
+    free(parent);
+}
+
+/* Send `sig` to `jamba quantize` as soon as its temporary folder appears beside `out` (inotify), so the
+ * signal arrives while the folder is written. */
+static cli_run quantize_signalled(const char *parent, const char *out, bool force, int sig) {
+    int in = inotify_init1(IN_CLOEXEC);
+    cr_assert_geq(in, 0);
+    cr_assert_geq(inotify_add_watch(in, parent, IN_CREATE), 0);
+    quantize_child c = start_quantize(out, force, -1, 0);
+    bool seen = false;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    while (!seen) {
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 120000), 1, "no temporary folder appeared beside %s", out);
+        ssize_t len = read(in, buf, sizeof buf);
+        cr_assert_gt(len, 0);
+        for (char *e = buf; e < buf + len; e += sizeof(struct inotify_event) + ((struct inotify_event *)e)->len) {
+            const struct inotify_event *ev = (const struct inotify_event *)e;
+            seen = seen || (ev->len > 0 && strncmp(ev->name, "out.tmp.", 8) == 0);
+        }
+    }
+    kill(c.pid, sig);
+    close(in);
+    return finish_quantize(c);
+}
+
+JB_TEST(quantize_cli, sigint_and_sigterm_remove_the_temporary_folder) {
+    char *parent = tu_tmpdir(), *out = tu_path(parent, "out");
+    cli_run r = quantize_signalled(parent, out, false, SIGINT);
+    cr_expect_eq(r.status, 128 + SIGINT, "exit status %d: %s", r.status, r.err);
+    cr_expect(strstr(r.err, "interrupted") != NULL && strstr(r.err, out) != NULL, "%s", r.err);
+    int with_out = 0;
+    count_entries(parent, "out", &with_out);
+    cr_expect_eq(with_out, 0, "neither the destination nor a temporary folder exists: %s", r.err);
+    free(r.err);
+    /* replacing an existing folder: SIGTERM leaves it as it was */
+    size_t n_old = 0;
+    uint8_t *old = existing_folder(out, &n_old);
+    r = quantize_signalled(parent, out, true, SIGTERM);
+    cr_expect_eq(r.status, 128 + SIGTERM, "exit status %d: %s", r.status, r.err);
+    expect_old_folder(parent, out, old, n_old);
+    free(r.err);
+    free(old);
+    tu_rmtree(parent);
+    free(out);
+    free(parent);
+}
+
+/* A private mount namespace for this test process and the programs it starts (as root, or as an
+ * unprivileged user through a user namespace), so tmpfs mounts vanish with the process whatever happens.
+ * False where neither is allowed. */
+static bool private_mounts(void) {
+    if (unshare(CLONE_NEWNS) != 0) {
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+            return false;
+        char map[64];
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
+        tu_write_text("/proc/self/uid_map", map);
+        tu_write_text("/proc/self/setgroups", "deny");
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
+        tu_write_text("/proc/self/gid_map", map);
+    }
+    return mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+}
+
+/* A tmpfs at `dir` with the given options ("size=2m", "nr_inodes=4"). */
+static void mount_tmpfs(const char *dir, const char *options) {
+    cr_assert_eq(mount("jamba-test", dir, "tmpfs", 0, options), 0, "mount tmpfs %s on %s", options, dir);
+}
+
+JB_TEST(quantize_cli, a_real_full_disk_few_inodes_and_a_read_only_destination) {
+    if (!private_mounts())
+        cr_skip_test("no mount namespace here (needs root or unprivileged user namespaces); the injected "
+                     "failures above cover the same paths");
+    char *root = tu_tmpdir(), *parent = tu_path(root, "fs"), *out = tu_path(parent, "out");
+    cr_assert_eq(mkdir(parent, 0755), 0);
+    /* a 2 MiB file system: ENOSPC inside the weights */
+    mount_tmpfs(parent, "size=2m");
+    cli_run r = run_quantize(out, false, -1, 0);
+    expect_clean_failure(&r, parent, out, 0, "a full tmpfs");
+    cr_expect(strstr(r.err, "No space left on device") != NULL, "%s", r.err);
+    free(r.err);
+    cr_assert_eq(umount2(parent, MNT_DETACH), 0);
+    /* four inodes: the root, the temporary folder, and two files; ENOSPC when the third file is created */
+    mount_tmpfs(parent, "size=64m,nr_inodes=4");
+    r = run_quantize(out, false, -1, 0);
+    expect_clean_failure(&r, parent, out, 0, "a tmpfs without free inodes");
+    free(r.err);
+    cr_assert_eq(umount2(parent, MNT_DETACH), 0);
+    /* a read-only file system holding a model folder: --force cannot replace it, nor touch it */
+    mount_tmpfs(parent, "size=64m");
+    size_t n_old = 0;
+    uint8_t *old = existing_folder(out, &n_old);
+    cr_assert_eq(mount(NULL, parent, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+    r = run_quantize(out, true, -1, 0);
+    expect_clean_failure(&r, parent, out, 1, "a read-only destination");
+    cr_expect(strstr(r.err, "Read-only file system") != NULL, "%s", r.err);
+    expect_old_folder(parent, out, old, n_old);
+    free(r.err);
+    free(old);
+    cr_assert_eq(umount2(parent, MNT_DETACH), 0);
+    tu_rmtree(root);
+    free(out);
+    free(parent);
+    free(root);
 }

@@ -2,9 +2,11 @@
 # The whole test suite on a fresh Debian 12 machine: install what is missing, then
 #   1. CPU build (-Werror) + every Criterion suite
 #   2. CUDA build for sm_80 and sm_90 linking cuBLAS and NCCL (needs the CUDA toolkit; no GPU) + suites
-#   3. CPU build under AddressSanitizer + UndefinedBehaviorSanitizer (leaks fail tests) + suites,
-#      then the Python package: pip install . in a venv (build/pyenv) + pytest tests/python
-#   4. libFuzzer smoke run of the safetensors, config and index parsers
+#   3. CPU build under AddressSanitizer + UndefinedBehaviorSanitizer (leaks fail tests) + suites, then the
+#      reliability suite (tools/gen_reliability.py: ~670 crafted inputs against that build's jamba), then
+#      a ThreadSanitizer build of tests/tsan/test_threads only (contexts, model queries and tokenizers from
+#      several threads), then the Python package: pip install . in a venv (build/pyenv) + pytest tests/python
+#   4. libFuzzer smoke run of the safetensors, config, index, tokenizer.model and tokenizer.json parsers
 # Without a CUDA toolkit step 2 is skipped with a notice, unless JAMBA_REQUIRE_CUDA=1 (then it fails).
 # FUZZ_SECONDS (default 20) sets the fuzz time per target.
 set -euo pipefail
@@ -34,6 +36,13 @@ else
   echo "== cuda: SKIPPED (no CUDA toolkit; install NVIDIA's cuda-toolkit to build the GPU backend)"
 fi
 suite asan -DJAMBA_CUDA=OFF -DJAMBA_REQUIRE_CRITERION=ON -DJAMBA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+echo "== reliability suite (crafted inputs against build/asan/jamba)"
+python3 tools/gen_reliability.py --cli build/asan/jamba --jobs "$jobs"
+echo "== tsan build (tests/tsan/test_threads)"
+cmake -S . -B build/tsan -DJAMBA_CUDA=OFF -DJAMBA_TSAN=ON -DJAMBA_BUILD_EXAMPLES=OFF -DJAMBA_BUILD_BENCH=OFF \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >build/tsan.configure.log 2>&1 || { cat build/tsan.configure.log; exit 1; }
+cmake --build build/tsan -j"$jobs" --target test_threads
+(cd build/tsan && ctest --output-on-failure -R '^test_threads$')
 echo "== python package (pip install . into build/pyenv, pytest tests/python)"
 python3 -m venv build/pyenv
 build/pyenv/bin/pip install -q --disable-pip-version-check . pytest numpy

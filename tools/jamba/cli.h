@@ -60,17 +60,28 @@ typedef struct cli_strings {
  * CLI_EXIT_USAGE after printing the problem. */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
-/* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, --kv-dtype,
- * and the load-time weight formats --experts int8|stored, --mlp int8|stored. */
+/* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, --kv-dtype; and
+ * how it is loaded (every command that loads weights): the weight formats --experts int8|stored,
+ * --mlp int8|stored, and --check-finite (scan every weight for NaN/Inf). */
 typedef struct cli_device_args {
     const char *device, *gpu_dtype, *experts, *mlp, *kv_dtype;
     int64_t gpu;
+    bool check_finite;
 } cli_device_args;
+
+/* The load options alone (for a command that loads a model but runs no context: quantize). */
+#define CLI_LOAD_OPTIONS(d)                                                                                    \
+    {"--experts", CLI_STRING, &(d).experts, 0, 0}, {"--mlp", CLI_STRING, &(d).mlp, 0, 0},                     \
+        {"--check-finite", CLI_FLAG, &(d).check_finite, 0, 0}
 
 #define CLI_DEVICE_OPTIONS(d)                                                                                  \
     {"--device", CLI_STRING, &(d).device, 0, 0}, {"--gpu", CLI_COUNT, &(d).gpu, 0, 1 << 20},                 \
-        {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}, {"--experts", CLI_STRING, &(d).experts, 0, 0},   \
-        {"--mlp", CLI_STRING, &(d).mlp, 0, 0}, {"--kv-dtype", CLI_STRING, &(d).kv_dtype, 0, 0}
+        {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}, {"--kv-dtype", CLI_STRING, &(d).kv_dtype, 0, 0},  \
+        CLI_LOAD_OPTIONS(d)
+
+#define CLI_CHECK_FINITE_HELP                                                                                  \
+    "  --check-finite        scan every weight for NaN/Inf while loading and refuse the model naming the\n"   \
+    "                        tensor (reads all weights; norms, scales, routers and biases are always checked)\n"
 
 #define CLI_DEVICE_HELP                                                                                        \
     "  --device cpu|cuda     where the model runs (default cpu)\n"                                          \
@@ -80,11 +91,13 @@ typedef struct cli_device_args {
     "                        loading unless the checkpoint already is); default: as stored\n"               \
     "  --mlp int8            the same for the dense MLPs\n"                                                  \
     "  --kv-dtype fp8        CUDA: an fp8 (e4m3) KV cache with per-token, per-head scales (about half the\n"\
-    "                        bytes of bf16); default: the --gpu-dtype\n"
+    "                        bytes of bf16); default: the --gpu-dtype\n"                                     \
+    CLI_CHECK_FINITE_HELP
 
 /* Fill the device fields of `p` from the arguments; CLI_EXIT_USAGE (after saying why) on a bad value. */
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p);
-/* Fill the weight formats of `p` (--experts, --mlp); CLI_EXIT_USAGE on a bad value. */
+/* Fill the load parameters of `p` from the arguments: the weight formats (--experts, --mlp; CLI_EXIT_USAGE on
+ * a bad value) and check_finite, turned on by --check-finite (never turned off). */
 int cli_model_params(const char *cmd, const cli_device_args *d, jamba_model_params *p);
 
 /* The whole of a file ("-" = stdin) in a new NUL-terminated buffer (free it); NULL with errno on failure. */

@@ -26,7 +26,6 @@ typedef struct inspect_opts {
     jamba_context_params plan_params;
     bool json;
     bool tensors;
-    bool check_finite;
     bool allow_unexpected;
 } inspect_opts;
 
@@ -78,12 +77,11 @@ static int parse_args(int argc, char **argv, inspect_opts *o) {
         {"--seqs", CLI_COUNT, &o->n_seq, 1, 1 << 20},
         {"--json", CLI_FLAG, &o->json, 0, 0},
         {"--tensors", CLI_FLAG, &o->tensors, 0, 0},
-        {"--check-finite", CLI_FLAG, &o->check_finite, 0, 0},
         {"--allow-unexpected", CLI_FLAG, &o->allow_unexpected, 0, 0},
         {"--batch", CLI_COUNT, &o->n_batch, 1, 1 << 24},
         {"--gpu-memory", CLI_FLOAT, &o->gpu_memory_gb, 0, 1e6},
         {"--gpus", CLI_COUNT, &o->n_gpus, 1, JAMBA_MAX_GPUS},
-        CLI_DEVICE_OPTIONS(o->dev),
+        CLI_DEVICE_OPTIONS(o->dev), /* --check-finite and the weight formats among them */
     };
     int rc = cli_parse("inspect", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
     if (rc != 0)
@@ -472,7 +470,6 @@ int cmd_inspect(int argc, char **argv) {
         return rc < 0 ? CLI_EXIT_OK : rc;
     jamba_model_params mp = jamba_model_default_params();
     mp.weights = JAMBA_WEIGHTS_IF_PRESENT;
-    mp.check_finite = o.check_finite;
     mp.allow_unexpected_tensors = o.allow_unexpected;
     if ((rc = cli_model_params("inspect", &o.dev, &mp)) != 0)
         return rc;

@@ -4,28 +4,38 @@
  */
 #include "tools/jamba/cli.h"
 
+#include "base/atomic_folder.h"
+
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 static void help_quantize(void) {
     printf("usage: jamba quantize --model DIR --out DIR [--experts int8|stored] [--mlp int8|stored]\n"
-           "                      [--threads N] [--force]\n"
+           "                      [--threads N] [--force] [--check-finite]\n"
            "\n"
            "Quantize a model's MoE experts (default) and optionally its dense MLPs to int8 weight-only (per output\n"
            "row, symmetric, fp32 scales: ExpertsInt8's scheme) and write a Hugging Face folder: model.safetensors\n"
            "with the int8 matrices and their \"<name>_scale\" tensors, config.json and the tokenizer files. Loading\n"
            "it gives exactly the weights of `--experts int8` on the original. Prints the folder and the size of the\n"
            "model.safetensors written. The folder appears whole or not at all: it is written beside --out as\n"
-           "OUT.tmp.XXXXXX and renamed into place (removed on any failure).\n"
+           "OUT.tmp.XXXXXX and renamed into place (removed on any failure). Ctrl-C (SIGINT) or SIGTERM while it\n"
+           "is written stops the write and removes the temporary folder, leaving --out as it was; a second one\n"
+           "ends the program at once.\n"
            "\n"
            "  -m, --model DIR    the model folder (float, FP8 or already int8)\n"
            "  --out DIR          where to write: a missing or empty folder (never the model's own folder)\n"
            "  --force            replace an existing --out folder whole\n"
            "  --experts FORMAT   int8 (default) or stored\n"
            "  --mlp FORMAT       int8 or stored (default)\n"
-           "  -t, --threads N    quantization threads (default: all CPUs)\n");
+           "  -t, --threads N    quantization threads (default: all CPUs)\n"
+           "  --check-finite     scan every weight for NaN/Inf while loading and write nothing when one is found\n"
+           "                     (norms, scales, routers and biases are always checked)\n"
+           "\n"
+           "Exit status: 0 written, 1 failure (one line on stderr; --out unchanged), 2 usage error, 128 + the\n"
+           "signal's number (130 SIGINT, 143 SIGTERM) when stopped by a signal.\n");
 }
 
 /* "wrote DIR (model.safetensors, 3.10 MiB)": the size of what was written. */
@@ -41,15 +51,61 @@ static int report_output(const char *out) {
     return CLI_EXIT_OK;
 }
 
+/* ---- SIGINT / SIGTERM while the folder is written ------------------------------------------------ */
+
+static volatile sig_atomic_t stop_signal; /* the signal that asked the write to stop, or 0 */
+
+/* Record the signal and ask the folder write to stop at its next check (async-signal-safe: two stores).
+ * SA_RESETHAND restores the default action, so a second signal ends the program at once. */
+static void on_stop_signal(int sig) {
+    stop_signal = sig;
+    jb_folder_cancel();
+}
+
+/* Install on_stop_signal for SIGINT and SIGTERM (a signal ignored when the program started stays ignored);
+ * the previous actions go to old[2] for restore_stop_signals. */
+static void catch_stop_signals(struct sigaction old[2]) {
+    static const int sigs[2] = {SIGINT, SIGTERM};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    for (int i = 0; i < 2; i++)
+        if (sigaction(sigs[i], NULL, &old[i]) == 0 && old[i].sa_handler != SIG_IGN)
+            sigaction(sigs[i], &sa, NULL);
+}
+
+static void restore_stop_signals(const struct sigaction old[2]) {
+    sigaction(SIGINT, &old[0], NULL);
+    sigaction(SIGTERM, &old[1], NULL);
+}
+
+/* Write the folder with SIGINT/SIGTERM turned into a clean stop. Before and after the write a signal keeps
+ * its default action: loading writes nothing, so ending at once loses nothing. */
+static int save(const jamba_model *m, const char *out, bool force) {
+    jamba_error err = {0};
+    struct sigaction old[2];
+    catch_stop_signals(old);
+    jamba_status st = force ? jamba_model_save_replacing(m, out, &err) : jamba_model_save(m, out, &err);
+    restore_stop_signals(old);
+    if (stop_signal != 0) {
+        fprintf(stderr, "jamba: interrupted by signal %d: %s\n", (int)stop_signal,
+                st == JAMBA_OK ? "the folder had already been written whole" : err.message);
+        return 128 + stop_signal;
+    }
+    return st == JAMBA_OK ? report_output(out) : cli_fail(&err);
+}
+
 int cmd_quantize(int argc, char **argv) {
     cli_device_args f = {.experts = "int8"};
     const char *model = NULL, *out = NULL;
     int64_t threads = 0;
     bool force = false;
     const cli_option opts[] = {
-        {"--model", CLI_STRING, &model, 0, 0},      {"--out", CLI_STRING, &out, 0, 0},
-        {"--experts", CLI_STRING, &f.experts, 0, 0}, {"--mlp", CLI_STRING, &f.mlp, 0, 0},
+        {"--model", CLI_STRING, &model, 0, 0},       {"--out", CLI_STRING, &out, 0, 0},
         {"--threads", CLI_COUNT, &threads, 1, 1024}, {"--force", CLI_FLAG, &force, 0, 0},
+        CLI_LOAD_OPTIONS(f),
     };
     int rc = cli_parse("quantize", argc, argv, opts, sizeof opts / sizeof opts[0], help_quantize);
     if (rc != 0)
@@ -65,10 +121,7 @@ int cmd_quantize(int argc, char **argv) {
     if (jamba_model_load(model, &mp, &m, &err) != JAMBA_OK)
         return cli_fail(&err);
     cli_print_model_notes(m);
-    if ((force ? jamba_model_save_replacing(m, out, &err) : jamba_model_save(m, out, &err)) != JAMBA_OK) {
-        jamba_model_free(m);
-        return cli_fail(&err);
-    }
+    rc = save(m, out, force);
     jamba_model_free(m);
-    return cli_finish_output(report_output(out));
+    return cli_finish_output(rc);
 }

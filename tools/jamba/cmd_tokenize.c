@@ -2,6 +2,7 @@
  * cmd_tokenize.c — `jamba tokenize` and `jamba detokenize`: text ↔ token ids with a model's tokenizer.
  */
 #include "tools/jamba/cli.h"
+#include "tools/jamba/generation.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -63,6 +64,37 @@ static int load_input(const char *cmd, const tok_opts *o, jamba_tokenizer **tok,
     return 0;
 }
 
+/* Print `root` as one line of JSON; NULL (it could not be built: out of memory) is said on stderr, so the exit
+ * status 1 never comes without a message. */
+static int print_json(json_t *root) {
+    int rc = root != NULL && json_dumpf(root, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) == 0 ? CLI_EXIT_OK
+                                                                                              : CLI_EXIT_FAIL;
+    json_decref(root);
+    if (rc != CLI_EXIT_OK)
+        fprintf(stderr, "jamba: error: out of memory for the JSON output\n");
+    else
+        printf("\n");
+    return rc;
+}
+
+/* {"ids": [...], "pieces": [...]}; a piece that is not valid UTF-8 (a tokenizer.model may hold any bytes) has
+ * each bad sequence replaced by U+FFFD, so every id keeps its piece. */
+static int print_ids_json(const jamba_tokenizer *tok, const int32_t *ids, int64_t n) {
+    json_t *arr = json_array(), *pieces = json_array();
+    bool ok = arr != NULL && pieces != NULL;
+    for (int64_t i = 0; ok && i < n; i++) {
+        const char *piece = jamba_tokenizer_piece(tok, ids[i]);
+        ok = json_array_append_new(arr, json_integer(ids[i])) == 0 &&
+             json_array_append_new(pieces, gen_json_text(piece, strlen(piece))) == 0;
+    }
+    if (!ok) {
+        json_decref(arr);
+        json_decref(pieces);
+        return print_json(NULL);
+    }
+    return print_json(json_pack("{s:o,s:o}", "ids", arr, "pieces", pieces));
+}
+
 int cmd_tokenize(int argc, char **argv) {
     tok_opts o = {0};
     const cli_option opts[] = {
@@ -81,22 +113,14 @@ int cmd_tokenize(int argc, char **argv) {
         return rc;
     int flags = (o.no_special ? 0 : JAMBA_TOKENIZE_ADD_SPECIAL) | (o.parse_special ? JAMBA_TOKENIZE_PARSE_SPECIAL : 0);
     int64_t cap = jamba_tokenizer_max_ids(tok, len), n = 0;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    int32_t *ids = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *ids);
     jamba_error err = {0};
     if (ids == NULL)
         snprintf(err.message, sizeof err.message, "out of memory for %lld token ids", (long long)cap);
     if (ids == NULL || jamba_tokenize(tok, text, len, flags, ids, cap, &n, &err) != JAMBA_OK) {
         rc = cli_fail(&err);
     } else if (o.json) {
-        json_t *arr = json_array(), *pieces = json_array();
-        for (int64_t i = 0; i < n; i++) {
-            json_array_append_new(arr, json_integer(ids[i]));
-            json_array_append_new(pieces, json_string(jamba_tokenizer_piece(tok, ids[i])));
-        }
-        json_t *root = json_pack("{s:o,s:o}", "ids", arr, "pieces", pieces);
-        rc = json_dumpf(root, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-        printf("\n");
-        json_decref(root);
+        rc = print_ids_json(tok, ids, n);
     } else {
         for (int64_t i = 0; i < n; i++)
             printf("%s%d", i ? " " : "", ids[i]);
@@ -171,10 +195,7 @@ int cmd_detokenize(int argc, char **argv) {
     if (text == NULL || jamba_detokenize(tok, ids, n, o.keep_special, text, need + 1, &need, &err) != JAMBA_OK) {
         rc = cli_fail(&err);
     } else if (o.json) {
-        json_t *root = json_pack("{s:s%}", "text", text, need);
-        rc = json_dumpf(root, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-        printf("\n");
-        json_decref(root);
+        rc = print_json(json_pack("{s:o}", "text", gen_json_text(text, need)));
     } else {
         rc = fwrite(text, 1, need, stdout) == need ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }

@@ -121,5 +121,9 @@ static int parse_format(const char *cmd, const char *flag, const char *v, jamba_
 
 int cli_model_params(const char *cmd, const cli_device_args *d, jamba_model_params *p) {
     int rc = parse_format(cmd, "--experts", d->experts, &p->experts);
-    return rc ? rc : parse_format(cmd, "--mlp", d->mlp, &p->mlp);
+    if (rc == 0)
+        rc = parse_format(cmd, "--mlp", d->mlp, &p->mlp);
+    if (d->check_finite)
+        p->check_finite = true;
+    return rc;
 }
