@@ -35,6 +35,9 @@ typedef struct jb_step_io {
     float *host_logits;        /* [n_logits_max, V] where logit rows go, or NULL: keep them on the device
                                   (only for a backend with `sample`) */
     jb_capture *capture;       /* hidden-state capture, or NULL; the runtime advances next_row */
+    jamba_abort_fn abort_fn;   /* NULL, or polled between layers: when it returns true the backend stops the
+                                  step with JAMBA_ERR_ABORTED (the runtime restores the Mamba state) */
+    void *abort_data;
 } jb_step_io;
 
 /* One piece of a sequence's state (the state-file order: per Mamba layer conv then SSM, then per

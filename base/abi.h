@@ -45,6 +45,8 @@ jamba_status jb_struct_out(void *dst, size_t caller_size, const void *src, size_
 #define JB_MIN_TENSOR_INFO JB_SIZE_THROUGH(jamba_tensor_info, aligned)
 #define JB_MIN_BACKEND_INFO JB_SIZE_THROUGH(jamba_backend_info, note)
 #define JB_MIN_DEVICE_INFO JB_SIZE_THROUGH(jamba_device_info, kernels_run)
+#define JB_MIN_CAPTURE JB_SIZE_THROUGH(jamba_capture, hook_data)
+#define JB_MIN_ROUTER_STATS JB_SIZE_THROUGH(jamba_router_stats, balance_loss)
 #define JB_MIN_PREFIX_CACHE_STATS JB_SIZE_THROUGH(jamba_prefix_cache_stats, evictions)
 #define JB_MIN_REQUEST_PARAMS JB_SIZE_THROUGH(jamba_request_params, user_data)
 #define JB_MIN_SCHEDULER_PARAMS JB_SIZE_THROUGH(jamba_scheduler_params, max_waiting)

@@ -18,9 +18,12 @@ void jb_cpu_mlp(jb_pool *pool, jb_ffn_workspace *ws, const jb_mlp_weights *w, co
 }
 
 void jb_cpu_moe(jb_pool *pool, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
-                int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out) {
+                int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out,
+                const jb_moe_logits_out *logits_out) {
     const int64_t H = router->shape[1];
     jb_cpu_matmul(pool, ws->router, x, T, router, NULL);
+    if (logits_out && logits_out->dst && logits_out->rows > 0)
+        memcpy(logits_out->dst, ws->router, (size_t)(logits_out->rows * n_experts) * sizeof *ws->router);
     jb_moe_route(ws->router, T, n_experts, top_k, ws->experts, ws->weights);
     jb_moe_plan_build(&ws->plan, ws->experts, ws->weights, T, n_experts, top_k);
     memset(out, 0, (size_t)(T * H) * sizeof *out);

@@ -26,8 +26,16 @@ typedef struct jb_ffn_workspace {
 void jb_cpu_mlp(jb_pool *pool, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
                 float *out);
 
-/* out[T, H] = Σ over each token's top-k experts of weight · expert(x); router [E, H]; experts [E]. */
+/* Where a copy of the router's logits goes: the first `rows` rows of [T, E], or nowhere (dst NULL). */
+typedef struct jb_moe_logits_out {
+    float *dst;   /* [rows, E] */
+    int64_t rows;
+} jb_moe_logits_out;
+
+/* out[T, H] = Σ over each token's top-k experts of weight · expert(x); router [E, H]; experts [E].
+ * logits_out (or NULL) receives the router logits before routing. */
 void jb_cpu_moe(jb_pool *pool, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
-                int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out);
+                int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out,
+                const jb_moe_logits_out *logits_out);
 
 #endif /* JB_CPU_FFN_H */

@@ -8,6 +8,7 @@
  */
 #include "cpu/context.h"
 
+#include "base/error.h"
 #include "ckpt/config.h"
 #include "cpu/attention.h"
 #include "cpu/kernels.h"
@@ -136,17 +137,15 @@ static void embed(jb_backend_ctx *ctx, const jb_segment *segs, int64_t n_segs) {
                       e->dtype, H);
 }
 
-/* Copy this step's rows into a capture buffer of cap->rows rows, after the rows of earlier steps. */
-static void capture_rows(const jb_backend_ctx *ctx, const jb_capture *cap, float *dst_base, const float *src,
-                         int64_t n_rows) {
-    const int64_t H = ctx->model->config.hidden_size;
-    int64_t keep = cap->rows - cap->next_row < n_rows ? cap->rows - cap->next_row : n_rows;
-    if (keep > 0)
-        memcpy(dst_base + cap->next_row * H, src, (size_t)(keep * H) * sizeof(float));
+/* Copy this step's rows [T, width] into a capture buffer of cap->rows rows, after the rows of earlier steps. */
+static void capture_rows(const jb_capture *cap, float *dst_base, const float *src, int64_t n_rows, int64_t width) {
+    const int64_t keep = jb_capture_keep(cap, n_rows);
+    if (dst_base && keep > 0)
+        memcpy(dst_base + cap->next_row * width, src, (size_t)(keep * width) * sizeof(float));
 }
 
 jamba_status jb_cpu_step(jb_backend_ctx *ctx, const jb_step_io *io, jamba_error *err) {
-    (void)err; /* nothing on the CPU path can fail once the context exists */
+    /* nothing on the CPU path fails once the context exists; only the abort callback stops a step */
     const jb_segment *segs = io->segs;
     const int64_t n_segs = io->n_segs, T = io->n_rows, n_logits = io->n_logits;
     const jb_capture *cap = io->capture;
@@ -156,6 +155,9 @@ jamba_status jb_cpu_step(jb_backend_ctx *ctx, const jb_step_io *io, jamba_error 
     const int64_t H = c->hidden_size;
     small_weights sw = carve(ctx);
     embed(ctx, segs, n_segs);
+    if (cap)
+        capture_rows(cap, jb_capture_hidden(cap, 0, H), ws->x, T, H);
+    int64_t moe_index = 0; /* MoE layers so far: the slot of this one's router logits */
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const jb_layer_weights *lw = &m->weights.layers[l];
         jb_cpu_rmsnorm(ws->xn, ws->x, T, H, H, jb_weight_f32(&lw->input_norm, sw.v[0]), c->rms_norm_eps);
@@ -165,19 +167,30 @@ jamba_status jb_cpu_step(jb_backend_ctx *ctx, const jb_step_io *io, jamba_error 
             mamba_layer(ctx, &lw->mamba, ctx->layer_slot[l], segs, n_segs, T);
         add_rows(ws->x, ws->mix, T * H);
         jb_cpu_rmsnorm(ws->xn, ws->x, T, H, H, jb_weight_f32(&lw->pre_ff_norm, sw.v[0]), c->rms_norm_eps);
-        if (jb_layer_is_moe(c, l))
-            jb_cpu_moe(ctx->pool, &ws->ffn, &lw->router, lw->experts, c->num_experts, c->num_experts_per_tok, ws->xn,
-                       T, ws->mix);
-        else
+        if (jb_layer_is_moe(c, l)) {
+            const int64_t E = c->num_experts, keep = cap && cap->router ? jb_capture_keep(cap, T) : 0;
+            float *router_dst = keep ? cap->router + (moe_index * cap->rows + cap->next_row) * E : NULL;
+            const jb_moe_logits_out router_out = {router_dst, keep};
+            jb_cpu_moe(ctx->pool, &ws->ffn, &lw->router, lw->experts, E, c->num_experts_per_tok, ws->xn, T, ws->mix,
+                       &router_out);
+            moe_index++;
+        } else {
             jb_cpu_mlp(ctx->pool, &ws->ffn, &lw->mlp, ws->xn, T, ws->mix);
+        }
         add_rows(ws->x, ws->mix, T * H);
-        if (cap && cap->hidden)
-            capture_rows(ctx, cap, cap->hidden + l * cap->rows * H, ws->x, T);
+        if (cap && cap->hook)
+            cap->hook(cap->hook_data, l, cap->next_row, ws->x, T, H);
+        if (io->abort_fn && l + 1 < c->num_hidden_layers && io->abort_fn(io->abort_data))
+            return jb_fail(err, JAMBA_ERR_ABORTED, "stopped by the abort callback after layer %lld", (long long)l);
+        if (cap && l + 1 < c->num_hidden_layers) /* the stream entering layer l + 1 */
+            capture_rows(cap, jb_capture_hidden(cap, l + 1, H), ws->x, T, H);
     }
     const float *final_w = jb_weight_f32(&m->weights.final_norm, sw.v[0]);
-    if (cap && cap->final) {
+    float *final_dst = cap ? jb_capture_hidden(cap, c->num_hidden_layers, H) : NULL;
+    if (cap && (cap->final || final_dst)) {
         jb_cpu_rmsnorm(ws->xn, ws->x, T, H, H, final_w, c->rms_norm_eps);
-        capture_rows(ctx, cap, cap->final, ws->xn, T);
+        capture_rows(cap, cap->final, ws->xn, T, H);
+        capture_rows(cap, final_dst, ws->xn, T, H);
     }
     if (n_logits > 0) {
         for (int64_t i = 0; i < n_logits; i++)

@@ -9,6 +9,7 @@
  * directly and may use cuBLAS per expert (one host read of the expert counts per MoE layer).
  */
 #include "ckpt/config.h"
+#include "base/alloc.h"
 #include "base/error.h"
 #include "cuda/layer_dev.h"
 #include "cuda/step_plan.h"
@@ -72,47 +73,84 @@ bool attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const 
     return true;
 }
 
-/* Copy this step's rows of a device f32 [T, H] buffer into a capture buffer after earlier steps' rows. */
-bool capture_rows(jb_cuda_ctx *c, const jb_step_shape &s, float *dst_base, const float *src, jb_run_state &rs) {
-    const jb_capture *cap = s.cap;
-    const int64_t keep = cap->rows - cap->next_row < s.T ? cap->rows - cap->next_row : s.T;
-    if (keep > 0)
-        CU(cudaMemcpyAsync(dst_base + cap->next_row * c->H, src, (size_t)(keep * c->H) * 4, cudaMemcpyDeviceToHost,
+/* Copy this step's rows of a device f32 [T, width] buffer into a capture buffer (NULL: not captured) after
+ * earlier steps' rows. */
+bool capture_rows(jb_cuda_ctx *c, const jb_step_shape &s, float *dst_base, const float *src, int64_t width,
+                  jb_run_state &rs) {
+    const int64_t keep = jb_capture_keep(s.cap, s.T);
+    if (dst_base && keep > 0)
+        CU(cudaMemcpyAsync(dst_base + s.cap->next_row * width, src, (size_t)(keep * width) * 4, cudaMemcpyDeviceToHost,
                            c->stream), "capturing hidden states");
     return true;
 }
 
-bool run_forward(jb_cuda_ctx *c, const jb_step_shape &s, jb_run_state &rs) {
+/* The layer hook after decoder layer `layer`, whose output is in x: the rows go to the host (hook_rows
+ * [T, H]) and, when the hook changed them, back; then xn_w (the next layer's input norm, or NULL after the
+ * last layer) normalises them again into xn. */
+bool call_hook(jb_cuda_ctx *c, const jb_step_shape &s, int64_t layer, float *hook_rows, const float *xn_w,
+               jb_run_state &rs) {
+    const int64_t T = s.T, H = c->H;
+    CU(cudaMemcpyAsync(hook_rows, c->x, (size_t)(T * H) * 4, cudaMemcpyDeviceToHost, c->stream), "layer hook");
+    CU(cudaStreamSynchronize(c->stream), "layer hook");
+    if (!s.cap->hook(s.cap->hook_data, layer, s.cap->next_row, hook_rows, T, H))
+        return true;
+    CU(cudaMemcpyAsync(c->x, hook_rows, (size_t)(T * H) * 4, cudaMemcpyHostToDevice, c->stream), "layer hook");
+    CU(cudaStreamSynchronize(c->stream), "layer hook");
+    if (xn_w)
+        CU(jb_cuda_add_rmsnorm(c->dt, c->x, NULL, xn_w, c->xn, T, H, (float)c->cfg->rms_norm_eps, c->stream),
+           "input norm after the layer hook");
+    return true;
+}
+
+/* hook_rows: [T, H] host rows for the layer hook (when the capture has one). */
+bool run_forward(jb_cuda_ctx *c, const jb_step_shape &s, float *hook_rows, jb_run_state &rs) {
     const jamba_config *cfg = c->cfg;
     const jamba_dtype dt = c->dt;
     const int64_t T = s.T, H = c->H, L = c->L;
     const float eps = (float)cfg->rms_norm_eps;
+    const jb_capture *cap = s.cap;
     CU(jb_cuda_embed(dt, c->x, c->w->embed, c->d_tokens, T, H, c->stream), "embedding");
-    int64_t attn_slot = 0, mamba_slot = 0;
+    if (cap && !capture_rows(c, s, jb_capture_hidden(cap, 0, H), c->x, H, rs))
+        return false;
+    int64_t attn_slot = 0, mamba_slot = 0, moe_slot = 0;
     for (int64_t l = 0; l < L; l++) {
         const jb_dev_layer *w = &c->w->layers[l];
+        /* x += the previous layer's FFN output: the stream entering layer l */
         CU(jb_cuda_add_rmsnorm(dt, c->x, l > 0 ? c->mix : NULL, w->input_norm, c->xn, T, H, eps, c->stream),
            "input norm");
-        if (s.cap && s.cap->hidden && l > 0 &&
-            !capture_rows(c, s, s.cap->hidden + (l - 1) * s.cap->rows * H, c->x, rs))
+        if (cap && cap->hook && l > 0 && !call_hook(c, s, l - 1, hook_rows, w->input_norm, rs))
+            return false;
+        if (cap && l > 0 && !capture_rows(c, s, jb_capture_hidden(cap, l, H), c->x, H, rs))
             return false;
         if (w->attention ? !attention_layer(c, w, attn_slot++, s, rs) : !mamba_layer(c, &w->mamba, mamba_slot++, s, rs))
             return false;
         CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, w->pre_ff_norm, c->xn, T, H, eps, c->stream), "pre-FFN norm");
         if (w->moe ? !jb_cuda_moe_ffn(c, w, s, rs) : !jb_cuda_dense_ffn(c, w, s, rs))
             return false;
+        /* the router logits stay in c->router until the next MoE layer */
+        if (w->moe && cap && cap->router &&
+            !capture_rows(c, s, cap->router + moe_slot * cap->rows * c->E, c->router, c->E, rs))
+            return false;
+        moe_slot += w->moe;
+        if (s.abort_fn && l + 1 < L) { /* wait for the layer, then ask */
+            CU(cudaStreamSynchronize(c->stream), "running a layer");
+            if (s.abort_fn(s.abort_data)) {
+                rs.aborted = true;
+                snprintf(rs.detail, sizeof rs.detail, "after layer %lld", (long long)l);
+                return false;
+            }
+        }
     }
     CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, NULL, NULL, T, H, eps, c->stream), "residual add");
-    if (s.cap) {
-        if (s.cap->hidden && !capture_rows(c, s, s.cap->hidden + (L - 1) * s.cap->rows * H, c->x, rs))
+    if (cap && cap->hook && !call_hook(c, s, L - 1, hook_rows, NULL, rs))
+        return false;
+    float *final_dst = cap ? jb_capture_hidden(cap, L, H) : NULL;
+    if (cap && (cap->final || final_dst)) {
+        /* the final norm of every row in fp32; mix is free now */
+        CU(jb_cuda_add_rmsnorm(JAMBA_DTYPE_F32, c->x, NULL, c->w->final_norm, c->mix, T, H, eps, c->stream),
+           "final norm");
+        if (!capture_rows(c, s, cap->final, c->mix, H, rs) || !capture_rows(c, s, final_dst, c->mix, H, rs))
             return false;
-        if (s.cap->final) {
-            /* the final norm of every row in fp32; mix is free now */
-            CU(jb_cuda_add_rmsnorm(JAMBA_DTYPE_F32, c->x, NULL, c->w->final_norm, c->mix, T, H, eps, c->stream),
-               "final norm");
-            if (!capture_rows(c, s, s.cap->final, c->mix, rs))
-                return false;
-        }
     }
     if (s.n_logits > 0) {
         CU(jb_cuda_gather_rows(c->final_rows, c->x, c->d_logit_src, s.n_logits, H, c->stream), "logit rows");
@@ -176,7 +214,7 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
                        "%lld (limits %lld, %lld, %lld)", (long long)T, (long long)n_segs, (long long)n_logits,
                        (long long)logit_dst, (long long)c->Tb, (long long)c->max_segs, (long long)c->cap);
     jb_device_scope scope(c->device);
-    jb_run_state rs = {NULL, ""};
+    jb_run_state rs = {NULL, "", false};
     cudaError_t e;
     if (c->pending) { /* the previous step may still read the pinned layout block */
         if ((e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
@@ -205,6 +243,8 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
     s.n_slots = plan.n_slots;
     s.max_seg_rows = plan.max_seg_rows;
     s.cap = cap;
+    s.abort_fn = graph ? NULL : io->abort_fn;
+    s.abort_data = io->abort_data;
     s.moe_gemv = T * c->k <= JB_CUDA_GEMV_SLOTS;
     choose_splits(c, T, s);
     if (graph) {
@@ -227,7 +267,7 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
         if (c->graph[T] == NULL) {
             if ((e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal)) != cudaSuccess)
                 return jb_cuda_fault(c, err, "starting a CUDA graph capture", cudaGetErrorString(e));
-            const bool ok = run_forward(c, s, rs);
+            const bool ok = run_forward(c, s, NULL, rs); /* a graph step has no capture */
             cudaGraph_t g = NULL;
             e = cudaStreamEndCapture(c->stream, &g);
             if (!ok) {
@@ -249,8 +289,17 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
                                 (size_t)c->V * 4, cudaMemcpyDeviceToDevice, c->stream);
         if (e != cudaSuccess)
             return jb_cuda_fault(c, err, "collecting logits", cudaGetErrorString(e));
-    } else if (!run_forward(c, s, rs)) {
-        return fault(c, err, rs);
+    } else {
+        float *hook_rows = NULL; /* [T, H] host rows for the layer hook */
+        if (cap && cap->hook && (hook_rows = (float *)jb_malloc((size_t)(T * c->H) * sizeof(float))) == NULL)
+            return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "CUDA step: out of memory for %lld rows for the layer hook",
+                           (long long)T);
+        const bool ok = run_forward(c, s, hook_rows, rs);
+        jb_free(hook_rows);
+        if (!ok && rs.aborted)
+            return jb_fail(err, JAMBA_ERR_ABORTED, "CUDA step: stopped by the abort callback %s", rs.detail);
+        if (!ok)
+            return fault(c, err, rs);
     }
     if (host_logits && n_logits > 0) {
         e = cudaMemcpyAsync(host_logits + logit_dst * c->V, c->logits + logit_dst * c->V,

@@ -19,12 +19,15 @@ struct jb_step_shape {
     int64_t split_len;
     bool moe_gemv;       /* experts as GEMVs (no host read) */
     jb_capture *cap;     /* hidden-state capture (never in a graph) */
+    jamba_abort_fn abort_fn; /* polled after each layer once the device has run it (never in a graph) */
+    void *abort_data;
 };
 
 /* The first failure inside a step: the op and the error text. */
 struct jb_run_state {
     const char *what;
     char detail[160];
+    bool aborted;        /* the abort callback stopped the step (not a fault) */
 };
 
 #define CU(call, op)                                                                                             \

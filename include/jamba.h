@@ -551,11 +551,13 @@ static inline jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_inpu
 
 /*
  * Cancellation: `fn(user_data)` is called before every internal step of jamba_decode and
- * jamba_decode_sample (a step is at most n_batch tokens, so a long prefill is polled every n_batch tokens;
- * a step that has started runs to its end). When it returns true the call stops with JAMBA_ERR_ABORTED and
- * every sequence of the call is as it was before the call: its length, and its Mamba state, which the
- * context restores from a snapshot taken at the start of any call that spans more than one step (KV rows
- * past a sequence's length are never read, so they need no restoring). The snapshot room, one Mamba state
+ * jamba_decode_sample (a step is at most n_batch tokens), and in a call of more than 64 tokens also between
+ * the layers of each step (on CUDA: between layers of steps that are not replayed graphs, after the device
+ * has finished the layer). When it returns true the call stops with JAMBA_ERR_ABORTED and every sequence of
+ * the call is as it was before the call: its length, and its Mamba state, which the context restores from a
+ * snapshot taken at the start of any call that can stop midway (more than one step or more than 64 tokens;
+ * KV rows past a sequence's length are never read, so they need no restoring). Decode steps of a few
+ * tokens per sequence are polled between steps only, so they pay no snapshot. The snapshot room, one Mamba state
  * per sequence (n_seq_max x 17 MB for Jamba-Mini; the CUDA backend copies through host memory), is
  * allocated by this call, which is why it can fail (JAMBA_ERR_OUT_OF_MEMORY). fn NULL removes the callback
  * and frees the room. fn runs on the calling thread; it must not call into this context.
@@ -1000,6 +1002,107 @@ static inline jamba_status jamba_scheduler_get_stats(jamba_scheduler *s, jamba_s
                                                      jamba_error *err) {
     return jamba_scheduler_stats_sized(s, out, sizeof *out, err);
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * Internals (research)
+ *
+ * What happens inside the forward pass, for studying checkpoints: the hidden states numbered as
+ * transformers' output_hidden_states, the MoE routers' logits (output_router_logits) and statistics over
+ * them, the Mamba state of a sequence, and a layer hook that reads and may replace a layer's output
+ * (activation patching). Every buffer is caller-owned, f32, row-major. On a CUDA context the captures are
+ * copied to the host after each step, and steps with a capture attached run outside CUDA graphs.
+ * ---------------------------------------------------------------------------------------------- */
+
+/*
+ * The layer hook: called after decoder layer `layer` (0 .. L-1) of every internal step with the residual
+ * stream after that layer, `rows` [n_rows, hidden_size] (the step's rows; first_row is the capture row of
+ * the first of them, rows being numbered as jamba_capture.rows says). It may overwrite rows in place and
+ * must then return true; the forward continues from what it leaves (a CUDA context copies the rows back
+ * only when it returns true). `rows` is valid during the call only. The hook runs on the thread calling
+ * jamba_decode and must not call into the context.
+ */
+typedef bool (*jamba_layer_hook)(void *user_data, int64_t layer, int64_t first_row, float *rows, int64_t n_rows,
+                                 int64_t hidden_size);
+
+typedef struct jamba_capture {
+    int64_t rows;                /* rows each buffer holds: the first `rows` token positions the context runs
+                                    after jamba_context_set_capture, numbered from 0 in run order (a call's
+                                    inputs in order, each input's tokens in order; for one sequence, its next
+                                    tokens). Later rows are not stored; the hook still sees them */
+    float *hidden;               /* NULL, or [n_hidden, rows, H]: hidden states numbered as transformers'
+                                    output_hidden_states: 0 the embeddings, i in 1 .. L-1 the input of decoder
+                                    layer i (the residual stream after layer i-1), L the output of the final
+                                    norm (not the last layer's raw output) */
+    const int64_t *hidden_index; /* [n_hidden]: the distinct numbers in [0, L] of the hidden states the slots
+                                    of `hidden` hold. Read by every step while the capture is attached, so it
+                                    must live that long. NULL: all of them, n_hidden = L + 1, slot i = number i */
+    int64_t n_hidden;
+    float *router_logits;        /* NULL, or [n_moe_layers, rows, E]: each MoE layer's router logits before
+                                    the softmax, MoE layers in layer order (output_router_logits) */
+    jamba_layer_hook hook;       /* NULL, or called after every decoder layer (above) */
+    void *hook_data;
+} jamba_capture;
+
+/*
+ * Attach a capture to the context, replacing any attached one (cap NULL, or a capture asking for nothing:
+ * detach). From then on every jamba_decode and jamba_decode_sample writes the captured rows into the
+ * caller's buffers, which must stay valid until the capture is detached or the context freed; the library
+ * never frees them. jamba_embed uses the same machinery and detaches any capture. Rows are counted from 0
+ * again at each call of this function. Errors: JAMBA_ERR_INVALID_ARGUMENT for a negative row count, a
+ * hidden number outside [0, L] or repeated, hidden_index without hidden; JAMBA_ERR_OVERFLOW when a buffer
+ * size overflows. Not thread-safe with other calls on the context.
+ */
+JAMBA_API jamba_status jamba_context_set_capture_sized(jamba_context *ctx, const jamba_capture *cap, size_t cap_size,
+                                                       jamba_error *err);
+static inline jamba_status jamba_context_set_capture(jamba_context *ctx, const jamba_capture *cap, jamba_error *err) {
+    return jamba_context_set_capture_sized(ctx, cap, cap ? sizeof *cap : 0, err);
+}
+
+/* Rows run since the capture was attached (may exceed its `rows`: those were not stored); 0 when none is
+ * attached or ctx is NULL. */
+JAMBA_API int64_t jamba_context_captured_rows(const jamba_context *ctx);
+
+/* Statistics of one MoE layer's routing over a set of rows (jamba_compute_router_stats). */
+typedef struct jamba_router_stats {
+    int64_t rows;          /* token rows counted */
+    int64_t n_experts;     /* E */
+    int64_t top_k;         /* k */
+    double mean_entropy;   /* mean over rows of the entropy of softmax(router logits), nats (at most log E) */
+    double top_k_share;    /* mean over rows of the probability mass of the k experts chosen */
+    double balance_loss;   /* E Σ_e f_e P_e with f_e = load[e] / rows and P_e = mean_prob[e]: transformers'
+                              load_balancing_loss_func for this layer alone; k when perfectly balanced */
+} jamba_router_stats;
+
+/*
+ * Route router logits [n_rows, n_experts] with the runtime's rule (softmax, top k, ties to the lower
+ * index, NaN never chosen) and summarise: load[e] (caller-owned [n_experts], may be NULL) the number of
+ * rows that chose expert e among their k (Σ load = n_rows k), mean_prob[e] (may be NULL) the mean routing
+ * probability of expert e, and the figures of *out. The logits are not modified. Allocates O(n_experts)
+ * scratch for the call. JAMBA_ERR_INVALID_ARGUMENT for NULL logits or out with rows, n_experts < 1 or top_k
+ * outside [1, n_experts]; JAMBA_ERR_NUMERIC when a row has no finite logit. Thread-safe: a pure function.
+ */
+JAMBA_API jamba_status jamba_compute_router_stats_sized(const float *logits, int64_t n_rows, int64_t n_experts,
+                                                        int64_t top_k, int64_t *load, double *mean_prob,
+                                                        jamba_router_stats *out, size_t out_size, jamba_error *err);
+static inline jamba_status jamba_compute_router_stats(const float *logits, int64_t n_rows, int64_t n_experts,
+                                                      int64_t top_k, int64_t *load, double *mean_prob,
+                                                      jamba_router_stats *out, jamba_error *err) {
+    return jamba_compute_router_stats_sized(logits, n_rows, n_experts, top_k, load, mean_prob, out, sizeof *out, err);
+}
+
+/*
+ * The Mamba state of decoder layer `layer` (a Mamba layer) of sequence `seq`: conv [D_i, K-1], the last
+ * K-1 inputs of the causal conv, oldest first (transformers' cache holds the last K: its conv_states[...,
+ * 1:]), and ssm [D_i, N], the SSM state in f32. Either may be NULL to skip it. A CUDA context converts
+ * from its cache dtype. JAMBA_ERR_INVALID_ARGUMENT for a sequence or layer out of range or an attention
+ * layer. Not thread-safe with other calls on the context.
+ */
+JAMBA_API jamba_status jamba_seq_mamba_state(const jamba_context *ctx, int32_t seq, int64_t layer, float *conv,
+                                             float *ssm, jamba_error *err);
+/* Replace that state (either part may be NULL to keep it); the sequence's length and KV cache are not
+ * touched, so after jamba_seq_reset it starts a new text from a carried Mamba state. */
+JAMBA_API jamba_status jamba_seq_set_mamba_state(jamba_context *ctx, int32_t seq, int64_t layer, const float *conv,
+                                                 const float *ssm, jamba_error *err);
 
 /* ------------------------------------------------------------------------------------------------
  * Accelerators

@@ -31,8 +31,8 @@ static jamba_status params_in(const jamba_context_params *params, size_t params_
     return params ? jb_struct_in(p, sizeof *p, params, params_size, JB_MIN_CONTEXT_PARAMS, call, err) : JAMBA_OK;
 }
 
-void jb_context_set_capture(jamba_context *ctx, float *hidden, float *final, int64_t rows) {
-    ctx->capture = (jb_capture){.hidden = hidden, .final = final, .rows = hidden || final ? rows : 0, .next_row = 0};
+void jb_context_capture_final(jamba_context *ctx, float *final, int64_t rows) {
+    ctx->capture = (jb_capture){.final = final, .rows = final ? rows : 0, .next_row = 0};
 }
 
 /* ---- creation --------------------------------------------------------------------------------- */
@@ -372,11 +372,12 @@ jamba_status jamba_context_set_threads(jamba_context *ctx, int32_t n_threads, ja
 
 /* One internal step on the context's backend; then the sequences hold their new tokens. */
 static jamba_status run_step(jamba_context *ctx, int64_t n_segs, int64_t rows, int64_t n_logits, int64_t logit_dst,
-                             bool keep_on_device, jamba_error *err) {
-    jb_capture *cap = ctx->capture.hidden || ctx->capture.final ? &ctx->capture : NULL;
+                             bool keep_on_device, bool poll_layers, jamba_error *err) {
+    jb_capture *cap = jb_capture_active(&ctx->capture) ? &ctx->capture : NULL;
     const jb_step_io io = {.segs = ctx->segments, .n_segs = n_segs, .n_rows = rows, .logit_src = ctx->logit_src,
                            .n_logits = n_logits, .logit_dst = logit_dst,
-                           .host_logits = keep_on_device ? NULL : ctx->logits, .capture = cap};
+                           .host_logits = keep_on_device ? NULL : ctx->logits, .capture = cap,
+                           .abort_fn = poll_layers ? ctx->abort_fn : NULL, .abort_data = ctx->abort_data};
     JB_TRY(ctx->be->step(ctx->state, &io, err));
     if (cap)
         cap->next_row += rows;
@@ -402,7 +403,8 @@ jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
     int64_t total = 0;
     for (int64_t i = 0; i < n; i++)
         total += in[i].n_tokens;
-    const bool snapshotted = ctx->abort_fn != NULL && total > Tb; /* a call that can stop between its steps */
+    /* a call that can stop between its steps, or (when long) between the layers of a step */
+    const bool snapshotted = ctx->abort_fn != NULL && (total > Tb || total > JB_ABORT_LAYER_ROWS);
     if (snapshotted)
         JB_TRY(snapshot_io(ctx, in, n, false, err));
     jamba_status stop = JAMBA_OK;
@@ -424,7 +426,13 @@ jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n,
             if (rows == Tb || last_token_of_call) {
                 if (aborted(ctx, in, n, snapshotted, &stop, err))
                     return stop;
-                JB_TRY(run_step(ctx, n_segs, rows, n_logits, logit_dst, keep_on_device, err));
+                jamba_status st = run_step(ctx, n_segs, rows, n_logits, logit_dst, keep_on_device, snapshotted, err);
+                if (st == JAMBA_ERR_ABORTED) { /* stopped between layers: put the sequences back */
+                    JB_TRY(snapshot_io(ctx, in, n, true, err));
+                    return jb_fail(err, JAMBA_ERR_ABORTED, "jamba_decode: stopped by the abort callback; the "
+                                   "sequences are as before the call");
+                }
+                JB_TRY(st);
                 logit_dst += n_logits;
                 rows = n_segs = n_logits = 0;
             }
@@ -485,10 +493,10 @@ jamba_status jamba_embed(jamba_context *ctx, int32_t seq, const int32_t *tokens,
     if (rows == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "jamba_embed: out of memory for %lld x %lld hidden states",
                        (long long)n_tokens, (long long)H);
-    jb_context_set_capture(ctx, NULL, rows, n_tokens);
+    jb_context_capture_final(ctx, rows, n_tokens);
     const jamba_seq_input in = {.seq = seq, .tokens = tokens, .n_tokens = n_tokens, .logits = JAMBA_LOGITS_NONE};
     jamba_status st = jamba_decode(ctx, &in, 1, err);
-    jb_context_set_capture(ctx, NULL, NULL, 0);
+    jb_context_capture_final(ctx, NULL, 0);
     if (st == JAMBA_OK && pooling == JAMBA_POOLING_MEAN) {
         for (int64_t h = 0; h < H; h++) { /* in double, in position order */
             double sum = 0;

@@ -47,6 +47,11 @@ struct jamba_context {
     int64_t *snapshot_len;         /* [S] their lengths */
 };
 
+/* Calls of more tokens than this are polled by the abort callback between layers too (not only between
+ * steps), which costs a snapshot of their sequences' Mamba state per call; shorter ones (decode steps) are
+ * polled between steps only. */
+#define JB_ABORT_LAYER_ROWS 64
+
 /* The backend of a device type (runtime/backends.c, the one registration point); NULL when unknown. */
 const jb_backend_i *jb_backend_for(jamba_device_type device);
 
@@ -69,7 +74,8 @@ jamba_status jb_inputs_in(jamba_context *ctx, const jamba_seq_input *in, int64_t
 jamba_status jb_context_resolve_params(const jamba_model *m, const jamba_context_params *in, jamba_context_params *p,
                                        jamba_error *err);
 
-/* Enable (hidden != NULL) or disable the capture hook. */
-void jb_context_set_capture(jamba_context *ctx, float *hidden, float *final, int64_t rows);
+/* Capture only the final-normed rows of the next calls into final [rows, H] (jamba_embed), replacing any
+ * capture set through the API; final NULL detaches every capture. */
+void jb_context_capture_final(jamba_context *ctx, float *final, int64_t rows);
 
 #endif /* JB_CONTEXT_H */

@@ -16,7 +16,7 @@ static int64_t vocab; /* of the model under test, set by tokens() */
 
 static jamba_context *context(const jamba_model *m, int32_t threads, int64_t n_batch) {
     jamba_context_params p = jamba_context_default_params();
-    p.n_ctx = 64;
+    p.n_ctx = 128;
     p.n_seq_max = 2;
     p.n_batch = n_batch;
     p.n_threads = threads;
@@ -109,6 +109,37 @@ JB_TEST(control, an_aborted_prefill_leaves_the_sequence_as_before_and_continues_
     close_bench(&b);
 }
 
+/* A call of one step (more than 64 tokens, under n_batch) is polled between layers: stopped after any
+ * layer, the sequence is as before, and continuing gives what an uncancelled call gives. */
+JB_TEST(control, a_long_single_step_call_stops_between_layers) {
+    enum { LONG = 100 };
+    jamba_model *m = ref_load_model("mini");
+    const int64_t V = jamba_model_config(m)->vocab_size, L = jamba_model_config(m)->num_hidden_layers;
+    int32_t tok[LONG];
+    tokens(m, tok, LONG);
+    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    jamba_error err = {0};
+    jamba_context *ref = context(m, 1, 512), *ctx = context(m, 1, 512);
+    cr_assert_eq(feed(ref, 0, tok, 3, NULL, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ref, 0, tok + 3, LONG - 3, want, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(feed(ctx, 0, tok, 3, NULL, &err), JAMBA_OK, "%s", err.message);
+    for (int after = 1; after < L; after++) { /* after layer 0, 1, ... L-2 of the one step */
+        countdown c = {.polls_left = after};
+        cr_assert_eq(jamba_context_set_abort_callback(ctx, abort_after, &c, &err), JAMBA_OK, "%s", err.message);
+        cr_assert_eq(feed(ctx, 0, tok + 3, LONG - 3, NULL, &err), JAMBA_ERR_ABORTED);
+        cr_assert_eq(c.polls, after + 1);
+        cr_assert_eq(jamba_seq_length(ctx, 0), 3);
+    }
+    cr_assert_eq(jamba_context_set_abort_callback(ctx, NULL, NULL, &err), JAMBA_OK);
+    cr_assert_eq(feed(ctx, 0, tok + 3, LONG - 3, got, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(memcmp(want, got, (size_t)V * sizeof *got), 0, "continuing after calls stopped mid-step");
+    free(want);
+    free(got);
+    jamba_context_free(ctx);
+    jamba_context_free(ref);
+    jamba_model_free(m);
+}
+
 JB_TEST(control, an_abort_callback_that_never_fires_changes_nothing) {
     bench b = open_bench();
     jamba_error err = {0};
@@ -117,7 +148,8 @@ JB_TEST(control, an_abort_callback_that_never_fires_changes_nothing) {
     cr_assert_eq(jamba_context_set_abort_callback(ctx, abort_after, &c, &err), JAMBA_OK, "%s", err.message);
     cr_assert_eq(feed(ref, 0, b.tok, N_TOK, b.want, &err), JAMBA_OK, "%s", err.message);
     cr_assert_eq(feed(ctx, 0, b.tok, N_TOK, b.got, &err), JAMBA_OK, "%s", err.message);
-    cr_assert_eq(c.polls, 6, "polled before each of the 6 steps of 4 tokens");
+    const int64_t L = jamba_model_config(b.m)->num_hidden_layers;
+    cr_assert_eq(c.polls, 6 * L, "polled before each of the 6 steps of 4 tokens and between their layers");
     cr_assert(same_logits(&b));
     cr_assert_eq(jamba_context_set_abort_callback(NULL, abort_after, &c, &err), JAMBA_ERR_INVALID_ARGUMENT);
     jamba_context_free(ctx);

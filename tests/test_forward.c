@@ -1,7 +1,9 @@
 /*
  * test_forward.c — the CPU forward pass against transformers' JambaForCausalLM on every fixture of
- * tools/gen_fixtures.py: logits at every position, the residual stream after every layer, the final norm,
- * and a 16-step greedy continuation (prefill, then one token per step) with the logits of every step.
+ * tools/gen_fixtures.py: logits at every position, the residual stream after every layer (the hidden states
+ * of jamba_context_set_capture: the stream entering layer l + 1, and through the final norm after the last
+ * layer), the final norm, and a 16-step greedy continuation (prefill, then one token per step) with the
+ * logits of every step. tests/test_research.c checks the other captures against transformers.
  * Every comparison is per position, relative L2 error at most 1e-5.
  */
 #include <criterion/criterion.h>
@@ -9,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/context.h"
 #include "tests/support/reference.h"
 #include "tests/support/testutil.h"
 
@@ -68,10 +69,12 @@ ParameterizedTest(int *index, forward, matches_reference) {
     cr_assert_eq(shape[0], L);
     const float *want_final = ref_f32(&ref, "final_norm", NULL);
 
-    /* one forward over the prompt from an empty state */
+    /* one forward over the prompt from an empty state; hidden [L + 1, T, H], number l + 1 after layer l */
     jamba_context *ctx = ref_context(m, 1, 0, 64, 2);
-    float *hidden = calloc((size_t)(L * T * H), sizeof *hidden), *final = calloc((size_t)(T * H), sizeof *final);
-    jb_context_set_capture(ctx, hidden, final, T);
+    float *hidden = calloc((size_t)((L + 1) * T * H), sizeof *hidden);
+    const float *final = hidden + L * T * H;
+    const jamba_capture cap = {.rows = T, .hidden = hidden};
+    cr_assert_eq(jamba_context_set_capture(ctx, &cap, NULL), JAMBA_OK);
     feed(ctx, 0, ids, T, JAMBA_LOGITS_ALL);
     int64_t rows;
     const float *logits = jamba_logits(ctx, 0, &rows);
@@ -83,14 +86,15 @@ ParameterizedTest(int *index, forward, matches_reference) {
         cr_expect_leq(e, REF_TOL, "%s: logits at position %lld: relative error %.3g", fc->model, (long long)t, e);
         cr_expect_leq(rel_l2(final + t * H, want_final + t * H, H), REF_TOL, "%s: final norm at %lld", fc->model,
                       (long long)t);
-        for (int64_t l = 0; l < L; l++) {
-            double h = rel_l2(hidden + (l * T + t) * H, want_hidden + (l * T + t) * H, H);
+        for (int64_t l = 0; l + 1 < L; l++) { /* the last layer's raw output is checked through the final norm */
+            double h = rel_l2(hidden + ((l + 1) * T + t) * H, want_hidden + (l * T + t) * H, H);
             cr_expect_leq(h, REF_TOL, "%s: hidden state after layer %lld at position %lld: %.3g", fc->model,
                           (long long)l, (long long)t, h);
         }
     }
     cr_log_info("%s: worst logits relative error %.3g", fc->model, worst);
-    jb_context_set_capture(ctx, NULL, NULL, 0);
+    cr_assert_eq(jamba_context_captured_rows(ctx), T);
+    cr_assert_eq(jamba_context_set_capture(ctx, NULL, NULL), JAMBA_OK);
 
     /* greedy: prefill from empty, then one token per step */
     const int64_t *want_tokens = ref_i64(&ref, "greedy_tokens", shape);
@@ -111,7 +115,6 @@ ParameterizedTest(int *index, forward, matches_reference) {
     cr_assert_eq(jamba_seq_length(ctx, 0), T + steps);
     jamba_context_free(ctx);
     free(hidden);
-    free(final);
     free(ids);
     ref_close(&ref);
     jamba_model_free(m);

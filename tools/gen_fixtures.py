@@ -19,12 +19,24 @@ attention, saved with save_pretrained, and the reference outputs of that model:
       batch_logits          F32 [2, Tb, V]
   The metadata records the versions, the seed and the configuration.
 
+  tests/fixtures/forward/<name>/internals.safetensors   (the research captures, from the same prompt)
+      hidden.<i>          F32 [T, H]   transformers' output_hidden_states[i], i = 0..L: hidden.0 the
+                                       embeddings, hidden.<i> the input of decoder layer i, hidden.<L> the
+                                       output of final_layernorm (not the last layer's raw output)
+      router_logits.<l>   F32 [T, E]   output_router_logits, named by decoder layer l (MoE layers only)
+      aux_loss            F32 [1]      transformers' load_balancing_loss_func over those router logits
+      mamba.<l>.conv      F32 [D_i, K] the cache's conv window after the prompt (the last K conv inputs)
+      mamba.<l>.ssm       F32 [D_i, N] the cache's SSM state after the prompt
+  `python3 tools/gen_fixtures.py --internals` writes only these, from the committed model folders and the
+  committed input_ids, leaving every other fixture byte as it is.
+
 Re-run only to regenerate (the runtime and its tests never run Python):
-  pip install -r tools/requirements-fixtures.txt && python3 tools/gen_fixtures.py
+  pip install -r tools/requirements-fixtures.txt && python3 tools/gen_fixtures.py [--internals]
 """
 import json
 import os
 import shutil
+import sys
 
 import safetensors
 import torch
@@ -188,6 +200,51 @@ def save_reference(path, tensors, meta):
     save_file(tensors, path, metadata={k: str(v) for k, v in {**VERSIONS, **meta}.items()})
 
 
+@torch.no_grad()
+def internals(model, config, ids):
+    """output_hidden_states, output_router_logits, aux_loss and the Mamba cache after one prefill."""
+    moe_layers = [l for l in range(config.num_hidden_layers)
+                  if config.num_experts > 1 and l % config.expert_layer_period == config.expert_layer_offset]
+    cache = HybridMambaAttentionDynamicCache(config, 1, dtype=torch.float32)
+    # (transformers' aux loss fails on a model without MoE layers, so router logits only when there are some)
+    out = model(ids[None, :], past_key_values=cache, use_cache=True, cache_position=torch.arange(len(ids)),
+                logits_to_keep=0, output_hidden_states=True, output_router_logits=bool(moe_layers))
+    tensors = {f"hidden.{i}": h[0] for i, h in enumerate(out.hidden_states)}
+    assert len(moe_layers) == len(out.router_logits or ())
+    for layer, logits in zip(moe_layers, out.router_logits or ()):
+        tensors[f"router_logits.{layer}"] = logits
+    if moe_layers:
+        tensors["aux_loss"] = out.aux_loss.reshape(1).float()
+    for layer in range(config.num_hidden_layers):
+        if cache.conv_states[layer].numel():
+            tensors[f"mamba.{layer}.conv"] = cache.conv_states[layer][0]
+            tensors[f"mamba.{layer}.ssm"] = cache.ssm_states[layer][0]
+    return {k: v.contiguous() for k, v in tensors.items()}, out.logits[0]
+
+
+def save_internals(folder, model, config, ids, want_logits):
+    tensors, logits = internals(model, config, ids)
+    err = float((logits - want_logits).norm() / want_logits.norm())
+    if err > 1e-6:
+        raise SystemExit(f"{folder}: the cached forward's logits differ from the reference ({err:.3g})")
+    save_file(tensors, os.path.join(folder, "internals.safetensors"), metadata={k: str(v) for k, v in VERSIONS.items()})
+
+
+def internals_only():
+    """internals.safetensors for every committed fixture, from its model folder and its input_ids."""
+    from safetensors.torch import load_file
+    for name in sorted(os.listdir(OUT)):
+        ref_path = os.path.join(OUT, name, "reference.safetensors")
+        if not os.path.exists(ref_path):
+            continue
+        ref = load_file(ref_path)
+        model = JambaForCausalLM.from_pretrained(os.path.join(OUT, name, "model"), dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+        model.config.use_mamba_kernels = False
+        save_internals(os.path.join(OUT, name), model, model.config, ref["input_ids"], ref["logits"])
+        print(f"{name}: internals.safetensors")
+
+
 def ai21_names(sd, cfg):
     """AI21's March-2024 remote-code names (docs/jamba-architecture.md §6.2)."""
     out = {}
@@ -249,6 +306,7 @@ def main():
             raise SystemExit(f"{name}: no seed without a routing near-tie")
         save_model(model, os.path.join(OUT, name, "model"))
         save_reference(os.path.join(OUT, name, "reference.safetensors"), tensors, meta)
+        save_internals(os.path.join(OUT, name), model, config, ids, tensors["logits"])
 
         if name == "mini":
             sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -271,9 +329,10 @@ def main():
             if tensors is None:
                 raise SystemExit("mini-bf16: routing near-tie after bf16 rounding")
             save_reference(os.path.join(OUT, "mini-bf16", "reference.safetensors"), tensors, meta)
+            save_internals(os.path.join(OUT, "mini-bf16"), rounded, rounded.config, ids, tensors["logits"])
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
     print(f"forward fixtures: {total / 1e6:.2f} MB in {OUT}")
 
 
 if __name__ == "__main__":
-    main()
+    internals_only() if sys.argv[1:] == ["--internals"] else main()

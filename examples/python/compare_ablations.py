@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Compare two model folders on one text: perplexity and per-position logit agreement.
+"""Compare two model folders on one text: perplexity, per-position logit agreement, how their hidden
+states drift apart layer by layer, and how each routes its tokens.
 
 Notebook-style: each "# %%" cell runs on its own in Jupyter / VS Code, or run the whole file:
 
@@ -99,6 +100,26 @@ for t in sorted(worst):
     except jamba.Error:
         shown = str(ctx)
     print("position %5d  KL %.3g  A picks %d, B picks %d  after %s" % (t, kl[t], la[t].argmax(), lb[t].argmax(), shown))
+
+# %% Hidden states layer by layer (transformers' output_hidden_states numbering: 0 the embeddings, i the
+# input of decoder layer i, L after the final norm) and the routers' logits, from one forward each
+ra, rb = a.run(ids, hidden="all", router=True), b.run(ids, hidden="all", router=True)
+if ra["hidden"].shape == rb["hidden"].shape:
+    for i, (ha, hb) in enumerate(zip(ra["hidden"], rb["hidden"])):
+        d = np.linalg.norm(ha - hb, axis=1) / np.maximum(np.linalg.norm(ha, axis=1), 1e-30)
+        print("hidden.%-3d relative L2 mean %.3g, max %.3g" % (i, d.mean(), d.max()))
+else:
+    print("different depth or width: hidden states %s and %s" % (ra["hidden"].shape, rb["hidden"].shape))
+
+# %% Routing per MoE layer: entropy (nats), the top-k probability mass, balance (k when even), expert load
+for name, m, r in ((name_a, a, ra), (name_b, b, rb)):
+    k = m.config["num_experts_per_tok"]
+    for layer, logits in r["router_logits"].items():
+        s = jamba.router_stats(logits, k)
+        print("%-24s layer %2d  entropy %.3f  top-%d share %.3f  balance %.3f  load %s"
+              % (name, layer, s["mean_entropy"], k, s["top_k_share"], s["balance_loss"], s["load"].tolist()))
+    if not r["router_logits"]:
+        print("%-24s no MoE layers" % name)
 
 # %% Done: free the C memory now rather than at exit
 a.close()

@@ -16,10 +16,10 @@ import weakref
 
 import numpy as np
 
-from . import _lib
+from . import _internals, _lib
 from ._lib import lib
 
-__all__ = ["Error", "Model", "Context", "version", "library_path"]
+__all__ = ["Error", "Model", "Context", "version", "library_path", "router_stats"]
 
 library_path = _lib.library_path
 
@@ -40,6 +40,12 @@ class Error(Exception):
         self.message = message
         name = lib.jamba_status_string(self.status).decode()
         super().__init__("%s (%s)" % (message, name) if message else name)
+
+
+def router_stats(logits, top_k):
+    """Routing statistics of router logits [T, E] with top_k experts per token (jamba_compute_router_stats):
+    dict(tokens, mean_entropy (nats), top_k_share, balance_loss, load int64 [E], mean_prob float64 [E])."""
+    return _internals.router_stats(logits, top_k)
 
 
 def _check(status, err):
@@ -222,6 +228,51 @@ class Model(_Closeable):
         mean = float(nll.mean())
         return {"tokens": int(T), "mean_nll": mean, "perplexity": float(np.exp(mean))}
 
+    # -- internals (research) ---------------------------------------------------------------------
+    def layers(self):
+        """[(mixer, ffn)] per decoder layer: ("mamba" | "attention", "dense" | "moe")."""
+        if getattr(self, "_layers", None) is None:
+            self._layers = _internals.layers(self._h(), self.config["num_hidden_layers"])
+        return self._layers
+
+    def run(self, ids, *, hidden=None, router=False, hook=None):
+        """One forward of `ids` as one sequence in a fresh context, with captures. Returns a dict:
+        logits float32 [T, V]; hidden float32 [n, T, H] when hidden is "all" (n = L + 1) or a list of
+        transformers output_hidden_states numbers (0 embeddings, i the input of layer i, L the final norm),
+        with hidden_index the numbers; router_logits {layer: float32 [T, E]} per MoE layer when router=True.
+        hook(layer, first_row, rows) sees each layer's output rows (float32 [n, H], a view it may change in
+        place, returning True when it did): activation patching."""
+        a, _ = _ids(ids)
+        if a.size == 0:
+            raise ValueError("run: no token ids")
+        with self.context(n_ctx=a.size, n_seq=1, n_logits_max=a.size) as ctx:
+            cap = _internals.Capture(ctx._h(), self.config, a.size, hidden=hidden, router=router, hook=hook)
+            try:
+                logits = ctx.feed(0, a, logits="all")
+            finally:
+                cap.detach()
+        out = {"logits": logits}
+        if cap.hidden is not None:
+            out["hidden"], out["hidden_index"] = cap.hidden, cap.index
+        if router:
+            moe = [i for i, (_, ffn) in enumerate(self.layers()) if ffn == "moe"]
+            out["router_logits"] = {layer: cap.router[k] for k, layer in enumerate(moe)}
+        return out
+
+    def hidden_states(self, ids, layers=None):
+        """Hidden states float32 [n, T, H] numbered as transformers' output_hidden_states: all L + 1
+        (layers=None) or the numbers listed, in that order."""
+        return self.run(ids, hidden="all" if layers is None else list(layers))["hidden"]
+
+    def router_logits(self, ids):
+        """{decoder layer: router logits float32 [T, E]} for every MoE layer (output_router_logits)."""
+        return self.run(ids, router=True)["router_logits"]
+
+    def router_stats(self, ids):
+        """Per MoE layer, the routing statistics of `ids` (router_stats) with the layer index added."""
+        k = self.config["num_experts_per_tok"]
+        return [dict(router_stats(lg, k), layer=layer) for layer, lg in self.router_logits(ids).items()]
+
     def generate(self, prompt, max_tokens=256, temperature=0.8, top_k=40, top_p=0.95, seed=0x5EED, *,
                  min_p=None, repetition_penalty=None, stop_at_eos=True, return_ids=False):
         """Continue `prompt` (text, tokenized with BOS, or a list of ids) with jamba's sampler
@@ -344,6 +395,15 @@ class Context(_Closeable):
         _check(lib.jamba_embed(self._h(), seq, p, a.size, _lib.POOLING[pooling],
                                out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), ctypes.byref(err)), err)
         return out
+
+    def mamba_state(self, seq, layer):
+        """(conv float32 [D_i, K-1], ssm float32 [D_i, N]): decoder layer `layer`'s Mamba state of `seq`
+        (conv: the last K-1 conv inputs, oldest first; transformers' cache holds K)."""
+        return _internals.mamba_state(self._h(), self.model.config, seq, layer)
+
+    def set_mamba_state(self, seq, layer, conv=None, ssm=None):
+        """Replace that state (None keeps a part); the sequence's length and KV cache stay as they are."""
+        _internals.set_mamba_state(self._h(), self.model.config, seq, layer, conv, ssm)
 
     def length(self, seq):
         """Tokens held by sequence `seq`."""

@@ -125,12 +125,47 @@ class jamba_sampler_params(Structure):
     ]
 
 
+class jamba_layer_info(Structure):
+    _fields_ = [("mixer", c_int), ("ffn", c_int), ("n_experts", c_int64)]
+
+
+MIXER_MAMBA, MIXER_ATTENTION = 0, 1
+FFN_DENSE, FFN_MOE = 0, 1
+
+# Internals (research): the layer hook, the capture, router statistics.
+LAYER_HOOK = ctypes.CFUNCTYPE(c_bool, c_void_p, c_int64, c_int64, POINTER(c_float), c_int64, c_int64)
+
+
+class jamba_capture(Structure):
+    _fields_ = [
+        ("rows", c_int64),
+        ("hidden", POINTER(c_float)),
+        ("hidden_index", POINTER(c_int64)),
+        ("n_hidden", c_int64),
+        ("router_logits", POINTER(c_float)),
+        ("hook", LAYER_HOOK),
+        ("hook_data", c_void_p),
+    ]
+
+
+class jamba_router_stats(Structure):
+    _fields_ = [
+        ("rows", c_int64),
+        ("n_experts", c_int64),
+        ("top_k", c_int64),
+        ("mean_entropy", c_double),
+        ("top_k_share", c_double),
+        ("balance_loss", c_double),
+    ]
+
+
 STRUCTS = [jamba_error, jamba_config, jamba_model_params, jamba_context_params, jamba_seq_input,
-           jamba_sampler_params]
+           jamba_sampler_params, jamba_layer_info, jamba_capture, jamba_router_stats]
 
 _ERR = POINTER(jamba_error)
 _I32P = POINTER(c_int32)
 _I64P = POINTER(c_int64)
+_F32P = POINTER(c_float)
 
 # name: (restype, argtypes)
 _PROTOTYPES = {
@@ -173,6 +208,13 @@ _PROTOTYPES = {
     "jamba_sampler_accept": (None, [c_void_p, c_int32]),
     "jamba_decode_sample_sized": (c_int, [c_void_p, POINTER(jamba_seq_input), c_int64, c_size_t,
                                           POINTER(c_void_p), _I32P, _ERR]),
+    "jamba_model_layer_sized": (c_int, [c_void_p, c_int64, POINTER(jamba_layer_info), c_size_t, _ERR]),
+    "jamba_context_set_capture_sized": (c_int, [c_void_p, POINTER(jamba_capture), c_size_t, _ERR]),
+    "jamba_context_captured_rows": (c_int64, [c_void_p]),
+    "jamba_compute_router_stats_sized": (c_int, [_F32P, c_int64, c_int64, c_int64, _I64P, POINTER(c_double),
+                                                 POINTER(jamba_router_stats), c_size_t, _ERR]),
+    "jamba_seq_mamba_state": (c_int, [c_void_p, c_int32, c_int64, _F32P, _F32P, _ERR]),
+    "jamba_seq_set_mamba_state": (c_int, [c_void_p, c_int32, c_int64, _F32P, _F32P, _ERR]),
 }
 
 
@@ -199,6 +241,11 @@ def _add_header_wrappers(lib):
         ctx, inputs, n, ctypes.sizeof(jamba_seq_input), err)
     lib.jamba_decode_sample = lambda ctx, inputs, n, samplers, tokens, err: lib.jamba_decode_sample_sized(
         ctx, inputs, n, ctypes.sizeof(jamba_seq_input), samplers, tokens, err)
+    lib.jamba_context_set_capture = lambda ctx, cap, err: lib.jamba_context_set_capture_sized(
+        ctx, cap, ctypes.sizeof(jamba_capture) if cap else 0, err)
+    lib.jamba_compute_router_stats = lambda logits, rows, E, k, load, prob, out, err: \
+        lib.jamba_compute_router_stats_sized(logits, rows, E, k, load, prob, out, ctypes.sizeof(jamba_router_stats),
+                                             err)
 
 
 def _candidates():

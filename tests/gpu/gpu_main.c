@@ -1,12 +1,13 @@
 /*
  * gpu_main.c — the GPU test program: every CUDA op against its CPU twin (test_gpu_ops.c) and the whole
- * model against the CPU path and the transformers fixtures (test_gpu_model.c).
+ * model against the CPU path and the transformers fixtures (test_gpu_model.c), and the research captures
+ * against the CPU's (test_gpu_internals.c).
  *
  *   test_gpu [--only PREFIX] [--filter TEXT] [--small | --large] [--list]
  *
- * Selection (all given must hold): --only, names starting with PREFIX ("ops/", "model/"); --filter, names
- * containing TEXT; --small, the quick set (compute-sanitizer runs it); --large, the cases outside it. --list
- * prints the selected names and exits without touching a GPU.
+ * Selection (all given must hold): --only, names starting with PREFIX ("ops/", "model/", "internals/");
+ * --filter, names containing TEXT; --small, the quick set (compute-sanitizer runs it); --large, the cases
+ * outside it. --list prints the selected names and exits without touching a GPU.
  *
  * Exit status: 0 all passed, 1 a failure, 77 skipped (no usable GPU), the code ctest treats as a skip.
  */
@@ -60,10 +61,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "test_gpu: --small and --large select nothing together\n");
         return 2;
     }
-    const gt_case *sets[2] = {gt_op_cases, gt_model_cases};
-    const int counts[2] = {gt_n_op_cases, gt_n_model_cases};
+    enum { N_SETS = 4 };
+    const gt_case *sets[N_SETS] = {gt_op_cases, gt_model_cases, gt_internals_cases, gt_serving_cases};
+    const int counts[N_SETS] = {gt_n_op_cases, gt_n_model_cases, gt_n_internals_cases, gt_n_serving_cases};
     int n_selected = 0;
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < N_SETS; s++)
         for (int i = 0; i < counts[s]; i++)
             if (selected(&sets[s][i])) {
                 n_selected++;
@@ -93,7 +95,7 @@ int main(int argc, char **argv) {
            info.cuda_runtime_version, info.cuda_driver_version, info.cublas_version);
     int run = 0, failed = 0;
     double t_all = now();
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < N_SETS; s++)
         for (int i = 0; i < counts[s]; i++) {
             const gt_case *c = &sets[s][i];
             if (!selected(c))

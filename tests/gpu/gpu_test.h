@@ -23,6 +23,10 @@ extern const gt_case gt_op_cases[];
 extern const int gt_n_op_cases;
 extern const gt_case gt_model_cases[];
 extern const int gt_n_model_cases;
+extern const gt_case gt_internals_cases[]; /* test_gpu_internals.c */
+extern const int gt_n_internals_cases;
+extern const gt_case gt_serving_cases[]; /* test_gpu_serving.c */
+extern const int gt_n_serving_cases;
 
 /* Record a failure of the running test (printed at once). */
 void gt_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -11,9 +11,11 @@
 
 #include "tests/support/testutil.h"
 
-void ref_open(ref_file *r, const char *name) {
+void ref_open(ref_file *r, const char *name) { ref_open_file(r, name, "reference.safetensors"); }
+
+void ref_open_file(ref_file *r, const char *name, const char *file) {
     char rel[256];
-    snprintf(rel, sizeof rel, "forward/%s/reference.safetensors", name);
+    snprintf(rel, sizeof rel, "forward/%s/%s", name, file);
     char *path = tu_fixture(rel);
     jamba_error err = {0};
     cr_assert_eq(jb_st_open(path, path, &r->st, &err), JAMBA_OK, "%s", err.message);

@@ -15,6 +15,8 @@ typedef struct ref_file {
 
 /* Open tests/fixtures/forward/<name>/reference.safetensors. */
 void ref_open(ref_file *r, const char *name);
+/* Open another file of that fixture (internals.safetensors). */
+void ref_open_file(ref_file *r, const char *name, const char *file);
 void ref_close(ref_file *r);
 /* A tensor's data and (optionally) shape; the test fails when it is missing or of another dtype. */
 const float *ref_f32(const ref_file *r, const char *tensor, int64_t shape[8]);

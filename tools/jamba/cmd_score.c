@@ -4,10 +4,12 @@
  * tokens; reported are the mean negative log-likelihood of each next token, the perplexity, bits per byte
  * (comparable across tokenizers) and, with --json, every position's log-probability. Several --model flags
  * give a comparison table, where a model that fails is listed with its error. --dump-logits writes one
- * model's logits as safetensors.
+ * model's logits as safetensors. The research captures (--router-stats, --dump-router, --dump-hidden,
+ * --dump-mamba-state) are score_internals.c; windowed scoring (--window) is score_window.c.
  */
 #include "tools/jamba/cli.h"
 #include "tools/jamba/generation.h"
+#include "tools/jamba/score.h"
 
 #include "ckpt/st_write.h"
 
@@ -22,9 +24,12 @@
 
 typedef struct score_opts {
     cli_strings models;
-    const char *tokens, *file, *dump;
+    const char *tokens, *file, *dump, *layers_arg;
     int64_t threads, batch;
     bool json, allow_unexpected;
+    score_internals_opts internals;
+    score_window_opts window;    /* window 0: the whole text as one sequence */
+    int64_t *layers;             /* --layers, parsed */
     cli_device_args dev;
     jamba_context_params device; /* the device fields, from dev */
     jamba_model_params load;     /* the weight formats, from dev, and --allow-unexpected */
@@ -37,15 +42,19 @@ typedef struct score_opts {
 typedef struct score_result {
     const char *model;
     int64_t tokens;   /* scored sequence length (BOS included); 0 when unknown */
-    double nll;       /* mean over the T - 1 predictions */
-    double *logprob;  /* [T - 1] */
+    int64_t predicted; /* predictions scored: T - 1, fewer with non-overlapping windows */
+    double nll;       /* mean over the predictions */
+    double *logprob;  /* [T - 1]; NAN where not predicted */
+    score_router router; /* --router-stats */
     char error[JAMBA_ERROR_MESSAGE_SIZE]; /* why the model could not be scored, or "" */
 } score_result;
 
 static void print_help(void) {
     printf("usage: jamba score --model DIR [--model DIR ...] (--file TEXT | --tokens ID,ID,...) [--json]\n"
            "                   [--dump-logits FILE] [--allow-unexpected] [--threads N] [--batch N]\n"
-           "                   [--device cpu|cuda]\n"
+           "                   [--window N [--stride S] [--carry-state]] [--router-stats]\n"
+           "                   [--dump-router FILE] [--dump-hidden FILE] [--dump-mamba-state FILE]\n"
+           "                   [--layers L,...] [--device cpu|cuda]\n"
            "\n"
            "Run a text or token ids as one sequence and report the mean negative log-likelihood of each next\n"
            "token, the perplexity and bits per byte. Long texts are scored in steps of --batch tokens (chunked\n"
@@ -56,13 +65,32 @@ static void print_help(void) {
            "  -m, --model DIR      model folder (repeatable)\n"
            "  --file TEXT          a UTF-8 text file (\"-\" for stdin), tokenized with each model's tokenizer\n"
            "                       with BOS added\n"
-           "  --tokens LIST        comma-separated token ids instead of a text (no bytes: no bits per byte)\n"
+           "  --tokens LIST        comma-separated token ids instead of a text (no bytes: no bits per byte,\n"
+           "                       shown as \"-\" and null in JSON)\n"
            "  --json               one JSON object: per model tokens, mean_nll, perplexity, bits_per_byte,\n"
            "                       positions[] (each next token's log-probability) and error (null when scored);\n"
            "                       figures that are not defined are null\n"
            "  --dump-logits FILE   write every position's logits (one model only) as safetensors: one tensor\n"
            "                       \"logits\", F32, shape [T, vocab]\n"
            "  --allow-unexpected   skip tensors the config does not use instead of failing\n"
+           "  --window N           score a long text in windows of N tokens, each from an empty sequence, one\n"
+           "                       starting every --stride S tokens (default N/2); a window predicts the\n"
+           "                       tokens after the previous window's end, so each token is predicted once\n"
+           "                       (with S = N the token opening a window has no context and is skipped)\n"
+           "  --carry-state        with --window: each window's Mamba layers start from the state the text\n"
+           "                       had at its start (carried from the previous window); attention sees only\n"
+           "                       the window\n"
+           "  --router-stats       per MoE layer: expert load (tokens per expert among each token's top k),\n"
+           "                       mean router entropy (nats), top-k share (probability mass of the chosen\n"
+           "                       experts) and the balance loss E sum_e f_e P_e (k when balanced)\n"
+           "  --dump-router FILE   (one model) safetensors: router_logits.<layer> F32 [T, E] per MoE layer,\n"
+           "                       layer = decoder layer index, as transformers' output_router_logits\n"
+           "  --dump-hidden FILE   (one model) safetensors: hidden.<i> F32 [T, H], i = 0..L numbered as\n"
+           "                       transformers' output_hidden_states (0 the embeddings, i the input of layer\n"
+           "                       i, L after the final norm)\n"
+           "  --dump-mamba-state FILE  (one model) safetensors: mamba.<layer>.conv F32 [D_i, K-1] and\n"
+           "                       mamba.<layer>.ssm F32 [D_i, N], each Mamba layer's state after the text\n"
+           "  --layers L,...       with the dumps: only these hidden numbers and these Mamba layers\n"
            "  -t, --threads N      worker threads (default: all CPUs)\n"
            "  --batch N            tokens per step (default 512)\n"
            CLI_DEVICE_HELP
@@ -103,17 +131,6 @@ static bool parse_ids(const char *s, int32_t **out, int64_t *n) {
     return false;
 }
 
-/* log p(next | row), in double. */
-static double log_prob(const float *row, int64_t V, int32_t next) {
-    double mx = row[0];
-    for (int64_t i = 1; i < V; i++)
-        mx = row[i] > mx ? row[i] : mx;
-    double sum = 0;
-    for (int64_t i = 0; i < V; i++)
-        sum += exp((double)row[i] - mx);
-    return (double)row[next] - mx - log(sum);
-}
-
 static double seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -125,14 +142,54 @@ static jamba_status out_of_memory(jamba_error *err, int64_t T) {
     return err->status = JAMBA_ERR_OUT_OF_MEMORY;
 }
 
-/* Score ids with an open model; fills r (and *all, when dumping). Logits with NaN or Inf at a scored
- * position are JAMBA_ERR_NUMERIC. */
+/* Score ids with an open model as one sequence; fills r (and *all, when dumping) and the research
+ * captures. Logits with NaN or Inf at a scored position are JAMBA_ERR_NUMERIC. */
+static jamba_status score_sequence(const score_opts *o, jamba_context *ctx, jamba_model *m, const char *dir,
+                                   const int32_t *ids, int64_t T, int64_t batch, score_result *r, float *all,
+                                   jamba_error *err) {
+    const int64_t V = jamba_model_config(m)->vocab_size;
+    const bool capturing = score_internals_wanted(&o->internals);
+    score_capture sc = {0};
+    jamba_status st = capturing ? score_capture_begin(&sc, &o->internals, ctx, m, T, err) : JAMBA_OK;
+    bool bar = T > batch && isatty(STDERR_FILENO);
+    double t0 = seconds(), nll = 0;
+    for (int64_t at = 0; st == JAMBA_OK && at < T; at += batch) {
+        int64_t n = T - at < batch ? T - at : batch, rows;
+        jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = n, .logits = JAMBA_LOGITS_ALL};
+        if ((st = jamba_decode(ctx, &in, 1, err)) != JAMBA_OK)
+            break;
+        const float *logits = jamba_logits(ctx, 0, &rows);
+        for (int64_t i = 0; st == JAMBA_OK && i < n && at + i + 1 < T; i++) {
+            if (!gen_logits_finite(logits + i * V, V)) {
+                st = gen_fail_non_finite(err, dir, at + i);
+                break;
+            }
+            r->logprob[at + i] = score_log_prob(logits + i * V, V, ids[at + i + 1]);
+            nll -= r->logprob[at + i];
+        }
+        if (all)
+            memcpy(all + at * V, logits, (size_t)(n * V) * sizeof *all);
+        if (bar)
+            gen_progress("score", at + n, T, seconds() - t0);
+    }
+    if (bar && st != JAMBA_OK)
+        fputc('\n', stderr);
+    r->predicted = T - 1;
+    r->nll = T > 1 ? nll / (double)(T - 1) : NAN;
+    if (capturing && st == JAMBA_OK)
+        st = score_capture_finish(&sc, &o->internals, ctx, m, &r->router, err);
+    score_capture_free(&sc);
+    return st;
+}
+
+/* Score ids with an open model: as one sequence, or in windows (--window). */
 static jamba_status score_ids(const score_opts *o, jamba_model *m, const char *dir, const int32_t *ids, int64_t T,
                               score_result *r, float **all, jamba_error *err) {
     const int64_t V = jamba_model_config(m)->vocab_size;
+    const bool windowed = o->window.window > 0;
     jamba_context_params cp = jamba_context_default_params();
-    cp.n_ctx = T;
-    cp.n_batch = T < o->batch ? T : o->batch;
+    cp.n_ctx = windowed && o->window.window < T ? o->window.window : T;
+    cp.n_batch = cp.n_ctx < o->batch ? cp.n_ctx : o->batch;
     cp.n_threads = (int32_t)o->threads;
     cp.device = o->device.device;
     cp.gpu_index = o->device.gpu_index;
@@ -144,30 +201,15 @@ static jamba_status score_ids(const score_opts *o, jamba_model *m, const char *d
     if (r->logprob == NULL || (all && (*all = malloc((size_t)(T * V) * sizeof **all)) == NULL))
         return out_of_memory(err, T);
     jamba_status st = jamba_context_create(m, &cp, &ctx, err);
-    bool bar = T > cp.n_batch && isatty(STDERR_FILENO);
-    double t0 = seconds(), nll = 0;
-    for (int64_t at = 0; st == JAMBA_OK && at < T; at += cp.n_batch) {
-        int64_t n = T - at < cp.n_batch ? T - at : cp.n_batch, rows;
-        jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = n, .logits = JAMBA_LOGITS_ALL};
-        if ((st = jamba_decode(ctx, &in, 1, err)) != JAMBA_OK)
-            break;
-        const float *logits = jamba_logits(ctx, 0, &rows);
-        for (int64_t i = 0; st == JAMBA_OK && i < n && at + i + 1 < T; i++) {
-            if (!gen_logits_finite(logits + i * V, V)) {
-                st = gen_fail_non_finite(err, dir, at + i);
-                break;
-            }
-            r->logprob[at + i] = log_prob(logits + i * V, V, ids[at + i + 1]);
-            nll -= r->logprob[at + i];
-        }
-        if (all)
-            memcpy(*all + at * V, logits, (size_t)(n * V) * sizeof **all);
-        if (bar)
-            gen_progress("score", at + n, T, seconds() - t0);
+    if (st == JAMBA_OK && windowed) {
+        score_window_opts w = o->window;
+        w.batch = cp.n_batch;
+        double nll_sum = 0;
+        st = score_windows(ctx, m, dir, ids, T, &w, r->logprob, &nll_sum, &r->predicted, err);
+        r->nll = r->predicted > 0 ? nll_sum / (double)r->predicted : NAN;
+    } else if (st == JAMBA_OK) {
+        st = score_sequence(o, ctx, m, dir, ids, T, cp.n_batch, r, all ? *all : NULL, err);
     }
-    if (bar && st != JAMBA_OK)
-        fputc('\n', stderr);
-    r->nll = T > 1 ? nll / (double)(T - 1) : NAN;
     jamba_context_free(ctx);
     return st;
 }
@@ -224,7 +266,7 @@ static void score_model(const score_opts *o, const char *dir, score_result *r) {
     jamba_model_free(m);
 }
 
-static bool scored(const score_result *r) { return r->error[0] == '\0' && r->tokens > 1; }
+static bool scored(const score_result *r) { return r->error[0] == '\0' && r->predicted > 0; }
 
 /* Bits per byte of the text, or NAN where not defined (no text, nothing scored). */
 static double bits_per_byte(const score_result *r, size_t text_bytes) {
@@ -233,22 +275,26 @@ static double bits_per_byte(const score_result *r, size_t text_bytes) {
 
 static json_t *number_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
-static json_t *model_json(const score_result *r, size_t text_bytes) {
+static json_t *model_json(const score_result *r, size_t text_bytes, bool router_stats) {
     json_t *pos = r->error[0] ? json_null() : json_array();
     for (int64_t t = 0; json_is_array(pos) && t + 1 < r->tokens; t++)
-        json_array_append_new(pos, json_real(r->logprob[t]));
+        json_array_append_new(pos, number_or_null(r->logprob[t])); /* null: not predicted (windows) */
     bool ok = scored(r);
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "model", gen_json_text(r->model, strlen(r->model)), "tokens",
-                     r->tokens > 0 ? json_integer(r->tokens) : json_null(), "mean_nll",
-                     number_or_null(ok ? r->nll : NAN), "perplexity", number_or_null(ok ? exp(r->nll) : NAN),
-                     "bits_per_byte", number_or_null(bits_per_byte(r, text_bytes)), "positions", pos, "error",
-                     r->error[0] ? gen_json_text(r->error, strlen(r->error)) : json_null());
+    json_t *obj = json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "model", gen_json_text(r->model, strlen(r->model)),
+                            "tokens", r->tokens > 0 ? json_integer(r->tokens) : json_null(), "predicted",
+                            ok ? json_integer(r->predicted) : json_null(), "mean_nll",
+                            number_or_null(ok ? r->nll : NAN), "perplexity", number_or_null(ok ? exp(r->nll) : NAN),
+                            "bits_per_byte", number_or_null(bits_per_byte(r, text_bytes)), "positions", pos, "error",
+                            r->error[0] ? gen_json_text(r->error, strlen(r->error)) : json_null());
+    if (obj && router_stats)
+        json_object_set_new(obj, "router", ok ? score_router_json(&r->router) : json_null());
+    return obj;
 }
 
-static int report_json(const score_result *r, int n, size_t text_bytes) {
+static int report_json(const score_opts *o, const score_result *r, int n, size_t text_bytes) {
     json_t *models = json_array();
     for (int k = 0; k < n; k++)
-        json_array_append_new(models, model_json(&r[k], text_bytes));
+        json_array_append_new(models, model_json(&r[k], text_bytes, o->internals.router_stats));
     json_t *root = json_pack("{s:o}", "models", models);
     if (root && n == 1) /* a single model: its fields at the top level as well */
         json_object_update(root, json_array_get(models, 0));
@@ -287,23 +333,29 @@ static void report_table(const score_result *r, int n, size_t text_bytes) {
 static void report_positions(const score_result *r) {
     if (r->error[0])
         return;
-    if (r->tokens > 1)
+    if (r->predicted > 0)
         printf("tokens %lld, predicted %lld, mean NLL %.6f, perplexity %.4f\n", (long long)r->tokens,
-               (long long)(r->tokens - 1), r->nll, exp(r->nll));
+               (long long)r->predicted, r->nll, exp(r->nll));
     else
-        printf("tokens 1, predicted 0 (a single token has no next token to score)\n");
-    for (int64_t t = 0; t + 1 < r->tokens; t++)
-        printf("%6lld %12.6f\n", (long long)t, r->logprob[t]);
+        printf("tokens %lld, predicted 0 (no token has a token before it to be predicted from)\n",
+               (long long)r->tokens);
+    for (int64_t t = 0; t + 1 < r->tokens; t++) {
+        char lp[32];
+        printf("%6lld %12s\n", (long long)t, figure(r->logprob[t], 6, lp, sizeof lp));
+    }
 }
 
 static int report(const score_opts *o, const score_result *r, int n) {
     int rc = CLI_EXIT_OK;
     if (o->json)
-        rc = report_json(r, n, o->text_len);
+        rc = report_json(o, r, n, o->text_len);
     else if (n == 1 && o->tokens)
         report_positions(r);
     else
         report_table(r, n, o->text_len);
+    for (int k = 0; !o->json && o->internals.router_stats && k < n; k++)
+        if (scored(&r[k]))
+            score_router_print(r[k].model, &r[k].router);
     for (int k = 0; k < n; k++)
         if (r[k].error[0])
             rc = CLI_EXIT_FAIL;
@@ -314,8 +366,35 @@ static int report(const score_opts *o, const score_result *r, int n) {
 static int prepare(score_opts *o) {
     if (o->models.n == 0 || (o->tokens == NULL) == (o->file == NULL))
         return cli_usage_error("score", "--model DIR and one of --file TEXT or --tokens LIST are required");
-    if (o->dump && o->models.n > 1)
-        return cli_usage_error("score", "--dump-logits works with one --model");
+    score_internals_opts *in = &o->internals;
+    if ((o->dump || in->dump_router || in->dump_hidden || in->dump_mamba) && o->models.n > 1)
+        return cli_usage_error("score", "--dump-logits, --dump-router, --dump-hidden and --dump-mamba-state work "
+                               "with one --model");
+    if (o->window.window > 0 && (o->dump || score_internals_wanted(in)))
+        return cli_usage_error("score", "--window scores windows from fresh sequences: it does not combine with "
+                               "--dump-logits, --router-stats or the other dumps");
+    if (o->window.window == 0 && (o->window.stride || o->window.carry_state))
+        return cli_usage_error("score", "--stride and --carry-state need --window N");
+    if (o->window.window > 0 && o->window.stride == 0)
+        o->window.stride = o->window.window > 1 ? o->window.window / 2 : 1;
+    if (o->window.stride > o->window.window)
+        return cli_usage_error("score", "--stride %lld is larger than --window %lld: tokens would be skipped",
+                               (long long)o->window.stride, (long long)o->window.window);
+    if (o->layers_arg && !in->dump_hidden && !in->dump_mamba)
+        return cli_usage_error("score", "--layers selects what --dump-hidden and --dump-mamba-state write");
+    if (o->layers_arg) {
+        int32_t *list = NULL;
+        if (!parse_ids(o->layers_arg, &list, &in->n_layers) ||
+            (o->layers = malloc((size_t)in->n_layers * sizeof *o->layers)) == NULL) {
+            free(list);
+            return cli_usage_error("score", "--layers '%.40s' is not a comma-separated list of layer numbers",
+                                   o->layers_arg);
+        }
+        for (int64_t i = 0; i < in->n_layers; i++)
+            o->layers[i] = list[i];
+        free(list);
+        in->layers = o->layers;
+    }
     o->device = jamba_context_default_params();
     o->load = jamba_model_default_params();
     o->load.allow_unexpected_tensors = o->allow_unexpected;
@@ -338,6 +417,14 @@ int cmd_score(int argc, char **argv) {
         {"--file", CLI_STRING, &o.file, 0, 0},          {"--dump-logits", CLI_STRING, &o.dump, 0, 0},
         {"--threads", CLI_COUNT, &o.threads, 1, 1024},  {"--batch", CLI_COUNT, &o.batch, 1, 1 << 16},
         {"--json", CLI_FLAG, &o.json, 0, 0},            {"--allow-unexpected", CLI_FLAG, &o.allow_unexpected, 0, 0},
+        {"--window", CLI_COUNT, &o.window.window, 1, INT64_C(1) << 40},
+        {"--stride", CLI_COUNT, &o.window.stride, 1, INT64_C(1) << 40},
+        {"--carry-state", CLI_FLAG, &o.window.carry_state, 0, 0},
+        {"--router-stats", CLI_FLAG, &o.internals.router_stats, 0, 0},
+        {"--dump-router", CLI_STRING, &o.internals.dump_router, 0, 0},
+        {"--dump-hidden", CLI_STRING, &o.internals.dump_hidden, 0, 0},
+        {"--dump-mamba-state", CLI_STRING, &o.internals.dump_mamba, 0, 0},
+        {"--layers", CLI_STRING, &o.layers_arg, 0, 0},
         CLI_DEVICE_OPTIONS(o.dev),
     };
     int rc = cli_parse("score", argc, argv, opts, sizeof opts / sizeof opts[0], print_help);
@@ -349,8 +436,11 @@ int cmd_score(int argc, char **argv) {
             score_model(&o, o.models.v[k], &results[k]);
         rc = report(&o, results, o.models.n);
     }
-    for (int k = 0; k < o.models.n; k++)
+    for (int k = 0; k < o.models.n; k++) {
         free(results[k].logprob);
+        score_router_free(&results[k].router);
+    }
+    free(o.layers);
     free(o.ids);
     free(o.text);
     return cli_finish_output(rc);
