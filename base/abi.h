@@ -45,6 +45,7 @@ jamba_status jb_struct_out(void *dst, size_t caller_size, const void *src, size_
 #define JB_MIN_TENSOR_INFO JB_SIZE_THROUGH(jamba_tensor_info, aligned)
 #define JB_MIN_BACKEND_INFO JB_SIZE_THROUGH(jamba_backend_info, note)
 #define JB_MIN_DEVICE_INFO JB_SIZE_THROUGH(jamba_device_info, kernels_run)
+#define JB_MIN_SAVE_PARAMS JB_SIZE_THROUGH(jamba_save_params, abort_data)
 #define JB_MIN_CAPTURE JB_SIZE_THROUGH(jamba_capture, hook_data)
 #define JB_MIN_ROUTER_STATS JB_SIZE_THROUGH(jamba_router_stats, balance_loss)
 #define JB_MIN_PREFIX_CACHE_STATS JB_SIZE_THROUGH(jamba_prefix_cache_stats, evictions)

@@ -10,22 +10,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Set by jb_folder_cancel, possibly in a signal handler; only ever read elsewhere. */
-static volatile sig_atomic_t cancel_requested;
-
-void jb_folder_cancel(void) { cancel_requested = 1; }
-
-bool jb_folder_cancelled(void) { return cancel_requested != 0; }
-
-/* JAMBA_ERR_ABORTED naming the destination when the writes were asked to stop, else JAMBA_OK. */
-static jamba_status check_cancel(const char *path, jamba_error *err) {
-    if (!jb_folder_cancelled())
+/* JAMBA_ERR_ABORTED naming the destination when the caller asks to stop, else JAMBA_OK. */
+static jamba_status check_cancel(const jb_stop *stop, const char *path, jamba_error *err) {
+    if (!jb_stop_requested(stop))
         return JAMBA_OK;
     return jb_fail(err, JAMBA_ERR_ABORTED, "%s: the write was interrupted; the folder was not written", path);
 }
@@ -59,13 +51,13 @@ static bool is_empty_folder(const char *path) {
 }
 
 /* fsync every plain file of a folder, then the folder; stops (naming `dest`) when the writes are cancelled. */
-static jamba_status sync_tree(const char *dir, const char *dest, jamba_error *err) {
+static jamba_status sync_tree(const char *dir, const char *dest, const jb_stop *stop, jamba_error *err) {
     DIR *d = opendir(dir);
     if (d == NULL)
         return jb_fail(err, JAMBA_ERR_IO, "%s: cannot read the folder: %s", dir, strerror(errno));
     jamba_status st = JAMBA_OK;
     for (struct dirent *e; st == JAMBA_OK && (e = readdir(d)) != NULL;) {
-        if (e->d_name[0] == '.' || (st = check_cancel(dest, err)) != JAMBA_OK)
+        if (e->d_name[0] == '.' || (st = check_cancel(stop, dest, err)) != JAMBA_OK)
             continue;
         char *file = jb_asprintf("%s/%s", dir, e->d_name);
         int fd = file ? open(file, O_RDONLY | O_CLOEXEC) : -1;
@@ -104,9 +96,9 @@ void jb_folder_abort(const char *tmp) {
     rmdir(tmp);
 }
 
-jamba_status jb_folder_begin(const char *path, bool replace, char **tmp, jamba_error *err) {
+jamba_status jb_folder_begin(const char *path, bool replace, const jb_stop *stop, char **tmp, jamba_error *err) {
     *tmp = NULL;
-    JB_TRY(check_cancel(path, err));
+    JB_TRY(check_cancel(stop, path, err));
     char *dest = trimmed(path);
     if (dest == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
@@ -135,13 +127,13 @@ jamba_status jb_folder_begin(const char *path, bool replace, char **tmp, jamba_e
     return JAMBA_OK;
 }
 
-jamba_status jb_folder_commit(const char *tmp, const char *path, jamba_error *err) {
+jamba_status jb_folder_commit(const char *tmp, const char *path, const jb_stop *stop, jamba_error *err) {
     char *dest = trimmed(path);
     if (dest == NULL)
         return jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    jamba_status st = sync_tree(tmp, path, err);
+    jamba_status st = sync_tree(tmp, path, stop, err);
     if (st == JAMBA_OK) /* the last moment the writes can still be stopped without a trace */
-        st = check_cancel(path, err);
+        st = check_cancel(stop, path, err);
     struct stat sb;
     const bool existing = stat(dest, &sb) == 0, empty = existing && is_empty_folder(dest);
     char *old = NULL;

@@ -6,33 +6,28 @@
  * folder is put back). Failures never leave a half-written destination; the caller removes the temporary
  * folder with jb_folder_abort on every path that does not commit.
  *
- * A program stops the writes on SIGINT/SIGTERM by calling jb_folder_cancel from its signal handler: the
- * writer's next check (jb_folder_begin, each file synced by jb_folder_commit, and the last moment before the
- * rename) fails with JAMBA_ERR_ABORTED, and the caller's jb_folder_abort removes the temporary folder outside
- * the handler. A folder already renamed into place stays (it is complete).
+ * The caller's stop request (base/stop.h; a program sets it from its SIGINT/SIGTERM handler) is polled at
+ * jb_folder_begin, before each file jb_folder_commit syncs and at the last moment before the rename: when it
+ * asks, the call fails with JAMBA_ERR_ABORTED and the caller's jb_folder_abort removes the temporary folder.
+ * A folder already renamed into place stays (it is complete).
  */
 #ifndef JB_ATOMIC_FOLDER_H
 #define JB_ATOMIC_FOLDER_H
 
 #include <stdbool.h>
 
+#include "base/stop.h"
 #include "jamba.h"
 
 /* Check the destination (missing, an empty folder, or with replace any folder) and make the temporary
  * sibling: *tmp (caller frees with jb_free, after jb_folder_commit or jb_folder_abort). */
-jamba_status jb_folder_begin(const char *path, bool replace, char **tmp, jamba_error *err);
+jamba_status jb_folder_begin(const char *path, bool replace, const jb_stop *stop, char **tmp, jamba_error *err);
 
 /* Sync the files of tmp and tmp itself, rename it to path (as jb_folder_begin allowed), sync the parent. */
-jamba_status jb_folder_commit(const char *tmp, const char *path, jamba_error *err);
+jamba_status jb_folder_commit(const char *tmp, const char *path, const jb_stop *stop, jamba_error *err);
 
 /* Remove the temporary folder and the plain files in it. */
 void jb_folder_abort(const char *tmp);
 
-/* Ask every folder write of this process to stop at its next check. Async-signal-safe: it only sets a
- * flag (of type volatile sig_atomic_t), which stays set for the rest of the process. */
-void jb_folder_cancel(void);
-
-/* Whether jb_folder_cancel was called (a long writer may poll it between pieces to stop sooner). */
-bool jb_folder_cancelled(void);
 
 #endif /* JB_ATOMIC_FOLDER_H */

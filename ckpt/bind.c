@@ -329,14 +329,18 @@ static void bind_moe(binder *b, int64_t i, jb_layer_weights *lw) {
                      ename(alt, i, "moe", e, projs[p]));
         }
     }
-    /* One grouped product per layer needs one dtype across its experts. */
+    /* One grouped product per layer needs one dtype across its experts (checked once every projection is
+     * bound: a missing or misnamed one is reported as such, with the other tensor mismatches). */
+    static const char *const names[3] = {"gate_proj", "up_proj", "down_proj"};
     for (int64_t e = 1; e < E && ok(b); e++) {
-        const jb_mlp_weights *x = &lw->experts[e], *x0 = &lw->experts[0];
-        if (x->gate_proj.data && x0->gate_proj.data &&
-            (x->gate_proj.dtype != x0->gate_proj.dtype || x->down_proj.dtype != x0->down_proj.dtype))
-            b->status = jb_fail(b->err, MISMATCH, "%s: layer %lld: expert %lld is stored as %s but expert 0 as %s; "
-                                "experts of one layer must share a dtype", b->label, (long long)i, (long long)e,
-                                jamba_dtype_name(x->gate_proj.dtype), jamba_dtype_name(x0->gate_proj.dtype));
+        const jb_weight *x[3] = {&lw->experts[e].gate_proj, &lw->experts[e].up_proj, &lw->experts[e].down_proj};
+        const jb_weight *x0[3] = {&lw->experts[0].gate_proj, &lw->experts[0].up_proj, &lw->experts[0].down_proj};
+        for (int p = 0; p < 3 && ok(b); p++)
+            if (x[p]->data && x0[p]->data && x[p]->dtype != x0[p]->dtype)
+                b->status = jb_fail(b->err, MISMATCH, "%s: layer %lld: expert %lld's %s is stored as %s but expert 0's "
+                                    "as %s; experts of one layer must share a dtype", b->label, (long long)i,
+                                    (long long)e, names[p], jamba_dtype_name(x[p]->dtype),
+                                    jamba_dtype_name(x0[p]->dtype));
     }
 }
 

@@ -76,15 +76,21 @@ typedef struct st_content {
     size_t header_len;
     const jb_st_out_tensor *tensors;
     int64_t n;
+    const jb_stop *stop; /* polled between tensors */
+    bool stopped;
 } st_content;
 
 static bool write_content(FILE *f, void *arg) {
-    const st_content *c = arg;
+    st_content *c = arg;
     uint8_t len_le[8];
     for (int i = 0; i < 8; i++)
         len_le[i] = (uint8_t)((uint64_t)c->header_len >> (8 * i));
     bool ok = write_all(f, len_le, 8) && write_all(f, c->header, c->header_len);
     for (int64_t i = 0; ok && i < c->n; i++) {
+        if (jb_stop_requested(c->stop)) {
+            c->stopped = true;
+            return false;
+        }
         uint64_t bytes = 0;
         tensor_bytes(&c->tensors[i], &bytes, NULL); /* validated while building the header */
         ok = write_all(f, c->tensors[i].data, (size_t)bytes);
@@ -92,12 +98,15 @@ static bool write_content(FILE *f, void *arg) {
     return ok;
 }
 
-jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, jamba_error *err) {
+jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, const jb_stop *stop,
+                         jamba_error *err) {
     char *header = NULL;
     size_t header_len = 0;
     JB_TRY(jb_st_header(tensors, n, &header, &header_len, err));
-    st_content content = {header, header_len, tensors, n};
+    st_content content = {header, header_len, tensors, n, stop, false};
     jamba_status st = jb_write_file_atomic(path, write_content, &content, err);
+    if (content.stopped)
+        st = jb_fail(err, JAMBA_ERR_ABORTED, "%s: the write was stopped; the file was not written", path);
     jb_free(header);
     return st;
 }

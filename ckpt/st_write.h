@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "base/stop.h"
 #include "jamba.h"
 
 typedef struct jb_st_out_tensor {
@@ -18,7 +19,10 @@ typedef struct jb_st_out_tensor {
     const void *data; /* n_elements * dtype size bytes */
 } jb_st_out_tensor;
 
-jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, jamba_error *err);
+/* Write a safetensors file atomically (a temporary name, synced, renamed). `stop` (may be NULL) is polled
+ * between tensors: JAMBA_ERR_ABORTED, nothing left behind. */
+jamba_status jb_st_write(const char *path, const jb_st_out_tensor *tensors, int64_t n, const jb_stop *stop,
+                         jamba_error *err);
 
 /* The header JSON of such a file (data offsets in list order), padded with spaces so that 8 + its length
  * is a multiple of 8; the caller frees *out with jb_free. */

@@ -60,6 +60,10 @@ extern "C" {
 /* A token id: an index into the vocabulary, [0, vocab_size). */
 typedef int32_t jamba_token;
 
+/* A caller's cancellation test, polled during long calls (decoding, saving): true stops the call with
+ * JAMBA_ERR_ABORTED. It runs on the calling thread and must not call into the object being worked on. */
+typedef bool (*jamba_abort_fn)(void *user_data);
+
 /* ------------------------------------------------------------------------------------------------
  * Version
  * ---------------------------------------------------------------------------------------------- */
@@ -270,6 +274,30 @@ static inline jamba_model_params jamba_model_default_params(void) {
  */
 JAMBA_API jamba_status jamba_model_save(const jamba_model *model, const char *out_dir, jamba_error *err);
 JAMBA_API jamba_status jamba_model_save_replacing(const jamba_model *model, const char *out_dir, jamba_error *err);
+
+/* Cancellable saves: abort_fn (may be NULL) is polled before the write, between tensors, before each file
+ * is synced and just before the rename; when it returns true the save fails with JAMBA_ERR_ABORTED and
+ * leaves nothing behind (out_dir as it was). A program stops a save on SIGINT by setting its own flag in
+ * the handler and returning it here (as `jamba quantize` does); the library keeps no such state. */
+typedef struct jamba_save_params {
+    bool replace;             /* default false: as jamba_model_save; true: as jamba_model_save_replacing */
+    jamba_abort_fn abort_fn;  /* default NULL */
+    void *abort_data;
+} jamba_save_params;
+
+JAMBA_API void jamba_save_params_init_sized(jamba_save_params *params, size_t size);
+static inline jamba_save_params jamba_save_default_params(void) {
+    jamba_save_params p;
+    jamba_save_params_init_sized(&p, sizeof p);
+    return p;
+}
+JAMBA_API jamba_status jamba_model_save_with_sized(const jamba_model *model, const char *out_dir,
+                                                   const jamba_save_params *params, size_t params_size,
+                                                   jamba_error *err);
+static inline jamba_status jamba_model_save_with(const jamba_model *model, const char *out_dir,
+                                                 const jamba_save_params *params, jamba_error *err) {
+    return jamba_model_save_with_sized(model, out_dir, params, sizeof *params, err);
+}
 
 /*
  * Load a model from a Hugging Face folder: config.json plus model.safetensors, or
@@ -562,7 +590,6 @@ static inline jamba_status jamba_decode(jamba_context *ctx, const jamba_seq_inpu
  * allocated by this call, which is why it can fail (JAMBA_ERR_OUT_OF_MEMORY). fn NULL removes the callback
  * and frees the room. fn runs on the calling thread; it must not call into this context.
  */
-typedef bool (*jamba_abort_fn)(void *user_data);
 JAMBA_API jamba_status jamba_context_set_abort_callback(jamba_context *ctx, jamba_abort_fn fn, void *user_data,
                                                         jamba_error *err);
 

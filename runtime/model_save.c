@@ -6,6 +6,7 @@
 
 #include "ckpt/json.h"
 #include "ckpt/st_write.h"
+#include "base/abi.h"
 #include "base/alloc.h"
 #include "base/atomic_file.h"
 #include "base/atomic_folder.h"
@@ -125,7 +126,7 @@ static jamba_status copy_side_files(const jamba_model *m, const char *dir, jamba
 }
 
 /* The files of the folder: the weights as held, config.json, the tokenizer and generation files. */
-static jamba_status write_contents(const jamba_model *m, const char *dir, jamba_error *err) {
+static jamba_status write_contents(const jamba_model *m, const char *dir, const jb_stop *stop, jamba_error *err) {
     out_list l = {0};
     jb_weights w = m->weights; /* the visitor hands out views; nothing is changed */
     jamba_status st = jb_weights_visit(&m->config, &w, add_tensor, &l, err);
@@ -133,7 +134,7 @@ static jamba_status write_contents(const jamba_model *m, const char *dir, jamba_
     if (st == JAMBA_OK && path == NULL)
         st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
     if (st == JAMBA_OK)
-        st = jb_st_write(path, l.v, l.n, err);
+        st = jb_st_write(path, l.v, l.n, stop, err);
     if (st == JAMBA_OK)
         st = save_config(m, dir, err);
     if (st == JAMBA_OK)
@@ -148,7 +149,7 @@ static jamba_status write_contents(const jamba_model *m, const char *dir, jamba_
 
 /* The folder is built as a temporary sibling and renamed into place (base/atomic_folder.h): a failure at
  * any point (a full disk, no inodes, an interrupted write) leaves the destination as it was. */
-static jamba_status save_folder(const jamba_model *m, const char *dir, bool replace, jamba_error *err) {
+static jamba_status save_folder(const jamba_model *m, const char *dir, const jamba_save_params *p, jamba_error *err) {
     if (m == NULL || dir == NULL || dir[0] == '\0')
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_save: NULL argument");
     if (!m->has_weights)
@@ -159,21 +160,38 @@ static jamba_status save_folder(const jamba_model *m, const char *dir, bool repl
                                       own.st_ino == sb.st_ino))
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "%s: saving over the model's own folder is not allowed "
                        "(its weights are mapped from there)", dir);
+    const jb_stop stop = {p->abort_fn, p->abort_data};
     char *tmp = NULL;
-    JB_TRY(jb_folder_begin(dir, replace, &tmp, err));
-    jamba_status st = write_contents(m, tmp, err);
+    JB_TRY(jb_folder_begin(dir, p->replace, &stop, &tmp, err));
+    jamba_status st = write_contents(m, tmp, &stop, err);
     if (st == JAMBA_OK)
-        st = jb_folder_commit(tmp, dir, err);
+        st = jb_folder_commit(tmp, dir, &stop, err);
     if (st != JAMBA_OK)
         jb_folder_abort(tmp);
     jb_free(tmp);
     return st;
 }
 
+static const jamba_save_params SAVE_DEFAULTS = {.replace = false, .abort_fn = NULL, .abort_data = NULL};
+
+void jamba_save_params_init_sized(jamba_save_params *p, size_t size) {
+    if (p != NULL)
+        JB_INIT_SIZED(p, size, SAVE_DEFAULTS);
+}
+
+jamba_status jamba_model_save_with_sized(const jamba_model *m, const char *dir, const jamba_save_params *params,
+                                         size_t params_size, jamba_error *err) {
+    jamba_save_params p = SAVE_DEFAULTS;
+    if (params != NULL)
+        JB_TRY(jb_struct_in(&p, sizeof p, params, params_size, JB_MIN_SAVE_PARAMS, "jamba_model_save: params", err));
+    return save_folder(m, dir, &p, err);
+}
+
 jamba_status jamba_model_save(const jamba_model *m, const char *dir, jamba_error *err) {
-    return save_folder(m, dir, false, err);
+    return save_folder(m, dir, &SAVE_DEFAULTS, err);
 }
 
 jamba_status jamba_model_save_replacing(const jamba_model *m, const char *dir, jamba_error *err) {
-    return save_folder(m, dir, true, err);
+    const jamba_save_params p = {.replace = true};
+    return save_folder(m, dir, &p, err);
 }

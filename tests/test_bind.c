@@ -308,7 +308,19 @@ JB_TEST(bind, experts_of_one_layer_share_a_dtype) {
         snprintf(name, sizeof name, "model.layers.3.feed_forward.experts.3.%s.weight", projs[p]);
         e.list.items[tu_st_list_find(&e.list, name)].dtype = JAMBA_DTYPE_F16;
     }
-    expect_load_failure(&e, NULL, MISMATCH, (const char *[]){"layer 3", "expert 3 is stored as F16", NULL});
+    expect_load_failure(&e, NULL, MISMATCH,
+                        (const char *[]){"layer 3", "expert 3's gate_proj is stored as F16", "expert 0's as F32", NULL});
+
+    /* one projection of expert 1 misnamed (a flipped bit, "down_pzoj") and stored as F16: the missing and
+     * unexpected tensors are reported, not a dtype clash between experts */
+    e = edit_fixture("tiny-hf");
+    const int64_t i = tu_st_list_find(&e.list, "model.layers.3.feed_forward.experts.1.down_proj.weight");
+    free((char *)e.list.items[i].name);
+    e.list.items[i].name = strdup("model.layers.3.feed_forward.experts.1.down_pzoj.weight");
+    e.list.items[i].dtype = JAMBA_DTYPE_F16;
+    e.list.items[i].shape[1] /= 2; /* same bytes */
+    expect_load_failure(&e, NULL, MISMATCH,
+                        (const char *[]){"experts.1.down_proj.weight", "experts.1.down_pzoj.weight", NULL});
 }
 
 JB_TEST(bind, two_naming_schemes_for_one_tensor) {

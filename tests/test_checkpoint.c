@@ -219,7 +219,7 @@ JB_TEST(index, tensor_stored_in_two_shards) {
     jb_st_out_tensor ts[2] = {{"model.embed_tokens.weight", JAMBA_DTYPE_F32, 1, {2}, data},
                               {"model.extra", JAMBA_DTYPE_F32, 1, {2}, data}};
     char *extra = tu_path(s.dir, "extra.safetensors");
-    cr_assert_eq(jb_st_write(extra, ts, 2, NULL), JAMBA_OK);
+    cr_assert_eq(jb_st_write(extra, ts, 2, NULL, NULL), JAMBA_OK);
     free(extra);
     json_object_set_new(weight_map(&s), "model.extra", json_string("extra.safetensors"));
     expect_folder_reject(&s, BAD, "\"model.embed_tokens.weight\" is stored in both");

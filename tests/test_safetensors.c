@@ -335,7 +335,7 @@ JB_TEST(safetensors, writer_round_trip) {
         {"z", JAMBA_DTYPE_F32, 2, {0, 5}, NULL},
     };
     jamba_error err = {0};
-    cr_assert_eq(jb_st_write(path, ts, 3, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jb_st_write(path, ts, 3, NULL, &err), JAMBA_OK, "%s", err.message);
     jb_st_file f;
     cr_assert_eq(jb_st_open(path, path, &f, &err), JAMBA_OK, "%s", err.message);
     cr_assert_eq(f.n_tensors, 3);
@@ -346,9 +346,9 @@ JB_TEST(safetensors, writer_round_trip) {
     jb_st_close(&f);
 
     jb_st_out_tensor dup[2] = {ts[0], ts[0]};
-    cr_assert_eq(jb_st_write(path, dup, 2, &err), JAMBA_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(jb_st_write(path, dup, 2, NULL, &err), JAMBA_ERR_INVALID_ARGUMENT);
     char *missing_dir = tu_path(dir, "no/such/dir.safetensors");
-    cr_assert_eq(jb_st_write(missing_dir, ts, 1, &err), JAMBA_ERR_IO);
+    cr_assert_eq(jb_st_write(missing_dir, ts, 1, NULL, &err), JAMBA_ERR_IO);
     cr_assert(strstr(err.message, "cannot create") != NULL, "%s", err.message);
     tu_rmtree(dir);
     free(missing_dir);

@@ -4,7 +4,7 @@
  * orphaned shards), and a write that fails part-way leaves neither a new destination nor a temporary folder
  * behind, and an old destination as it was: a full disk (RLIMIT_FSIZE, and a small tmpfs where one can be
  * mounted), no free inodes or file descriptors (a tmpfs with few inodes, RLIMIT_NOFILE), a read-only
- * destination, and SIGINT/SIGTERM during the write.
+ * destination, SIGINT/SIGTERM during the write, and the abort callback of jamba_model_save_with at each poll.
  */
 #define _GNU_SOURCE /* unshare, mount namespaces */
 #include <criterion/criterion.h>
@@ -67,6 +67,48 @@ JB_TEST(save_atomic, a_non_empty_folder_is_refused_and_replacing_is_whole) {
     jamba_model_free(m);
     tu_rmtree(parent);
     free(orphan);
+    free(out);
+    free(parent);
+}
+
+/* The abort callback of jamba_model_save_with, answering true at its k-th poll. */
+typedef struct stop_at {
+    int polls, stop;
+} stop_at;
+
+static bool stop_at_poll(void *data) {
+    stop_at *a = data;
+    return ++a->polls >= a->stop;
+}
+
+/* A save stopped at any of its polls (before writing, between tensors, before each file's sync, before the
+ * rename) fails with JAMBA_ERR_ABORTED and leaves the parent folder as it was; one that is never stopped
+ * writes a model that loads. */
+JB_TEST(save_atomic, a_save_stopped_at_any_poll_leaves_nothing_behind) {
+    jamba_model *m = qu_load_plain(QU_DEMO);
+    char *parent = tu_tmpdir(), *out = tu_path(parent, "out");
+    jamba_error err = {0};
+    jamba_save_params sp = jamba_save_default_params();
+    sp.abort_fn = stop_at_poll;
+    int stop = 1;
+    for (;; stop++) {
+        stop_at a = {0, stop};
+        sp.abort_data = &a;
+        const jamba_status st = jamba_model_save_with(m, out, &sp, &err);
+        if (st == JAMBA_OK)
+            break;
+        cr_assert_eq(st, JAMBA_ERR_ABORTED, "poll %d: %s", stop, err.message);
+        cr_assert(strstr(err.message, "out") != NULL, "%s", err.message);
+        int tmp = 0;
+        cr_assert_eq(count_entries(parent, "out", &tmp), 0, "poll %d: something was left behind", stop);
+        cr_assert_lt(stop, 10000);
+    }
+    cr_assert_gt(stop, 5, "polled before the write, between tensors, per file and before the rename (%d)", stop);
+    jamba_model *back = NULL;
+    cr_assert_eq(jamba_model_load(out, NULL, &back, &err), JAMBA_OK, "%s", err.message);
+    jamba_model_free(back);
+    jamba_model_free(m);
+    tu_rmtree(parent);
     free(out);
     free(parent);
 }

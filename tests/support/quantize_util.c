@@ -134,7 +134,7 @@ static void write_folder(const char *dir, const char *config, const tensor_list 
     char *cfg = tu_path(dir, "config.json"), *st = tu_path(dir, "model.safetensors");
     tu_write_text(cfg, config);
     jamba_error err = {0};
-    cr_assert_eq(jb_st_write(st, l->v, l->n, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jb_st_write(st, l->v, l->n, NULL, &err), JAMBA_OK, "%s", err.message);
     free(cfg);
     free(st);
 }

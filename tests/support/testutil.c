@@ -153,7 +153,7 @@ void tu_st_list_remove(tu_st_list *l, const char *name) {
 
 void tu_st_list_write(const tu_st_list *l, const char *path) {
     jamba_error err = {0};
-    cr_assert_eq(jb_st_write(path, l->items, l->n, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jb_st_write(path, l->items, l->n, NULL, &err), JAMBA_OK, "%s", err.message);
 }
 
 void tu_st_list_free(tu_st_list *l) {

@@ -4,7 +4,6 @@
  */
 #include "tools/jamba/cli.h"
 
-#include "base/atomic_folder.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -55,11 +54,14 @@ static int report_output(const char *out) {
 
 static volatile sig_atomic_t stop_signal; /* the signal that asked the write to stop, or 0 */
 
-/* Record the signal and ask the folder write to stop at its next check (async-signal-safe: two stores).
- * SA_RESETHAND restores the default action, so a second signal ends the program at once. */
-static void on_stop_signal(int sig) {
-    stop_signal = sig;
-    jb_folder_cancel();
+/* Record the signal: the save polls it (async-signal-safe: one store). SA_RESETHAND restores the default
+ * action, so a second signal ends the program at once. */
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+/* The save's abort callback: stop once a signal came. */
+static bool stop_requested(void *unused) {
+    (void)unused;
+    return stop_signal != 0;
 }
 
 /* Install on_stop_signal for SIGINT and SIGTERM (a signal ignored when the program started stays ignored);
@@ -87,7 +89,10 @@ static int save(const jamba_model *m, const char *out, bool force) {
     jamba_error err = {0};
     struct sigaction old[2];
     catch_stop_signals(old);
-    jamba_status st = force ? jamba_model_save_replacing(m, out, &err) : jamba_model_save(m, out, &err);
+    jamba_save_params sp = jamba_save_default_params();
+    sp.replace = force;
+    sp.abort_fn = stop_requested;
+    jamba_status st = jamba_model_save_with(m, out, &sp, &err);
     restore_stop_signals(old);
     if (stop_signal != 0) {
         fprintf(stderr, "jamba: interrupted by signal %d: %s\n", (int)stop_signal,

@@ -255,7 +255,7 @@ static void score_model(const score_opts *o, const char *dir, score_result *r) {
         st = score_ids(o, m, dir, ids, T, r, o->dump ? &all : NULL, &err);
     if (st == JAMBA_OK && o->dump) {
         jb_st_out_tensor t = {"logits", JAMBA_DTYPE_F32, 2, {T, jamba_model_config(m)->vocab_size}, all};
-        st = jb_st_write(o->dump, &t, 1, &err);
+        st = jb_st_write(o->dump, &t, 1, NULL, &err);
     }
     if (st != JAMBA_OK) {
         cli_fail(&err);

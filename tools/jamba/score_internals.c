@@ -108,7 +108,7 @@ static void dump_add(dump *d, const char *prefix, int64_t index, const char *suf
 }
 
 static jamba_status dump_write(dump *d, const char *path, jamba_error *err) {
-    jamba_status st = jb_st_write(path, d->t, d->n, err);
+    jamba_status st = jb_st_write(path, d->t, d->n, NULL, err);
     free(d->t);
     free(d->names);
     return st;
