@@ -495,32 +495,8 @@ JB_TEST(messages, every_error_exits_nonzero_with_a_message) {
 /* Run `jamba tokenize -m DEMO --file FILE [--json]` with its address space limited (RLIMIT_AS) to `mib`:
  * its exit status (-1 when a signal ended it); its stderr into *err (stdout is discarded). */
 static int tokenize_limited(const char *file, bool json, rlim_t mib, char **err) {
-    int pe[2];
-    cr_assert_eq(pipe(pe), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        dup2(null, 0), dup2(null, 1), dup2(pe[1], 2);
-        close(pe[0]), close(pe[1]);
-        struct rlimit rl = {.rlim_cur = mib << 20, .rlim_max = mib << 20};
-        if (setrlimit(RLIMIT_AS, &rl) != 0)
-            _exit(126);
-        const char *argv[] = {JB_CLI_PATH, "tokenize", "-m", DEMO, "--file", file, json ? "--json" : NULL, NULL};
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pe[1]);
-    size_t n = 0, cap = 1 << 16;
-    char *text = malloc(cap);
-    for (ssize_t k; n + 1 < cap && (k = read(pe[0], text + n, cap - n - 1)) > 0;)
-        n += (size_t)k;
-    text[n] = '\0';
-    close(pe[0]);
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    *err = text;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    const char *argv[] = {JB_CLI_PATH, "tokenize", "-m", DEMO, "--file", file, json ? "--json" : NULL, NULL};
+    return tu_child_wait(tu_spawn(argv, RLIMIT_AS, mib << 20), err);
 }
 
 /* Out of memory at any point of `jamba tokenize` (the id buffer, the tokenizer's work, the JSON output) is

@@ -150,56 +150,19 @@ typedef struct cli_run {
     char *err;  /* its stderr */
 } cli_run;
 
-/* A running `jamba quantize`, its stderr read through a pipe (which no RLIMIT_FSIZE limits). */
-typedef struct quantize_child {
-    pid_t pid;
-    int err; /* our end of its stderr */
-} quantize_child;
-
-/* Start `jamba quantize -m DEMO --out OUT [--force]` with an optional resource limit (resource < 0: none)
- * and SIGINT, SIGTERM at their defaults (SIGXFSZ ignored, so writes past RLIMIT_FSIZE fail with EFBIG as a
- * full disk fails with ENOSPC). */
-static quantize_child start_quantize(const char *out, bool force, int resource, rlim_t limit) {
-    int pe[2];
-    cr_assert_eq(pipe(pe), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        if (null < 0)
-            _exit(126);
-        dup2(null, 0), dup2(null, 1), dup2(pe[1], 2);
-        close(null), close(pe[0]), close(pe[1]);
-        signal(SIGINT, SIG_DFL), signal(SIGTERM, SIG_DFL), signal(SIGXFSZ, SIG_IGN);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        struct rlimit rl = {.rlim_cur = limit, .rlim_max = limit};
-        if (resource >= 0 && setrlimit(resource, &rl) != 0)
-            _exit(126);
-        const char *argv[] = {JB_CLI_PATH, "quantize", "-m", QU_DEMO, "--out", out, "-t", "1",
-                              force ? "--force" : NULL, NULL};
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pe[1]);
-    return (quantize_child){pid, pe[0]};
+/* Start `jamba quantize -m DEMO --out OUT [--force]` with an optional resource limit (resource < 0: none);
+ * its stderr comes through a pipe, which no RLIMIT_FSIZE limits. */
+static tu_child start_quantize(const char *out, bool force, int resource, rlim_t limit) {
+    const char *argv[] = {JB_CLI_PATH, "quantize", "-m", QU_DEMO, "--out", out, "-t", "1", force ? "--force" : NULL,
+                          NULL};
+    return tu_spawn(argv, resource, limit);
 }
 
 /* Read its stderr to the end and wait for it. */
-static cli_run finish_quantize(quantize_child c) {
-    size_t n = 0, cap = 4096;
-    char *text = malloc(cap);
-    for (ssize_t k; (k = read(c.err, text + n, cap - n - 1)) > 0;) {
-        n += (size_t)k;
-        if (cap - n < 2)
-            text = realloc(text, cap *= 2);
-    }
-    text[n] = '\0';
-    close(c.err);
-    int status;
-    cr_assert_eq(waitpid(c.pid, &status, 0), c.pid);
-    return (cli_run){WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+static cli_run finish_quantize(tu_child c) {
+    cli_run r;
+    r.status = tu_child_wait(c, &r.err);
+    return r;
 }
 
 static cli_run run_quantize(const char *out, bool force, int resource, rlim_t limit) {
@@ -301,7 +264,7 @@ static cli_run quantize_signalled(const char *parent, const char *out, bool forc
     int in = inotify_init1(IN_CLOEXEC);
     cr_assert_geq(in, 0);
     cr_assert_geq(inotify_add_watch(in, parent, IN_CREATE), 0);
-    quantize_child c = start_quantize(out, force, -1, 0);
+    tu_child c = start_quantize(out, force, -1, 0);
     bool seen = false;
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     while (!seen) {

@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -249,4 +251,45 @@ int64_t tu_argmax(const float *v, int64_t n) {
         if (v[i] > v[best])
             best = i;
     return best;
+}
+
+tu_child tu_spawn(const char *const argv[], int resource, unsigned long long limit) {
+    int pe[2];
+    cr_assert_eq(pipe(pe), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0)
+            _exit(126);
+        dup2(null, 0), dup2(null, 1), dup2(pe[1], 2);
+        close(null), close(pe[0]), close(pe[1]);
+        signal(SIGINT, SIG_DFL), signal(SIGTERM, SIG_DFL), signal(SIGXFSZ, SIG_IGN);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        struct rlimit rl = {.rlim_cur = (rlim_t)limit, .rlim_max = (rlim_t)limit};
+        if (resource >= 0 && setrlimit(resource, &rl) != 0)
+            _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pe[1]);
+    return (tu_child){pid, pe[0]};
+}
+
+int tu_child_wait(tu_child c, char **err) {
+    size_t n = 0, cap = 4096;
+    char *text = malloc(cap);
+    for (ssize_t k; (k = read(c.err, text + n, cap - n - 1)) > 0;) {
+        n += (size_t)k;
+        if (cap - n < 2)
+            text = realloc(text, cap *= 2);
+    }
+    text[n] = '\0';
+    close(c.err);
+    int status;
+    cr_assert_eq(waitpid(c.pid, &status, 0), c.pid);
+    *err = text;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

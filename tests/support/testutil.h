@@ -73,6 +73,20 @@ int tu_run(const char *const argv[], char **out, char **err);
 /* The same with `input` written to the program's stdin. */
 int tu_run_input(const char *const argv[], const char *input, char **out, char **err);
 
+/* A program started by tu_spawn: its pid and our end of its stderr. */
+typedef struct tu_child {
+    int pid;
+    int err;
+} tu_child;
+
+/* Start argv (argv[0] its path) with stdin and stdout on /dev/null, stderr to a pipe, SIGINT and SIGTERM at
+ * their defaults and no signal blocked, SIGXFSZ ignored (writes past RLIMIT_FSIZE then fail with EFBIG as a
+ * full disk fails with ENOSPC), and one resource limit (resource < 0: none; e.g. RLIMIT_AS, RLIMIT_FSIZE,
+ * RLIMIT_NOFILE at `limit`). */
+tu_child tu_spawn(const char *const argv[], int resource, unsigned long long limit);
+/* Read its stderr to the end into *err (caller frees) and wait: its exit status, -1 when a signal ended it. */
+int tu_child_wait(tu_child c, char **err);
+
 /* Copy `src_dir` (a model folder) to a new temporary folder; return it (caller frees and removes). */
 char *tu_clone_model(const char *src_dir);
 
