@@ -546,6 +546,15 @@ static inline jamba_status jamba_context_create(const jamba_model *model, const 
 /* Free the context and its state; NULL is a no-op. */
 JAMBA_API void jamba_context_free(jamba_context *ctx);
 
+/* The context's parameters as resolved at creation: the defaults filled in (n_ctx, n_batch, n_threads,
+ * n_logits_max as chosen), n_threads as last set. Safe with concurrent const calls on the context. */
+JAMBA_API jamba_status jamba_context_get_params_sized(const jamba_context *ctx, jamba_context_params *out,
+                                                      size_t out_size, jamba_error *err);
+static inline jamba_status jamba_context_get_params(const jamba_context *ctx, jamba_context_params *out,
+                                                    jamba_error *err) {
+    return jamba_context_get_params_sized(ctx, out, sizeof *out, err);
+}
+
 typedef enum jamba_logits_mode {
     JAMBA_LOGITS_NONE = 0, /* no logits (prefill only) */
     JAMBA_LOGITS_LAST = 1, /* the last fed position */
@@ -758,8 +767,10 @@ JAMBA_API jamba_status jamba_tokenize(const jamba_tokenizer *tok, const char *te
 
 /*
  * Decode ids to UTF-8 text (always valid UTF-8; incomplete or invalid byte sequences become U+FFFD).
- * Special tokens are left out unless keep_special. Writes at most `capacity` bytes plus a NUL; *len gets
- * the text length. JAMBA_ERR_BUFFER_TOO_SMALL (with *len = bytes needed, NUL excluded) when it does not fit.
+ * Special tokens are left out unless keep_special. Writes the text and a terminating NUL into the
+ * `capacity` bytes of `text` (so at most capacity - 1 bytes of text); *len gets the text length.
+ * JAMBA_ERR_BUFFER_TOO_SMALL (with *len = the text length, NUL excluded: capacity must be at least *len + 1)
+ * when they do not fit; text may then be NULL with capacity 0, to ask for the length.
  */
 JAMBA_API jamba_status jamba_detokenize(const jamba_tokenizer *tok, const jamba_token *ids, int64_t n_ids,
                                         bool keep_special, char *text, size_t capacity, size_t *len,
@@ -933,7 +944,8 @@ typedef struct jamba_request_params {
     const jamba_token *prompt;  /* n_prompt >= 1 ids, copied by submit */
     int64_t n_prompt;
     int64_t max_tokens;         /* tokens to generate at most, >= 1; default 256 */
-    jamba_sampler_params sampling; /* default jamba_sampler_default_params() */
+    jamba_sampler_params sampling; /* default jamba_sampler_default_params(); the penalty history starts with
+                                      the prompt, as with jamba_sampler_accept over the prompt before sampling */
     const jamba_token *stop_tokens; /* n_stop_tokens more ids that end the request; copied by submit */
     int64_t n_stop_tokens;
     bool ignore_eos;            /* default false: the config's eos_token_id ids end the request */

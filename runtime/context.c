@@ -199,6 +199,14 @@ jamba_status jamba_context_create_sized(const jamba_model *model, const jamba_co
     return JAMBA_OK;
 }
 
+jamba_status jamba_context_get_params_sized(const jamba_context *ctx, jamba_context_params *out, size_t out_size,
+                                            jamba_error *err) {
+    if (ctx == NULL || out == NULL)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_get_params: NULL argument");
+    return jb_struct_out(out, out_size, &ctx->params, sizeof ctx->params, JB_MIN_CONTEXT_PARAMS,
+                         "jamba_context_get_params: out", err);
+}
+
 void jamba_context_free(jamba_context *ctx) {
     if (ctx == NULL)
         return;

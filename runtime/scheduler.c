@@ -233,6 +233,8 @@ static jamba_status request_new(const jamba_scheduler *s, const jamba_request_pa
     for (int64_t i = 0; i < n_eos; i++)
         r->stops[p->n_stop_tokens + i] = (jamba_token)c->eos_token_ids[i];
     JB_TRY(jamba_sampler_create(&p->sampling, c->vocab_size, &r->sampler, err));
+    for (int64_t i = 0; i < p->n_prompt; i++) /* the penalties see the prompt too, as in `jamba generate` */
+        jamba_sampler_accept(r->sampler, p->prompt[i]);
     r->p = *p;
     r->p.prompt = r->prompt;
     r->p.stop_tokens = r->stops;

@@ -124,6 +124,27 @@ JB_TEST(abi, decode_reads_inputs_of_another_layout) {
     jamba_model_free(m);
 }
 
+JB_TEST(abi, a_context_reports_its_resolved_params) {
+    jamba_model *m = load(MODEL, NULL);
+    jamba_context_params p = jamba_context_default_params(); /* n_ctx, n_batch, n_threads: chosen */
+    p.n_seq_max = 3;
+    jamba_context *ctx = NULL;
+    jamba_error err = {0};
+    cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
+    jamba_context_params got;
+    cr_assert_eq(jamba_context_get_params(ctx, &got, &err), JAMBA_OK, "%s", err.message);
+    const int64_t max_pos = jamba_model_config(m)->max_position_embeddings;
+    cr_assert_eq(got.n_ctx, max_pos < JAMBA_DEFAULT_N_CTX ? max_pos : JAMBA_DEFAULT_N_CTX);
+    cr_assert_eq(got.n_seq_max, 3);
+    cr_assert_eq(got.n_batch, 512, "the CPU's default step");
+    cr_assert_geq(got.n_threads, 1);
+    cr_assert_eq(jamba_context_set_threads(ctx, 1, &err), JAMBA_OK);
+    cr_assert_eq(jamba_context_get_params(ctx, &got, &err), JAMBA_OK);
+    cr_assert_eq(got.n_threads, 1, "as last set");
+    jamba_context_free(ctx);
+    jamba_model_free(m);
+}
+
 JB_TEST(abi, token_type_and_deprecation_marker) {
     cr_assert_eq(sizeof(jamba_token), sizeof(int32_t));
 #define JB_STR2(x) #x

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages a task needs, only those missing.
-#   tools/deps.sh run    build and run the CLI (compiler, CMake, jansson, PCRE2, xxHash)
-#   tools/deps.sh test   also Criterion (tests) and clang with libFuzzer (fuzz smoke)
+#   tools/deps.sh run    build and run the CLI (compiler, CMake, jansson, PCRE2, xxHash, libmicrohttpd for
+#                        `jamba serve`)
+#   tools/deps.sh test   also Criterion (tests), clang with libFuzzer (fuzz smoke) and curl (server tests)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libxxhash-dev)
+pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libxxhash-dev libmicrohttpd-dev)
 if [ "${1:-run}" = "test" ]; then
-  pkgs+=(libcriterion-dev clang libclang-rt-14-dev python3-venv)
+  pkgs+=(libcriterion-dev clang libclang-rt-14-dev python3-venv curl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -45,7 +45,7 @@ cmake --build build/tsan -j"$jobs" --target test_threads
 (cd build/tsan && ctest --output-on-failure -R '^test_threads$')
 echo "== python package (pip install . into build/pyenv, pytest tests/python)"
 python3 -m venv build/pyenv
-build/pyenv/bin/pip install -q --disable-pip-version-check . pytest numpy
+build/pyenv/bin/pip install -q --disable-pip-version-check . pytest numpy openai
 (cd build && JAMBA_CLI="$PWD/cpu/jamba" pyenv/bin/python -m pytest -q -p no:cacheprovider ../tests/python)
 echo "== fuzz smoke"
 tools/fuzz-smoke.sh "${FUZZ_SECONDS:-20}"

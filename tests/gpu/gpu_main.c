@@ -5,7 +5,8 @@
  *
  *   test_gpu [--only PREFIX] [--filter TEXT] [--small | --large] [--list]
  *
- * Selection (all given must hold): --only, names starting with PREFIX ("ops/", "model/", "internals/");
+ * Selection (all given must hold): --only, names starting with PREFIX or one of a comma-separated list of
+ * prefixes ("ops/", "model/", "internals/", "serving/", "model/,serving/");
  * --filter, names containing TEXT; --small, the quick set (compute-sanitizer runs it); --large, the cases
  * outside it. --list prints the selected names and exits without touching a GPU.
  *
@@ -31,8 +32,19 @@ static double now(void) {
 
 static const char *only_prefix, *filter;
 
+/* Whether name starts with one of the comma-separated prefixes. */
+static bool has_prefix(const char *name, const char *prefixes) {
+    for (const char *p = prefixes; *p;) {
+        const size_t n = strcspn(p, ",");
+        if (n > 0 && strncmp(name, p, n) == 0)
+            return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
 static bool selected(const gt_case *c) {
-    if (only_prefix && strncmp(c->name, only_prefix, strlen(only_prefix)) != 0)
+    if (only_prefix && !has_prefix(c->name, only_prefix))
         return false;
     if (filter && strstr(c->name, filter) == NULL)
         return false;

@@ -3,6 +3,7 @@
  * (a multi-turn REPL in the Jamba-1.5+ chat format that keeps the conversation in the sequence state instead
  * of re-reading it every turn).
  */
+#include "tools/jamba/chat_format.h"
 #include "tools/jamba/cli.h"
 #include "tools/jamba/default_model.h"
 #include "tools/jamba/generation.h"
@@ -358,14 +359,16 @@ int cmd_generate(int argc, char **argv) {
 static void help_chat(void) {
     printf("usage: jamba chat [--model DIR] [--system TEXT] [options]\n"
            "\n"
-           "An interactive conversation in the Jamba-1.5+ chat format. Each line on stdin (of any length) is a\n"
+           "An interactive conversation in the Jamba-1.5+ chat format (a model whose tokenizer lacks its chat\n"
+           "tokens, such as the bundled demo, chats as a plain transcript: \"User:\" and \"Assistant:\" turns, a\n"
+           "reply ending at a blank line; docs/serve.md). Each line on stdin (of any length) is a\n"
            "user message; the reply streams to stdout. The conversation stays in the model's state, so a turn\n"
            "only reads the new message. Commands: /reset starts over, /exit (or end of input) quits. Ctrl-C\n"
            "stops the reply and returns to the prompt; a second Ctrl-C, or one at the prompt, quits. When the\n"
            "context is full the reply ends and the session goes on: /reset to start over. A message that does\n"
            "not fit is refused (one line on stderr) and the conversation is unchanged.\n"
            "\n"
-           "  -m, --model DIR       a chat model's folder (its tokenizer must have the chat tokens)\n"
+           "  -m, --model DIR       model folder (default: $JAMBA_MODEL, else the bundled demo model)\n"
            "  --system TEXT         the system message\n"
            "  -n, --max-tokens N    most tokens per reply (default 256)\n"
            "  -c, --ctx N           tokens the whole conversation can hold (default: the model's\n"
@@ -425,7 +428,9 @@ static int chat_reply(chat_state *c, const int32_t *ids, int64_t n, bool *stoppe
     c->fresh = false;
     gen_end end;
     int32_t last;
-    gen_stop stop = {.max_tokens = c->max_tokens};
+    int n_stops = 0;
+    const char *const *stops = chat_stop_strings(chat_style_of(c->s.tok), &n_stops);
+    gen_stop stop = {.strings = stops, .n_strings = n_stops, .max_tokens = c->max_tokens};
     if (gen_run(&c->s, &stop, stdout, &end, &last, &err) != JAMBA_OK)
         return cli_fail(&err);
     printf("\n");
@@ -437,19 +442,14 @@ static int chat_reply(chat_state *c, const int32_t *ids, int64_t n, bool *stoppe
     return CLI_EXIT_OK;
 }
 
-static int chat_turn(chat_state *c, const char *line, size_t len, bool *stopped) {
+static int chat_turn(chat_state *c, const char *line, bool *stopped) {
     jamba_error err = {0};
-    const int64_t cap = jamba_tokenizer_max_ids(c->s.tok, len + strlen(c->system)) + 16;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    if (ids == NULL) {
-        fprintf(stderr, "jamba: error: out of memory for a message of %zu bytes\n", len);
-        return CLI_EXIT_FAIL;
-    }
     jamba_chat_message m[2] = {{"system", c->system}, {"user", line}};
+    int32_t *ids = NULL;
     int64_t n = 0;
     int flags = JAMBA_CHAT_GENERATION_PROMPT | (c->fresh ? 0 : JAMBA_CHAT_CONTINUE);
     int rc = CLI_EXIT_OK;
-    if (jamba_chat_tokenize(c->s.tok, c->fresh ? m : m + 1, c->fresh ? 2 : 1, flags, ids, cap, &n, &err) != JAMBA_OK) {
+    if (chat_render(c->s.tok, c->fresh ? m : m + 1, c->fresh ? 2 : 1, flags, &ids, &n, NULL, &err) != JAMBA_OK) {
         c->failed = true;
         cli_fail(&err);
     } else if (!refuse_long_message(c, n)) {
@@ -491,7 +491,7 @@ static int chat_loop(chat_state *c) {
         if (strcmp(line, "/reset") == 0)
             chat_reset(c);
         else
-            rc = chat_turn(c, line, (size_t)len, &stopped);
+            rc = chat_turn(c, line, &stopped);
         if (stopped)
             gen_arm_interrupt();
     }
@@ -514,16 +514,16 @@ int cmd_chat(int argc, char **argv) {
     jamba_error err = {0};
     chat_state c = {.system = system, .max_tokens = o.max_tokens, .fresh = true};
     rc = gen_open(&c.s, &o, &err) == CLI_EXIT_OK ? CLI_EXIT_OK : cli_fail(&err);
-    if (rc == CLI_EXIT_OK && !jamba_chat_supported(c.s.tok)) {
-        fprintf(stderr, "jamba: error: %s: the tokenizer has no Jamba chat tokens; chat needs a chat model\n", o.model);
-        rc = CLI_EXIT_FAIL;
-    }
+    if (rc == CLI_EXIT_OK && chat_style_of(c.s.tok) == CHAT_STYLE_TRANSCRIPT)
+        fprintf(stderr, "jamba: note: %s: the tokenizer has no Jamba chat tokens; chatting as a plain transcript "
+                        "(User:/Assistant:, a reply ends at a blank line)\n", o.model);
     if (rc == CLI_EXIT_OK)
         rc = check_max_tokens(&c.s, &o, a.ctx);
     if (rc == CLI_EXIT_OK && gen_start(&c.s, &o, a.ctx, &err) != CLI_EXIT_OK)
         rc = cli_fail(&err);
     if (rc == CLI_EXIT_OK) {
-        c.s.stop_ids[c.s.n_stop_ids++] = jamba_tokenizer_find(c.s.tok, "<|eom|>");
+        if (chat_end_token(c.s.tok) >= 0)
+            c.s.stop_ids[c.s.n_stop_ids++] = chat_end_token(c.s.tok);
         rc = chat_loop(&c);
         gen_print_stats(&c.s);
     }

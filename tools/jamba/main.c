@@ -15,6 +15,7 @@ static void print_help(FILE *out) {
             "commands:\n"
             "  generate  continue a prompt with a model (streams text; the bundled demo model by default)\n"
             "  chat      talk with a chat model in the Jamba-1.5+ chat format\n"
+            "  serve     an OpenAI-compatible HTTP server (completions, chat, streaming; continuous batching)\n"
             "  inspect   show a model folder's config, layer map, parameters, tensors and memory\n"
             "  score     run token ids through a model: mean NLL, perplexity, per-position log-probs\n"
             "  tokenize  text -> token ids with a model's tokenizer\n"
@@ -46,6 +47,8 @@ int main(int argc, char **argv) {
         return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "chat") == 0)
         return cmd_chat(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0)
         return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "detokenize") == 0)
