@@ -16,27 +16,33 @@
 
 /* ---- what N must divide ------------------------------------------------------------------------- */
 
-/* The first reason n ranks cannot split this model evenly, as a phrase; NULL when they can. *must
- * receives the number n would have to divide. */
-static const char *cannot_split(const jamba_config *c, int n, int64_t *must) {
-    if (c->n_attention_layers > 0 && c->num_key_value_heads % n != 0) {
-        *must = c->num_key_value_heads;
-        return "attention is split by KV-head groups, and num_key_value_heads";
+/* Whether n ranks can split this model evenly; when not, the first reason as a phrase into why[cap]. */
+static bool can_split(const jamba_config *c, int n, char *why, size_t cap) {
+    const char *what = NULL;
+    int64_t must = 0;
+    if (c->n_attention_layers > 0 && c->num_attention_heads % n != 0) {
+        what = "attention is split by query heads, and num_attention_heads";
+        must = c->num_attention_heads;
+    } else if (c->n_attention_layers > 0 && c->num_key_value_heads % n != 0 && n % c->num_key_value_heads != 0) {
+        snprintf(why, cap, "attention is split by KV-head groups, and num_key_value_heads %lld is not divisible by "
+                 "%d, nor a divisor of it (then each KV head would be held by %d / %lld GPUs)",
+                 (long long)c->num_key_value_heads, n, n, (long long)c->num_key_value_heads);
+        return false;
+    } else if (c->n_mamba_layers > 0 && c->mamba_d_inner % n != 0) {
+        what = "Mamba is split by inner channels, and mamba_d_inner";
+        must = c->mamba_d_inner;
+    } else if (c->n_dense_layers > 0 && c->intermediate_size % n != 0) {
+        what = "dense MLPs are split over their intermediate width, and intermediate_size";
+        must = c->intermediate_size;
+    } else if (c->n_moe_layers > 0 && c->num_experts % n != 0 && c->intermediate_size % n != 0) {
+        snprintf(why, cap, "experts are split whole (or else over their intermediate width), and neither "
+                 "num_experts %lld nor intermediate_size %lld is divisible by %d", (long long)c->num_experts,
+                 (long long)c->intermediate_size, n);
+        return false;
     }
-    if (c->n_mamba_layers > 0 && c->mamba_d_inner % n != 0) {
-        *must = c->mamba_d_inner;
-        return "Mamba is split by inner channels, and mamba_d_inner";
-    }
-    if (c->n_dense_layers > 0 && c->intermediate_size % n != 0) {
-        *must = c->intermediate_size;
-        return "dense MLPs are split over their intermediate width, and intermediate_size";
-    }
-    if (c->n_moe_layers > 0 && c->num_experts % n != 0 && c->intermediate_size % n != 0) {
-        *must = c->num_experts;
-        return "experts are split whole (or else over their intermediate width), and neither num_experts nor "
-               "intermediate_size";
-    }
-    return NULL;
+    if (what != NULL)
+        snprintf(why, cap, "%s %lld is not divisible by %d", what, (long long)must, n);
+    return what == NULL;
 }
 
 /* The rank counts up to the maximum that split this model, as "1, 2, 4, 8". */
@@ -44,8 +50,8 @@ static void valid_counts(const jamba_config *c, char *out, size_t cap) {
     size_t used = 0;
     out[0] = '\0';
     for (int n = 1; n <= JB_SHARD_MAX_RANKS && used < cap; n++) {
-        int64_t must;
-        if (cannot_split(c, n, &must) == NULL)
+        char why[256];
+        if (can_split(c, n, why, sizeof why))
             used += (size_t)snprintf(out + used, cap - used, "%s%d", used ? ", " : "", n);
     }
 }
@@ -54,14 +60,13 @@ static jamba_status check_ranks(const jamba_config *c, int n, jamba_error *err) 
     if (n < 1 || n > JB_SHARD_MAX_RANKS)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "split over %d GPUs: the GPU count must be in [1, %d]", n,
                        JB_SHARD_MAX_RANKS);
-    int64_t must = 0;
-    const char *why = cannot_split(c, n, &must);
-    if (why == NULL)
+    char why[256];
+    if (can_split(c, n, why, sizeof why))
         return JAMBA_OK;
     char counts[256];
     valid_counts(c, counts, sizeof counts);
-    return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "split over %d GPUs: %s %lld is not divisible by %d; GPU counts "
-                   "that split this model: %s", n, why, (long long)must, n, counts);
+    return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "split over %d GPUs: %s; GPU counts that split this model: %s",
+                   n, why, counts);
 }
 
 /* ---- the rules ------------------------------------------------------------------------------------ */
@@ -136,8 +141,8 @@ typedef struct builder {
     jb_shard_plan *plan;
     int64_t cap_tensors, cap_slices;
     int64_t layer;           /* the layer of the last tensor matched (the visit goes layer by layer) */
-    jamba_status status;     /* a tensor without a rule */
-    jamba_error *err;
+    jamba_status status;     /* a tensor without a rule, with its message (the visit then reports running */
+    jamba_error why;         /* out of memory over err) */
 } builder;
 
 /* The rule for view w, the layer it belongs to (-1: model-level) and, for an expert, its index. */
@@ -163,11 +168,12 @@ static jb_slice block(int dim, int64_t len, int r, int n) {
     return (jb_slice){dim, r * base + (r < extra ? r : extra), base + (r < extra ? 1 : 0)};
 }
 
-/* Each rank's slice of t under its split (dim: the rule's; owner: the rank holding an OWNED tensor). */
+/* Each rank's slice of t under its split (dim: the rule's; owner: the rank holding an OWNED tensor). A
+ * sharded dimension is cut in n / copies blocks, block r / copies on rank r. */
 static void fill_slices(const jb_shard_tensor *t, int dim, int64_t owner, jb_slice *s, int n) {
     for (int r = 0; r < n; r++) {
         if (t->split == JB_SPLIT_SHARDED)
-            s[r] = block(dim, t->shape[dim] / t->parts, r, n);
+            s[r] = block(dim, t->shape[dim] / t->parts, r / t->copies, n / t->copies);
         else if (t->split == JB_SPLIT_OWNED)
             s[r] = (jb_slice){0, 0, r == owner ? t->shape[0] : 0};
         else
@@ -181,7 +187,7 @@ static bool add_tensor(void *arg, const char *name, jb_weight *w, int rank, cons
     int64_t layer, expert;
     const rule *r = find_rule(b, w, &layer, &expert);
     if (r == NULL) {
-        b->status = jb_fail(b->err, JAMBA_ERR_UNSUPPORTED, "sharding plan: no rule for tensor \"%s\" "
+        b->status = jb_fail(&b->why, JAMBA_ERR_UNSUPPORTED, "sharding plan: no rule for tensor \"%s\" "
                             "(parallel/shard.c)", name);
         return false;
     }
@@ -190,7 +196,9 @@ static bool add_tensor(void *arg, const char *name, jb_weight *w, int rank, cons
         return false;
     jb_shard_tensor *t = &p->tensors[p->n_tensors];
     *t = (jb_shard_tensor){.rank = rank, .linear = linear, .layer = layer, .split = r->split, .axis = r->axis,
-                           .parts = r->parts};
+                           .parts = r->parts, .copies = r->split == JB_SPLIT_REPLICATED ? p->n_ranks : 1};
+    if (r->axis == JB_AXIS_KV && p->n_ranks > b->cfg->num_key_value_heads) /* each KV head on N/n_kv ranks */
+        t->copies = p->n_ranks / (int)b->cfg->num_key_value_heads;
     snprintf(t->name, sizeof t->name, "%s", name);
     memcpy(t->shape, shape, sizeof t->shape);
     int64_t owner = -1;
@@ -198,6 +206,7 @@ static bool add_tensor(void *arg, const char *name, jb_weight *w, int rank, cons
         t->split = JB_SPLIT_OWNED;
         t->axis = JB_AXIS_NONE;
         owner = expert / (b->cfg->num_experts / p->n_ranks);
+        t->copies = 1;
     }
     fill_slices(t, r->dim, owner, &p->slices[p->n_tensors * p->n_ranks], p->n_ranks);
     p->n_tensors++;
@@ -212,12 +221,16 @@ jamba_status jb_shard_plan_make(const jamba_config *cfg, int n_ranks, jb_shard_p
                : cfg->num_experts % n_ranks == 0 ? JB_MOE_EXPERTS
                                                  : JB_MOE_INTERMEDIATE;
     jb_weights views = {0};
-    builder b = {.cfg = cfg, .views = &views, .plan = out, .err = err};
+    builder b = {.cfg = cfg, .views = &views, .plan = out};
     jamba_status st = jb_weights_visit(cfg, &views, add_tensor, &b, NULL);
     jb_weights_free(&views);
     if (st != JAMBA_OK) {
         jb_shard_plan_free(out);
-        return b.status != JAMBA_OK ? b.status : jb_fail(err, st, "sharding plan: out of memory");
+        if (b.status == JAMBA_OK)
+            return jb_fail(err, st, "sharding plan: out of memory");
+        if (err)
+            *err = b.why;
+        return b.status;
     }
     return JAMBA_OK;
 }
@@ -253,7 +266,7 @@ void jb_shard_rank_config(const jb_shard_plan *p, const jamba_config *cfg, jamba
     const int n = p->n_ranks;
     if (cfg->n_attention_layers > 0) {
         out->num_attention_heads = cfg->num_attention_heads / n;
-        out->num_key_value_heads = cfg->num_key_value_heads / n;
+        out->num_key_value_heads = cfg->num_key_value_heads >= n ? cfg->num_key_value_heads / n : 1;
     }
     if (cfg->n_mamba_layers > 0)
         out->mamba_d_inner = cfg->mamba_d_inner / n;

@@ -1,12 +1,15 @@
 /*
  * shard.h — how a model is split over N GPUs ("ranks"): for every tensor jb_weights_visit enumerates (the
  * one list of them), the slice each rank holds; the shapes a rank then computes with; and the collectives
- * one layer's forward needs, with their bytes per token (collectives.c). Backend-neutral host C: plans
- * are made and checked without a GPU or NCCL. The layout and its arithmetic: docs/multi-gpu.md.
+ * one layer's forward needs, with their bytes per token (collectives.c); slice.h turns slices into bytes.
+ * Backend-neutral host C: plans are made and checked without a GPU or NCCL (tests/test_tensor_parallel.c
+ * runs them as emulated ranks). The plan: docs/multi-gpu.md; the layout and its arithmetic: docs/design.md.
  *
  *   attention   by KV-head groups: rank r holds KV heads [r n_kv/N, (r+1) n_kv/N) and the query heads that
  *               read them (GQA maps query head h to KV head h / (n_h/n_kv), so both are contiguous):
- *               q/k/v rows split, o_proj columns split, then an all-reduce of [H]. Needs N | n_kv.
+ *               q/k/v rows split, o_proj columns split, then an all-reduce of [H]. Needs N | n_h, and
+ *               N | n_kv or n_kv | N: past n_kv ranks each KV head is held by N/n_kv ranks, each with
+ *               n_h/N of its query heads (rank r: KV head r / (N/n_kv); copies = N/n_kv).
  *   Mamba       by inner channels: rank r holds channels [r D_i/N, (r+1) D_i/N): in_proj rows of the x half
  *               and of the z half, conv1d (+bias), dt_proj rows, dt bias, A_log, D; x_proj columns split
  *               with an all-reduce of its [R + 2N] output (dt, B, C: every channel needs all of them);
@@ -42,15 +45,16 @@ typedef struct jb_slice {
 
 typedef enum jb_split {
     JB_SPLIT_REPLICATED, /* every rank holds all of it: dim 0, begin 0, count = shape[0] */
-    JB_SPLIT_SHARDED,    /* dim cut into N contiguous blocks (per part), block r on rank r */
+    JB_SPLIT_SHARDED,    /* dim cut into N contiguous blocks (per part), block r on rank r; KV heads past n_kv
+                            ranks: n_kv blocks, block r / (N/n_kv) on rank r */
     JB_SPLIT_OWNED,      /* one rank holds it whole (an expert under expert parallelism), the others nothing */
 } jb_split;
 
 /* The unit a sharded dimension is cut in. */
 typedef enum jb_shard_axis {
     JB_AXIS_NONE,
-    JB_AXIS_HEADS,   /* query heads, in whole KV-head groups (N | n_kv) */
-    JB_AXIS_KV,      /* KV heads (N | n_kv) */
+    JB_AXIS_HEADS,   /* query heads (N | n_h): whole KV-head groups, or parts of one past n_kv ranks */
+    JB_AXIS_KV,      /* KV heads (N | n_kv, or n_kv | N: each held by N/n_kv ranks) */
     JB_AXIS_INNER,   /* Mamba inner channels (N | D_i) */
     JB_AXIS_FFN,     /* an MLP's or expert's intermediate dim (N | I) */
     JB_AXIS_VOCAB,   /* vocabulary rows (balanced; any N) */
@@ -65,6 +69,8 @@ typedef struct jb_shard_tensor {
     jb_split split;
     jb_shard_axis axis;    /* JB_SPLIT_SHARDED: what the dimension is cut in */
     int parts;             /* the split dimension is this many equal parts each cut alike (in_proj: x | z) */
+    int copies;            /* ranks holding each index it is split in: 1, N (replicated), N/n_kv (KV heads
+                              past n_kv ranks) */
 } jb_shard_tensor;
 
 /* How the experts of the MoE layers are split. */
@@ -99,7 +105,7 @@ bool jb_shard_held_elems(const jb_shard_plan *p, int64_t t, int r, uint64_t *out
  * partial product still needs every output row (and its int8 row scale). */
 int64_t jb_shard_held_rows(const jb_shard_plan *p, int64_t t, int r);
 
-/* The single-GPU shapes a rank computes with: heads, KV heads and Mamba channels divided by N, and the
+/* The single-GPU shapes a rank computes with: heads, KV heads (at least 1) and Mamba channels divided by N, and the
  * intermediate width too unless experts stay whole (then I: the widest FFN block a rank runs). The vocab
  * and the expert count stay (the router runs on every rank; the logits are gathered whole). Every rank
  * has the same shapes, as the plan splits evenly. */

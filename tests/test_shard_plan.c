@@ -1,7 +1,7 @@
 /*
  * test_shard_plan.c — the multi-GPU sharding plan (parallel/shard.h) and its memory plan, without a GPU:
- * for Jamba-1.5 Mini and Large over 1, 2, 4 and 8 GPUs every tensor is covered exactly once (replicated
- * ones once per GPU), the per-GPU weight bytes add up to the single-GPU bytes plus the replicated copies,
+ * for Jamba-1.5 Mini and Large over 1, 2, 4, 8 and 16 GPUs every tensor is covered exactly once (replicated
+ * ones once per GPU, KV heads past 8 GPUs once per GPU of their group), the per-GPU weight bytes add up to the single-GPU bytes plus the replicated copies,
  * one GPU is the single-GPU plan, GPU counts that cannot split the model are refused by name, the
  * collectives per token match their arithmetic, and `jamba inspect --gpus` reports the per-GPU plan.
  */
@@ -72,7 +72,11 @@ static void check_coverage(const jb_shard_plan *p) {
         int *holders = jb_malloc((size_t)len * sizeof *holders);
         cr_assert_not_null(holders);
         count_holders(p, t, holders, len);
-        const int want = x->split == JB_SPLIT_REPLICATED ? p->n_ranks : 1;
+        const int want = x->copies;
+        if (x->split == JB_SPLIT_REPLICATED)
+            cr_assert_eq(want, p->n_ranks, "%s: replicated", x->name);
+        else if (x->axis != JB_AXIS_KV)
+            cr_assert_eq(want, 1, "%s: one GPU holds each index", x->name);
         for (int64_t i = 0; i < len; i++)
             cr_assert_eq(holders[i], want, "%s over %d ranks: index %lld of dim %d held %d times, want %d", x->name,
                          p->n_ranks, (long long)i, dim, holders[i], want);
@@ -181,19 +185,21 @@ JB_TEST(shard, experts_fall_back_to_an_intermediate_split) {
 
 /* ---- refusals ----------------------------------------------------------------------------------- */
 
-JB_TEST(shard, a_count_not_dividing_the_kv_heads_is_refused) {
+JB_TEST(shard, a_count_not_dividing_the_heads_is_refused) {
+    static const char *const counts[N_MODELS] = {"1, 2, 4, 8, 16, 32", "1, 2, 4, 8, 16, 32, 64"};
     for (int m = 0; m < N_MODELS; m++) {
         const jamba_config c = load_config(MODELS[m]);
-        static const int bad[] = {3, 5, 6, 16};
+        static const int bad[] = {3, 5, 6, 12};
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
             jb_shard_plan p;
             jamba_error err = {0};
             cr_assert_eq(jb_shard_plan_make(&c, bad[i], &p, &err), JAMBA_ERR_INVALID_ARGUMENT);
             char want[128];
-            snprintf(want, sizeof want, "num_key_value_heads 8 is not divisible by %d", bad[i]);
+            snprintf(want, sizeof want, "attention is split by query heads, and num_attention_heads %lld is not "
+                     "divisible by %d", (long long)c.num_attention_heads, bad[i]);
             cr_assert(strstr(err.message, want) != NULL, "%s", err.message);
-            cr_assert(strstr(err.message, "KV-head groups") != NULL, "%s", err.message);
-            cr_assert(strstr(err.message, "GPU counts that split this model: 1, 2, 4, 8") != NULL, "%s", err.message);
+            cr_assert_str_eq(strstr(err.message, "this model: ") + strlen("this model: "), counts[m], "%s",
+                             err.message);
             cr_assert_null(p.tensors);
         }
         jb_shard_plan p;
@@ -355,6 +361,32 @@ JB_TEST(shard, large_fits_8_gpus_and_mini_2_at_256k) {
     jamba_model_free(mini);
 }
 
+/* Past n_kv GPUs (16 for both models: two nodes of 8) each KV head is held by N / n_kv GPUs, each with
+ * n_h / N of its query heads; the KV cache per GPU is one head's. */
+JB_TEST(shard, past_the_kv_heads_each_kv_head_is_held_by_several_gpus) {
+    jamba_model *large = planning_model(LARGE, true);
+    for (int m = 0; m < N_MODELS; m++) {
+        const jamba_config c = load_config(MODELS[m]);
+        jb_shard_plan p = plan_of(&c, 16);
+        check_tensor_list(&c, &p);
+        check_coverage(&p);
+        const int64_t d_h = c.head_dim, q_heads = c.num_attention_heads / 16;
+        for (int r = 0; r < 16; r++) {
+            expect_slice(&p, "model.layers.4.self_attn.k_proj.weight", r, 0, (r / 2) * d_h, d_h);
+            expect_slice(&p, "model.layers.4.self_attn.v_proj.weight", r, 0, (r / 2) * d_h, d_h);
+            expect_slice(&p, "model.layers.4.self_attn.q_proj.weight", r, 0, r * q_heads * d_h, q_heads * d_h);
+        }
+        cr_assert_eq(p.tensors[find(&p, "model.layers.4.self_attn.k_proj.weight")].copies, 2);
+        jamba_config g;
+        jb_shard_rank_config(&p, &c, &g);
+        cr_assert(g.num_key_value_heads == 1 && g.num_attention_heads == q_heads);
+        jb_shard_plan_free(&p);
+    }
+    const jamba_context_plan one = plan_gpus(large, 1, 256), sixteen = plan_gpus(large, 16, 256);
+    cr_assert_eq(sixteen.per_gpu[15].kv_cache * 8, one.kv_cache, "one KV head of 8 per GPU");
+    jamba_model_free(large);
+}
+
 /* ---- collectives -------------------------------------------------------------------------------- */
 
 JB_TEST(shard, collectives_per_decode_token) {
@@ -429,7 +461,7 @@ JB_TEST(shard, inspect_reports_the_per_gpu_plan) {
     rc = tu_run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--device", "cuda", "--gpus", "3", NULL},
                 &out, &err);
     cr_assert_eq(rc, 1);
-    cr_assert(strstr(err, "num_key_value_heads 8 is not divisible by 3") != NULL, "%s", err);
+    cr_assert(strstr(err, "num_attention_heads 32 is not divisible by 3") != NULL, "%s", err);
     free(out), free(err);
     rc = tu_run((const char *[]){JB_CLI_PATH, "inspect", "--model", MINI, "--gpus", "2", NULL}, &out, &err);
     cr_assert_eq(rc, 2, "--gpus without --device cuda is a usage error");
