@@ -4,6 +4,7 @@
 #include "tools/jamba/generation.h"
 
 #include "ckpt/json.h"
+#include "tools/jamba/stop_text.h"
 
 #include <errno.h>
 #include <math.h>
@@ -244,26 +245,18 @@ static bool held_append(held_text *h, const char *s, size_t n) {
     return true;
 }
 
-/* Print what can no longer be part of a stop string; true (and *cut set) when a stop string is found. */
+/* Print what can no longer be part of a stop string; true when a stop string is found (the text before the
+ * earliest one is printed, the rest dropped). */
 static bool release_held(held_text *h, const gen_stop *stop, FILE *out) {
-    size_t keep = 0;
-    for (int i = 0; i < stop->n_strings; i++) {
-        const char *hit = strstr(h->p ? h->p : "", stop->strings[i]);
-        if (hit) {
-            fwrite(h->p, 1, (size_t)(hit - h->p), out);
-            h->n = 0;
-            return true;
-        }
-        size_t len = strlen(stop->strings[i]);
-        for (size_t k = len - 1; k > keep; k--) /* the longest tail that starts this stop string */
-            if (k <= h->n && memcmp(h->p + h->n - k, stop->strings[i], k) == 0) {
-                keep = k;
-                break;
-            }
+    bool found;
+    const size_t release = stop_text_scan(h->p ? h->p : "", h->n, stop->strings, stop->n_strings, &found);
+    fwrite(h->p, 1, release, out);
+    if (found) {
+        h->n = 0;
+        return true;
     }
-    fwrite(h->p, 1, h->n - keep, out);
-    memmove(h->p, h->p + h->n - keep, keep);
-    h->n = keep;
+    memmove(h->p, h->p + release, h->n - release);
+    h->n -= release;
     fflush(out);
     return false;
 }

@@ -4,6 +4,8 @@
  */
 #include "tools/jamba/serve_choice.h"
 
+#include "tools/jamba/stop_text.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,35 +60,18 @@ void serve_choice_free(serve_choice *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* Where `needle` (n bytes) first occurs in hay (h bytes), or NULL. */
-static const char *find_bytes(const char *hay, size_t h, const char *needle, size_t n) {
-    for (size_t i = 0; n <= h && i <= h - n; i++)
-        if (memcmp(hay + i, needle, n) == 0)
-            return hay + i;
-    return NULL;
-}
-
 /* Settle the held text that can no longer begin a stop string; true when it holds a whole one (the text then
  * ends before it and the held text is dropped). */
 static bool release_held(serve_choice *c) {
-    size_t keep = 0;
-    for (int i = 0; i < c->n_stops; i++) {
-        const size_t len = strlen(c->stops[i]);
-        const char *hit = c->n_held ? find_bytes(c->held, c->n_held, c->stops[i], len) : NULL;
-        if (hit) {
-            serve_choice_append(c, c->held, (size_t)(hit - c->held));
-            c->n_held = 0;
-            return true;
-        }
-        for (size_t k = len - 1; k > keep; k--) /* the longest tail that starts this stop string */
-            if (k <= c->n_held && memcmp(c->held + c->n_held - k, c->stops[i], k) == 0) {
-                keep = k;
-                break;
-            }
+    bool found;
+    const size_t release = stop_text_scan(c->held ? c->held : "", c->n_held, c->stops, c->n_stops, &found);
+    serve_choice_append(c, c->held, release);
+    if (found) {
+        c->n_held = 0;
+        return true;
     }
-    serve_choice_append(c, c->held, c->n_held - keep);
-    memmove(c->held, c->held + c->n_held - keep, keep);
-    c->n_held = keep;
+    memmove(c->held, c->held + release, c->n_held - release);
+    c->n_held -= release;
     return false;
 }
 
