@@ -6,7 +6,8 @@
 #   1. check the install tree (header, libjamba.so with its SONAME, libjamba.a, CLI, jamba.pc, CMake
 #      package, demo model) and that libjamba.so exports exactly the JAMBA_API functions of jamba.h;
 #   2. build examples/ as a separate CMake project with find_package(jamba) and run model_info (shared
-#      and static library) and greedy on the installed demo model, greedy checked against reference.json;
+#      and static library), greedy (checked against reference.json) and batch (the scheduler and the prefix
+#      cache) on the installed demo model;
 #   3. compile examples/model_info.c with `pkg-config --cflags --libs jamba` alone and run it;
 #   4. check that `jamba --version`, jamba_version(), `pkg-config --modversion jamba` and the CMake
 #      package version agree, and that the installed CLI generates with its default (the installed) model.
@@ -86,6 +87,10 @@ fi
 got="$("$tmp/examples/greedy" "$model" 8 $prompt_ids)" || fail "greedy failed"
 [ "$got" = "$expect" ] || fail "greedy continuation '$got', reference.json says '$expect'"
 echo "greedy: $got (= reference.json)"
+out="$("$tmp/examples/batch" "$model" 8 "JULIET:" "Good morrow" "What, ho!")" || fail "batch (scheduler, prefix cache) failed"
+[ "$(printf '%s\n' "$out" | grep -c '^\[[0-2]\] ')" = 3 ] || fail "batch did not finish its three requests: $out"
+printf '%s\n' "$out" | grep -q '^prefix cache: [1-9][0-9]* prompt tokens restored' || fail "batch restored nothing: $out"
+echo "batch: three requests served, the shared system prompt restored from the prefix cache"
 
 step "pkg-config: cc model_info.c \$(pkg-config --cflags --libs jamba)"
 export PKG_CONFIG_PATH="$lib/pkgconfig"
