@@ -37,8 +37,14 @@ PROMPT = "ROMEO:\nBut soft, what light"
 EXCERPT_CHARS = 4000  # the held-out excerpt the runtime's perplexity test scores
 GREEDY_TOKENS = 64
 SEED = 1234
+TRAIN_FRACTION = 0.95  # the first 95% of the characters train, the rest is held out
 
 SPECIALS = ["<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|unk|>"]
+
+
+def heldout_start(text):
+    """Where the held-out part of a text begins (a character index): after its first TRAIN_FRACTION."""
+    return int(len(text) * TRAIN_FRACTION)
 
 
 def train_tokenizer(train_text, out_dir, vocab_size):
@@ -107,6 +113,43 @@ def batches(ids, seq_len, batch, gen):
         yield x, y
 
 
+def train(model, train_ids, steps, batch, seq, lr, seed=SEED, log_every=20, scan=training_scan):
+    """Train `model` in place for `steps` AdamW steps (betas 0.9/0.95, weight decay 0.1, gradient norm
+    clipped to 1, warmup over the first 5% of the steps, then cosine decay to 0) on `batch` random windows
+    of `seq` + 1 tokens of `train_ids` [N] per step, drawn from a generator seeded with `seed`. The loss is
+    the plain next-token cross-entropy (no router auxiliary loss). Mamba layers use `scan` (a replacement
+    for JambaMambaMixer.slow_forward) while training. Leaves the model in eval mode; returns the last step's
+    loss (nats/token)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    gen = torch.Generator().manual_seed(seed)
+    stream = batches(train_ids, seq, batch, gen)
+    mixer = transformers.models.jamba.modeling_jamba.JambaMambaMixer
+    reference_scan = mixer.slow_forward
+    mixer.slow_forward = scan
+    start = time.time()
+    model.train()
+    try:
+        for step in range(steps):
+            x, y = next(stream)
+            logits = model(x, use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if step % log_every == 0 or step == steps - 1:
+                print(f"step {step} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
+                      f"{time.time() - start:.0f}s", flush=True)
+    finally:
+        model.eval()
+        mixer.slow_forward = reference_scan
+    return float(loss.item())
+
+
 @torch.no_grad()
 def mean_loss(model, ids, seq_len, max_windows=None):
     """Mean next-token loss over consecutive windows (each window starts from an empty state)."""
@@ -139,7 +182,7 @@ def main():
     torch.manual_seed(SEED)
     torch.set_num_threads(os.cpu_count() or 1)
     text = open(args.data, encoding="utf-8").read()
-    split = int(len(text) * 0.95)
+    split = heldout_start(text)
     train_text, heldout = text[:split], text[split:]
     out = args.out
     shutil.rmtree(out, ignore_errors=True)
@@ -153,31 +196,8 @@ def main():
     model = JambaForCausalLM(config)
     params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {params}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    warmup = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
-    gen = torch.Generator().manual_seed(SEED)
-    stream = batches(train_ids, args.seq, args.batch, gen)
-    mixer = transformers.models.jamba.modeling_jamba.JambaMambaMixer
-    reference_scan = mixer.slow_forward
-    mixer.slow_forward = training_scan
     start = time.time()
-    model.train()
-    for step in range(args.steps):
-        x, y = next(stream)
-        logits = model(x, use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 20 == 0 or step == args.steps - 1:
-            print(f"step {step} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
-                  f"{time.time() - start:.0f}s", flush=True)
-    model.eval()
-    mixer.slow_forward = reference_scan
+    final_loss = train(model, train_ids, args.steps, args.batch, args.seq, args.lr)
 
     # Save in bf16; every reference value is computed in fp32 from the saved (bf16-rounded) weights.
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
@@ -207,7 +227,7 @@ def main():
             f"--{k} {v}" for k, v in vars(args).items() if k not in ("data", "out")),
         "seed": SEED,
         "parameters": params,
-        "final_train_loss": float(loss.item()),
+        "final_train_loss": final_loss,
         "validation_loss": val_loss,
         "validation_perplexity": math.exp(val_loss),
         "validation_windows": args.seq,

@@ -5,9 +5,14 @@ states drift apart layer by layer, and how each routes its tokens.
 Notebook-style: each "# %%" cell runs on its own in Jupyter / VS Code, or run the whole file:
 
     pip install .                                  # from the repository root (docs/python.md)
-    python examples/python/compare_ablations.py                        # demo model: bf16 vs int8 weights
-    python examples/python/compare_ablations.py DIR_A DIR_B [--chars N]
+    python examples/python/compare_ablations.py                  # the zoo's base against its pure-Mamba twin
+    python examples/python/compare_ablations.py models/zoo/base models/zoo/top-1 [--chars N]
+    python examples/python/compare_ablations.py models/demo --int8           # bf16 vs int8 weights
     python examples/python/compare_ablations.py tests/fixtures/models/tiny-hf tests/fixtures/models/tiny-pure-mamba
+
+The default pair comes from the ablation zoo (models/zoo, tools/gen_zoo.py; docs/research.md): small
+checkpoints trained identically on Tiny Shakespeare that differ from `base` in one factor each (attention
+ratio, pure Mamba or attention, MoE off, 4 or 16 experts, top-1), all with the demo model's tokenizer.
 
 A fair comparison needs the same vocabulary: both models score the same token ids. The text is tokenized
 with the first folder that has a tokenizer. The fixture models under tests/fixtures/models have none (and
@@ -25,21 +30,26 @@ import jamba
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("model_a", nargs="?", default=os.path.join(ROOT, "models", "demo"))
-parser.add_argument("model_b", nargs="?", default=None,
-                    help="default: model_a again with int8 expert and MLP weights (a quantization ablation)")
+parser.add_argument("model_a", nargs="?", default=os.path.join(ROOT, "models", "zoo", "base"))
+parser.add_argument("model_b", nargs="?", default=None, help="default: models/zoo/pure-mamba")
+parser.add_argument("--int8", action="store_true",
+                    help="compare model_a with itself holding int8 expert and MLP weights (a quantization ablation)")
 parser.add_argument("--text", default=os.path.join(ROOT, "tests", "data", "tinyshakespeare.txt"))
 parser.add_argument("--offset", type=int, default=1059624, help="first character (default: the held-out part)")
 parser.add_argument("--chars", type=int, default=2000)
 parser.add_argument("--threads", type=int, default=0)
 args, _ = parser.parse_known_args()  # parse_known_args: tolerate a notebook kernel's own arguments
+if args.int8 and args.model_b is not None:
+    parser.error("--int8 compares one model with itself: give one folder")
 
 # %% Load both models (an ablation can be a different folder, or the same weights held differently)
 a = jamba.Model(args.model_a, threads=args.threads)
-if args.model_b is None:
+if args.int8:
     b = jamba.Model(args.model_a, threads=args.threads, experts="int8", mlp="int8")
     name_a, name_b = os.path.basename(args.model_a.rstrip("/")), os.path.basename(args.model_a.rstrip("/")) + " (int8)"
 else:
+    if args.model_b is None:
+        args.model_b = os.path.join(ROOT, "models", "zoo", "pure-mamba")
     b = jamba.Model(args.model_b, threads=args.threads)
     name_a, name_b = (os.path.basename(p.rstrip("/")) for p in (args.model_a, args.model_b))
 if a.vocab_size != b.vocab_size:
