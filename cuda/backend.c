@@ -59,9 +59,7 @@ static void free_weights(void *w) { jb_cuda_weights_free(w); }
 
 static jamba_status cuda_create(const jamba_model *m, const jamba_context_params *p, jb_backend_ctx **out,
                                 jamba_error *err) {
-    if (p->n_gpus > 1) /* planned (plan.c, docs/multi-gpu.md), not run: no multi-GPU backend is built yet */
-        return jb_fail(err, JAMBA_ERR_UNSUPPORTED, "context: n_gpus %d: contexts over several GPUs are not "
-                       "supported yet (jamba_context_plan_memory plans them)", p->n_gpus);
+    /* n_gpus > 1 never comes here: runtime/backends.c hands such contexts to the NCCL backend (cuda/tp.h) */
     void *w = NULL;
     JB_TRY(jb_model_resource_get(m, &jb_cuda_backend, p->gpu_index, p->gpu_dtype, make_weights, free_weights, &w,
                                  err));

@@ -184,17 +184,25 @@ void put_mamba(builder &b, const jb_mamba_weights *w, jb_dev_mamba *d) {
  * first) and down [E][H, I]; int8 with per-row scales [E][2I] and [E][H] when every matrix is stored
  * int8, else in the device dtype (FP8 and lone int8 matrices widened with their scales). */
 void put_ffn(builder &b, const jamba_config *c, const jb_mlp_weights *mlps, int64_t E, jb_dev_layer *d) {
-    const int64_t I = c->intermediate_size, H = c->hidden_size;
+    /* The blocks held, and their I, from the weights: all of them on one GPU; a rank of a sharding plan
+     * (cuda/tp_context.cu) holds its own experts whole (the others have no rows) or every block's I split. */
+    int64_t held = 0, I = c->intermediate_size;
+    for (int64_t e = E - 1; e >= 0; e--)
+        if (mlps[e].gate_proj.shape[0] > 0)
+            held++, I = mlps[e].gate_proj.shape[0];
+    const int64_t H = c->hidden_size;
     const bool q8 = jb_mlps_int8(mlps, E);
     d->ffn_wdt = q8 ? JAMBA_DTYPE_I8 : b.dt;
     const size_t es = q8 ? 1 : b.dt == JAMBA_DTYPE_BF16 ? 2 : 4;
     const size_t half = (size_t)(I * H); /* elements of gate, of up, of down */
-    d->gate_up = place(b, 2 * half * es * (size_t)E);
-    d->down = place(b, half * es * (size_t)E);
-    d->gate_up_scale = q8 ? (float *)place(b, (size_t)(E * 2 * I) * 4) : NULL;
-    d->down_scale = q8 ? (float *)place(b, (size_t)(E * H) * 4) : NULL;
-    for (int64_t e = 0; e < E && !b.plan; e++) {
-        const jb_mlp_weights *x = &mlps[e];
+    d->gate_up = place(b, 2 * half * es * (size_t)held);
+    d->down = place(b, half * es * (size_t)held);
+    d->gate_up_scale = q8 ? (float *)place(b, (size_t)(held * 2 * I) * 4) : NULL;
+    d->down_scale = q8 ? (float *)place(b, (size_t)(held * H) * 4) : NULL;
+    for (int64_t src = 0, e = 0; src < E && !b.plan; src++) {
+        const jb_mlp_weights *x = &mlps[src];
+        if (x->gate_proj.shape[0] == 0)
+            continue; /* another rank's expert */
         char *gu = (char *)d->gate_up + (size_t)e * 2 * half * es, *dn = (char *)d->down + (size_t)e * half * es;
         if (q8) {
             upload_raw(b, gu, x->gate_proj.data, half, "gate_proj");
@@ -211,6 +219,7 @@ void put_ffn(builder &b, const jamba_config *c, const jb_mlp_weights *mlps, int6
             upload(b, dn, x->down_proj.data, x->down_proj.dtype, x->down_proj.scale, I, half, b.dt, keep, true,
                    "down_proj");
         }
+        e++;
     }
     if (q8 && (size_t)(2 * I * H) > b.dequant_elems)
         b.dequant_elems = (size_t)(2 * I * H);

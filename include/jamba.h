@@ -474,9 +474,11 @@ typedef struct jamba_context_params {
     uint64_t gpu_memory;   /* CUDA: device bytes the context (and the weights, if not yet on the device) may
                               use; 0 (default) = the device's free memory */
     int32_t n_gpus;        /* CUDA: GPUs the model is split over (tensor and expert parallelism, docs/multi-gpu.md);
-                              0 (default) or 1 = one, at most JAMBA_MAX_GPUS. Planning only for now:
-                              jamba_context_plan_memory plans each GPU (gpu_memory is then per GPU), while
-                              jamba_context_create refuses more than one (no multi-GPU backend is built yet) */
+                              0 (default) or 1 = one, at most JAMBA_MAX_GPUS. jamba_context_plan_memory plans
+                              each GPU (gpu_memory is then per GPU); with more than one, jamba_context_create
+                              uses the NCCL backend over GPUs gpu_index .. gpu_index + n_gpus - 1 of this
+                              process (JAMBA_ERR_NO_DEVICE when fewer are visible, JAMBA_ERR_UNSUPPORTED in a
+                              build without NCCL). That backend has compiled but never run (docs/multi-gpu.md) */
 } jamba_context_params;
 
 JAMBA_API void jamba_context_params_init_sized(jamba_context_params *params, size_t size);

@@ -6,6 +6,7 @@
 
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
+#include "cuda/tp.h"
 
 const jb_backend_i *jb_backend_for(jamba_device_type device) {
     switch (device) {
@@ -16,4 +17,10 @@ const jb_backend_i *jb_backend_for(jamba_device_type device) {
     default:
         return NULL;
     }
+}
+
+const jb_backend_i *jb_backend_for_context(const jamba_context_params *p) {
+    if (p->device == JAMBA_DEVICE_CUDA && p->n_gpus > 1)
+        return &jb_cuda_tp_backend; /* several GPUs over NCCL; refuses contexts in a build without it */
+    return jb_backend_for(p->device);
 }

@@ -175,7 +175,7 @@ jamba_status jamba_context_create_sized(const jamba_model *model, const jamba_co
     ctx->model = model;
     jamba_status st = jb_context_resolve_params(model, &given, &ctx->params, err);
     if (st == JAMBA_OK) {
-        ctx->be = jb_backend_for(ctx->params.device);
+        ctx->be = jb_backend_for_context(&ctx->params);
         st = plan(ctx, err);
     }
     /* the backend first: its state (the KV cache above all) is what fails first when memory is short */

@@ -54,6 +54,8 @@ struct jamba_context {
 
 /* The backend of a device type (runtime/backends.c, the one registration point); NULL when unknown. */
 const jb_backend_i *jb_backend_for(jamba_device_type device);
+/* The backend of a context with resolved params (several GPUs: the NCCL backend); NULL when unknown. */
+const jb_backend_i *jb_backend_for_context(const jamba_context_params *p);
 
 /* jamba_decode with the logits left on the device when keep_on_device (backends that sample). */
 jamba_status jb_decode(jamba_context *ctx, const jamba_seq_input *in, int64_t n, bool keep_on_device,

@@ -64,9 +64,10 @@ case "$(status_of "$s" sanitizer)" in "stand-in ok" | "not supported here") ;; *
 for f in test-ops test-model test-rest bench-mini bench-gpu generate; do
   grep -qx "logs/$f.log" "$work/list" || fail "no logs/$f.log in the archive"
 done
-# the selections: ops and the small and large model, internals and serving tests together are every test, each once
+# the selections: ops and the small and large model, internals, serving and parallel tests together are every
+# test, each once
 tg="$work/build/tests/test_gpu"
-rest=model/,internals/,serving/
+rest=model/,internals/,serving/,parallel/
 sel="$( { "$tg" --only ops/ --list; "$tg" --only $rest --small --list; "$tg" --only $rest --large --list; } | sort)"
 [ "$sel" = "$("$tg" --list | sort)" ] || fail "the three test_gpu selections are not the whole list once"
 tar -xzf "$out/logs.tar.gz" -C "$work" logs/ptxas-resources.txt

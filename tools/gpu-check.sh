@@ -11,11 +11,11 @@
 #    2 build        sm_90 Release (-DCMAKE_CUDA_ARCHITECTURES=90 -DJAMBA_BUILD_TESTS=ON, no Criterion
 #                   needed), all cores, -Xptxas -v: registers, spills and shared memory of every kernel
 #    3 test-ops     test_gpu --only ops/          every CUDA op against its CPU twin
-#    4 test-model   test_gpu --only model/,internals/,serving/ --small   the model on the small fixtures,
-#                   research captures, prefix restore and abort
+#    4 test-model   test_gpu --only model/,internals/,serving/,parallel/ --small   the model on the small
+#                   fixtures, research captures, prefix restore and abort, the NCCL backend on one rank
 #    5 bench-mini   bench_mini --quick            full-size Jamba-Mini, int8 experts, 4K and 32K
-#    6 test-rest    test_gpu --only model/,internals/,serving/ --large   the remaining model tests and the
-#                   scheduler
+#    6 test-rest    test_gpu --only model/,internals/,serving/,parallel/ --large   the remaining model tests,
+#                   the scheduler, and the NCCL backend over every visible GPU (noted as skipped with one)
 #    7 generate     jamba generate --device cuda (bf16 and f32) on the demo model, beside the CPU's text
 #    8 bench-gpu    bench_gpu                     ceilings, scan, attention, a 4-layer Jamba-Mini-width model
 #    9 sanitizer    compute-sanitizer memcheck on the quick op set; "not supported here" where the
@@ -378,9 +378,9 @@ run_bench() {
 }
 
 run_tests test-ops 150 --only ops/
-run_tests test-model 120 --only model/,internals/,serving/ --small
+run_tests test-model 120 --only model/,internals/,serving/,parallel/ --small
 run_bench bench-mini 150 bench_mini.json "$bin/bench_mini" --quick
-run_tests test-rest 180 --only model/,internals/,serving/ --large
+run_tests test-rest 180 --only model/,internals/,serving/,parallel/ --large
 
 # generate: the demo model on the GPU in bf16 and f32, and on the CPU; greedy f32 should give the CPU's text
 if [ "$build_ok" != 1 ]; then

@@ -6,7 +6,7 @@
  *   test_gpu [--only PREFIX] [--filter TEXT] [--small | --large] [--list]
  *
  * Selection (all given must hold): --only, names starting with PREFIX or one of a comma-separated list of
- * prefixes ("ops/", "model/", "internals/", "serving/", "model/,serving/");
+ * prefixes ("ops/", "model/", "internals/", "serving/", "parallel/", "model/,serving/");
  * --filter, names containing TEXT; --small, the quick set (compute-sanitizer runs it); --large, the cases
  * outside it. --list prints the selected names and exits without touching a GPU.
  *
@@ -73,9 +73,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "test_gpu: --small and --large select nothing together\n");
         return 2;
     }
-    enum { N_SETS = 4 };
-    const gt_case *sets[N_SETS] = {gt_op_cases, gt_model_cases, gt_internals_cases, gt_serving_cases};
-    const int counts[N_SETS] = {gt_n_op_cases, gt_n_model_cases, gt_n_internals_cases, gt_n_serving_cases};
+    enum { N_SETS = 5 };
+    const gt_case *sets[N_SETS] = {gt_op_cases, gt_model_cases, gt_internals_cases, gt_serving_cases,
+                                   gt_parallel_cases};
+    const int counts[N_SETS] = {gt_n_op_cases, gt_n_model_cases, gt_n_internals_cases, gt_n_serving_cases,
+                                gt_n_parallel_cases};
     int n_selected = 0;
     for (int s = 0; s < N_SETS; s++)
         for (int i = 0; i < counts[s]; i++)

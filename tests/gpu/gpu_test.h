@@ -27,6 +27,8 @@ extern const gt_case gt_internals_cases[]; /* test_gpu_internals.c */
 extern const int gt_n_internals_cases;
 extern const gt_case gt_serving_cases[]; /* test_gpu_serving.c */
 extern const int gt_n_serving_cases;
+extern const gt_case gt_parallel_cases[]; /* test_gpu_parallel.c */
+extern const int gt_n_parallel_cases;
 
 /* Record a failure of the running test (printed at once). */
 void gt_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

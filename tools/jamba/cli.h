@@ -67,6 +67,7 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
 typedef struct cli_device_args {
     const char *device, *gpu_dtype, *experts, *mlp, *kv_dtype;
     int64_t gpu;
+    int64_t gpus; /* --gpus: 0 when not given */
     bool check_finite;
 } cli_device_args;
 
@@ -78,7 +79,7 @@ typedef struct cli_device_args {
 #define CLI_DEVICE_OPTIONS(d)                                                                                  \
     {"--device", CLI_STRING, &(d).device, 0, 0}, {"--gpu", CLI_COUNT, &(d).gpu, 0, 1 << 20},                 \
         {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}, {"--kv-dtype", CLI_STRING, &(d).kv_dtype, 0, 0},  \
-        CLI_LOAD_OPTIONS(d)
+        {"--gpus", CLI_COUNT, &(d).gpus, 1, JAMBA_MAX_GPUS}, CLI_LOAD_OPTIONS(d)
 
 #define CLI_CHECK_FINITE_HELP                                                                                  \
     "  --check-finite        scan every weight for NaN/Inf while loading and refuse the model naming the\n"   \
@@ -87,6 +88,8 @@ typedef struct cli_device_args {
 #define CLI_DEVICE_HELP                                                                                        \
     "  --device cpu|cuda     where the model runs (default cpu)\n"                                          \
     "  --gpu N               the CUDA device with --device cuda (default 0)\n"                              \
+    "  --gpus N              split the model over N GPUs from --gpu on (NCCL: tensor and expert\n"      \
+    "                        parallelism, docs/multi-gpu.md); default 1\n"                                 \
     "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"                \
     "  --experts int8        hold the MoE experts as int8 (weight-only, per-row scales; quantized while\n"  \
     "                        loading unless the checkpoint already is); default: as stored\n"               \

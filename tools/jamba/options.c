@@ -92,9 +92,11 @@ int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_p
         p->gpu_dtype = JAMBA_DTYPE_F32;
     else
         return cli_usage_error(cmd, "--gpu-dtype %s: expected bf16 or f32", d->gpu_dtype);
-    if ((d->gpu != 0 || d->gpu_dtype) && p->device != JAMBA_DEVICE_CUDA)
-        return cli_usage_error(cmd, "--gpu and --gpu-dtype need --device cuda");
+    if ((d->gpu != 0 || d->gpu_dtype || d->gpus != 0) && p->device != JAMBA_DEVICE_CUDA)
+        return cli_usage_error(cmd, "--gpu, --gpus and --gpu-dtype need --device cuda");
     p->gpu_index = (int32_t)d->gpu;
+    if (d->gpus != 0)
+        p->n_gpus = (int32_t)d->gpus;
     if (d->kv_dtype == NULL)
         p->kv_dtype = JAMBA_DTYPE_UNKNOWN;
     else if (strcmp(d->kv_dtype, "fp8") == 0 || strcmp(d->kv_dtype, "f8_e4m3") == 0)

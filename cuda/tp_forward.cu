@@ -1,0 +1,355 @@
+/*
+ * tp_forward.cu — one forward step of a multi-GPU context: every rank runs the single-GPU ops (ops.h,
+ * moe.h, ffn.cu's int8-or-dt product) on its slices and shapes, and the ranks meet in NCCL collectives,
+ * exactly where tests/support/tp_emulate.c (the specification, checked on the CPU) puts them:
+ *
+ *   embedding   each rank its vocabulary rows (zeros for other tokens)     all-reduce [T, H]
+ *   Mamba       in_proj (x|z of its channels), conv, x_proj partial        all-reduce [T, R + 2N]
+ *               dt/B/C norms, dt_proj, scan over its channels, out_proj    all-reduce [T, H], then the bias
+ *   attention   q/k/v of its heads, its KV cache, attention, o_proj        all-reduce [T, H]
+ *   dense MLP   gate/up rows and down columns of its I_r                   all-reduce [T, H]
+ *   MoE         route every token (replicated router), run its own experts all-reduce [T, H]
+ *               (expert parallelism; under an intermediate split every expert's I_r slice)
+ *   logits      its lm_head rows: [n, vc_r] copied into its columns of the host logits
+ *
+ * One host thread drives every GPU: each phase queues the ranks' kernels on their streams in turn (launches
+ * are asynchronous), then one ncclGroupStart/End holds the collective of all ranks. The MoE exchange is
+ * the decode form (all-reduce after the experts, shard.h's (A)) for prefill steps too: the all-to-all the
+ * plan prefers for prefill needs routing counts on the host and is not built (docs/multi-gpu.md). Steps run
+ * directly (no CUDA graphs) and without hidden-state capture.
+ */
+#include "ckpt/config.h"
+#include "base/alloc.h"
+#include "base/error.h"
+#include "cuda/layer_dev.h"
+#include "cuda/moe.h"
+#include "cuda/step_plan.h"
+#include "cuda/tp_dev.h"
+
+#include <string.h>
+
+namespace {
+
+/* Each rank's device buffer `buf` ([count] floats of its CUDA context) becomes the sum over the ranks. */
+bool all_reduce(jb_tp_ctx *t, float *jb_cuda_ctx::*buf, int64_t count, const char *what, jb_run_state &rs) {
+    ncclResult_t r = ncclGroupStart();
+    for (int i = 0; i < t->n && r == ncclSuccess; i++) {
+        jb_cuda_ctx *c = t->ranks[i].c;
+        r = ncclAllReduce(c->*buf, c->*buf, (size_t)count, ncclFloat, ncclSum, t->ranks[i].comm, c->stream);
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    if (r == ncclSuccess)
+        r = end;
+    if (r != ncclSuccess) {
+        rs.what = what;
+        snprintf(rs.detail, sizeof rs.detail, "NCCL all-reduce: %s", ncclGetErrorString(r));
+        return false;
+    }
+    return true;
+}
+
+/* x[T, H] = the embedding rows of the step's tokens this rank holds, zeros for the others: its own tokens
+ * embedded compactly into mix (d_tokens holds their local rows), a zero row after them, then every row
+ * gathered from there (d_embed_src). */
+bool embed_rank(jb_tp_rank *R, const jb_step_shape &s, int64_t n_own, jb_run_state &rs) {
+    jb_cuda_ctx *c = R->c;
+    const int64_t T = s.T, H = c->H;
+    if (n_own > 0)
+        CU(jb_cuda_embed(c->dt, c->mix, R->w->embed, c->d_tokens, n_own, H, c->stream), "embedding");
+    if (n_own < T)
+        CU(cudaMemsetAsync(c->mix + n_own * H, 0, (size_t)H * 4, c->stream), "embedding");
+    CU(jb_cuda_gather_rows(c->x, c->mix, R->d_embed_src, T, H, c->stream), "embedding");
+    return true;
+}
+
+bool attention_rank(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, qw = c->q + 2 * c->kv, n_kv = c->cfg->num_key_value_heads;
+    const jb_cuda_step_desc step = jb_device_step(c, s);
+    BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, qw, c->xn, H, w->qkv, T, qw, H), "attention q/k/v");
+    jb_cuda_attn_args a = {};
+    a.qkv = c->wide;
+    a.ld_qkv = qw;
+    a.k_cache = jb_at(c->kv_cache, slot * 2 * c->C * c->kv, c->kv_es); /* [S][A][2][C][kv_r] */
+    a.v_cache = jb_at(c->kv_cache, (slot * 2 + 1) * c->C * c->kv, c->kv_es);
+    a.seq_stride = c->A * 2 * c->C * c->kv;
+    a.kv_dt = c->kv_dt;
+    a.k_scale = c->kv_scale ? c->kv_scale + slot * 2 * c->C * n_kv : NULL;
+    a.v_scale = c->kv_scale ? c->kv_scale + (slot * 2 + 1) * c->C * n_kv : NULL;
+    a.scale_seq_stride = c->A * 2 * c->C * n_kv;
+    a.out = c->y;
+    a.n_heads = c->cfg->num_attention_heads;
+    a.n_kv_heads = n_kv;
+    a.head_dim = c->cfg->head_dim;
+    a.partial = c->partial;
+    a.partial_capacity = c->partial_cap;
+    a.n_splits = s.n_splits;
+    a.split_len = s.split_len;
+    CU(jb_cuda_kv_append(dt, &a, &step, c->stream), "attention KV append");
+    CU(jb_cuda_attention(dt, &a, &step, 0, c->stream), "attention");
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, c->q, w->o_proj, T, H, c->q), "attention o_proj");
+    return true;
+}
+
+/* Mamba up to x_proj: xdbl[T, R + 2N] partial over the rank's channels. */
+bool mamba_in_rank(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, Di = c->Di, K = c->K, xd = c->R + 2 * c->N;
+    const jb_cuda_step_desc step = jb_device_step(c, s);
+    BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, 2 * Di, c->xn, H, w->in_proj, T, 2 * Di, H), "mamba in_proj");
+    if (w->in_bias)
+        CU(jb_cuda_add_bias(dt, c->wide, 2 * Di, w->in_bias, T, 2 * Di, c->stream), "mamba in_proj bias");
+    jb_cuda_conv_args conv = {c->wide, 2 * Di, w->conv_w, w->conv_b, c->conv + slot * Di * (K - 1),
+                             c->M * Di * (K - 1), c->u, Di, K};
+    CU(jb_cuda_conv_silu(dt, &conv, &step, c->stream), "mamba conv1d");
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->xdbl, xd, c->u, Di, w->x_proj, T, xd, Di), "mamba x_proj");
+    return true;
+}
+
+/* Mamba after the x_proj all-reduce: mix[T, H] partial (out_proj's bias comes after the reduce). */
+bool mamba_out_rank(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, Di = c->Di, N = c->N, R = c->R, xd = R + 2 * N;
+    const jb_cuda_step_desc step = jb_device_step(c, s);
+    CU(jb_cuda_ssm_params(dt, c->xdbl, T, R, N, w->dt_norm, w->b_norm, w->c_norm, (float)c->cfg->rms_norm_eps,
+                         c->dt_in, c->stream), "mamba dt/B/C norms");
+    BL(jb_cuda_gemm(c->blas, dt, dt, c->delta, Di, c->dt_in, R, w->dt_proj, T, Di, R), "mamba dt_proj");
+    jb_cuda_scan_args scan = {c->u, c->delta, w->dt_bias, w->A, c->xdbl + R, c->xdbl + R + N, xd, w->D,
+                             jb_at(c->wide, Di, c->es), 2 * Di, c->ssm + slot * Di * N, c->M * Di * N, c->y,
+                             c->summary, Di, N};
+    CU(jb_cuda_selective_scan(dt, &scan, &step, c->stream), "mamba selective scan");
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, Di, w->out_proj, T, H, Di), "mamba out_proj");
+    return true;
+}
+
+/* The dense MLP over the rank's I_r: mix[T, H] partial. */
+bool dense_rank(jb_tp_rank *R, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs) {
+    jb_cuda_ctx *c = R->c;
+    const int64_t T = s.T, H = c->H, I = R->dense_I;
+    if (!jb_cuda_ffn_matmul(c, w, w->gate_up, w->gate_up_scale, c->dt, c->wide, c->xn, T, 2 * I, H, "mlp gate/up", rs))
+        return false;
+    CU(jb_cuda_swiglu(c->dt, c->wide, 2 * I, c->y, T, I, c->stream), "mlp SwiGLU");
+    return jb_cuda_ffn_matmul(c, w, w->down, w->down_scale, JAMBA_DTYPE_F32, c->mix, c->y, T, H, I, "mlp down", rs);
+}
+
+/* The MoE block under expert parallelism: every token routed over all E experts (the router is
+ * replicated), the rank's experts run on the slots routed to them, other slots' outputs zero, combined in
+ * ascending expert order into mix[T, H] partial. */
+bool experts_rank(jb_tp_rank *R, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs) {
+    jb_cuda_ctx *c = R->c;
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, I = c->I, E = c->E, k = c->k, slots = T * k;
+    const int64_t first = R->expert_first, count = R->expert_count;
+    const size_t wes = w->ffn_wdt == JAMBA_DTYPE_I8 ? 1 : c->es;
+    const bool q8 = w->ffn_wdt == JAMBA_DTYPE_I8;
+    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->router, E, c->xn, H, w->router, T, E, H), "MoE router");
+    CU(jb_cuda_moe_route(c->router, T, E, k, c->experts, c->weights, c->stream), "MoE routing");
+    CU(jb_cuda_moe_plan(c->experts, c->weights, T, E, k, c->begin, c->slot_token, c->slot_weight, c->slot_pos,
+                       c->stream), "MoE plan");
+    CU(cudaMemsetAsync(c->expert_out, 0, (size_t)(slots * H) * 4, c->stream), "MoE outputs");
+    if (s.moe_gemv) { /* the held experts' blocks are the rank's, local index e - first */
+        jb_cuda_gemv_args gu = {w->gate_up, w->ffn_wdt, w->gate_up_scale, 2 * I * H, 2 * I, H, c->xn, H,
+                               c->slot_token, c->begin + first, 0, count, c->gu, false};
+        CU(jb_cuda_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up");
+        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+        jb_cuda_gemv_args dn = {w->down, w->ffn_wdt, w->down_scale, H * I, H, I, c->act, I, NULL, c->begin + first, 0,
+                               count, c->expert_out, true};
+        CU(jb_cuda_expert_gemv(dt, &dn, c->stream), "MoE expert down");
+    } else {
+        CU(jb_cuda_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
+        CU(cudaMemcpyAsync(c->h_begin, c->begin, (size_t)(E + 1) * 4, cudaMemcpyDeviceToHost, c->stream),
+           "MoE expert counts");
+        CU(cudaStreamSynchronize(c->stream), "MoE expert counts");
+        const int64_t b0 = c->h_begin[first], b1 = c->h_begin[first + count]; /* the rank's slots, contiguous */
+        for (int64_t e = first; e < first + count; e++) {
+            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b, local = e - first;
+            if (n > 0 && !jb_cuda_ffn_matmul(c, w, jb_at(w->gate_up, local * 2 * I * H, wes),
+                                     q8 ? w->gate_up_scale + local * 2 * I : NULL, dt, jb_at(c->gu, b * 2 * I, c->es),
+                                     jb_at(c->gathered, b * H, c->es), n, 2 * I, H, "MoE expert gate/up", rs))
+                return false;
+        }
+        CU(jb_cuda_swiglu(dt, jb_at(c->gu, b0 * 2 * I, c->es), 2 * I, jb_at(c->act, b0 * I, c->es), b1 - b0, I,
+                          c->stream), "MoE SwiGLU");
+        for (int64_t e = first; e < first + count; e++) {
+            const int64_t b = c->h_begin[e], n = c->h_begin[e + 1] - b, local = e - first;
+            if (n > 0 && !jb_cuda_ffn_matmul(c, w, jb_at(w->down, local * H * I, wes),
+                                     q8 ? w->down_scale + local * H : NULL, JAMBA_DTYPE_F32, c->expert_out + b * H,
+                                     jb_at(c->act, b * I, c->es), n, H, I, "MoE expert down", rs))
+                return false;
+        }
+    }
+    CU(jb_cuda_moe_combine(c->expert_out, c->slot_pos, c->experts, c->weights, T, k, H, c->mix, c->stream),
+       "MoE combine");
+    return true;
+}
+
+/* The FFN half of layer l on one rank, from the pre-FFN norm: mix[T, H] partial. */
+bool ffn_rank(jb_tp_ctx *t, jb_tp_rank *R, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs) {
+    jb_cuda_ctx *c = R->c;
+    if (w->mamba.out_bias && !w->attention)
+        CU(jb_cuda_add_bias(JAMBA_DTYPE_F32, c->mix, c->H, w->mamba.out_bias, s.T, c->H, c->stream),
+           "mamba out_proj bias");
+    CU(jb_cuda_add_rmsnorm(c->dt, c->x, c->mix, w->pre_ff_norm, c->xn, s.T, c->H, (float)c->cfg->rms_norm_eps,
+                          c->stream), "pre-FFN norm");
+    if (!w->moe)
+        return dense_rank(R, w, s, rs);
+    if (t->plan.moe == JB_MOE_EXPERTS)
+        return experts_rank(R, w, s, rs);
+    return jb_cuda_moe_ffn(c, w, s, rs); /* every expert's I_r: the rank's context has I = I_r */
+}
+
+/* Logit rows: final norm, the rank's lm_head rows [n, vc_r], copied into its columns of host [n, V]. */
+bool logits_rank(jb_tp_rank *R, const jb_step_shape &s, float *host, int64_t V, jb_run_state &rs) {
+    jb_cuda_ctx *c = R->c;
+    const int64_t H = c->H, n = s.n_logits, vc = R->vocab_count;
+    const float eps = (float)c->cfg->rms_norm_eps;
+    CU(jb_cuda_gather_rows(c->final_rows, c->x, c->d_logit_src, n, H, c->stream), "logit rows");
+    CU(jb_cuda_add_rmsnorm(c->dt, c->final_rows, NULL, R->w->final_norm, c->final_act, n, H, eps, c->stream),
+       "final norm");
+    BL(jb_cuda_gemm(c->blas, c->dt, JAMBA_DTYPE_F32, c->logits, vc, c->final_act, H, R->w->lm_head, n, vc, H),
+       "lm_head");
+    CU(cudaMemcpy2DAsync(host + R->vocab_begin, (size_t)V * 4, c->logits, (size_t)vc * 4, (size_t)vc * 4, (size_t)n,
+                         cudaMemcpyDeviceToHost, c->stream), "gathering logits");
+    return true;
+}
+
+/* The step's layout on one rank: its embedding rows, segments and scan chunks (its channels decide the
+ * chunk length, as jb_cuda_step does for one GPU), logit rows; sent with one copy. Returns the shape. */
+bool layout_rank(jb_tp_rank *R, const jb_step_io *io, jb_step_shape &s, jb_run_state &rs) {
+    jb_cuda_ctx *c = R->c;
+    const int64_t T = io->n_rows;
+    int64_t n_own = 0;
+    for (int64_t i = 0; i < io->n_segs; i++)
+        for (int64_t j = 0; j < io->segs[i].n; j++) {
+            const int64_t local = io->segs[i].tokens[j] - R->vocab_begin;
+            const bool mine = local >= 0 && local < R->vocab_count;
+            if (mine)
+                c->h_tokens[n_own] = (int32_t)local;
+            R->h_embed_src[io->segs[i].row + j] = mine ? n_own++ : -1;
+        }
+    for (int64_t t = 0; t < T; t++)
+        if (R->h_embed_src[t] < 0)
+            R->h_embed_src[t] = n_own; /* the zero row */
+    int G = 1;
+    while (G < 32 && G < c->N)
+        G <<= 1;
+    const int64_t chunk_len = c->M ? jb_scan_chunk_len(T, c->Di * G, (int64_t)c->sms * 1024, JB_CUDA_SCAN_SLOTS, 32) : T;
+    jb_step_plan plan = {c->h_row_seg, c->h_segs, c->h_chunks, 0, 0, 0, 0, 0};
+    jb_step_plan_build(&plan, io->segs, io->n_segs, chunk_len);
+    memcpy(c->h_logit_src, io->logit_src, (size_t)io->n_logits * 8);
+    s = jb_step_shape{};
+    s.T = T;
+    s.n_segs = io->n_segs;
+    s.n_chunks = plan.n_chunks;
+    s.n_slots = plan.n_slots;
+    s.max_seg_rows = plan.max_seg_rows;
+    s.n_logits = io->n_logits;
+    s.moe_gemv = T * c->k <= JB_CUDA_GEMV_SLOTS;
+    /* attention key splits as on one GPU: as many as the budget allows, each at least MIN_SPLIT_LEN keys */
+    int64_t splits = JB_CUDA_SPLIT_BUDGET / T, most = (c->C + JB_CUDA_MIN_SPLIT_LEN - 1) / JB_CUDA_MIN_SPLIT_LEN;
+    splits = splits > most ? most : splits < 1 ? 1 : splits;
+    s.n_splits = (int32_t)splits;
+    s.split_len = (c->C + splits - 1) / splits;
+    CU(cudaMemcpyAsync(c->d_meta, c->h_meta, c->meta_bytes, cudaMemcpyHostToDevice, c->stream), "sending the step layout");
+    CU(cudaMemcpyAsync(R->d_embed_src, R->h_embed_src, (size_t)T * 8, cudaMemcpyHostToDevice, c->stream),
+       "sending the step layout");
+    return embed_rank(R, s, n_own, rs);
+}
+
+/* Wait for every rank's stream. */
+bool sync_all(jb_tp_ctx *t, int &bad, jb_run_state &rs) {
+    for (bad = 0; bad < t->n; bad++) {
+        jb_device_scope scope(t->ranks[bad].device);
+        CU(cudaStreamSynchronize(t->ranks[bad].c->stream), "running the step");
+    }
+    return true;
+}
+
+/* Run `fn(rank)` on every rank with its device current; bad = the rank that failed. */
+template <typename F> bool each_rank(jb_tp_ctx *t, int &bad, F fn) {
+    for (bad = 0; bad < t->n; bad++) {
+        jb_device_scope scope(t->ranks[bad].device);
+        if (!fn(&t->ranks[bad]))
+            return false;
+    }
+    bad = 0;
+    return true;
+}
+
+/* The whole step; false with rs and bad (the rank) set, or rs.aborted. */
+bool run(jb_tp_ctx *t, const jb_step_io *io, jb_step_shape *shape, int &bad, jb_run_state &rs) {
+    const jamba_config *cfg = &t->cfg;
+    const int64_t H = cfg->hidden_size, T = io->n_rows, xd = cfg->mamba_dt_rank + 2 * cfg->mamba_d_state;
+    const float eps = (float)cfg->rms_norm_eps;
+    if (!each_rank(t, bad, [&](jb_tp_rank *R) { return layout_rank(R, io, shape[R - t->ranks], rs); }) ||
+        !all_reduce(t, &jb_cuda_ctx::x, T * H, "embedding", rs))
+        return false;
+    int64_t attn_slot = 0, mamba_slot = 0;
+    for (int64_t l = 0; l < cfg->num_hidden_layers; l++) {
+        const bool attention = jb_layer_is_attention(cfg, l);
+        const int64_t slot = attention ? attn_slot++ : mamba_slot++;
+        if (!each_rank(t, bad, [&](jb_tp_rank *R) {
+                jb_cuda_ctx *c = R->c;
+                const jb_dev_layer *w = &R->w->layers[l];
+                const jb_step_shape &s = shape[R - t->ranks];
+                CU(jb_cuda_add_rmsnorm(c->dt, c->x, l > 0 ? c->mix : NULL, w->input_norm, c->xn, T, H, eps, c->stream),
+                   "input norm");
+                return attention ? attention_rank(c, w, slot, s, rs) : mamba_in_rank(c, &w->mamba, slot, s, rs);
+            }))
+            return false;
+        if (!attention && (!all_reduce(t, &jb_cuda_ctx::xdbl, T * xd, "mamba x_proj", rs) ||
+                           !each_rank(t, bad, [&](jb_tp_rank *R) {
+                               return mamba_out_rank(R->c, &R->w->layers[l].mamba, slot, shape[R - t->ranks], rs);
+                           })))
+            return false;
+        if (!all_reduce(t, &jb_cuda_ctx::mix, T * H, attention ? "attention o_proj" : "mamba out_proj", rs) ||
+            !each_rank(t, bad, [&](jb_tp_rank *R) { return ffn_rank(t, R, &R->w->layers[l], shape[R - t->ranks], rs); }) ||
+            !all_reduce(t, &jb_cuda_ctx::mix, T * H, jb_layer_is_moe(cfg, l) ? "experts" : "down_proj", rs))
+            return false;
+        if (io->abort_fn && l + 1 < cfg->num_hidden_layers) { /* wait for the layer, then ask */
+            if (!sync_all(t, bad, rs))
+                return false;
+            if (io->abort_fn(io->abort_data)) {
+                rs.aborted = true;
+                snprintf(rs.detail, sizeof rs.detail, "after layer %lld", (long long)l);
+                return false;
+            }
+        }
+    }
+    float *host = io->host_logits + io->logit_dst * cfg->vocab_size;
+    return each_rank(t, bad, [&](jb_tp_rank *R) {
+               jb_cuda_ctx *c = R->c;
+               CU(jb_cuda_add_rmsnorm(c->dt, c->x, c->mix, NULL, NULL, T, H, eps, c->stream), "residual add");
+               return io->n_logits == 0 || logits_rank(R, shape[R - t->ranks], host, cfg->vocab_size, rs);
+           }) &&
+           sync_all(t, bad, rs);
+}
+
+} // namespace
+
+extern "C" jamba_status jb_tp_step(jb_tp_ctx *t, const jb_step_io *io, jamba_error *err) {
+    if (t->dead)
+        return jb_fail(err, JAMBA_ERR_DEVICE, "multi-GPU context: it failed earlier (%s); free it", t->fault);
+    const jb_cuda_ctx *c0 = t->ranks[0].c;
+    if (io->n_rows < 1 || io->n_rows > t->Tb || io->n_segs < 1 || io->n_segs > c0->max_segs || io->n_logits < 0 ||
+        io->logit_dst < 0 || io->logit_dst + io->n_logits > t->cap)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "multi-GPU step: %lld rows in %lld segments, %lld logit rows "
+                       "at %lld (limits %lld, %lld, %lld)", (long long)io->n_rows, (long long)io->n_segs,
+                       (long long)io->n_logits, (long long)io->logit_dst, (long long)t->Tb, (long long)c0->max_segs,
+                       (long long)t->cap);
+    if (io->capture && jb_capture_active(io->capture))
+        return jb_fail(err, JAMBA_ERR_UNSUPPORTED, "multi-GPU step: hidden-state capture and layer hooks run on one "
+                       "GPU only (n_gpus 1)");
+    if (io->host_logits == NULL && io->n_logits > 0)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "multi-GPU step: the logits are gathered to the host, "
+                       "which gave no buffer");
+    jb_step_shape shape[JB_SHARD_MAX_RANKS];
+    jb_run_state rs = {NULL, "", false};
+    int bad = 0;
+    if (run(t, io, shape, bad, rs))
+        return JAMBA_OK;
+    if (rs.aborted) { /* every rank finished the layer it was in (sync_all) */
+        return jb_fail(err, JAMBA_ERR_ABORTED, "multi-GPU step: stopped by the abort callback %s", rs.detail);
+    }
+    return jb_tp_fault(t, err, bad, rs.what ? rs.what : "the step", rs.detail);
+}
