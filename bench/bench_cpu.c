@@ -4,6 +4,7 @@
  * times the size of a 32 MiB L3), so decode can be set against the time to read its active weights.
  *
  *   bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] [--reps R]
+ *             [--experts int8] [--mlp int8] [--no-bandwidth]
  *
  * One JSON line per thread count on stdout:
  *   {"model":..., "kernels":..., "threads":N, "prefill_tokens":T, "prefill_tok_s":...,
@@ -11,6 +12,9 @@
  *    "read_gb_s":...}
  * Medians over R repetitions (prefill and decode from a reset sequence each time). --synthetic: a random
  * bf16 model, 16 layers of hidden 1024 with 16 experts top-2 on every other layer (runtime/synthetic.h).
+ * --experts int8 / --mlp int8: quantize the MoE experts / the dense MLPs to int8 while loading (as `jamba
+ * --experts int8 --mlp int8`). --no-bandwidth: skip the read-bandwidth pass ("read_gb_s":null), whose
+ * 256 MiB buffer would otherwise count in the process's peak memory.
  */
 #include "base/cpu_features.h"
 #include "jamba.h"
@@ -92,6 +96,8 @@ typedef struct bench_opts {
     int threads[MAX_THREAD_COUNTS], n_threads;
     int64_t prompt, decode;
     int reps;
+    jamba_model_params load; /* experts and mlp formats */
+    bool bandwidth;
 } bench_opts;
 
 /* Seconds for one prefill of `prompt` tokens and for `decode` greedy single-token steps after it. */
@@ -108,12 +114,15 @@ static void run_once(jamba_context *ctx, jamba_sampler *greedy, const int32_t *i
     *prefill_s = now() - t;
     t = now();
     for (int64_t i = 0; i < o->decode; i++) {
-        jamba_seq_input d = {.seq = 0, .tokens = &tok, .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
+        const int32_t last = tok; /* the input: jamba_decode_sample sets its output before reading inputs */
+        jamba_seq_input d = {.seq = 0, .tokens = &last, .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
         if (jamba_decode_sample(ctx, &d, 1, &greedy, &tok, &err) != JAMBA_OK)
             die("decode", &err);
     }
     *decode_s = now() - t;
 }
+
+static const char *format_name(jamba_weight_format f) { return f == JAMBA_FORMAT_INT8 ? "int8" : "stored"; }
 
 static void bench_threads(const jamba_model *m, const char *name, int threads, const bench_opts *o) {
     const jamba_config *c = jamba_model_config(m);
@@ -142,16 +151,21 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
     jamba_param_counts pc;
     if (jamba_model_param_counts(m, &pc, &err) != JAMBA_OK)
         die("param counts", &err);
-    /* active weights at the first tensor's element size, less the embedding (one row per token is read) */
+    /* active weights at the first stored tensor's element size (as checkpointed: before any --experts /
+     * --mlp int8), less the embedding (one row per token is read) */
     jamba_tensor_info t0;
     if (jamba_model_tensor(m, 0, &t0, &err) != JAMBA_OK)
         die("tensor", &err);
     const double active = (double)(pc.active - pc.embedding) * (double)jamba_dtype_size(t0.dtype);
-    printf("{\"model\":\"%s\",\"kernels\":\"%s\",\"threads\":%d,\"prefill_tokens\":%lld,\"prefill_tok_s\":%.1f,"
-           "\"decode_tokens\":%lld,\"decode_tok_s\":%.1f,\"active_weight_bytes\":%.0f,\"decode_weight_gb_s\":%.2f,"
-           "\"read_gb_s\":%.2f}\n",
-           name, jb_cpu_kernels_name(jb_cpu_kernels_selected()), threads, (long long)o->prompt, prefill,
-           (long long)o->decode, decode, active, active * decode / 1e9, read_bandwidth(threads));
+    char read_gb_s[32] = "null";
+    if (o->bandwidth)
+        snprintf(read_gb_s, sizeof read_gb_s, "%.2f", read_bandwidth(threads));
+    printf("{\"model\":\"%s\",\"kernels\":\"%s\",\"experts\":\"%s\",\"mlp\":\"%s\",\"threads\":%d,"
+           "\"prefill_tokens\":%lld,\"prefill_tok_s\":%.1f,\"decode_tokens\":%lld,\"decode_tok_s\":%.1f,"
+           "\"active_weight_bytes\":%.0f,\"decode_weight_gb_s\":%.2f,\"read_gb_s\":%s}\n",
+           name, jb_cpu_kernels_name(jb_cpu_kernels_selected()), format_name(o->load.experts),
+           format_name(o->load.mlp), threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
+           active * decode / 1e9, read_gb_s);
     fflush(stdout);
     free(ids);
     jamba_sampler_free(greedy);
@@ -160,8 +174,16 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] "
-                    "[--reps R]\n");
+                    "[--reps R] [--experts int8] [--mlp int8] [--no-bandwidth]\n");
     exit(2);
+}
+
+static jamba_weight_format parse_format(const char *s) {
+    if (strcmp(s, "int8") == 0)
+        return JAMBA_FORMAT_INT8;
+    if (strcmp(s, "stored") != 0)
+        usage();
+    return JAMBA_FORMAT_STORED;
 }
 
 static void parse_threads(const char *s, bench_opts *o) {
@@ -176,7 +198,7 @@ static void parse_threads(const char *s, bench_opts *o) {
 
 int main(int argc, char **argv) {
     bench_opts o = {.model_dir = JB_SOURCE_DIR "/models/demo", .threads = {1, 2}, .n_threads = 2, .prompt = 512,
-                    .decode = 128, .reps = 3};
+                    .decode = 128, .reps = 3, .load = jamba_model_default_params(), .bandwidth = true};
     for (int i = 1; i < argc; i++) {
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--synthetic") == 0)
@@ -191,6 +213,12 @@ int main(int argc, char **argv) {
             o.decode = atoll(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && next)
             o.reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--experts") == 0 && next)
+            o.load.experts = parse_format(argv[++i]);
+        else if (strcmp(argv[i], "--mlp") == 0 && next)
+            o.load.mlp = parse_format(argv[++i]);
+        else if (strcmp(argv[i], "--no-bandwidth") == 0)
+            o.bandwidth = false;
         else
             usage();
     }
@@ -198,7 +226,9 @@ int main(int argc, char **argv) {
         usage();
     jamba_model *m = NULL;
     jamba_error err = {0};
-    jamba_status st = o.model_dir ? jamba_model_load(o.model_dir, NULL, &m, &err)
+    if (o.model_dir == NULL && (o.load.experts != JAMBA_FORMAT_STORED || o.load.mlp != JAMBA_FORMAT_STORED))
+        usage(); /* the synthetic model is built in memory, as bf16 */
+    jamba_status st = o.model_dir ? jamba_model_load(o.model_dir, &o.load, &m, &err)
                                   : jb_synthetic_model(JB_BENCH_SYNTHETIC, 7, JAMBA_DTYPE_BF16, 2, &m, &err);
     if (st != JAMBA_OK)
         die("model", &err);
