@@ -58,8 +58,7 @@ jamba_status jb_decode_sample(jamba_context *ctx, const jamba_seq_input *in, int
         ctx->sample_inputs[i].logits = samplers[i] ? JAMBA_LOGITS_LAST : JAMBA_LOGITS_NONE;
         if (samplers[i])
             ctx->sample_samplers[rows++] = samplers[i];
-        tokens[i] = -1;
-    }
+    } /* tokens are written only after the decode: a caller may feed from the array it receives them in */
     JB_TRY(jb_decode(ctx, ctx->sample_inputs, n, true, err));
     ctx->logits_on_host = false; /* as documented, whichever device ran */
     int32_t *row_tokens = ctx->sample_tokens;
@@ -69,8 +68,7 @@ jamba_status jb_decode_sample(jamba_context *ctx, const jamba_seq_input *in, int
         for (int64_t r = 0; r < rows; r++)
             JB_TRY(sample_on_host(ctx, r, ctx->sample_samplers[r], &row_tokens[r], err));
     for (int64_t i = 0, r = 0; i < n; i++)
-        if (samplers[i])
-            tokens[i] = row_tokens[r++];
+        tokens[i] = samplers[i] ? row_tokens[r++] : -1;
     return JAMBA_OK;
 }
 

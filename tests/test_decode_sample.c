@@ -71,6 +71,29 @@ JB_TEST(decode_sample, equals_decode_then_sample_for_every_sampler_kind) {
     jamba_model_free(m);
 }
 
+/* The tokens may be received in the array the inputs are read from (a decode loop's natural shape). */
+JB_TEST(decode_sample, inputs_and_outputs_may_share_an_array) {
+    jamba_model *m = ref_load_model("mini");
+    const int64_t V = jamba_model_config(m)->vocab_size;
+    jamba_context *a = ref_context(m, 1, 64, 16, 1), *b = ref_context(m, 1, 64, 16, 1);
+    jamba_sampler *sa = make(kind(0), V), *sb = make(kind(0), V);
+    int32_t shared = 5, separate_in = 5, separate_out = 0;
+    jamba_error err = {0};
+    for (int step = 0; step < 6; step++) {
+        const jamba_seq_input in_a = {.seq = 0, .tokens = &shared, .n_tokens = 1};
+        cr_assert_eq(jamba_decode_sample(a, &in_a, 1, &sa, &shared, &err), JAMBA_OK, "step %d: %s", step, err.message);
+        const jamba_seq_input in_b = {.seq = 0, .tokens = &separate_in, .n_tokens = 1};
+        cr_assert_eq(jamba_decode_sample(b, &in_b, 1, &sb, &separate_out, &err), JAMBA_OK, "%s", err.message);
+        cr_assert_eq(shared, separate_out, "step %d", step);
+        separate_in = separate_out;
+    }
+    jamba_sampler_free(sa);
+    jamba_sampler_free(sb);
+    jamba_context_free(a);
+    jamba_context_free(b);
+    jamba_model_free(m);
+}
+
 JB_TEST(decode_sample, invalid_arguments) {
     jamba_model *m = ref_load_model("mini");
     jamba_context *ctx = ref_context(m, 2, 32, 8, 1);
