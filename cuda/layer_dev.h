@@ -70,6 +70,14 @@ static inline jb_cuda_step_desc jb_device_step(const jb_cuda_ctx *c, const jb_st
 bool jb_cuda_ffn_matmul(jb_cuda_ctx *c, const jb_dev_layer *w, const void *W, const float *scale, jamba_dtype out_dt,
                         void *Y, const void *X, int64_t n, int64_t N, int64_t K, const char *what, jb_run_state &rs);
 /* mix[T, H] = the dense SwiGLU MLP of xn (ffn.cu). */
+/* The mixers (layers.cu): attention of `slot`-th attention layer into c->mix [T, H]; Mamba in two halves,
+ * in_proj .. x_proj into c->xdbl [T, R + 2N], then dt/B/C .. out_proj into c->mix (without out_proj's bias,
+ * which the caller adds: once, after any all-reduce). */
+bool jb_cuda_attention_layer(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const jb_step_shape &s,
+                             jb_run_state &rs);
+bool jb_cuda_mamba_in(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs);
+bool jb_cuda_mamba_out(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs);
+
 bool jb_cuda_dense_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs);
 /* mix[T, H] = the MoE block of xn: route, plan, expert products, combine (moe.cu). */
 bool jb_cuda_moe_ffn(jb_cuda_ctx *c, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs);

@@ -62,66 +62,6 @@ bool embed_rank(jb_tp_rank *R, const jb_step_shape &s, int64_t n_own, jb_run_sta
     return true;
 }
 
-bool attention_rank(jb_cuda_ctx *c, const jb_dev_layer *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
-    const jamba_dtype dt = c->dt;
-    const int64_t T = s.T, H = c->H, qw = c->q + 2 * c->kv, n_kv = c->cfg->num_key_value_heads;
-    const jb_cuda_step_desc step = jb_device_step(c, s);
-    BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, qw, c->xn, H, w->qkv, T, qw, H), "attention q/k/v");
-    jb_cuda_attn_args a = {};
-    a.qkv = c->wide;
-    a.ld_qkv = qw;
-    a.k_cache = jb_at(c->kv_cache, slot * 2 * c->C * c->kv, c->kv_es); /* [S][A][2][C][kv_r] */
-    a.v_cache = jb_at(c->kv_cache, (slot * 2 + 1) * c->C * c->kv, c->kv_es);
-    a.seq_stride = c->A * 2 * c->C * c->kv;
-    a.kv_dt = c->kv_dt;
-    a.k_scale = c->kv_scale ? c->kv_scale + slot * 2 * c->C * n_kv : NULL;
-    a.v_scale = c->kv_scale ? c->kv_scale + (slot * 2 + 1) * c->C * n_kv : NULL;
-    a.scale_seq_stride = c->A * 2 * c->C * n_kv;
-    a.out = c->y;
-    a.n_heads = c->cfg->num_attention_heads;
-    a.n_kv_heads = n_kv;
-    a.head_dim = c->cfg->head_dim;
-    a.partial = c->partial;
-    a.partial_capacity = c->partial_cap;
-    a.n_splits = s.n_splits;
-    a.split_len = s.split_len;
-    CU(jb_cuda_kv_append(dt, &a, &step, c->stream), "attention KV append");
-    CU(jb_cuda_attention(dt, &a, &step, 0, c->stream), "attention");
-    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, c->q, w->o_proj, T, H, c->q), "attention o_proj");
-    return true;
-}
-
-/* Mamba up to x_proj: xdbl[T, R + 2N] partial over the rank's channels. */
-bool mamba_in_rank(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
-    const jamba_dtype dt = c->dt;
-    const int64_t T = s.T, H = c->H, Di = c->Di, K = c->K, xd = c->R + 2 * c->N;
-    const jb_cuda_step_desc step = jb_device_step(c, s);
-    BL(jb_cuda_gemm(c->blas, dt, dt, c->wide, 2 * Di, c->xn, H, w->in_proj, T, 2 * Di, H), "mamba in_proj");
-    if (w->in_bias)
-        CU(jb_cuda_add_bias(dt, c->wide, 2 * Di, w->in_bias, T, 2 * Di, c->stream), "mamba in_proj bias");
-    jb_cuda_conv_args conv = {c->wide, 2 * Di, w->conv_w, w->conv_b, c->conv + slot * Di * (K - 1),
-                             c->M * Di * (K - 1), c->u, Di, K};
-    CU(jb_cuda_conv_silu(dt, &conv, &step, c->stream), "mamba conv1d");
-    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->xdbl, xd, c->u, Di, w->x_proj, T, xd, Di), "mamba x_proj");
-    return true;
-}
-
-/* Mamba after the x_proj all-reduce: mix[T, H] partial (out_proj's bias comes after the reduce). */
-bool mamba_out_rank(jb_cuda_ctx *c, const jb_dev_mamba *w, int64_t slot, const jb_step_shape &s, jb_run_state &rs) {
-    const jamba_dtype dt = c->dt;
-    const int64_t T = s.T, H = c->H, Di = c->Di, N = c->N, R = c->R, xd = R + 2 * N;
-    const jb_cuda_step_desc step = jb_device_step(c, s);
-    CU(jb_cuda_ssm_params(dt, c->xdbl, T, R, N, w->dt_norm, w->b_norm, w->c_norm, (float)c->cfg->rms_norm_eps,
-                         c->dt_in, c->stream), "mamba dt/B/C norms");
-    BL(jb_cuda_gemm(c->blas, dt, dt, c->delta, Di, c->dt_in, R, w->dt_proj, T, Di, R), "mamba dt_proj");
-    jb_cuda_scan_args scan = {c->u, c->delta, w->dt_bias, w->A, c->xdbl + R, c->xdbl + R + N, xd, w->D,
-                             jb_at(c->wide, Di, c->es), 2 * Di, c->ssm + slot * Di * N, c->M * Di * N, c->y,
-                             c->summary, Di, N};
-    CU(jb_cuda_selective_scan(dt, &scan, &step, c->stream), "mamba selective scan");
-    BL(jb_cuda_gemm(c->blas, dt, JAMBA_DTYPE_F32, c->mix, H, c->y, Di, w->out_proj, T, H, Di), "mamba out_proj");
-    return true;
-}
-
 /* The dense MLP over the rank's I_r: mix[T, H] partial. */
 bool dense_rank(jb_tp_rank *R, const jb_dev_layer *w, const jb_step_shape &s, jb_run_state &rs) {
     jb_cuda_ctx *c = R->c;
@@ -294,12 +234,13 @@ bool run(jb_tp_ctx *t, const jb_step_io *io, jb_step_shape *shape, int &bad, jb_
                 const jb_step_shape &s = shape[R - t->ranks];
                 CU(jb_cuda_add_rmsnorm(c->dt, c->x, l > 0 ? c->mix : NULL, w->input_norm, c->xn, T, H, eps, c->stream),
                    "input norm");
-                return attention ? attention_rank(c, w, slot, s, rs) : mamba_in_rank(c, &w->mamba, slot, s, rs);
+                return attention ? jb_cuda_attention_layer(c, w, slot, s, rs)
+                                 : jb_cuda_mamba_in(c, &w->mamba, slot, s, rs);
             }))
             return false;
         if (!attention && (!all_reduce(t, &jb_cuda_ctx::xdbl, T * xd, "mamba x_proj", rs) ||
                            !each_rank(t, bad, [&](jb_tp_rank *R) {
-                               return mamba_out_rank(R->c, &R->w->layers[l].mamba, slot, shape[R - t->ranks], rs);
+                               return jb_cuda_mamba_out(R->c, &R->w->layers[l].mamba, slot, shape[R - t->ranks], rs);
                            })))
             return false;
         if (!all_reduce(t, &jb_cuda_ctx::mix, T * H, attention ? "attention o_proj" : "mamba out_proj", rs) ||
