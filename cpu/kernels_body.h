@@ -13,8 +13,11 @@
  *                          v_where_nan(a, t, e) = a is NaN ? t : e
  *   v_bf16(p) v_f16(p) v_i8(p) v_e4m3(p) v_f32(p)    VW stored weights at byte address p, as fp32
  *   v_reduce4(a, b, c, d, out)   out[i] = the pairwise lane sum of the i-th vector (kernels.h's order)
- *   TILE_ROWS              activation rows per prefill tile (TILE_ROWS x 4 accumulators fit in registers)
- *   DECODE_COLS            (optional, 4 or 8) weight rows of a one-row tile; 8 unless the set says
+ *   TILE_ROWS              activation rows per prefill tile (TILE_ROWS x 4 accumulators fit in registers),
+ *                          at most 6
+ *   TILE_ACCS              (optional) accumulators a tile may hold; TILE_ROWS x 4 unless the set says
+ *   DECODE_COLS            (optional, 4 or 8) weight rows of a one-row tile (and of other tiles of fewer than
+ *                          TILE_ROWS rows whose accumulators fit as well); 8 unless the set says
  *   KERNEL_SET, KERNEL_TABLE     the jb_cpu_kernels value and the table's name
  *
  * Shapes: T activation rows, K inputs, N outputs; a tile is R activation rows x C weight rows whose R·C
@@ -62,10 +65,11 @@ static inline JB_KI vf load_w(const uint8_t *row, int64_t k, jamba_dtype dt) {
     }
 }
 
-/* acc[i·C + j] += x_i[k, k+VW) ⊙ w_j[k, k+VW) for i < R, j < C; quantized rows times their scale first.
- * prefetch: when not 0, the bytes that far past each weight row's current position are prefetched. */
+/* acc[i·C + j] += x_i[k, k+nk) ⊙ w_j[k, k+VW) for i < R, j < C (nk = VW but in the tail, where x's other
+ * lanes are read as zeros); quantized rows times their scale first. prefetch: when not 0, the bytes that far
+ * past each weight row's current position are prefetched. */
 static inline JB_KI void tile_step(vf *acc, int R, int C, const float *const *x, const uint8_t *const *w,
-                                   const vf *scale, int64_t k, jamba_dtype dt, size_t prefetch) {
+                                   const vf *scale, int64_t k, jamba_dtype dt, size_t prefetch, int nk) {
     vf wv[DECODE_COLS];
     UNROLL for (int j = 0; j < C; j++) {
         if (prefetch)
@@ -75,36 +79,34 @@ static inline JB_KI void tile_step(vf *acc, int R, int C, const float *const *x,
             wv[j] = v_mul(wv[j], scale[j]);
     }
     UNROLL for (int i = 0; i < R; i++) {
-        const vf xv = v_load(x[i] + k);
+        const vf xv = nk < VW ? v_load_n(x[i] + k, nk) : v_load(x[i] + k);
         UNROLL for (int j = 0; j < C; j++)
             acc[i * C + j] = v_fma(xv, wv[j], acc[i * C + j]);
     }
 }
 
-/* The last K mod VW columns: copied into zero-padded vectors, then one more step. */
+/* The last K mod VW columns as one more step, with the lanes past K zero in x and w (so they add 0·0): x read
+ * with v_load_n, w copied into zero-padded vectors. */
 static inline JB_KI void tile_tail(vf *acc, int R, int C, const float *const *x, const uint8_t *const *w,
                                    const vf *scale, int64_t k, int64_t K, jamba_dtype dt) {
-    float xpad[TILE_ROWS][VW];
     uint8_t wpad[DECODE_COLS][VW * 4];
-    const float *xp[TILE_ROWS];
     const uint8_t *wp[DECODE_COLS];
     const size_t es = elem_size(dt);
-    for (int i = 0; i < R; i++) {
-        memset(xpad[i], 0, sizeof xpad[i]);
-        memcpy(xpad[i], x[i] + k, (size_t)(K - k) * sizeof(float));
-        xp[i] = xpad[i];
-    }
     for (int j = 0; j < C; j++) {
         memset(wpad[j], 0, sizeof wpad[j]);
         memcpy(wpad[j], w[j] + (size_t)k * es, (size_t)(K - k) * es);
         wp[j] = wpad[j];
     }
-    tile_step(acc, R, C, xp, wp, scale, 0, dt, 0);
+    const float *xk[TILE_ROWS];
+    for (int i = 0; i < R; i++)
+        xk[i] = x[i] + k;
+    tile_step(acc, R, C, xk, wp, scale, 0, dt, 0, (int)(K - k));
 }
 
-/* Y[t0 .. t0+R, n0 .. min(n0+C, n_end)) from full-K dot products (R ≤ TILE_ROWS, C ∈ {4, 8}). */
+/* Y[t0 .. t0+R, n0 .. min(n0+C, n_end)) from full-K dot products (R ≤ TILE_ROWS, C ∈ {4, 8}). stream: the
+ * tile is the first to read these weight rows (the chunk's first tile over them). */
 static inline JB_KI void tile(const jb_gemm_args *a, int64_t t0, int R, int64_t n0, int C, int64_t n_end,
-                              jamba_dtype dt) {
+                              jamba_dtype dt, int stream) {
     const int64_t K = a->K, N = a->N;
     const size_t ldw = (size_t)K * elem_size(dt);
     const float *x[TILE_ROWS];
@@ -120,11 +122,11 @@ static inline JB_KI void tile(const jb_gemm_args *a, int64_t t0, int R, int64_t 
     UNROLL for (int i = 0; i < R * C; i++)
         acc[i] = v_zero();
     int64_t k = 0;
-    /* one-row tiles stream their weights once: fetch the rows two tiles ahead (measured: +10% decode on
-     * weights from DRAM; the hardware prefetcher alone falls behind on the short streams of 2 KiB rows) */
-    const size_t prefetch = R == 1 && n0 + 3 * C <= n_end ? 2 * (size_t)C * ldw : 0;
+    /* tiles that stream their weights fetch the rows two tiles ahead (measured: +10% decode on weights from
+     * DRAM; the hardware prefetcher alone falls behind on the short streams of 2 KiB rows) */
+    const size_t prefetch = stream && n0 + 3 * C <= n_end ? 2 * (size_t)C * ldw : 0;
     for (; k + VW <= K; k += VW)
-        tile_step(acc, R, C, x, w, scale, k, dt, prefetch);
+        tile_step(acc, R, C, x, w, scale, k, dt, prefetch, VW);
     if (k < K)
         tile_tail(acc, R, C, x, w, scale, k, K, dt);
     for (int i = 0; i < R; i++)
@@ -136,15 +138,47 @@ static inline JB_KI void tile(const jb_gemm_args *a, int64_t t0, int R, int64_t 
         }
 }
 
-/* Columns [n0, n1) for every row: one row at a time in tiles of 8 weight rows (decode), or in chunks of
- * rows that stay in L2, each walked by tiles of TILE_ROWS x 4 while those weight rows stay in L1. */
+/* Weight rows of a tile of r < TILE_ROWS activation rows: DECODE_COLS where its r x DECODE_COLS accumulators
+ * fit in the registers of a full tile, else TILE_COLS. Every widened weight vector serves r FMAs, so few-row
+ * tiles are bound by the widening, not by the FMAs: wide ones at least keep enough independent chains. */
+#ifndef TILE_ACCS
+#define TILE_ACCS (TILE_ROWS * TILE_COLS)
+#endif
+#define NARROW_COLS(r) ((r) * DECODE_COLS <= TILE_ACCS ? DECODE_COLS : TILE_COLS)
+
+/* Rows [t, t + r) (0 < r < TILE_ROWS) against weight rows [n, min(n + NARROW_COLS(r), n1)): one tile of
+ * constant shape (TILE_COLS wide when no more columns are left). */
+static inline JB_KI void narrow_tile(const jb_gemm_args *a, int64_t t, int r, int64_t n, int64_t n1,
+                                     jamba_dtype dt, int stream) {
+    const int wide = n1 - n > TILE_COLS;
+#define NARROW_CASE(R)                                                                                       \
+    case R:                                                                                                  \
+        if (wide)                                                                                            \
+            tile(a, t, R < TILE_ROWS ? R : 1, n, NARROW_COLS(R), n1, dt, stream);                           \
+        else                                                                                                 \
+            tile(a, t, R < TILE_ROWS ? R : 1, n, TILE_COLS, n1, dt, stream);                                \
+        break;
+    switch (r) { /* TILE_ROWS ≤ 6 */
+        NARROW_CASE(1)
+        NARROW_CASE(2)
+        NARROW_CASE(3)
+        NARROW_CASE(4)
+    default:
+        NARROW_CASE(5)
+    }
+#undef NARROW_CASE
+}
+
+/* Columns [n0, n1) for every row: a one-row product in tiles of DECODE_COLS weight rows (decode), more rows
+ * in chunks that stay in L2, each walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in
+ * L1, and the chunk's last rows (fewer than TILE_ROWS) as one narrow tile over the same weight rows. */
 static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
     if (a->T == 1) {
         for (int64_t n = n0; n < n1; n += DECODE_COLS) {
             if (n1 - n > TILE_COLS) /* separate calls: the tile's shape must be a constant */
-                tile(a, 0, 1, n, DECODE_COLS, n1, dt);
+                tile(a, 0, 1, n, DECODE_COLS, n1, dt, 1);
             else
-                tile(a, 0, 1, n, TILE_COLS, n1, dt);
+                tile(a, 0, 1, n, TILE_COLS, n1, dt, 1);
         }
         return;
     }
@@ -152,12 +186,15 @@ static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n
     chunk = chunk < TILE_ROWS ? TILE_ROWS : chunk;
     for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
         const int64_t t1 = a->T - t0 < chunk ? a->T : t0 + chunk;
-        for (int64_t n = n0; n < n1; n += TILE_COLS) {
-            int64_t t = t0;
-            for (; t + TILE_ROWS <= t1; t += TILE_ROWS)
-                tile(a, t, TILE_ROWS, n, TILE_COLS, n1, dt);
-            for (; t < t1; t++)
-                tile(a, t, 1, n, TILE_COLS, n1, dt);
+        const int64_t full_end = t0 + (t1 - t0) / TILE_ROWS * TILE_ROWS;
+        const int r = (int)(t1 - full_end);
+        const int64_t step = r ? NARROW_COLS(r) : TILE_COLS;
+        for (int64_t n = n0; n < n1; n += step) {
+            for (int64_t c = n; c < n + step && c < n1; c += TILE_COLS)
+                for (int64_t t = t0; t < full_end; t += TILE_ROWS)
+                    tile(a, t, TILE_ROWS, c, TILE_COLS, n1, dt, t == t0);
+            if (r)
+                narrow_tile(a, full_end, r, n, n1, dt, full_end == t0);
         }
     }
 }
@@ -238,6 +275,11 @@ static inline JB_KI vf v_softplus(vf x) {
 
 /* ---- Mamba: VW channels at a time, each in the plain loop's order ------------------------------------- */
 
+/* Tokens from which transposing per-channel data into vectors of channels (conv_block, scan_block) is
+ * amortised; fewer take the *_few walks, bit-identical (measured on AVX-512 with N = 16: the scan's is 2x
+ * faster at one token and level at about four). */
+#define FEW_TOKENS 4
+
 /* nc (≤ VW) floats from p, zero-padded to a vector; and back. */
 static inline JB_KI vf load_n(const float *p, int nc) { return nc == VW ? v_load(p) : v_load_n(p, nc); }
 
@@ -294,9 +336,41 @@ static inline JB_KI void conv_block(const jb_conv_args *a, int64_t c, int nc) {
         scatter_n(a->window + c * (K - 1) + j, K - 1, win[j], nc);
 }
 
+/* The same for few tokens without transposing taps and window: each channel's sum in scalars (the same
+ * operations in the same order as its lane of conv_block), then SiLU VW channels at a time. */
+static inline JB_KI void conv_block_few(const jb_conv_args *a, int64_t c, int nc) {
+    const int64_t K = a->d_conv, Di = a->d_inner;
+    for (int64_t t = 0; t < a->n; t++) {
+        float acc[VW];
+        for (int i = 0; i < nc; i++) {
+            const float *w = a->w + (c + i) * K;
+            float *win = a->window + (c + i) * (K - 1);
+            const float cur = a->x[t * a->ldx + c + i];
+            float sum = 0.0f;
+            for (int64_t j = 0; j < K - 1; j++)
+                sum = sum + w[j] * win[j];
+            sum = sum + w[K - 1] * cur;
+            if (a->b)
+                sum = sum + a->b[c + i];
+            acc[i] = sum;
+            if (K > 1) {
+                for (int64_t j = 0; j + 1 < K - 1; j++)
+                    win[j] = win[j + 1];
+                win[K - 2] = cur;
+            }
+        }
+        store_n(a->out + t * Di + c, v_silu(load_n(acc, nc)), nc);
+    }
+}
+
 static JB_K void conv(const jb_conv_args *a, int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; c += VW)
-        conv_block(a, c, c1 - c < VW ? (int)(c1 - c) : VW);
+    for (int64_t c = c0; c < c1; c += VW) {
+        const int nc = c1 - c < VW ? (int)(c1 - c) : VW;
+        if (a->n < FEW_TOKENS)
+            conv_block_few(a, c, nc);
+        else
+            conv_block(a, c, nc);
+    }
 }
 
 /* Channels [c, c + nc): state and A transposed to one vector per state index. */
@@ -323,9 +397,48 @@ static inline JB_KI void scan_block(const jb_scan_args *a, int64_t c, int nc) {
         scatter_n(a->state + c * N + s, N, h[s], nc);
 }
 
+/* The same channels and arithmetic for few tokens, with the state in its own layout: each channel's N states
+ * are contiguous, so they are loaded and stored VW at a time (states in lanes) instead of transposed in and
+ * out, which costs more than a decode token's arithmetic. Every state gets the operations scan_block gives
+ * it (exp(A·dt)·h + (dt·B)·u, lane for lane), and y = 0 + h_0·C_0 + h_1·C_1 + ... is summed in state order,
+ * so the results are bit-identical to scan_block's. */
+static inline JB_KI void scan_block_few(const jb_scan_args *a, int64_t c, int nc) {
+    const int64_t N = a->d_state, Di = a->d_inner;
+    float prod[VW][MAX_STATE], y[VW];
+    for (int64_t t = 0; t < a->n; t++) {
+        const float *B = a->B + t * a->ldbc, *C = a->C + t * a->ldbc;
+        for (int i = 0; i < VW; i++)
+            y[i] = 0.0f;
+        for (int i = 0; i < nc; i++) {
+            const int64_t ch = c + i;
+            const vf dt = v_set1(a->delta[t * Di + ch]), u = v_set1(a->u[t * Di + ch]);
+            float *h = a->state + ch * N;
+            for (int64_t s = 0; s < N; s += VW) {
+                const int ns = N - s < VW ? (int)(N - s) : VW;
+                const vf A = load_n(a->A + ch * N + s, ns);
+                const vf hs = v_add(v_mul(v_exp(v_mul(A, dt)), load_n(h + s, ns)),
+                                    v_mul(v_mul(dt, load_n(B + s, ns)), u));
+                store_n(h + s, hs, ns);
+                store_n(prod[i] + s, v_mul(hs, load_n(C + s, ns)), ns);
+            }
+        }
+        for (int64_t s = 0; s < N; s++) /* the channels' sums side by side: independent chains */
+            for (int i = 0; i < nc; i++)
+                y[i] += prod[i][s];
+        const vf u = load_n(a->u + t * Di + c, nc);
+        const vf yv = v_add(load_n(y, nc), v_mul(u, load_n(a->D + c, nc)));
+        store_n(a->y + t * Di + c, v_mul(yv, v_silu(load_n(a->z + t * a->ldz + c, nc))), nc);
+    }
+}
+
 static JB_K void scan(const jb_scan_args *a, int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; c += VW)
-        scan_block(a, c, c1 - c < VW ? (int)(c1 - c) : VW);
+    for (int64_t c = c0; c < c1; c += VW) {
+        const int nc = c1 - c < VW ? (int)(c1 - c) : VW;
+        if (a->n < FEW_TOKENS)
+            scan_block_few(a, c, nc);
+        else
+            scan_block(a, c, nc);
+    }
 }
 
 /* ---- elementwise ------------------------------------------------------------------------------------ */

@@ -5,7 +5,8 @@
  *              pairwise lane sum; fused multiply-add in the SIMD sets), and within 1e-6 of Σ|x·w| of a
  *              double-precision loop; identical however columns and rows are split (threads, steps)
  *   SiLU, softplus, -exp   portable: exactly libm's; SIMD: within 4 ulp of it (their vector exp and log)
- *   conv, scan portable: exactly the plain loops; SIMD: within 2e-6 relative (the exp above, carried state)
+ *   conv, scan portable: exactly the plain loops; SIMD: within 2e-6 relative (the exp above, carried state);
+ *              token by token (the few-token walks) bit-identical to all tokens at once
  *   attention  within 1e-5 relative of the plain loop, identical across thread counts
  *   the pool   thousands of jobs back to back and after its workers fell asleep, every item once
  * and the selection itself: JAMBA_CPU_KERNELS=portable forces the portable set, and a model's logits are
@@ -148,7 +149,9 @@ static jb_gemm_args gemm_args(const matrix *m, const float *X, int64_t T, int64_
 JB_TEST(kernels, gemm_exact_order_every_set_dtype_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = available_sets(sets);
-    static const int64_t shapes[][3] = {{1, 1, 1}, {1, 19, 13}, {2, 33, 5}, {7, 100, 11}, {13, 47, 9}, {1, 129, 37}};
+    /* T: whole tiles and every count of rows left over (narrow tiles, some with columns past N) */
+    static const int64_t shapes[][3] = {{1, 1, 1},   {1, 19, 13},  {2, 33, 5},  {7, 100, 11}, {13, 47, 9},
+                                        {1, 129, 37}, {3, 70, 18}, {5, 40, 21}, {6, 35, 13}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t T = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
         float *X = malloc((size_t)(T * K) * sizeof(float)), *Y = malloc((size_t)(T * N) * sizeof(float));
@@ -367,8 +370,9 @@ static void expect_close(const float *got, const float *want, int64_t n, double 
 JB_TEST(kernels, conv_matches_plain_loop_on_odd_shapes) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = available_sets(sets);
-    const int64_t n = 7, Di = 37, ldx = 41;
-    for (int64_t K = 1; K <= 5; K += 2) {
+    const int64_t Di = 37, ldx = 41;
+    for (int64_t case_ = 0; case_ < 6; case_++) { /* 1 and 7 tokens (decode and prefill walks), K 1, 3, 5 */
+        const int64_t n = case_ < 3 ? 1 : 7, K = 1 + 2 * (case_ % 3);
         float *x = random_floats(n * ldx, -3, 3), *w = random_floats(Di * K, -1, 1), *b = random_floats(Di, -1, 1);
         float *win0 = random_floats(Di * (K - 1) + 1, -3, 3);
         float *want = malloc((size_t)(n * Di) * sizeof(float)), *got = malloc((size_t)(n * Di) * sizeof(float));
@@ -394,8 +398,9 @@ JB_TEST(kernels, conv_matches_plain_loop_on_odd_shapes) {
 JB_TEST(kernels, scan_matches_plain_loop_on_odd_shapes) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = available_sets(sets);
-    const int64_t n = 9, Di = 37, ldbc = 2 * 17 + 3, ldz = 45;
-    for (int64_t N = 5; N <= 17; N += 12) {
+    const int64_t Di = 37, ldbc = 2 * 17 + 3, ldz = 45;
+    for (int64_t case_ = 0; case_ < 6; case_++) { /* 1, 3 and 9 tokens (decode and prefill walks), N 5 and 17 */
+        const int64_t n = case_ / 2 == 0 ? 1 : case_ / 2 == 1 ? 3 : 9, N = case_ % 2 ? 17 : 5;
         float *u = random_floats(n * Di, -2, 2), *delta = random_floats(n * Di, 0.001f, 0.5f);
         float *bc = random_floats(n * ldbc, -1, 1), *A = random_floats(Di * N, -8, -0.5f), *D = random_floats(Di, -1, 1);
         float *z = random_floats(n * ldz, -3, 3), *state0 = random_floats(Di * N, -1, 1);
@@ -417,6 +422,61 @@ JB_TEST(kernels, scan_matches_plain_loop_on_odd_shapes) {
         free(u), free(delta), free(bc), free(A), free(D), free(z), free(state0);
         free(want), free(got), free(want_h), free(got_h);
     }
+}
+
+/* Token by token (the few-token walk) and all at once (the transposed one): the same bits, window included. */
+JB_TEST(kernels, conv_same_bits_token_by_token) {
+    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
+    const int n_sets = available_sets(sets);
+    const int64_t n = 9, Di = 35, K = 4, ldx = 2 * Di;
+    float *x = random_floats(n * ldx, -3, 3), *w = random_floats(Di * K, -1, 1), *b = random_floats(Di, -1, 1);
+    float *win0 = random_floats(Di * (K - 1), -3, 3);
+    float *y1 = malloc((size_t)(n * Di) * sizeof(float)), *y2 = malloc((size_t)(n * Di) * sizeof(float));
+    const size_t win_bytes = (size_t)(Di * (K - 1)) * sizeof(float);
+    float *win1 = malloc(win_bytes), *win2 = malloc(win_bytes);
+    for (int s = 0; s < n_sets; s++) {
+        memcpy(win1, win0, win_bytes);
+        memcpy(win2, win0, win_bytes);
+        jb_conv_args all = {.n = n, .d_inner = Di, .d_conv = K, .x = x, .ldx = ldx, .w = w, .b = b, .window = win1,
+                            .out = y1};
+        sets[s]->conv(&all, 0, Di);
+        for (int64_t t = 0; t < n; t++) {
+            jb_conv_args one = all;
+            one.n = 1, one.x = x + t * ldx, one.window = win2, one.out = y2 + t * Di;
+            sets[s]->conv(&one, 0, Di);
+        }
+        expect_close(y2, y1, n * Di, 0, jb_cpu_kernels_name(sets[s]->set), "conv out, token by token");
+        expect_close(win2, win1, Di * (K - 1), 0, jb_cpu_kernels_name(sets[s]->set), "conv window, token by token");
+    }
+    free(x), free(w), free(b), free(win0), free(y1), free(y2), free(win1), free(win2);
+}
+
+/* Token by token (the few-token walk) and all at once (the transposed one): the same bits, state included. */
+JB_TEST(kernels, scan_same_bits_token_by_token) {
+    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
+    const int n_sets = available_sets(sets);
+    const int64_t n = 11, Di = 35, N = 16, ldbc = 2 * N, ldz = Di;
+    float *u = random_floats(n * Di, -2, 2), *delta = random_floats(n * Di, 0.001f, 0.5f);
+    float *bc = random_floats(n * ldbc, -1, 1), *A = random_floats(Di * N, -8, -0.5f), *D = random_floats(Di, -1, 1);
+    float *z = random_floats(n * ldz, -3, 3), *state0 = random_floats(Di * N, -1, 1);
+    float *y1 = malloc((size_t)(n * Di) * sizeof(float)), *y2 = malloc((size_t)(n * Di) * sizeof(float));
+    float *h1 = malloc((size_t)(Di * N) * sizeof(float)), *h2 = malloc((size_t)(Di * N) * sizeof(float));
+    for (int s = 0; s < n_sets; s++) {
+        memcpy(h1, state0, (size_t)(Di * N) * sizeof(float));
+        memcpy(h2, state0, (size_t)(Di * N) * sizeof(float));
+        jb_scan_args all = {.n = n, .d_inner = Di, .d_state = N, .u = u, .delta = delta, .B = bc, .C = bc + N,
+                            .ldbc = ldbc, .A = A, .D = D, .z = z, .ldz = ldz, .state = h1, .y = y1};
+        sets[s]->scan(&all, 0, Di);
+        for (int64_t t = 0; t < n; t++) {
+            jb_scan_args one = all;
+            one.n = 1, one.u = u + t * Di, one.delta = delta + t * Di, one.B = bc + t * ldbc, one.C = bc + t * ldbc + N;
+            one.z = z + t * ldz, one.state = h2, one.y = y2 + t * Di;
+            sets[s]->scan(&one, 0, Di);
+        }
+        expect_close(y2, y1, n * Di, 0, jb_cpu_kernels_name(sets[s]->set), "scan y, token by token");
+        expect_close(h2, h1, Di * N, 0, jb_cpu_kernels_name(sets[s]->set), "scan state, token by token");
+    }
+    free(u), free(delta), free(bc), free(A), free(D), free(z), free(state0), free(y1), free(y2), free(h1), free(h2);
 }
 
 /* ---- attention ---------------------------------------------------------------------------------------- */
