@@ -101,6 +101,12 @@ void gt_round_bf16(float *x, int64_t n);
 
 /* Path of a fixture file under tests/fixtures (caller frees). */
 char *gt_fixture(const char *rel);
+/* The model of transformers fixture `name` (tests/fixtures/forward/NAME/model); NULL (failure recorded) when
+ * it does not load. */
+jamba_model *gt_fixture_model(const char *name);
+/* The fixture names (the folders of tests/fixtures/forward) into names[cap][64]: their count (0 recorded as
+ * a failure). */
+int gt_fixture_names(char names[][64], int cap);
 bool gt_small_only(void);
 
 #endif /* JB_GPU_TEST_H */

@@ -3,6 +3,7 @@
  */
 #include "tests/gpu/gpu_test.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -158,4 +159,31 @@ char *gt_fixture(const char *rel) {
     char *p = malloc(n);
     snprintf(p, n, "%s/%s", JB_FIXTURES_DIR, rel);
     return p;
+}
+
+jamba_model *gt_fixture_model(const char *name) {
+    char rel[160];
+    snprintf(rel, sizeof rel, "forward/%.63s/model", name);
+    char *dir = gt_fixture(rel);
+    jamba_model *m = NULL;
+    jamba_error err = {0};
+    if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK)
+        gt_fail(__FILE__, __LINE__, "%s: %s", dir, err.message);
+    free(dir);
+    return m;
+}
+
+int gt_fixture_names(char names[][64], int cap) {
+    char *dir = gt_fixture("forward");
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL && n < cap;)
+        if (e->d_name[0] != '.' && strlen(e->d_name) < 64)
+            snprintf(names[n++], 64, "%s", e->d_name);
+    if (d)
+        closedir(d);
+    free(dir);
+    if (n == 0)
+        gt_fail(__FILE__, __LINE__, "no fixtures under tests/fixtures/forward");
+    return n;
 }

@@ -132,36 +132,11 @@ static void fixture_close(fixture *fx) {
     jb_st_close(&fx->ref);
 }
 
-static jamba_model *fixture_model(const char *name) {
-    char rel[160];
-    snprintf(rel, sizeof rel, "forward/%s/model", name);
-    char *dir = gt_fixture(rel);
-    jamba_model *m = load(dir);
-    free(dir);
-    return m;
-}
-
-/* The fixture names: the folders of tests/fixtures/forward. */
-static int fixture_names(char names[][64], int cap) {
-    char *dir = gt_fixture("forward");
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL && n < cap;)
-        if (e->d_name[0] != '.' && strlen(e->d_name) < 64)
-            snprintf(names[n++], 64, "%s", e->d_name);
-    if (d)
-        closedir(d);
-    free(dir);
-    if (n == 0)
-        gt_fail(__FILE__, __LINE__, "no fixtures under tests/fixtures/forward");
-    return n;
-}
-
 static void fixture_on_gpu(const char *name, jamba_dtype dt) {
     fixture fx;
     if (!fixture_open(&fx, name))
         return;
-    jamba_model *m = fixture_model(name);
+    jamba_model *m = gt_fixture_model(name);
     if (m == NULL) {
         fixture_close(&fx);
         return;
@@ -218,14 +193,14 @@ static void fixture_on_gpu(const char *name, jamba_dtype dt) {
 
 static void test_fixtures_f32(void) {
     char names[32][64];
-    int n = fixture_names(names, 32);
+    int n = gt_fixture_names(names, 32);
     for (int i = 0; i < n; i++)
         fixture_on_gpu(names[i], JAMBA_DTYPE_F32);
 }
 
 static void test_fixtures_bf16(void) {
     char names[32][64];
-    int n = fixture_names(names, 32);
+    int n = gt_fixture_names(names, 32);
     for (int i = 0; i < n; i++)
         fixture_on_gpu(names[i], JAMBA_DTYPE_BF16);
 }
@@ -235,7 +210,7 @@ static bool open_mini(fixture *fx, jamba_model **m, int64_t *V) {
     *m = NULL;
     if (!fixture_open(fx, "mini"))
         return false;
-    if ((*m = fixture_model("mini")) == NULL) {
+    if ((*m = gt_fixture_model("mini")) == NULL) {
         fixture_close(fx);
         return false;
     }
@@ -256,7 +231,7 @@ static void test_chunked_prefill(void) {
         fixture fx;
         if (!fixture_open(&fx, names[f]))
             continue;
-        jamba_model *m = fixture_model(names[f]);
+        jamba_model *m = gt_fixture_model(names[f]);
         const int64_t V = m ? jamba_model_config(m)->vocab_size : 0;
         for (int di = 0; m && di < 2; di++) { /* fp32 mode: equal; bf16: within bf16 rounding */
             const jamba_dtype dt = di ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
@@ -633,7 +608,7 @@ static void test_fp8_kv(void) {
 static void test_planner(void) {
     static const char *const names[] = {"mini", "pure-mamba-moe", "pure-attention-dense"};
     for (int f = 0; f < 3; f++) {
-        jamba_model *m = fixture_model(names[f]);
+        jamba_model *m = gt_fixture_model(names[f]);
         if (m == NULL)
             continue;
         jamba_context_params p = jamba_context_default_params();
@@ -713,7 +688,7 @@ static void test_device_errors(void) {
     fixture fx;
     if (!fixture_open(&fx, "mini"))
         return;
-    jamba_model *m = fixture_model("mini");
+    jamba_model *m = gt_fixture_model("mini");
     if (m) {
         jamba_context_params p = jamba_context_default_params();
         p.device = JAMBA_DEVICE_CUDA;

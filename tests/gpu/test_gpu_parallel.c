@@ -64,33 +64,6 @@ static int32_t *fixture_ids(const char *name, int64_t *T) {
     return ids;
 }
 
-static jamba_model *fixture_model(const char *name) {
-    char rel[160];
-    snprintf(rel, sizeof rel, "forward/%.63s/model", name);
-    char *dir = gt_fixture(rel);
-    jamba_model *m = NULL;
-    jamba_error err = {0};
-    if (jamba_model_load(dir, NULL, &m, &err) != JAMBA_OK)
-        gt_fail(__FILE__, __LINE__, "%s: %s", dir, err.message);
-    free(dir);
-    return m;
-}
-
-static int fixture_names(char names[][64], int cap) {
-    char *dir = gt_fixture("forward");
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL && n < cap;)
-        if (e->d_name[0] != '.' && strlen(e->d_name) < 64)
-            snprintf(names[n++], 64, "%s", e->d_name);
-    if (d)
-        closedir(d);
-    free(dir);
-    if (n == 0)
-        gt_fail(__FILE__, __LINE__, "no fixtures under tests/fixtures/forward");
-    return n;
-}
-
 /* Feed ids to seq of a public context; the logits of every row [n, V] into out. */
 static bool feed(jamba_context *ctx, int32_t seq, const int32_t *ids, int64_t n, int64_t V, float *out) {
     jamba_seq_input in = {.seq = seq, .tokens = ids, .n_tokens = n, .logits = JAMBA_LOGITS_ALL};
@@ -158,7 +131,7 @@ static int32_t argmax(const float *x, int64_t n) {
 static void one_rank(const char *name) {
     int64_t T = 0;
     int32_t *ids = fixture_ids(name, &T);
-    jamba_model *m = ids ? fixture_model(name) : NULL;
+    jamba_model *m = ids ? gt_fixture_model(name) : NULL;
     if (m == NULL) {
         free(ids);
         return;
@@ -211,7 +184,7 @@ static void *state_of(jamba_context *ctx, int32_t seq, size_t *len) {
 static void all_ranks(const char *name, int n) {
     int64_t T = 0;
     int32_t *ids = fixture_ids(name, &T);
-    jamba_model *m = ids ? fixture_model(name) : NULL;
+    jamba_model *m = ids ? gt_fixture_model(name) : NULL;
     if (m == NULL) {
         free(ids);
         return;
@@ -274,7 +247,7 @@ static void test_one_rank(void) {
     if (!nccl_built())
         return;
     char names[32][64];
-    const int n = fixture_names(names, 32);
+    const int n = gt_fixture_names(names, 32);
     for (int i = 0; i < n; i++)
         one_rank(names[i]);
 }
@@ -289,7 +262,7 @@ static void test_all_gpus(void) {
         return;
     }
     char names[32][64];
-    const int n = fixture_names(names, 32);
+    const int n = gt_fixture_names(names, 32);
     for (int i = 0; i < n; i++)
         all_ranks(names[i], visible);
 }
@@ -301,7 +274,7 @@ static void test_too_many(void) {
     if (cudaGetDeviceCount(&visible) != cudaSuccess)
         visible = 0;
     cudaGetLastError();
-    jamba_model *m = fixture_model("mini");
+    jamba_model *m = gt_fixture_model("mini");
     if (m == NULL)
         return;
     jamba_context_params p = params(visible + 1);
