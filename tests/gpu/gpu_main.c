@@ -73,11 +73,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "test_gpu: --small and --large select nothing together\n");
         return 2;
     }
-    enum { N_SETS = 5 };
-    const gt_case *sets[N_SETS] = {gt_op_cases, gt_model_cases, gt_internals_cases, gt_serving_cases,
-                                   gt_parallel_cases};
-    const int counts[N_SETS] = {gt_n_op_cases, gt_n_model_cases, gt_n_internals_cases, gt_n_serving_cases,
-                                gt_n_parallel_cases};
+    enum { N_SETS = 8 };
+    const gt_case *sets[N_SETS] = {gt_op_cases,    gt_attention_cases, gt_scan_cases,      gt_moe_cases,
+                                   gt_model_cases, gt_internals_cases, gt_serving_cases, gt_parallel_cases};
+    const int counts[N_SETS] = {gt_n_op_cases,    gt_n_attention_cases, gt_n_scan_cases,    gt_n_moe_cases,
+                                gt_n_model_cases, gt_n_internals_cases, gt_n_serving_cases, gt_n_parallel_cases};
     int n_selected = 0;
     for (int s = 0; s < N_SETS; s++)
         for (int i = 0; i < counts[s]; i++)

@@ -21,6 +21,12 @@ typedef struct gt_case {
 
 extern const gt_case gt_op_cases[];
 extern const int gt_n_op_cases;
+extern const gt_case gt_attention_cases[]; /* test_gpu_attention.c */
+extern const int gt_n_attention_cases;
+extern const gt_case gt_scan_cases[]; /* test_gpu_scan.c */
+extern const int gt_n_scan_cases;
+extern const gt_case gt_moe_cases[]; /* test_gpu_moe.c */
+extern const int gt_n_moe_cases;
 extern const gt_case gt_model_cases[];
 extern const int gt_n_model_cases;
 extern const gt_case gt_internals_cases[]; /* test_gpu_internals.c */
