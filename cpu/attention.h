@@ -1,6 +1,7 @@
 /*
- * cpu_attention.h — causal GQA attention for the query rows of one sequence against its KV cache. No
- * positional encoding; scores scaled by 1/sqrt(d_h); fp32 softmax. Parallel over (row, head).
+ * cpu_attention.h — causal GQA attention for the query rows of one or more sequences, each against its own KV
+ * cache. No positional encoding; scores scaled by 1/sqrt(d_h); fp32 softmax. One parallel job over
+ * (sequence, row, head) for all of them.
  */
 #ifndef JB_CPU_ATTENTION_H
 #define JB_CPU_ATTENTION_H
@@ -21,6 +22,7 @@ typedef struct jb_attn_args {
     int64_t scratch_stride;
 } jb_attn_args;
 
-void jb_cpu_attention(jb_pool *pool, const jb_attn_args *a);
+/* The attention of each of a[0 .. n_args) (all with the same scratch rows). */
+void jb_cpu_attention(jb_pool *pool, const jb_attn_args *a, int64_t n_args);
 
 #endif /* JB_CPU_ATTENTION_H */

@@ -12,7 +12,9 @@
 
 #include "backend/backend.h"
 #include "base/threadpool.h"
+#include "cpu/attention.h"
 #include "cpu/ffn.h"
+#include "cpu/mamba.h"
 
 /* The activation workspace, sized for Tb rows. */
 typedef struct jb_cpu_workspace {
@@ -32,6 +34,9 @@ typedef struct jb_cpu_workspace {
     float *attn_scratch;   /* [threads, C] score rows */
     float *wbuf;       /* small weights widened to fp32: A [D_i N], conv [D_i K], 3 x [D_i], [2 D_i], 4 x [max(H, R, N)] */
     float *final_rows; /* [n_logits_max, H] rows that get logits, final-normed */
+    jb_attn_args *attn_args; /* [S] one per segment of a step (a step has one segment per sequence at most) */
+    jb_conv_args *conv_args; /* [S] */
+    jb_scan_args *scan_args; /* [S] */
     jb_ffn_workspace ffn;
 } jb_cpu_workspace;
 

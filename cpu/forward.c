@@ -63,12 +63,13 @@ static void attention_layer(jb_backend_ctx *ctx, const jb_attention_weights *w, 
         float *K = jb_cpu_kv(ctx, g->seq, slot, 0), *V = jb_cpu_kv(ctx, g->seq, slot, 1);
         memcpy(K + g->pos * kv, ws->k_new + g->row * kv, (size_t)(g->n * kv) * sizeof(float));
         memcpy(V + g->pos * kv, ws->v_new + g->row * kv, (size_t)(g->n * kv) * sizeof(float));
-        jb_attn_args a = {.n = g->n, .pos = g->pos, .n_heads = c->num_attention_heads,
-                          .n_kv_heads = c->num_key_value_heads, .head_dim = c->head_dim,
-                          .q = ws->q + g->row * q_dim, .k = K, .v = V, .out = ws->att + g->row * q_dim,
-                          .scratch = ws->attn_scratch, .scratch_stride = ctx->params.n_ctx};
-        jb_cpu_attention(ctx->pool, &a);
+        ws->attn_args[s] = (jb_attn_args){.n = g->n, .pos = g->pos, .n_heads = c->num_attention_heads,
+                                          .n_kv_heads = c->num_key_value_heads, .head_dim = c->head_dim,
+                                          .q = ws->q + g->row * q_dim, .k = K, .v = V,
+                                          .out = ws->att + g->row * q_dim, .scratch = ws->attn_scratch,
+                                          .scratch_stride = ctx->params.n_ctx};
     }
+    jb_cpu_attention(ctx->pool, ws->attn_args, n_segs);
     jb_cpu_matmul(ctx->pool, ws->mix, ws->att, T, &w->o_proj, NULL);
 }
 
@@ -91,11 +92,11 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
     const float *conv_b = optional_f32(&w->conv1d_bias, sw.vec[0]);
     for (int64_t s = 0; s < n_segs; s++) {
         const jb_segment *g = &segs[s];
-        jb_conv_args a = {.n = g->n, .d_inner = Di, .d_conv = K, .x = ws->proj + g->row * 2 * Di, .ldx = 2 * Di,
-                          .w = conv_w, .b = conv_b, .window = jb_cpu_conv(ctx, g->seq, slot),
-                          .out = ws->u + g->row * Di};
-        jb_cpu_conv_silu(ctx->pool, &a);
+        ws->conv_args[s] = (jb_conv_args){.n = g->n, .d_inner = Di, .d_conv = K, .x = ws->proj + g->row * 2 * Di,
+                                          .ldx = 2 * Di, .w = conv_w, .b = conv_b,
+                                          .window = jb_cpu_conv(ctx, g->seq, slot), .out = ws->u + g->row * Di};
     }
+    jb_cpu_conv_silu(ctx->pool, ws->conv_args, n_segs);
     /* 5-6. x_proj → [dt | B | C], each RMS-normalised */
     jb_cpu_matmul(ctx->pool, ws->xdbl, ws->u, T, &w->x_proj, NULL);
     if (c->mamba_inner_layernorms) {
@@ -114,13 +115,13 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
     const float *D = jb_weight_f32(&w->D, sw.vec[2]);
     for (int64_t s = 0; s < n_segs; s++) {
         const jb_segment *g = &segs[s];
-        jb_scan_args a = {.n = g->n, .d_inner = Di, .d_state = N, .u = ws->u + g->row * Di,
-                          .delta = ws->delta + g->row * Di, .B = ws->xdbl + g->row * xd + R,
-                          .C = ws->xdbl + g->row * xd + R + N, .ldbc = xd, .A = sw.A, .D = D,
-                          .z = ws->proj + g->row * 2 * Di + Di, .ldz = 2 * Di, .state = jb_cpu_ssm(ctx, g->seq, slot),
-                          .y = ws->y + g->row * Di};
-        jb_cpu_selective_scan(ctx->pool, &a);
+        ws->scan_args[s] = (jb_scan_args){.n = g->n, .d_inner = Di, .d_state = N, .u = ws->u + g->row * Di,
+                                          .delta = ws->delta + g->row * Di, .B = ws->xdbl + g->row * xd + R,
+                                          .C = ws->xdbl + g->row * xd + R + N, .ldbc = xd, .A = sw.A, .D = D,
+                                          .z = ws->proj + g->row * 2 * Di + Di, .ldz = 2 * Di,
+                                          .state = jb_cpu_ssm(ctx, g->seq, slot), .y = ws->y + g->row * Di};
     }
+    jb_cpu_selective_scan(ctx->pool, ws->scan_args, n_segs);
     /* 12. out_proj */
     jb_cpu_matmul(ctx->pool, ws->mix, ws->y, T, &w->out_proj, optional_f32(&w->out_proj_bias, sw.v[3]));
 }

@@ -1,7 +1,9 @@
 /*
  * cpu_mamba.h — the Mamba mixer's sequence ops on the CPU (docs/jamba-architecture.md §3.6 steps 3 and 7-11):
  * the causal depthwise conv + SiLU continuing from a carried window, and the selective scan continuing
- * from a carried fp32 state. Both run over the n tokens of one sequence and are parallel over channels.
+ * from a carried fp32 state. Each call takes the arguments of several sequences (one per sequence of a
+ * step) and runs them as one parallel job over (sequence, block of channels), so a decode step of many
+ * sequences keeps every thread busy; each channel's result is independent of how the work is split.
  */
 #ifndef JB_CPU_MAMBA_H
 #define JB_CPU_MAMBA_H
@@ -22,7 +24,8 @@ typedef struct jb_conv_args {
     float *out;         /* [n, D_i]: SiLU(conv) */
 } jb_conv_args;
 
-void jb_cpu_conv_silu(jb_pool *pool, const jb_conv_args *a);
+/* The conv of each of a[0 .. n_args) (all with the same d_inner and d_conv). */
+void jb_cpu_conv_silu(jb_pool *pool, const jb_conv_args *a, int64_t n_args);
 
 typedef struct jb_scan_args {
     int64_t n;          /* tokens */
@@ -41,6 +44,7 @@ typedef struct jb_scan_args {
     float *y;           /* [n, D_i]: (h·C + D·u) ⊙ SiLU(z) */
 } jb_scan_args;
 
-void jb_cpu_selective_scan(jb_pool *pool, const jb_scan_args *a);
+/* The scan of each of a[0 .. n_args) (all with the same d_inner and d_state). */
+void jb_cpu_selective_scan(jb_pool *pool, const jb_scan_args *a, int64_t n_args);
 
 #endif /* JB_CPU_MAMBA_H */

@@ -528,7 +528,7 @@ JB_TEST(kernels, attention_matches_plain_loop_and_thread_counts) {
         jb_pool *pool = NULL;
         cr_assert_eq(jb_pool_create(threads, &pool, NULL), JAMBA_OK);
         a.out = threads == 1 ? one : got;
-        jb_cpu_attention(pool, &a);
+        jb_cpu_attention(pool, &a, 1);
         jb_pool_free(pool);
         if (threads > 1)
             cr_assert_eq(memcmp(one, got, (size_t)(n * nh * dh) * sizeof(float)), 0, "%d threads", threads);

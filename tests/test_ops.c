@@ -156,7 +156,7 @@ JB_TEST(mamba, conv_orientation_and_carried_window) {
     float w[3] = {100, 10, 1}, b = 0.5f, window[2] = {0, 0};
     float xs[5] = {1, 2, 3, 4, 5}, out[5];
     jb_conv_args a = {.n = 5, .d_inner = 1, .d_conv = 3, .x = xs, .ldx = 1, .w = w, .b = &b, .window = window, .out = out};
-    jb_cpu_conv_silu(p, &a);
+    jb_cpu_conv_silu(p, &a, 1);
     const float pre[5] = {1 + 0.5f, 10 + 2 + 0.5f, 100 + 20 + 3 + 0.5f, 200 + 30 + 4 + 0.5f, 300 + 40 + 5 + 0.5f};
     for (int t = 0; t < 5; t++)
         cr_assert_float_eq(out[t], jb_silu(pre[t]), 1e-4, "t %d", t);
@@ -165,7 +165,7 @@ JB_TEST(mamba, conv_orientation_and_carried_window) {
     /* continuing: the next token sees the carried window */
     float x6 = 6, o6;
     a.n = 1, a.x = &x6, a.out = &o6;
-    jb_cpu_conv_silu(p, &a);
+    jb_cpu_conv_silu(p, &a, 1);
     cr_assert_float_eq(o6, jb_silu(400 + 50 + 6 + 0.5f), 1e-3);
     jb_pool_free(p);
 }
@@ -178,7 +178,7 @@ JB_TEST(mamba, scan_recurrence_by_hand) {
     float state[2] = {0.25f, -0.5f}, y[2];
     jb_scan_args a = {.n = 2, .d_inner = 1, .d_state = 2, .u = u, .delta = dt, .B = &BC[0][0], .C = &BC[0][2],
                       .ldbc = 4, .A = A, .D = &D, .z = z, .ldz = 1, .state = state, .y = y};
-    jb_cpu_selective_scan(p, &a);
+    jb_cpu_selective_scan(p, &a, 1);
     double h0 = 0.25, h1 = -0.5, yy[2];
     for (int t = 0; t < 2; t++) {
         h0 = exp(A[0] * dt[t]) * h0 + dt[t] * BC[t][0] * u[t];
@@ -209,7 +209,7 @@ JB_TEST(attention, causal_gqa_by_hand) {
     float scratch[2 * 8];
     jb_attn_args a = {.n = 2, .pos = 1, .n_heads = NH, .n_kv_heads = NKV, .head_dim = DH, .q = q, .k = k, .v = v,
                       .out = out, .scratch = scratch, .scratch_stride = 8};
-    jb_cpu_attention(p, &a);
+    jb_cpu_attention(p, &a, 1);
     for (int r = 0; r < 2; r++)
         for (int h = 0; h < NH; h++) {
             int g = h / 2, keys = 1 + r + 1;

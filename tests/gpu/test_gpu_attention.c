@@ -133,7 +133,7 @@ static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D,
         jb_attn_args c = {.n = segs[s].n, .pos = segs[s].pos, .n_heads = n_h, .n_kv_heads = n_kv, .head_dim = D,
                           .q = qc + segs[s].row * q, .k = kc + segs[s].seq * C * kv, .v = vc + segs[s].seq * C * kv,
                           .out = want + segs[s].row * q, .scratch = scratch, .scratch_stride = C};
-        jb_cpu_attention(gt_cpu_pool(), &c);
+        jb_cpu_attention(gt_cpu_pool(), &c, 1);
     }
     gt_to_host(dt, got, d_out, T * q);
     char what[128];

@@ -225,7 +225,7 @@ static void test_conv(void) {
             for (int64_t s = 0; s < n_segs; s++) {
                 jb_conv_args c = {.n = segs[s].n, .d_inner = Di, .d_conv = K, .x = x + segs[s].row * ldx, .ldx = ldx,
                                   .w = w, .b = b, .window = win + segs[s].seq * wsz, .out = want + segs[s].row * Di};
-                jb_cpu_conv_silu(gt_cpu_pool(), &c);
+                jb_cpu_conv_silu(gt_cpu_pool(), &c, 1);
             }
             gt_to_host(dt, got, d_out, T * Di);
             char what[64];

@@ -47,7 +47,7 @@ static void scan_case(jamba_dtype dt, int64_t N, int64_t long_n, int64_t chunk_l
                           .B = xdbl + row * xd + R, .C = xdbl + row * xd + R + N, .ldbc = xd, .A = A, .D = D,
                           .z = proj + row * 2 * Di + Di, .ldz = 2 * Di, .state = state + segs[s].seq * Di * N,
                           .y = want + row * Di};
-        jb_cpu_selective_scan(gt_cpu_pool(), &c);
+        jb_cpu_selective_scan(gt_cpu_pool(), &c, 1);
     }
     gt_to_host(dt, got, d_y, T * Di);
     char what[96];

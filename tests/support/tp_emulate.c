@@ -237,7 +237,7 @@ static void attention_rank(tp_model *tp, int r, rank_bufs *b, int64_t l, int64_t
     jb_attn_args a = {.n = T, .pos = tp->pos, .n_heads = rc->num_attention_heads,
                       .n_kv_heads = rc->num_key_value_heads, .head_dim = rc->head_dim, .q = q, .k = K, .v = V,
                       .out = att, .scratch = scratch, .scratch_stride = tp->n_ctx};
-    jb_cpu_attention(tp->pool, &a);
+    jb_cpu_attention(tp->pool, &a, 1);
     jb_cpu_matmul(tp->pool, b->mix, att, T, &w->o_proj, NULL); /* partial [T, H] */
 }
 
@@ -259,7 +259,7 @@ static void mamba_rank_in(tp_model *tp, int r, rank_bufs *b, mamba_tmp *m, int64
     jb_conv_args a = {.n = T, .d_inner = D, .d_conv = K, .x = m->proj, .ldx = 2 * D, .w = widen(tp, &w->conv1d),
                       .b = widen(tp, &w->conv1d_bias), .window = tp->ranks[r].conv + tp->slot[l] * D * (K - 1),
                       .out = m->u};
-    jb_cpu_conv_silu(tp->pool, &a);
+    jb_cpu_conv_silu(tp->pool, &a, 1);
     jb_cpu_matmul(tp->pool, m->xdbl, m->u, T, &w->x_proj, NULL);
 }
 
@@ -282,7 +282,7 @@ static void mamba_rank_out(tp_model *tp, int r, rank_bufs *b, const mamba_tmp *m
     jb_scan_args a = {.n = T, .d_inner = D, .d_state = N, .u = m->u, .delta = delta, .B = m->xdbl + R,
                       .C = m->xdbl + R + N, .ldbc = xd, .A = A, .D = widen(tp, &w->D), .z = m->proj + D,
                       .ldz = 2 * D, .state = tp->ranks[r].ssm + tp->slot[l] * D * N, .y = y};
-    jb_cpu_selective_scan(tp->pool, &a);
+    jb_cpu_selective_scan(tp->pool, &a, 1);
     jb_cpu_matmul(tp->pool, b->mix, y, T, &w->out_proj, NULL); /* partial [T, H]; the bias after the reduce */
 }
 
