@@ -18,11 +18,20 @@ typedef struct jb_attn_args {
     const float *k;     /* [>= pos + n, n_kv * d_h] the sequence's key cache */
     const float *v;     /* [>= pos + n, n_kv * d_h] */
     float *out;         /* [n, n_h * d_h] */
-    float *scratch;     /* [n_threads, n_ctx] score rows */
-    int64_t scratch_stride;
+    float *scratch;     /* [n_threads, scratch_stride]: each thread's score rows */
+    int64_t scratch_stride; /* >= jb_cpu_attn_score_rows(n_h, n_kv) x (pos + n) */
 } jb_attn_args;
 
-/* The attention of each of a[0 .. n_args) (all with the same scratch rows). */
+/* Query heads of one KV head that attend together at most (sharing each key and value load). */
+#define JB_CPU_ATTN_HEADS_MAX 4
+
+/* Score rows of n_ctx floats each thread's scratch needs: min(n_h / n_kv, JB_CPU_ATTN_HEADS_MAX). */
+static inline int64_t jb_cpu_attn_score_rows(int64_t n_heads, int64_t n_kv_heads) {
+    const int64_t group = n_heads / n_kv_heads;
+    return group < JB_CPU_ATTN_HEADS_MAX ? group : JB_CPU_ATTN_HEADS_MAX;
+}
+
+/* The attention of each of a[0 .. n_args) (all with the same heads and scratch rows). */
 void jb_cpu_attention(jb_pool *pool, const jb_attn_args *a, int64_t n_args);
 
 #endif /* JB_CPU_ATTENTION_H */

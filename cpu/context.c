@@ -67,6 +67,7 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
     const uint64_t E = (uint64_t)c->num_experts, k = (uint64_t)c->num_experts_per_tok;
     const uint64_t L = (uint64_t)c->num_hidden_layers;
     const uint64_t A = (uint64_t)c->n_attention_layers, M = (uint64_t)c->n_mamba_layers;
+    const uint64_t score_rows = (uint64_t)jb_cpu_attn_score_rows(c->num_attention_heads, c->num_key_value_heads);
     const uint64_t vec = (uint64_t)max3(c->hidden_size, c->mamba_dt_rank, c->mamba_d_state);
     jb_cpu_workspace *w = &b->ws;
     jb_ffn_workspace *f = &w->ffn;
@@ -88,7 +89,7 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
         {(void **)&w->k_new, sizeof(float), D2(Tb, kv), ROLE_WORK, "a workspace"},
         {(void **)&w->v_new, sizeof(float), D2(Tb, kv), ROLE_WORK, "a workspace"},
         {(void **)&w->att, sizeof(float), D2(Tb, q), ROLE_WORK, "a workspace"},
-        {(void **)&w->attn_scratch, sizeof(float), D2(threads, C), ROLE_WORK, "attention scores"},
+        {(void **)&w->attn_scratch, sizeof(float), D3(threads, score_rows, C), ROLE_WORK, "attention scores"},
         {(void **)&w->wbuf, sizeof(float), D1(Di * (N + K + 5) + 4 * vec), ROLE_WORK, "widened small weights"},
         {(void **)&w->final_rows, sizeof(float), D2(cap, H), ROLE_WORK, "a workspace"},
         {(void **)&w->attn_args, sizeof(jb_attn_args), D1(S), ROLE_WORK, "per-sequence attention arguments"},

@@ -55,6 +55,7 @@ static void attention_layer(jb_backend_ctx *ctx, const jb_attention_weights *w, 
     const jamba_config *c = &ctx->model->config;
     jb_cpu_workspace *ws = &ctx->ws;
     const int64_t q_dim = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
+    const int64_t score_rows = jb_cpu_attn_score_rows(c->num_attention_heads, c->num_key_value_heads);
     jb_cpu_matmul(ctx->pool, ws->q, ws->xn, T, &w->q_proj, NULL);
     jb_cpu_matmul(ctx->pool, ws->k_new, ws->xn, T, &w->k_proj, NULL);
     jb_cpu_matmul(ctx->pool, ws->v_new, ws->xn, T, &w->v_proj, NULL);
@@ -67,7 +68,7 @@ static void attention_layer(jb_backend_ctx *ctx, const jb_attention_weights *w, 
                                           .n_kv_heads = c->num_key_value_heads, .head_dim = c->head_dim,
                                           .q = ws->q + g->row * q_dim, .k = K, .v = V,
                                           .out = ws->att + g->row * q_dim, .scratch = ws->attn_scratch,
-                                          .scratch_stride = ctx->params.n_ctx};
+                                          .scratch_stride = score_rows * ctx->params.n_ctx};
     }
     jb_cpu_attention(ctx->pool, ws->attn_args, n_segs);
     jb_cpu_matmul(ctx->pool, ws->mix, ws->att, T, &w->o_proj, NULL);

@@ -14,7 +14,8 @@
  *         order of operations (cpu/mamba.h, cpu/ops.h); portable calls libm's expf and log1pf, the SIMD sets
  *         vector versions within a few ulp of them (so their results can differ in the last bits).
  *   attend: scores q·k with the gemm's lane order, softmax in base/numeric.h's order with the set's exp,
- *         Σ p_j v_j per element in key order (fused in the SIMD sets).
+ *         Σ p_j v_j per element in key order (fused in the SIMD sets); the query heads of one KV head that
+ *         attend together share each key and value load, not their arithmetic.
  */
 #ifndef JB_CPU_KERNELS_H
 #define JB_CPU_KERNELS_H
@@ -43,6 +44,7 @@ typedef struct jb_gemm_args {
 typedef struct jb_cpu_kernel_table {
     jb_cpu_kernels set;
     int vector_width; /* VW above */
+    int attend_heads; /* query heads of one KV head one attend call may take, ≤ JB_CPU_ATTN_HEADS_MAX (cpu/attention.h) */
     /* Columns [n0, n1) of Y for every row. */
     void (*gemm)(const jb_gemm_args *a, int64_t n0, int64_t n1);
     /* Channels [c0, c1) of the causal conv + SiLU, and of the selective scan. */
@@ -52,8 +54,10 @@ typedef struct jb_cpu_kernel_table {
     void (*silu_mul)(float *g, const float *u, int64_t n);
     void (*softplus)(float *x, int64_t n);
     void (*neg_exp)(float *y, const float *x, int64_t n);
-    /* Attention of query `row` and `head` (cpu/attention.h); score: n_ctx floats of the thread's scratch. */
-    void (*attend)(const struct jb_attn_args *a, int64_t row, int64_t head, float *score);
+    /* Attention of query `row` for heads [head0, head0 + nh) (cpu/attention.h), 1 ≤ nh ≤ attend_heads, all
+     * reading one KV head; score: nh rows of pos + n floats of the thread's scratch. Each head's result is
+     * the same whatever nh. */
+    void (*attend)(const struct jb_attn_args *a, int64_t row, int64_t head0, int nh, float *score);
 } jb_cpu_kernel_table;
 
 /* The table of kernel set k, or NULL when this CPU cannot run it (or this build has no such set). */

@@ -15,6 +15,7 @@
 #define VW 16
 #define TILE_ROWS 4 /* measured: 4 x 4 tiles beat 6 x 4 by 10-20% (K = 192-2048) */
 #define TILE_ACCS 24
+#define ATTN_HEADS 4 /* 16 accumulators */
 #define KERNEL_SET JB_CPU_KERNELS_AVX512
 #define KERNEL_TABLE jb_cpu_kernels_avx512
 

@@ -18,6 +18,9 @@
  *   TILE_ACCS              (optional) accumulators a tile may hold; TILE_ROWS x 4 unless the set says
  *   DECODE_COLS            (optional, 4 or 8) weight rows of a one-row tile (and of other tiles of fewer than
  *                          TILE_ROWS rows whose accumulators fit as well); 8 unless the set says
+ *   ATTN_HEADS             (optional, 1 to JB_CPU_ATTN_HEADS_MAX) query heads of one KV head that attend
+ *                          together, sharing each key and value vector (4 x ATTN_HEADS accumulators); 2
+ *                          unless the set says
  *   KERNEL_SET, KERNEL_TABLE     the jb_cpu_kernels value and the table's name
  *
  * Shapes: T activation rows, K inputs, N outputs; a tile is R activation rows x C weight rows whose R·C
@@ -39,6 +42,10 @@
 #ifndef DECODE_COLS
 #define DECODE_COLS 8      /* weight rows of a one-row (decode) tile: eight independent chains */
 #endif
+#ifndef ATTN_HEADS
+#define ATTN_HEADS 2
+#endif
+_Static_assert(ATTN_HEADS >= 1 && ATTN_HEADS <= JB_CPU_ATTN_HEADS_MAX, "ATTN_HEADS");
 #define MAX_STATE 256      /* config.c's bound on mamba_d_state */
 #define MAX_TAPS 64        /* and on mamba_d_conv */
 #define L2_CHUNK_FLOATS 65536 /* activation rows per chunk: their floats stay within 256 KiB */
@@ -466,21 +473,30 @@ static JB_K void neg_exp(float *y, const float *x, int64_t n) {
 
 /* ---- attention ------------------------------------------------------------------------------------ */
 
-/* out[j] = q · k_j for the keys k_j = k + j·ld, j < nk ≤ 4: VW lanes over d, zero-padded, pairwise sum. */
-static inline JB_KI void dot4(const float *q, const float *k, int64_t ld, int nk, int64_t dh, float out[4]) {
+/* out[h][j] = q_h · k_j for nh ≤ ATTN_HEADS query rows q_h and the keys k_j = k + j·ld, j < nk ≤ 4: VW lanes
+ * over d, zero-padded, pairwise sum (each key vector loaded once for every head). */
+static inline JB_KI void dot4_heads(const float *const *q, int nh, const float *k, int64_t ld, int nk, int64_t dh,
+                                    float out[][4]) {
     const float *kj[4];
-    vf acc[4];
-    for (int j = 0; j < 4; j++) {
+    vf acc[ATTN_HEADS][4];
+    UNROLL for (int j = 0; j < 4; j++) {
         kj[j] = k + (j < nk ? j : nk - 1) * ld;
-        acc[j] = v_zero();
+        UNROLL for (int h = 0; h < nh; h++)
+            acc[h][j] = v_zero();
     }
     for (int64_t d = 0; d < dh; d += VW) {
         const int nd = dh - d < VW ? (int)(dh - d) : VW;
-        const vf qv = load_n(q + d, nd);
-        for (int j = 0; j < 4; j++)
-            acc[j] = v_fma(qv, load_n(kj[j] + d, nd), acc[j]);
+        vf kv[4];
+        UNROLL for (int j = 0; j < 4; j++)
+            kv[j] = load_n(kj[j] + d, nd);
+        UNROLL for (int h = 0; h < nh; h++) {
+            const vf qv = load_n(q[h] + d, nd);
+            UNROLL for (int j = 0; j < 4; j++)
+                acc[h][j] = v_fma(qv, kv[j], acc[h][j]);
+        }
     }
-    v_reduce4(acc[0], acc[1], acc[2], acc[3], out);
+    UNROLL for (int h = 0; h < nh; h++)
+        v_reduce4(acc[h][0], acc[h][1], acc[h][2], acc[h][3], out[h]);
 }
 
 /* jb_softmax's operations (base/numeric.h) with the set's exp: the maximum (NaN never raises it),
@@ -504,40 +520,89 @@ static inline JB_KI void softmax(float *p, int64_t n) {
     }
 }
 
-/* One query row against keys [0, n_keys) of its KV head: scores / sqrt(d_h), softmax, Σ p_j v_j. */
-static JB_K void attend(const jb_attn_args *a, int64_t row, int64_t head, float *score) {
-    const int64_t dh = a->head_dim, kvh = head / (a->n_heads / a->n_kv_heads);
+/* o_h[d0 .. d0 + 4·VW) ∩ [0, d_h) = Σ_j p_h[j] v_j for nh ≤ ATTN_HEADS heads: each element summed in key order,
+ * each value vector loaded once for every head. */
+static inline JB_KI void weighted_sum_heads(float *const *o, const float *const *p, int nh, const float *v,
+                                            int64_t ld, int64_t n_keys, int64_t d0, int64_t dh) {
+    int nd[4];
+    vf acc[ATTN_HEADS][4];
+    UNROLL for (int c = 0; c < 4; c++) {
+        const int64_t left = dh - d0 - c * VW;
+        nd[c] = left <= 0 ? 0 : left < VW ? (int)left : VW;
+        UNROLL for (int h = 0; h < nh; h++)
+            acc[h][c] = v_zero();
+    }
+    for (int64_t j = 0; j < n_keys; j++) {
+        vf pj[ATTN_HEADS];
+        UNROLL for (int h = 0; h < nh; h++)
+            pj[h] = v_set1(p[h][j]);
+        const float *vj = v + j * ld + d0;
+        UNROLL for (int c = 0; c < 4; c++)
+            if (nd[c] > 0) {
+                const vf vv = load_n(vj + c * VW, nd[c]);
+                UNROLL for (int h = 0; h < nh; h++)
+                    acc[h][c] = v_fma(pj[h], vv, acc[h][c]);
+            }
+    }
+    UNROLL for (int h = 0; h < nh; h++)
+        UNROLL for (int c = 0; c < 4; c++)
+            if (nd[c] > 0)
+                store_n(o[h] + d0 + c * VW, acc[h][c], nd[c]);
+}
+
+/* Query row `row` of heads [head0, head0 + nh) (nh ≤ ATTN_HEADS, all reading one KV head) against keys
+ * [0, n_keys): scores / sqrt(d_h), softmax, Σ p_j v_j; head i's scores in score + i·(pos + n). nh is a
+ * constant once inlined, so the loops over heads unroll and keep their accumulators in registers. */
+static inline JB_KI void attend_heads(const jb_attn_args *a, int64_t row, int64_t head0, const int nh, float *score) {
+    const int64_t dh = a->head_dim, kvh = head0 / (a->n_heads / a->n_kv_heads);
     const int64_t q_ld = a->n_heads * dh, kv_ld = a->n_kv_heads * dh, n_keys = a->pos + row + 1;
-    const float *q = a->q + row * q_ld + head * dh, *k = a->k + kvh * dh, *v = a->v + kvh * dh;
+    const float *k = a->k + kvh * dh, *v = a->v + kvh * dh;
+    const float *q[ATTN_HEADS];
+    float *p[ATTN_HEADS], *o[ATTN_HEADS];
+    for (int h = 0; h < nh; h++) {
+        q[h] = a->q + row * q_ld + (head0 + h) * dh;
+        p[h] = score + h * (a->pos + a->n);
+        o[h] = a->out + row * q_ld + (head0 + h) * dh;
+    }
     const float scale = sqrtf((float)dh);
     for (int64_t j = 0; j < n_keys; j += 4) {
-        float s[4];
+        float s[ATTN_HEADS][4];
         const int nk = n_keys - j < 4 ? (int)(n_keys - j) : 4;
-        dot4(q, k + j * kv_ld, kv_ld, nk, dh, s);
-        for (int i = 0; i < nk; i++)
-            score[j + i] = s[i] / scale;
+        dot4_heads(q, nh, k + j * kv_ld, kv_ld, nk, dh, s);
+        for (int h = 0; h < nh; h++)
+            for (int i = 0; i < nk; i++)
+                p[h][j + i] = s[h][i] / scale;
     }
-    softmax(score, n_keys);
-    float *o = a->out + row * q_ld + head * dh;
-    for (int64_t d0 = 0; d0 < dh; d0 += 4 * VW) { /* up to four independent chains of VW elements */
-        int nd[4];
-        vf acc[4];
-        for (int c = 0; c < 4; c++) {
-            const int64_t left = dh - d0 - c * VW;
-            nd[c] = left <= 0 ? 0 : left < VW ? (int)left : VW;
-            acc[c] = v_zero();
-        }
-        for (int64_t j = 0; j < n_keys; j++) {
-            const vf p = v_set1(score[j]);
-            const float *vj = v + j * kv_ld + d0;
-            for (int c = 0; c < 4; c++)
-                if (nd[c] > 0)
-                    acc[c] = v_fma(p, load_n(vj + c * VW, nd[c]), acc[c]);
-        }
-        for (int c = 0; c < 4; c++)
-            if (nd[c] > 0)
-                store_n(o + d0 + c * VW, acc[c], nd[c]);
+    for (int h = 0; h < nh; h++)
+        softmax(p[h], n_keys);
+    for (int64_t d0 = 0; d0 < dh; d0 += 4 * VW) /* up to four independent chains of VW elements per head */
+        weighted_sum_heads(o, (const float *const *)p, nh, v, kv_ld, n_keys, d0, dh);
+}
+
+static JB_K void attend(const jb_attn_args *a, int64_t row, int64_t head0, int nh, float *score) {
+    switch (nh < ATTN_HEADS ? nh : ATTN_HEADS) {
+    case 1:
+        attend_heads(a, row, head0, 1, score);
+        break;
+#if ATTN_HEADS >= 2
+    case 2:
+        attend_heads(a, row, head0, 2, score);
+        break;
+#endif
+#if ATTN_HEADS >= 3
+    case 3:
+        attend_heads(a, row, head0, 3, score);
+        break;
+#endif
+#if ATTN_HEADS >= 4
+    case 4:
+        attend_heads(a, row, head0, 4, score);
+        break;
+#endif
+    default:
+        break;
     }
 }
 
-const jb_cpu_kernel_table KERNEL_TABLE = {KERNEL_SET, VW, gemm, conv, scan, silu_mul, softplus, neg_exp, attend};
+const jb_cpu_kernel_table KERNEL_TABLE = {KERNEL_SET, VW, ATTN_HEADS, gemm, conv, scan, silu_mul, softplus, neg_exp,
+                                          attend};

@@ -505,25 +505,39 @@ static void plain_attention(const jb_attn_args *a) {
     free(score);
 }
 
-JB_TEST(kernels, attention_matches_plain_loop_and_thread_counts) {
-    split_everything();
+/* Attention of n rows at pos over nh query heads sharing nkv KV heads of dimension dh: every set against the
+ * plain loop, each head alone and in every group size the set can take (bit-identical to alone), and the
+ * threaded call at 1, 3 and 5 threads (bit-identical). */
+static void attention_case(int64_t n, int64_t pos, int64_t nh, int64_t nkv, int64_t dh) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = available_sets(sets);
-    const int64_t n = 6, pos = 5, nh = 3, nkv = 1, dh = 19, ctx = pos + n;
-    float *q = random_floats(n * nh * dh, -1, 1), *k = random_floats(ctx * nkv * dh, -1, 1);
-    float *v = random_floats(ctx * nkv * dh, -1, 1), *want = malloc((size_t)(n * nh * dh) * sizeof(float));
-    float *got = malloc((size_t)(n * nh * dh) * sizeof(float)), *scratch = malloc((size_t)(5 * ctx) * sizeof(float));
+    const int64_t ctx = pos + n, rows = jb_cpu_attn_score_rows(nh, nkv), group = nh / nkv, m = n * nh * dh;
+    float *q = random_floats(m, -1, 1), *k = random_floats(ctx * nkv * dh, -1, 1);
+    float *v = random_floats(ctx * nkv * dh, -1, 1), *want = malloc((size_t)m * sizeof(float));
+    float *got = malloc((size_t)m * sizeof(float)), *alone = malloc((size_t)m * sizeof(float));
+    float *scratch = malloc((size_t)(5 * rows * ctx) * sizeof(float));
     jb_attn_args a = {.n = n, .pos = pos, .n_heads = nh, .n_kv_heads = nkv, .head_dim = dh, .q = q, .k = k, .v = v,
-                      .out = want, .scratch = scratch, .scratch_stride = ctx};
+                      .out = want, .scratch = scratch, .scratch_stride = rows * ctx};
     plain_attention(&a);
-    a.out = got;
     for (int s = 0; s < n_sets; s++) {
+        cr_assert(sets[s]->attend_heads >= 1 && sets[s]->attend_heads <= JB_CPU_ATTN_HEADS_MAX);
+        a.out = alone;
         for (int64_t row = 0; row < n; row++)
             for (int64_t head = 0; head < nh; head++)
-                sets[s]->attend(&a, row, head, scratch);
-        expect_close(got, want, n * nh * dh, 1e-5, jb_cpu_kernels_name(sets[s]->set), "attention");
+                sets[s]->attend(&a, row, head, 1, scratch);
+        expect_close(alone, want, m, 1e-5, jb_cpu_kernels_name(sets[s]->set), "attention");
+        a.out = got;
+        for (int size = 2; size <= sets[s]->attend_heads && size <= group; size++) {
+            memset(got, 0, (size_t)m * sizeof(float));
+            for (int64_t row = 0; row < n; row++)
+                for (int64_t kvh = 0; kvh < nkv; kvh++)
+                    for (int64_t h = 0; h < group; h += size)
+                        sets[s]->attend(&a, row, kvh * group + h, (int)(group - h < size ? group - h : size), scratch);
+            cr_assert_eq(memcmp(alone, got, (size_t)m * sizeof(float)), 0, "%s: heads in groups of %d differ from alone",
+                         jb_cpu_kernels_name(sets[s]->set), size);
+        }
     }
-    float *one = malloc((size_t)(n * nh * dh) * sizeof(float));
+    float *one = malloc((size_t)m * sizeof(float));
     for (int threads = 1; threads <= 5; threads += 2) {
         jb_pool *pool = NULL;
         cr_assert_eq(jb_pool_create(threads, &pool, NULL), JAMBA_OK);
@@ -531,9 +545,25 @@ JB_TEST(kernels, attention_matches_plain_loop_and_thread_counts) {
         jb_cpu_attention(pool, &a, 1);
         jb_pool_free(pool);
         if (threads > 1)
-            cr_assert_eq(memcmp(one, got, (size_t)(n * nh * dh) * sizeof(float)), 0, "%d threads", threads);
+            cr_assert_eq(memcmp(one, got, (size_t)m * sizeof(float)), 0, "%d threads", threads);
     }
-    free(q), free(k), free(v), free(want), free(got), free(scratch), free(one);
+    /* the threaded call runs the active set, grouped: equal to that set's heads alone */
+    a.out = alone;
+    const jb_cpu_kernel_table *active = jb_cpu_kernels_active();
+    for (int64_t row = 0; row < n; row++)
+        for (int64_t head = 0; head < nh; head++)
+            active->attend(&a, row, head, 1, scratch);
+    cr_assert_eq(memcmp(one, alone, (size_t)m * sizeof(float)), 0, "threaded grouped attention differs from alone");
+    free(q), free(k), free(v), free(want), free(got), free(alone), free(scratch), free(one);
+}
+
+JB_TEST(kernels, attention_matches_plain_loop_and_thread_counts) {
+    split_everything();
+    attention_case(6, 5, 3, 1, 19);   /* three heads on one KV head, odd d_h */
+    attention_case(5, 7, 8, 2, 40);   /* four per KV head */
+    attention_case(3, 2, 10, 2, 16);  /* five per KV head: split in groups */
+    attention_case(4, 9, 16, 2, 33);  /* eight per KV head */
+    attention_case(2, 3, 4, 4, 70);   /* no sharing */
 }
 
 /* ---- the pool ------------------------------------------------------------------------------------------- */

@@ -126,13 +126,14 @@ static void attention_case(jamba_dtype dt, int64_t n_h, int64_t n_kv, int64_t D,
         gt_expect_close("V cache after append", gv, vc, S * C * kv, 0);
     }
     float *qc = malloc((size_t)(T * q) * 4), *want = malloc((size_t)(T * q) * 4), *got = malloc((size_t)(T * q) * 4);
-    float *scratch = malloc((size_t)(4 * C) * 4);
+    float *scratch = malloc((size_t)(4 * JB_CPU_ATTN_HEADS_MAX * C) * 4);
     for (int64_t t = 0; t < T; t++)
         memcpy(qc + t * q, qkv + t * ld, (size_t)q * 4);
     for (int64_t s = 0; s < 4; s++) {
         jb_attn_args c = {.n = segs[s].n, .pos = segs[s].pos, .n_heads = n_h, .n_kv_heads = n_kv, .head_dim = D,
                           .q = qc + segs[s].row * q, .k = kc + segs[s].seq * C * kv, .v = vc + segs[s].seq * C * kv,
-                          .out = want + segs[s].row * q, .scratch = scratch, .scratch_stride = C};
+                          .out = want + segs[s].row * q, .scratch = scratch,
+                          .scratch_stride = JB_CPU_ATTN_HEADS_MAX * C};
         jb_cpu_attention(gt_cpu_pool(), &c, 1);
     }
     gt_to_host(dt, got, d_out, T * q);

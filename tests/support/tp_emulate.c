@@ -229,14 +229,15 @@ static void attention_rank(tp_model *tp, int r, rank_bufs *b, int64_t l, int64_t
     const jamba_config *rc = &tp->rc;
     const jb_attention_weights *w = &tp->ranks[r].w.layers[l].attn;
     const int64_t q_r = rc->num_attention_heads * rc->head_dim, kv_r = rc->num_key_value_heads * rc->head_dim;
-    float *q = floats(tp, T * q_r), *att = floats(tp, T * q_r), *scratch = floats(tp, tp->n_ctx);
+    float *q = floats(tp, T * q_r), *att = floats(tp, T * q_r), *scratch = floats(tp, JB_CPU_ATTN_HEADS_MAX * tp->n_ctx);
     float *K = tp->ranks[r].kv + (tp->slot[l] * 2) * tp->n_ctx * kv_r, *V = K + tp->n_ctx * kv_r;
     jb_cpu_matmul(tp->pool, q, b->xn, T, &w->q_proj, NULL);
     jb_cpu_matmul(tp->pool, K + tp->pos * kv_r, b->xn, T, &w->k_proj, NULL); /* [T, kv_r] into its cache */
     jb_cpu_matmul(tp->pool, V + tp->pos * kv_r, b->xn, T, &w->v_proj, NULL);
     jb_attn_args a = {.n = T, .pos = tp->pos, .n_heads = rc->num_attention_heads,
                       .n_kv_heads = rc->num_key_value_heads, .head_dim = rc->head_dim, .q = q, .k = K, .v = V,
-                      .out = att, .scratch = scratch, .scratch_stride = tp->n_ctx};
+                      .out = att, .scratch = scratch,
+                      .scratch_stride = jb_cpu_attn_score_rows(rc->num_attention_heads, rc->num_key_value_heads) * tp->n_ctx};
     jb_cpu_attention(tp->pool, &a, 1);
     jb_cpu_matmul(tp->pool, b->mix, att, T, &w->o_proj, NULL); /* partial [T, H] */
 }
