@@ -5,7 +5,10 @@
  *   gemm        cuBLAS bf16 8192^3                                               the matrix ceiling
  *   scan        selective scan, one sequence at Jamba-Mini width (D_i 8192, N 16), bf16 in and out:
  *               GB/s over the bytes it must move, % of copy
- *   attention   causal flash prefill, GQA 32/8, d_h 128, bf16: TFLOP/s, % of gemm
+ *   attention   causal flash prefill, GQA 32/8, d_h 128, bf16: TFLOP/s, % of gemm (target >= 40% at 32K)
+ *   decode      attention of one decode row at 4K, 32K and 256K keys (same layer; caches rotated beyond the
+ *               L2): GB/s of K and V, % of the rate reading them once (half a copy of the same bytes,
+ *               same rotation); the time against that read (target <= 1.2x)
  *   model       a synthetic model of Jamba-Mini width with 4 layers (Mamba+dense, Mamba+MoE,
  *               attention+dense, Mamba+MoE; 16 experts top-2): prefill tok/s, and decode tok/s at several
  *               context lengths with the decode step against the time to read its active weights once
@@ -15,6 +18,8 @@
  * Medians of repeated runs after a warm-up; CUDA events around device work.
  */
 #include "bench/gpu_bench_util.h"
+#include "cuda/attn_layout.h"
+#include "cuda/ctx_layout.h"
 #include "cuda/ops.h"
 #include "cuda/step_plan.h"
 #include "jamba.h"
@@ -46,7 +51,7 @@ static void run_scan(void *p) {
 static void bench_scan(double copy_gbs, int sms) {
     const int64_t T = quick ? 8192 : 32768, Di = 8192, N = 16, R = 256, xd = R + 2 * N;
     jb_segment seg = {.seq = 0, .pos = 0, .n = T, .row = 0};
-    const int64_t len = jb_scan_chunk_len(T, Di * 16, (int64_t)sms * 1024, 64, 32);
+    const int64_t len = jb_scan_chunk_rows(T, Di, sms, 64);
     int32_t *row_seg = malloc((size_t)T * 4);
     jb_cuda_seg gseg;
     jb_cuda_chunk *chunks = malloc((size_t)jb_step_plan_max_chunks(T, 1, len) * sizeof *chunks);
@@ -121,8 +126,112 @@ static void bench_attention(double gemm_tflops) {
     char name[80];
     snprintf(name, sizeof name, "attention prefill %lldK (flash)", (long long)(T / 1024));
     report(name, "rate", flops / (ms * 1e-3) / 1e12, "TFLOP/s", gemm_tflops, "gemm");
+    printf("  %-34s %12.3f ms     target >= 40%% of gemm at 32K\n", "  (one call)", ms);
+    fflush(stdout);
     cudaFree(qkv), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(d_row_seg), cudaFree(d_seg);
     free(row_seg);
+}
+
+/* ---- decode attention ------------------------------------------------------------------------------------- */
+
+/* One decode row over n keys, timed over a rotation of `copies` caches (together several times the L2, so
+ * every call reads its K and V from memory, as in a decode step); `calls` calls per timed run. */
+typedef struct decode_arg {
+    attn_arg s;
+    char *k, *v;       /* copies x bytes each */
+    size_t bytes;      /* one copy of K (and of V) */
+    char *dst;         /* the ceiling's copy targets, rotated likewise: copies x 2 x bytes */
+    int copies, next, calls;
+} decode_arg;
+
+static void run_decode(void *p) {
+    decode_arg *d = p;
+    for (int i = 0; i < d->calls; i++, d->next = (d->next + 1) % d->copies) {
+        d->s.a.k_cache = d->k + (size_t)d->next * d->bytes;
+        d->s.a.v_cache = d->v + (size_t)d->next * d->bytes;
+        CK(jb_cuda_attention(JAMBA_DTYPE_BF16, &d->s.a, &d->s.step, 0, 0));
+    }
+}
+
+/* The ceiling: a device-to-device copy of the same K and V bytes from the same rotation, into targets
+ * rotated too (so the writes also reach memory rather than staying in the L2). */
+static void run_decode_ceiling(void *p) {
+    decode_arg *d = p;
+    for (int i = 0; i < d->calls; i++, d->next = (d->next + 1) % d->copies) {
+        char *dst = d->dst + (size_t)d->next * 2 * d->bytes;
+        CK(cudaMemcpyAsync(dst, d->k + (size_t)d->next * d->bytes, d->bytes, cudaMemcpyDeviceToDevice, 0));
+        CK(cudaMemcpyAsync(dst + d->bytes, d->v + (size_t)d->next * d->bytes, d->bytes, cudaMemcpyDeviceToDevice, 0));
+    }
+}
+
+/* Attention of one decode row at n tokens (GQA 32/8, d_h 128, bf16 cache: Jamba-Mini's layer) against the
+ * time to read that row's K and V once: half a copy of the same bytes (a copy reads and writes each byte),
+ * measured the same way in the same run. Target: at most 1.2x. */
+static void bench_decode_attention(int64_t n, int sms) {
+    const int64_t nh = 32, nkv = 8, D = 128, q = nh * D, kv = nkv * D, n_ctx = 262144;
+    decode_arg d = {0};
+    d.bytes = (size_t)(n * kv) * 2;
+    d.copies = (int)((((size_t)1 << 29) + 2 * d.bytes - 1) / (2 * d.bytes)); /* 512 MiB of caches at least */
+    if (d.copies < 2)
+        d.copies = 2;
+    size_t free_b = 0, total_b = 0;
+    CK(cudaMemGetInfo(&free_b, &total_b));
+    const size_t need = (size_t)d.copies * 4 * d.bytes + ((size_t)1 << 30); /* caches, copy targets, margin */
+    char name[80];
+    snprintf(name, sizeof name, "attention decode %lldK (split)", (long long)(n / 1024));
+    if (need > free_b) {
+        printf("  %-34s skipped: needs %.1f GiB, %.1f GiB free\n", name, (double)need / (1 << 30),
+               (double)free_b / (1 << 30));
+        fflush(stdout);
+        return;
+    }
+    /* one random copy, duplicated on the device */
+    void *k0 = dev_random((size_t)(n * kv), 2, 1, 21), *v0 = dev_random((size_t)(n * kv), 2, 1, 22);
+    CK(cudaMalloc((void **)&d.k, (size_t)d.copies * d.bytes));
+    CK(cudaMalloc((void **)&d.v, (size_t)d.copies * d.bytes));
+    for (int c = 0; c < d.copies; c++) {
+        CK(cudaMemcpy(d.k + (size_t)c * d.bytes, k0, d.bytes, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(d.v + (size_t)c * d.bytes, v0, d.bytes, cudaMemcpyDeviceToDevice));
+    }
+    cudaFree(k0), cudaFree(v0);
+    CK(cudaMalloc((void **)&d.dst, (size_t)d.copies * 2 * d.bytes));
+    /* the step: one row at position n - 1 of sequence 0 */
+    const jb_cuda_seg seg = {.seq = 0, .pos = n - 1, .n = 1, .row = 0};
+    const int32_t row_seg = 0;
+    void *d_row_seg, *d_seg, *out;
+    CK(cudaMalloc(&d_row_seg, 4));
+    CK(cudaMalloc(&d_seg, sizeof seg));
+    CK(cudaMemcpy(d_row_seg, &row_seg, 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_seg, &seg, sizeof seg, cudaMemcpyHostToDevice));
+    d.s.step = (jb_cuda_step_desc){.row_seg = d_row_seg, .segs = d_seg, .T = 1, .n_segs = 1, .n_chunks = 1,
+                                   .max_seg_rows = 1};
+    /* splits as the forward pass chooses them for one row in a 256K context (cuda/forward.cu) */
+    const int32_t n_splits = jb_attn_max_splits(1, nkv, sms, n_ctx, JB_CUDA_MIN_SPLIT_LEN, JB_CUDA_SPLIT_BUDGET);
+    const int64_t pcap = nh * n_splits * (D + 2), n_counters = nh;
+    void *qkv = dev_random((size_t)(q + 2 * kv), 2, 1, 23);
+    float *part;
+    unsigned int *count;
+    CK(cudaMalloc(&out, (size_t)q * 2));
+    CK(cudaMalloc((void **)&part, (size_t)pcap * 4));
+    CK(cudaMalloc((void **)&count, (size_t)n_counters * 4));
+    CK(cudaMemset(count, 0, (size_t)n_counters * 4));
+    d.s.a = (jb_cuda_attn_args){.qkv = qkv, .ld_qkv = q + 2 * kv, .k_cache = d.k, .v_cache = d.v, .seq_stride = n * kv,
+                                .kv_dt = JAMBA_DTYPE_BF16, .out = out, .n_heads = nh, .n_kv_heads = nkv, .head_dim = D,
+                                .partial = part, .partial_capacity = pcap, .split_count = count,
+                                .split_count_capacity = n_counters, .n_splits = n_splits,
+                                .split_len = JB_CUDA_MIN_SPLIT_LEN};
+    d.calls = d.copies < 8 ? 8 : d.copies;
+    const double t_attn = time_ms(run_decode, &d, quick ? 5 : 10) / d.calls;
+    const double t_read = time_ms(run_decode_ceiling, &d, quick ? 5 : 10) / d.calls / 2;
+    const double kv_bytes = 2.0 * (double)d.bytes;
+    const int64_t used = jb_attn_splits_used(n, jb_attn_split_len(n, n_splits, JB_CUDA_MIN_SPLIT_LEN));
+    report(name, "bandwidth", kv_bytes / (t_attn * 1e-3) / 1e9, "GB/s", kv_bytes / (t_read * 1e-3) / 1e9,
+           "KV read once");
+    printf("  %-34s %12.3f us     %5.2fx the %.3f us to read its KV once (target <= 1.2x); %lld splits\n",
+           "  (one call)", t_attn * 1e3, t_attn / t_read, t_read * 1e3, (long long)used);
+    fflush(stdout);
+    cudaFree(d.k), cudaFree(d.v), cudaFree(d.dst), cudaFree(d_row_seg), cudaFree(d_seg), cudaFree(out);
+    cudaFree(qkv), cudaFree(part), cudaFree(count);
 }
 
 /* ---- the model ---------------------------------------------------------------------------------------------- */
@@ -234,6 +343,10 @@ int main(int argc, char **argv) {
     const double copy = bench_copy(), gemm = bench_gemm(quick ? 4096 : 8192);
     bench_scan(copy, dev.multiprocessors);
     bench_attention(gemm);
+    bench_decode_attention(4096, dev.multiprocessors);
+    bench_decode_attention(32768, dev.multiprocessors);
+    if (!quick)
+        bench_decode_attention(262144, dev.multiprocessors);
     bench_model(copy);
     if (bench_json)
         fclose(bench_json);

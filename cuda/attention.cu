@@ -1,22 +1,26 @@
 /*
- * attention.cu — causal GQA attention of a step's rows over their sequences' KV caches.
+ * attention.cu — causal GQA attention of a step's rows over their sequences' KV caches: the KV append, the
+ * path choice (jb_cuda_attention) and the generic key-split kernel.
  *
- * Two paths, both exact softmax in fp32 (scores are dot / sqrt(d_h), as cpu/attention.c):
- *   split   one block per (row, KV head, head group, key split): four warps walk the split's keys with an
- *           online softmax for every query head sharing the KV head, merge in shared memory, and either
- *           write the output (one split) or a partial (max, sum, weighted values) that a combine kernel
- *           merges (flash-decoding). Any head_dim, fp32 or bf16; the decode path: one sequence at 256K
- *           tokens spreads over n_splits × n_kv blocks.
- *   flash   bf16 prefill with d_h 64 or 128: one block per (64-query tile, query head); tensor-core (WMMA)
- *           products Q·Kᵀ and P·V over 64-key tiles with an online softmax; T x T is never materialised.
- * The cache holds the activation type, or fp8 e4m3 with one fp32 scale per (token, KV head): both paths
- * widen a key or value as fp8 × scale (the flash path into its bf16 tiles).
+ * Paths (scores are q·k / sqrt(d_h) as in cpu/attention.c; softmax in fp32, in log2 units with exp2):
+ *   flash    bf16 prefill with d_h 64 or 128: tensor-core tiles (cuda/attn_flash.cu).
+ *   decode   bf16 with d_h 64 or 128, rows attended one by one with key splits (flash-decoding) on tensor
+ *            cores (cuda/attn_flash.cu).
+ *   generic  every other case (fp32 activations, other head dims up to 256): one block per (row, KV head,
+ *            up to 8 query heads, key split), four warps walking the split's keys with an online softmax
+ *            and merging in shared memory.
+ * Both split paths take their split count per row from the row's own length (jb_attn_split_len, read from
+ * device memory, so a recorded decode graph stays valid) within the launch's maximum; rows of several
+ * splits write (max, sum, weighted values) partials that the last of the row's blocks to finish merges in
+ * split order (attn_combine.cuh): one launch, its arrival counters back at zero after it.
+ * The cache holds the activation type, or fp8 e4m3 with one fp32 scale per (token, KV head).
  */
+#include "cuda/attn_combine.cuh"
+#include "cuda/attn_kernels.h"
+#include "cuda/attn_layout.h"
 #include "cuda/common.cuh"
-#include "cuda/ops.h"
 
 #include <cuda_fp8.h>
-#include <mma.h>
 
 typedef __nv_fp8_e4m3 fp8;
 #define E4M3_MAX 448.0f /* the largest finite e4m3 value */
@@ -97,30 +101,26 @@ extern "C" cudaError_t jb_cuda_kv_append(jamba_dtype dt, const jb_cuda_attn_args
     return JB_LAUNCH_CHECK();
 }
 
-/* ---- split path ------------------------------------------------------------------------------------ */
+/* ---- generic split path -------------------------------------------------------------------------------- */
 
 #define SPLIT_WARPS 4
 #define HEADS_PER_BLOCK 8
 
-/* grid: x = row, y = kv_head * head_groups + group, z = split. DPL = head_dim / 32 rounded up. TC: the
- * cache element type (T, or fp8 with scales). */
+/* grid: x = row, y = kv_head * head_groups + group, z = split (the launch's most; the row uses
+ * jb_attn_splits_used of them, and counts its finished blocks in a.split_count[x * gridDim.y + y]).
+ * DPL = head_dim / 32 rounded up. TC: the cache element type (T, or fp8 with scales). */
 template <typename T, typename TC, int DPL>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
 attn_split_kernel(jb_cuda_attn_args a, const int32_t *row_seg, const jb_cuda_seg *segs, int head_groups) {
-    const int64_t D = a.head_dim, kv_w = a.n_kv_heads * D, q_w = a.n_heads * D;
-    const int64_t group = a.n_heads / a.n_kv_heads;
-    const int64_t r = blockIdx.x;
-    const int kvh = blockIdx.y / head_groups, hg = blockIdx.y % head_groups;
-    const int64_t h0 = (int64_t)kvh * group + (int64_t)hg * HEADS_PER_BLOCK;
-    const int n_h = (int)(group - (int64_t)hg * HEADS_PER_BLOCK < HEADS_PER_BLOCK ? group - (int64_t)hg * HEADS_PER_BLOCK
-                                                                                  : HEADS_PER_BLOCK);
-    const int split = blockIdx.z, n_splits = gridDim.z;
+    const int64_t D = a.head_dim, kv_w = a.n_kv_heads * D;
+    attn_split_item it;
+    if (!attn_split_item_of(a, row_seg, segs, head_groups, HEADS_PER_BLOCK, it))
+        return; /* this row is shorter than the launch allows for */
+    const int64_t r = it.r, k0 = it.k0, k1 = it.k1, kvh = it.kvh, h0 = it.h0;
+    const int n_h = it.n_h;
+    const jb_cuda_seg s = it.seg;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const jb_cuda_seg s = segs[row_seg[r]];
-    const int64_t n_keys = s.pos + (r - s.row) + 1;
-    const int64_t k0 = (int64_t)split * a.split_len;
-    const int64_t k1 = k0 + a.split_len < n_keys ? k0 + a.split_len : n_keys;
-    const float scale = sqrtf((float)D);
+    const float scale_log2 = 1.4426950408889634f / sqrtf((float)D); /* log2(e) / sqrt(d_h) */
 
     float q[HEADS_PER_BLOCK][DPL], acc[HEADS_PER_BLOCK][DPL], m[HEADS_PER_BLOCK], l[HEADS_PER_BLOCK];
     const T *qrow = (const T *)a.qkv + r * a.ld_qkv;
@@ -157,9 +157,9 @@ attn_split_kernel(jb_cuda_attn_args a, const int32_t *row_seg, const jb_cuda_seg
 #pragma unroll
             for (int i = 0; i < DPL; i++)
                 dot += q[g][i] * kj[i];
-            const float sc = warp_sum(dot) / scale;
+            const float sc = warp_sum(dot) * scale_log2;
             const float m_new = fmaxf(m[g], sc);
-            const float corr = expf(m[g] - m_new), p = expf(sc - m_new);
+            const float corr = exp2f(m[g] - m_new), p = exp2f(sc - m_new);
             l[g] = l[g] * corr + p;
 #pragma unroll
             for (int i = 0; i < DPL; i++)
@@ -182,74 +182,23 @@ attn_split_kernel(jb_cuda_attn_args a, const int32_t *row_seg, const jb_cuda_seg
             if (lane + 32 * i < D)
                 sm_acc[((int64_t)warp * HEADS_PER_BLOCK + g) * D + lane + 32 * i] = acc[g][i];
     __syncthreads();
-    for (int64_t idx = threadIdx.x; idx < (int64_t)n_h * D; idx += blockDim.x) {
-        const int g = (int)(idx / D);
-        const int64_t d = idx % D;
-        float M = -INFINITY;
-        for (int w = 0; w < SPLIT_WARPS; w++)
-            M = fmaxf(M, sm_m[w * HEADS_PER_BLOCK + g]);
-        float L = 0.0f, O = 0.0f;
-        for (int w = 0; w < SPLIT_WARPS; w++) {
-            const float mw = sm_m[w * HEADS_PER_BLOCK + g];
-            if (mw == -INFINITY)
-                continue; /* a warp that saw no key */
-            const float f = expf(mw - M);
-            L += sm_l[w * HEADS_PER_BLOCK + g] * f;
-            O += sm_acc[((int64_t)w * HEADS_PER_BLOCK + g) * D + d] * f;
-        }
-        const int64_t head = h0 + g;
-        if (n_splits == 1) {
-            ((T *)a.out)[r * q_w + head * D + d] = from_f32<T>(O / L);
-        } else {
-            float *part = a.partial + ((r * a.n_heads + head) * n_splits + split) * (D + 2);
-            part[2 + d] = O;
-            if (d == 0) {
-                part[0] = M;
-                part[1] = L;
-            }
-        }
-    }
-}
-
-/* Merge the splits of one (row, head): grid x = row, y = head; threads over d_h. */
-template <typename T>
-__global__ void attn_combine_kernel(jb_cuda_attn_args a, int n_splits) {
-    const int64_t D = a.head_dim, r = blockIdx.x, head = blockIdx.y;
-    const float *part = a.partial + (r * a.n_heads + head) * n_splits * (D + 2);
-    float M = -INFINITY;
-    for (int sp = 0; sp < n_splits; sp++)
-        if (part[sp * (D + 2) + 1] > 0.0f)
-            M = fmaxf(M, part[sp * (D + 2)]);
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-        float L = 0.0f, O = 0.0f;
-        for (int sp = 0; sp < n_splits; sp++) {
-            const float *p = part + sp * (D + 2);
-            if (!(p[1] > 0.0f))
-                continue; /* an empty split: its keys lie beyond the row's position */
-            const float f = expf(p[0] - M);
-            L += p[1] * f;
-            O += p[2 + d] * f;
-        }
-        ((T *)a.out)[r * a.n_heads * D + head * D + d] = from_f32<T>(O / L);
-    }
+    attn_merge_warps<T, HEADS_PER_BLOCK, SPLIT_WARPS>(a, it, sm_m, sm_l, sm_acc, (int)D);
+    /* several splits: the item's last block to finish merges them */
+    if (it.used > 1 && jb_last_arrival(a.split_count + r * gridDim.y + blockIdx.y, (unsigned int)it.used))
+        attn_combine_splits<T, HEADS_PER_BLOCK, SPLIT_WARPS * 32, 1>(a.partial, (T *)a.out, a.n_heads, (int)D, r, h0,
+                                                                    n_h, it.used, it.max_splits);
 }
 
 template <typename T, typename TC, int DPL>
 static cudaError_t split_launch(const jb_cuda_attn_args *a, const jb_cuda_step_desc *step, int n_splits, cudaStream_t stream) {
     const int64_t group = a->n_heads / a->n_kv_heads;
     const int head_groups = (int)((group + HEADS_PER_BLOCK - 1) / HEADS_PER_BLOCK);
-    if (step->T > INT32_MAX || (int64_t)a->n_kv_heads * head_groups > 65535 || n_splits > 65535)
-        return cudaErrorInvalidValue;
-    if (n_splits > 1 && step->T * a->n_heads * n_splits * (a->head_dim + 2) > a->partial_capacity)
+    if (step->T > INT32_MAX || (int64_t)a->n_kv_heads * head_groups > 65535 || n_splits > 65535 ||
+        !jb_attn_split_scratch_fits(a, step->T, n_splits, HEADS_PER_BLOCK))
         return cudaErrorInvalidValue;
     const size_t smem = sizeof(float) * (size_t)SPLIT_WARPS * HEADS_PER_BLOCK * (size_t)(2 + a->head_dim);
     dim3 grid((unsigned int)step->T, (unsigned int)(a->n_kv_heads * head_groups), (unsigned int)n_splits);
     attn_split_kernel<T, TC, DPL><<<grid, SPLIT_WARPS * 32, smem, stream>>>(*a, step->row_seg, step->segs, head_groups);
-    cudaError_t e = JB_LAUNCH_CHECK();
-    if (e != cudaSuccess || n_splits == 1)
-        return e;
-    dim3 cgrid((unsigned int)step->T, (unsigned int)a->n_heads);
-    attn_combine_kernel<T><<<cgrid, a->head_dim < 128 ? 32 : 128, 0, stream>>>(*a, n_splits);
     return JB_LAUNCH_CHECK();
 }
 
@@ -267,231 +216,37 @@ static cudaError_t split_dispatch(const jb_cuda_attn_args *a, const jb_cuda_step
     return cudaErrorInvalidValue; /* head_dim > 256 */
 }
 
-/* ---- flash path (bf16, WMMA) ------------------------------------------------------------------------ */
-
-#define FL_BM 64      /* query rows per block (16 per warp) */
-#define FL_BN 64      /* keys per tile */
-#define FL_WARPS 4
-
-template <int D> struct flash_smem {
-    static constexpr int QK_LD = D + 8;     /* bf16 rows of Q, K, V */
-    static constexpr int S_LD = FL_BN + 4;  /* fp32 scores */
-    static constexpr int P_LD = FL_BN + 8;  /* bf16 probabilities */
-    static constexpr int O_LD = D + 4;      /* fp32 output accumulators */
-    static constexpr size_t q_off = 0;
-    static constexpr size_t k_off = q_off + sizeof(bf16) * FL_BM * QK_LD;
-    static constexpr size_t v_off = k_off + sizeof(bf16) * FL_BN * QK_LD;
-    static constexpr size_t s_off = v_off + sizeof(bf16) * FL_BN * QK_LD;
-    static constexpr size_t p_off = s_off + sizeof(float) * FL_BM * S_LD;
-    static constexpr size_t o_off = p_off + sizeof(bf16) * FL_BM * P_LD;
-    static constexpr size_t ml_off = o_off + sizeof(float) * FL_BM * O_LD;
-    static constexpr size_t bytes = ml_off + sizeof(float) * 2 * FL_BM;
-};
-
-/* Copy FL_BN rows of D values (row stride ld elements in global memory) into shared bf16 rows of QK_LD,
- * zero filling rows >= valid. Vectors of 8: D is a multiple of 8 and rows are 16-byte (bf16) or 8-byte
- * (fp8) aligned. fp8 rows are widened with their row's scale (scales[row * scale_ld]). */
-template <int D>
-__device__ void flash_load_rows(bf16 *dst, const bf16 *src, int64_t ld, int valid, const float *, int64_t) {
-    constexpr int VEC = 8, PER_ROW = D / VEC;
-    for (int idx = threadIdx.x; idx < FL_BN * PER_ROW; idx += blockDim.x) {
-        const int row = idx / PER_ROW, c = (idx % PER_ROW) * VEC;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (row < valid)
-            v = *(const uint4 *)(src + (int64_t)row * ld + c);
-        *(uint4 *)(dst + row * flash_smem<D>::QK_LD + c) = v;
-    }
-}
-
-template <int D>
-__device__ void flash_load_rows(bf16 *dst, const fp8 *src, int64_t ld, int valid, const float *scales,
-                                int64_t scale_ld) {
-    constexpr int VEC = 8, PER_ROW = D / VEC;
-    for (int idx = threadIdx.x; idx < FL_BN * PER_ROW; idx += blockDim.x) {
-        const int row = idx / PER_ROW, c = (idx % PER_ROW) * VEC;
-        __align__(16) bf16 out[VEC];
-        if (row < valid) {
-            const uint2 raw = *(const uint2 *)(src + (int64_t)row * ld + c);
-            const fp8 *q = (const fp8 *)&raw;
-            const float sc = scales[(int64_t)row * scale_ld];
-#pragma unroll
-            for (int i = 0; i < VEC; i++)
-                out[i] = __float2bfloat16((float)q[i] * sc);
-        } else {
-#pragma unroll
-            for (int i = 0; i < VEC; i++)
-                out[i] = __float2bfloat16(0.0f);
-        }
-        *(uint4 *)(dst + row * flash_smem<D>::QK_LD + c) = *(const uint4 *)out;
-    }
-}
-
-template <int D, typename TC>
-__global__ void __launch_bounds__(FL_WARPS * 32)
-attn_flash_kernel(jb_cuda_attn_args a, const jb_cuda_seg *segs, int64_t n_segs) {
-    using namespace nvcuda;
-    using L = flash_smem<D>;
-    extern __shared__ __align__(128) unsigned char fl_smem[];
-    bf16 *Qs = (bf16 *)(fl_smem + L::q_off), *Ks = (bf16 *)(fl_smem + L::k_off), *Vs = (bf16 *)(fl_smem + L::v_off);
-    float *Ss = (float *)(fl_smem + L::s_off), *Os = (float *)(fl_smem + L::o_off);
-    bf16 *Ps = (bf16 *)(fl_smem + L::p_off);
-    float *row_m = (float *)(fl_smem + L::ml_off), *row_l = row_m + FL_BM;
-
-    /* this block's tile: walk the segments' tile counts */
-    int64_t tile = blockIdx.x, si = 0;
-    for (; si < n_segs; si++) {
-        const int64_t nt = (segs[si].n + FL_BM - 1) / FL_BM;
-        if (tile < nt)
-            break;
-        tile -= nt;
-    }
-    if (si == n_segs)
-        return;
-    const jb_cuda_seg s = segs[si];
-    const int64_t head = blockIdx.y, kvh = head / (a.n_heads / a.n_kv_heads);
-    const int64_t q0 = tile * FL_BM; /* first query of the tile, within the segment */
-    const int q_valid = (int)(s.n - q0 < FL_BM ? s.n - q0 : FL_BM);
-    const int64_t kv_w = a.n_kv_heads * D;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const float scale = sqrtf((float)D);
-
-    flash_load_rows<D>(Qs, (const bf16 *)a.qkv + (s.row + q0) * a.ld_qkv + head * D, a.ld_qkv, q_valid, NULL, 0);
-    for (int i = threadIdx.x; i < FL_BM * L::O_LD; i += blockDim.x)
-        Os[i] = 0.0f;
-    for (int i = threadIdx.x; i < FL_BM; i += blockDim.x) {
-        row_m[i] = -INFINITY;
-        row_l[i] = 0.0f;
-    }
-    const TC *K = (const TC *)a.k_cache + (int64_t)s.seq * a.seq_stride + kvh * D;
-    const TC *V = (const TC *)a.v_cache + (int64_t)s.seq * a.seq_stride + kvh * D;
-    const float *KS = kv_scaled<TC>::value ? a.k_scale + (int64_t)s.seq * a.scale_seq_stride + kvh : NULL;
-    const float *VS = kv_scaled<TC>::value ? a.v_scale + (int64_t)s.seq * a.scale_seq_stride + kvh : NULL;
-    const int64_t last_pos = s.pos + q0 + q_valid - 1; /* the tile's last query attends keys 0 .. last_pos */
-    const int wr = warp * 16;                          /* this warp's first row in the tile */
-    for (int64_t kt = 0; kt <= last_pos; kt += FL_BN) {
-        const int k_valid = (int)(last_pos + 1 - kt < FL_BN ? last_pos + 1 - kt : FL_BN);
-        __syncthreads(); /* everyone is done with the previous K/V tile (and Q/O/stats are initialised) */
-        flash_load_rows<D>(Ks, K + kt * kv_w, kv_w, k_valid, KS ? KS + kt * a.n_kv_heads : NULL, a.n_kv_heads);
-        flash_load_rows<D>(Vs, V + kt * kv_w, kv_w, k_valid, VS ? VS + kt * a.n_kv_heads : NULL, a.n_kv_heads);
-        __syncthreads();
-
-        /* S[16 x 64] = Q_w · Kᵀ */
-        for (int nt = 0; nt < FL_BN / 16; nt++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf;
-            wmma::fill_fragment(sf, 0.0f);
-            for (int kk = 0; kk < D; kk += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qf;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kf;
-                wmma::load_matrix_sync(qf, Qs + wr * L::QK_LD + kk, L::QK_LD);
-                wmma::load_matrix_sync(kf, Ks + nt * 16 * L::QK_LD + kk, L::QK_LD);
-                wmma::mma_sync(sf, qf, kf, sf);
-            }
-            wmma::store_matrix_sync(Ss + wr * L::S_LD + nt * 16, sf, L::S_LD, wmma::mem_row_major);
-        }
-        __syncwarp();
-
-        /* online softmax: two lanes per row, 32 keys each */
-        {
-            const int i = wr + (lane >> 1), half = lane & 1;
-            const int64_t pos_i = s.pos + q0 + i;
-            const bool row_ok = i < q_valid;
-            float *srow = Ss + i * L::S_LD + half * 32;
-            float mx = -INFINITY;
-            for (int c = 0; c < 32; c++) {
-                const int64_t key = kt + half * 32 + c;
-                const float v = srow[c] / scale;
-                srow[c] = v;
-                if (row_ok && key <= pos_i && v > mx)
-                    mx = v;
-            }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            const float m_old = row_m[i], m_new = fmaxf(m_old, mx);
-            float sum = 0.0f;
-            bf16 *prow = Ps + i * L::P_LD + half * 32;
-            for (int c = 0; c < 32; c++) {
-                const int64_t key = kt + half * 32 + c;
-                const float p = row_ok && key <= pos_i && m_new != -INFINITY ? expf(srow[c] - m_new) : 0.0f;
-                prow[c] = __float2bfloat16(p);
-                sum += p;
-            }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            const float alpha = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
-            float *orow = Os + i * L::O_LD + half * (D / 2);
-            for (int c = 0; c < D / 2; c++)
-                orow[c] *= alpha;
-            __syncwarp();
-            if (half == 0) {
-                row_m[i] = m_new;
-                row_l[i] = row_l[i] * alpha + sum;
-            }
-        }
-        __syncwarp();
-
-        /* O_w[16 x D] += P_w[16 x 64] · V[64 x D] */
-        for (int nt = 0; nt < D / 16; nt++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> of;
-            wmma::load_matrix_sync(of, Os + wr * L::O_LD + nt * 16, L::O_LD, wmma::mem_row_major);
-            for (int kk = 0; kk < FL_BN; kk += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
-                wmma::load_matrix_sync(pf, Ps + wr * L::P_LD + kk, L::P_LD);
-                wmma::load_matrix_sync(vf, Vs + kk * L::QK_LD + nt * 16, L::QK_LD);
-                wmma::mma_sync(of, pf, vf, of);
-            }
-            wmma::store_matrix_sync(Os + wr * L::O_LD + nt * 16, of, L::O_LD, wmma::mem_row_major);
-        }
-        __syncwarp();
-    }
-    __syncthreads();
-    bf16 *out = (bf16 *)a.out;
-    const int64_t q_w = a.n_heads * D;
-    for (int idx = threadIdx.x; idx < q_valid * D; idx += blockDim.x) {
-        const int i = idx / D, d = idx % D;
-        out[(s.row + q0 + i) * q_w + head * D + d] = __float2bfloat16(Os[i * L::O_LD + d] / row_l[i]);
-    }
-}
-
-template <int D, typename TC>
-static cudaError_t flash_launch(const jb_cuda_attn_args *a, const jb_cuda_step_desc *step, cudaStream_t stream) {
-    const size_t smem = flash_smem<D>::bytes;
-    cudaError_t e =
-        cudaFuncSetAttribute(attn_flash_kernel<D, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess)
-        return e;
-    /* tiles: the host knows every segment's length only through the step's bound, so launch for the
-     * worst case; blocks past the last tile return at once */
-    const int64_t tiles = step->n_segs + step->T / FL_BM;
-    if (tiles > INT32_MAX || a->n_heads > 65535)
-        return cudaErrorInvalidValue;
-    dim3 grid((unsigned int)tiles, (unsigned int)a->n_heads);
-    attn_flash_kernel<D, TC><<<grid, FL_WARPS * 32, smem, stream>>>(*a, step->segs, step->n_segs);
-    return JB_LAUNCH_CHECK();
-}
-
 /* ---- entry -------------------------------------------------------------------------------------------- */
+
+bool jb_attn_split_scratch_fits(const jb_cuda_attn_args *a, int64_t T, int32_t n_splits, int heads_per_block) {
+    if (n_splits <= 1)
+        return true;
+    const int64_t items = T * jb_attn_kv_blocks(a->n_heads, a->n_kv_heads, heads_per_block);
+    return a->partial != NULL && a->split_count != NULL &&
+           T * a->n_heads * n_splits * (a->head_dim + 2) <= a->partial_capacity && items <= a->split_count_capacity;
+}
 
 extern "C" cudaError_t jb_cuda_attention(jamba_dtype dt, const jb_cuda_attn_args *a, const jb_cuda_step_desc *step,
                                        int force_path, cudaStream_t stream) {
     if (step->T == 0)
         return cudaSuccess;
-    if (a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads != 0 || a->head_dim < 1)
-        return cudaErrorInvalidValue;
-    const bool flash_ok = dt == JAMBA_DTYPE_BF16 && (a->head_dim == 64 || a->head_dim == 128) &&
-                          a->ld_qkv % 8 == 0;
-    bool flash = force_path == 2 || (force_path == 0 && flash_ok && step->max_seg_rows >= 16);
-    if (flash && !flash_ok)
+    if (a->n_kv_heads < 1 || a->n_heads % a->n_kv_heads != 0 || a->head_dim < 1 || force_path < 0 || force_path > 3)
         return cudaErrorInvalidValue;
     const bool f8 = a->kv_dt == JAMBA_DTYPE_F8_E4M3;
     if ((!f8 && a->kv_dt != dt) || (f8 && (a->k_scale == NULL || a->v_scale == NULL)))
         return cudaErrorInvalidValue;
-    if (flash && f8)
-        return a->head_dim == 64 ? flash_launch<64, fp8>(a, step, stream) : flash_launch<128, fp8>(a, step, stream);
-    if (flash)
-        return a->head_dim == 64 ? flash_launch<64, bf16>(a, step, stream) : flash_launch<128, bf16>(a, step, stream);
-    const int n_splits = a->n_splits > 0 ? a->n_splits : 1;
+    const bool mma = jb_attn_mma_fits(dt, a);
+    if (force_path == 2 && !mma)
+        return cudaErrorInvalidValue;
+    if (force_path == 2 || (force_path == 0 && mma && step->max_seg_rows >= 16))
+        return jb_attn_flash(a, step, stream);
+    const int32_t n_splits = a->n_splits > 0 ? a->n_splits : 1;
+    if (mma && force_path != 3)
+        return jb_attn_decode_mma(a, step, n_splits, stream);
     if (dt == JAMBA_DTYPE_BF16)
-        return f8 ? split_dispatch<bf16, fp8>(a, step, n_splits, stream)
-                  : split_dispatch<bf16, bf16>(a, step, n_splits, stream);
-    return f8 ? split_dispatch<float, fp8>(a, step, n_splits, stream)
-              : split_dispatch<float, float>(a, step, n_splits, stream);
+        return f8 ? split_dispatch<bf16, fp8>(a, step, n_splits, stream) : split_dispatch<bf16, bf16>(a, step, n_splits, stream);
+    if (dt == JAMBA_DTYPE_F32)
+        return f8 ? split_dispatch<float, fp8>(a, step, n_splits, stream)
+                  : split_dispatch<float, float>(a, step, n_splits, stream);
+    return cudaErrorInvalidValue;
 }

@@ -67,6 +67,35 @@ __device__ __forceinline__ double block_sum_f64(double v, double *scratch) {
     return v;
 }
 
+/* 2^x by the exp unit alone (ex2.approx.ftz: relative error below 2^-22, subnormal results flushed to 0,
+ * which for a Mamba decay factor changes nothing visible); exp2f would add a subnormal fix-up around it.
+ * The selective scan (scan.cu) and the fused decode scan (fused_gemv.cuh) share it, so they agree bit for
+ * bit. */
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Whether this block is the last of `expected` blocks of the launch to arrive at *count: every thread of
+ * each of them calls it after storing what the last block will read. Counted with an integer atomic (no
+ * float atomics anywhere); the last block sets the count back to zero for the next launch (a replayed
+ * graph) and sees the other blocks' stores through L2 (read them with __ldcg). */
+__device__ __forceinline__ bool jb_last_arrival(unsigned int *count, unsigned int expected) {
+    __shared__ int last;
+    __threadfence(); /* this thread's stores are visible device-wide before its block is counted */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(count, 1u) + 1u == expected;
+        if (last) {
+            atomicExch(count, 0u); /* every other block has counted itself */
+            __threadfence();
+        }
+    }
+    __syncthreads();
+    return last != 0;
+}
+
 static inline unsigned int div_up(int64_t a, int64_t b) { return (unsigned int)((a + b - 1) / b); }
 
 /* The error of the launch just made (configuration errors) — kernels report through the stream. */

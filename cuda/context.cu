@@ -12,6 +12,7 @@
 #include <cuda_fp8.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -82,6 +83,23 @@ void release(jb_cuda_ctx *c) {
     cudaGetLastError();
 }
 
+/* The cooperative Mamba mixer's grids (mamba_decode.cu), decided once: 0 where the device has no cooperative
+ * launch, where the kernel does not fit, or when JAMBA_CUDA_NO_COOPERATIVE is set to anything but "0" (the
+ * switch the GPU tests use to run the four-launch path on a device that has it). */
+void choose_mamba_grid(jb_cuda_ctx *c) {
+    const char *off = getenv("JAMBA_CUDA_NO_COOPERATIVE");
+    c->mamba_grid[0] = c->mamba_grid[1] = 0;
+    if (c->M == 0 || (off && off[0] && strcmp(off, "0") != 0))
+        return;
+    const int64_t rows[2] = {1, JB_CUDA_FUSED_ROWS};
+    for (int i = 0; i < 2; i++)
+        if (jb_cuda_mamba_mixer_grid(c->dt, rows[i], c->R, c->N, c->device, &c->mamba_grid[i]) != cudaSuccess) {
+            c->mamba_grid[0] = c->mamba_grid[1] = 0;
+            cudaGetLastError();
+            return;
+        }
+}
+
 } // namespace
 
 extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_weights *w, const jb_cuda_ctx_params *p,
@@ -107,12 +125,13 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device);
     c->sms = sms > 0 ? sms : 1;
 
-    const jb_ctx_shape shape = {c->S, c->C, c->Tb, c->cap, c->dt, c->kv_dt, c->graphs, w->dequant_elems};
+    const jb_ctx_shape shape = {c->S, c->C, c->Tb, c->cap, c->dt, c->kv_dt, c->graphs};
     jb_ctx_layout layout;
     jamba_status st = jb_ctx_layout_plan(cfg, &shape, &layout, err);
     c->max_segs = layout.max_segs;
     c->max_chunks = layout.max_chunks;
     c->partial_cap = layout.partial_floats;
+    c->split_count_cap = layout.split_counters;
     c->meta_bytes = layout.bytes[JB_BUF_META];
     const uint64_t need = layout.total;
     size_t free_b = 0, total_b = 0;
@@ -147,8 +166,11 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
                                                   c->stream)) != cudaSuccess) ||
                  (c->ssm && (e = cudaMemsetAsync(c->ssm, 0, (size_t)c->S * c->M * c->Di * c->N * 4, c->stream)) !=
                                 cudaSuccess) ||
+                 (e = cudaMemsetAsync(c->sync_counter, 0, sizeof *c->sync_counter, c->stream)) != cudaSuccess ||
+                 (c->split_count && (e = cudaMemsetAsync(c->split_count, 0, (size_t)c->split_count_cap * 4,
+                                                         c->stream)) != cudaSuccess) ||
                  (e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
-            what = "clearing the Mamba state";
+            what = "clearing the Mamba state and the kernel counters";
         if (what)
             st = jb_fail(err, JAMBA_ERR_DEVICE, "CUDA context on device %d: %s: %s", c->device, what,
                          cudaGetErrorString(e));
@@ -167,6 +189,8 @@ extern "C" jamba_status jb_cuda_ctx_create(const jamba_model *m, const jb_cuda_w
             st = jb_fail(err, JAMBA_ERR_DEVICE, "CUDA context on device %d: cuBLAS setup failed: %s", c->device,
                          cublasGetStatusString(b));
     }
+    if (st == JAMBA_OK)
+        choose_mamba_grid(c);
     if (st != JAMBA_OK) {
         cudaGetLastError();
         release(c);

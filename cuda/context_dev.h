@@ -33,6 +33,9 @@ struct jb_backend_ctx { /* jb_cuda_ctx */
     char *arena;
     size_t arena_bytes;
     void *blas_ws;               /* the cuBLAS workspace inside the arena */
+    unsigned int *sync_counter;  /* zero between kernels: the fused decode products' last-block count */
+    int mamba_grid[2];           /* the cooperative Mamba mixer's grid for 1 and for 2..FUSED_ROWS rows; 0: the
+                                    four-launch path (no cooperative launch, or JAMBA_CUDA_NO_COOPERATIVE set) */
 
     /* sequence state */
     jamba_dtype kv_dt;           /* dt, or F8_E4M3 with kv_scale */
@@ -54,6 +57,8 @@ struct jb_backend_ctx { /* jb_cuda_ctx */
     float *summary;              /* [2, SCAN_SLOTS, D_i, N] */
     float *partial;              /* attention split scratch */
     int64_t partial_cap;
+    unsigned int *split_count;   /* zero between kernels: attention's split arrivals per (row, head group) */
+    int64_t split_count_cap;
     int64_t split_len_min;
     /* MoE, Tb * k slots */
     float *router;               /* [Tb, E] */
@@ -67,7 +72,6 @@ struct jb_backend_ctx { /* jb_cuda_ctx */
     void *act;                   /* [Tb k, I] dt */
     float *expert_out;           /* [Tb k, H] */
     int32_t *h_begin;            /* pinned [E + 1] */
-    void *deq;                   /* [2I, H] dt: an int8 FFN block widened for cuBLAS; NULL without int8 */
     /* logits */
     float *final_rows;           /* [max(cap, graph rows), H] */
     void *final_act;             /* [max(cap, graph rows), H] dt */
@@ -93,6 +97,7 @@ struct jb_backend_ctx { /* jb_cuda_ctx */
     /* CUDA graphs of decode steps, by row count */
     bool graphs;
     cudaGraphExec_t graph[JB_CUDA_GRAPH_ROWS + 1];
+    jb_graph_census census[JB_CUDA_GRAPH_ROWS + 1]; /* each graph's nodes, counted at capture */
 
     /* a step queued without a final synchronisation (its pinned layout may still be in flight) */
     bool pending;

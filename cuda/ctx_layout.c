@@ -73,6 +73,8 @@ jamba_status jb_ctx_layout_plan(const jamba_config *c, const jb_ctx_shape *s, jb
     out->max_segs = s->S < s->Tb ? s->S : s->Tb;
     out->max_chunks = out->max_segs + s->Tb;
     out->partial_floats = A ? (int64_t)JB_CUDA_SPLIT_BUDGET * c->num_attention_heads * (c->head_dim + 2) : 0;
+    /* a launch of 2 splits or more has at most SPLIT_BUDGET / 2 rows, each of at most n_h items */
+    out->split_counters = A ? (int64_t)(JB_CUDA_SPLIT_BUDGET / 2) * c->num_attention_heads : 0;
     uint64_t *b = out->bytes;
 #define JB_CTX_BUF_SIZE(name, field, bytes) b[JB_BUF_##name] = (bytes);
     JB_CTX_BUFFERS(JB_CTX_BUF_SIZE)
@@ -107,7 +109,6 @@ typedef struct wsum {
     uint64_t total, payload, replicated;
     int64_t layer;              /* the layer of the open fused blocks (-1: none) */
     uint64_t open[FUSED_COUNT]; /* their bytes so far */
-    uint64_t q8_block;          /* the most elements of one int8 gate or up matrix held */
 } wsum;
 
 static void put_block(wsum *w, uint64_t bytes) {
@@ -188,8 +189,6 @@ static bool place_tensor(void *arg, const char *name, jb_weight *view, int rank,
         add_bytes(w, down ? FUSED_DOWN : FUSED_GATE_UP, prod(&w->z, h.elems, q8 ? 1 : es, 1, 1), h.whole);
         if (q8)
             add_bytes(w, down ? FUSED_DOWN_SCALE : FUSED_GATE_UP_SCALE, prod(&w->z, h.rows, 4, 1, 1), h.scales_whole);
-        if (q8 && !down && h.elems > w->q8_block)
-            w->q8_block = h.elems;
     } else {
         add_bytes(w, OWN_BLOCK, prod(&w->z, h.elems, es, 1, 1), h.whole);
     }
@@ -210,16 +209,13 @@ bool jb_weights_device_share(const jamba_config *cfg, const jb_weight_shape *ws,
     const bool ok = jb_weights_visit(&c, &views, place_tensor, &w, NULL) == JAMBA_OK;
     jb_weights_free(&views);
     close_fused(&w);
-    *out = (jb_weights_share){.bytes = w.total, .payload = w.payload, .replicated = w.replicated,
-                              .dequant_elems = 2 * w.q8_block};
+    *out = (jb_weights_share){.bytes = w.total, .payload = w.payload, .replicated = w.replicated};
     return ok && w.z.ok && (plan == NULL || w.visited == plan->n_tensors);
 }
 
-bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *ws, uint64_t *bytes,
-                             uint64_t *dequant_elems) {
+bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *ws, uint64_t *bytes) {
     jb_weights_share s;
     const bool ok = jb_weights_device_share(cfg, ws, NULL, 0, &s);
     *bytes = s.bytes;
-    *dequant_elems = s.dequant_elems;
     return ok;
 }

@@ -48,6 +48,7 @@ extern "C" {
     BUF(Y, y, prod(&z, Tb, (uint64_t)max3(M ? c->mamba_d_inner : 0, A ? q : 0, c->intermediate_size), es, 1)) /* [Tb, max(D_i, q, I)] dt */ \
     BUF(SUMMARY, summary, prod(&z, m_on * 2 * JB_CUDA_SCAN_SLOTS, Di, N, 4)) /* [2, SCAN_SLOTS, D_i, N] f32 */ \
     BUF(PARTIAL, partial, prod(&z, a_on * (uint64_t)out->partial_floats, 4, 1, 1)) /* attention split scratch, f32 */ \
+    BUF(SPLIT_COUNT, split_count, prod(&z, (uint64_t)out->split_counters, 4, 1, 1)) /* u32, zero between launches: attention's split arrivals */ \
     BUF(ROUTER, router, prod(&z, moe ? Tb : 0, E, 4, 1)) /* [Tb, E] f32 */ \
     BUF(EXPERTS, experts, prod(&z, slots, 4, 1, 1)) /* [Tb k] i32 */ \
     BUF(WEIGHTS, weights, prod(&z, slots, 4, 1, 1)) /* [Tb k] f32 */ \
@@ -59,7 +60,6 @@ extern "C" {
     BUF(GU, gu, prod(&z, slots, 2 * I, es, 1)) /* [Tb k, 2I] dt */ \
     BUF(ACT, act, prod(&z, slots, I, es, 1)) /* [Tb k, I] dt */ \
     BUF(EXPERT_OUT, expert_out, prod(&z, slots, H, 4, 1)) /* [Tb k, H] f32 */ \
-    BUF(DEQUANT, deq, prod(&z, s->dequant_elems, es, 1, 1)) /* int8 FFN block widened for cuBLAS: [2I, H] dt */ \
     BUF(FINAL_ROWS, final_rows, prod(&z, logit_rows, H, 4, 1)) /* [max(cap, GRAPH_ROWS), H] f32 */ \
     BUF(FINAL_ACT, final_act, prod(&z, logit_rows, H, es, 1)) /* [max(cap, GRAPH_ROWS), H] dt */ \
     BUF(LOGITS, logits, prod(&z, (uint64_t)s->cap, V, 4, 1)) /* [cap, V] f32 */ \
@@ -70,7 +70,8 @@ extern "C" {
     BUF(SAMPLE_WORK, d_sample_work, prod(&z, JB_CUDA_SAMPLE_ROWS, V, 4, 1)) /* [SAMPLE_ROWS, V] f32 */ \
     BUF(SAMPLE_TOK, d_sample_tokens, JB_CUDA_SAMPLE_ROWS * 4) \
     BUF(SAMPLE_USED, d_sample_used, JB_CUDA_SAMPLE_ROWS * 4) \
-    BUF(BLAS, blas_ws, JB_CUDA_BLAS_WORKSPACE) /* the cuBLAS workspace */
+    BUF(BLAS, blas_ws, JB_CUDA_BLAS_WORKSPACE) /* the cuBLAS workspace */ \
+    BUF(SYNC, sync_counter, 4) /* u32, zero between kernels: the last-block count of the fused decode products */
 
 typedef enum jb_ctx_buf {
 #define JB_CTX_BUF_ENUM(name, field, bytes) JB_BUF_##name,
@@ -86,7 +87,6 @@ typedef struct jb_ctx_shape {
     jamba_dtype dt;        /* activations: F32 or BF16 */
     jamba_dtype kv_dt;     /* dt, or F8_E4M3 */
     bool graphs;
-    uint64_t dequant_elems; /* the weights' largest int8 FFN block (2I x H), 0 without int8 */
 } jb_ctx_shape;
 
 typedef struct jb_ctx_layout {
@@ -95,6 +95,7 @@ typedef struct jb_ctx_layout {
     uint64_t total;                /* the arena */
     int64_t max_segs, max_chunks;  /* step layout capacities */
     int64_t partial_floats;        /* attention split scratch */
+    int64_t split_counters;        /* attention's arrival counters, one per (row, KV head, head group) */
 } jb_ctx_layout;
 
 /* The arena of a context; JAMBA_ERR_OVERFLOW naming the sizes when they do not fit 64 bits. */
@@ -125,9 +126,8 @@ typedef struct jb_weight_shape {
 } jb_weight_shape;
 
 /* The device arena cuda/weights.cu plans for a model of this config and these formats (the same
- * tensors, sizes and alignment); *dequant_elems = the largest int8 FFN block. false on overflow. */
-bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *w, uint64_t *bytes,
-                             uint64_t *dequant_elems);
+ * tensors, sizes and alignment). false on overflow. */
+bool jb_weights_device_bytes(const jamba_config *cfg, const jb_weight_shape *w, uint64_t *bytes);
 
 /* The config whose tensors the device holds: stored dt/B/C norms are applied whatever the config says. A
  * sharding plan for device weights is made from it. */
@@ -139,7 +139,6 @@ typedef struct jb_weights_share {
     uint64_t payload;       /* the same without alignment padding */
     uint64_t replicated;    /* of payload: what every GPU holds in full (replicated tensors, and the row
                                scales of int8 matrices whose columns are split) */
-    uint64_t dequant_elems; /* the largest int8 FFN block held (2 x its gate matrix), 0 without int8 */
 } jb_weights_share;
 
 /* Rank `rank`'s share under `plan` (made from jb_weights_device_config's config), or the whole model when

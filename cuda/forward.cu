@@ -4,13 +4,17 @@
  * The host lays the step out (tokens, segments, scan chunks, logit rows) in a pinned block and sends it
  * with one copy; every kernel then reads the layout from device memory. A decode step (every segment one
  * token, no capture hook) is recorded once per row count as a CUDA graph and replayed: its MoE experts
- * run as GEMVs reading the routing from device memory and its attention splits are fixed by n_ctx, so
+ * run as GEMVs reading the routing from device memory and its attention reads each row's split count from
+ * its position in device memory, so
  * nothing in it depends on host values that change from step to step. Prefill steps run the same code
- * directly and may use cuBLAS per expert (one host read of the expert counts per MoE layer).
+ * directly and may use cuBLAS per expert (one host read of the expert counts per MoE layer). Decode steps of
+ * at most JB_CUDA_FUSED_ROWS rows without capture, graph or not, take the fused path (run_fused_decode), so a
+ * replayed graph and a direct step compute the same numbers.
  */
 #include "ckpt/config.h"
 #include "base/alloc.h"
 #include "base/error.h"
+#include "cuda/attn_layout.h"
 #include "cuda/layer_dev.h"
 #include "cuda/step_plan.h"
 
@@ -55,6 +59,58 @@ bool call_hook(jb_cuda_ctx *c, const jb_step_shape &s, int64_t layer, float *hoo
     return true;
 }
 
+/* Wait for layer l, then ask the abort callback; false (rs.aborted) when it says stop. */
+bool poll_abort(jb_cuda_ctx *c, const jb_step_shape &s, int64_t l, jb_run_state &rs) {
+    CU(cudaStreamSynchronize(c->stream), "running a layer");
+    if (s.abort_fn(s.abort_data)) {
+        rs.aborted = true;
+        snprintf(rs.detail, sizeof rs.detail, "after layer %lld", (long long)l);
+        return false;
+    }
+    return true;
+}
+
+/* A fused decode step (s.fused): every layer output product adds into x and normalises for what follows
+ * (fused.cu, mamba_decode.cu, moe.cu's decode block); only where an output stays in mix (int8 MLPs, MoE
+ * blocks beyond the fused router's experts) does a residual add + norm launch remain.
+ * The final norm covers all T rows into final_act, and lm_head reads the logit rows from it. */
+bool run_fused_decode(jb_cuda_ctx *c, const jb_step_shape &s, jb_run_state &rs) {
+    const jamba_dtype dt = c->dt;
+    const int64_t T = s.T, H = c->H, L = c->L;
+    const float eps = (float)c->cfg->rms_norm_eps;
+    const jb_dev_layer *layers = c->w->layers;
+    CU(jb_cuda_embed_rmsnorm(dt, c->x, c->w->embed, c->d_tokens, T, H, layers[0].input_norm, c->xn, eps, c->stream),
+       "embedding and input norm");
+    bool in_mix = false; /* the last layer output waits in mix */
+    int64_t attn_slot = 0, mamba_slot = 0;
+    for (int64_t l = 0; l < L; l++) {
+        const jb_dev_layer *w = &layers[l];
+        if (in_mix)
+            CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, w->input_norm, c->xn, T, H, eps, c->stream), "input norm");
+        const jb_next_norm pre_ff = {w->pre_ff_norm, c->xn};
+        if (w->attention ? !jb_cuda_attention_layer(c, w, attn_slot++, s, rs)
+                         : !jb_cuda_mamba_decode(c, &w->mamba, mamba_slot++, s, pre_ff, rs))
+            return false;
+        const jb_next_norm next = l + 1 < L ? jb_next_norm{layers[l + 1].input_norm, c->xn}
+                                            : jb_next_norm{c->w->final_norm, c->final_act};
+        const bool moe_fused = w->moe && jb_cuda_moe_decode_fused(c, s);
+        if (w->moe ? !(moe_fused ? jb_cuda_moe_decode(c, w, s, next, rs) : jb_cuda_moe_ffn(c, w, s, rs))
+                   : !jb_cuda_dense_ffn(c, w, s, next, rs))
+            return false;
+        in_mix = w->moe ? !moe_fused : !jb_cuda_dense_ffn_fused(w, s);
+        if (s.abort_fn && l + 1 < L && !poll_abort(c, s, l, rs))
+            return false;
+    }
+    if (in_mix)
+        CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, c->w->final_norm, c->final_act, T, H, eps, c->stream),
+           "residual add and final norm");
+    if (s.n_logits > 0) {
+        const jb_cuda_rows_product head = {c->w->lm_head, c->V, H, c->final_act, H, c->d_logit_src, s.n_logits};
+        CU(jb_cuda_rows_gemv(dt, &head, JAMBA_DTYPE_F32, s.logits, c->V, c->stream), "lm_head");
+    }
+    return true;
+}
+
 /* hook_rows: [T, H] host rows for the layer hook (when the capture has one). */
 bool run_forward(jb_cuda_ctx *c, const jb_step_shape &s, float *hook_rows, jb_run_state &rs) {
     const jamba_config *cfg = c->cfg;
@@ -62,6 +118,8 @@ bool run_forward(jb_cuda_ctx *c, const jb_step_shape &s, float *hook_rows, jb_ru
     const int64_t T = s.T, H = c->H, L = c->L;
     const float eps = (float)cfg->rms_norm_eps;
     const jb_capture *cap = s.cap;
+    if (s.fused)
+        return run_fused_decode(c, s, rs);
     CU(jb_cuda_embed(dt, c->x, c->w->embed, c->d_tokens, T, H, c->stream), "embedding");
     if (cap && !capture_rows(c, s, jb_capture_hidden(cap, 0, H), c->x, H, rs))
         return false;
@@ -78,21 +136,15 @@ bool run_forward(jb_cuda_ctx *c, const jb_step_shape &s, float *hook_rows, jb_ru
         if (w->attention ? !jb_cuda_attention_layer(c, w, attn_slot++, s, rs) : !mamba_layer(c, &w->mamba, mamba_slot++, s, rs))
             return false;
         CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, w->pre_ff_norm, c->xn, T, H, eps, c->stream), "pre-FFN norm");
-        if (w->moe ? !jb_cuda_moe_ffn(c, w, s, rs) : !jb_cuda_dense_ffn(c, w, s, rs))
+        if (w->moe ? !jb_cuda_moe_ffn(c, w, s, rs) : !jb_cuda_dense_ffn(c, w, s, jb_next_norm{NULL, NULL}, rs))
             return false;
         /* the router logits stay in c->router until the next MoE layer */
         if (w->moe && cap && cap->router &&
             !capture_rows(c, s, cap->router + moe_slot * cap->rows * c->E, c->router, c->E, rs))
             return false;
         moe_slot += w->moe;
-        if (s.abort_fn && l + 1 < L) { /* wait for the layer, then ask */
-            CU(cudaStreamSynchronize(c->stream), "running a layer");
-            if (s.abort_fn(s.abort_data)) {
-                rs.aborted = true;
-                snprintf(rs.detail, sizeof rs.detail, "after layer %lld", (long long)l);
-                return false;
-            }
-        }
+        if (s.abort_fn && l + 1 < L && !poll_abort(c, s, l, rs))
+            return false;
     }
     CU(jb_cuda_add_rmsnorm(dt, c->x, c->mix, NULL, NULL, T, H, eps, c->stream), "residual add");
     if (cap && cap->hook && !call_hook(c, s, L - 1, hook_rows, NULL, rs))
@@ -113,18 +165,6 @@ bool run_forward(jb_cuda_ctx *c, const jb_step_shape &s, float *hook_rows, jb_ru
                        H), "lm_head");
     }
     return true;
-}
-
-/* Attention key splits for T rows: as many as the budget allows, each at least MIN_SPLIT_LEN keys. */
-void choose_splits(const jb_cuda_ctx *c, int64_t T, jb_step_shape &s) {
-    int64_t most = (c->C + JB_CUDA_MIN_SPLIT_LEN - 1) / JB_CUDA_MIN_SPLIT_LEN;
-    int64_t n = JB_CUDA_SPLIT_BUDGET / (T > 0 ? T : 1);
-    if (n > most)
-        n = most;
-    if (n < 1)
-        n = 1;
-    s.n_splits = (int32_t)n;
-    s.split_len = (c->C + n - 1) / n;
 }
 
 /* Offsets of this step's layout in the metadata block (the same on host and device): tokens, row map,
@@ -148,11 +188,49 @@ size_t pack_layout(jb_cuda_ctx *c, int64_t T, int64_t n_segs, int64_t n_logits) 
     return off;
 }
 
+/* Count the nodes of a captured decode graph and plan its launches (jb_cuda_graph_census). */
+cudaError_t take_census(jb_cuda_ctx *c, const jb_step_shape &s, cudaGraph_t g) {
+    size_t n = 0;
+    cudaError_t e = cudaGraphGetNodes(g, NULL, &n);
+    cudaGraphNode_t *nodes = e == cudaSuccess && n > 0 ? (cudaGraphNode_t *)jb_malloc(n * sizeof *nodes) : NULL;
+    if (e != cudaSuccess || (n > 0 && nodes == NULL))
+        return e != cudaSuccess ? e : cudaErrorMemoryAllocation;
+    jb_graph_census cs = {};
+    if (n > 0 && (e = cudaGraphGetNodes(g, nodes, &n)) == cudaSuccess)
+        for (size_t i = 0; i < n && e == cudaSuccess; i++) {
+            cudaGraphNodeType type;
+            if ((e = cudaGraphNodeGetType(nodes[i], &type)) == cudaSuccess)
+                cs.kernels += type == cudaGraphNodeTypeKernel;
+        }
+    jb_free(nodes);
+    cs.nodes = (int64_t)n;
+    bool mlp_int8 = false;
+    for (int64_t l = 0; l < c->L; l++)
+        mlp_int8 = mlp_int8 || (!c->w->layers[l].moe && c->w->layers[l].ffn_wdt == JAMBA_DTYPE_I8);
+    const jb_decode_shape shape = {s.T, mlp_int8, jb_cuda_mamba_grid(c, s.T) > 0};
+    cs.planned = jb_cuda_decode_launches(c->cfg, &shape, &cs.plan);
+    c->census[s.T] = cs;
+    return e;
+}
+
 jamba_status fault(jb_cuda_ctx *c, jamba_error *err, const jb_run_state &rs) {
     return jb_cuda_fault(c, err, rs.what, rs.detail);
 }
 
 } // namespace
+
+void jb_cuda_choose_splits(const jb_cuda_ctx *c, int64_t T, jb_step_shape &s) {
+    s.n_splits = jb_attn_max_splits(T, c->cfg->num_key_value_heads, c->sms, c->C, JB_CUDA_MIN_SPLIT_LEN,
+                                    JB_CUDA_SPLIT_BUDGET);
+    s.split_len = JB_CUDA_MIN_SPLIT_LEN;
+}
+
+extern "C" bool jb_cuda_graph_census(const jb_cuda_ctx *c, int64_t T, jb_graph_census *out) {
+    if (T < 1 || T > JB_CUDA_GRAPH_ROWS || c->graph[T] == NULL)
+        return false;
+    *out = c->census[T];
+    return true;
+}
 
 extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba_error *err) {
     const jb_segment *segs = io->segs;
@@ -183,10 +261,7 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
     const size_t chunks_at = pack_layout(c, T, n_segs, graph ? T : n_logits);
     for (int64_t i = 0; i < n_segs; i++)
         memcpy(c->h_tokens + segs[i].row, segs[i].tokens, (size_t)segs[i].n * 4);
-    int G = 1;
-    while (G < 32 && G < c->N)
-        G <<= 1;
-    const int64_t chunk_len = c->M ? jb_scan_chunk_len(T, c->Di * G, (int64_t)c->sms * 1024, JB_CUDA_SCAN_SLOTS, 32) : T;
+    const int64_t chunk_len = c->M ? jb_scan_chunk_rows(T, c->Di, c->sms, JB_CUDA_SCAN_SLOTS) : T;
     jb_step_plan plan = {c->h_row_seg, c->h_segs, c->h_chunks, 0, 0, 0, 0, 0};
     jb_step_plan_build(&plan, segs, n_segs, chunk_len);
     jb_step_shape s = {};
@@ -199,7 +274,8 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
     s.abort_fn = graph ? NULL : io->abort_fn;
     s.abort_data = io->abort_data;
     s.moe_gemv = T * c->k <= JB_CUDA_GEMV_SLOTS;
-    choose_splits(c, T, s);
+    s.fused = jb_cuda_decode_fused(decode, cap != NULL, T, n_logits);
+    jb_cuda_choose_splits(c, T, s);
     if (graph) {
         /* a graph computes logits for all its rows into graph_logits; the asked rows are copied after */
         for (int64_t i = 0; i < T; i++)
@@ -228,6 +304,8 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
                     cudaGraphDestroy(g);
                 return fault(c, err, rs);
             }
+            if (e == cudaSuccess)
+                e = take_census(c, s, g);
             if (e == cudaSuccess)
                 e = cudaGraphInstantiate(&c->graph[T], g, 0);
             if (g)

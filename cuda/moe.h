@@ -29,11 +29,14 @@ cudaError_t jb_cuda_moe_plan(const int32_t *experts, const float *weights, int64
 cudaError_t jb_cuda_gather_tokens(jamba_dtype dt, void *dst, const void *x, int64_t ldx, const int32_t *slot_token,
                                  int64_t n, int64_t H, cudaStream_t stream);
 
-/* Small-batch expert products without a host round trip: for every expert e and each plan slot i in
+/* The expert products without a host round trip: for every expert e and each plan slot i in
  * [begin[e], begin[e+1]), out[i, :] = W_e · in_i, with W_e [N, K] at W + e * expert_stride elements and
  * in_i = in[(in_token ? in_token[i] : i), :] (dt, leading dimension ldin). W is of the activation type dt,
  * or int8 with per-row scales (scale[e * N + n] multiplies the dot product). begin NULL: one matrix (E = 1)
- * and rows [0, n_rows), the dense layers' int8 product. out is f32 when out_f32, else dt. */
+ * and rows [0, n_rows), the dense layers' int8 product. out is f32 when out_f32, else dt, with N columns;
+ * with swiglu (N = 2I: gate rows then up rows) out[i, j] = SiLU(gate_j) · up_j in dt, I columns. Blocks
+ * run only for the experts that have slots: at most max_used of them (0: E), the bound a CUDA graph
+ * fixes for its row count (min(E, slots)). */
 typedef struct jb_cuda_gemv_args {
     const void *W;
     jamba_dtype wdt;        /* dt, or JAMBA_DTYPE_I8 */
@@ -47,18 +50,46 @@ typedef struct jb_cuda_gemv_args {
     int64_t E;
     void *out;
     bool out_f32;
+    bool swiglu;            /* out = SiLU(gate) · up, dt (out_f32 must be false) */
+    int64_t max_used;       /* experts with slots at most (0: E) */
+    int64_t max_slots;      /* slots of the plan at most: the tensor-core product's grid (begin != NULL) */
 } jb_cuda_gemv_args;
+
+/* The products as warp-per-row GEMVs (any shape, any slot count; only the real slots are computed, in
+ * passes of up to 4 per weight row). The decode path, the fp32 path and the fallback for odd K. */
 cudaError_t jb_cuda_expert_gemv(jamba_dtype dt, const jb_cuda_gemv_args *a, cudaStream_t stream);
 
-/* dst[N, K] (dt) = q[N, K] · scale[n] per row: an int8 matrix widened for cuBLAS. */
-cudaError_t jb_cuda_dequant_rows(jamba_dtype dt, void *dst, const int8_t *q, const float *scale, int64_t N, int64_t K,
-                                cudaStream_t stream);
+/* The same on tensor cores for many slots, reading the int8 weights and widening them in registers
+ * (moe_gemm.cu): bf16 activations, int8 W, K a multiple of 16, ldin a multiple of 8 and 16-byte aligned
+ * operands; the grid covers max_slots (begin != NULL) or n_rows. Whether a product qualifies: */
+bool jb_cuda_expert_gemm_supported(jamba_dtype dt, const jb_cuda_gemv_args *a);
+cudaError_t jb_cuda_expert_gemm(jamba_dtype dt, const jb_cuda_gemv_args *a, cudaStream_t stream);
 
 /* out[t, :] (f32) = Σ_j weights[t, j] · expert_out[slot_pos[t*k + j], :], the terms added in ascending
  * expert order as the CPU reference does. */
 cudaError_t jb_cuda_moe_combine(const float *expert_out, const int32_t *slot_pos, const int32_t *experts,
                                const float *weights, int64_t T, int64_t k, int64_t H, float *out,
                                cudaStream_t stream);
+
+/* ---- a decode step's MoE block in three launches (T <= FUSED_ROWS) ---------------------------------- */
+
+/* The router product (W [E, H] of dt, X the normalised rows, fused.cu) into logits [T, E] (f32), then the
+ * grid's last block routes every token and builds the plan, as jb_cuda_moe_route and jb_cuda_moe_plan do.
+ * E <= JB_CUDA_FUSED_ROUTER_EXPERTS; counter: zero before and after. */
+cudaError_t jb_cuda_moe_router_rows(jamba_dtype dt, const jb_cuda_rows_product *p, float *logits, int64_t k,
+                                   int32_t *experts, float *weights, int32_t *begin, int32_t *slot_token,
+                                   float *slot_weight, int32_t *slot_pos, unsigned int *counter,
+                                   cudaStream_t stream);
+
+/* The down products of the plan with the combine, the residual add and the next norm: for each output
+ * column h and token t, Σ over its experts in ascending order of weight · (W_e[h] · act[slot]) (the numbers
+ * of jb_cuda_expert_gemv then jb_cuda_moe_combine) added into x [T, H]; then, when norm_w is not NULL,
+ * norm_out [T, H] (dt) = norm_w ⊙ x / rms(x) by the grid's last block (counter: zero before and after).
+ * a: the down product as for jb_cuda_expert_gemv (begin, in = act by slot, N = H, out unused);
+ * slot_token, slot_weight: the plan's; T <= FUSED_ROWS. */
+cudaError_t jb_cuda_moe_down_combine(jamba_dtype dt, const jb_cuda_gemv_args *a, const int32_t *slot_token,
+                                    const float *slot_weight, int64_t T, float *x, const float *norm_w, void *norm_out,
+                                    float eps, unsigned int *counter, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,7 @@
 
 #include "jamba.h"
 #include "backend/backend.h"
+#include "cuda/decode_plan.h"
 #include "cuda/gpu_types.h"
 
 #ifdef __cplusplus
@@ -53,6 +54,11 @@ cudaError_t jb_cuda_swiglu(jamba_dtype dt, const void *gu, int64_t ld, void *out
 cublasStatus_t jb_cuda_gemm(cublasHandle_t h, jamba_dtype in_dt, jamba_dtype out_dt, void *Y, int64_t ldy,
                            const void *X, int64_t ldx, const void *W, int64_t T, int64_t N, int64_t K);
 
+/* x[T, H] (f32) = rows tokens[t] of table[V, H] (dt), then out[T, H] (dt) = w ⊙ x / rms(x): the embedding
+ * and the first input norm in one launch. */
+cudaError_t jb_cuda_embed_rmsnorm(jamba_dtype dt, float *x, const void *table, const int32_t *tokens, int64_t T,
+                                 int64_t H, const float *w, void *out, float eps, cudaStream_t stream);
+
 /* ---- Mamba ------------------------------------------------------------------------------------------ */
 
 /* xdbl[T, R + 2N] (f32, the x_proj output): dt, B and C each RMS-normalised with their weights (when
@@ -76,6 +82,51 @@ typedef struct jb_cuda_conv_args {
 cudaError_t jb_cuda_conv_silu(jamba_dtype dt, const jb_cuda_conv_args *a, const jb_cuda_step_desc *step,
                              cudaStream_t stream);
 
+/* ---- decode-sized products with fused epilogues (fused.cu) ------------------------------------------- */
+
+/* (JB_CUDA_FUSED_ROWS and the rule for which steps use them: cuda/decode_plan.h.)
+ * A product of a few rows: output row t is W[N, K] · X[x_rows ? x_rows[t] : t, 0:K] (W and X of the
+ * activation type dt, X with leading dimension ldx, x_rows a device array or NULL), 1 <= T <= FUSED_ROWS.
+ * Each row's result is the same whatever T is and from run to run (a fixed summation order, no float
+ * atomics). */
+typedef struct jb_cuda_rows_product {
+    const void *W;
+    int64_t N, K;
+    const void *X;
+    int64_t ldx;
+    const int64_t *x_rows;
+    int64_t T;
+} jb_cuda_rows_product;
+
+/* Y[T, N] (out_dt: dt or F32, leading dimension ldy) = the product. */
+cudaError_t jb_cuda_rows_gemv(jamba_dtype dt, const jb_cuda_rows_product *p, jamba_dtype out_dt, void *Y, int64_t ldy,
+                             cudaStream_t stream);
+
+/* Mamba's in_proj of a decode step (every segment one row): conv->x [T, conv->ldx] (dt) = the product
+ * (+ bias [N] in dt, may be NULL); then columns [0, D_i) go through the causal conv1d + SiLU of their
+ * sequence's window into conv->out and the windows move on, as jb_cuda_conv_silu does for one-row
+ * segments. */
+cudaError_t jb_cuda_rows_gemv_conv(jamba_dtype dt, const jb_cuda_rows_product *p, const float *bias,
+                                  const jb_cuda_conv_args *conv, const jb_cuda_step_desc *step, cudaStream_t stream);
+
+/* The dense gate|up product (N = 2I, gate rows first) with SwiGLU: act[T, ld_act] (dt) = SiLU(gate) ⊙ up,
+ * both rounded to dt first as jb_cuda_swiglu reads them. */
+cudaError_t jb_cuda_rows_gemv_swiglu(jamba_dtype dt, const jb_cuda_rows_product *p, void *act, int64_t ld_act,
+                                    cudaStream_t stream);
+
+/* An output product into the residual stream: x[T, N] (f32) += the product (+ bias [N], may be NULL); then,
+ * when norm_w is not NULL, norm_out[T, N] (dt) = norm_w ⊙ x / rms(x) (jb_cuda_add_rmsnorm's numbers), done
+ * by the grid's last block. counter: a device word that is zero, and is zero again when the kernel ends. */
+cudaError_t jb_cuda_rows_gemv_residual(jamba_dtype dt, const jb_cuda_rows_product *p, const float *bias, float *x,
+                                      const float *norm_w, void *norm_out, float eps, unsigned int *counter,
+                                      cudaStream_t stream);
+
+/* Mamba's x_proj (N = R + 2N_s) into xdbl[T, R + 2N_s] (f32), then jb_cuda_ssm_params on it by the grid's
+ * last block (counter as above). */
+cudaError_t jb_cuda_rows_gemv_ssm(jamba_dtype dt, const jb_cuda_rows_product *p, float *xdbl, int64_t R, int64_t N,
+                                 const float *dt_w, const float *b_w, const float *c_w, float eps, void *dt_out,
+                                 unsigned int *counter, cudaStream_t stream);
+
 typedef struct jb_cuda_scan_args {
     const void *u;          /* [T, D_i] (dt) conv output */
     const void *delta_raw;  /* [T, D_i] (dt) dt_proj output before the bias and softplus */
@@ -89,15 +140,56 @@ typedef struct jb_cuda_scan_args {
     float *state;           /* sequence s's SSM state [D_i, N] at state + s * state_stride */
     int64_t state_stride;
     void *y;                /* [T, D_i] (dt) = (Σ_n h·C + D·u) · SiLU(z) */
-    float *summary;         /* [2, n_slots, D_i, N] scratch for multi-chunk segments */
+    float *summary;         /* [2, n_slots, D_i, N] scratch for multi-chunk segments (P: ΣΔ per channel
+                             * and the final states in transit; S: chunk states) */
     int64_t d_inner, d_state;
 } jb_cuda_scan_args;
 
-/* Selective scan over every segment from each sequence's state, leaving the final state there. Long
- * segments run as time chunks in parallel: per-chunk summaries, a carry pass, then the chunks again
- * from their entering states (jb_cuda_chunk). */
+/* Selective scan over every segment from each sequence's state, leaving the final state there; d_state
+ * at most 256 (16 per thread in registers, one thread per channel when d_state <= 16). Long segments
+ * run as time chunks in parallel: per-chunk summaries, a carry pass, then the chunks again from their
+ * entering states (jb_cuda_chunk; the chunk length from jb_scan_chunk_rows in cuda/step_plan.h).
+ * Rows move as 16-byte vectors when D_i, ldz and the pointers allow, else element by element. */
 cudaError_t jb_cuda_selective_scan(jamba_dtype dt, const jb_cuda_scan_args *a, const jb_cuda_step_desc *step,
                                   cudaStream_t stream);
+
+/* A decode step's dt_proj (W [D_i, R], X = the normalised dt rows) with the selective scan in its
+ * epilogue: Δ_raw rounded to dt, then jb_cuda_selective_scan's step for each (channel, one-row segment);
+ * scan->delta_raw and scan->summary are not used. */
+cudaError_t jb_cuda_rows_gemv_scan(jamba_dtype dt, const jb_cuda_rows_product *p, const jb_cuda_scan_args *scan,
+                                  const jb_cuda_step_desc *step, cudaStream_t stream);
+
+/* ---- the Mamba mixer of a decode step (mamba_decode.cu) --------------------------------------------- */
+
+typedef struct jb_cuda_mamba_mixer_args {
+    jb_cuda_rows_product in;       /* in_proj: W [2 D_i, H], X = the normalised input rows */
+    const float *in_bias;          /* [2 D_i] or NULL */
+    jb_cuda_conv_args conv;        /* conv.x: in_proj's output [T, 2 D_i] (x | z); conv.out: u */
+    jb_cuda_rows_product xp;       /* x_proj: W [R + 2N, D_i], X = u */
+    float *xdbl;                   /* [T, R + 2N] */
+    const float *dt_w, *b_w, *c_w; /* the dt/B/C norms (dt_w NULL: none) */
+    void *dt_in;                   /* [T, R] (dt): the normalised dt rows (four-launch path) */
+    jb_cuda_rows_product dp;       /* dt_proj: W [D_i, R], X = dt_in */
+    jb_cuda_scan_args scan;        /* u, z, states, y; B and C: xdbl's columns */
+    jb_cuda_rows_product op;       /* out_proj: W [H, D_i], X = scan.y */
+    const float *out_bias;         /* [H] or NULL */
+    float *x;                      /* [T, H] the residual stream, += the mixer's output */
+    const float *norm_w;           /* then norm_out [T, H] (dt) = norm_w ⊙ x / rms(x); NULL: no norm */
+    void *norm_out;
+    float eps;
+    unsigned int *counter;         /* zero before and after (four-launch path) */
+} jb_cuda_mamba_mixer_args;
+
+/* The whole Mamba mixer of a decode step (every segment one row, T <= FUSED_ROWS): in_proj + conv1d + SiLU,
+ * x_proj, the dt/B/C norms, dt_proj + scan, out_proj added into x, the next norm. grid > 0: one cooperative
+ * kernel of `grid` blocks (jb_cuda_mamba_mixer_grid) whose phases are separated by grid barriers; grid 0:
+ * four launches of the fused products. Both compute the same numbers. */
+cudaError_t jb_cuda_mamba_mixer_rows(jamba_dtype dt, const jb_cuda_mamba_mixer_args *a, const jb_cuda_step_desc *step,
+                                    int grid, cudaStream_t stream);
+
+/* The grid of the cooperative mixer kernel for steps of T rows on `device` (the blocks that fit on it at
+ * once); *grid = 0 when the device cannot launch it cooperatively. */
+cudaError_t jb_cuda_mamba_mixer_grid(jamba_dtype dt, int64_t T, int64_t R, int64_t N, int device, int *grid);
 
 /* ---- attention ------------------------------------------------------------------------------------ */
 
@@ -111,10 +203,14 @@ typedef struct jb_cuda_attn_args {
     int64_t scale_seq_stride;
     void *out;              /* [T, n_h*d_h] (dt) */
     int64_t n_heads, n_kv_heads, head_dim;
-    float *partial;         /* split scratch: [partial_rows, n_h, n_splits, d_h + 2] floats */
+    float *partial;         /* split scratch: [T, n_h, n_splits, d_h + 2] floats (max, sum, weighted values) */
     int64_t partial_capacity; /* floats available in partial */
-    int32_t n_splits;       /* key-range splits per row for the decode path (1 = no split) */
-    int64_t split_len;      /* keys per split; n_splits * split_len covers n_ctx */
+    unsigned int *split_count; /* [T, KV heads x head groups] finished split blocks per item, zero before and after
+                                  every call (the last block resets its item); needed when n_splits > 1 */
+    int64_t split_count_capacity; /* counters available in split_count */
+    int32_t n_splits;       /* the most key splits a row may use on the split paths (the launch's depth) */
+    int64_t split_len;      /* the fewest keys per split: a row of n keys uses min(n_splits, max(1, n / split_len))
+                               splits of whole 64-key tiles (cuda/attn_layout.h, jb_attn_split_len) */
 } jb_cuda_attn_args;
 
 /* Append each row's k and v to its sequence's cache at its position (F8_E4M3 caches: each head's d_h
@@ -123,8 +219,13 @@ cudaError_t jb_cuda_kv_append(jamba_dtype dt, const jb_cuda_attn_args *a, const 
                              cudaStream_t stream);
 
 /* Causal attention of every row over its sequence's cache (the row's own key included), GQA, fp32 softmax.
- * force_path: 0 picks (flash tiles for long bf16 segments, else key splits), 1 forces the split path,
- * 2 forces the flash path (bf16 with d_h 64 or 128 only; else an invalid-value error). */
+ * Paths: flash (tensor-core prefill tiles), split (tensor-core flash-decoding), generic split (any head_dim
+ * up to 256, fp32 or bf16). The tensor-core paths need bf16, d_h 64 or 128 and 16-byte aligned rows.
+ * force_path: 0 picks (flash for segments of 16 rows or more, else split, each when it fits, else generic),
+ * 1 forces a split path (tensor-core when it fits), 2 forces flash (an invalid-value error when it does
+ * not fit), 3 forces the generic split path. The split count of each row is read from device memory (its
+ * position), so the call is valid inside a CUDA graph replayed at other positions. The split paths are one
+ * launch: the last split block of each (row, head group) merges the splits in split order. */
 cudaError_t jb_cuda_attention(jamba_dtype dt, const jb_cuda_attn_args *a, const jb_cuda_step_desc *step, int force_path,
                              cudaStream_t stream);
 

@@ -90,13 +90,11 @@ static jamba_status plan_gpus(cuda_request *r, int n, jamba_error *err) {
     JB_TRY(jb_shard_plan_make(&dc, n, &sp, err));
     jb_shard_rank_config(&sp, &r->m->config, &r->gpu_cfg);
     r->n_gpus = n;
-    r->shape.dequant_elems = 0;
     bool ok = true;
     for (int g = 0; g < n && ok; g++) {
         jb_weights_share s;
         ok = jb_weights_device_share(&r->m->config, &r->ws, &sp, g, &s);
         r->weights[g] = s.bytes;
-        r->shape.dequant_elems = s.dequant_elems > r->shape.dequant_elems ? s.dequant_elems : r->shape.dequant_elems;
     }
     jb_shard_plan_free(&sp);
     return ok ? JAMBA_OK
@@ -167,8 +165,8 @@ jamba_status jb_cuda_plan_memory(const jamba_model *m, const jamba_context_param
     cuda_request r = {.m = m};
     r.ws = (jb_weight_shape){.dt = p->gpu_dtype, .experts_int8 = ffn_int8(m, true), .mlp_int8 = ffn_int8(m, false),
                              .inner_norms = m->config.mamba_inner_layernorms || m->weights.inner_norms_stored};
-    uint64_t wbytes = 0, dequant = 0;
-    if (!jb_weights_device_bytes(&m->config, &r.ws, &wbytes, &dequant))
+    uint64_t wbytes = 0;
+    if (!jb_weights_device_bytes(&m->config, &r.ws, &wbytes))
         return jb_fail(err, JAMBA_ERR_OVERFLOW, "%s: the device weights' size overflows 64 bits", m->path);
     r.n_gpus = 1;
     r.gpu_cfg = m->config;
@@ -176,7 +174,7 @@ jamba_status jb_cuda_plan_memory(const jamba_model *m, const jamba_context_param
     r.shape = (jb_ctx_shape){.S = p->n_seq_max, .C = p->n_ctx, .Tb = p->n_batch, .cap = p->n_logits_max,
                              .dt = p->gpu_dtype,
                              .kv_dt = p->kv_dtype == JAMBA_DTYPE_F8_E4M3 ? JAMBA_DTYPE_F8_E4M3 : p->gpu_dtype,
-                             .graphs = p->gpu_graphs, .dequant_elems = dequant};
+                             .graphs = p->gpu_graphs};
     if (p->n_gpus != 0 && p->n_gpus != 1)
         JB_TRY(plan_gpus(&r, p->n_gpus, err));
     out->budget_queried = p->gpu_memory == 0 && free_bytes > 0;

@@ -1,11 +1,10 @@
 /*
  * rows.cu — the row-wise ops: embedding gather, residual add fused with RMSNorm, the dt/B/C norms after
- * x_proj, SwiGLU, bias, row gathers. Each row of a norm is one block; elementwise ops are one thread per
- * element. The norms follow cpu/ops.c exactly: squares summed in double, inv = 1 / sqrt(mean + eps)
- * in fp32, y = w * (x * inv).
+ * x_proj, SwiGLU, bias, row gathers. Each row of a norm is one block (the norms of rownorm.cuh, shared with
+ * the fused decode products); elementwise ops are one thread per element.
  */
-#include "cuda/common.cuh"
 #include "cuda/ops.h"
+#include "cuda/rownorm.cuh"
 
 /* Threads for a block that walks a row of n elements. */
 static unsigned int row_threads(int64_t n) {
@@ -36,13 +35,33 @@ extern "C" cudaError_t jb_cuda_embed(jamba_dtype dt, float *x, const void *table
     return JB_LAUNCH_CHECK();
 }
 
-/* inv = 1 / sqrt(mean(x²) + eps) of n values at stride `stride`, summed in double over the block. */
-static __device__ float row_inv_rms(const float *x, int64_t n, float eps, double *scratch) {
-    double ss = 0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-        ss += (double)x[i] * x[i];
-    ss = block_sum_f64(ss, scratch);
-    return 1.0f / sqrtf((float)(ss / (double)n) + eps);
+template <typename T>
+__global__ void embed_rmsnorm_kernel(float *x, const T *table, const int32_t *tokens, int64_t H, const float *w,
+                                     T *out, float eps) {
+    __shared__ double scratch[32];
+    float *xr = x + (int64_t)blockIdx.x * H;
+    const T *row = table + (int64_t)tokens[blockIdx.x] * H;
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
+        xr[i] = to_f32(row[i]);
+    __syncthreads();
+    rmsnorm_row(xr, H, w, out + (int64_t)blockIdx.x * H, eps, scratch);
+}
+
+extern "C" cudaError_t jb_cuda_embed_rmsnorm(jamba_dtype dt, float *x, const void *table, const int32_t *tokens,
+                                            int64_t T, int64_t H, const float *w, void *out, float eps,
+                                            cudaStream_t stream) {
+    if (T == 0)
+        return cudaSuccess;
+    if (T > INT32_MAX)
+        return cudaErrorInvalidValue;
+    const unsigned int threads = row_threads(H);
+    if (dt == JAMBA_DTYPE_BF16)
+        embed_rmsnorm_kernel<<<(unsigned int)T, threads, 0, stream>>>(x, (const bf16 *)table, tokens, H, w, (bf16 *)out,
+                                                                       eps);
+    else
+        embed_rmsnorm_kernel<<<(unsigned int)T, threads, 0, stream>>>(x, (const float *)table, tokens, H, w,
+                                                                       (float *)out, eps);
+    return JB_LAUNCH_CHECK();
 }
 
 template <typename T>
@@ -55,12 +74,8 @@ __global__ void add_rmsnorm_kernel(float *x, const float *add, const float *w, T
             xr[i] += ar[i];
         __syncthreads();
     }
-    if (out == NULL)
-        return;
-    float inv = row_inv_rms(xr, H, eps, scratch);
-    T *orow = out + (int64_t)blockIdx.x * H;
-    for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
-        orow[i] = from_f32<T>(w[i] * (xr[i] * inv));
+    if (out != NULL)
+        rmsnorm_row(xr, H, w, out + (int64_t)blockIdx.x * H, eps, scratch);
 }
 
 extern "C" cudaError_t jb_cuda_add_rmsnorm(jamba_dtype dt, float *x, const float *add, const float *w, void *out,
@@ -135,27 +150,13 @@ extern "C" cudaError_t jb_cuda_swiglu(jamba_dtype dt, const void *gu, int64_t ld
     return JB_LAUNCH_CHECK();
 }
 
-/* One row of xdbl per block: normalise dt [0, R), B [R, R+N) and C [R+N, R+2N); copy dt out. */
+/* One row of xdbl per block (rownorm.cuh). */
 template <typename T>
 __global__ void ssm_params_kernel(float *xdbl, int64_t R, int64_t N, const float *dt_w, const float *b_w,
                                   const float *c_w, float eps, T *dt_out) {
     __shared__ double scratch[32];
-    float *row = xdbl + (int64_t)blockIdx.x * (R + 2 * N);
-    T *dto = dt_out + (int64_t)blockIdx.x * R;
-    if (dt_w == NULL) {
-        for (int64_t i = threadIdx.x; i < R; i += blockDim.x)
-            dto[i] = from_f32<T>(row[i]);
-        return;
-    }
-    float inv_dt = row_inv_rms(row, R, eps, scratch);
-    float inv_b = row_inv_rms(row + R, N, eps, scratch);
-    float inv_c = row_inv_rms(row + R + N, N, eps, scratch);
-    for (int64_t i = threadIdx.x; i < R; i += blockDim.x)
-        dto[i] = from_f32<T>(dt_w[i] * (row[i] * inv_dt));
-    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-        row[R + i] = b_w[i] * (row[R + i] * inv_b);
-        row[R + N + i] = c_w[i] * (row[R + N + i] * inv_c);
-    }
+    ssm_params_row(xdbl + (int64_t)blockIdx.x * (R + 2 * N), R, N, dt_w, b_w, c_w, eps,
+                   dt_out + (int64_t)blockIdx.x * R, scratch);
 }
 
 extern "C" cudaError_t jb_cuda_ssm_params(jamba_dtype dt, float *xdbl, int64_t T, int64_t R, int64_t N,

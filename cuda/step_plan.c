@@ -21,6 +21,11 @@ int64_t jb_scan_chunk_len(int64_t T, int64_t lanes_per_row, int64_t target_lanes
     return len > T ? T : len;
 }
 
+int64_t jb_scan_chunk_rows(int64_t T, int64_t d_inner, int64_t sms, int64_t max_slots) {
+    return jb_scan_chunk_len(T, d_inner, (sms > 0 ? sms : 1) * JB_SCAN_THREADS_PER_SM, max_slots,
+                             JB_SCAN_MIN_CHUNK_ROWS);
+}
+
 int64_t jb_step_plan_max_chunks(int64_t T, int64_t n_segs, int64_t chunk_len) {
     return n_segs + (chunk_len > 0 ? T / chunk_len : T);
 }

@@ -30,6 +30,22 @@ typedef struct jb_step_plan {
 int64_t jb_scan_chunk_len(int64_t T, int64_t lanes_per_row, int64_t target_lanes, int64_t max_slots,
                           int64_t min_len);
 
+/* The rule the CUDA scan (cuda/scan.cu) is chunked by. Its kernel runs one thread per (channel, chunk),
+ * holding the channel's states in registers, so a step offers d_inner threads per chunk; it is chunked
+ * until the chunks give every SM JB_SCAN_THREADS_PER_SM threads (4 warps per SM sub-partition, enough
+ * to keep the exp units busy: more would only add work, as a chunked segment costs about two passes),
+ * never below JB_SCAN_MIN_CHUNK_ROWS rows (a chunk's summary traffic, about 4 x d_state floats per
+ * channel, is then at most two thirds of its rows' own in bf16; only short steps get chunks that short),
+ * and never needing more than max_slots summary slots. */
+#define JB_SCAN_THREADS_PER_SM 512
+#define JB_SCAN_MIN_CHUNK_ROWS 32
+
+/* Chunk length for a step of T rows and d_inner channels on a device of `sms` SMs (the count queried
+ * once when the context is created); T when no chunking is needed. At Jamba-Mini width (8,192 channels)
+ * one SM never chunks, and one sequence of more than 32 rows runs as up to 8 chunks on an H100 (132 SMs)
+ * and up to 4 on a 78-SM card. */
+int64_t jb_scan_chunk_rows(int64_t T, int64_t d_inner, int64_t sms, int64_t max_slots);
+
 /* Chunks a step of T rows in n_segs segments can have with chunks of chunk_len rows. */
 int64_t jb_step_plan_max_chunks(int64_t T, int64_t n_segs, int64_t chunk_len);
 

@@ -89,11 +89,10 @@ bool experts_rank(jb_tp_rank *R, const jb_dev_layer *w, const jb_step_shape &s, 
     CU(cudaMemsetAsync(c->expert_out, 0, (size_t)(slots * H) * 4, c->stream), "MoE outputs");
     if (s.moe_gemv) { /* the held experts' blocks are the rank's, local index e - first */
         jb_cuda_gemv_args gu = {w->gate_up, w->ffn_wdt, w->gate_up_scale, 2 * I * H, 2 * I, H, c->xn, H,
-                               c->slot_token, c->begin + first, 0, count, c->gu, false};
-        CU(jb_cuda_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up");
-        CU(jb_cuda_swiglu(dt, c->gu, 2 * I, c->act, slots, I, c->stream), "MoE SwiGLU");
+                               c->slot_token, c->begin + first, 0, count, c->act, false, true, 0, slots};
+        CU(jb_cuda_expert_gemv(dt, &gu, c->stream), "MoE expert gate/up + SwiGLU");
         jb_cuda_gemv_args dn = {w->down, w->ffn_wdt, w->down_scale, H * I, H, I, c->act, I, NULL, c->begin + first, 0,
-                               count, c->expert_out, true};
+                               count, c->expert_out, true, false, 0, slots};
         CU(jb_cuda_expert_gemv(dt, &dn, c->stream), "MoE expert down");
     } else {
         CU(jb_cuda_gather_tokens(dt, c->gathered, c->xn, H, c->slot_token, slots, H, c->stream), "MoE gather");
@@ -170,10 +169,7 @@ bool layout_rank(jb_tp_rank *R, const jb_step_io *io, jb_step_shape &s, jb_run_s
     for (int64_t t = 0; t < T; t++)
         if (R->h_embed_src[t] < 0)
             R->h_embed_src[t] = n_own; /* the zero row */
-    int G = 1;
-    while (G < 32 && G < c->N)
-        G <<= 1;
-    const int64_t chunk_len = c->M ? jb_scan_chunk_len(T, c->Di * G, (int64_t)c->sms * 1024, JB_CUDA_SCAN_SLOTS, 32) : T;
+    const int64_t chunk_len = c->M ? jb_scan_chunk_rows(T, c->Di, c->sms, JB_CUDA_SCAN_SLOTS) : T;
     jb_step_plan plan = {c->h_row_seg, c->h_segs, c->h_chunks, 0, 0, 0, 0, 0};
     jb_step_plan_build(&plan, io->segs, io->n_segs, chunk_len);
     memcpy(c->h_logit_src, io->logit_src, (size_t)io->n_logits * 8);
@@ -185,11 +181,7 @@ bool layout_rank(jb_tp_rank *R, const jb_step_io *io, jb_step_shape &s, jb_run_s
     s.max_seg_rows = plan.max_seg_rows;
     s.n_logits = io->n_logits;
     s.moe_gemv = T * c->k <= JB_CUDA_GEMV_SLOTS;
-    /* attention key splits as on one GPU: as many as the budget allows, each at least MIN_SPLIT_LEN keys */
-    int64_t splits = JB_CUDA_SPLIT_BUDGET / T, most = (c->C + JB_CUDA_MIN_SPLIT_LEN - 1) / JB_CUDA_MIN_SPLIT_LEN;
-    splits = splits > most ? most : splits < 1 ? 1 : splits;
-    s.n_splits = (int32_t)splits;
-    s.split_len = (c->C + splits - 1) / splits;
+    jb_cuda_choose_splits(c, T, s); /* as on one GPU, over the rank's KV heads */
     CU(cudaMemcpyAsync(c->d_meta, c->h_meta, c->meta_bytes, cudaMemcpyHostToDevice, c->stream), "sending the step layout");
     CU(cudaMemcpyAsync(R->d_embed_src, R->h_embed_src, (size_t)T * 8, cudaMemcpyHostToDevice, c->stream),
        "sending the step layout");

@@ -33,7 +33,6 @@ struct builder {
     void *stage;          /* pinned (or pageable) host staging, STAGE_ELEMS * 4 bytes */
     cudaError_t error;
     const char *failed;   /* the tensor being uploaded when an error happened */
-    size_t dequant_elems; /* the largest int8 FFN block widened for cuBLAS (2I x H), 0 without int8 */
     bool synth;           /* a device-synthetic model: fill on the device instead of copying */
     uint64_t seed;        /* synth: the model's seed, advanced per tensor */
     int64_t d_state;      /* synth: N, for A */
@@ -221,8 +220,6 @@ void put_ffn(builder &b, const jamba_config *c, const jb_mlp_weights *mlps, int6
         }
         e++;
     }
-    if (q8 && (size_t)(2 * I * H) > b.dequant_elems)
-        b.dequant_elems = (size_t)(2 * I * H);
 }
 
 void put_layer(builder &b, const jamba_config *c, int64_t i, const jb_layer_weights *w, jb_dev_layer *d) {
@@ -280,11 +277,10 @@ extern "C" jamba_status jb_cuda_weights_create(const jamba_model *m, int device,
     w->dt = dtype;
     w->layers = layers;
     w->n_layers = m->weights.n_layers;
-    builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL, 0, m->device_synthetic, m->synthetic_seed,
+    builder b = {true, dtype, NULL, 0, NULL, cudaSuccess, NULL, m->device_synthetic, m->synthetic_seed,
                  m->config.mamba_d_state, m->config.mamba_d_conv};
     put_model(b, m, w);
     w->bytes = b.off;
-    w->dequant_elems = b.dequant_elems;
     jamba_status st = JAMBA_OK;
     cudaError_t e = cudaMalloc(&w->arena, w->bytes);
     if (e != cudaSuccess) {

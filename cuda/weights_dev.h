@@ -42,7 +42,6 @@ struct jb_cuda_weights {
     jamba_dtype dt;         /* F32 or BF16 */
     void *arena;
     size_t bytes;
-    size_t dequant_elems;   /* elements of the largest int8 FFN block (2I x H); 0 without int8 */
     void *embed;            /* [V, H] */
     void *lm_head;          /* [V, H]; the embedding when tied */
     float *final_norm;      /* [H] */

@@ -171,7 +171,7 @@ JB_TEST(plan, the_layout_is_aligned_disjoint_and_grows_with_the_request) {
     jamba_model *m = mini(true);
     const jamba_config *c = jamba_model_config(m);
     jb_ctx_shape s = {.S = 2, .C = 1000, .Tb = 333, .cap = 7, .dt = JAMBA_DTYPE_BF16,
-                      .kv_dt = JAMBA_DTYPE_F8_E4M3, .graphs = true, .dequant_elems = 12345};
+                      .kv_dt = JAMBA_DTYPE_F8_E4M3, .graphs = true};
     jb_ctx_layout L;
     jamba_error err = {0};
     cr_assert_eq(jb_ctx_layout_plan(c, &s, &L, &err), JAMBA_OK);
@@ -184,7 +184,6 @@ JB_TEST(plan, the_layout_is_aligned_disjoint_and_grows_with_the_request) {
     cr_assert_leq(end, L.total);
     cr_assert_eq(L.bytes[JB_BUF_KV], 2ull * 4 * 2 * 1000 * 1024);
     cr_assert_eq(L.bytes[JB_BUF_KV_SCALE], 2ull * 4 * 2 * 1000 * 8 * 4);
-    cr_assert_eq(L.bytes[JB_BUF_DEQUANT], 12345ull * 2);
     cr_assert_eq(L.bytes[JB_BUF_META], jb_ctx_meta_layout(333, 2, 2 + 333, 7, NULL));
     cr_assert_eq(L.max_segs, 2);
     /* bf16 KV has no scales; sizes past 64 bits are an error, not a wrap */
@@ -282,13 +281,12 @@ JB_TEST(plan, device_weights_match_the_binders_tensor_list) {
             jb_weights_free(&w);
             jb_weight_shape ws = {.dt = JAMBA_DTYPE_BF16, .experts_int8 = s.experts_int8, .mlp_int8 = s.mlp_int8,
                                   .inner_norms = c->mamba_inner_layernorms};
-            uint64_t planned = 0, dequant = 0;
-            cr_assert(jb_weights_device_bytes(c, &ws, &planned, &dequant));
+            uint64_t planned = 0;
+            cr_assert(jb_weights_device_bytes(c, &ws, &planned));
             cr_assert_geq(planned, s.bytes, "%s format %d: planned %llu < %llu", configs[i], fmt,
                           (unsigned long long)planned, (unsigned long long)s.bytes);
             cr_assert_leq(planned, s.bytes + 256 * s.tensors, "%s format %d: planned %llu, tensors %llu",
                           configs[i], fmt, (unsigned long long)planned, (unsigned long long)s.bytes);
-            cr_assert_eq(dequant, fmt ? (uint64_t)(2 * c->intermediate_size * c->hidden_size) : 0);
             jamba_model_free(m);
             free(dir);
         }

@@ -91,6 +91,68 @@ JB_TEST(step_plan, random_layouts_keep_every_invariant) {
     }
 }
 
+/* One sequence of T rows at d_inner channels on `sms` SMs, planned as cuda/forward.cu does. */
+static int64_t plan_one_sequence(int64_t T, int64_t d_inner, int64_t sms, jb_step_plan *p) {
+    const jb_segment seg = {.seq = 0, .pos = 7, .n = T, .row = 0};
+    const int64_t len = jb_scan_chunk_rows(T, d_inner, sms, 64);
+    cr_assert(len >= 1 && len <= T, "T %lld: chunk length %lld", (long long)T, (long long)len);
+    jb_step_plan_build(p, &seg, 1, len);
+    check_plan(p, &seg, 1, len, 64); /* chunks tile the rows in order: full coverage, no overlap */
+    return len;
+}
+
+JB_TEST(step_plan, scan_chunk_rule_follows_the_sm_count) {
+    enum { MAX_T = 262144 };
+    int32_t *row_seg = malloc(MAX_T * sizeof *row_seg);
+    jb_cuda_chunk *chunks = malloc((MAX_T + 1) * sizeof *chunks);
+    jb_cuda_seg gseg;
+    cr_assert(row_seg && chunks);
+    jb_step_plan p = {row_seg, &gseg, chunks, 0, 0, 0, 0, 0};
+    /* chunks of one sequence: {d_inner, T, chunks at 1 SM, at 78 SMs, at 132 SMs} */
+    static const int64_t want[][5] = {
+        {8192, 262144, 1, 4, 8},  /* Jamba-Mini width, 256K prefill at batch 1 */
+        {8192, 4096, 1, 4, 8},    /* 512 rows per chunk on an H100 */
+        {8192, 100, 1, 4, 4},     /* never below 32 rows: 32 + 32 + 32 + 4 */
+        {8192, 32, 1, 1, 1},      /* a short prompt stays one chunk */
+        {8192, 1, 1, 1, 1},       /* a decode row */
+        {16384, 262144, 1, 2, 4}, /* Jamba-1.5-Large width */
+        {4096, 262144, 1, 9, 16}, /* Mini over two ranks */
+        {64, 4096, 8, 64, 64},    /* a small model: the slot budget (63 slots) caps the chunks */
+        {19, 1000, 26, 32, 32},   /* odd width: 1,000 rows in chunks of at least 32 */
+    };
+    static const int64_t sms[3] = {1, 78, 132};
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++)
+        for (int m = 0; m < 3; m++) {
+            const int64_t Di = want[k][0], T = want[k][1];
+            const int64_t len = plan_one_sequence(T, Di, sms[m], &p);
+            cr_assert_eq(p.n_chunks, want[k][2 + m], "D_i %lld T %lld on %lld SMs: %lld chunks of %lld rows",
+                         (long long)Di, (long long)T, (long long)sms[m], (long long)p.n_chunks, (long long)len);
+            cr_assert_eq(p.n_slots, p.n_chunks - 1);
+            /* never more threads than the target asks for, and chunks of at least the minimum length */
+            cr_assert(p.n_chunks == 1 || p.n_chunks * Di <= sms[m] * JB_SCAN_THREADS_PER_SM);
+            cr_assert(p.n_chunks == 1 || len >= JB_SCAN_MIN_CHUNK_ROWS);
+        }
+    /* eight sequences of 4,096 rows already fill an H100 at Mini width: no chunking, no summaries */
+    jb_segment segs[8];
+    for (int s = 0; s < 8; s++)
+        segs[s] = (jb_segment){.seq = s, .pos = 1000 * s, .n = 4096, .row = 4096 * s};
+    jb_cuda_seg gsegs[8];
+    jb_step_plan q = {row_seg, gsegs, chunks, 0, 0, 0, 0, 0};
+    const int64_t len = jb_scan_chunk_rows(8 * 4096, 8192, 132, 64);
+    jb_step_plan_build(&q, segs, 8, len);
+    check_plan(&q, segs, 8, len, 64);
+    cr_assert_eq(q.n_chunks, 8);
+    cr_assert_eq(q.n_slots, 0);
+    /* two of them do not: each runs as 4 chunks */
+    const int64_t len2 = jb_scan_chunk_rows(2 * 4096, 8192, 132, 64);
+    jb_step_plan_build(&q, segs, 2, len2);
+    check_plan(&q, segs, 2, len2, 64);
+    cr_assert_eq(q.n_chunks, 8);
+    cr_assert_eq(q.n_slots, 6);
+    free(row_seg);
+    free(chunks);
+}
+
 JB_TEST(step_plan, decode_steps_are_one_chunk_per_sequence) {
     jb_segment segs[4];
     for (int s = 0; s < 4; s++)

@@ -7,6 +7,8 @@
 #include "tests/gpu/gpu_test.h"
 
 #include "ckpt/safetensors.h"
+#include "cuda/decode_plan.h"
+#include "runtime/context.h"
 #include "runtime/model.h"
 
 #include <dirent.h>
@@ -684,6 +686,89 @@ static void test_device_synthetic(void) {
     jamba_model_free(m);
 }
 
+/* The target for the kernels of a Jamba-Mini decode step at batch 1. */
+#define DECODE_LAUNCH_TARGET 150
+
+/* Decode graphs of a device-synthetic model with Jamba-Mini's layer schedule (32 layers: 4 attention, 28
+ * Mamba, 16 MoE with int8 experts, 16 dense) and small widths: the kernel nodes each captured graph holds
+ * against the host's plan (cuda/decode_plan.c), for one and two rows (fused) and twelve (unfused), and the
+ * batch-1 figure beside the target (noted, not checked). The plan counts each cuBLAS call as one kernel; cuBLAS
+ * may add one. */
+/* One context's decode graphs of 1, 2 and 12 rows against their plans; four_launch: the context is made with
+ * JAMBA_CUDA_NO_COOPERATIVE set, so its Mamba mixers take the four-launch path. */
+static void decode_launches(bool four_launch) {
+    static const char *cfg =
+        "{\"model_type\":\"jamba\",\"vocab_size\":1000,\"hidden_size\":256,\"intermediate_size\":512,"
+        "\"num_hidden_layers\":32,\"num_attention_heads\":8,\"num_key_value_heads\":2,\"num_experts\":16,"
+        "\"num_experts_per_tok\":2,\"expert_layer_period\":2,\"expert_layer_offset\":1,\"attn_layer_period\":8,"
+        "\"attn_layer_offset\":4,\"mamba_d_state\":16,\"mamba_d_conv\":4,\"mamba_expand\":2,"
+        "\"mamba_dt_rank\":\"auto\",\"tie_word_embeddings\":false,\"rms_norm_eps\":1e-6,"
+        "\"max_position_embeddings\":8192}";
+    jamba_model *m = NULL;
+    jamba_error err = {0};
+    GT_OK(jb_model_device_synthetic(cfg, strlen(cfg), "synthetic Mini-shaped", 5, true, false, &m, &err));
+    jamba_context_params p = jamba_context_default_params();
+    p.device = JAMBA_DEVICE_CUDA;
+    p.n_ctx = 4096;
+    p.n_seq_max = 12;
+    p.n_batch = 64;
+    jamba_context *ctx = NULL;
+    setenv("JAMBA_CUDA_NO_COOPERATIVE", four_launch ? "1" : "0", 1); /* read when the context is made */
+    const jamba_status made = jamba_context_create(m, &p, &ctx, &err);
+    unsetenv("JAMBA_CUDA_NO_COOPERATIVE");
+    if (made != JAMBA_OK) {
+        gt_fail(__FILE__, __LINE__, "synthetic context: %s", err.message);
+        jamba_model_free(m);
+        return;
+    }
+    int32_t ids[40];
+    for (int i = 0; i < 40; i++)
+        ids[i] = (i * 37 + 11) % 1000;
+    for (int32_t s = 0; s < 12; s++)
+        free(feed(ctx, s, ids, 20 + s, JAMBA_LOGITS_NONE, 1000));
+    static const int rows[] = {1, 2, 12};
+    for (int ri = 0; ri < 3; ri++) {
+        const int n = rows[ri];
+        jamba_seq_input in[12];
+        for (int s = 0; s < n; s++)
+            in[s] = (jamba_seq_input){.seq = s, .tokens = &ids[s], .n_tokens = 1, .logits = JAMBA_LOGITS_LAST};
+        for (int rep = 0; rep < 2; rep++) /* the first records the graph, the second replays it */
+            GT_CHECK(jamba_decode(ctx, in, n, &err) == JAMBA_OK, "decode of %d rows: %s", n, err.message);
+        jb_graph_census cs;
+        if (!jb_cuda_graph_census(ctx->state, n, &cs) || !cs.planned) {
+            gt_fail(__FILE__, __LINE__, "no decode graph (or plan) of %d rows was recorded", n);
+            continue;
+        }
+        const jb_decode_launches *pl = &cs.plan;
+        gt_note("%d rows (%s): %lld kernel nodes of %lld nodes; planned %lld (%lld cuBLAS calls): head %lld, "
+                "Mamba %lld, attention %lld, dense %lld, MoE %lld, %lld boundaries of %lld, tail %lld",
+                n, pl->fused ? "fused" : "unfused", (long long)cs.kernels, (long long)cs.nodes, (long long)pl->total,
+                (long long)pl->blas_calls, (long long)pl->head, (long long)pl->mamba, (long long)pl->attention,
+                (long long)pl->dense, (long long)pl->moe, (long long)pl->n_between, (long long)pl->between,
+                (long long)pl->tail);
+        GT_CHECK(cs.kernels >= pl->total && cs.kernels <= pl->total + pl->blas_calls,
+                 "%d rows: %lld kernel nodes, planned %lld (+ up to %lld from cuBLAS)", n, (long long)cs.kernels,
+                 (long long)pl->total, (long long)pl->blas_calls);
+        GT_CHECK(pl->fused == (n <= JB_CUDA_FUSED_ROWS), "%d rows: fused %d", n, (int)pl->fused);
+        if (four_launch && pl->fused)
+            GT_CHECK(pl->mamba == 4, "%d rows: the switch did not select the four-launch Mamba path", n);
+        if (n == 1 && pl->mamba == 1) /* the cooperative path (the device has it): the target */
+            GT_CHECK(cs.kernels <= DECODE_LAUNCH_TARGET, "batch 1: %lld kernels per decode step; target %d",
+                     (long long)cs.kernels, DECODE_LAUNCH_TARGET);
+        if (n == 1)
+            gt_note("batch 1 (%s Mamba path): %lld kernels per decode step; target %d: %s",
+                    pl->mamba == 1 ? "cooperative" : "four-launch", (long long)cs.kernels, DECODE_LAUNCH_TARGET,
+                    cs.kernels <= DECODE_LAUNCH_TARGET ? "met" : "NOT met");
+    }
+    jamba_context_free(ctx);
+    jamba_model_free(m);
+}
+
+static void test_decode_launches(void) {
+    decode_launches(false);
+    decode_launches(true);
+}
+
 static void test_device_errors(void) {
     fixture fx;
     if (!fixture_open(&fx, "mini"))
@@ -729,5 +814,6 @@ const gt_case gt_model_cases[] = {
     {"model/fp8_kv", test_fp8_kv, false},
     {"model/planner", test_planner, false},
     {"model/device_synthetic", test_device_synthetic, true},
+    {"model/decode_launches", test_decode_launches, true},
 };
 const int gt_n_model_cases = sizeof gt_model_cases / sizeof gt_model_cases[0];

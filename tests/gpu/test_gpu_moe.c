@@ -1,6 +1,7 @@
 /*
- * test_gpu_moe.c — the MoE ops (cuda/moe.h: routing, the expert plan and combine, the expert GEMV over
- * bf16/f32 and int8 weights, dequantisation) against their CPU twins, with empty and full experts.
+ * test_gpu_moe.c — the MoE ops (cuda/moe.h: routing, the expert plan and combine, the expert GEMVs over
+ * bf16/f32 and int8 weights, the w8a16 tensor-core product, SwiGLU in their epilogue, the whole expert half
+ * of a MoE block) against their CPU twins, with empty experts and one expert taking every token.
  */
 #include "tests/gpu/gpu_ops.h"
 
@@ -51,14 +52,15 @@ static void test_moe_route(void) {
     }
 }
 
-/* A random routing of T tokens (k distinct experts each, some experts left empty). */
-static void random_routing(gt_rng *r, int64_t T, int64_t E, int64_t k, int32_t *ex, float *w) {
+/* A random routing of T tokens (k distinct experts each, the last expert left empty when E > 3); with
+ * all_to_first, every token's first choice is expert 0 (one expert takes every token). */
+static void random_routing_mode(gt_rng *r, int64_t T, int64_t E, int64_t k, int32_t *ex, float *w, bool all_to_first) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 0; j < k; j++) {
             int32_t e;
             bool dup;
             do {
-                e = (int32_t)(gt_next(r) % (uint64_t)(E > 3 ? E - 1 : E)); /* the last expert stays empty */
+                e = all_to_first && j == 0 ? 0 : (int32_t)(gt_next(r) % (uint64_t)(E > 3 ? E - 1 : E));
                 dup = false;
                 for (int64_t i = 0; i < j; i++)
                     dup |= ex[t * k + i] == e;
@@ -66,6 +68,10 @@ static void random_routing(gt_rng *r, int64_t T, int64_t E, int64_t k, int32_t *
             ex[t * k + j] = e;
             w[t * k + j] = gt_uniform(r, 0.05f, 1);
         }
+}
+
+static void random_routing(gt_rng *r, int64_t T, int64_t E, int64_t k, int32_t *ex, float *w) {
+    random_routing_mode(r, T, E, k, ex, w, false);
 }
 
 /* The CPU plan and each slot's position (token t's choice j), as the device plan must give them. */
@@ -152,97 +158,204 @@ static void *gemv_weights(gt_rng *r, jamba_dtype dt, bool q8, int64_t rows, int6
     return d;
 }
 
+/* One expert-product case on the device against the CPU product of the same values. */
+typedef struct product_case {
+    int64_t N, K, T, E, k;
+    bool all_to_first; /* one expert takes every token */
+    bool q8, by_token, swiglu, out_f32, pad_ldin, gemm, dense;
+    jamba_dtype dt;
+} product_case;
+
+static void run_product_case(gt_rng *r, const product_case *pc) {
+    const jamba_dtype dt = pc->dt;
+    const int64_t N = pc->N, K = pc->K, E = pc->dense ? 1 : pc->E, k = pc->k;
+    const int64_t n = pc->dense ? pc->T : pc->T * k, I = N / 2, cols = pc->swiglu ? I : N;
+    /* K + 8 keeps 16-byte rows for the tensor-core product; K + 2 forces the GEMV's scalar path */
+    const int64_t ldin = pc->pad_ldin ? K + (pc->gemm ? 8 : 2) : K;
+    int32_t *ex = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *begin32 = malloc((size_t)(E + 1) * 4);
+    int32_t *st32 = malloc((size_t)n * 4);
+    float *w = malloc((size_t)n * 4), *sw = malloc((size_t)n * 4);
+    int64_t *begin = malloc((size_t)(E + 1) * 8), *st = malloc((size_t)n * 8);
+    if (pc->dense) {
+        begin[0] = 0, begin[1] = n;
+        for (int64_t s = 0; s < n; s++)
+            st[s] = s;
+    } else {
+        random_routing_mode(r, pc->T, E, k, ex, w, pc->all_to_first);
+        cpu_plan(ex, w, pc->T, E, k, begin, st, sw, pos);
+    }
+    for (int64_t e = 0; e <= E; e++)
+        begin32[e] = (int32_t)begin[e];
+    for (int64_t s = 0; s < n; s++)
+        st32[s] = (int32_t)st[s];
+    const bool by_token = pc->by_token && !pc->dense;
+    const int64_t rows_in = by_token ? pc->T : n;
+    float *W = malloc((size_t)(E * N * K) * 4), *d_scale = NULL;
+    float *in = gt_random(r, rows_in * ldin, -1, 1, dt);
+    void *d_W = gemv_weights(r, dt, pc->q8, E * N, K, W, &d_scale), *d_in = gt_dev_from(dt, in, rows_in * ldin);
+    int32_t *d_begin = gt_dev_bytes(begin32, (size_t)(E + 1) * 4), *d_st = gt_dev_bytes(st32, (size_t)n * 4);
+    const jamba_dtype odt = pc->out_f32 ? JAMBA_DTYPE_F32 : dt;
+    void *d_out = gt_dev_poisoned((size_t)(n * cols) * gt_esize(odt));
+    const int64_t used = n < E ? n : E;
+    jb_cuda_gemv_args g = {d_W, pc->q8 ? JAMBA_DTYPE_I8 : dt, d_scale, N * K, N, K, d_in, ldin,
+                          by_token ? d_st : NULL, pc->dense ? NULL : d_begin, pc->dense ? n : 0, E, d_out,
+                          pc->out_f32, pc->swiglu, pc->T % 2 ? used : 0, n};
+    if (pc->gemm) {
+        GT_CHECK(jb_cuda_expert_gemm_supported(dt, &g), "the tensor-core product refuses a supported case");
+        GT_CUDA(jb_cuda_expert_gemm(dt, &g, 0));
+    } else {
+        GT_CUDA(jb_cuda_expert_gemv(dt, &g, 0));
+    }
+    gt_sync(pc->gemm ? "expert_gemm" : "expert_gemv");
+    float *want = malloc((size_t)(n * cols) * 4), *got = malloc((size_t)(n * cols) * 4), *row = malloc((size_t)N * 4);
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t p = begin[e]; p < begin[e + 1]; p++) {
+            const float *x = in + (by_token ? st[p] : p) * ldin;
+            for (int64_t o = 0; o < N; o++) {
+                double acc = 0;
+                for (int64_t c = 0; c < K; c++)
+                    acc += (double)W[(e * N + o) * K + c] * x[c];
+                row[o] = (float)acc;
+            }
+            for (int64_t o = 0; o < cols; o++)
+                want[p * cols + o] = pc->swiglu ? jb_silu(row[o]) * row[I + o] : row[o];
+        }
+    gt_to_host(odt, got, d_out, n * cols);
+    char what[160];
+    snprintf(what, sizeof what, "%s %s%s%s N=%lld K=%lld ldin=%lld T=%lld E=%lld k=%lld%s%s out %s",
+             pc->gemm ? "gemm" : "gemv", gt_dname(dt), pc->q8 ? " int8 W" : "", pc->swiglu ? " SwiGLU" : "",
+             (long long)N, (long long)K, (long long)ldin, (long long)pc->T, (long long)E, (long long)k,
+             pc->dense ? " dense" : by_token ? " by token" : " by slot", pc->all_to_first ? " one expert for all" : "",
+             gt_dname(odt));
+    gt_expect_close(what, got, want, n * cols, gt_tol(odt));
+    free(ex), free(pos), free(begin32), free(st32), free(w), free(sw), free(begin), free(st), free(W), free(in);
+    free(want), free(got), free(row);
+    gt_dev_free(d_W), gt_dev_free(d_in), gt_dev_free(d_begin), gt_dev_free(d_st), gt_dev_free(d_out);
+    gt_dev_free(d_scale);
+}
+
+/* The GEMVs: 1..several slots per expert (T = 1, 2, 3, 7 with k = 2), empty experts, one expert taking
+ * every token, odd N and K (scalar path), padded rows, SwiGLU, dense int8 rows, bf16/fp32 and int8 W. */
 static void test_expert_gemv(void) {
     gt_rng r = {14};
-    static const int64_t shapes[][2] = {{37, 40}, {64, 64}, {5, 3}, {300, 1000}};
+    static const int64_t shapes[][2] = {{37, 40}, {64, 64}, {5, 3}, {300, 1000}, {34, 48}};
+    static const int64_t tokens[] = {1, 2, 3, 7};
     for (int di = 0; di < 2; di++)
-        for (size_t si = 0; si < 4; si++)
-            for (int variant = 0; variant < 8; variant++) {
-                const jamba_dtype dt = gt_dts[di];
-                const int by_token = variant & 1;
-                const bool q8 = variant & 4;
-                /* ldin = K allows vector loads when K is a multiple of 8; K + 2 forces the scalar path */
-                const int64_t N = shapes[si][0], K = shapes[si][1], E = 6, k = 2, T = 7, n = T * k;
-                const int64_t ldin = variant & 2 ? K + 2 : K;
-                int32_t ex[14], pos[14];
-                float w[14], sw[14];
-                int64_t begin[7], st[14];
-                random_routing(&r, T, E, k, ex, w);
-                cpu_plan(ex, w, T, E, k, begin, st, sw, pos);
-                int32_t begin32[7], st32[14];
-                for (int e = 0; e <= E; e++)
-                    begin32[e] = (int32_t)begin[e];
-                for (int s = 0; s < n; s++)
-                    st32[s] = (int32_t)st[s];
-                const int64_t rows_in = by_token ? T : n;
-                float *W = malloc((size_t)(E * N * K) * 4), *d_scale = NULL;
-                float *in = gt_random(&r, rows_in * ldin, -1, 1, dt);
-                void *d_W = gemv_weights(&r, dt, q8, E * N, K, W, &d_scale), *d_in = gt_dev_from(dt, in, rows_in * ldin);
-                int32_t *d_begin = gt_dev_bytes(begin32, sizeof begin32), *d_st = gt_dev_bytes(st32, sizeof st32);
-                const bool out_f32 = di == 0 || by_token == 0;
-                const jamba_dtype odt = out_f32 ? JAMBA_DTYPE_F32 : dt;
-                void *d_out = gt_dev_poisoned((size_t)(n * N) * gt_esize(odt));
-                jb_cuda_gemv_args g = {d_W, q8 ? JAMBA_DTYPE_I8 : dt, d_scale, N * K, N, K, d_in, ldin,
-                                      by_token ? d_st : NULL, d_begin, 0, E, d_out, out_f32};
-                GT_CUDA(jb_cuda_expert_gemv(dt, &g, 0));
-                gt_sync("expert_gemv");
-                float *want = malloc((size_t)(n * N) * 4), *got = malloc((size_t)(n * N) * 4);
-                for (int64_t e = 0; e < E; e++)
-                    for (int64_t p = begin[e]; p < begin[e + 1]; p++) {
-                        const float *x = in + (by_token ? st[p] : p) * ldin;
-                        for (int64_t o = 0; o < N; o++) {
-                            double acc = 0;
-                            for (int64_t c = 0; c < K; c++)
-                                acc += (double)W[(e * N + o) * K + c] * x[c];
-                            want[p * N + o] = (float)acc;
-                        }
-                    }
-                gt_to_host(odt, got, d_out, n * N);
-                char what[112];
-                snprintf(what, sizeof what, "%s%s N=%lld K=%lld ldin=%lld %s out %s", gt_dname(dt), q8 ? " int8 W" : "",
-                         (long long)N, (long long)K, (long long)ldin, by_token ? "by token" : "by slot", gt_dname(odt));
-                gt_expect_close(what, got, want, n * N, gt_tol(odt));
-                if (q8 && !by_token) {
-                    /* the dense form: one matrix, rows [0, T) without a plan */
-                    jb_cuda_gemv_args d = {d_W, JAMBA_DTYPE_I8, d_scale, 0, N, K, d_in, ldin, NULL, NULL, T, 1, d_out,
-                                          out_f32};
-                    GT_CUDA(jb_cuda_expert_gemv(dt, &d, 0));
-                    gt_sync("dense int8 gemv");
-                    for (int64_t t = 0; t < T; t++)
-                        for (int64_t o = 0; o < N; o++) {
-                            double acc = 0;
-                            for (int64_t c = 0; c < K; c++)
-                                acc += (double)W[o * K + c] * in[t * ldin + c];
-                            want[t * N + o] = (float)acc;
-                        }
-                    gt_to_host(odt, got, d_out, T * N);
-                    gt_expect_close("dense int8 rows", got, want, T * N, gt_tol(odt));
+        for (size_t si = 0; si < 5; si++)
+            for (int variant = 0; variant < 16; variant++) {
+                product_case pc = {.N = shapes[si][0], .K = shapes[si][1], .T = tokens[(si + (size_t)variant) % 4],
+                                   .E = 6, .k = 2, .dt = gt_dts[di], .by_token = variant & 1, .pad_ldin = variant & 2,
+                                   .q8 = variant & 4, .all_to_first = variant & 8};
+                pc.swiglu = pc.N % 2 == 0 && pc.by_token; /* gate|up reads tokens */
+                pc.out_f32 = !pc.swiglu && (di == 0 || !pc.by_token);
+                run_product_case(&r, &pc);
+                if (pc.q8 && !pc.by_token && !pc.all_to_first) { /* the dense form: one matrix, rows [0, T) */
+                    pc.dense = true;
+                    run_product_case(&r, &pc);
                 }
-                free(W), free(in), free(want), free(got);
-                gt_dev_free(d_W), gt_dev_free(d_in), gt_dev_free(d_begin), gt_dev_free(d_st), gt_dev_free(d_out);
-                gt_dev_free(d_scale);
             }
 }
 
-/* int8 rows widened for cuBLAS: exactly q * scale rounded once to dt. */
-static void test_dequant_rows(void) {
-    gt_rng r = {16};
-    static const int64_t shapes[][2] = {{7, 13}, {64, 128}, {3, 4}, {300, 1001}};
+/* The w8a16 tensor-core product at prefill sizes: many slots per expert (several M tiles), a partial last
+ * tile, odd N (a partial N tile), K a multiple of 16 but not of the 64-wide stage, padded rows, SwiGLU,
+ * fp32 and bf16 outputs, the dense form; and K not a multiple of 16 refused clearly. */
+static void test_expert_gemm(void) {
+    gt_rng r = {17};
+    static const int64_t shapes[][2] = {{37, 48}, {300, 1008}, {130, 16}, {256, 64}};
+    for (size_t si = 0; si < 4; si++)
+        for (int variant = 0; variant < 8; variant++) {
+            product_case pc = {.N = shapes[si][0], .K = shapes[si][1], .T = variant & 4 ? 150 : 41, .E = 6, .k = 2,
+                               .dt = JAMBA_DTYPE_BF16, .q8 = true, .gemm = true, .by_token = variant & 1,
+                               .pad_ldin = variant & 2, .all_to_first = si % 2 == 1};
+            pc.swiglu = pc.by_token && pc.N % 2 == 0;
+            pc.out_f32 = !pc.swiglu && variant % 3 != 0;
+            run_product_case(&r, &pc);
+            if (variant == 0) {
+                pc.dense = true, pc.T = 77;
+                run_product_case(&r, &pc);
+            }
+        }
+    int8_t *d_W = gt_dev_poisoned(64 * 40);
+    float *d_scale = gt_dev_poisoned(64 * 4);
+    void *d_in = gt_dev_poisoned(100 * 40 * 2), *d_out = gt_dev_poisoned(100 * 64 * 4);
+    jb_cuda_gemv_args g = {d_W, JAMBA_DTYPE_I8, d_scale, 0, 64, 40, d_in, 40, NULL, NULL, 100, 1, d_out, true,
+                          false, 0, 0};
+    GT_CHECK(!jb_cuda_expert_gemm_supported(JAMBA_DTYPE_BF16, &g), "K = 40 accepted by the tensor-core product");
+    GT_CHECK(jb_cuda_expert_gemm(JAMBA_DTYPE_BF16, &g, 0) == cudaErrorInvalidValue, "K = 40 not refused");
+    GT_CHECK(!jb_cuda_expert_gemm_supported(JAMBA_DTYPE_F32, &g), "fp32 activations accepted by the bf16 product");
+    gt_dev_free(d_W), gt_dev_free(d_scale), gt_dev_free(d_in), gt_dev_free(d_out);
+}
+
+/* The MoE block's expert half as jb_cuda_moe_ffn runs it (device plan, gate|up with SwiGLU in the
+ * epilogue, down, combine) against the CPU twin (moe/router.c's plan, cpu/ops.h's SiLU, the products in
+ * double, act rounded to dt, the combine in ascending expert order): the GEMVs at decode sizes, the
+ * tensor-core product at prefill sizes. */
+static void test_moe_block(void) {
+    gt_rng r = {18};
+    static const int64_t cfg[][2] = {{1, 0}, {3, 0}, {32, 0}, {120, 1}, {200, 1}}; /* T, tensor cores */
     for (int di = 0; di < 2; di++)
-        for (size_t si = 0; si < 4; si++) {
+        for (size_t ci = 0; ci < 5; ci++) {
             const jamba_dtype dt = gt_dts[di];
-            const int64_t N = shapes[si][0], K = shapes[si][1];
-            float *W = malloc((size_t)(N * K) * 4), *d_scale = NULL, *got = malloc((size_t)(N * K) * 4);
-            int8_t *d_q = gemv_weights(&r, dt, true, N, K, W, &d_scale);
-            void *d_out = gt_dev_poisoned((size_t)(N * K) * gt_esize(dt));
-            GT_CUDA(jb_cuda_dequant_rows(dt, d_out, d_q, d_scale, N, K, 0));
-            gt_sync("dequant_rows");
-            if (dt == JAMBA_DTYPE_BF16)
-                gt_round_bf16(W, N * K);
-            gt_to_host(dt, got, d_out, N * K);
-            gt_expect_close(dt == JAMBA_DTYPE_BF16 ? "dequant bf16" : "dequant f32", got, W, N * K, 0);
-            free(W), free(got);
-            gt_dev_free(d_q), gt_dev_free(d_scale), gt_dev_free(d_out);
+            const bool gemm = cfg[ci][1] && dt == JAMBA_DTYPE_BF16;
+            const int64_t T = cfg[ci][0], E = 8, k = 2, H = 96, I = 80, n = T * k;
+            int32_t *ex = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4);
+            float *w = malloc((size_t)n * 4), *sw = malloc((size_t)n * 4);
+            int64_t *begin = malloc((size_t)(E + 1) * 8), *st = malloc((size_t)n * 8);
+            random_routing_mode(&r, T, E, k, ex, w, ci == 4);
+            cpu_plan(ex, w, T, E, k, begin, st, sw, pos);
+            float *Wgu = malloc((size_t)(E * 2 * I * H) * 4), *Wdn = malloc((size_t)(E * H * I) * 4);
+            float *d_sgu, *d_sdn;
+            void *d_gu = gemv_weights(&r, dt, true, E * 2 * I, H, Wgu, &d_sgu);
+            void *d_dn = gemv_weights(&r, dt, true, E * H, I, Wdn, &d_sdn);
+            float *xn = gt_random(&r, T * H, -1, 1, dt);
+            void *d_xn = gt_dev_from(dt, xn, T * H);
+            int32_t *d_ex = gt_dev_bytes(ex, (size_t)n * 4), *d_begin = gt_dev_poisoned((size_t)(E + 1) * 4);
+            int32_t *d_st = gt_dev_poisoned((size_t)n * 4), *d_pos = gt_dev_poisoned((size_t)n * 4);
+            float *d_w = gt_dev_bytes(w, (size_t)n * 4), *d_sw = gt_dev_poisoned((size_t)n * 4);
+            void *d_act = gt_dev_poisoned((size_t)(n * I) * gt_esize(dt));
+            float *d_eo = gt_dev_poisoned((size_t)(n * H) * 4), *d_mix = gt_dev_poisoned((size_t)(T * H) * 4);
+            GT_CUDA(jb_cuda_moe_plan(d_ex, d_w, T, E, k, d_begin, d_st, d_sw, d_pos, 0));
+            const int64_t used = n < E ? n : E;
+            jb_cuda_gemv_args gu = {d_gu, JAMBA_DTYPE_I8, d_sgu, 2 * I * H, 2 * I, H, d_xn, H, d_st, d_begin, 0, E,
+                                   d_act, false, true, used, n};
+            jb_cuda_gemv_args dn = {d_dn, JAMBA_DTYPE_I8, d_sdn, H * I, H, I, d_act, I, NULL, d_begin, 0, E, d_eo,
+                                   true, false, used, n};
+            GT_CUDA(gemm ? jb_cuda_expert_gemm(dt, &gu, 0) : jb_cuda_expert_gemv(dt, &gu, 0));
+            GT_CUDA(gemm ? jb_cuda_expert_gemm(dt, &dn, 0) : jb_cuda_expert_gemv(dt, &dn, 0));
+            GT_CUDA(jb_cuda_moe_combine(d_eo, d_pos, d_ex, d_w, T, k, H, d_mix, 0));
+            gt_sync("MoE block");
+            /* the CPU twin */
+            float *act = malloc((size_t)I * 4), *want = calloc((size_t)(T * H), 4), *got = malloc((size_t)(T * H) * 4);
+            for (int64_t e = 0; e < E; e++)
+                for (int64_t p = begin[e]; p < begin[e + 1]; p++) {
+                    const float *x = xn + st[p] * H;
+                    for (int64_t j = 0; j < I; j++) {
+                        double g = 0, u = 0;
+                        for (int64_t c = 0; c < H; c++) {
+                            g += (double)Wgu[(e * 2 * I + j) * H + c] * x[c];
+                            u += (double)Wgu[(e * 2 * I + I + j) * H + c] * x[c];
+                        }
+                        act[j] = jb_silu((float)g) * (float)u;
+                    }
+                    if (dt == JAMBA_DTYPE_BF16)
+                        gt_round_bf16(act, I);
+                    for (int64_t h = 0; h < H; h++) {
+                        double y = 0;
+                        for (int64_t j = 0; j < I; j++)
+                            y += (double)Wdn[(e * H + h) * I + j] * act[j];
+                        want[st[p] * H + h] += (float)y * sw[p];
+                    }
+                }
+            gt_to_host(JAMBA_DTYPE_F32, got, d_mix, T * H);
+            char what[96];
+            snprintf(what, sizeof what, "MoE block %s T=%lld %s", gt_dname(dt), (long long)T,
+                     gemm ? "tensor cores" : "GEMVs");
+            gt_expect_close(what, got, want, T * H, gt_tol(dt));
+            free(ex), free(pos), free(w), free(sw), free(begin), free(st), free(Wgu), free(Wdn), free(xn);
+            free(act), free(want), free(got);
+            gt_dev_free(d_gu), gt_dev_free(d_dn), gt_dev_free(d_sgu), gt_dev_free(d_sdn), gt_dev_free(d_xn);
+            gt_dev_free(d_ex), gt_dev_free(d_begin), gt_dev_free(d_st), gt_dev_free(d_pos), gt_dev_free(d_w);
+            gt_dev_free(d_sw), gt_dev_free(d_act), gt_dev_free(d_eo), gt_dev_free(d_mix);
         }
 }
 
@@ -250,6 +363,7 @@ const gt_case gt_moe_cases[] = {
     {"ops/moe/route", test_moe_route, true},
     {"ops/moe/plan_combine", test_moe_plan_and_combine, true},
     {"ops/moe/expert_gemv", test_expert_gemv, true},
-    {"ops/moe/dequant_rows", test_dequant_rows, true},
+    {"ops/moe/expert_gemm", test_expert_gemm, true},
+    {"ops/moe/block", test_moe_block, true},
 };
 const int gt_n_moe_cases = sizeof gt_moe_cases / sizeof gt_moe_cases[0];
