@@ -5,6 +5,9 @@
  *   gemm        cuBLAS bf16 8192^3                                               the matrix ceiling
  *   scan        selective scan, one sequence at Jamba-Mini width (D_i 8192, N 16), bf16 in and out:
  *               GB/s over the bytes it must move, % of copy
+ *   experts     the int8 expert GEMV of a decode token at Jamba-Mini's shape (gate|up with SwiGLU, then
+ *               down; 2 of 16 experts, H 4096, I 14336): GB/s of int8 weights read, % of copy (target
+ *               >= 80%)
  *   attention   causal flash prefill, GQA 32/8, d_h 128, bf16: TFLOP/s, % of gemm (target >= 40% at 32K)
  *   decode      attention of one decode row at 4K, 32K and 256K keys (same layer; caches rotated beyond the
  *               L2): GB/s of K and V, % of the rate reading them once (half a copy of the same bytes,
@@ -20,6 +23,7 @@
 #include "bench/gpu_bench_util.h"
 #include "cuda/attn_layout.h"
 #include "cuda/ctx_layout.h"
+#include "cuda/moe.h"
 #include "cuda/ops.h"
 #include "cuda/step_plan.h"
 #include "jamba.h"
@@ -86,6 +90,58 @@ static void bench_scan(double copy_gbs, int sms) {
     cudaFree(u), cudaFree(dr), cudaFree(z), cudaFree(y), cudaFree(xdbl), cudaFree(A), cudaFree(bias), cudaFree(D);
     cudaFree(state), cudaFree(summary), cudaFree(d_row_seg), cudaFree(d_seg), cudaFree(d_chunks);
     free(row_seg), free(chunks);
+}
+
+/* ---- int8 expert GEMV ------------------------------------------------------------------------------------ */
+
+typedef struct gemv_arg {
+    jb_cuda_gemv_args up, down;
+} gemv_arg;
+
+static void run_gemv(void *p) {
+    gemv_arg *g = p;
+    CK(jb_cuda_expert_gemv(JAMBA_DTYPE_BF16, &g->up, 0));
+    CK(jb_cuda_expert_gemv(JAMBA_DTYPE_BF16, &g->down, 0));
+}
+
+/* One decode token routed to experts 3 and 11 of 16: gate|up [2I, H] with SwiGLU into [2, I], then down
+ * [H, I] into [2, H] (f32), both int8 with row scales, as a Jamba-Mini decode step runs them. The 16
+ * experts' weights (2.8 GB) are far beyond the L2, and the two used ones change between layers, so the
+ * weights come from memory. */
+static void bench_expert_gemv(double copy_gbs) {
+    const int64_t E = 16, H = 4096, I = 14336;
+    int8_t *w_up, *w_down;
+    CK(cudaMalloc((void **)&w_up, (size_t)(E * 2 * I * H)));
+    CK(cudaMalloc((void **)&w_down, (size_t)(E * H * I)));
+    CK(cudaMemset(w_up, 1, (size_t)(E * 2 * I * H)));
+    CK(cudaMemset(w_down, 1, (size_t)(E * H * I)));
+    float *s_up = dev_random((size_t)(E * 2 * I), 4, 1e-3f, 21), *s_down = dev_random((size_t)(E * H), 4, 1e-3f, 22);
+    void *x = dev_random((size_t)H, 2, 1, 23), *act, *out;
+    CK(cudaMalloc(&act, (size_t)(2 * I) * 2));
+    CK(cudaMalloc(&out, (size_t)(2 * H) * 4));
+    int32_t begin[17] = {0}, slot_token[2] = {0, 0}, slot_row[2] = {0, 1};
+    for (int e = 0; e <= 16; e++)
+        begin[e] = e > 11 ? 2 : e > 3 ? 1 : 0; /* slot 0 with expert 3, slot 1 with expert 11 */
+    int32_t *d_begin, *d_token, *d_row;
+    CK(cudaMalloc((void **)&d_begin, sizeof begin));
+    CK(cudaMalloc((void **)&d_token, sizeof slot_token));
+    CK(cudaMalloc((void **)&d_row, sizeof slot_row));
+    CK(cudaMemcpy(d_begin, begin, sizeof begin, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_token, slot_token, sizeof slot_token, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_row, slot_row, sizeof slot_row, cudaMemcpyHostToDevice));
+    gemv_arg g;
+    g.up = (jb_cuda_gemv_args){.W = w_up, .wdt = JAMBA_DTYPE_I8, .scale = s_up, .expert_stride = 2 * I * H,
+                               .N = 2 * I, .K = H, .in = x, .ldin = H, .in_token = d_token, .begin = d_begin,
+                               .E = E, .out = act, .swiglu = true, .max_used = 2, .max_slots = 2};
+    g.down = (jb_cuda_gemv_args){.W = w_down, .wdt = JAMBA_DTYPE_I8, .scale = s_down, .expert_stride = H * I,
+                                 .N = H, .K = I, .in = act, .ldin = I, .in_token = d_row, .begin = d_begin,
+                                 .E = E, .out = out, .out_f32 = true, .max_used = 2, .max_slots = 2};
+    const double ms = time_ms(run_gemv, &g, quick ? 20 : 50);
+    const double bytes = 2.0 * (2 * I * H + H * I); /* two experts' int8 gate|up and down */
+    report("expert GEMV int8, 2 of 16 experts", "bandwidth", bytes / (ms * 1e-3) / 1e9, "GB/s", copy_gbs, "copy");
+    printf("  %-34s %12.3f ms     target >= 80%% of copy\n", "  (one token)", ms);
+    cudaFree(w_up), cudaFree(w_down), cudaFree(s_up), cudaFree(s_down), cudaFree(x), cudaFree(act), cudaFree(out);
+    cudaFree(d_begin), cudaFree(d_token), cudaFree(d_row);
 }
 
 /* ---- attention -------------------------------------------------------------------------------------------- */
@@ -342,6 +398,7 @@ int main(int argc, char **argv) {
     printf("bench_gpu: %s, %d SMs%s\n", dev.name, dev.multiprocessors, quick ? " (quick)" : "");
     const double copy = bench_copy(), gemm = bench_gemm(quick ? 4096 : 8192);
     bench_scan(copy, dev.multiprocessors);
+    bench_expert_gemv(copy);
     bench_attention(gemm);
     bench_decode_attention(4096, dev.multiprocessors);
     bench_decode_attention(32768, dev.multiprocessors);
