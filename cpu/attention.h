@@ -25,10 +25,11 @@ typedef struct jb_attn_args {
 /* Query heads of one KV head that attend together at most (sharing each key and value load). */
 #define JB_CPU_ATTN_HEADS_MAX 4
 
-/* Score rows of n_ctx floats each thread's scratch needs: min(n_h / n_kv, JB_CPU_ATTN_HEADS_MAX). */
+/* Score rows of n_ctx floats each thread's scratch needs: min(n_h / n_kv, JB_CPU_ATTN_HEADS_MAX), at least 1
+ * (a model without attention layers need not divide its head counts). */
 static inline int64_t jb_cpu_attn_score_rows(int64_t n_heads, int64_t n_kv_heads) {
-    const int64_t group = n_heads / n_kv_heads;
-    return group < JB_CPU_ATTN_HEADS_MAX ? group : JB_CPU_ATTN_HEADS_MAX;
+    const int64_t group = n_kv_heads > 0 ? n_heads / n_kv_heads : 1;
+    return group < 1 ? 1 : group < JB_CPU_ATTN_HEADS_MAX ? group : JB_CPU_ATTN_HEADS_MAX;
 }
 
 /* The attention of each of a[0 .. n_args) (all with the same heads and scratch rows). */
