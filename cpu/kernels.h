@@ -5,7 +5,7 @@
  *
  * Numerics, identical for every thread count and every way of splitting rows into steps:
  *   gemm  y[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n]). Weights are read in their stored dtype and widened in
- *         registers (I8 and F8_E4M3 times the row's scale, per element, before the product). Every output
+ *         registers (I8 and F8_E4M3 as their values; the sum is then times the row's scale). Every output
  *         element has one summation order: VW lanes (the set's vector width), lane i summing k ≡ i (mod VW)
  *         in increasing k with zeros past K, then the lanes pairwise (i with i + VW/2, and so on down to one),
  *         whatever the tile shape that computed it. Portable: separate multiply and add (fused where the

@@ -16,8 +16,8 @@
  *   TILE_ROWS              activation rows per prefill tile (TILE_ROWS x 4 accumulators fit in registers),
  *                          at most 6
  *   TILE_ACCS              (optional) accumulators a tile may hold; TILE_ROWS x 4 unless the set says
- *   DECODE_COLS            (optional, 4 or 8) weight rows of a one-row tile (and of other tiles of fewer than
- *                          TILE_ROWS rows whose accumulators fit as well); 8 unless the set says
+ *   DECODE_COLS            (optional, 4 or 8) weight rows of a tile of fewer than TILE_ROWS rows (a chunk's
+ *                          last rows) whose accumulators fit; 8 unless the set says
  *   ATTN_HEADS             (optional, 1 to JB_CPU_ATTN_HEADS_MAX) query heads of one KV head that attend
  *                          together, sharing each key and value vector (4 x ATTN_HEADS accumulators); 2
  *                          unless the set says
@@ -40,7 +40,7 @@
 #define UNROLL _Pragma("GCC unroll 64")
 #define TILE_COLS 4        /* weight rows of a prefill tile: one v_reduce4 */
 #ifndef DECODE_COLS
-#define DECODE_COLS 8      /* weight rows of a one-row (decode) tile: eight independent chains */
+#define DECODE_COLS 8      /* weight rows of a narrow tile: more independent chains */
 #endif
 #ifndef ATTN_HEADS
 #define ATTN_HEADS 2
@@ -73,17 +73,15 @@ static inline JB_KI vf load_w(const uint8_t *row, int64_t k, jamba_dtype dt) {
 }
 
 /* acc[i·C + j] += x_i[k, k+nk) ⊙ w_j[k, k+VW) for i < R, j < C (nk = VW but in the tail, where x's other
- * lanes are read as zeros); quantized rows times their scale first. prefetch: when not 0, the bytes that far
- * past each weight row's current position are prefetched. */
+ * lanes are read as zeros; quantized rows as their integers, the row's scale applied to the sum). prefetch:
+ * when not 0, the bytes that far past each weight row's current position are prefetched. */
 static inline JB_KI void tile_step(vf *acc, int R, int C, const float *const *x, const uint8_t *const *w,
-                                   const vf *scale, int64_t k, jamba_dtype dt, size_t prefetch, int nk) {
+                                   int64_t k, jamba_dtype dt, size_t prefetch, int nk) {
     vf wv[DECODE_COLS];
     UNROLL for (int j = 0; j < C; j++) {
         if (prefetch)
             __builtin_prefetch(w[j] + prefetch + (size_t)k * elem_size(dt));
         wv[j] = load_w(w[j], k, dt);
-        if (dt == JAMBA_DTYPE_I8 || dt == JAMBA_DTYPE_F8_E4M3)
-            wv[j] = v_mul(wv[j], scale[j]);
     }
     UNROLL for (int i = 0; i < R; i++) {
         const vf xv = nk < VW ? v_load_n(x[i] + k, nk) : v_load(x[i] + k);
@@ -92,40 +90,92 @@ static inline JB_KI void tile_step(vf *acc, int R, int C, const float *const *x,
     }
 }
 
+/* Row w's columns [k, K) (fewer than VW) copied into wpad, zeros after them; returns wpad. */
+static inline JB_KI const uint8_t *pad_tail(uint8_t wpad[VW * 4], const uint8_t *w, int64_t k, int64_t K,
+                                            jamba_dtype dt) {
+    memset(wpad, 0, VW * 4);
+    memcpy(wpad, w + (size_t)k * elem_size(dt), (size_t)(K - k) * elem_size(dt));
+    return wpad;
+}
+
 /* The last K mod VW columns as one more step, with the lanes past K zero in x and w (so they add 0·0): x read
  * with v_load_n, w copied into zero-padded vectors. */
 static inline JB_KI void tile_tail(vf *acc, int R, int C, const float *const *x, const uint8_t *const *w,
-                                   const vf *scale, int64_t k, int64_t K, jamba_dtype dt) {
+                                   int64_t k, int64_t K, jamba_dtype dt) {
     uint8_t wpad[DECODE_COLS][VW * 4];
     const uint8_t *wp[DECODE_COLS];
-    const size_t es = elem_size(dt);
-    for (int j = 0; j < C; j++) {
-        memset(wpad[j], 0, sizeof wpad[j]);
-        memcpy(wpad[j], w[j] + (size_t)k * es, (size_t)(K - k) * es);
-        wp[j] = wpad[j];
-    }
+    for (int j = 0; j < C; j++)
+        wp[j] = pad_tail(wpad[j], w[j], k, K, dt);
     const float *xk[TILE_ROWS];
     for (int i = 0; i < R; i++)
         xk[i] = x[i] + k;
-    tile_step(acc, R, C, xk, wp, scale, 0, dt, 0, (int)(K - k));
+    tile_step(acc, R, C, xk, wp, 0, dt, 0, (int)(K - k));
+}
+
+/* sum[i] = the lane sums of activation row x_i [K] against one weight row w [K], i < R: one accumulator per
+ * row, k in steps of VW (a tile's order, so a row's results do not depend on how many rows were multiplied
+ * with it). */
+static inline JB_KI void rows_dot(vf *sum, int R, const float *const *x, const uint8_t *w, int64_t K,
+                                  jamba_dtype dt) {
+    UNROLL for (int i = 0; i < R; i++)
+        sum[i] = v_zero();
+    int64_t k = 0;
+    for (; k + VW <= K; k += VW) {
+        const vf wv = load_w(w, k, dt);
+        UNROLL for (int i = 0; i < R; i++)
+            sum[i] = v_fma(v_load(x[i] + k), wv, sum[i]);
+    }
+    if (k < K) { /* the tail as tile_tail takes it */
+        uint8_t wpad[VW * 4];
+        const vf wv = load_w(pad_tail(wpad, w, k, K, dt), 0, dt);
+        UNROLL for (int i = 0; i < R; i++)
+            sum[i] = v_fma(v_load_n(x[i] + k, (int)(K - k)), wv, sum[i]);
+    }
+}
+
+/* Y[t, n] from the sum over k of x[t, k] times row n's stored values: times the row's scale where the rows are
+ * quantized, plus the bias where there is one. */
+static inline JB_KI void store_sum(const jb_gemm_args *a, int64_t t, int64_t n, float sum) {
+    const float y = a->scale ? sum * a->scale[n] : sum;
+    a->Y[t * a->N + n] = a->bias ? y + a->bias[n] : y;
+}
+
+/* Y[t0 .. t0+R, n0 .. n1) for a product of few activation rows (R ≤ TILE_ROWS), whose weights are read once:
+ * each weight vector serves R FMAs however the tile is shaped, so the weight rows are read one after
+ * another, each a single sequential stream that the hardware prefetcher follows, where C rows read side by
+ * side are C short streams it does not (and software prefetching only slowed the single stream): synthetic
+ * MoE decode +33% on 2 threads (docs/BENCHMARKS.md, CPU kernels, 2026-12-03). */
+static inline JB_KI void few_rows(const jb_gemm_args *a, int64_t t0, int R, int64_t n0, int64_t n1,
+                                  jamba_dtype dt) {
+    const int64_t K = a->K;
+    const size_t ldw = (size_t)K * elem_size(dt);
+    const float *x[TILE_ROWS];
+    for (int i = 0; i < R; i++)
+        x[i] = a->X + (t0 + i) * K;
+    for (int64_t n = n0; n < n1; n++) {
+        vf sum[TILE_ROWS];
+        rows_dot(sum, R, x, (const uint8_t *)a->W + (size_t)n * ldw, K, dt);
+        UNROLL for (int i = 0; i < R; i++) { /* each sum reduced alone, in v_reduce4's lane order */
+            float s[4];
+            v_reduce4(sum[i], sum[i], sum[i], sum[i], s);
+            store_sum(a, t0 + i, n, s[0]);
+        }
+    }
 }
 
 /* Y[t0 .. t0+R, n0 .. min(n0+C, n_end)) from full-K dot products (R ≤ TILE_ROWS, C ∈ {4, 8}). stream: the
  * tile is the first to read these weight rows (the chunk's first tile over them). */
 static inline JB_KI void tile(const jb_gemm_args *a, int64_t t0, int R, int64_t n0, int C, int64_t n_end,
                               jamba_dtype dt, int stream) {
-    const int64_t K = a->K, N = a->N;
+    const int64_t K = a->K;
     const size_t ldw = (size_t)K * elem_size(dt);
     const float *x[TILE_ROWS];
     const uint8_t *w[DECODE_COLS];
-    vf scale[DECODE_COLS], acc[TILE_ROWS * DECODE_COLS];
+    vf acc[TILE_ROWS * DECODE_COLS];
     for (int i = 0; i < R; i++)
         x[i] = a->X + (t0 + i) * K;
-    for (int j = 0; j < C; j++) { /* rows past n_end repeat the last one; their sums are not stored */
-        const int64_t n = n0 + j < n_end ? n0 + j : n_end - 1;
-        w[j] = (const uint8_t *)a->W + (size_t)n * ldw;
-        scale[j] = v_set1(a->scale ? a->scale[n] : 1.0f);
-    }
+    for (int j = 0; j < C; j++) /* rows past n_end repeat the last one; their sums are not stored */
+        w[j] = (const uint8_t *)a->W + (size_t)(n0 + j < n_end ? n0 + j : n_end - 1) * ldw;
     UNROLL for (int i = 0; i < R * C; i++)
         acc[i] = v_zero();
     int64_t k = 0;
@@ -133,15 +183,15 @@ static inline JB_KI void tile(const jb_gemm_args *a, int64_t t0, int R, int64_t 
      * DRAM; the hardware prefetcher alone falls behind on the short streams of 2 KiB rows) */
     const size_t prefetch = stream && n0 + 3 * C <= n_end ? 2 * (size_t)C * ldw : 0;
     for (; k + VW <= K; k += VW)
-        tile_step(acc, R, C, x, w, scale, k, dt, prefetch, VW);
+        tile_step(acc, R, C, x, w, k, dt, prefetch, VW);
     if (k < K)
-        tile_tail(acc, R, C, x, w, scale, k, K, dt);
+        tile_tail(acc, R, C, x, w, k, K, dt);
     for (int i = 0; i < R; i++)
         for (int j = 0; j < C; j += 4) {
             float s[4];
             v_reduce4(acc[i * C + j], acc[i * C + j + 1], acc[i * C + j + 2], acc[i * C + j + 3], s);
             for (int q = 0; q < 4 && n0 + j + q < n_end; q++)
-                a->Y[(t0 + i) * N + n0 + j + q] = a->bias ? s[q] + a->bias[n0 + j + q] : s[q];
+                store_sum(a, t0 + i, n0 + j + q, s[q]);
         }
 }
 
@@ -176,18 +226,27 @@ static inline JB_KI void narrow_tile(const jb_gemm_args *a, int64_t t, int r, in
 #undef NARROW_CASE
 }
 
-/* Columns [n0, n1) for every row: a one-row product in tiles of DECODE_COLS weight rows (decode), more rows
- * in chunks that stay in L2, each walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in
+/* Columns [n0, n1) for every row: a product of at most TILE_ROWS rows (decode) one weight row after another,
+ * more rows in chunks that stay in L2, each walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in
  * L1, and the chunk's last rows (fewer than TILE_ROWS) as one narrow tile over the same weight rows. */
 static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
-    if (a->T == 1) {
-        for (int64_t n = n0; n < n1; n += DECODE_COLS) {
-            if (n1 - n > TILE_COLS) /* separate calls: the tile's shape must be a constant */
-                tile(a, 0, 1, n, DECODE_COLS, n1, dt, 1);
-            else
-                tile(a, 0, 1, n, TILE_COLS, n1, dt, 1);
-        }
-        return;
+    switch (a->T) { /* separate calls: the number of rows must be a constant; TILE_ROWS ≤ 6 */
+#define FEW_ROWS_CASE(R)                                                                                     \
+    case R:                                                                                                  \
+        if (R <= TILE_ROWS) {                                                                                \
+            few_rows(a, 0, R <= TILE_ROWS ? R : 1, n0, n1, dt);                                              \
+            return;                                                                                          \
+        }                                                                                                    \
+        break;
+        FEW_ROWS_CASE(1)
+        FEW_ROWS_CASE(2)
+        FEW_ROWS_CASE(3)
+        FEW_ROWS_CASE(4)
+        FEW_ROWS_CASE(5)
+        FEW_ROWS_CASE(6)
+#undef FEW_ROWS_CASE
+    default:
+        break;
     }
     int64_t chunk = L2_CHUNK_FLOATS / a->K / TILE_ROWS * TILE_ROWS;
     chunk = chunk < TILE_ROWS ? TILE_ROWS : chunk;

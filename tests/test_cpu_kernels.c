@@ -72,7 +72,7 @@ static const jamba_dtype DTYPES[] = {JAMBA_DTYPE_F32, JAMBA_DTYPE_F16, JAMBA_DTY
                                      JAMBA_DTYPE_F8_E4M3};
 
 /* A random [N, K] matrix stored in dtype (rows of finite values; I8 and F8 with positive row scales), and
- * the fp32 values the kernels use: stored value (times the row's scale). */
+ * the fp32 values the kernels multiply: the stored values (a quantized row's sum is then times its scale). */
 typedef struct matrix {
     jamba_dtype dtype;
     uint8_t *data; /* allocated one byte extra and used from an odd address */
@@ -111,8 +111,6 @@ static matrix random_matrix(jamba_dtype dt, int64_t N, int64_t K) {
             while ((*p & 0x7f) == 0x7f); /* no NaN */
         }
         jb_to_f32(&m.value[i], p, dt, 1);
-        if (m.scale)
-            m.value[i] = m.value[i] * m.scale[i / K];
     }
     return m;
 }
@@ -128,7 +126,8 @@ __attribute__((noinline)) static float mul(float a, float b) { return a * b; }
 __attribute__((noinline)) static float add(float a, float b) { return a + b; }
 
 /* One output element in the order kernels.h documents for a set of width vw. */
-static float emulate(const float *x, const float *w, int64_t K, int vw, bool fused, const float *bias) {
+static float emulate(const float *x, const float *w, int64_t K, int vw, bool fused, const float *scale,
+                     const float *bias) {
     float lane[16] = {0};
     for (int64_t k0 = 0; k0 < K; k0 += vw)
         for (int l = 0; l < vw; l++) {
@@ -138,7 +137,8 @@ static float emulate(const float *x, const float *w, int64_t K, int vw, bool fus
     for (int h = vw / 2; h >= 1; h /= 2)
         for (int i = 0; i < h; i++)
             lane[i] = lane[i] + lane[i + h];
-    return bias ? lane[0] + *bias : lane[0];
+    const float y = scale ? lane[0] * *scale : lane[0];
+    return bias ? y + *bias : y;
 }
 
 static jb_gemm_args gemm_args(const matrix *m, const float *X, int64_t T, int64_t K, int64_t N, const float *bias,
@@ -170,11 +170,13 @@ JB_TEST(kernels, gemm_exact_order_every_set_dtype_and_odd_shape) {
                     for (int64_t t = 0; t < T; t++)
                         for (int64_t n = 0; n < N; n++) {
                             const float want = emulate(X + t * K, m.value + n * K, K, sets[s]->vector_width,
-                                                       sets[s]->set != JB_CPU_KERNELS_PORTABLE, b ? &b[n] : NULL);
+                                                       sets[s]->set != JB_CPU_KERNELS_PORTABLE,
+                                                       m.scale ? &m.scale[n] : NULL, b ? &b[n] : NULL);
+                            const double row_scale = m.scale ? m.scale[n] : 1.0;
                             double ref = b ? b[n] : 0, mag = b ? fabs(b[n]) : 0;
                             for (int64_t k = 0; k < K; k++) {
-                                ref += (double)X[t * K + k] * m.value[n * K + k];
-                                mag += fabs((double)X[t * K + k] * m.value[n * K + k]);
+                                ref += (double)X[t * K + k] * m.value[n * K + k] * row_scale;
+                                mag += fabs((double)X[t * K + k] * m.value[n * K + k] * row_scale);
                             }
                             const float got = Y[t * N + n];
                             cr_assert_eq(memcmp(&got, &want, 4), 0, "%s %s T%lld K%lld N%lld [%lld,%lld]: %.9g, order says %.9g",
