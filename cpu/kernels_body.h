@@ -49,6 +49,11 @@ _Static_assert(ATTN_HEADS >= 1 && ATTN_HEADS <= JB_CPU_ATTN_HEADS_MAX, "ATTN_HEA
 #define MAX_STATE 256      /* config.c's bound on mamba_d_state */
 #define MAX_TAPS 64        /* and on mamba_d_conv */
 #define L2_CHUNK_FLOATS 65536 /* activation rows per chunk: their floats stay within 256 KiB */
+/* One-row products with shorter weight rows go DECODE_COLS rows side by side, not two streams: such rows
+ * make chains of FMAs too short to hide their latency, and streams too short to matter (bench_gemv, T = 1,
+ * K = 192 bf16: 56 vs 48 GB/s in cache, where models that small stay; from K = 512 on, two streams win in
+ * cache as well as from memory). */
+#define SHORT_ROW_BYTES 1024
 
 /* ---- the product ------------------------------------------------------------------------------------ */
 
@@ -112,25 +117,27 @@ static inline JB_KI void tile_tail(vf *acc, int R, int C, const float *const *x,
     tile_step(acc, R, C, xk, wp, 0, dt, 0, (int)(K - k));
 }
 
-/* sum[i] = the lane sums of activation row x_i [K] against one weight row w [K], i < R: one accumulator per
- * row, k in steps of VW (a tile's order, so a row's results do not depend on how many rows were multiplied
- * with it). */
-static inline JB_KI void rows_dot(vf *sum, int R, const float *const *x, const uint8_t *w, int64_t K,
-                                  jamba_dtype dt) {
-    UNROLL for (int i = 0; i < R; i++)
+/* sum[p·R + i] = the lane sums of activation row x_i [K] against weight row w_p [K], i < R, p < P: one
+ * accumulator per pair, k in steps of VW (a tile's order, so a row's results do not depend on how many rows
+ * were multiplied with it). */
+static inline JB_KI void rows_dot(vf *sum, int R, const float *const *x, int P, const uint8_t *const *w,
+                                  int64_t K, jamba_dtype dt) {
+    UNROLL for (int i = 0; i < P * R; i++)
         sum[i] = v_zero();
     int64_t k = 0;
-    for (; k + VW <= K; k += VW) {
-        const vf wv = load_w(w, k, dt);
-        UNROLL for (int i = 0; i < R; i++)
-            sum[i] = v_fma(v_load(x[i] + k), wv, sum[i]);
-    }
-    if (k < K) { /* the tail as tile_tail takes it */
-        uint8_t wpad[VW * 4];
-        const vf wv = load_w(pad_tail(wpad, w, k, K, dt), 0, dt);
-        UNROLL for (int i = 0; i < R; i++)
-            sum[i] = v_fma(v_load_n(x[i] + k, (int)(K - k)), wv, sum[i]);
-    }
+    for (; k + VW <= K; k += VW)
+        UNROLL for (int p = 0; p < P; p++) {
+            const vf wv = load_w(w[p], k, dt);
+            UNROLL for (int i = 0; i < R; i++)
+                sum[p * R + i] = v_fma(v_load(x[i] + k), wv, sum[p * R + i]);
+        }
+    if (k < K) /* the tail as tile_tail takes it */
+        UNROLL for (int p = 0; p < P; p++) {
+            uint8_t wpad[VW * 4];
+            const vf wv = load_w(pad_tail(wpad, w[p], k, K, dt), 0, dt);
+            UNROLL for (int i = 0; i < R; i++)
+                sum[p * R + i] = v_fma(v_load_n(x[i] + k, (int)(K - k)), wv, sum[p * R + i]);
+        }
 }
 
 /* Y[t, n] from the sum over k of x[t, k] times row n's stored values: times the row's scale where the rows are
@@ -140,26 +147,42 @@ static inline JB_KI void store_sum(const jb_gemm_args *a, int64_t t, int64_t n, 
     a->Y[t * a->N + n] = a->bias ? y + a->bias[n] : y;
 }
 
-/* Y[t0 .. t0+R, n0 .. n1) for a product of few activation rows (R ≤ TILE_ROWS), whose weights are read once:
- * each weight vector serves R FMAs however the tile is shaped, so the weight rows are read one after
- * another, each a single sequential stream that the hardware prefetcher follows, where C rows read side by
- * side are C short streams it does not (and software prefetching only slowed the single stream): synthetic
- * MoE decode +33% on 2 threads (docs/BENCHMARKS.md, CPU kernels, 2026-12-03). */
+/* Y[t0 .. t0+R, P weight rows w_p] (rows n_p) from rows_dot's sums, each reduced alone in v_reduce4's lane
+ * order. */
+static inline JB_KI void few_rows_pass(const jb_gemm_args *a, int64_t t0, int R, const float *const *x, int P,
+                                       const int64_t *n, jamba_dtype dt) {
+    const size_t ldw = (size_t)a->K * elem_size(dt);
+    const uint8_t *w[2];
+    vf sum[2 * TILE_ROWS];
+    UNROLL for (int p = 0; p < P; p++)
+        w[p] = (const uint8_t *)a->W + (size_t)n[p] * ldw;
+    rows_dot(sum, R, x, P, w, a->K, dt);
+    UNROLL for (int j = 0; j < P * R; j++) {
+        float s[4];
+        v_reduce4(sum[j], sum[j], sum[j], sum[j], s);
+        store_sum(a, t0 + j % R, n[j / R], s[0]);
+    }
+}
+
+/* Y[t0 .. t0+R, n0 .. n1) for a product of few activation rows (R ≤ TILE_ROWS), whose weights are read once
+ * and serve R FMAs per vector however the tile is shaped. Weight rows side by side are short streams the
+ * hardware prefetcher does not follow (and software prefetching did not help it), so the range is read as
+ * two sequential streams, its first and second halves, one row of each at a time: two independent chains
+ * of FMAs for weights in cache, two streams in different pages for weights from DRAM. Synthetic MoE decode
+ * +33% on 2 threads (docs/BENCHMARKS.md, CPU kernels, 2026-12-03). */
 static inline JB_KI void few_rows(const jb_gemm_args *a, int64_t t0, int R, int64_t n0, int64_t n1,
                                   jamba_dtype dt) {
-    const int64_t K = a->K;
-    const size_t ldw = (size_t)K * elem_size(dt);
     const float *x[TILE_ROWS];
     for (int i = 0; i < R; i++)
-        x[i] = a->X + (t0 + i) * K;
-    for (int64_t n = n0; n < n1; n++) {
-        vf sum[TILE_ROWS];
-        rows_dot(sum, R, x, (const uint8_t *)a->W + (size_t)n * ldw, K, dt);
-        UNROLL for (int i = 0; i < R; i++) { /* each sum reduced alone, in v_reduce4's lane order */
-            float s[4];
-            v_reduce4(sum[i], sum[i], sum[i], sum[i], s);
-            store_sum(a, t0 + i, n, s[0]);
-        }
+        x[i] = a->X + (t0 + i) * a->K;
+    const int64_t half = (n1 - n0) / 2;
+    for (int64_t n = n0; n < n0 + half; n++) {
+        const int64_t pair[2] = {n, n + half};
+        few_rows_pass(a, t0, R, x, 2, pair, dt);
+    }
+    if ((n1 - n0) % 2) {
+        const int64_t last = n1 - 1;
+        few_rows_pass(a, t0, R, x, 1, &last, dt);
     }
 }
 
@@ -226,28 +249,38 @@ static inline JB_KI void narrow_tile(const jb_gemm_args *a, int64_t t, int r, in
 #undef NARROW_CASE
 }
 
-/* Columns [n0, n1) for every row: a product of at most TILE_ROWS rows (decode) one weight row after another,
- * more rows in chunks that stay in L2, each walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in
- * L1, and the chunk's last rows (fewer than TILE_ROWS) as one narrow tile over the same weight rows. */
-static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
-    switch (a->T) { /* separate calls: the number of rows must be a constant; TILE_ROWS ≤ 6 */
+/* Columns [n0, n1) of a one-row product whose rows are shorter than SHORT_ROW_BYTES: tiles of DECODE_COLS
+ * weight rows side by side. */
+static inline JB_KI void short_row_tiles(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
+    for (int64_t n = n0; n < n1; n += DECODE_COLS) {
+        if (n1 - n > TILE_COLS) /* separate calls: the tile's shape must be a constant */
+            tile(a, 0, 1, n, DECODE_COLS, n1, dt, 1);
+        else
+            tile(a, 0, 1, n, TILE_COLS, n1, dt, 1);
+    }
+}
+
+/* Columns [n0, n1) of a product of at most TILE_ROWS rows, as few_rows of that constant count. */
+static inline JB_KI void few_row_product(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
+    switch (a->T) { /* TILE_ROWS ≤ 6 */
 #define FEW_ROWS_CASE(R)                                                                                     \
     case R:                                                                                                  \
-        if (R <= TILE_ROWS) {                                                                                \
-            few_rows(a, 0, R <= TILE_ROWS ? R : 1, n0, n1, dt);                                              \
-            return;                                                                                          \
-        }                                                                                                    \
+        few_rows(a, 0, R <= TILE_ROWS ? R : 1, n0, n1, dt);                                                  \
         break;
         FEW_ROWS_CASE(1)
         FEW_ROWS_CASE(2)
         FEW_ROWS_CASE(3)
         FEW_ROWS_CASE(4)
         FEW_ROWS_CASE(5)
+    default:
         FEW_ROWS_CASE(6)
 #undef FEW_ROWS_CASE
-    default:
-        break;
     }
+}
+
+/* Columns [n0, n1) for every row of a product of more than TILE_ROWS rows: in chunks that stay in L2, each walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in
+ * L1, and the chunk's last rows (fewer than TILE_ROWS) as one narrow tile over the same weight rows. */
+static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
     int64_t chunk = L2_CHUNK_FLOATS / a->K / TILE_ROWS * TILE_ROWS;
     chunk = chunk < TILE_ROWS ? TILE_ROWS : chunk;
     for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
@@ -265,22 +298,52 @@ static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n
     }
 }
 
+/* The three ways of a product, each a function of its own per stored dtype (the dtype a constant in it), so
+ * that each gets registers of its own: inlined side by side in one function, GCC kept some accumulators of
+ * the few-row and one-row paths in memory. */
+#define GEMM_PATHS(suffix, DT)                                                                               \
+    static JB_K __attribute__((noinline)) void short_rows_##suffix(const jb_gemm_args *a, int64_t n0,       \
+                                                                   int64_t n1) {                            \
+        short_row_tiles(a, n0, n1, DT);                                                                      \
+    }                                                                                                        \
+    static JB_K __attribute__((noinline)) void few_rows_##suffix(const jb_gemm_args *a, int64_t n0,         \
+                                                                 int64_t n1) {                              \
+        few_row_product(a, n0, n1, DT);                                                                      \
+    }                                                                                                        \
+    static JB_K __attribute__((noinline)) void tiles_##suffix(const jb_gemm_args *a, int64_t n0, int64_t n1) { \
+        gemm_dtype(a, n0, n1, DT);                                                                           \
+    }                                                                                                        \
+    static JB_K void gemm_##suffix(const jb_gemm_args *a, int64_t n0, int64_t n1) {                          \
+        if (a->T > TILE_ROWS)                                                                                \
+            tiles_##suffix(a, n0, n1);                                                                       \
+        else if (a->T == 1 && (size_t)a->K * elem_size(DT) < SHORT_ROW_BYTES)                                \
+            short_rows_##suffix(a, n0, n1);                                                                  \
+        else                                                                                                 \
+            few_rows_##suffix(a, n0, n1);                                                                    \
+    }
+GEMM_PATHS(bf16, JAMBA_DTYPE_BF16)
+GEMM_PATHS(f16, JAMBA_DTYPE_F16)
+GEMM_PATHS(i8, JAMBA_DTYPE_I8)
+GEMM_PATHS(e4m3, JAMBA_DTYPE_F8_E4M3)
+GEMM_PATHS(f32, JAMBA_DTYPE_F32)
+#undef GEMM_PATHS
+
 static JB_K void gemm(const jb_gemm_args *a, int64_t n0, int64_t n1) {
     switch (a->dtype) {
     case JAMBA_DTYPE_BF16:
-        gemm_dtype(a, n0, n1, JAMBA_DTYPE_BF16);
+        gemm_bf16(a, n0, n1);
         break;
     case JAMBA_DTYPE_F16:
-        gemm_dtype(a, n0, n1, JAMBA_DTYPE_F16);
+        gemm_f16(a, n0, n1);
         break;
     case JAMBA_DTYPE_I8:
-        gemm_dtype(a, n0, n1, JAMBA_DTYPE_I8);
+        gemm_i8(a, n0, n1);
         break;
     case JAMBA_DTYPE_F8_E4M3:
-        gemm_dtype(a, n0, n1, JAMBA_DTYPE_F8_E4M3);
+        gemm_e4m3(a, n0, n1);
         break;
     default:
-        gemm_dtype(a, n0, n1, JAMBA_DTYPE_F32);
+        gemm_f32(a, n0, n1);
         break;
     }
 }
