@@ -47,7 +47,8 @@ struct jamba_model {
                                    under resource_lock) and kept; 0 until then */
     uint8_t *owned_image;   /* jb_model_from_image: the safetensors image the weights point into */
     bool requantized;       /* some matrices were quantized to int8 while loading */
-    bool plan_experts_int8, plan_mlp_int8; /* planning-only models: the formats asked for */
+    bool plan_experts_int8, plan_mlp_int8; /* the formats asked for (what a planning-only model plans with) */
+    bool plan_mixers_int8, plan_lm_head_int8; /* asked for too; CUDA contexts refuse them (cuda/backend.c) */
     bool device_synthetic;  /* weights exist only as shapes; a CUDA device fills them (synthetic_seed) */
     uint64_t synthetic_seed;
     jamba_log_fn log;       /* jamba_model_params.log: the model's and its contexts' messages; NULL = none */

@@ -364,14 +364,17 @@ static void bind_all(binder *b) {
     const jamba_config *c = b->cfg;
     jb_weights *w = b->w;
     int64_t V = c->vocab_size, H = c->hidden_size;
-    bind(b, &w->embed, SHAPE2(V, H), "model.embed_tokens.weight", NULL);
+    if (c->tie_word_embeddings) /* the LM head's matrix too: it may be stored quantized */
+        bind_linear(b, &w->embed, SHAPE2(V, H), "model.embed_tokens.weight", NULL);
+    else
+        bind(b, &w->embed, SHAPE2(V, H), "model.embed_tokens.weight", NULL);
     for (int64_t i = 0; i < c->num_hidden_layers && ok(b); i++)
         bind_layer(b, i, &w->layers[i]);
     bind(b, &w->final_norm, SHAPE1(H), "model.final_layernorm.weight", NULL);
     if (!ok(b))
         return;
     if (!c->tie_word_embeddings) {
-        bind(b, &w->lm_head, SHAPE2(V, H), "lm_head.weight", NULL);
+        bind_linear(b, &w->lm_head, SHAPE2(V, H), "lm_head.weight", NULL);
     } else if (b->visit) {
         return; /* tied: no tensor of its own */
     } else if (jb_checkpoint_find(b->ckpt, "lm_head.weight")) {

@@ -43,6 +43,16 @@ jamba_status jb_quantize_int8(const jb_weight *w, int8_t *q, float *scale, const
     return st;
 }
 
+bool jb_quant_groups_name(const jb_quant_groups *g, const char *name) {
+    if (strstr(name, ".experts.") != NULL)
+        return g->experts;
+    if (strstr(name, ".feed_forward.") != NULL)
+        return g->mlp; /* the router is no linear layer's matrix: never asked about */
+    if (strstr(name, ".mamba.") != NULL || strstr(name, ".self_attn.") != NULL)
+        return g->mixers;
+    return (strcmp(name, "lm_head.weight") == 0 || strcmp(name, "model.embed_tokens.weight") == 0) && g->lm_head;
+}
+
 /* One matrix to requantize and where its int8 copy goes. */
 typedef struct quant_item {
     jb_weight *w;
@@ -66,47 +76,87 @@ static void quantize_range(void *arg, int64_t i0, int64_t i1, int thread) {
     }
 }
 
-/* Add the three matrices of an MLP (unless already int8). */
-static void collect(quant_item *items, int64_t *n, jb_mlp_weights *m, const char *label, int64_t layer,
-                    int64_t expert) {
+/* The matrices to requantize, gathered by one walk: counted when items is NULL, else filled in. */
+typedef struct collector {
+    quant_item *items;
+    int64_t n;
+    const char *label;
+} collector;
+
+/* Add `w` (unless absent or already int8), described as "<label> <what>". */
+static void add(collector *c, jb_weight *w, const char *what) {
+    if (w->data == NULL || w->dtype == JAMBA_DTYPE_I8)
+        return;
+    if (c->items != NULL) {
+        quant_item *it = &c->items[c->n];
+        it->w = w;
+        snprintf(it->what, sizeof it->what, "%s %s", c->label, what);
+    }
+    c->n++;
+}
+
+/* The three matrices of an MLP: a dense one (expert < 0) or expert `expert`. */
+static void add_mlp(collector *c, jb_mlp_weights *m, int64_t layer, int64_t expert) {
     jb_weight *mats[3] = {&m->gate_proj, &m->up_proj, &m->down_proj};
     static const char *const names[3] = {"gate_proj", "up_proj", "down_proj"};
     for (int p = 0; p < 3; p++) {
-        if (mats[p]->data == NULL || mats[p]->dtype == JAMBA_DTYPE_I8)
-            continue;
-        quant_item *it = &items[(*n)++];
-        it->w = mats[p];
+        char what[64];
         if (expert >= 0)
-            snprintf(it->what, sizeof it->what, "%s layer %lld expert %lld %s", label, (long long)layer,
-                     (long long)expert, names[p]);
+            snprintf(what, sizeof what, "layer %lld expert %lld %s", (long long)layer, (long long)expert, names[p]);
         else
-            snprintf(it->what, sizeof it->what, "%s layer %lld %s", label, (long long)layer, names[p]);
+            snprintf(what, sizeof what, "layer %lld %s", (long long)layer, names[p]);
+        add(c, mats[p], what);
     }
 }
 
-jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool experts, bool mlp, int n_threads,
-                                 const jb_progress *progress, const char *label, int64_t *n_converted,
-                                 jamba_error *err) {
+/* A layer's mixer projections: attention q/k/v/o or Mamba in/x/dt/out (the other kind's views are absent). */
+static void add_mixer(collector *c, jb_layer_weights *lw, int64_t layer) {
+    jb_weight *mats[8] = {&lw->attn.q_proj,    &lw->attn.k_proj,   &lw->attn.v_proj,    &lw->attn.o_proj,
+                          &lw->mamba.in_proj, &lw->mamba.x_proj, &lw->mamba.dt_proj, &lw->mamba.out_proj};
+    static const char *const names[8] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                         "self_attn.o_proj", "mamba.in_proj",    "mamba.x_proj",
+                                         "mamba.dt_proj",    "mamba.out_proj"};
+    for (int p = 0; p < 8; p++) {
+        char what[64];
+        snprintf(what, sizeof what, "layer %lld %s", (long long)layer, names[p]);
+        add(c, mats[p], what);
+    }
+}
+
+/* Every matrix of the chosen groups, in binding order of the layers, then the LM head. */
+static void collect(collector *c, jb_weights *w, const jamba_config *cfg, const jb_quant_groups *g) {
+    for (int64_t l = 0; l < w->n_layers; l++) {
+        jb_layer_weights *lw = &w->layers[l];
+        if (g->mixers)
+            add_mixer(c, lw, l);
+        if (jb_layer_is_moe(cfg, l) && g->experts)
+            for (int64_t e = 0; e < cfg->num_experts; e++)
+                add_mlp(c, &lw->experts[e], l, e);
+        else if (!jb_layer_is_moe(cfg, l) && g->mlp)
+            add_mlp(c, &lw->mlp, l, -1);
+    }
+    if (g->lm_head) /* tied: the embedding matrix is the LM head */
+        add(c, cfg->tie_word_embeddings ? &w->embed : &w->lm_head,
+            cfg->tie_word_embeddings ? "lm_head (tied: model.embed_tokens)" : "lm_head");
+}
+
+jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, const jb_quant_groups *groups,
+                                 int n_threads, const jb_progress *progress, const char *label,
+                                 int64_t *n_converted, jamba_error *err) {
     *n_converted = 0;
-    const int64_t E = cfg->num_experts;
-    int64_t cap = 0;
-    for (int64_t l = 0; l < w->n_layers; l++)
-        cap += jb_layer_is_moe(cfg, l) ? (experts ? 3 * E : 0) : (mlp ? 3 : 0);
+    collector counter = {NULL, 0, label};
+    collect(&counter, w, cfg, groups);
+    const int64_t cap = counter.n;
     if (cap == 0)
         return JAMBA_OK;
     quant_item *items = jb_calloc((size_t)cap, sizeof *items);
     jamba_status *status = jb_calloc((size_t)cap, sizeof *status);
     jamba_error *errors = jb_calloc((size_t)cap, sizeof *errors);
-    int64_t n = 0;
     jamba_status st = items && status && errors ? JAMBA_OK : jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", label);
-    for (int64_t l = 0; st == JAMBA_OK && l < w->n_layers; l++) {
-        jb_layer_weights *lw = &w->layers[l];
-        if (jb_layer_is_moe(cfg, l) && experts)
-            for (int64_t e = 0; e < E; e++)
-                collect(items, &n, &lw->experts[e], label, l, e);
-        else if (!jb_layer_is_moe(cfg, l) && mlp)
-            collect(items, &n, &lw->mlp, label, l, -1);
-    }
+    collector filler = {items, 0, label};
+    if (st == JAMBA_OK)
+        collect(&filler, w, cfg, groups);
+    const int64_t n = filler.n;
     /* one allocation per matrix (int8 values, then scales), owned by the weights */
     for (int64_t i = 0; st == JAMBA_OK && i < n; i++) {
         const int64_t N = items[i].w->shape[0], K = items[i].w->shape[1];
@@ -145,6 +195,8 @@ jamba_status jb_weights_quantize(jb_weights *w, const jamba_config *cfg, bool ex
             items[i].w->dtype = JAMBA_DTYPE_I8;
             items[i].w->scale = items[i].scale;
         }
+        if (st == JAMBA_OK && cfg->tie_word_embeddings)
+            w->lm_head = w->embed; /* the same (now int8) matrix */
     }
     jb_pool_free(pool);
     jb_free(items);

@@ -91,8 +91,8 @@ typedef struct jb_weights {
 /* Bind every tensor the config implies. Missing and unexpected tensors are reported by name; a tensor of
  * the wrong shape or dtype is reported with what the config implies. With allow_unexpected, tensors the
  * config does not imply are skipped and listed in `notes` instead. `label` (the folder) prefixes messages.
- * Linear-layer matrices (attention, Mamba projections, MLPs, experts) may be stored as I8 or F8_E4M3 with a
- * companion "<name>_scale" tensor: one scale, or one per output row ([rows] or [rows, 1]; [E, rows] for
+ * Linear-layer matrices (attention, Mamba projections, MLPs, experts, lm_head, and the embedding when tied to
+ * it) may be stored as I8 or F8_E4M3 with a companion "<name>_scale" tensor: one scale, or one per output row ([rows] or [rows, 1]; [E, rows] for
  * stacked experts), F32/F16/BF16. Activation scales ("..input_scale") are accepted and ignored. */
 jamba_status jb_bind_weights(const jamba_config *cfg, const jb_checkpoint *ckpt, bool allow_unexpected,
                              const char *label, jb_weights *out, jb_strlist *notes, jamba_error *err);

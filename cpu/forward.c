@@ -129,14 +129,19 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
 
 /* ---- the step --------------------------------------------------------------------------------- */
 
+/* The tokens' embedding rows [T, H]; a quantized (tied, int8 or FP8) embedding row times its scale. */
 static void embed(jb_backend_ctx *ctx, const jb_segment *segs, int64_t n_segs) {
     const jb_weight *e = &ctx->model->weights.embed;
     const int64_t H = ctx->model->config.hidden_size;
     const size_t row_bytes = (size_t)H * jamba_dtype_size(e->dtype);
     for (int64_t s = 0; s < n_segs; s++)
-        for (int64_t t = 0; t < segs[s].n; t++)
-            jb_to_f32(ctx->ws.x + (segs[s].row + t) * H, (const uint8_t *)e->data + (size_t)segs[s].tokens[t] * row_bytes,
-                      e->dtype, H);
+        for (int64_t t = 0; t < segs[s].n; t++) {
+            const int32_t tok = segs[s].tokens[t];
+            float *x = ctx->ws.x + (segs[s].row + t) * H;
+            jb_to_f32(x, (const uint8_t *)e->data + (size_t)tok * row_bytes, e->dtype, H);
+            for (int64_t h = 0; e->scale != NULL && h < H; h++)
+                x[h] *= e->scale[tok];
+        }
 }
 
 /* Copy this step's rows [T, width] into a capture buffer of cap->rows rows, after the rows of earlier steps. */

@@ -18,7 +18,13 @@
 #endif
 
 static jamba_status cuda_resolve(const jamba_model *m, jamba_context_params *p, jamba_error *err) {
-    (void)m;
+    /* no device kernels for these int8 matrices: refused rather than widened behind the caller's back (one GPU
+     * and the NCCL backend, whose resolve this is too; plans included) */
+    if (m->plan_mixers_int8 || m->plan_lm_head_int8)
+        return jb_fail(err, JAMBA_ERR_UNSUPPORTED, "%s: int8 %s (%s int8) run on the CPU backend only; load the "
+                       "model with them stored for a CUDA context", m->path,
+                       m->plan_mixers_int8 ? "Mamba/attention projections" : "LM head",
+                       m->plan_mixers_int8 ? "--mixers" : "--lm-head");
     if (p->gpu_index < 0)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: gpu_index %d must be >= 0", p->gpu_index);
     if (p->gpu_dtype != JAMBA_DTYPE_BF16 && p->gpu_dtype != JAMBA_DTYPE_F32)

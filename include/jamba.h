@@ -214,7 +214,7 @@ typedef enum jamba_weights_mode {
     JAMBA_WEIGHTS_NONE = 2,       /* read config.json only, even when weights exist */
 } jamba_weights_mode;
 
-/* How a group of linear layers is held in memory. */
+/* How a group of linear layers is held in memory (jamba_model_params: experts, mlp, mixers, lm_head). */
 typedef enum jamba_weight_format {
     JAMBA_FORMAT_STORED = 0, /* as the checkpoint stores them (float, or already I8 / F8_E4M3 + scales) */
     JAMBA_FORMAT_INT8 = 1,   /* int8 weight-only, per output row, symmetric, fp32 scales (ExpertsInt8's
@@ -251,7 +251,26 @@ typedef struct jamba_model_params {
     void *log_data;
     jamba_progress_fn progress;    /* default NULL */
     void *progress_data;
+    /* Appended after 0.1.0: a caller built against an older header gets STORED for both. */
+    jamba_weight_format mixers;    /* the Mamba projections (in_proj, x_proj, dt_proj, out_proj) and the
+                                      attention projections (q/k/v/o_proj); default STORED */
+    jamba_weight_format lm_head;   /* the output projection; default STORED. With tie_word_embeddings the
+                                      LM head is the embedding matrix: INT8 quantizes that shared matrix, so
+                                      the embedding lookup reads the int8 row times its scale too. Untied,
+                                      the embedding stays as stored. */
 } jamba_model_params;
+
+/*
+ * The weight formats: experts, mlp, mixers and lm_head each pick one group of linear layers; INT8 holds
+ * every matrix of the group as int8 weight-only (one fp32 scale per output row, symmetric, s = max|row| /
+ * 127, q = round-half-even(w / s)), quantized while loading (a matrix the checkpoint already stores as I8 is
+ * kept as it is). Biases, norms, the conv, A_log, D, the routers and (untied) the embedding stay as stored,
+ * so all four INT8 holds every projection matrix int8 (as llama.cpp's Q8_0 files do, there with one scale
+ * per 32 values). A value outside the enum is JAMBA_ERR_INVALID_ARGUMENT. Mixers or lm_head INT8 run on
+ * the CPU backend only: a CUDA context (one GPU or several) for a model loaded so is refused with
+ * JAMBA_ERR_UNSUPPORTED naming the option (a checkpoint that stores those matrices as I8, loaded as STORED,
+ * is widened to the device dtype as FP8 ones are).
+ */
 
 /* Fill `size` bytes of *params with the defaults (the wrapper below passes sizeof). */
 JAMBA_API void jamba_model_params_init_sized(jamba_model_params *params, size_t size);

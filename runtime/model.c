@@ -27,6 +27,8 @@ static const jamba_model_params MODEL_DEFAULTS = {
     .experts = JAMBA_FORMAT_STORED,
     .mlp = JAMBA_FORMAT_STORED,
     .n_threads = 0,
+    .mixers = JAMBA_FORMAT_STORED,
+    .lm_head = JAMBA_FORMAT_STORED,
 };
 
 void jamba_model_params_init_sized(jamba_model_params *p, size_t size) {
@@ -77,8 +79,12 @@ static bool quantize_tick(void *data, int64_t done, int64_t total) {
 }
 
 static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, jamba_error *err) {
-    m->plan_experts_int8 = p->experts == JAMBA_FORMAT_INT8;
-    m->plan_mlp_int8 = p->mlp == JAMBA_FORMAT_INT8;
+    const jb_quant_groups int8 = {.experts = p->experts == JAMBA_FORMAT_INT8, .mlp = p->mlp == JAMBA_FORMAT_INT8,
+                                  .mixers = p->mixers == JAMBA_FORMAT_INT8, .lm_head = p->lm_head == JAMBA_FORMAT_INT8};
+    m->plan_experts_int8 = int8.experts;
+    m->plan_mlp_int8 = int8.mlp;
+    m->plan_mixers_int8 = int8.mixers;
+    m->plan_lm_head_int8 = int8.lm_head;
     if (p->weights == JAMBA_WEIGHTS_NONE)
         return JAMBA_OK;
     bool found;
@@ -94,7 +100,7 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
     m->has_weights = true;
     JB_TRY(settle_inner_norms(m, err));
     /* progress: the checks take [0, 0.5) when a conversion follows (it takes [0.5, 0.99)), else [0, 0.99) */
-    const bool convert = p->experts == JAMBA_FORMAT_INT8 || p->mlp == JAMBA_FORMAT_INT8;
+    const bool convert = jb_quant_any(&int8);
     const double checks_span = convert ? 0.5 : 0.99;
     for (int64_t i = 0; i < m->weights.n_order; i++) {
         if (p->check_finite || checked_by_default(&m->ckpt.entries[m->weights.order[i]]))
@@ -107,8 +113,7 @@ static jamba_status load_weights(jamba_model *m, const jamba_model_params *p, ja
         int64_t converted = 0;
         quantize_progress qp = {p, 0.5, 0.49};
         const jb_progress progress = {p->progress ? quantize_tick : NULL, &qp};
-        JB_TRY(jb_weights_quantize(&m->weights, &m->config, p->experts == JAMBA_FORMAT_INT8,
-                                   p->mlp == JAMBA_FORMAT_INT8, threads, &progress, m->path, &converted, err));
+        JB_TRY(jb_weights_quantize(&m->weights, &m->config, &int8, threads, &progress, m->path, &converted, err));
         m->requantized = converted > 0; /* an int8 checkpoint loaded as int8 is the same model as stored */
     }
     return JAMBA_OK;
@@ -154,18 +159,12 @@ jamba_status jb_model_from_image(const char *config_json, size_t config_len, uin
     return JAMBA_OK;
 }
 
-/* Shape-only views for a device-synthetic model: a non-NULL sentinel (never read) marks each tensor. */
-typedef struct shape_only {
-    bool experts_int8, mlp_int8;
-} shape_only;
-
+/* Shape-only views for a device-synthetic model: a non-NULL sentinel (never read) marks each tensor; arg is
+ * the jb_quant_groups held as int8. */
 static const float SHAPE_ONLY_SENTINEL = 0.0f;
 
 static bool set_shape(void *arg, const char *name, jb_weight *w, int rank, const int64_t *shape, bool linear) {
-    const shape_only *so = arg;
-    const bool expert = strstr(name, ".experts.") != NULL;
-    const bool mlp = !expert && strstr(name, "feed_forward.") != NULL && strstr(name, "router") == NULL;
-    const bool q8 = linear && ((expert && so->experts_int8) || (mlp && so->mlp_int8));
+    const bool q8 = linear && jb_quant_groups_name(arg, name);
     w->data = &SHAPE_ONLY_SENTINEL;
     w->dtype = q8 ? JAMBA_DTYPE_I8 : JAMBA_DTYPE_BF16;
     w->scale = q8 ? &SHAPE_ONLY_SENTINEL : NULL;
@@ -181,9 +180,9 @@ jamba_status jb_model_device_synthetic(const char *config_json, size_t config_le
     jamba_status st = model_new(label, &m, err);
     if (st == JAMBA_OK)
         st = jb_config_parse(config_json, config_len, label, &m->config, &m->notes, err);
-    shape_only so = {experts_int8, mlp_int8};
+    jb_quant_groups int8 = {.experts = experts_int8, .mlp = mlp_int8};
     if (st == JAMBA_OK)
-        st = jb_weights_visit(&m->config, &m->weights, set_shape, &so, err);
+        st = jb_weights_visit(&m->config, &m->weights, set_shape, &int8, err);
     if (st != JAMBA_OK) {
         jamba_model_free(m);
         return st;
@@ -209,9 +208,17 @@ jamba_status jamba_model_load_sized(const char *dir, const jamba_model_params *p
         JB_TRY(jb_struct_in(&p, sizeof p, params, params_size, JB_MIN_MODEL_PARAMS, "jamba_model_load: params", err));
     if ((int)p.weights < JAMBA_WEIGHTS_REQUIRED || p.weights > JAMBA_WEIGHTS_NONE)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: invalid weights mode %d", (int)p.weights);
-    if ((int)p.experts < JAMBA_FORMAT_STORED || p.experts > JAMBA_FORMAT_INT8 || (int)p.mlp < JAMBA_FORMAT_STORED ||
-        p.mlp > JAMBA_FORMAT_INT8 || p.n_threads < 0 || p.n_threads > 1024)
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: invalid weight format or thread count");
+    const struct {
+        const char *name;
+        jamba_weight_format f;
+    } formats[] = {{"experts", p.experts}, {"mlp", p.mlp}, {"mixers", p.mixers}, {"lm_head", p.lm_head}};
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+        if ((int)formats[i].f < JAMBA_FORMAT_STORED || formats[i].f > JAMBA_FORMAT_INT8)
+            return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: invalid weight format %d for %s "
+                           "(JAMBA_FORMAT_STORED or JAMBA_FORMAT_INT8)", (int)formats[i].f, formats[i].name);
+    if (p.n_threads < 0 || p.n_threads > 1024)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_model_load: n_threads %d outside [0, 1024]",
+                       (int)p.n_threads);
     struct stat sb;
     if (stat(dir, &sb) != 0)
         return jb_fail(err, JAMBA_ERR_IO, "%s: %s", dir, strerror(errno));

@@ -70,6 +70,26 @@ static bool write_bytes(FILE *f, void *arg) {
     return b->n == 0 || fwrite(b->p, 1, b->n, f) == b->n;
 }
 
+/* The note on matrices quantized while loading: the scheme, and the groups the load held as int8 (by the
+ * names of jamba_model_params' fields; a group the checkpoint already stored as int8 is listed too). */
+static json_t *quantization_note(const jamba_model *m) {
+    const struct {
+        const char *name;
+        bool int8;
+    } groups[] = {{"experts", m->plan_experts_int8}, {"mlp", m->plan_mlp_int8}, {"mixers", m->plan_mixers_int8},
+                  {"lm_head", m->plan_lm_head_int8}};
+    json_t *list = json_array();
+    for (size_t i = 0; list != NULL && i < sizeof groups / sizeof groups[0]; i++)
+        if (groups[i].int8 && json_array_append_new(list, json_string(groups[i].name)) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    if (list == NULL)
+        return NULL;
+    return json_pack("{s:s,s:s,s:o}", "quant_method", "jamba_int8", "format",
+                     "int8 weight-only, per output row, symmetric, F32 <name>_scale", "int8_groups", list);
+}
+
 /* config.json, with a quantization note when matrices were quantized while loading. */
 static jamba_status save_config(const jamba_model *m, const char *dir, jamba_error *err) {
     char *src = jb_asprintf("%s/config.json", m->path), *dst = jb_asprintf("%s/config.json", dir);
@@ -82,8 +102,7 @@ static jamba_status save_config(const jamba_model *m, const char *dir, jamba_err
     if (st == JAMBA_OK)
         st = jb_json_parse_object(text, len, src, JAMBA_ERR_BAD_CONFIG, &root, err);
     if (st == JAMBA_OK && m->requantized) {
-        json_t *q = json_pack("{s:s,s:s}", "quant_method", "jamba_int8",
-                              "format", "int8 weight-only, per output row, symmetric, F32 <name>_scale");
+        json_t *q = quantization_note(m);
         if (q == NULL || json_object_set_new(root, "quantization_config", q) != 0)
             st = jb_fail(err, JAMBA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
     }

@@ -1,6 +1,7 @@
 /*
- * test_quantize_accuracy.c — the accuracy of load-time int8 experts / dense MLPs on the demo model and the
- * forward fixtures: top-1 agreement and perplexity against the stored weights.
+ * test_quantize_accuracy.c — the accuracy of load-time int8 weights (experts, dense MLPs, and every
+ * projection matrix: mixers and LM head too) on the demo model and the forward fixtures: top-1 agreement
+ * and perplexity against the stored weights.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -30,6 +31,7 @@ static double total_nll(const float *logits, const int32_t *tokens, int64_t T, i
 }
 
 typedef struct agreement {
+    double worst_rel_l2;     /* of one sequence's logits */
     int64_t same, positions; /* top-1 equal / compared */
     int64_t near_ties;       /* top-1 differs, but the stored model's own margin between the two is < TIE */
     double nll_ref, nll_q;   /* summed next-token NLL */
@@ -131,19 +133,30 @@ static const char heldout[] =
     "BIONDELLO:\n"
     ;
 
+/* A set of int8 groups and the top-1 agreement it must keep: on the trained demo model, and on the
+ * randomly initialised fixtures (whose logits are nearly flat: a perturbation flips more of their top-1s).
+ * Measured (this file's --verbose): experts and experts + mlp int8 agree on 0.9983 of the demo's positions
+ * and 0.9925 of the fixtures' (every flip of those at a near-tie); all int8 on 0.9948 of the demo's (3
+ * flips, all at near-ties; perplexity ratio 0.99982, logits relative L2 0.0045) and 0.9775 of the fixtures'
+ * (0.975 on the worst fixture counting near-tie flips as agreeing; perplexity ratios within 4e-4, logits
+ * relative L2 at most 0.0068). The bounds leave a few flips of margin. */
 typedef struct variant {
     const char *name;
-    jamba_weight_format experts, mlp;
+    qu_formats f;
+    double min_agree_trained, min_agree_random;
 } variant;
 
+#define I8 JAMBA_FORMAT_INT8
+#define STORED JAMBA_FORMAT_STORED
 static const variant variants[] = {
-    {"experts int8", JAMBA_FORMAT_INT8, JAMBA_FORMAT_STORED},
-    {"experts + mlp int8", JAMBA_FORMAT_INT8, JAMBA_FORMAT_INT8},
+    {"experts int8", {I8, STORED, STORED, STORED}, 0.99, 0.99},
+    {"experts + mlp int8", {I8, I8, STORED, STORED}, 0.99, 0.99},
+    {"all int8", {I8, I8, I8, I8}, 0.985, 0.95}, /* --weights int8: every projection matrix */
 };
-#define N_VARIANTS 2
+#define N_VARIANTS 3
 
-#define MIN_AGREEMENT 0.99
 #define MAX_PPL_CHANGE 0.01
+#define MAX_REL_L2 0.02 /* of all logits; measured at most 0.0068 (all int8 on odd-shapes) */
 
 /* The matrices of `v` are int8 (with scales) in m; everything else keeps the stored dtype of `ref`. */
 static void expect_quantized_as(const jamba_model *m, const jamba_model *ref, const variant *v) {
@@ -154,19 +167,25 @@ static void expect_quantized_as(const jamba_model *m, const jamba_model *ref, co
         cr_assert_eq(jamba_model_layer(m, l, &li, NULL), JAMBA_OK);
         const jb_mlp_weights *x = li.ffn == JAMBA_FFN_MOE ? &a->experts[0] : &a->mlp;
         const jb_mlp_weights *y = li.ffn == JAMBA_FFN_MOE ? &b->experts[0] : &b->mlp;
-        bool q = li.ffn == JAMBA_FFN_MOE ? v->experts == JAMBA_FORMAT_INT8 : v->mlp == JAMBA_FORMAT_INT8;
+        bool q = li.ffn == JAMBA_FFN_MOE ? v->f.experts == I8 : v->f.mlp == I8;
         jamba_dtype want = q ? JAMBA_DTYPE_I8 : y->down_proj.dtype;
         cr_assert_eq(x->gate_proj.dtype, want, "%s: layer %lld gate_proj is %s", v->name, (long long)l,
                      jamba_dtype_name(x->gate_proj.dtype));
         cr_assert_eq(x->down_proj.dtype, want, "%s: layer %lld down_proj", v->name, (long long)l);
         cr_assert_eq(x->gate_proj.scale != NULL, q);
-        const jb_weight *mix = li.mixer == JAMBA_MIXER_ATTENTION ? &a->attn.q_proj : &a->mamba.in_proj;
-        const jb_weight *mix0 = li.mixer == JAMBA_MIXER_ATTENTION ? &b->attn.q_proj : &b->mamba.in_proj;
-        cr_assert_eq(mix->dtype, mix0->dtype, "mixers are never requantized");
+        const jb_weight *mix = li.mixer == JAMBA_MIXER_ATTENTION ? &a->attn.o_proj : &a->mamba.dt_proj;
+        const jb_weight *mix0 = li.mixer == JAMBA_MIXER_ATTENTION ? &b->attn.o_proj : &b->mamba.dt_proj;
+        cr_assert_eq(mix->dtype, v->f.mixers == I8 ? JAMBA_DTYPE_I8 : mix0->dtype, "%s: layer %lld mixer is %s",
+                     v->name, (long long)l, jamba_dtype_name(mix->dtype));
     }
+    cr_assert_eq(m->weights.lm_head.dtype, v->f.lm_head == I8 ? JAMBA_DTYPE_I8 : ref->weights.lm_head.dtype, "%s",
+                 v->name);
+    cr_assert_eq(m->weights.embed.dtype, c->tie_word_embeddings ? m->weights.lm_head.dtype
+                                                                : ref->weights.embed.dtype, "%s", v->name);
 }
 
 static void accumulate(agreement *to, const agreement *a) {
+    to->worst_rel_l2 = fmax(to->worst_rel_l2, a->worst_rel_l2);
     to->same += a->same;
     to->near_ties += a->near_ties;
     to->positions += a->positions;
@@ -182,17 +201,17 @@ static void score_variants(const char *dir, const char *label, const int32_t *to
     const int64_t V = jamba_model_config(ref)->vocab_size;
     float *want = qu_all_logits(ref, tokens, T);
     for (int v = 0; v < N_VARIANTS; v++) {
-        jamba_model *m = qu_load_with(dir, variants[v].experts, variants[v].mlp);
+        jamba_model *m = qu_load_formats(dir, variants[v].f);
         expect_quantized_as(m, ref, &variants[v]);
         float *got = qu_all_logits(m, tokens, T);
-        agreement one = {0};
+        agreement one = {.worst_rel_l2 = rel_l2(got, want, T * V)};
         compare(&one, want, got, tokens, T, V);
         accumulate(&acc[v], &one);
         cr_log_info("%-22s %-18s top-1 agreement %lld/%lld = %.4f (near-tie flips %lld), perplexity %.4f -> "
                     "%.4f (ratio %.6f), logits relative L2 %.3g", label, variants[v].name, (long long)one.same,
                     (long long)one.positions, agree_frac(&one), (long long)one.near_ties,
                     exp(one.nll_ref / (double)one.predicted), exp(one.nll_q / (double)one.predicted),
-                    ppl_ratio(&one), rel_l2(got, want, T * V));
+                    ppl_ratio(&one), one.worst_rel_l2);
         free(got);
         jamba_model_free(m);
     }
@@ -200,20 +219,24 @@ static void score_variants(const char *dir, const char *label, const int32_t *to
     jamba_model_free(ref);
 }
 
-/* Top-1 agreement at least MIN_AGREEMENT and perplexity within MAX_PPL_CHANGE. With `ties_agree`, flips
- * at near-ties count as agreement: a randomly initialised fixture has positions whose top two logits
- * differ by 1e-5, where any perturbation decides, and 40 positions leave no room for one flip. */
-static void expect_accurate(const agreement acc[N_VARIANTS], const char *what, bool ties_agree) {
+/* Top-1 agreement at least the variant's bound (of a trained or a random model), perplexity within
+ * MAX_PPL_CHANGE and logits within MAX_REL_L2. With `ties_agree`, flips at near-ties count as agreement: a
+ * randomly initialised fixture has positions whose top two logits differ by 1e-5, where any perturbation
+ * decides, and 40 positions leave little room for a flip. */
+static void expect_accurate(const agreement acc[N_VARIANTS], const char *what, bool trained, bool ties_agree) {
     for (int v = 0; v < N_VARIANTS; v++) {
         const agreement *a = &acc[v];
         const double agree = ties_agree ? agree_frac_ties(a) : agree_frac(a);
+        const double min_agree = trained ? variants[v].min_agree_trained : variants[v].min_agree_random;
         cr_log_info("%s, %s: top-1 agreement %.4f over %lld positions (%lld flips at near-ties), perplexity "
                     "ratio %.6f", what, variants[v].name, agree_frac(a), (long long)a->positions,
                     (long long)a->near_ties, ppl_ratio(a));
-        cr_expect_geq(agree, MIN_AGREEMENT, "%s, %s: top-1 agreement %.4f (%lld of %lld flips at near-ties)", what,
+        cr_expect_geq(agree, min_agree, "%s, %s: top-1 agreement %.4f (%lld of %lld flips at near-ties)", what,
                       variants[v].name, agree, (long long)a->near_ties, (long long)(a->positions - a->same));
         cr_expect_leq(fabs(ppl_ratio(a) - 1), MAX_PPL_CHANGE, "%s, %s: perplexity ratio %.6f", what,
                       variants[v].name, ppl_ratio(a));
+        cr_expect_leq(a->worst_rel_l2, MAX_REL_L2, "%s, %s: logits relative L2 %.3g", what, variants[v].name,
+                      a->worst_rel_l2);
     }
 }
 
@@ -231,7 +254,7 @@ JB_TEST(accuracy, demo_int8_matches_stored_weights) {
 #endif
     agreement acc[N_VARIANTS] = {{0}};
     score_variants(QU_DEMO, "models/demo", ids, T, acc);
-    expect_accurate(acc, "models/demo", false);
+    expect_accurate(acc, "models/demo", true, false);
     free(ids);
     jamba_tokenizer_free(tok);
 }
@@ -263,10 +286,10 @@ JB_TEST(accuracy, forward_fixtures_int8_match_stored_weights) {
         score_variants(dir, name, ids, T, acc);
         for (int v = 0; v < N_VARIANTS; v++)
             accumulate(&all[v], &acc[v]);
-        expect_accurate(acc, name, true);
+        expect_accurate(acc, name, false, true);
         free(dir);
         free(ids);
         ref_close(&ref);
     }
-    expect_accurate(all, "all forward fixtures", false);
+    expect_accurate(all, "all forward fixtures", false, false);
 }

@@ -160,11 +160,12 @@ static float *folder_logits(const char *config, const tensor_list *l, jamba_weig
 }
 
 JB_TEST(quantized_checkpoint, scale_forms_bind_to_what_they_mean) {
-    /* int8 matrices of every kind (attention, Mamba, dense MLP, all experts of a layer), each form of
-     * scales: the logits equal, bit for bit, those of the float model of the values q x scale */
+    /* int8 matrices of every kind (attention, Mamba, dense MLP, all experts of a layer, the LM head), each
+     * form of scales: the logits equal, bit for bit, those of the float model of the values q x scale */
     static const char *const names[] = {
         Q2, "model.layers.0.mamba.x_proj.weight", "model.layers.0.mamba.in_proj.weight",
-        "model.layers.0.feed_forward.gate_proj.weight", "model.layers.2.feed_forward.down_proj.weight"};
+        "model.layers.0.feed_forward.gate_proj.weight", "model.layers.2.feed_forward.down_proj.weight",
+        "lm_head.weight"};
     for (int form = 0; form < N_SCALE_FORMS; form++) {
         tensor_list q = {0}, ref = {0};
         char *cfg = qu_fixture_tensors("tiny-hf", &q);
@@ -303,10 +304,11 @@ JB_TEST(bad_checkpoint, scales_of_the_wrong_shape_or_dtype) {
 }
 
 JB_TEST(bad_checkpoint, only_linear_matrices_may_be_quantized) {
-    /* norms, conv, embedding, lm_head, router, A_log, biases stay float: I8 or F8 there is refused by name */
+    /* norms, conv, the (untied) embedding, router, A_log, biases stay float: I8 or F8 there is refused by name
+     * (lm_head is a linear layer: tests/test_quantize_weights.c loads it quantized) */
     static const char *const names[] = {
         "model.layers.0.input_layernorm.weight", "model.layers.0.mamba.conv1d.weight", "model.embed_tokens.weight",
-        "lm_head.weight", "model.layers.1.feed_forward.router.weight", "model.layers.0.mamba.A_log",
+        "model.layers.1.feed_forward.router.weight", "model.layers.0.mamba.A_log",
         "model.layers.0.mamba.dt_proj.bias", "model.final_layernorm.weight"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         for (int f8 = 0; f8 < 2; f8++) {

@@ -161,9 +161,9 @@ JB_TEST(save, int8_mlp_and_experts_round_trip) {
     free(tmp);
 }
 
-/* Save `dir` loaded with `experts` / `mlp`, reload as stored: the same logits, bit for bit. */
-static void expect_round_trip(const char *dir, jamba_weight_format experts, jamba_weight_format mlp) {
-    jamba_model *m = qu_load_with(dir, experts, mlp);
+/* Save `dir` loaded with the formats f, reload as stored: the same logits, bit for bit. */
+static void expect_round_trip(const char *dir, qu_formats f) {
+    jamba_model *m = qu_load_formats(dir, f);
     const int64_t V = jamba_model_config(m)->vocab_size;
     int32_t ids[QU_N_PROBE];
     qu_small_probe(ids, V);
@@ -174,7 +174,8 @@ static void expect_round_trip(const char *dir, jamba_weight_format experts, jamb
     jamba_model *back = qu_load_plain(tmp);
     float *got = qu_all_logits(back, ids, QU_N_PROBE);
     qu_expect_identical(got, want, QU_N_PROBE * V, dir);
-    const bool requantized = experts == JAMBA_FORMAT_INT8 || mlp == JAMBA_FORMAT_INT8;
+    const bool requantized = f.experts == JAMBA_FORMAT_INT8 || f.mlp == JAMBA_FORMAT_INT8 ||
+                             f.mixers == JAMBA_FORMAT_INT8 || f.lm_head == JAMBA_FORMAT_INT8;
     char *cfg_path = tu_path(tmp, "config.json");
     json_t *cfg = json_load_file(cfg_path, 0, NULL);
     cr_assert_not_null(cfg);
@@ -195,9 +196,11 @@ JB_TEST(save, naming_schemes_layouts_and_tying_round_trip) {
                                        "models/tiny-tied",        "models/tiny-hf-sharded"};
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
         char *dir = tu_fixture(dirs[i]);
-        expect_round_trip(dir, JAMBA_FORMAT_INT8, JAMBA_FORMAT_INT8);
-        expect_round_trip(dir, JAMBA_FORMAT_INT8, JAMBA_FORMAT_STORED);
-        expect_round_trip(dir, JAMBA_FORMAT_STORED, JAMBA_FORMAT_STORED);
+        const jamba_weight_format I8 = JAMBA_FORMAT_INT8, ST = JAMBA_FORMAT_STORED;
+        expect_round_trip(dir, QU_ALL_INT8); /* tiny-tied: the shared embedding int8 */
+        expect_round_trip(dir, (qu_formats){I8, I8, ST, ST});
+        expect_round_trip(dir, (qu_formats){I8, ST, ST, ST});
+        expect_round_trip(dir, (qu_formats){ST, ST, ST, ST});
         free(dir);
     }
     /* mamba_inner_layernorms = false, with the dt/B/C norms stored and without them */
@@ -219,7 +222,7 @@ JB_TEST(save, naming_schemes_layouts_and_tying_round_trip) {
             }
         }
         char *dir = qu_folder_of(edited, &l);
-        expect_round_trip(dir, JAMBA_FORMAT_INT8, JAMBA_FORMAT_INT8);
+        expect_round_trip(dir, QU_ALL_INT8);
         tu_rmtree(dir);
         free(dir);
         free(edited);

@@ -89,10 +89,13 @@ class Model(_Closeable):
     """A model loaded from a Hugging Face folder (config.json + safetensors), jamba_model_load.
 
     threads: CPU worker threads of the contexts it creates (and load-time work); 0 = the online CPUs.
-    experts, mlp: "stored" (default) or "int8" (weight-only int8, quantized while loading).
+    experts, mlp, mixers, lm_head: "stored" (default) or "int8" (weight-only int8, quantized while loading) for
+    the MoE experts, the dense MLPs, the Mamba/attention projections and the LM head (tied: the embedding it
+    shares); mixers and lm_head int8 run on the CPU only.
     """
 
-    def __init__(self, path, *, threads=0, experts="stored", mlp="stored", check_finite=False):
+    def __init__(self, path, *, threads=0, experts="stored", mlp="stored", mixers="stored", lm_head="stored",
+                 check_finite=False):
         self._handle = None
         self._tok = None
         self._contexts = weakref.WeakSet()
@@ -102,6 +105,8 @@ class Model(_Closeable):
         params.n_threads = self.threads
         params.experts = _lib.WEIGHT_FORMATS[experts]
         params.mlp = _lib.WEIGHT_FORMATS[mlp]
+        params.mixers = _lib.WEIGHT_FORMATS[mixers]
+        params.lm_head = _lib.WEIGHT_FORMATS[lm_head]
         params.check_finite = bool(check_finite)
         err = _lib.jamba_error()
         handle = ctypes.c_void_p()

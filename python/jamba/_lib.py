@@ -83,6 +83,8 @@ class jamba_model_params(Structure):
         ("log_data", c_void_p),
         ("progress", c_void_p),
         ("progress_data", c_void_p),
+        ("mixers", c_int),            # appended after 0.1.0, in jamba.h's order
+        ("lm_head", c_int),
     ]
 
 

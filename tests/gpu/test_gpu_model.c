@@ -798,6 +798,32 @@ static void test_device_errors(void) {
         jamba_model_free(m);
     }
     fixture_close(&fx);
+    /* int8 mixers or LM head have no device kernels: refused (one GPU and several), never widened */
+    for (int k = 0; k < 2; k++) {
+        jamba_model_params mp = jamba_model_default_params();
+        if (k == 0)
+            mp.mixers = JAMBA_FORMAT_INT8;
+        else
+            mp.lm_head = JAMBA_FORMAT_INT8;
+        jamba_error err = {0};
+        m = NULL;
+        if (jamba_model_load(JB_SOURCE_DIR "/models/demo", &mp, &m, &err) != JAMBA_OK) {
+            gt_fail(__FILE__, __LINE__, "demo (int8 %s): %s", k ? "lm_head" : "mixers", err.message);
+            continue;
+        }
+        for (int gpus = 1; gpus <= 2; gpus++) {
+            jamba_context_params p = jamba_context_default_params();
+            p.device = JAMBA_DEVICE_CUDA;
+            p.n_gpus = gpus;
+            p.n_ctx = 64;
+            jamba_context *ctx = NULL;
+            GT_CHECK(jamba_context_create(m, &p, &ctx, &err) == JAMBA_ERR_UNSUPPORTED &&
+                         strstr(err.message, k ? "--lm-head int8" : "--mixers int8") != NULL,
+                     "int8 %s on %d GPU(s): %s", k ? "lm_head" : "mixers", gpus, err.message);
+            jamba_context_free(ctx);
+        }
+        jamba_model_free(m);
+    }
 }
 
 const gt_case gt_model_cases[] = {

@@ -119,6 +119,19 @@ def test_embed_is_final_norm():
         np.testing.assert_allclose(m.embed(ids, pooling="mean"), h.mean(axis=0), rtol=1e-5, atol=1e-6)
 
 
+def test_int8_weight_groups(demo):
+    """mixers/lm_head="int8" (with experts and mlp: every projection matrix) stay close to the stored model."""
+    ids = demo.tokenize(PROMPT)
+    want = demo.logits(ids)
+    with jamba.Model(DEMO, threads=2, experts="int8", mlp="int8", mixers="int8", lm_head="int8") as q:
+        got = q.logits(ids)
+    assert not np.array_equal(got, want)
+    assert rel_l2_rows(got, want).max() <= 0.02
+    assert (got.argmax(axis=-1) == want.argmax(axis=-1)).mean() >= 0.9
+    with pytest.raises(KeyError):
+        jamba.Model(DEMO, mixers="int4")
+
+
 def test_config(demo):
     c = demo.config
     assert c["vocab_size"] == 2048 and c["hidden_size"] == 192 and c["num_hidden_layers"] == 8

@@ -12,9 +12,15 @@
 #include "tests/support/testutil.h"
 
 jamba_model *qu_load_with(const char *dir, jamba_weight_format experts, jamba_weight_format mlp) {
+    return qu_load_formats(dir, (qu_formats){experts, mlp, JAMBA_FORMAT_STORED, JAMBA_FORMAT_STORED});
+}
+
+jamba_model *qu_load_formats(const char *dir, qu_formats f) {
     jamba_model_params p = jamba_model_default_params();
-    p.experts = experts;
-    p.mlp = mlp;
+    p.experts = f.experts;
+    p.mlp = f.mlp;
+    p.mixers = f.mixers;
+    p.lm_head = f.lm_head;
     p.n_threads = 2;
     jamba_model *m = NULL;
     jamba_error err = {0};

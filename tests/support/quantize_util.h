@@ -13,7 +13,17 @@
 
 #define QU_DEMO JB_SOURCE_DIR "/models/demo"
 
-/* Load `dir` with the given expert / dense-MLP weight formats (2 threads). */
+/* The four weight formats of jamba_model_params. */
+typedef struct qu_formats {
+    jamba_weight_format experts, mlp, mixers, lm_head;
+} qu_formats;
+
+/* Every group int8 (jamba --weights int8). */
+#define QU_ALL_INT8 ((qu_formats){JAMBA_FORMAT_INT8, JAMBA_FORMAT_INT8, JAMBA_FORMAT_INT8, JAMBA_FORMAT_INT8})
+
+/* Load `dir` with the given weight formats (2 threads). */
+jamba_model *qu_load_formats(const char *dir, qu_formats f);
+/* Load `dir` with the given expert / dense-MLP weight formats, the rest as stored (2 threads). */
 jamba_model *qu_load_with(const char *dir, jamba_weight_format experts, jamba_weight_format mlp);
 /* Load `dir` as stored. */
 jamba_model *qu_load_plain(const char *dir);

@@ -62,10 +62,12 @@ typedef struct cli_strings {
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
 /* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, --kv-dtype; and
- * how it is loaded (every command that loads weights): the weight formats --experts int8|stored,
- * --mlp int8|stored, and --check-finite (scan every weight for NaN/Inf). */
+ * how it is loaded (every command that loads weights): the weight formats --experts, --mlp, --mixers,
+ * --lm-head (each int8|stored) and --weights (all four at once; a group's own flag wins over it, wherever
+ * either stands), and --check-finite (scan every weight for NaN/Inf). */
 typedef struct cli_device_args {
-    const char *device, *gpu_dtype, *experts, *mlp, *kv_dtype;
+    const char *device, *gpu_dtype, *kv_dtype;
+    const char *experts, *mlp, *mixers, *lm_head, *weights; /* the weight formats as given; NULL when not */
     int64_t gpu;
     int64_t gpus; /* --gpus: 0 when not given */
     bool check_finite;
@@ -74,7 +76,8 @@ typedef struct cli_device_args {
 /* The load options alone (for a command that loads a model but runs no context: quantize). */
 #define CLI_LOAD_OPTIONS(d)                                                                                    \
     {"--experts", CLI_STRING, &(d).experts, 0, 0}, {"--mlp", CLI_STRING, &(d).mlp, 0, 0},                     \
-        {"--check-finite", CLI_FLAG, &(d).check_finite, 0, 0}
+        {"--mixers", CLI_STRING, &(d).mixers, 0, 0}, {"--lm-head", CLI_STRING, &(d).lm_head, 0, 0},          \
+        {"--weights", CLI_STRING, &(d).weights, 0, 0}, {"--check-finite", CLI_FLAG, &(d).check_finite, 0, 0}
 
 #define CLI_DEVICE_OPTIONS(d)                                                                                  \
     {"--device", CLI_STRING, &(d).device, 0, 0}, {"--gpu", CLI_COUNT, &(d).gpu, 0, 1 << 20},                 \
@@ -85,23 +88,32 @@ typedef struct cli_device_args {
     "  --check-finite        scan every weight for NaN/Inf while loading and refuse the model naming the\n"   \
     "                        tensor (reads all weights; norms, scales, routers and biases are always checked)\n"
 
+/* The weight-format options (CLI_LOAD_OPTIONS) as --help lists them. */
+#define CLI_FORMATS_HELP                                                                                       \
+    "  --experts int8        hold the MoE experts as int8 (weight-only, per-row scales; quantized while\n"  \
+    "                        loading unless the checkpoint already is); default: as stored\n"               \
+    "  --mlp int8            the same for the dense MLPs\n"                                                  \
+    "  --mixers int8         the same for the Mamba and attention projections (CPU only)\n"                 \
+    "  --lm-head int8        the same for the LM head (tied: the embedding it shares; CPU only)\n"          \
+    "  --weights int8        all four groups above int8 (every projection matrix); a group's own flag\n"    \
+    "                        overrides it (--weights int8 --lm-head stored). Each also takes 'stored'\n"
+
 #define CLI_DEVICE_HELP                                                                                        \
     "  --device cpu|cuda     where the model runs (default cpu)\n"                                          \
     "  --gpu N               the CUDA device with --device cuda (default 0)\n"                              \
     "  --gpus N              split the model over N GPUs from --gpu on (NCCL: tensor and expert\n"      \
     "                        parallelism, docs/multi-gpu.md); default 1\n"                                 \
     "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"                \
-    "  --experts int8        hold the MoE experts as int8 (weight-only, per-row scales; quantized while\n"  \
-    "                        loading unless the checkpoint already is); default: as stored\n"               \
-    "  --mlp int8            the same for the dense MLPs\n"                                                  \
+    CLI_FORMATS_HELP                                                                                           \
     "  --kv-dtype fp8        CUDA: an fp8 (e4m3) KV cache with per-token, per-head scales (about half the\n"\
     "                        bytes of bf16); default: the --gpu-dtype\n"                                     \
     CLI_CHECK_FINITE_HELP
 
 /* Fill the device fields of `p` from the arguments; CLI_EXIT_USAGE (after saying why) on a bad value. */
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p);
-/* Fill the load parameters of `p` from the arguments: the weight formats (--experts, --mlp; CLI_EXIT_USAGE on
- * a bad value) and check_finite, turned on by --check-finite (never turned off). */
+/* Fill the load parameters of `p` from the arguments: the weight formats (--weights, then --experts, --mlp,
+ * --mixers, --lm-head over it; CLI_EXIT_USAGE on a bad value) and check_finite, turned on by --check-finite
+ * (never turned off). */
 int cli_model_params(const char *cmd, const cli_device_args *d, jamba_model_params *p);
 
 /* The whole of a file ("-" = stdin) in a new NUL-terminated buffer (free it); NULL with errno on failure. */

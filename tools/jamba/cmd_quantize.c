@@ -1,6 +1,6 @@
 /*
- * cmd_quantize.c — `jamba quantize`: write a model folder whose experts (and optionally dense MLPs) are
- * int8 weight-only, so later loads need no requantization.
+ * cmd_quantize.c — `jamba quantize`: write a model folder whose experts (and optionally dense MLPs, mixer
+ * projections and LM head) are int8 weight-only, so later loads need no requantization.
  */
 #include "tools/jamba/cli.h"
 
@@ -13,22 +13,29 @@
 
 static void help_quantize(void) {
     printf("usage: jamba quantize --model DIR --out DIR [--experts int8|stored] [--mlp int8|stored]\n"
+           "                      [--mixers int8|stored] [--lm-head int8|stored] [--weights int8|stored]\n"
            "                      [--threads N] [--force] [--check-finite]\n"
            "\n"
-           "Quantize a model's MoE experts (default) and optionally its dense MLPs to int8 weight-only (per output\n"
-           "row, symmetric, fp32 scales: ExpertsInt8's scheme) and write a Hugging Face folder: model.safetensors\n"
-           "with the int8 matrices and their \"<name>_scale\" tensors, config.json and the tokenizer files. Loading\n"
-           "it gives exactly the weights of `--experts int8` on the original. Prints the folder and the size of the\n"
-           "model.safetensors written. The folder appears whole or not at all: it is written beside --out as\n"
-           "OUT.tmp.XXXXXX and renamed into place (removed on any failure). Ctrl-C (SIGINT) or SIGTERM while it\n"
-           "is written stops the write and removes the temporary folder, leaving --out as it was; a second one\n"
-           "ends the program at once.\n"
+           "Quantize a model's MoE experts (default) and optionally its dense MLPs, Mamba/attention projections and\n"
+           "LM head to int8 weight-only (per output row, symmetric, fp32 scales: ExpertsInt8's scheme) and write a\n"
+           "Hugging Face folder: model.safetensors with the int8 matrices and their \"<name>_scale\" tensors,\n"
+           "config.json (its quantization_config lists the int8 groups) and the tokenizer files. Loading it gives\n"
+           "exactly the weights of the same options on the original (`--experts int8` for the default). Prints\n"
+           "the folder and the size of the model.safetensors written. The folder appears whole or not at all:\n"
+           "it is written beside --out as OUT.tmp.XXXXXX and renamed into place (removed on any failure). Ctrl-C\n"
+           "(SIGINT) or SIGTERM while it is written stops the write and removes the temporary folder, leaving\n"
+           "--out as it was; a second one ends the program at once.\n"
            "\n"
            "  -m, --model DIR    the model folder (float, FP8 or already int8)\n"
            "  --out DIR          where to write: a missing or empty folder (never the model's own folder)\n"
            "  --force            replace an existing --out folder whole\n"
            "  --experts FORMAT   int8 (default) or stored\n"
            "  --mlp FORMAT       int8 or stored (default)\n"
+           "  --mixers FORMAT    the Mamba and attention projections: int8 or stored (default; int8 runs on the\n"
+           "                     CPU backend only)\n"
+           "  --lm-head FORMAT   the LM head (tied: the embedding it shares): int8 or stored (default; CPU only)\n"
+           "  --weights FORMAT   all four groups at once (int8: every projection matrix); a group's own option\n"
+           "                     overrides it\n"
            "  -t, --threads N    quantization threads (default: all CPUs)\n"
            "  --check-finite     scan every weight for NaN/Inf while loading and write nothing when one is found\n"
            "                     (norms, scales, routers and biases are always checked)\n"
@@ -103,7 +110,7 @@ static int save(const jamba_model *m, const char *out, bool force) {
 }
 
 int cmd_quantize(int argc, char **argv) {
-    cli_device_args f = {.experts = "int8"};
+    cli_device_args f = {0};
     const char *model = NULL, *out = NULL;
     int64_t threads = 0;
     bool force = false;
@@ -117,6 +124,8 @@ int cmd_quantize(int argc, char **argv) {
         return rc < 0 ? CLI_EXIT_OK : rc;
     if (model == NULL || out == NULL)
         return cli_usage_error("quantize", "--model DIR and --out DIR are required");
+    if (f.experts == NULL && f.weights == NULL)
+        f.experts = "int8"; /* what quantizing means without other options */
     jamba_model_params mp = jamba_model_default_params();
     if ((rc = cli_model_params("quantize", &f, &mp)) != 0)
         return rc;

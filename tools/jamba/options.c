@@ -111,8 +111,11 @@ int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_p
     return 0;
 }
 
+/* `v` (NULL: not given, *out unchanged) as a weight format. */
 static int parse_format(const char *cmd, const char *flag, const char *v, jamba_weight_format *out) {
-    if (v == NULL || strcmp(v, "stored") == 0)
+    if (v == NULL)
+        return 0;
+    if (strcmp(v, "stored") == 0)
         *out = JAMBA_FORMAT_STORED;
     else if (strcmp(v, "int8") == 0)
         *out = JAMBA_FORMAT_INT8;
@@ -122,9 +125,20 @@ static int parse_format(const char *cmd, const char *flag, const char *v, jamba_
 }
 
 int cli_model_params(const char *cmd, const cli_device_args *d, jamba_model_params *p) {
-    int rc = parse_format(cmd, "--experts", d->experts, &p->experts);
-    if (rc == 0)
-        rc = parse_format(cmd, "--mlp", d->mlp, &p->mlp);
+    jamba_weight_format all = JAMBA_FORMAT_STORED;
+    int rc = parse_format(cmd, "--weights", d->weights, &all);
+    const struct {
+        const char *flag, *value;
+        jamba_weight_format *dst;
+    } groups[] = {{"--experts", d->experts, &p->experts},
+                  {"--mlp", d->mlp, &p->mlp},
+                  {"--mixers", d->mixers, &p->mixers},
+                  {"--lm-head", d->lm_head, &p->lm_head}};
+    for (size_t i = 0; rc == 0 && i < sizeof groups / sizeof groups[0]; i++) {
+        if (d->weights != NULL)
+            *groups[i].dst = all;
+        rc = parse_format(cmd, groups[i].flag, groups[i].value, groups[i].dst);
+    }
     if (d->check_finite)
         p->check_finite = true;
     return rc;
