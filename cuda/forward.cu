@@ -225,6 +225,10 @@ void jb_cuda_choose_splits(const jb_cuda_ctx *c, int64_t T, jb_step_shape &s) {
     s.split_len = JB_CUDA_MIN_SPLIT_LEN;
 }
 
+bool jb_cuda_graph_step(const jb_cuda_ctx *c, int64_t T, bool decode) {
+    return c->graphs && decode && T <= JB_CUDA_GRAPH_ROWS && T * c->k <= JB_CUDA_GEMV_SLOTS;
+}
+
 extern "C" bool jb_cuda_graph_census(const jb_cuda_ctx *c, int64_t T, jb_graph_census *out) {
     if (T < 1 || T > JB_CUDA_GRAPH_ROWS || c->graph[T] == NULL)
         return false;
@@ -256,7 +260,7 @@ extern "C" jamba_status jb_cuda_step(jb_cuda_ctx *c, const jb_step_io *io, jamba
     bool decode = true;
     for (int64_t i = 0; i < n_segs; i++)
         decode = decode && segs[i].n == 1;
-    const bool graph = c->graphs && decode && cap == NULL && T <= JB_CUDA_GRAPH_ROWS && T * c->k <= JB_CUDA_GEMV_SLOTS;
+    const bool graph = cap == NULL && jb_cuda_graph_step(c, T, decode);
     /* lay the step out in the pinned block, packed so that one copy of exactly the used bytes sends it */
     const size_t chunks_at = pack_layout(c, T, n_segs, graph ? T : n_logits);
     for (int64_t i = 0; i < n_segs; i++)

@@ -31,6 +31,12 @@ struct jb_step_shape {
  * split (cuda/attn_layout.h). */
 void jb_cuda_choose_splits(const jb_cuda_ctx *c, int64_t T, jb_step_shape &s);
 
+/* Whether a step of T rows without hidden-state capture is recorded once as a CUDA graph (kept in
+ * c->graph[T]) and replayed: graphs on, a decode step (every segment one token), at most
+ * JB_CUDA_GRAPH_ROWS rows whose MoE slots run as GEMVs. The one rule, for one GPU (forward.cu) and for
+ * every rank of several (tp_forward.cu). */
+bool jb_cuda_graph_step(const jb_cuda_ctx *c, int64_t T, bool decode);
+
 /* The first failure inside a step: the op and the error text. */
 struct jb_run_state {
     const char *what;

@@ -22,12 +22,14 @@ static jamba_status tp_resolve(const jamba_model *m, jamba_context_params *p, ja
     return jb_cuda_backend.resolve(m, p, err);
 }
 
-/* The plan against the least free memory of the GPUs gpu_index .. gpu_index + n_gpus - 1 (0: unknown). */
+/* The plan against the least free memory of this process's GPUs, gpu_index .. gpu_index + n_gpus / n_nodes - 1
+ * (0: unknown). */
 static jamba_status tp_plan(const jamba_model *m, const jamba_context_params *p, jamba_context_plan *out,
                             jamba_error *err) {
     uint64_t least = 0;
 #if defined(JAMBA_WITH_CUDA) && defined(JAMBA_WITH_NCCL)
-    for (int g = 0; g < (p->n_gpus > 1 ? p->n_gpus : 1); g++) {
+    const int local = (p->n_gpus > 1 ? p->n_gpus : 1) / (p->n_nodes > 1 ? p->n_nodes : 1);
+    for (int g = 0; g < local; g++) {
         jamba_device_info info;
         memset(&info, 0, sizeof info);
         if (jb_cuda_device_query(p->gpu_index + g, &info, NULL) != JAMBA_OK) {
@@ -84,6 +86,10 @@ static jamba_status tp_state_write(jb_backend_ctx *b, int32_t seq, jb_state_kind
     return jb_tp_state_write(tp(b), seq, kind, layer, offset, n, src, err);
 }
 
+jamba_status jb_cuda_tp_follow(jb_backend_ctx *b, jamba_error *err) { return jb_tp_follow(tp(b), err); }
+
+jamba_status jb_cuda_tp_unique_id(char *hex, size_t size, jamba_error *err) { return jb_tp_unique_id(hex, size, err); }
+
 /* Logits always reach the host (each rank's vocabulary columns), where the runtime samples. */
 const jb_backend_i jb_cuda_tp_backend = {
     .name = "CUDA x N (NCCL)",
@@ -114,6 +120,17 @@ static jamba_status tp_create(const jamba_model *m, const jamba_context_params *
     return jb_fail(err, JAMBA_ERR_NO_DEVICE, "context: n_gpus %d: this build has no CUDA backend (configure with "
                    "-DJAMBA_CUDA=ON on a machine with the CUDA toolkit)", p->n_gpus);
 #endif
+}
+
+jamba_status jb_cuda_tp_follow(jb_backend_ctx *b, jamba_error *err) {
+    (void)b;
+    return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "jamba_context_follow: this build makes no multi-GPU contexts");
+}
+
+jamba_status jb_cuda_tp_unique_id(char *hex, size_t size, jamba_error *err) {
+    (void)hex, (void)size;
+    return jb_fail(err, JAMBA_ERR_UNSUPPORTED, "jamba_nccl_unique_id: this build has no NCCL (configure with "
+                   "-DJAMBA_CUDA=ON and -DJAMBA_NCCL=ON where nccl.h and libnccl are installed)");
 }
 
 /* Only create is reachable without a context. */

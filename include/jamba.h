@@ -498,6 +498,17 @@ typedef struct jamba_context_params {
                               uses the NCCL backend over GPUs gpu_index .. gpu_index + n_gpus - 1 of this
                               process (JAMBA_ERR_NO_DEVICE when fewer are visible, JAMBA_ERR_UNSUPPORTED in a
                               build without NCCL). That backend has compiled but never run (docs/multi-gpu.md) */
+    int32_t n_nodes;       /* CUDA, several nodes (one process each): the n_gpus GPUs are n_gpus / n_nodes on each
+                              node, GPUs gpu_index .. of every node, joined over NCCL; 0 (default) or 1 = this
+                              process holds all n_gpus. Never run on several nodes (docs/multi-gpu.md) */
+    int32_t node_rank;     /* several nodes: this process's node, 0 .. n_nodes - 1 (default 0). Node 0 runs the
+                              context as usual (its steps, sequence resets and copies go to the other nodes); a
+                              context on another node only runs jamba_context_follow */
+    const char *nccl_id_file; /* several nodes: a file every node sees, where node 0 writes the NCCL id (atomically;
+                              removed once all joined) and the others wait for it (600 s at most); default NULL */
+    const char *nccl_id;   /* several nodes, instead of the file: the NCCL id as hex, made in node 0's process
+                              (jamba_nccl_unique_id) and the same on every node; NULL (default) = the
+                              environment's JAMBA_NCCL_ID when set */
 } jamba_context_params;
 
 JAMBA_API void jamba_context_params_init_sized(jamba_context_params *params, size_t size);
@@ -563,6 +574,18 @@ static inline jamba_status jamba_context_create(const jamba_model *model, const 
                                                 jamba_context **out, jamba_error *err) {
     return jamba_context_create_sized(model, params, sizeof *params, out, err);
 }
+
+/* Several nodes (n_nodes > 1). jamba_nccl_unique_id makes an NCCL id in this process, which must then be
+ * node 0's and stay alive while the others join (NCCL's bootstrap runs in it), as JAMBA_NCCL_ID_HEX_SIZE - 1
+ * hex digits and a NUL: pass it as every node's nccl_id (or JAMBA_NCCL_ID). JAMBA_ERR_UNSUPPORTED in a build
+ * without NCCL, JAMBA_ERR_BUFFER_TOO_SMALL when size < JAMBA_NCCL_ID_HEX_SIZE.
+ * jamba_context_follow, on a context of node_rank > 0: runs every step and sequence operation node 0's
+ * context makes, on this node's GPUs, until node 0 frees its context (JAMBA_OK) or something fails (the
+ * context is then unusable). Any other call that would run the model on such a context is refused.
+ * JAMBA_ERR_INVALID_ARGUMENT on a context that is not a follower. Neither has run on several nodes yet. */
+#define JAMBA_NCCL_ID_HEX_SIZE 257
+JAMBA_API jamba_status jamba_nccl_unique_id(char *hex, size_t size, jamba_error *err);
+JAMBA_API jamba_status jamba_context_follow(jamba_context *ctx, jamba_error *err);
 
 /* Free the context and its state; NULL is a no-op. */
 JAMBA_API void jamba_context_free(jamba_context *ctx);

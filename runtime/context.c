@@ -17,7 +17,7 @@
 static const jamba_context_params CONTEXT_DEFAULTS = {
     .n_seq_max = 1, .n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_logits_max = 0, .device = JAMBA_DEVICE_CPU,
     .gpu_index = 0, .gpu_dtype = JAMBA_DTYPE_BF16, .gpu_graphs = true, .kv_dtype = JAMBA_DTYPE_UNKNOWN,
-    .gpu_memory = 0, .n_gpus = 0};
+    .gpu_memory = 0, .n_gpus = 0, .n_nodes = 0, .node_rank = 0, .nccl_id_file = NULL, .nccl_id = NULL};
 
 void jamba_context_params_init_sized(jamba_context_params *p, size_t size) {
     if (p != NULL)
@@ -121,6 +121,13 @@ jamba_status jb_context_resolve_params(const jamba_model *m, const jamba_context
                        (long long)p->n_logits_max);
     if (p->n_logits_max == 0 && p->n_batch > 0)
         p->n_logits_max = p->n_batch > p->n_seq_max ? p->n_batch : p->n_seq_max;
+    if (p->n_nodes < 0 || p->n_nodes > JAMBA_MAX_GPUS || p->node_rank < 0 ||
+        p->node_rank >= (p->n_nodes > 1 ? p->n_nodes : 1))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: node_rank %d of n_nodes %d: n_nodes must be in [0, "
+                       "%d] and node_rank in [0, n_nodes)", p->node_rank, p->n_nodes, JAMBA_MAX_GPUS);
+    if (p->n_nodes > 1 && (p->device != JAMBA_DEVICE_CUDA || p->n_gpus < p->n_nodes || p->n_gpus % p->n_nodes != 0))
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: n_nodes %d needs a CUDA context whose n_gpus (%d) is "
+                       "a multiple of it (the same number of GPUs on every node)", p->n_nodes, p->n_gpus);
     const jb_backend_i *be = jb_backend_for(p->device);
     if (be == NULL)
         return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: unknown device type %d", (int)p->device);

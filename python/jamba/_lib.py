@@ -102,6 +102,10 @@ class jamba_context_params(Structure):
         ("kv_dtype", c_int),
         ("gpu_memory", c_uint64),
         ("n_gpus", c_int32),
+        ("n_nodes", c_int32),
+        ("node_rank", c_int32),
+        ("nccl_id_file", c_char_p),
+        ("nccl_id", c_char_p),
     ]
 
 

@@ -4,7 +4,10 @@
  * GPU the backend runs as one rank over a one-GPU NCCL communicator (through its table: the library hands
  * contexts of n_gpus <= 1 to the single-GPU backend); with more than one visible, a context over every GPU
  * through the public API, with a sequence fork and state moved both ways between the two contexts. What
- * each rank computes is specified and checked on the CPU by tests/test_tensor_parallel.c.
+ * each rank computes is specified and checked on the CPU by tests/test_tensor_parallel.c. Every comparison
+ * runs twice: decode steps run directly, then replayed as per-rank CUDA graphs (gpu_graphs) that hold the
+ * NCCL all-reduces. parallel/refusals checks what a one-node run can of several nodes: bad node counts, and
+ * a follower's loop on a one-node context.
  */
 #include "tests/gpu/gpu_test.h"
 
@@ -22,11 +25,11 @@
 #define TOL_ONE_RANK 1e-12 /* one rank runs the single-GPU ops on the same data */
 #define TOL_RANKS 1e-7     /* several: partial sums add in another order (fp32) */
 
-static jamba_context_params params(int32_t n_gpus) {
+static jamba_context_params params(int32_t n_gpus, bool graphs) {
     jamba_context_params p = jamba_context_default_params();
     p.device = JAMBA_DEVICE_CUDA;
     p.gpu_dtype = JAMBA_DTYPE_F32;
-    p.gpu_graphs = false;
+    p.gpu_graphs = graphs;
     p.n_seq_max = 2;
     p.n_ctx = N_CTX;
     p.n_batch = N_BATCH;
@@ -127,8 +130,9 @@ static int32_t argmax(const float *x, int64_t n) {
     return best;
 }
 
-/* One fixture on one rank (the backend's table) against a single-GPU context. */
-static void one_rank(const char *name) {
+/* One fixture on one rank (the backend's table) against a single-GPU context; graphs: both replay their
+ * decode steps as CUDA graphs (the rank's holding its all-reduces), else both run them directly. */
+static void one_rank(const char *name, bool graphs) {
     int64_t T = 0;
     int32_t *ids = fixture_ids(name, &T);
     jamba_model *m = ids ? gt_fixture_model(name) : NULL;
@@ -137,7 +141,7 @@ static void one_rank(const char *name) {
         return;
     }
     const int64_t V = jamba_model_config(m)->vocab_size;
-    jamba_context_params p = params(0), tp = params(1);
+    jamba_context_params p = params(0, graphs), tp = params(1, graphs);
     jamba_context *one = NULL;
     table_seq seq = {.V = V};
     jamba_error err = {0};
@@ -149,11 +153,12 @@ static void one_rank(const char *name) {
         gt_fail(__FILE__, __LINE__, "%s: one-rank NCCL context: %s", name, err.message);
     else if (feed(one, 0, ids, T, V, a) && table_feed(&seq, ids, T, b)) {
         char what[160];
-        snprintf(what, sizeof what, "%.63s: one rank's prefill logits vs one GPU", name);
+        snprintf(what, sizeof what, "%.63s: one rank's prefill logits vs one GPU%s", name, graphs ? " (graphs)" : "");
         gt_expect_close(what, b, a, T * V, TOL_ONE_RANK);
         int32_t next = argmax(a + (T - 1) * V, V);
         for (int i = 0; i < DECODE_STEPS && feed(one, 0, &next, 1, V, a) && table_feed(&seq, &next, 1, b); i++) {
-            snprintf(what, sizeof what, "%.63s: one rank's decode step %d vs one GPU", name, i);
+            snprintf(what, sizeof what, "%.63s: one rank's decode step %d vs one GPU%s", name, i,
+                     graphs ? " (replayed graphs)" : "");
             gt_expect_close(what, b, a, V, TOL_ONE_RANK);
             next = argmax(a, V);
         }
@@ -181,7 +186,7 @@ static void *state_of(jamba_context *ctx, int32_t seq, size_t *len) {
 
 /* One fixture over n GPUs (the public API) against a single-GPU context: prefill, decode, a fork on the
  * multi-GPU context, and the sequence state moved each way. */
-static void all_ranks(const char *name, int n) {
+static void all_ranks(const char *name, int n, bool graphs) {
     int64_t T = 0;
     int32_t *ids = fixture_ids(name, &T);
     jamba_model *m = ids ? gt_fixture_model(name) : NULL;
@@ -190,7 +195,7 @@ static void all_ranks(const char *name, int n) {
         return;
     }
     const int64_t V = jamba_model_config(m)->vocab_size;
-    jamba_context_params p = params(0), tp = params(n);
+    jamba_context_params p = params(0, graphs), tp = params(n, graphs);
     jamba_context *one = NULL, *many = NULL;
     jamba_error err = {0};
     float *a = malloc((size_t)(T * V) * 4), *b = malloc((size_t)(T * V) * 4);
@@ -207,7 +212,8 @@ static void all_ranks(const char *name, int n) {
         gt_expect_close(what, b, a, T * V, TOL_RANKS);
         int32_t next = argmax(a + (T - 1) * V, V);
         for (int i = 0; i < DECODE_STEPS && feed(one, 0, &next, 1, V, a) && feed(many, 0, &next, 1, V, b); i++) {
-            snprintf(what, sizeof what, "%.63s: decode step %d over %d GPUs vs one", name, i, n);
+            snprintf(what, sizeof what, "%.63s: decode step %d over %d GPUs vs one%s", name, i, n,
+                     graphs ? " (replayed graphs)" : "");
             gt_expect_close(what, b, a, V, TOL_RANKS);
             next = argmax(a, V);
         }
@@ -248,8 +254,9 @@ static void test_one_rank(void) {
         return;
     char names[32][64];
     const int n = gt_fixture_names(names, 32);
-    for (int i = 0; i < n; i++)
-        one_rank(names[i]);
+    for (int graphs = 0; graphs < 2; graphs++)
+        for (int i = 0; i < n; i++)
+            one_rank(names[i], graphs);
 }
 
 static void test_all_gpus(void) {
@@ -263,8 +270,9 @@ static void test_all_gpus(void) {
     }
     char names[32][64];
     const int n = gt_fixture_names(names, 32);
-    for (int i = 0; i < n; i++)
-        all_ranks(names[i], visible);
+    for (int graphs = 0; graphs < 2; graphs++)
+        for (int i = 0; i < n; i++)
+            all_ranks(names[i], visible, graphs);
 }
 
 /* Asking for more GPUs than are visible is refused clearly (without NCCL: UNSUPPORTED; a count the model
@@ -277,7 +285,7 @@ static void test_too_many(void) {
     jamba_model *m = gt_fixture_model("mini");
     if (m == NULL)
         return;
-    jamba_context_params p = params(visible + 1);
+    jamba_context_params p = params(visible + 1, false);
     jamba_context *ctx = NULL;
     jamba_error err = {0};
     const jamba_status st = jamba_context_create(m, &p, &ctx, &err);
@@ -288,9 +296,40 @@ static void test_too_many(void) {
     jamba_model_free(m);
 }
 
+/* Several nodes, checked without a second node: the parameters a context refuses, and jamba_context_follow on
+ * a context that is no follower. */
+static void test_node_refusals(void) {
+    jamba_model *m = gt_fixture_model("mini");
+    if (m == NULL)
+        return;
+    jamba_context *ctx = NULL;
+    jamba_error err = {0};
+    jamba_context_params p = params(2, false);
+    p.n_nodes = 3; /* 2 GPUs cannot be spread evenly over 3 nodes */
+    jamba_status st = jamba_context_create(m, &p, &ctx, &err);
+    GT_CHECK(st == JAMBA_ERR_INVALID_ARGUMENT && strstr(err.message, "n_nodes 3"), "n_gpus 2 over 3 nodes: %d (%s)",
+             (int)st, err.message);
+    p = params(2, false);
+    p.n_nodes = 2;
+    p.node_rank = 2;
+    st = jamba_context_create(m, &p, &ctx, &err);
+    GT_CHECK(st == JAMBA_ERR_INVALID_ARGUMENT && strstr(err.message, "node_rank 2"), "node_rank 2 of 2: %d (%s)",
+             (int)st, err.message);
+    p = params(0, false);
+    if (jamba_context_create(m, &p, &ctx, &err) == JAMBA_OK) {
+        st = jamba_context_follow(ctx, &err);
+        GT_CHECK(st == JAMBA_ERR_INVALID_ARGUMENT, "follow on a one-GPU context: %d (%s)", (int)st, err.message);
+    } else {
+        gt_fail(__FILE__, __LINE__, "one-GPU context: %s", err.message);
+    }
+    jamba_context_free(ctx);
+    jamba_model_free(m);
+}
+
 const gt_case gt_parallel_cases[] = {
     {"parallel/one_rank", test_one_rank, true},
     {"parallel/all_gpus", test_all_gpus, false},
     {"parallel/too_many", test_too_many, true},
+    {"parallel/refusals", test_node_refusals, true},
 };
 const int gt_n_parallel_cases = sizeof gt_parallel_cases / sizeof gt_parallel_cases[0];

@@ -26,6 +26,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_follow(int argc, char **argv);
 
 /* Print "jamba: error: <message>" as one line on stderr and return CLI_EXIT_FAIL. */
 int cli_fail(const jamba_error *err);
@@ -70,6 +71,8 @@ typedef struct cli_device_args {
     const char *experts, *mlp, *mixers, *lm_head, *weights; /* the weight formats as given; NULL when not */
     int64_t gpu;
     int64_t gpus; /* --gpus: 0 when not given */
+    int64_t nodes, node_rank; /* --nodes, --node-rank: 0 when not given */
+    const char *nccl_id_file; /* --nccl-id-file */
     bool check_finite;
 } cli_device_args;
 
@@ -82,7 +85,9 @@ typedef struct cli_device_args {
 #define CLI_DEVICE_OPTIONS(d)                                                                                  \
     {"--device", CLI_STRING, &(d).device, 0, 0}, {"--gpu", CLI_COUNT, &(d).gpu, 0, 1 << 20},                 \
         {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}, {"--kv-dtype", CLI_STRING, &(d).kv_dtype, 0, 0},  \
-        {"--gpus", CLI_COUNT, &(d).gpus, 1, JAMBA_MAX_GPUS}, CLI_LOAD_OPTIONS(d)
+        {"--gpus", CLI_COUNT, &(d).gpus, 1, JAMBA_MAX_GPUS}, {"--nodes", CLI_COUNT, &(d).nodes, 1, JAMBA_MAX_GPUS},   \
+        {"--node-rank", CLI_COUNT, &(d).node_rank, 0, JAMBA_MAX_GPUS - 1},                                    \
+        {"--nccl-id-file", CLI_STRING, &(d).nccl_id_file, 0, 0}, CLI_LOAD_OPTIONS(d)
 
 #define CLI_CHECK_FINITE_HELP                                                                                  \
     "  --check-finite        scan every weight for NaN/Inf while loading and refuse the model naming the\n"   \
@@ -103,14 +108,22 @@ typedef struct cli_device_args {
     "  --gpu N               the CUDA device with --device cuda (default 0)\n"                              \
     "  --gpus N              split the model over N GPUs from --gpu on (NCCL: tensor and expert\n"      \
     "                        parallelism, docs/multi-gpu.md); default 1\n"                                 \
+    "  --nodes N --node-rank R  the --gpus GPUs over N nodes, one process each (never run yet); node 0 runs\n" \
+    "                        this command, the others `jamba follow` with the same options\n"                \
+    "  --nccl-id-file PATH   several nodes: where node 0 writes the NCCL id and the others read it (a\n"      \
+    "                        filesystem all see); without it node 0 prints JAMBA_NCCL_ID=<hex> for the others\n" \
     "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"                \
     CLI_FORMATS_HELP                                                                                           \
     "  --kv-dtype fp8        CUDA: an fp8 (e4m3) KV cache with per-token, per-head scales (about half the\n"\
     "                        bytes of bf16); default: the --gpu-dtype\n"                                     \
     CLI_CHECK_FINITE_HELP
 
-/* Fill the device fields of `p` from the arguments; CLI_EXIT_USAGE (after saying why) on a bad value. */
+/* Fill the device fields of `p` from the arguments; CLI_EXIT_USAGE (after saying why) on a bad value. Several
+ * nodes: node 0 without --nccl-id-file or JAMBA_NCCL_ID makes the NCCL id here and prints JAMBA_NCCL_ID=<hex>
+ * on stderr; another node is refused unless cmd is "follow". */
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p);
+/* Copy where a context runs on GPUs (n_gpus and the several-node fields) from the parsed `from` into `to`. */
+void cli_gpu_placement(const jamba_context_params *from, jamba_context_params *to);
 /* Fill the load parameters of `p` from the arguments: the weight formats (--weights, then --experts, --mlp,
  * --mixers, --lm-head over it; CLI_EXIT_USAGE on a bad value) and check_finite, turned on by --check-finite
  * (never turned off). */

@@ -195,6 +195,7 @@ static jamba_status score_ids(const score_opts *o, jamba_model *m, const char *d
     cp.gpu_index = o->device.gpu_index;
     cp.gpu_dtype = o->device.gpu_dtype;
     cp.kv_dtype = o->device.kv_dtype;
+    cli_gpu_placement(&o->device, &cp);
     jamba_context *ctx = NULL;
     r->tokens = T;
     r->logprob = calloc((size_t)(T > 1 ? T - 1 : 1), sizeof *r->logprob);

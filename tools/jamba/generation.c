@@ -126,6 +126,7 @@ int gen_start(gen_session *s, const gen_options *o, int64_t n_ctx, jamba_error *
     cp.gpu_index = o->device.gpu_index;
     cp.gpu_dtype = o->device.gpu_dtype;
     cp.kv_dtype = o->device.kv_dtype;
+    cli_gpu_placement(&o->device, &cp);
     cp.n_ctx = n_ctx;
     cp.n_batch = o->n_batch;
     cp.n_threads = (int32_t)o->threads;

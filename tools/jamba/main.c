@@ -22,6 +22,7 @@ static void print_help(FILE *out) {
             "  detokenize  token ids -> text\n"
             "  quantize  write a copy of a model with int8 experts (and optionally int8 dense MLPs)\n"
             "  devices   show the CUDA / cuBLAS / NCCL versions of this build and the GPUs present\n"
+            "  follow    another node's GPUs for a model split over several nodes (node 0 runs the command)\n"
             "\n"
             "  jamba <command> --help   options of one command\n"
             "  jamba --version          print the version\n");
@@ -57,6 +58,8 @@ int main(int argc, char **argv) {
         return cmd_score(argc - 1, argv + 1);
     if (strcmp(cmd, "quantize") == 0)
         return cmd_quantize(argc - 1, argv + 1);
+    if (strcmp(cmd, "follow") == 0)
+        return cmd_follow(argc - 1, argv + 1);
     if (strcmp(cmd, "devices") == 0)
         return cmd_devices(argc - 1, argv + 1);
     fprintf(stderr, "jamba: unknown command '%s' (see 'jamba --help')\n", cmd);

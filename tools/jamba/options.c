@@ -5,6 +5,7 @@
 #include "tools/jamba/cli.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,46 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
     return 0;
 }
 
+/* --nodes, --node-rank, --nccl-id-file (docs/multi-gpu.md, "Launching"). */
+static int cli_node_params(const char *cmd, const cli_device_args *d, jamba_context_params *p) {
+    static char made_id[JAMBA_NCCL_ID_HEX_SIZE]; /* node 0's id, alive with the process (NCCL's bootstrap) */
+    if (d->nodes < 2) {
+        if (d->node_rank != 0 || d->nccl_id_file)
+            return cli_usage_error(cmd, "--node-rank and --nccl-id-file need --nodes N (N >= 2)");
+        return 0;
+    }
+    if (p->device != JAMBA_DEVICE_CUDA || d->gpus < d->nodes || d->gpus % d->nodes != 0)
+        return cli_usage_error(cmd, "--nodes %lld needs --device cuda and --gpus a multiple of it (all GPUs, the "
+                               "same number on every node)", (long long)d->nodes);
+    if (d->node_rank >= d->nodes)
+        return cli_usage_error(cmd, "--node-rank %lld: nodes are 0 .. %lld", (long long)d->node_rank,
+                               (long long)d->nodes - 1);
+    if (d->node_rank > 0 && strcmp(cmd, "follow") != 0)
+        return cli_usage_error(cmd, "--node-rank %lld: node 0 runs %s; the other nodes run `jamba follow` with the "
+                               "same model and device options", (long long)d->node_rank, cmd);
+    p->n_nodes = (int32_t)d->nodes;
+    p->node_rank = (int32_t)d->node_rank;
+    p->nccl_id_file = d->nccl_id_file;
+    const char *env = getenv("JAMBA_NCCL_ID");
+    if (d->node_rank == 0 && d->nccl_id_file == NULL && (env == NULL || env[0] == '\0')) {
+        jamba_error err = {0};
+        if (jamba_nccl_unique_id(made_id, sizeof made_id, &err) != JAMBA_OK)
+            return cli_fail(&err);
+        fprintf(stderr, "jamba %s: node 0 of %lld; start the others with this in their environment:\n"
+                "JAMBA_NCCL_ID=%s\n", cmd, (long long)d->nodes, made_id);
+        p->nccl_id = made_id;
+    }
+    return 0;
+}
+
+void cli_gpu_placement(const jamba_context_params *from, jamba_context_params *to) {
+    to->n_gpus = from->n_gpus;
+    to->n_nodes = from->n_nodes;
+    to->node_rank = from->node_rank;
+    to->nccl_id_file = from->nccl_id_file;
+    to->nccl_id = from->nccl_id;
+}
+
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p) {
     if (d->device == NULL || strcmp(d->device, "cpu") == 0)
         p->device = JAMBA_DEVICE_CPU;
@@ -97,6 +138,9 @@ int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_p
     p->gpu_index = (int32_t)d->gpu;
     if (d->gpus != 0)
         p->n_gpus = (int32_t)d->gpus;
+    int rc = cli_node_params(cmd, d, p);
+    if (rc != 0)
+        return rc;
     if (d->kv_dtype == NULL)
         p->kv_dtype = JAMBA_DTYPE_UNKNOWN;
     else if (strcmp(d->kv_dtype, "fp8") == 0 || strcmp(d->kv_dtype, "f8_e4m3") == 0)
