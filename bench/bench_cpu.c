@@ -4,7 +4,7 @@
  * times the size of a 32 MiB L3), so decode can be set against the time to read its active weights.
  *
  *   bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] [--reps R]
- *             [--experts int8] [--mlp int8] [--no-bandwidth]
+ *             [--experts int8] [--mlp int8] [--mixers int8] [--lm-head int8] [--weights int8] [--no-bandwidth]
  *
  * One JSON line per thread count on stdout:
  *   {"model":..., "kernels":..., "threads":N, "prefill_tokens":T, "prefill_tok_s":...,
@@ -12,8 +12,10 @@
  *    "read_gb_s":...}
  * Medians over R repetitions (prefill and decode from a reset sequence each time). --synthetic: a random
  * bf16 model, 16 layers of hidden 1024 with 16 experts top-2 on every other layer (runtime/synthetic.h).
- * --experts int8 / --mlp int8: quantize the MoE experts / the dense MLPs to int8 while loading (as `jamba
- * --experts int8 --mlp int8`). --no-bandwidth: skip the read-bandwidth pass ("read_gb_s":null), whose
+ * --experts / --mlp / --mixers / --lm-head int8: quantize the MoE experts / the dense MLPs / the Mamba and
+ * attention projections / the LM head to int8 while loading, --weights int8 all four (as the CLI's options).
+ * active_weight_bytes: the weights a decode token reads as held (int8 groups at one byte per parameter, row
+ * scales not counted), the embedding left out (one row per token) unless it is the tied LM head. --no-bandwidth: skip the read-bandwidth pass ("read_gb_s":null), whose
  * 256 MiB buffer would otherwise count in the process's peak memory.
  */
 #include "base/cpu_features.h"
@@ -96,7 +98,7 @@ typedef struct bench_opts {
     int threads[MAX_THREAD_COUNTS], n_threads;
     int64_t prompt, decode;
     int reps;
-    jamba_model_params load; /* experts and mlp formats */
+    jamba_model_params load; /* the weight formats */
     bool bandwidth;
 } bench_opts;
 
@@ -151,20 +153,27 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
     jamba_param_counts pc;
     if (jamba_model_param_counts(m, &pc, &err) != JAMBA_OK)
         die("param counts", &err);
-    /* active weights at the first stored tensor's element size (as checkpointed: before any --experts /
-     * --mlp int8), less the embedding (one row per token is read) */
+    /* the active weights as held: the stored element size (the first tensor's), one byte where int8 */
     jamba_tensor_info t0;
     if (jamba_model_tensor(m, 0, &t0, &err) != JAMBA_OK)
         die("tensor", &err);
-    const double active = (double)(pc.active - pc.embedding) * (double)jamba_dtype_size(t0.dtype);
+    const double stored = (double)jamba_dtype_size(t0.dtype);
+#define HELD(format) ((format) == JAMBA_FORMAT_INT8 ? 1.0 : stored)
+    const double experts_active = (double)(pc.active - (pc.total - pc.experts)); /* top-k of each layer's */
+    const double head = (double)(pc.lm_head ? pc.lm_head : pc.embedding);       /* tied: the embedding */
+    const double active = (double)(pc.attention + pc.mamba) * HELD(o->load.mixers) +
+                          (double)pc.dense_mlp * HELD(o->load.mlp) + experts_active * HELD(o->load.experts) +
+                          head * HELD(o->load.lm_head) + (double)(pc.routers + pc.norms) * stored;
+#undef HELD
     char read_gb_s[32] = "null";
     if (o->bandwidth)
         snprintf(read_gb_s, sizeof read_gb_s, "%.2f", read_bandwidth(threads));
-    printf("{\"model\":\"%s\",\"kernels\":\"%s\",\"experts\":\"%s\",\"mlp\":\"%s\",\"threads\":%d,"
+    printf("{\"model\":\"%s\",\"kernels\":\"%s\",\"experts\":\"%s\",\"mlp\":\"%s\",\"mixers\":\"%s\","
+           "\"lm_head\":\"%s\",\"threads\":%d,"
            "\"prefill_tokens\":%lld,\"prefill_tok_s\":%.1f,\"decode_tokens\":%lld,\"decode_tok_s\":%.1f,"
            "\"active_weight_bytes\":%.0f,\"decode_weight_gb_s\":%.2f,\"read_gb_s\":%s}\n",
            name, jb_cpu_kernels_name(jb_cpu_kernels_selected()), format_name(o->load.experts),
-           format_name(o->load.mlp), threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
+           format_name(o->load.mlp), format_name(o->load.mixers), format_name(o->load.lm_head), threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
            active * decode / 1e9, read_gb_s);
     fflush(stdout);
     free(ids);
@@ -174,7 +183,8 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] "
-                    "[--reps R] [--experts int8] [--mlp int8] [--no-bandwidth]\n");
+                    "[--reps R] [--experts int8] [--mlp int8] [--mixers int8] [--lm-head int8] [--weights int8] "
+                    "[--no-bandwidth]\n");
     exit(2);
 }
 
@@ -217,6 +227,12 @@ int main(int argc, char **argv) {
             o.load.experts = parse_format(argv[++i]);
         else if (strcmp(argv[i], "--mlp") == 0 && next)
             o.load.mlp = parse_format(argv[++i]);
+        else if (strcmp(argv[i], "--mixers") == 0 && next)
+            o.load.mixers = parse_format(argv[++i]);
+        else if (strcmp(argv[i], "--lm-head") == 0 && next)
+            o.load.lm_head = parse_format(argv[++i]);
+        else if (strcmp(argv[i], "--weights") == 0 && next) /* all four; later group flags override */
+            o.load.experts = o.load.mlp = o.load.mixers = o.load.lm_head = parse_format(argv[++i]);
         else if (strcmp(argv[i], "--no-bandwidth") == 0)
             o.bandwidth = false;
         else
@@ -226,7 +242,8 @@ int main(int argc, char **argv) {
         usage();
     jamba_model *m = NULL;
     jamba_error err = {0};
-    if (o.model_dir == NULL && (o.load.experts != JAMBA_FORMAT_STORED || o.load.mlp != JAMBA_FORMAT_STORED))
+    if (o.model_dir == NULL && (o.load.experts != JAMBA_FORMAT_STORED || o.load.mlp != JAMBA_FORMAT_STORED ||
+                                o.load.mixers != JAMBA_FORMAT_STORED || o.load.lm_head != JAMBA_FORMAT_STORED))
         usage(); /* the synthetic model is built in memory, as bf16 */
     jamba_status st = o.model_dir ? jamba_model_load(o.model_dir, &o.load, &m, &err)
                                   : jb_synthetic_model(JB_BENCH_SYNTHETIC, 7, JAMBA_DTYPE_BF16, 2, &m, &err);

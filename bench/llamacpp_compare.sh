@@ -16,7 +16,7 @@
 # Then per model and precision, R paired repetitions at N threads (default 2), alternating which runtime
 # goes first: prefill of a 512-token prompt and decode of 128 tokens after it —
 #   this runtime: bench_cpu --model DIR --threads N --prompt 512 --decode 128 --reps 1 --no-bandwidth
-#                 (+ --experts int8 --mlp int8 for int8), under /usr/bin/time -v;
+#                 (+ --weights int8 for int8), under /usr/bin/time -v;
 #   llama.cpp:    llama-bench -m GGUF -t N -p 512 -n 0 -r 1, then -p 0 -n 128 -d 512 -r 1 (decode after a
 #                 512-token context, as ours), each under /usr/bin/time -v;
 # peak RSS (the larger of llama.cpp's two processes), greedy agreement on a fixed prompt (`jamba generate
@@ -24,9 +24,10 @@
 # at N threads, and the table of medians (bench/llamacpp_compare.py table).
 #
 # Precisions: bf16 = the bf16 checkpoint / GGUF BF16; f32 = the checkpoint widened to f32 / GGUF F32; int8 =
-# this runtime's --experts int8 --mlp int8 (MoE experts and dense MLP matrices as int8 with one fp32 scale
-# per output row; Mamba, attention, embedding and LM head stay bf16) / GGUF Q8_0 (every 2-D weight but the
-# router and the conv as int8 in blocks of 32 with an f16 scale each, embedding and LM head included).
+# this runtime's --weights int8 (every projection matrix — experts, dense MLPs, Mamba and attention
+# projections, LM head — as int8 with one fp32 scale per output row, activations fp32; the embedding, norms,
+# conv and routers as stored) / GGUF Q8_0 (every 2-D weight but the router and the conv as int8 in blocks of
+# 32 with an f16 scale each, embedding included, activations quantized to 8 bits for the products).
 #
 # Environment: PYTHON (default build/fixenv/bin/python: torch, transformers, safetensors, sentencepiece),
 # JAMBA_BUILD (default build/cpu: bench_cpu and jamba, a Release build), LLAMA_CPP_PYTHON_VERSION.
@@ -141,7 +142,7 @@ RESULTS="$OUT/results.jsonl"
 load1() { cut -d' ' -f1 /proc/loadavg; }
 run_ours() { # model precision rep
     local dir extra=() load; dir=$(hf_dir "$1" "$2"); load=$(load1)
-    [ "$2" = int8 ] && extra=(--experts int8 --mlp int8)
+    [ "$2" = int8 ] && extra=(--weights int8)
     /usr/bin/time -v -o "$OUT/ours.time" "$OURS/bench_cpu" --model "$dir" --threads "$THREADS" \
         --prompt "$PROMPT_TOKENS" --decode "$DECODE_TOKENS" --reps 1 --no-bandwidth "${extra[@]}" >"$OUT/ours.json"
     "$PY" "$HELPER" record "$RESULTS" --runtime jamba --model "$1" --precision "$2" --rep "$3" --load "$load" \
@@ -158,7 +159,7 @@ run_theirs() { # model precision rep
 }
 agree() { # model precision
     local dir extra=(); dir=$(hf_dir "$1" "$2")
-    [ "$2" = int8 ] && extra=(--experts int8 --mlp int8)
+    [ "$2" = int8 ] && extra=(--weights int8)
     "$OURS/jamba" generate --model "$dir" --prompt "$AGREE_PROMPT" -n "$AGREE_TOKENS" --temperature 0 --json \
         --threads "$THREADS" "${extra[@]}" >"$OUT/agree-ours.json" 2>/dev/null
     "$LBUILD/bin/llama-completion" -m "$(gguf_file "$1" "$2")" -p "$AGREE_PROMPT" -n "$AGREE_TOKENS" --temp 0 \
