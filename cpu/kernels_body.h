@@ -170,7 +170,7 @@ static inline JB_KI void few_rows_pass(const jb_gemm_args *a, int64_t t0, int R,
     }
 }
 
-/* Y[t0 .. t0+R, n0 .. n1) for a product of few activation rows (R ≤ TILE_ROWS), whose weights are read once
+/* Y[t0 .. t0+R, n0 .. n1) for a product of few activation rows (R < TILE_ROWS), whose weights are read once
  * and serve R FMAs per vector however the tile is shaped. Weight rows side by side are short streams the
  * hardware prefetcher does not follow (and software prefetching did not help it), so the range is read as
  * two sequential streams, its first and second halves, one row of each at a time: two independent chains
@@ -268,12 +268,12 @@ static inline JB_KI void short_row_tiles(const jb_gemm_args *a, int64_t n0, int6
     }
 }
 
-/* Columns [n0, n1) of a product of at most TILE_ROWS rows, as few_rows of that constant count. */
+/* Columns [n0, n1) of a product of fewer than TILE_ROWS rows, as few_rows of that constant count. */
 static inline JB_KI void few_row_product(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
     switch (a->T) { /* TILE_ROWS ≤ 6 */
 #define FEW_ROWS_CASE(R)                                                                                     \
     case R:                                                                                                  \
-        few_rows(a, 0, R <= TILE_ROWS ? R : 1, n0, n1, dt);                                                  \
+        few_rows(a, 0, R < TILE_ROWS ? R : 1, n0, n1, dt);                                                  \
         break;
         FEW_ROWS_CASE(1)
         FEW_ROWS_CASE(2)
@@ -286,8 +286,10 @@ static inline JB_KI void few_row_product(const jb_gemm_args *a, int64_t n0, int6
     }
 }
 
-/* Columns [n0, n1) for every row of a product of more than TILE_ROWS rows: in chunks that stay in L2, each walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in
- * L1, and the chunk's last rows (fewer than TILE_ROWS) as one narrow tile over the same weight rows. */
+/* Columns [n0, n1) for every row of a product of at least TILE_ROWS rows: in chunks that stay in L2, each
+ * walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in L1, and the chunk's last rows (fewer
+ * than TILE_ROWS) as one narrow tile over the same weight rows. (A full tile's FMAs outweigh its streams: at
+ * T = TILE_ROWS = 4 the tiles beat two streams by 13%, bench_gemv.) */
 static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
     int64_t chunk = L2_CHUNK_FLOATS / a->K / TILE_ROWS * TILE_ROWS;
     chunk = chunk < TILE_ROWS ? TILE_ROWS : chunk;
@@ -322,7 +324,7 @@ static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n
         gemm_dtype(a, n0, n1, DT);                                                                           \
     }                                                                                                        \
     static JB_K void gemm_##suffix(const jb_gemm_args *a, int64_t n0, int64_t n1) {                          \
-        if (a->T > TILE_ROWS)                                                                                \
+        if (a->T >= TILE_ROWS)                                                                               \
             tiles_##suffix(a, n0, n1);                                                                       \
         else if (a->T == 1 && (size_t)a->K * elem_size(DT) < SHORT_ROW_BYTES)                                \
             short_rows_##suffix(a, n0, n1);                                                                  \
