@@ -50,10 +50,10 @@ _Static_assert(ATTN_HEADS >= 1 && ATTN_HEADS <= JB_CPU_ATTN_HEADS_MAX, "ATTN_HEA
 #define MAX_TAPS 64        /* and on mamba_d_conv */
 #define L2_CHUNK_FLOATS 65536 /* activation rows per chunk: their floats stay within 256 KiB */
 /* One-row products with shorter weight rows go DECODE_COLS rows side by side, not two streams: such rows
- * make chains of FMAs too short to hide their latency, and streams too short to matter (bench_gemv, T = 1,
- * K = 192 bf16: 56 vs 48 GB/s in cache, where models that small stay; from K = 512 on, two streams win in
- * cache as well as from memory). */
-#define SHORT_ROW_BYTES 1024
+ * make chains of FMAs too short to hide their latency (K / VW steps), and streams too short to matter
+ * (bench_gemv, T = 1, K = 192 bf16 in cache: 56 vs 48 GB/s, where models that small stay; at K = 512 the
+ * two are even in cache, and two streams win by 2.7x from memory). */
+#define SHORT_ROW_K 512
 
 /* ---- the product ------------------------------------------------------------------------------------ */
 
@@ -257,7 +257,7 @@ static inline JB_KI void narrow_tile(const jb_gemm_args *a, int64_t t, int r, in
 #undef NARROW_CASE
 }
 
-/* Columns [n0, n1) of a one-row product whose rows are shorter than SHORT_ROW_BYTES: tiles of DECODE_COLS
+/* Columns [n0, n1) of a one-row product whose rows are shorter than SHORT_ROW_K: tiles of DECODE_COLS
  * weight rows side by side. */
 static inline JB_KI void short_row_tiles(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
     for (int64_t n = n0; n < n1; n += DECODE_COLS) {
@@ -326,7 +326,7 @@ static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n
     static JB_K void gemm_##suffix(const jb_gemm_args *a, int64_t n0, int64_t n1) {                          \
         if (a->T >= TILE_ROWS)                                                                               \
             tiles_##suffix(a, n0, n1);                                                                       \
-        else if (a->T == 1 && (size_t)a->K * elem_size(DT) < SHORT_ROW_BYTES)                                \
+        else if (a->T == 1 && a->K < SHORT_ROW_K)                                                            \
             short_rows_##suffix(a, n0, n1);                                                                  \
         else                                                                                                 \
             few_rows_##suffix(a, n0, n1);                                                                    \
