@@ -9,6 +9,25 @@
 #include "tests/support/quantize_util.h"
 #include "tests/support/testutil.h"
 
+/* `jamba generate` (greedy, 16 tokens) on the folder `dir` as it is and on the original demo with the load
+ * options `a` `b` print the same text. */
+static void expect_generates_alike(const char *dir, const char *a, const char *b) {
+    char *out, *err, *out2, *err2;
+    int rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", dir, "--prompt", "ROMEO:", "--temperature",
+                                     "0", "--max-tokens", "16", "--threads", "2", NULL},
+                    &out, &err);
+    cr_assert_eq(rc, 0, "%s", err);
+    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", QU_DEMO, a, b, "--prompt", "ROMEO:",
+                                 "--temperature", "0", "--max-tokens", "16", "--threads", "2", NULL},
+                &out2, &err2);
+    cr_assert_eq(rc, 0, "%s", err2);
+    cr_expect_str_eq(out, out2, "%s vs the original with %s %s", dir, a, b);
+    free(out);
+    free(err);
+    free(out2);
+    free(err2);
+}
+
 JB_TEST(cli, quantize_then_inspect_shows_int8) {
     char *tmp = tu_tmpdir();
     char *out_dir = tu_path(tmp, "q");
@@ -32,20 +51,7 @@ JB_TEST(cli, quantize_then_inspect_shows_int8) {
     free(out);
     free(err);
     /* the folder loads and generates like --experts int8 on the original */
-    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", out_dir, "--prompt", "ROMEO:", "--temperature",
-                                 "0", "--max-tokens", "16", "--threads", "2", NULL},
-                &out, &err);
-    cr_assert_eq(rc, 0, "%s", err);
-    char *out2, *err2;
-    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", QU_DEMO, "--experts", "int8", "--prompt",
-                                 "ROMEO:", "--temperature", "0", "--max-tokens", "16", "--threads", "2", NULL},
-                &out2, &err2);
-    cr_assert_eq(rc, 0, "%s", err2);
-    cr_expect_str_eq(out, out2);
-    free(out);
-    free(err);
-    free(out2);
-    free(err2);
+    expect_generates_alike(out_dir, "--experts", "int8");
     tu_rmtree(tmp);
     free(out_dir);
     free(tmp);
@@ -89,21 +95,7 @@ JB_TEST(cli, weight_group_options) {
     free(out);
     free(err);
     /* the folder generates as the original with the same options, given in the other order */
-    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", out_dir, "--prompt", "ROMEO:", "--temperature",
-                                 "0", "--max-tokens", "16", "--threads", "2", NULL},
-                &out, &err);
-    cr_assert_eq(rc, 0, "%s", err);
-    char *out2, *err2;
-    rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", QU_DEMO, "--lm-head=stored", "--weights=int8",
-                                 "--prompt", "ROMEO:", "--temperature", "0", "--max-tokens", "16", "--threads", "2",
-                                 NULL},
-                &out2, &err2);
-    cr_assert_eq(rc, 0, "%s", err2);
-    cr_expect_str_eq(out, out2);
-    free(out);
-    free(err);
-    free(out2);
-    free(err2);
+    expect_generates_alike(out_dir, "--lm-head=stored", "--weights=int8");
 
     rc = tu_run((const char *[]){JB_CLI_PATH, "generate", "--model", QU_DEMO, "--mixers", "int4", "--prompt", "A",
                                  NULL},
