@@ -15,7 +15,9 @@
  * --experts / --mlp / --mixers / --lm-head int8: quantize the MoE experts / the dense MLPs / the Mamba and
  * attention projections / the LM head to int8 while loading, --weights int8 all four (as the CLI's options).
  * active_weight_bytes: the weights a decode token reads as held (int8 groups at one byte per parameter, row
- * scales not counted), the embedding left out (one row per token) unless it is the tied LM head. --no-bandwidth: skip the read-bandwidth pass ("read_gb_s":null), whose
+ * scales not counted, and the Mamba mixers' conv, A_log, D and norm vectors counted with their projections:
+ * jamba_param_counts does not separate them), the embedding left out (one row per token) unless it is the
+ * tied LM head. --no-bandwidth: skip the read-bandwidth pass ("read_gb_s":null), whose
  * 256 MiB buffer would otherwise count in the process's peak memory.
  */
 #include "base/cpu_features.h"

@@ -12,7 +12,8 @@
  * second of the best repetition and of the median one (the best is the more stable figure on a shared
  * machine: a repetition can only be slowed by a neighbour). One JSON line:
  *   {"kernels":..., "dtype":..., "T":..., "K":..., "N":..., "footprint_bytes":..., "matrices":M,
- *    "best_gb_s":..., "median_gb_s":..., "best_gflop_s":..., "median_gflop_s":...}
+ *    "best_gb_s":..., "median_gb_s":..., "best_gflop_s":..., "median_gflop_s":..., "check":Y[0]}
+ * ("check" prints a result so that no compiler can drop the products.)
  */
 #include "bench/bench_util.h"
 #include "ckpt/dtype.h"

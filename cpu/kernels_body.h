@@ -174,8 +174,9 @@ static inline JB_KI void few_rows_pass(const jb_gemm_args *a, int64_t t0, int R,
  * and serve R FMAs per vector however the tile is shaped. Weight rows side by side are short streams the
  * hardware prefetcher does not follow (and software prefetching did not help it), so the range is read as
  * two sequential streams, its first and second halves, one row of each at a time: two independent chains
- * of FMAs for weights in cache, two streams in different pages for weights from DRAM. Synthetic MoE decode
- * +33% on 2 threads (docs/BENCHMARKS.md, CPU kernels, 2026-12-03). */
+ * of FMAs for weights in cache, two streams in different pages for weights from DRAM: 1.5-2.6x the read
+ * bandwidth from memory on one thread (bench_gemv; docs/BENCHMARKS.md, CPU kernels, "two sequential
+ * streams"). */
 static inline JB_KI void few_rows(const jb_gemm_args *a, int64_t t0, int R, int64_t n0, int64_t n1,
                                   jamba_dtype dt) {
     const float *x[TILE_ROWS];
