@@ -23,8 +23,11 @@ static bool detect(jb_cpu_kernels k) {
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     if (k == JB_CPU_KERNELS_AVX2)
         return avx2;
-    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+    if (k == JB_CPU_KERNELS_AVX512)
+        return avx512;
+    return avx512 && __builtin_cpu_supports("avx512vnni");
 }
 #else
 static bool detect(jb_cpu_kernels k) {
@@ -33,7 +36,7 @@ static bool detect(jb_cpu_kernels k) {
 }
 #endif
 
-static const char *const NAMES[JB_CPU_KERNELS_COUNT] = {"portable", "avx2", "avx512"};
+static const char *const NAMES[JB_CPU_KERNELS_COUNT] = {"portable", "avx2", "avx512", "avx512vnni"};
 
 const char *jb_cpu_kernels_name(jb_cpu_kernels k) {
     return (unsigned)k < JB_CPU_KERNELS_COUNT ? NAMES[k] : "unknown";

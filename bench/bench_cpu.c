@@ -4,7 +4,8 @@
  * times the size of a 32 MiB L3), so decode can be set against the time to read its active weights.
  *
  *   bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] [--reps R]
- *             [--experts int8] [--mlp int8] [--mixers int8] [--lm-head int8] [--weights int8] [--no-bandwidth]
+ *             [--experts int8] [--mlp int8] [--mixers int8] [--lm-head int8] [--weights int8]
+ *             [--activations int8] [--no-bandwidth]
  *
  * One JSON line per thread count on stdout:
  *   {"model":..., "kernels":..., "threads":N, "prefill_tokens":T, "prefill_tok_s":...,
@@ -13,7 +14,9 @@
  * Medians over R repetitions (prefill and decode from a reset sequence each time). --synthetic: a random
  * bf16 model, 16 layers of hidden 1024 with 16 experts top-2 on every other layer (runtime/synthetic.h).
  * --experts / --mlp / --mixers / --lm-head int8: quantize the MoE experts / the dense MLPs / the Mamba and
- * attention projections / the LM head to int8 while loading, --weights int8 all four (as the CLI's options).
+ * attention projections / the LM head to int8 while loading, --weights int8 all four (as the CLI's options);
+ * --activations int8: those int8 weights multiply int8-quantized activations (jamba_context_params
+ * cpu_activations I8).
  * active_weight_bytes: the weights a decode token reads as held (int8 groups at one byte per parameter, row
  * scales not counted, and the Mamba mixers' conv, A_log, D and norm vectors counted with their projections:
  * jamba_param_counts does not separate them), the embedding left out (one row per token) unless it is the
@@ -102,6 +105,7 @@ typedef struct bench_opts {
     int reps;
     jamba_model_params load; /* the weight formats */
     bool bandwidth;
+    jamba_dtype activations; /* what int8 weights multiply: F32 or I8 */
 } bench_opts;
 
 /* Seconds for one prefill of `prompt` tokens and for `decode` greedy single-token steps after it. */
@@ -136,6 +140,7 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
     p.n_batch = o->prompt;
     p.n_logits_max = 1;
     p.n_threads = threads;
+    p.cpu_activations = o->activations;
     jamba_context *ctx = NULL;
     if (jamba_context_create(m, &p, &ctx, &err) != JAMBA_OK)
         die("context", &err);
@@ -171,11 +176,12 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
     if (o->bandwidth)
         snprintf(read_gb_s, sizeof read_gb_s, "%.2f", read_bandwidth(threads));
     printf("{\"model\":\"%s\",\"kernels\":\"%s\",\"experts\":\"%s\",\"mlp\":\"%s\",\"mixers\":\"%s\","
-           "\"lm_head\":\"%s\",\"threads\":%d,"
+           "\"lm_head\":\"%s\",\"activations\":\"%s\",\"threads\":%d,"
            "\"prefill_tokens\":%lld,\"prefill_tok_s\":%.1f,\"decode_tokens\":%lld,\"decode_tok_s\":%.1f,"
            "\"active_weight_bytes\":%.0f,\"decode_weight_gb_s\":%.2f,\"read_gb_s\":%s}\n",
            name, jb_cpu_kernels_name(jb_cpu_kernels_selected()), format_name(o->load.experts),
-           format_name(o->load.mlp), format_name(o->load.mixers), format_name(o->load.lm_head), threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
+           format_name(o->load.mlp), format_name(o->load.mixers), format_name(o->load.lm_head),
+           o->activations == JAMBA_DTYPE_I8 ? "int8" : "f32", threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
            active * decode / 1e9, read_gb_s);
     fflush(stdout);
     free(ids);
@@ -186,7 +192,7 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
 static void usage(void) {
     fprintf(stderr, "usage: bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] "
                     "[--reps R] [--experts int8] [--mlp int8] [--mixers int8] [--lm-head int8] [--weights int8] "
-                    "[--no-bandwidth]\n");
+                    "[--activations int8] [--no-bandwidth]\n");
     exit(2);
 }
 
@@ -210,7 +216,8 @@ static void parse_threads(const char *s, bench_opts *o) {
 
 int main(int argc, char **argv) {
     bench_opts o = {.model_dir = JB_SOURCE_DIR "/models/demo", .threads = {1, 2}, .n_threads = 2, .prompt = 512,
-                    .decode = 128, .reps = 3, .load = jamba_model_default_params(), .bandwidth = true};
+                    .decode = 128, .reps = 3, .load = jamba_model_default_params(), .bandwidth = true,
+                    .activations = JAMBA_DTYPE_F32};
     for (int i = 1; i < argc; i++) {
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--synthetic") == 0)
@@ -235,6 +242,8 @@ int main(int argc, char **argv) {
             o.load.lm_head = parse_format(argv[++i]);
         else if (strcmp(argv[i], "--weights") == 0 && next) /* all four; later group flags override */
             o.load.experts = o.load.mlp = o.load.mixers = o.load.lm_head = parse_format(argv[++i]);
+        else if (strcmp(argv[i], "--activations") == 0 && next && strcmp(next, "int8") == 0 && ++i)
+            o.activations = JAMBA_DTYPE_I8;
         else if (strcmp(argv[i], "--no-bandwidth") == 0)
             o.bandwidth = false;
         else

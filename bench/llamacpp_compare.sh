@@ -2,7 +2,7 @@
 # llamacpp_compare.sh — this runtime's CPU path against llama.cpp on the same models, precisions and threads,
 # paired in one run (not part of CI; docs/BENCHMARKS.md "Against llama.cpp" has the results and commands).
 #
-#   bench/llamacpp_compare.sh [--reps R] [--threads N] [--models demo,synthetic] [--precisions bf16,f32,int8]
+#   bench/llamacpp_compare.sh [--reps R] [--threads N] [--models demo,synthetic] [--precisions bf16,f32,int8,w8a8]
 #                             [--no-transformers] [--prepare-only]
 #
 # Everything it fetches, builds and converts stays under build/llamacpp/ (ignored by git; override with
@@ -16,7 +16,7 @@
 # Then per model and precision, R paired repetitions at N threads (default 2), alternating which runtime
 # goes first: prefill of a 512-token prompt and decode of 128 tokens after it —
 #   this runtime: bench_cpu --model DIR --threads N --prompt 512 --decode 128 --reps 1 --no-bandwidth
-#                 (+ --weights int8 for int8), under /usr/bin/time -v;
+#                 (+ --weights int8 for int8, + --activations int8 too for w8a8), under /usr/bin/time -v;
 #   llama.cpp:    llama-bench -m GGUF -t N -p 512 -n 0 -r 1, then -p 0 -n 128 -d 512 -r 1 (decode after a
 #                 512-token context, as ours), each under /usr/bin/time -v;
 # peak RSS (the larger of llama.cpp's two processes), greedy agreement on a fixed prompt (`jamba generate
@@ -27,7 +27,9 @@
 # this runtime's --weights int8 (every projection matrix — experts, dense MLPs, Mamba and attention
 # projections, LM head — as int8 with one fp32 scale per output row, activations fp32; the embedding, norms,
 # conv and routers as stored) / GGUF Q8_0 (every 2-D weight but the router and the conv as int8 in blocks of
-# 32 with an f16 scale each, embedding included, activations quantized to 8 bits for the products).
+# 32 with an f16 scale each, embedding included, activations quantized to 8 bits for the products); w8a8 = the
+# same int8 weights multiplying int8 activations (--activations int8: one scale per activation row, integer
+# dot products) / the same GGUF Q8_0.
 #
 # Environment: PYTHON (default build/fixenv/bin/python: torch, transformers, safetensors, sentencepiece),
 # JAMBA_BUILD (default build/cpu: bench_cpu and jamba, a Release build), LLAMA_CPP_PYTHON_VERSION.
@@ -39,7 +41,7 @@ VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 PY=${PYTHON:-$ROOT/build/fixenv/bin/python}
 OURS=${JAMBA_BUILD:-$ROOT/build/cpu}
 HELPER="$ROOT/bench/llamacpp_compare.py"
-REPS=5 THREADS=2 MODELS=demo,synthetic PRECISIONS=bf16,f32,int8 TRANSFORMERS=1 PREPARE_ONLY=0
+REPS=5 THREADS=2 MODELS=demo,synthetic PRECISIONS=bf16,f32,int8,w8a8 TRANSFORMERS=1 PREPARE_ONLY=0
 PROMPT_TOKENS=512 DECODE_TOKENS=128 AGREE_TOKENS=32
 AGREE_PROMPT=$'ROMEO:\nBut soft, what light'
 
@@ -94,7 +96,10 @@ hf_dir() { # model precision -> the Hugging Face folder this runtime loads
     synthetic-*) echo "$M/synthetic-bf16" ;;
     esac
 }
-gguf_type() { case "$1" in bf16) echo bf16 ;; f32) echo f32 ;; int8) echo q8_0 ;; esac; }
+gguf_type() { case "$1" in bf16) echo bf16 ;; f32) echo f32 ;; int8 | w8a8) echo q8_0 ;; esac; }
+our_flags() { # precision -> this runtime's options for it
+    case "$1" in int8) echo --weights int8 ;; w8a8) echo --weights int8 --activations int8 ;; esac
+}
 gguf_file() { echo "$M/$1-$(gguf_type "$2").gguf"; }
 
 prepare_model() { # model
@@ -142,7 +147,7 @@ RESULTS="$OUT/results.jsonl"
 load1() { cut -d' ' -f1 /proc/loadavg; }
 run_ours() { # model precision rep
     local dir extra=() load; dir=$(hf_dir "$1" "$2"); load=$(load1)
-    [ "$2" = int8 ] && extra=(--weights int8)
+    read -r -a extra <<<"$(our_flags "$2")"
     /usr/bin/time -v -o "$OUT/ours.time" "$OURS/bench_cpu" --model "$dir" --threads "$THREADS" \
         --prompt "$PROMPT_TOKENS" --decode "$DECODE_TOKENS" --reps 1 --no-bandwidth "${extra[@]}" >"$OUT/ours.json"
     "$PY" "$HELPER" record "$RESULTS" --runtime jamba --model "$1" --precision "$2" --rep "$3" --load "$load" \
@@ -159,7 +164,7 @@ run_theirs() { # model precision rep
 }
 agree() { # model precision
     local dir extra=(); dir=$(hf_dir "$1" "$2")
-    [ "$2" = int8 ] && extra=(--weights int8)
+    read -r -a extra <<<"$(our_flags "$2")"
     "$OURS/jamba" generate --model "$dir" --prompt "$AGREE_PROMPT" -n "$AGREE_TOKENS" --temperature 0 --json \
         --threads "$THREADS" "${extra[@]}" >"$OUT/agree-ours.json" 2>/dev/null
     "$LBUILD/bin/llama-completion" -m "$(gguf_file "$1" "$2")" -p "$AGREE_PROMPT" -n "$AGREE_TOKENS" --temp 0 \

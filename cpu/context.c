@@ -69,6 +69,11 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
     const uint64_t A = (uint64_t)c->n_attention_layers, M = (uint64_t)c->n_mamba_layers;
     const uint64_t score_rows = (uint64_t)jb_cpu_attn_score_rows(c->num_attention_heads, c->num_key_value_heads);
     const uint64_t vec = (uint64_t)max3(c->hidden_size, c->mamba_dt_rank, c->mamba_d_state);
+    /* int8 activations: the rows of any product (a step's rows, or the logit rows) of the longest input
+     * (H, D_i, R, q or I) */
+    const uint64_t q8_rows = p->cpu_activations == JAMBA_DTYPE_I8 ? (Tb > cap ? Tb : cap) : 0;
+    const uint64_t q8_row_bytes = (uint64_t)jb_cpu_q8_row_bytes(
+        max3(max3(c->hidden_size, c->mamba_d_inner, c->mamba_dt_rank), (int64_t)q, c->intermediate_size));
     jb_cpu_workspace *w = &b->ws;
     jb_ffn_workspace *f = &w->ffn;
     const buffer table[] = {
@@ -105,7 +110,11 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
         {(void **)&f->plan.expert_begin, sizeof(int64_t), D1(E + 1), ROLE_WORK, "a workspace"},
         {(void **)&f->plan.slot_token, sizeof(int64_t), D2(Tb, k), ROLE_WORK, "a workspace"},
         {(void **)&f->plan.slot_weight, sizeof(float), D2(Tb, k), ROLE_WORK, "a workspace"},
+        {(void **)&b->exec.q8_rows, 1, D2(q8_rows, q8_row_bytes), ROLE_WORK, "int8 activation rows"},
+        {(void **)&b->exec.q8_scales, sizeof(float), D1(q8_rows), ROLE_WORK, "int8 activation scales"},
     };
+    b->exec.q8_rows_max = (int64_t)q8_rows;
+    b->exec.q8_row_bytes = (int64_t)q8_row_bytes;
     _Static_assert(sizeof table / sizeof table[0] <= MAX_BUFFERS, "MAX_BUFFERS");
     memcpy(out, table, sizeof table);
     *n = sizeof table / sizeof table[0];
@@ -145,7 +154,7 @@ jamba_status jb_cpu_ctx_bytes(const jamba_model *m, const jamba_context_params *
 void jb_cpu_ctx_free(jb_backend_ctx *b) {
     if (b == NULL)
         return;
-    jb_pool_free(b->pool);
+    jb_pool_free(b->exec.pool);
     buffer t[MAX_BUFFERS] = {{0}};
     size_t n;
     buffer_table(b, &b->model->config, &b->params, t, &n);
@@ -176,7 +185,7 @@ jamba_status jb_cpu_ctx_create(const jamba_model *m, const jamba_context_params 
                          t[i].what, (unsigned long long)bytes[i], (unsigned long long)total);
     }
     if (st == JAMBA_OK)
-        st = jb_pool_create(p->n_threads, &b->pool, err);
+        st = jb_pool_create(p->n_threads, &b->exec.pool, err);
     if (st != JAMBA_OK) {
         jb_cpu_ctx_free(b);
         return st;
@@ -224,8 +233,8 @@ jamba_status jb_cpu_set_threads(jb_backend_ctx *b, int32_t n_threads, jamba_erro
     }
     if (st != JAMBA_OK)
         return st;
-    jb_pool_free(b->pool);
-    b->pool = pool;
+    jb_pool_free(b->exec.pool);
+    b->exec.pool = pool;
     b->params.n_threads = n_threads;
     return JAMBA_OK;
 }

@@ -15,6 +15,7 @@
 #include "cpu/attention.h"
 #include "cpu/ffn.h"
 #include "cpu/mamba.h"
+#include "cpu/ops.h"
 
 /* The activation workspace, sized for Tb rows. */
 typedef struct jb_cpu_workspace {
@@ -43,7 +44,7 @@ typedef struct jb_cpu_workspace {
 struct jb_backend_ctx {
     const jamba_model *model;
     jamba_context_params params;   /* resolved */
-    jb_pool *pool;
+    jb_cpu_exec exec;              /* the thread pool, and the int8 activation rows of cpu_activations I8 */
     int64_t *layer_slot;           /* [L] index among attention layers or among Mamba layers */
     float *kv;                     /* [S, A, 2, C, kv] */
     float *conv;                   /* [S, M, D_i, K-1] */

@@ -8,20 +8,20 @@
 
 #include <string.h>
 
-void jb_cpu_mlp(jb_pool *pool, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
+void jb_cpu_mlp(const jb_cpu_exec *ex, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
                 float *out) {
     const int64_t I = w->gate_proj.shape[0];
-    jb_cpu_matmul(pool, ws->gate, x, T, &w->gate_proj, NULL);
-    jb_cpu_matmul(pool, ws->up, x, T, &w->up_proj, NULL);
+    jb_cpu_matmul_ex(ex, ws->gate, x, T, &w->gate_proj, NULL);
+    jb_cpu_matmul_ex(ex, ws->up, x, T, &w->up_proj, NULL);
     jb_cpu_kernels_active()->silu_mul(ws->gate, ws->up, T * I);
-    jb_cpu_matmul(pool, out, ws->gate, T, &w->down_proj, NULL);
+    jb_cpu_matmul_ex(ex, out, ws->gate, T, &w->down_proj, NULL);
 }
 
-void jb_cpu_moe(jb_pool *pool, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
+void jb_cpu_moe(const jb_cpu_exec *ex, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
                 int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out,
                 const jb_moe_logits_out *logits_out) {
     const int64_t H = router->shape[1];
-    jb_cpu_matmul(pool, ws->router, x, T, router, NULL);
+    jb_cpu_matmul_ex(ex, ws->router, x, T, router, NULL);
     if (logits_out && logits_out->dst && logits_out->rows > 0)
         memcpy(logits_out->dst, ws->router, (size_t)(logits_out->rows * n_experts) * sizeof *ws->router);
     jb_moe_route(ws->router, T, n_experts, top_k, ws->experts, ws->weights);
@@ -34,7 +34,7 @@ void jb_cpu_moe(jb_pool *pool, jb_ffn_workspace *ws, const jb_weight *router, co
             continue;
         for (int64_t i = 0; i < count; i++)
             memcpy(ws->gathered + i * H, x + ws->plan.slot_token[first + i] * H, (size_t)H * sizeof *x);
-        jb_cpu_mlp(pool, ws, &experts[e], ws->gathered, count, ws->expert_out);
+        jb_cpu_mlp(ex, ws, &experts[e], ws->gathered, count, ws->expert_out);
         for (int64_t i = 0; i < count; i++) {
             float *dst = out + ws->plan.slot_token[first + i] * H;
             const float *src = ws->expert_out + i * H, w = ws->plan.slot_weight[first + i];

@@ -10,6 +10,7 @@
 #include "ckpt/weights.h"
 #include "moe/router.h"
 #include "base/threadpool.h"
+#include "cpu/ops.h"
 
 typedef struct jb_ffn_workspace {
     float *gate;           /* [T, I] */
@@ -23,7 +24,7 @@ typedef struct jb_ffn_workspace {
 } jb_ffn_workspace;
 
 /* out[T, H] = down(SiLU(gate(x)) ⊙ up(x)) */
-void jb_cpu_mlp(jb_pool *pool, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
+void jb_cpu_mlp(const jb_cpu_exec *ex, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
                 float *out);
 
 /* Where a copy of the router's logits goes: the first `rows` rows of [T, E], or nowhere (dst NULL). */
@@ -34,7 +35,7 @@ typedef struct jb_moe_logits_out {
 
 /* out[T, H] = Σ over each token's top-k experts of weight · expert(x); router [E, H]; experts [E].
  * logits_out (or NULL) receives the router logits before routing. */
-void jb_cpu_moe(jb_pool *pool, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
+void jb_cpu_moe(const jb_cpu_exec *ex, jb_ffn_workspace *ws, const jb_weight *router, const jb_mlp_weights *experts,
                 int64_t n_experts, int64_t top_k, const float *x, int64_t T, float *out,
                 const jb_moe_logits_out *logits_out);
 

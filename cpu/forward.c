@@ -56,9 +56,9 @@ static void attention_layer(jb_backend_ctx *ctx, const jb_attention_weights *w, 
     jb_cpu_workspace *ws = &ctx->ws;
     const int64_t q_dim = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
     const int64_t score_rows = jb_cpu_attn_score_rows(c->num_attention_heads, c->num_key_value_heads);
-    jb_cpu_matmul(ctx->pool, ws->q, ws->xn, T, &w->q_proj, NULL);
-    jb_cpu_matmul(ctx->pool, ws->k_new, ws->xn, T, &w->k_proj, NULL);
-    jb_cpu_matmul(ctx->pool, ws->v_new, ws->xn, T, &w->v_proj, NULL);
+    jb_cpu_matmul_ex(&ctx->exec, ws->q, ws->xn, T, &w->q_proj, NULL);
+    jb_cpu_matmul_ex(&ctx->exec, ws->k_new, ws->xn, T, &w->k_proj, NULL);
+    jb_cpu_matmul_ex(&ctx->exec, ws->v_new, ws->xn, T, &w->v_proj, NULL);
     for (int64_t s = 0; s < n_segs; s++) {
         const jb_segment *g = &segs[s];
         float *K = jb_cpu_kv(ctx, g->seq, slot, 0), *V = jb_cpu_kv(ctx, g->seq, slot, 1);
@@ -70,8 +70,8 @@ static void attention_layer(jb_backend_ctx *ctx, const jb_attention_weights *w, 
                                           .out = ws->att + g->row * q_dim, .scratch = ws->attn_scratch,
                                           .scratch_stride = score_rows * ctx->params.n_ctx};
     }
-    jb_cpu_attention(ctx->pool, ws->attn_args, n_segs);
-    jb_cpu_matmul(ctx->pool, ws->mix, ws->att, T, &w->o_proj, NULL);
+    jb_cpu_attention(ctx->exec.pool, ws->attn_args, n_segs);
+    jb_cpu_matmul_ex(&ctx->exec, ws->mix, ws->att, T, &w->o_proj, NULL);
 }
 
 static const float *optional_f32(const jb_weight *w, float *scratch) {
@@ -87,7 +87,7 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
     small_weights sw = carve(ctx);
 
     /* 1. in_proj: [u_raw | z] */
-    jb_cpu_matmul(ctx->pool, ws->proj, ws->xn, T, &w->in_proj, optional_f32(&w->in_proj_bias, sw.bias2));
+    jb_cpu_matmul_ex(&ctx->exec, ws->proj, ws->xn, T, &w->in_proj, optional_f32(&w->in_proj_bias, sw.bias2));
     /* 2-3. causal conv + SiLU per sequence, continuing from its window */
     const float *conv_w = jb_weight_f32(&w->conv1d, sw.conv);
     const float *conv_b = optional_f32(&w->conv1d_bias, sw.vec[0]);
@@ -97,9 +97,9 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
                                           .ldx = 2 * Di, .w = conv_w, .b = conv_b,
                                           .window = jb_cpu_conv(ctx, g->seq, slot), .out = ws->u + g->row * Di};
     }
-    jb_cpu_conv_silu(ctx->pool, ws->conv_args, n_segs);
+    jb_cpu_conv_silu(ctx->exec.pool, ws->conv_args, n_segs);
     /* 5-6. x_proj → [dt | B | C], each RMS-normalised */
-    jb_cpu_matmul(ctx->pool, ws->xdbl, ws->u, T, &w->x_proj, NULL);
+    jb_cpu_matmul_ex(&ctx->exec, ws->xdbl, ws->u, T, &w->x_proj, NULL);
     if (c->mamba_inner_layernorms) {
         jb_cpu_rmsnorm(ws->xdbl, ws->xdbl, T, R, xd, jb_weight_f32(&w->dt_norm, sw.v[0]), c->rms_norm_eps);
         jb_cpu_rmsnorm(ws->xdbl + R, ws->xdbl + R, T, N, xd, jb_weight_f32(&w->b_norm, sw.v[1]), c->rms_norm_eps);
@@ -109,7 +109,7 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
     /* 7. Δ = softplus(dt_proj(dt) + bias) */
     for (int64_t t = 0; t < T; t++)
         memcpy(ws->dt_in + t * R, ws->xdbl + t * xd, (size_t)R * sizeof(float));
-    jb_cpu_matmul(ctx->pool, ws->delta, ws->dt_in, T, &w->dt_proj, jb_weight_f32(&w->dt_proj_bias, sw.vec[1]));
+    jb_cpu_matmul_ex(&ctx->exec, ws->delta, ws->dt_in, T, &w->dt_proj, jb_weight_f32(&w->dt_proj_bias, sw.vec[1]));
     jb_cpu_kernels_active()->softplus(ws->delta, T * Di);
     /* 8-11. A = -exp(A_log); selective scan per sequence, continuing from its state */
     jb_cpu_kernels_active()->neg_exp(sw.A, jb_weight_f32(&w->A_log, sw.A), Di * N);
@@ -122,9 +122,9 @@ static void mamba_layer(jb_backend_ctx *ctx, const jb_mamba_weights *w, int64_t 
                                           .z = ws->proj + g->row * 2 * Di + Di, .ldz = 2 * Di,
                                           .state = jb_cpu_ssm(ctx, g->seq, slot), .y = ws->y + g->row * Di};
     }
-    jb_cpu_selective_scan(ctx->pool, ws->scan_args, n_segs);
+    jb_cpu_selective_scan(ctx->exec.pool, ws->scan_args, n_segs);
     /* 12. out_proj */
-    jb_cpu_matmul(ctx->pool, ws->mix, ws->y, T, &w->out_proj, optional_f32(&w->out_proj_bias, sw.v[3]));
+    jb_cpu_matmul_ex(&ctx->exec, ws->mix, ws->y, T, &w->out_proj, optional_f32(&w->out_proj_bias, sw.v[3]));
 }
 
 /* ---- the step --------------------------------------------------------------------------------- */
@@ -178,11 +178,11 @@ jamba_status jb_cpu_step(jb_backend_ctx *ctx, const jb_step_io *io, jamba_error 
             const int64_t E = c->num_experts, keep = cap && cap->router ? jb_capture_keep(cap, T) : 0;
             float *router_dst = keep ? cap->router + (moe_index * cap->rows + cap->next_row) * E : NULL;
             const jb_moe_logits_out router_out = {router_dst, keep};
-            jb_cpu_moe(ctx->pool, &ws->ffn, &lw->router, lw->experts, E, c->num_experts_per_tok, ws->xn, T, ws->mix,
+            jb_cpu_moe(&ctx->exec, &ws->ffn, &lw->router, lw->experts, E, c->num_experts_per_tok, ws->xn, T, ws->mix,
                        &router_out);
             moe_index++;
         } else {
-            jb_cpu_mlp(ctx->pool, &ws->ffn, &lw->mlp, ws->xn, T, ws->mix);
+            jb_cpu_mlp(&ctx->exec, &ws->ffn, &lw->mlp, ws->xn, T, ws->mix);
         }
         add_rows(ws->x, ws->mix, T * H);
         if (cap && cap->hook)
@@ -203,7 +203,7 @@ jamba_status jb_cpu_step(jb_backend_ctx *ctx, const jb_step_io *io, jamba_error 
         for (int64_t i = 0; i < n_logits; i++)
             memcpy(ws->final_rows + i * H, ws->x + io->logit_src[i] * H, (size_t)H * sizeof(float));
         jb_cpu_rmsnorm(ws->final_rows, ws->final_rows, n_logits, H, H, final_w, c->rms_norm_eps);
-        jb_cpu_matmul(ctx->pool, io->host_logits + io->logit_dst * c->vocab_size, ws->final_rows,
+        jb_cpu_matmul_ex(&ctx->exec, io->host_logits + io->logit_dst * c->vocab_size, ws->final_rows,
                       n_logits, &m->weights.lm_head, NULL);
     }
     return JAMBA_OK;

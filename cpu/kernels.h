@@ -1,6 +1,6 @@
 /*
  * kernels.h — the CPU backend's inner loops, one table per kernel set (base/cpu_features.h): portable C,
- * AVX2 + FMA + F16C, AVX-512. Each set is compiled with function-level target attributes, so one binary
+ * AVX2 + FMA + F16C, AVX-512, AVX-512 with VNNI. Each set is compiled with function-level target attributes, so one binary
  * runs anywhere and uses the best set the CPU has (or the one JAMBA_CPU_KERNELS names).
  *
  * Numerics, identical for every thread count and every way of splitting rows into steps:
@@ -10,6 +10,10 @@
  *         in increasing k with zeros past K, then the lanes pairwise (i with i + VW/2, and so on down to one),
  *         whatever the tile shape that computed it. Portable: separate multiply and add (fused where the
  *         compiler's target has FMA); AVX2 / AVX-512: fused multiply-add.
+ *   gemm_q8  int8 weights times int8-quantized activations (jamba_context_params.cpu_activations = I8):
+ *         y[t, n] = ((float)(Σ_k xq[t, k] · w[n, k]) · sx[t]) · scale[n] (+ bias[n]), the sum exact in
+ *         integers (so every set, tile shape and thread count gives the same bits), the activations
+ *         quantized per row by jb_cpu_quantize_rows (cpu/ops.h).
  *   conv, scan, SiLU and softplus: vectorised over channels (elements), so each follows the plain loop's
  *         order of operations (cpu/mamba.h, cpu/ops.h); portable calls libm's expf and log1pf, the SIMD sets
  *         vector versions within a few ulp of them (so their results can differ in the last bits).
@@ -41,6 +45,23 @@ typedef struct jb_gemm_args {
     float *Y;           /* [T, N] */
 } jb_gemm_args;
 
+/* The longest row gemm_q8 takes: its int32 sums cannot overflow (K · 255 · 127 < 2^31). */
+#define JB_Q8_MAX_K 65536
+/* Activation rows are stored padded to a multiple of this many bytes (the widest set's step). */
+#define JB_Q8_ROW_ALIGN 64
+
+/* One product of int8 weights with int8 activations: Y[T, N] = X[T, K] · W[N, K]^T (+ bias) as above. */
+typedef struct jb_gemm_q8_args {
+    const uint8_t *Xq;  /* [T, ldq] xq + q8_offset (the table's) per byte, ldq a multiple of JB_Q8_ROW_ALIGN,
+                           the padding past K holding 0 + q8_offset */
+    const float *sx;    /* [T] the rows' scales */
+    int64_t T, K, ldq, N; /* K ≤ JB_Q8_MAX_K */
+    const int8_t *W;    /* [N, K] */
+    const float *scale; /* [N] */
+    const float *bias;  /* [N] or NULL */
+    float *Y;           /* [T, N] */
+} jb_gemm_q8_args;
+
 typedef struct jb_cpu_kernel_table {
     jb_cpu_kernels set;
     int vector_width; /* VW above */
@@ -58,6 +79,10 @@ typedef struct jb_cpu_kernel_table {
      * reading one KV head; score: nh rows of pos + n floats of the thread's scratch. Each head's result is
      * the same whatever nh. */
     void (*attend)(const struct jb_attn_args *a, int64_t row, int64_t head0, int nh, float *score);
+    /* Columns [n0, n1) of an int8 x int8 product for every row; q8_offset: what the set's activation bytes
+     * add to xq (0: signed bytes; 128: unsigned, for VNNI's unsigned x signed products). */
+    void (*gemm_q8)(const jb_gemm_q8_args *a, int64_t n0, int64_t n1);
+    int q8_offset;
 } jb_cpu_kernel_table;
 
 /* The table of kernel set k, or NULL when this CPU cannot run it (or this build has no such set). */
@@ -70,6 +95,7 @@ const jb_cpu_kernel_table *jb_cpu_kernels_active(void);
 extern const jb_cpu_kernel_table jb_cpu_kernels_portable;
 extern const jb_cpu_kernel_table jb_cpu_kernels_avx2;
 extern const jb_cpu_kernel_table jb_cpu_kernels_avx512;
+extern const jb_cpu_kernel_table jb_cpu_kernels_avx512vnni;
 
 /* E4M3 decoding table, 256 entries (filled on first use of jb_cpu_kernel_set). */
 extern float jb_cpu_e4m3_table[256];

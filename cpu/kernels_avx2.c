@@ -84,6 +84,23 @@ static inline JB_KI void v_reduce4(vf a, vf b, vf c, vf d, float out[4]) {
     out[0] = lanes[0], out[1] = lanes[4], out[2] = lanes[2], out[3] = lanes[6];
 }
 
+/* int8 x int8 (kernels_body.h): 16 bytes widened to 16 bits, vpmaddwd multiplies pairs into 8 int32 lanes. */
+typedef __m256i vi;
+typedef __m256i vq;
+#define Q8_STEP 16
+#define Q8_OFFSET 0
+#define Q8_TILE_ROWS 2
+#define Q8_TILE_COLS 4
+static inline JB_KI vi vi_zero(void) { return _mm256_setzero_si256(); }
+static inline JB_KI vq q8_load(const void *p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)); }
+static inline JB_KI vi vi_dot(vi acc, vq x, vq w) { return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)); }
+static inline JB_KI vi vi_wsum(vi acc, vq w) { return _mm256_add_epi32(acc, _mm256_madd_epi16(w, _mm256_set1_epi16(1))); }
+static inline JB_KI int64_t vi_hsum(vi v) {
+    const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i t = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1))));
+}
+
 #include "cpu/kernels_body.h"
 
 #else

@@ -22,6 +22,14 @@
  *                          together, sharing each key and value vector (4 x ATTN_HEADS accumulators); 2
  *                          unless the set says
  *   KERNEL_SET, KERNEL_TABLE     the jb_cpu_kernels value and the table's name
+ * and for the int8 x int8 product (gemm_q8):
+ *   vi, vq                 int32 lanes; Q8_STEP bytes of activations or weights as the set multiplies them
+ *   Q8_STEP, Q8_OFFSET     bytes per step (dividing JB_Q8_ROW_ALIGN); what activation bytes add to xq
+ *   Q8_TILE_ROWS, Q8_TILE_COLS   activation rows x weight rows of a tile (R·C + C + C + 1 registers)
+ *   q8_load(p)             Q8_STEP bytes at p (activations or weights)
+ *   vi_zero() vi_dot(acc, x, w)   acc + the products x·w summed into lanes (exact)
+ *   vi_wsum(acc, w)        acc + the weights summed into lanes (used where Q8_OFFSET is not 0)
+ *   vi_hsum(v)             the lanes' sum
  *
  * Shapes: T activation rows, K inputs, N outputs; a tile is R activation rows x C weight rows whose R·C
  * accumulators stay in registers while k runs over all of K.
@@ -357,6 +365,165 @@ static JB_K void gemm(const jb_gemm_args *a, int64_t n0, int64_t n1) {
         gemm_f32(a, n0, n1);
         break;
     }
+}
+
+/* ---- int8 weights x int8 activations (gemm_q8) -------------------------------------------------- */
+
+_Static_assert(JB_Q8_ROW_ALIGN % Q8_STEP == 0, "Q8_STEP");
+
+/* y from an exact integer sum (kernels.h's formula; the same scalar operations in every set). */
+static inline JB_KI float q8_output(int64_t sum, float sx, float sw, const float *bias, int64_t n) {
+    const float y = ((float)sum * sx) * sw;
+    return bias ? y + bias[n] : y;
+}
+
+#ifndef HAVE_VI_HSUM4
+/* The lane sums of four accumulators. */
+static inline JB_KI void vi_hsum4(vi a, vi b, vi c, vi d, int64_t out[4]) {
+    out[0] = vi_hsum(a), out[1] = vi_hsum(b), out[2] = vi_hsum(c), out[3] = vi_hsum(d);
+}
+#endif
+
+/* Y[t0 .. t0+R, rows n_p] for P weight rows: one integer accumulator per (row, weight row); the last
+ * K mod Q8_STEP weights from a zero-padded copy (the activations' padding is theirs: 0 + offset, times a zero
+ * weight). Where activations carry an offset, wsum[p] is row n_p's weight sum (offset · wsum is taken off):
+ * computed here when `have_wsum` is 0, then kept by the caller for the next rows. Any order gives the same
+ * sums, so decode reads its weights as two streams (P = 2) and prefill as tiles (P = Q8_TILE_COLS). */
+static inline JB_KI void q8_block(const jb_gemm_q8_args *a, int64_t t0, int R, int P, const int64_t *n,
+                                  int64_t wsum[Q8_TILE_COLS], int have_wsum) {
+    const int64_t K = a->K;
+    const uint8_t *x[Q8_TILE_ROWS];
+    const int8_t *w[Q8_TILE_COLS];
+    vi acc[Q8_TILE_ROWS * Q8_TILE_COLS], ws[4];
+    const int sums = Q8_OFFSET && !have_wsum;
+    UNROLL for (int i = 0; i < R; i++)
+        x[i] = a->Xq + (t0 + i) * a->ldq;
+    UNROLL for (int p = 0; p < P; p++) {
+        w[p] = a->W + n[p] * K;
+        ws[p] = vi_zero();
+        UNROLL for (int i = 0; i < R; i++)
+            acc[p * R + i] = vi_zero();
+    }
+    int64_t k = 0;
+    for (; k + Q8_STEP <= K; k += Q8_STEP)
+        UNROLL for (int p = 0; p < P; p++) {
+            const vq wv = q8_load(w[p] + k);
+            if (sums)
+                ws[p] = vi_wsum(ws[p], wv);
+            UNROLL for (int i = 0; i < R; i++)
+                acc[p * R + i] = vi_dot(acc[p * R + i], q8_load(x[i] + k), wv);
+        }
+    if (k < K)
+        UNROLL for (int p = 0; p < P; p++) {
+            int8_t pad[Q8_STEP] = {0};
+            memcpy(pad, w[p] + k, (size_t)(K - k));
+            const vq wv = q8_load(pad);
+            if (sums)
+                ws[p] = vi_wsum(ws[p], wv);
+            UNROLL for (int i = 0; i < R; i++)
+                acc[p * R + i] = vi_dot(acc[p * R + i], q8_load(x[i] + k), wv);
+        }
+    if (sums) {
+        int64_t s4[4];
+        vi_hsum4(ws[0], P > 1 ? ws[1] : ws[0], P > 2 ? ws[2] : ws[0], P > 3 ? ws[3] : ws[0], s4);
+        UNROLL for (int p = 0; p < P; p++)
+            wsum[p] = s4[p];
+    }
+    const int nacc = P * R;
+    UNROLL for (int j = 0; j < nacc; j += 4) {
+        int64_t s4[4];
+        vi_hsum4(acc[j], j + 1 < nacc ? acc[j + 1] : acc[j], j + 2 < nacc ? acc[j + 2] : acc[j],
+                 j + 3 < nacc ? acc[j + 3] : acc[j], s4);
+        for (int q = 0; q < 4 && j + q < nacc; q++) {
+            const int p = (j + q) / R, i = (j + q) % R;
+            const int64_t offset = Q8_OFFSET ? Q8_OFFSET * wsum[p] : 0;
+            a->Y[(t0 + i) * a->N + n[p]] =
+                q8_output(s4[q] - offset, a->sx[t0 + i], a->scale[n[p]], a->bias, n[p]);
+        }
+    }
+}
+
+/* Columns [n0, n1) for rows [t0, t0 + R) as blocks of P consecutive weight rows (the last block's rows past
+ * n1 repeat n1 - 1; those sums are stored again, the same values). */
+static inline JB_KI void q8_columns(const jb_gemm_q8_args *a, int64_t t0, int R, int P, int64_t n0, int64_t n1,
+                                    int64_t wsum[Q8_TILE_COLS], int have_wsum) {
+    for (int64_t c = n0; c < n1; c += P) {
+        int64_t n[Q8_TILE_COLS];
+        UNROLL for (int p = 0; p < P; p++)
+            n[p] = c + p < n1 ? c + p : n1 - 1;
+        q8_block(a, t0, R, P, n, wsum, have_wsum);
+    }
+}
+
+/* Fewer rows than a tile: the range's halves as two sequential weight streams (as few_rows). */
+static inline JB_KI void q8_few(const jb_gemm_q8_args *a, int R, int64_t n0, int64_t n1) {
+    const int64_t half = (n1 - n0) / 2;
+    for (int64_t c = n0; c < n0 + half; c++) {
+        const int64_t pair[2] = {c, c + half};
+        int64_t wsum[Q8_TILE_COLS];
+        q8_block(a, 0, R, 2, pair, wsum, 0);
+    }
+    if ((n1 - n0) % 2) {
+        const int64_t last = n1 - 1;
+        int64_t wsum[Q8_TILE_COLS];
+        q8_block(a, 0, R, 1, &last, wsum, 0);
+    }
+}
+
+/* Tiles over chunks of rows whose bytes stay in L2, the chunk's last rows (fewer than a tile) as one
+ * narrower block per weight rows. */
+static inline JB_KI void q8_tiles(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
+    int64_t chunk = 4 * L2_CHUNK_FLOATS / a->ldq / Q8_TILE_ROWS * Q8_TILE_ROWS;
+    chunk = chunk < Q8_TILE_ROWS ? Q8_TILE_ROWS : chunk;
+    for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
+        const int64_t t1 = a->T - t0 < chunk ? a->T : t0 + chunk;
+        const int64_t full_end = t0 + (t1 - t0) / Q8_TILE_ROWS * Q8_TILE_ROWS;
+        for (int64_t c = n0; c < n1; c += Q8_TILE_COLS) {
+            const int64_t c1 = n1 - c < Q8_TILE_COLS ? n1 : c + Q8_TILE_COLS;
+            int64_t wsum[Q8_TILE_COLS] = {0}; /* the first block over these weight rows sums them */
+            for (int64_t t = t0; t < full_end; t += Q8_TILE_ROWS)
+                q8_columns(a, t, Q8_TILE_ROWS, Q8_TILE_COLS, c, c1, wsum, t > t0);
+            const int have = full_end > t0;
+            switch (t1 - full_end) { /* Q8_TILE_ROWS ≤ 4 */
+            case 1:
+                q8_columns(a, full_end, 1, Q8_TILE_COLS, c, c1, wsum, have);
+                break;
+            case 2:
+                q8_columns(a, full_end, 2 < Q8_TILE_ROWS ? 2 : 1, Q8_TILE_COLS, c, c1, wsum, have);
+                break;
+            case 3:
+                q8_columns(a, full_end, 3 < Q8_TILE_ROWS ? 3 : 1, Q8_TILE_COLS, c, c1, wsum, have);
+                break;
+            default:
+                break;
+            }
+        }
+    }
+}
+
+static JB_K __attribute__((noinline)) void q8_few_rows(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
+    switch (a->T) { /* Q8_TILE_ROWS ≤ 4 */
+    case 1:
+        q8_few(a, 1, n0, n1);
+        break;
+    case 2:
+        q8_few(a, 2 < Q8_TILE_ROWS ? 2 : 1, n0, n1);
+        break;
+    default:
+        q8_few(a, 3 < Q8_TILE_ROWS ? 3 : 1, n0, n1);
+        break;
+    }
+}
+
+static JB_K __attribute__((noinline)) void q8_tile_rows(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
+    q8_tiles(a, n0, n1);
+}
+
+static JB_K void gemm_q8(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
+    if (a->T >= Q8_TILE_ROWS)
+        q8_tile_rows(a, n0, n1);
+    else
+        q8_few_rows(a, n0, n1);
 }
 
 /* ---- e^x ---------------------------------------------------------------------------------------------- */
@@ -737,5 +904,5 @@ static JB_K void attend(const jb_attn_args *a, int64_t row, int64_t head0, int n
     }
 }
 
-const jb_cpu_kernel_table KERNEL_TABLE = {KERNEL_SET, VW, ATTN_HEADS, gemm, conv, scan, silu_mul, softplus, neg_exp,
-                                          attend};
+const jb_cpu_kernel_table KERNEL_TABLE = {KERNEL_SET, VW, ATTN_HEADS, gemm,   conv,   scan,     silu_mul,
+                                          softplus,   neg_exp, attend, gemm_q8, Q8_OFFSET};

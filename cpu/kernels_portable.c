@@ -71,6 +71,7 @@ typedef uint16_t vhalf __attribute__((vector_size(VW * sizeof(uint16_t))));
 typedef uint32_t vword __attribute__((vector_size(VW * sizeof(uint32_t))));
 typedef int8_t vbyte __attribute__((vector_size(VW)));
 typedef int32_t vint __attribute__((vector_size(VW * sizeof(int32_t))));
+typedef int8_t vbyte16 __attribute__((vector_size(16)));
 
 static inline JB_KI vf v_bf16(const uint8_t *p) {
     vhalf h;
@@ -114,5 +115,27 @@ static inline JB_KI void v_reduce4(vf a, vf b, vf c, vf d, float out[4]) {
     out[2] = reduce1(c);
     out[3] = reduce1(d);
 }
+
+/* int8 x int8 (kernels_body.h): 16 bytes as int32, four products per lane. */
+typedef int32_t vi __attribute__((vector_size(4 * sizeof(int32_t))));
+typedef int32_t vq __attribute__((vector_size(16 * sizeof(int32_t))));
+#define Q8_STEP 16
+#define Q8_OFFSET 0
+#define Q8_TILE_ROWS 2
+#define Q8_TILE_COLS 4
+static inline JB_KI vi vi_zero(void) { return (vi){0}; }
+static inline JB_KI vq q8_load(const void *p) {
+    vbyte16 b;
+    memcpy(&b, p, sizeof b);
+    return __builtin_convertvector(b, vq);
+}
+static inline JB_KI vi vi_dot(vi acc, vq x, vq w) {
+    const vq p = x * w;
+    for (int l = 0; l < 4; l++)
+        acc[l] += p[4 * l] + p[4 * l + 1] + p[4 * l + 2] + p[4 * l + 3];
+    return acc;
+}
+static inline JB_KI vi vi_wsum(vi acc, vq w) { return vi_dot(acc, w, w - w + 1); }
+static inline JB_KI int64_t vi_hsum(vi v) { return (int64_t)v[0] + v[1] + v[2] + v[3]; }
 
 #include "cpu/kernels_body.h"

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int64_t weight_elements(const jb_weight *w) {
     int64_t n = 1;
@@ -37,6 +38,80 @@ static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
 void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_weight *W, const float *bias) {
     matmul_job job = {jb_cpu_kernels_active(), {X, T, W->shape[1], W->shape[0], W->data, W->dtype, W->scale, bias, Y}};
     jb_pool_run(pool, job.args.N, jb_cpu_grain(pool, job.args.N, T * job.args.K, JB_MATMUL_ROWS), matmul_rows, &job);
+}
+
+int64_t jb_cpu_q8_row_bytes(int64_t K) { return (K + JB_Q8_ROW_ALIGN - 1) / JB_Q8_ROW_ALIGN * JB_Q8_ROW_ALIGN; }
+
+/* Plain loops the compiler vectorises: the largest magnitude as the largest bit pattern of |x| (for floats
+ * that are not NaN the two orders agree, and patterns from 0x7f800000 up are ±Inf or NaN), and the rounding
+ * by adding and subtracting 1.5 · 2^23 (round-half-even for |v| < 2^22, as lrintf in the default mode). */
+void jb_cpu_quantize_rows(const float *X, int64_t T, int64_t K, uint8_t *Xq, int64_t ldq, float *sx, int offset) {
+    const float round = 12582912.0f; /* 1.5 · 2^23 */
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = X + t * K;
+        uint8_t *q = Xq + t * ldq;
+        uint32_t top = 0;
+        for (int64_t k = 0; k < K; k++) {
+            uint32_t b;
+            memcpy(&b, x + k, sizeof b);
+            b &= 0x7fffffffu;
+            top = b > top ? b : top;
+        }
+        float amax;
+        memcpy(&amax, &top, sizeof amax);
+        if (top >= 0x7f800000u || top == 0) { /* ±Inf or NaN in the row: NaN products; zeros: zero products */
+            memset(q, offset, (size_t)ldq);
+            sx[t] = top == 0 ? 0.0f : NAN;
+            continue;
+        }
+        memset(q + K, offset, (size_t)(ldq - K));
+        sx[t] = amax / 127.0f;
+        const float inv = 127.0f / amax;
+        for (int64_t k = 0; k < K; k++) {
+            const int32_t v = (int32_t)((x[k] * inv + round) - round);
+            q[k] = (uint8_t)((v > 127 ? 127 : v < -127 ? -127 : v) + offset);
+        }
+    }
+}
+
+typedef struct quantize_job {
+    const float *X;
+    int64_t K, ldq;
+    uint8_t *Xq;
+    float *sx;
+    int offset;
+} quantize_job;
+
+static void quantize_range(void *arg, int64_t t0, int64_t t1, int thread) {
+    (void)thread;
+    const quantize_job *j = arg;
+    jb_cpu_quantize_rows(j->X + t0 * j->K, t1 - t0, j->K, j->Xq + t0 * j->ldq, j->ldq, j->sx + t0, j->offset);
+}
+
+typedef struct matmul_q8_job {
+    const jb_cpu_kernel_table *kernels;
+    jb_gemm_q8_args args;
+} matmul_q8_job;
+
+static void matmul_q8_rows(void *arg, int64_t n0, int64_t n1, int thread) {
+    (void)thread;
+    const matmul_q8_job *j = arg;
+    j->kernels->gemm_q8(&j->args, n0, n1);
+}
+
+void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
+                      const float *bias) {
+    const int64_t K = W->shape[1], N = W->shape[0], ldq = jb_cpu_q8_row_bytes(K);
+    if (W->dtype != JAMBA_DTYPE_I8 || ex->q8_rows == NULL || K > JB_Q8_MAX_K || T > ex->q8_rows_max ||
+        ldq > ex->q8_row_bytes) {
+        jb_cpu_matmul(ex->pool, Y, X, T, W, bias);
+        return;
+    }
+    const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
+    quantize_job q = {X, K, ldq, ex->q8_rows, ex->q8_scales, kernels->q8_offset};
+    jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), quantize_range, &q);
+    matmul_q8_job job = {kernels, {ex->q8_rows, ex->q8_scales, T, K, ldq, N, W->data, W->scale, bias, Y}};
+    jb_pool_run(ex->pool, N, jb_cpu_grain(ex->pool, N, T * K, JB_MATMUL_ROWS), matmul_q8_rows, &job);
 }
 
 static int64_t min_parallel_work = JB_CPU_MIN_PARALLEL_WORK;

@@ -28,6 +28,30 @@ const float *jb_weight_f32(const jb_weight *w, float *scratch);
 void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_weight *W,
                    const float *bias);
 
+/* How a context's products run: its pool and, when its int8 weights meet int8 activations
+ * (jamba_context_params.cpu_activations = I8), the buffer the quantized activation rows go to. */
+typedef struct jb_cpu_exec {
+    jb_pool *pool;
+    uint8_t *q8_rows;    /* [q8_rows_max, q8_row_bytes] or NULL: activations stay fp32 */
+    float *q8_scales;    /* [q8_rows_max] */
+    int64_t q8_rows_max, q8_row_bytes;
+} jb_cpu_exec;
+
+/* Bytes of an activation row of K values quantized for gemm_q8 (cpu/kernels.h): K rounded up to
+ * JB_Q8_ROW_ALIGN. */
+int64_t jb_cpu_q8_row_bytes(int64_t K);
+
+/* jb_cpu_matmul on ex's pool; an I8 weight with K ≤ JB_Q8_MAX_K whose rows fit ex's buffer multiplies the
+ * activations quantized by jb_cpu_quantize_rows, in integers (kernels.h, gemm_q8). */
+void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
+                      const float *bias);
+
+/* Each row of X[T, K] as int8 with one scale (symmetric, per row, as dynamic per-token quantization):
+ * sx[t] = max_k |x[t, k]| / 127, xq = round-half-even(x · (127 / max)) in [-127, 127], stored as xq + offset
+ * in Xq[t, 0 .. K) and 0 + offset in [K, ldq). A row of zeros gets scale 0; a row holding NaN or ±Inf gets
+ * scale NaN (so its products are NaN). */
+void jb_cpu_quantize_rows(const float *X, int64_t T, int64_t K, uint8_t *Xq, int64_t ldq, float *sx, int offset);
+
 /* Work worth handing to another thread: about this many multiply-adds (some microseconds). Smaller
  * operations run on the calling thread alone, so waking and joining workers never costs more than it saves
  * (the demo model's decode steps are all such operations). The environment variable

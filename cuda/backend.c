@@ -18,6 +18,10 @@
 #endif
 
 static jamba_status cuda_resolve(const jamba_model *m, jamba_context_params *p, jamba_error *err) {
+    if (p->cpu_activations != JAMBA_DTYPE_UNKNOWN && p->cpu_activations != JAMBA_DTYPE_F32)
+        return jb_fail(err, JAMBA_ERR_UNSUPPORTED, "context: cpu_activations %s is a CPU option (the CUDA "
+                       "backend multiplies int8 weights with its gpu_dtype activations)",
+                       jamba_dtype_name(p->cpu_activations));
     /* no device kernels for these int8 matrices: refused rather than widened behind the caller's back (one GPU
      * and the NCCL backend, whose resolve this is too; plans included) */
     if (m->plan_mixers_int8 || m->plan_lm_head_int8)

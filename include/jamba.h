@@ -509,6 +509,15 @@ typedef struct jamba_context_params {
     const char *nccl_id;   /* several nodes, instead of the file: the NCCL id as hex, made in node 0's process
                               (jamba_nccl_unique_id) and the same on every node; NULL (default) = the
                               environment's JAMBA_NCCL_ID when set */
+    /* Appended after 0.1.0: a caller built against an older header gets the default. */
+    jamba_dtype cpu_activations; /* CPU: what int8 weights (jamba_model_params INT8) multiply. F32 (default;
+                              UNKNOWN means it): the fp32 activations, the int8 weights widened in registers
+                              (the reference numerics). I8: each activation row quantized to int8 with one
+                              scale (symmetric, dynamic per token, as vLLM's W8A8 and, per 32 values,
+                              llama.cpp's Q8_0) and multiplied in integers (AVX-512 VNNI where the CPU has it):
+                              faster and less exact (docs/design.md, "int8 activations"). Float weights are
+                              unaffected. Another dtype is JAMBA_ERR_INVALID_ARGUMENT; I8 with the CUDA device
+                              JAMBA_ERR_UNSUPPORTED */
 } jamba_context_params;
 
 JAMBA_API void jamba_context_params_init_sized(jamba_context_params *params, size_t size);

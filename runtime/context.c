@@ -17,7 +17,8 @@
 static const jamba_context_params CONTEXT_DEFAULTS = {
     .n_seq_max = 1, .n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_logits_max = 0, .device = JAMBA_DEVICE_CPU,
     .gpu_index = 0, .gpu_dtype = JAMBA_DTYPE_BF16, .gpu_graphs = true, .kv_dtype = JAMBA_DTYPE_UNKNOWN,
-    .gpu_memory = 0, .n_gpus = 0, .n_nodes = 0, .node_rank = 0, .nccl_id_file = NULL, .nccl_id = NULL};
+    .gpu_memory = 0, .n_gpus = 0, .n_nodes = 0, .node_rank = 0, .nccl_id_file = NULL, .nccl_id = NULL,
+    .cpu_activations = JAMBA_DTYPE_F32};
 
 void jamba_context_params_init_sized(jamba_context_params *p, size_t size) {
     if (p != NULL)

@@ -26,6 +26,7 @@
 #include "cpu/kernels.h"
 #include "cpu/mamba.h"
 #include "cpu/ops.h"
+#include "tests/support/quantize_util.h"
 #include "tests/support/testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------------ */
@@ -636,36 +637,7 @@ JB_TEST(kernels, best_set_is_selected_by_default) {
  * 1, 2 and 3 threads, one step or chunks of 5 tokens. */
 JB_TEST(kernels, model_logits_same_bits_across_threads_and_chunks) {
     split_everything();
-    jamba_model *m = NULL;
-    jamba_error err = {0};
-    cr_assert_eq(jamba_model_load(JB_SOURCE_DIR "/models/demo", NULL, &m, &err), JAMBA_OK, "%s", err.message);
-    const int64_t T = 37, V = jamba_model_config(m)->vocab_size;
-    int32_t ids[37];
-    for (int64_t i = 0; i < T; i++)
-        ids[i] = (int32_t)(1 + (i * 97) % (V - 1));
-    float *first = NULL, *logits = malloc((size_t)(T * V) * sizeof(float));
-    for (int run = 0; run < 4; run++) {
-        const int threads = run < 3 ? run + 1 : 2, chunk = run < 3 ? (int)T : 5;
-        jamba_context_params p = jamba_context_default_params();
-        p.n_ctx = 64, p.n_batch = chunk, p.n_threads = threads;
-        jamba_context *ctx = NULL;
-        cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
-        for (int64_t at = 0; at < T; at += chunk) {
-            const int64_t len = T - at < chunk ? T - at : chunk;
-            jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = len, .logits = JAMBA_LOGITS_ALL};
-            cr_assert_eq(jamba_decode(ctx, &in, 1, &err), JAMBA_OK, "%s", err.message);
-            int64_t rows;
-            memcpy(logits + at * V, jamba_logits(ctx, 0, &rows), (size_t)(len * V) * sizeof(float));
-        }
-        jamba_context_free(ctx);
-        if (first == NULL) {
-            first = logits;
-            logits = malloc((size_t)(T * V) * sizeof(float));
-        } else {
-            cr_assert_eq(memcmp(first, logits, (size_t)(T * V) * sizeof(float)), 0, "%d threads, chunks of %d",
-                         threads, chunk);
-        }
-    }
-    free(first), free(logits);
+    jamba_model *m = qu_load_plain(QU_DEMO);
+    free(qu_expect_split_invariant(m, JAMBA_DTYPE_F32));
     jamba_model_free(m);
 }

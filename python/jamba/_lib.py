@@ -106,6 +106,7 @@ class jamba_context_params(Structure):
         ("node_rank", c_int32),
         ("nccl_id_file", c_char_p),
         ("nccl_id", c_char_p),
+        ("cpu_activations", c_int),
     ]
 
 

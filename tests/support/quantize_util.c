@@ -31,7 +31,12 @@ jamba_model *qu_load_formats(const char *dir, qu_formats f) {
 jamba_model *qu_load_plain(const char *dir) { return qu_load_with(dir, JAMBA_FORMAT_STORED, JAMBA_FORMAT_STORED); }
 
 float *qu_all_logits(const jamba_model *m, const int32_t *tokens, int64_t T) {
+    return qu_all_logits_as(m, tokens, T, JAMBA_DTYPE_F32);
+}
+
+float *qu_all_logits_as(const jamba_model *m, const int32_t *tokens, int64_t T, jamba_dtype activations) {
     jamba_context_params p = jamba_context_default_params();
+    p.cpu_activations = activations;
     p.n_ctx = T + 1;
     p.n_batch = 128;
     p.n_threads = 2;
@@ -50,6 +55,40 @@ float *qu_all_logits(const jamba_model *m, const int32_t *tokens, int64_t T) {
     memcpy(out, l, (size_t)(T * V) * sizeof *out);
     jamba_context_free(ctx);
     return out;
+}
+
+float *qu_expect_split_invariant(const jamba_model *m, jamba_dtype activations) {
+    const int64_t T = QU_SPLIT_TOKENS, V = jamba_model_config(m)->vocab_size;
+    int32_t ids[QU_SPLIT_TOKENS];
+    for (int64_t i = 0; i < T; i++)
+        ids[i] = (int32_t)(1 + (i * 97) % (V - 1));
+    float *first = NULL, *logits = malloc((size_t)(T * V) * sizeof(float));
+    jamba_error err = {0};
+    for (int run = 0; run < 4; run++) {
+        const int threads = run < 3 ? run + 1 : 2, chunk = run < 3 ? (int)T : 5;
+        jamba_context_params p = jamba_context_default_params();
+        p.n_ctx = 64, p.n_batch = chunk, p.n_threads = threads, p.cpu_activations = activations;
+        jamba_context *ctx = NULL;
+        cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
+        for (int64_t at = 0; at < T; at += chunk) {
+            const int64_t len = T - at < chunk ? T - at : chunk;
+            jamba_seq_input in = {.seq = 0, .tokens = ids + at, .n_tokens = len, .logits = JAMBA_LOGITS_ALL};
+            cr_assert_eq(jamba_decode(ctx, &in, 1, &err), JAMBA_OK, "%s", err.message);
+            int64_t rows;
+            memcpy(logits + at * V, jamba_logits(ctx, 0, &rows), (size_t)(len * V) * sizeof(float));
+        }
+        jamba_context_free(ctx);
+        if (first == NULL) {
+            first = logits;
+            logits = malloc((size_t)(T * V) * sizeof(float));
+        } else {
+            char what[96];
+            snprintf(what, sizeof what, "%d threads, chunks of %d", threads, chunk);
+            qu_expect_identical(first, logits, T * V, what);
+        }
+    }
+    free(logits);
+    return first;
 }
 
 void qu_expect_identical(const float *a, const float *b, int64_t n, const char *what) {

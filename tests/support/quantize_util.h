@@ -30,8 +30,14 @@ jamba_model *qu_load_plain(const char *dir);
 
 /* Logits [T, V] of `tokens` fed as one sequence from an empty state (chunked prefill); caller frees. */
 float *qu_all_logits(const jamba_model *m, const int32_t *tokens, int64_t T);
+/* The same, int8 weights multiplying `activations` (jamba_context_params.cpu_activations: F32 or I8). */
+float *qu_all_logits_as(const jamba_model *m, const int32_t *tokens, int64_t T, jamba_dtype activations);
 /* Every bit of two logit arrays equal. */
 void qu_expect_identical(const float *a, const float *b, int64_t n, const char *what);
+/* Logits [QU_SPLIT_TOKENS, V] of a fixed token sequence with `activations`, checked bit-identical for 1, 2 and 3
+ * threads in one step and for 2 threads in steps of 5 tokens; caller frees. */
+#define QU_SPLIT_TOKENS 37
+float *qu_expect_split_invariant(const jamba_model *m, jamba_dtype activations);
 
 /* A short fixed token sequence [QU_N_PROBE] for bit-exactness checks (ids below the demo's vocabulary of
  * 2048; taken modulo smaller vocabularies by qu_small_probe). */

@@ -366,7 +366,7 @@ static void moe_replicated_rank(tp_model *tp, int r, rank_bufs *b, int64_t l, in
         for (int64_t i = 0; i < n; i++)
             memcpy(ws.gathered + i * H, b->xn + ws.plan.slot_token[s0 + i] * H, (size_t)H * sizeof(float));
         if (n > 0)
-            jb_cpu_mlp(tp->pool, &ws, &lw->experts[e], ws.gathered, n, ws.expert_out);
+            jb_cpu_mlp(&(jb_cpu_exec){.pool = tp->pool}, &ws, &lw->experts[e], ws.gathered, n, ws.expert_out);
         for (int64_t i = 0; i < n; i++)
             for (int64_t h = 0; h < H; h++)
                 b->mix[ws.plan.slot_token[s0 + i] * H + h] += ws.expert_out[i * H + h] * ws.plan.slot_weight[s0 + i];
@@ -412,7 +412,7 @@ static void moe_all_to_all(tp_model *tp, rank_bufs *b, int64_t l, int64_t T) {
             back->items = step_alloc(tp, in->n, sizeof(a2a_item));
             float *out = floats(tp, in->n * H);
             for (int64_t i = 0; i < in->n; i++) { /* one row at a time: rows of a product are independent */
-                jb_cpu_mlp(tp->pool, &ws, &lw->experts[in->items[i].expert], in->items[i].v, 1, out + i * H);
+                jb_cpu_mlp(&(jb_cpu_exec){.pool = tp->pool}, &ws, &lw->experts[in->items[i].expert], in->items[i].v, 1, out + i * H);
                 back->items[i] = in->items[i];
                 back->items[i].v = out + i * H;
             }
@@ -445,12 +445,12 @@ static void ffn_replicated(tp_model *tp, rank_bufs *b, int64_t l, int64_t T) {
         mix[r] = b[r].mix;
         if (!jb_layer_is_moe(tp->c, l)) {
             jb_ffn_workspace ws = ffn_workspace(tp, T, lw->mlp.gate_proj.shape[0]);
-            jb_cpu_mlp(tp->pool, &ws, &lw->mlp, b[r].xn, T, b[r].mix);
+            jb_cpu_mlp(&(jb_cpu_exec){.pool = tp->pool}, &ws, &lw->mlp, b[r].xn, T, b[r].mix);
         } else if (tp->plan.moe == JB_MOE_EXPERTS) {
             moe_replicated_rank(tp, r, &b[r], l, T);
         } else { /* every expert's I split: each rank runs all of them on its slice */
             jb_ffn_workspace ws = ffn_workspace(tp, T, lw->experts[0].gate_proj.shape[0]);
-            jb_cpu_moe(tp->pool, &ws, &lw->router, lw->experts, tp->c->num_experts, tp->c->num_experts_per_tok,
+            jb_cpu_moe(&(jb_cpu_exec){.pool = tp->pool}, &ws, &lw->router, lw->experts, tp->c->num_experts, tp->c->num_experts_per_tok,
                        b[r].xn, T, b[r].mix, NULL);
         }
     }

@@ -62,12 +62,13 @@ typedef struct cli_strings {
  * CLI_EXIT_USAGE after printing the problem. */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
-/* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, --kv-dtype; and
+/* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, --kv-dtype,
+ * --activations f32|int8; and
  * how it is loaded (every command that loads weights): the weight formats --experts, --mlp, --mixers,
  * --lm-head (each int8|stored) and --weights (all four at once; a group's own flag wins over it, wherever
  * either stands), and --check-finite (scan every weight for NaN/Inf). */
 typedef struct cli_device_args {
-    const char *device, *gpu_dtype, *kv_dtype;
+    const char *device, *gpu_dtype, *kv_dtype, *activations;
     const char *experts, *mlp, *mixers, *lm_head, *weights; /* the weight formats as given; NULL when not */
     int64_t gpu;
     int64_t gpus; /* --gpus: 0 when not given */
@@ -87,7 +88,8 @@ typedef struct cli_device_args {
         {"--gpu-dtype", CLI_STRING, &(d).gpu_dtype, 0, 0}, {"--kv-dtype", CLI_STRING, &(d).kv_dtype, 0, 0},  \
         {"--gpus", CLI_COUNT, &(d).gpus, 1, JAMBA_MAX_GPUS}, {"--nodes", CLI_COUNT, &(d).nodes, 1, JAMBA_MAX_GPUS},   \
         {"--node-rank", CLI_COUNT, &(d).node_rank, 0, JAMBA_MAX_GPUS - 1},                                    \
-        {"--nccl-id-file", CLI_STRING, &(d).nccl_id_file, 0, 0}, CLI_LOAD_OPTIONS(d)
+        {"--nccl-id-file", CLI_STRING, &(d).nccl_id_file, 0, 0},                                              \
+        {"--activations", CLI_STRING, &(d).activations, 0, 0}, CLI_LOAD_OPTIONS(d)
 
 #define CLI_CHECK_FINITE_HELP                                                                                  \
     "  --check-finite        scan every weight for NaN/Inf while loading and refuse the model naming the\n"   \
@@ -114,6 +116,8 @@ typedef struct cli_device_args {
     "                        filesystem all see); without it node 0 prints JAMBA_NCCL_ID=<hex> for the others\n" \
     "  --gpu-dtype bf16|f32  CUDA precision: bf16 (default), or f32 to match the CPU path\n"                \
     CLI_FORMATS_HELP                                                                                           \
+    "  --activations int8    CPU: int8 weights multiply int8 activations (one scale per token, integer dot\n" \
+    "                        products, VNNI where present): faster, less exact; default f32 (exact)\n"       \
     "  --kv-dtype fp8        CUDA: an fp8 (e4m3) KV cache with per-token, per-head scales (about half the\n"\
     "                        bytes of bf16); default: the --gpu-dtype\n"                                     \
     CLI_CHECK_FINITE_HELP
@@ -122,7 +126,8 @@ typedef struct cli_device_args {
  * nodes: node 0 without --nccl-id-file or JAMBA_NCCL_ID makes the NCCL id here and prints JAMBA_NCCL_ID=<hex>
  * on stderr; another node is refused unless cmd is "follow". */
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p);
-/* Copy where a context runs on GPUs (n_gpus and the several-node fields) from the parsed `from` into `to`. */
+/* Copy where a context runs on GPUs (n_gpus and the several-node fields) and the CPU's activation type
+ * from the parsed `from` into `to`. */
 void cli_gpu_placement(const jamba_context_params *from, jamba_context_params *to);
 /* Fill the load parameters of `p` from the arguments: the weight formats (--weights, then --experts, --mlp,
  * --mixers, --lm-head over it; CLI_EXIT_USAGE on a bad value) and check_finite, turned on by --check-finite

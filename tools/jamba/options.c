@@ -118,6 +118,7 @@ void cli_gpu_placement(const jamba_context_params *from, jamba_context_params *t
     to->node_rank = from->node_rank;
     to->nccl_id_file = from->nccl_id_file;
     to->nccl_id = from->nccl_id;
+    to->cpu_activations = from->cpu_activations;
 }
 
 int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_params *p) {
@@ -149,6 +150,15 @@ int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_p
         p->kv_dtype = strcmp(d->kv_dtype, "bf16") == 0 ? JAMBA_DTYPE_BF16 : JAMBA_DTYPE_F32;
     else
         return cli_usage_error(cmd, "--kv-dtype %s: expected fp8, bf16 or f32", d->kv_dtype);
+    if (d->activations == NULL || strcmp(d->activations, "f32") == 0)
+        p->cpu_activations = JAMBA_DTYPE_F32;
+    else if (strcmp(d->activations, "int8") == 0)
+        p->cpu_activations = JAMBA_DTYPE_I8;
+    else
+        return cli_usage_error(cmd, "--activations %s: expected int8 or f32", d->activations);
+    if (p->cpu_activations == JAMBA_DTYPE_I8 && p->device != JAMBA_DEVICE_CPU)
+        return cli_usage_error(cmd, "--activations int8 is a CPU option (CUDA multiplies int8 weights with "
+                               "--gpu-dtype activations)");
     if (p->device == JAMBA_DEVICE_CPU && p->kv_dtype != JAMBA_DTYPE_UNKNOWN && p->kv_dtype != JAMBA_DTYPE_F32)
         return cli_usage_error(cmd, "--kv-dtype %s needs --device cuda (the CPU path keeps an f32 KV cache)",
                                d->kv_dtype);

@@ -1,0 +1,264 @@
+/*
+ * test_cpu_q8.c — int8 weights times int8 activations (jamba_context_params.cpu_activations = I8):
+ *   jb_cpu_quantize_rows  the documented scale, rounding (half to even), offset and padding; rows of zeros
+ *                         and rows holding NaN or ±Inf
+ *   gemm_q8               every kernel set this CPU runs, bit-exact against the integer formula of
+ *                         cpu/kernels.h on odd shapes (K past any step, every tile remainder, one and several
+ *                         rows), with and without a bias, however the columns are split
+ *   jb_cpu_matmul_ex      through pools of 1-3 threads: the kernel's bits; without the buffer, for float
+ *                         weights, or for rows the buffer cannot hold: jb_cpu_matmul's
+ *   contexts              the parameter's checks; the demo's logits with --weights int8 and I8 activations
+ *                         bit-identical across thread counts and chunkings, and the CLI option
+ * (Its accuracy against the stored weights is in test_quantize_accuracy.c.)
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/cpu_features.h"
+#include "cpu/kernels.h"
+#include "cpu/ops.h"
+#include "tests/support/quantize_util.h"
+#include "tests/support/testutil.h"
+
+static uint32_t rng = 12345;
+
+static uint32_t next(void) {
+    rng = rng * 1664525u + 1013904223u;
+    return rng >> 8;
+}
+
+/* Uniform in [-1, 1). */
+static float signed_unit(void) { return (float)(next() % 2000001) / 1000000.0f - 1.0f; }
+
+/* ---- quantizing activation rows --------------------------------------------------------------------- */
+
+JB_TEST(q8, quantize_rows_scale_rounding_offset_and_padding) {
+    const float X[2][5] = {{0.5f, -1.0f, 0.25f, 0.0f, 1.5f / 127.0f}, {0, 0, 0, 0, 0}};
+    uint8_t q[2][64];
+    float sx[2];
+    memset(q, 0xaa, sizeof q);
+    jb_cpu_quantize_rows(&X[0][0], 2, 5, &q[0][0], 64, sx, 0);
+    cr_assert_eq(sx[0], 1.0f / 127.0f);
+    /* 0.5 · 127 = 63.5 -> 64 (even), -127, 31.75 -> 32, 0, 1.5 -> 2 (even) */
+    const int8_t want[5] = {64, -127, 32, 0, 2};
+    for (int k = 0; k < 5; k++)
+        cr_assert_eq((int8_t)q[0][k], want[k], "element %d: %d", k, (int8_t)q[0][k]);
+    for (int k = 5; k < 64; k++)
+        cr_assert_eq(q[0][k], 0, "padding %d", k);
+    cr_assert_eq(sx[1], 0.0f, "a row of zeros has scale 0");
+    for (int k = 0; k < 64; k++)
+        cr_assert_eq(q[1][k], 0);
+    jb_cpu_quantize_rows(&X[0][0], 1, 5, &q[0][0], 64, sx, 128); /* VNNI's unsigned bytes */
+    for (int k = 0; k < 5; k++)
+        cr_assert_eq(q[0][k], (uint8_t)(want[k] + 128));
+    cr_assert_eq(q[0][63], 128);
+}
+
+JB_TEST(q8, quantize_rows_non_finite_rows_get_nan_scales) {
+    const float bad[3][3] = {{1.0f, NAN, 2.0f}, {-INFINITY, 1.0f, 0.0f}, {1.0f, 2.0f, -4.0f}};
+    uint8_t q[3][64];
+    float sx[3];
+    jb_cpu_quantize_rows(&bad[0][0], 3, 3, &q[0][0], 64, sx, 0);
+    cr_assert(isnan(sx[0]) && isnan(sx[1]), "%g %g", sx[0], sx[1]);
+    cr_assert_eq(sx[2], 4.0f / 127.0f, "the next row is unaffected");
+    cr_assert_eq((int8_t)q[2][2], -127);
+}
+
+/* ---- the kernels ------------------------------------------------------------------------------------ */
+
+/* A product's inputs: X [T, K], W [N, K] int8 with row scales, bias [N]. */
+typedef struct product {
+    int64_t T, K, N;
+    float *X, *scale, *bias;
+    int8_t *W;
+} product;
+
+static product random_product(int64_t T, int64_t K, int64_t N) {
+    product p = {T, K, N, malloc((size_t)(T * K) * sizeof(float)), malloc((size_t)N * sizeof(float)),
+                 malloc((size_t)N * sizeof(float)), malloc((size_t)(N * K))};
+    for (int64_t i = 0; i < T * K; i++)
+        p.X[i] = signed_unit() * (i % 7 == 0 ? 8.0f : 1.0f);
+    for (int64_t i = 0; i < N * K; i++)
+        p.W[i] = (int8_t)((int)(next() % 255) - 127);
+    for (int64_t n = 0; n < N; n++)
+        p.scale[n] = 0.001f + 0.01f * (signed_unit() + 1.0f), p.bias[n] = signed_unit();
+    return p;
+}
+
+static void free_product(product *p) { free(p->X), free(p->scale), free(p->bias), free(p->W); }
+
+/* y[t, n] by kernels.h's formula from the stored bytes (signed, or unsigned xq + offset): the exact integer
+ * sum, then two fp32 products. */
+static void reference(const product *p, const uint8_t *Xq, int64_t ldq, int offset, const float *sx,
+                      const float *bias, float *Y) {
+    for (int64_t t = 0; t < p->T; t++)
+        for (int64_t n = 0; n < p->N; n++) {
+            int64_t sum = 0;
+            for (int64_t k = 0; k < p->K; k++)
+                sum += (int64_t)(offset ? (int)Xq[t * ldq + k] - offset : (int8_t)Xq[t * ldq + k]) * p->W[n * p->K + k];
+            const float y = ((float)sum * sx[t]) * p->scale[n];
+            Y[t * p->N + n] = bias ? y + bias[n] : y;
+        }
+}
+
+/* The sets this CPU runs, portable first; their count. */
+static int available_sets(const jb_cpu_kernel_table *out[JB_CPU_KERNELS_COUNT]) {
+    int n = 0;
+    for (int k = 0; k < JB_CPU_KERNELS_COUNT; k++)
+        if (jb_cpu_kernel_set((jb_cpu_kernels)k))
+            out[n++] = jb_cpu_kernel_set((jb_cpu_kernels)k);
+    cr_assert_geq(n, 1);
+    return n;
+}
+
+JB_TEST(q8, gemm_q8_exact_every_set_and_odd_shape) {
+    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
+    const int n_sets = available_sets(sets);
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 7, 9}, Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
+        for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
+            for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
+                product p = random_product(Ts[a], Ks[b], Ns[c]);
+                const int64_t ldq = jb_cpu_q8_row_bytes(p.K), T = p.T, N = p.N;
+                uint8_t *Xq = malloc((size_t)(T * ldq));
+                float *sx = malloc((size_t)T * sizeof(float)), *want = malloc((size_t)(T * N) * sizeof(float));
+                float *got = malloc((size_t)(T * N) * sizeof(float));
+                for (int s = 0; s < n_sets; s++)
+                    for (int with_bias = 0; with_bias < 2; with_bias++) {
+                        const float *bias = with_bias ? p.bias : NULL;
+                        jb_cpu_quantize_rows(p.X, T, p.K, Xq, ldq, sx, sets[s]->q8_offset);
+                        reference(&p, Xq, ldq, sets[s]->q8_offset, sx, bias, want);
+                        memset(got, 0xff, (size_t)(T * N) * sizeof(float));
+                        const jb_gemm_q8_args g = {Xq, sx, T, p.K, ldq, N, p.W, p.scale, bias, got};
+                        const int64_t cut = N / 3; /* two column ranges, as threads take them */
+                        sets[s]->gemm_q8(&g, 0, cut);
+                        sets[s]->gemm_q8(&g, cut, N);
+                        for (int64_t i = 0; i < T * N; i++)
+                            cr_assert_eq(memcmp(&got[i], &want[i], sizeof(float)), 0,
+                                         "%s: T %lld K %lld N %lld bias %d: [%lld] %.9g, not %.9g",
+                                         jb_cpu_kernels_name(sets[s]->set), (long long)T, (long long)p.K,
+                                         (long long)N, with_bias, (long long)i, got[i], want[i]);
+                    }
+                free(Xq), free(sx), free(want), free(got);
+                free_product(&p);
+            }
+}
+
+/* Every set gives the same bits (the sums are exact and the rest is scalar), and they are near the float
+ * product: within the quantization's error. */
+JB_TEST(q8, gemm_q8_sets_agree_and_approximate_the_float_product) {
+    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
+    const int n_sets = available_sets(sets);
+    product p = random_product(6, 1000, 40);
+    const int64_t ldq = jb_cpu_q8_row_bytes(p.K), T = p.T, N = p.N;
+    uint8_t *Xq = malloc((size_t)(T * ldq));
+    float sx[6], first[6 * 40], got[6 * 40];
+    for (int s = 0; s < n_sets; s++) {
+        jb_cpu_quantize_rows(p.X, T, p.K, Xq, ldq, sx, sets[s]->q8_offset);
+        const jb_gemm_q8_args g = {Xq, sx, T, p.K, ldq, N, p.W, p.scale, NULL, s ? got : first};
+        sets[s]->gemm_q8(&g, 0, N);
+        if (s)
+            cr_assert_eq(memcmp(got, first, sizeof got), 0, "%s", jb_cpu_kernels_name(sets[s]->set));
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double exact = 0, mag = 0;
+            for (int64_t k = 0; k < p.K; k++) {
+                const double v = (double)p.X[t * p.K + k] * p.W[n * p.K + k] * p.scale[n];
+                exact += v, mag += fabs(v);
+            }
+            cr_assert_leq(fabs(first[t * N + n] - exact), 0.01 * mag, "[%lld, %lld]: %g vs %g", (long long)t,
+                          (long long)n, first[t * N + n], exact);
+        }
+    free(Xq);
+    free_product(&p);
+}
+
+/* ---- through the pool ------------------------------------------------------------------------------- */
+
+JB_TEST(q8, matmul_ex_same_bits_every_thread_count_and_falls_back) {
+    product p = random_product(9, 300, 37);
+    const int64_t T = p.T, N = p.N, ldq = jb_cpu_q8_row_bytes(p.K);
+    jb_weight w = {p.W, JAMBA_DTYPE_I8, 2, {N, p.K, 0}, p.scale};
+    uint8_t *rows = malloc((size_t)(T * ldq));
+    float sx[9], Y[9 * 37], Z[9 * 37], F[9 * 37];
+    const jb_cpu_kernel_table *kt = jb_cpu_kernels_active();
+    uint8_t *Xq = malloc((size_t)(T * ldq));
+    float want_sx[9];
+    jb_cpu_quantize_rows(p.X, T, p.K, Xq, ldq, want_sx, kt->q8_offset);
+    const jb_gemm_q8_args g = {Xq, want_sx, T, p.K, ldq, N, p.W, p.scale, p.bias, Z};
+    kt->gemm_q8(&g, 0, N);
+    for (int threads = 1; threads <= 3; threads++) {
+        jb_pool *pool = NULL;
+        cr_assert_eq(jb_pool_create(threads, &pool, NULL), JAMBA_OK);
+        const jb_cpu_exec ex = {pool, rows, sx, T, ldq};
+        jb_cpu_matmul_ex(&ex, Y, p.X, T, &w, p.bias);
+        cr_assert_eq(memcmp(Y, Z, sizeof Y), 0, "%d threads", threads);
+        /* no buffer, or one too small for the rows: the fp32-activation product */
+        jb_cpu_matmul(pool, F, p.X, T, &w, p.bias);
+        const jb_cpu_exec none = {.pool = pool}, small = {pool, rows, sx, T - 1, ldq};
+        jb_cpu_matmul_ex(&none, Y, p.X, T, &w, p.bias);
+        cr_assert_eq(memcmp(Y, F, sizeof Y), 0);
+        jb_cpu_matmul_ex(&small, Y, p.X, T, &w, p.bias);
+        cr_assert_eq(memcmp(Y, F, sizeof Y), 0);
+        jb_pool_free(pool);
+    }
+    free(rows), free(Xq);
+    free_product(&p);
+}
+
+/* ---- contexts --------------------------------------------------------------------------------------- */
+
+JB_TEST(q8, context_checks_the_parameter) {
+    jamba_model *m = qu_load_formats(QU_DEMO, QU_ALL_INT8);
+    jamba_context_params p = jamba_context_default_params();
+    cr_assert_eq(p.cpu_activations, JAMBA_DTYPE_F32, "the default");
+    jamba_context *ctx = NULL;
+    jamba_error err = {0};
+    p.cpu_activations = JAMBA_DTYPE_BF16;
+    cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(err.message, "cpu_activations BF16") != NULL, "%s", err.message);
+    cr_assert_null(ctx);
+    p.cpu_activations = JAMBA_DTYPE_I8;
+    p.device = JAMBA_DEVICE_CUDA;
+    jamba_context_plan plan;
+    cr_assert_eq(jamba_context_plan_memory(m, &p, &plan, &err), JAMBA_ERR_UNSUPPORTED);
+    cr_assert(strstr(err.message, "cpu_activations I8 is a CPU option") != NULL, "%s", err.message);
+    p.device = JAMBA_DEVICE_CPU;
+    cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_OK, "%s", err.message);
+    jamba_context_free(ctx);
+    jamba_model_free(m);
+}
+
+/* The demo with every projection int8 and I8 activations, every operation split between threads: logits
+ * identical for 1, 2 and 3 threads and for chunks of 5 tokens, and not those of F32 activations. */
+JB_TEST(q8, model_logits_same_bits_across_threads_and_chunks) {
+    setenv("JAMBA_CPU_MIN_PARALLEL_WORK", "0", 1);
+    jamba_model *m = qu_load_formats(QU_DEMO, QU_ALL_INT8);
+    float *i8 = qu_expect_split_invariant(m, JAMBA_DTYPE_I8);
+    float *f32 = qu_expect_split_invariant(m, JAMBA_DTYPE_F32);
+    cr_assert_neq(memcmp(f32, i8, (size_t)(QU_SPLIT_TOKENS * jamba_model_config(m)->vocab_size) * sizeof(float)), 0,
+                  "I8 activations were used");
+    free(f32), free(i8);
+    jamba_model_free(m);
+}
+
+JB_TEST(q8, cli_activations_option) {
+    char *out = NULL, *errs = NULL;
+    const char *const bad[] = {JB_CLI_PATH, "generate", "--model", QU_DEMO, "-n", "2", "--activations", "int4", NULL};
+    cr_assert_neq(tu_run(bad, &out, &errs), 0);
+    cr_assert(strstr(errs, "--activations int4: expected int8 or f32") != NULL, "%s", errs);
+    free(out), free(errs);
+    const char *const gpu[] = {JB_CLI_PATH, "generate", "--model", QU_DEMO, "-n", "2", "--device", "cuda",
+                               "--activations", "int8", NULL};
+    cr_assert_neq(tu_run(gpu, &out, &errs), 0);
+    cr_assert(strstr(errs, "--activations int8 is a CPU option") != NULL, "%s", errs);
+    free(out), free(errs);
+    const char *const ok[] = {JB_CLI_PATH, "generate", "--model", QU_DEMO, "-n", "8", "--temperature", "0",
+                              "--weights", "int8", "--activations", "int8", "--prompt", "ROMEO:", NULL};
+    cr_assert_eq(tu_run(ok, &out, &errs), 0, "%s", errs);
+    cr_assert(strncmp(out, "ROMEO:", 6) == 0 && strlen(out) > 7, "%s", out);
+    free(out), free(errs);
+}
