@@ -197,10 +197,11 @@ class Model(_Closeable):
         return self.tokenize(text_or_ids) if isinstance(text_or_ids, (str, bytes)) else list(text_or_ids)
 
     # -- contexts and forward passes -------------------------------------------------------------
-    def context(self, n_ctx=0, n_seq=1, *, n_batch=0, n_logits_max=0, threads=None):
-        """A fresh Context (CPU) holding n_seq sequences of at most n_ctx tokens (0: the model's default)."""
+    def context(self, n_ctx=0, n_seq=1, *, n_batch=0, n_logits_max=0, threads=None, activations="f32"):
+        """A fresh Context (CPU) holding n_seq sequences of at most n_ctx tokens (0: the model's default).
+        activations="int8": int8 weights multiply int8-quantized activations (cpu_activations I8)."""
         return Context(self, n_ctx=n_ctx, n_seq=n_seq, n_batch=n_batch, n_logits_max=n_logits_max,
-                       threads=self.threads if threads is None else threads)
+                       threads=self.threads if threads is None else threads, activations=activations)
 
     def logits(self, ids):
         """Logits of every position of `ids` run as one sequence in a fresh context: float32 [T, V]."""
@@ -345,17 +346,20 @@ class Model(_Closeable):
 
 
 _LOGITS = {"none": _lib.LOGITS_NONE, "last": _lib.LOGITS_LAST, "all": _lib.LOGITS_ALL}
+# What int8 weights multiply on the CPU (jamba_context_params.cpu_activations).
+_ACTIVATIONS = {"f32": _lib.DTYPE_NAMES.index("F32"), "int8": _lib.DTYPE_NAMES.index("I8")}
 
 
 class Context(_Closeable):
     """Sequences and their state (jamba_context): feed tokens, fork, save/restore, get/set state bytes.
     Create with Model.context(). Use from one thread at a time."""
 
-    def __init__(self, model, *, n_ctx=0, n_seq=1, n_batch=0, n_logits_max=0, threads=0):
+    def __init__(self, model, *, n_ctx=0, n_seq=1, n_batch=0, n_logits_max=0, threads=0, activations="f32"):
         self._handle = None
         self.model = model
         p = lib.jamba_context_default_params()
         p.n_ctx, p.n_seq_max, p.n_batch, p.n_logits_max, p.n_threads = n_ctx, n_seq, n_batch, n_logits_max, threads
+        p.cpu_activations = _ACTIVATIONS[activations]
         err = _lib.jamba_error()
         handle = ctypes.c_void_p()
         _check(lib.jamba_context_create(model._h(), ctypes.byref(p), ctypes.byref(handle), ctypes.byref(err)), err)

@@ -132,6 +132,20 @@ def test_int8_weight_groups(demo):
         jamba.Model(DEMO, mixers="int4")
 
 
+def test_int8_activations(demo):
+    """activations="int8": the int8 weights multiply int8 activations, close to fp32 activations."""
+    ids = demo.tokenize(PROMPT)
+    with jamba.Model(DEMO, threads=2, experts="int8", mlp="int8", mixers="int8", lm_head="int8") as q:
+        want = q.logits(ids)
+        with q.context(len(ids) + 1, activations="int8", n_logits_max=len(ids)) as ctx:
+            got = ctx.feed(0, ids, logits="all")
+        with pytest.raises(KeyError):
+            q.context(activations="int4")
+    assert not np.array_equal(got, want)
+    assert rel_l2_rows(got, want).max() <= 0.05
+    assert (got.argmax(axis=-1) == want.argmax(axis=-1)).mean() >= 0.9
+
+
 def test_config(demo):
     c = demo.config
     assert c["vocab_size"] == 2048 and c["hidden_size"] == 192 and c["num_hidden_layers"] == 8
