@@ -3,7 +3,7 @@
  * the same requests one at a time.
  *
  *   bench_serving [--model DIR | --synthetic] [--threads N] [--concurrency C[,C...]] [--system T]
- *                 [--user T] [--gen G] [--long-system T]
+ *                 [--user T] [--gen G] [--long-system T] [--weights int8] [--activations int8]
  *
  * Throughput: C requests that share a system prompt of --system tokens (default 64) followed by their own
  * --user tokens (default 16), each generating --gen tokens (default 32, greedy), are submitted at once to a
@@ -15,7 +15,9 @@
  * restores the system prompt and prefills its own tokens (warm); reported: median warm TTFT as a share of
  * the cold one, and the prefill tokens saved.
  * One JSON line per measurement on stdout, after one unmeasured request that warms the caches. Defaults:
- * models/demo, 2 threads, C = 1,8,32.
+ * models/demo, 2 threads, C = 1,8,32. --weights int8: a model folder's projection matrices quantized to int8
+ * while loading (as `jamba --weights int8`); --activations int8: int8 weights multiply int8 activations
+ * (jamba_context_params.cpu_activations I8).
  */
 #include "bench/bench_util.h"
 #include "bench/synthetic_config.h"
@@ -34,6 +36,8 @@ typedef struct options {
     int threads;
     int levels[MAX_LEVELS], n_levels;
     int64_t system, user, gen, long_system;
+    bool int8_weights;
+    jamba_dtype activations;
 } options;
 
 /* One request's timing, written by its callback. */
@@ -62,6 +66,7 @@ static jamba_scheduler *make_scheduler(const jamba_model *m, const options *o, i
     cp.n_seq_max = n_seq;
     cp.n_ctx = n_ctx;
     cp.n_threads = o->threads;
+    cp.cpu_activations = o->activations;
     jamba_scheduler_params sp = jamba_scheduler_default_params();
     sp.cache = cache;
     jamba_scheduler *s = NULL;
@@ -148,10 +153,12 @@ static void throughput(const jamba_model *m, const char *label, const options *o
     summarize(serial, c, start, &ignored, &serial_queued_ttft);
     jamba_scheduler_free(s);
 
-    printf("{\"bench\":\"serving\",\"model\":\"%s\",\"threads\":%d,\"concurrency\":%d,\"prompt_tokens\":%lld,"
+    printf("{\"bench\":\"serving\",\"model\":\"%s\",\"weights\":\"%s\",\"activations\":\"%s\",\"threads\":%d,"
+           "\"concurrency\":%d,\"prompt_tokens\":%lld,"
            "\"gen_tokens\":%lld,\"batched_tok_s\":%.1f,\"serial_tok_s\":%.1f,\"speedup\":%.2f,"
            "\"batched_ttft_ms_p50\":%.1f,\"serial_ttft_ms_p50\":%.1f,\"serial_queued_ttft_ms_p50\":%.1f}\n",
-           label, o->threads, c, (long long)n, (long long)o->gen, batched_tok_s, serial_tok_s,
+           label, o->int8_weights ? "int8" : "stored", o->activations == JAMBA_DTYPE_I8 ? "int8" : "f32", o->threads,
+           c, (long long)n, (long long)o->gen, batched_tok_s, serial_tok_s,
            batched_tok_s / serial_tok_s, batched_ttft, serial_ttft, serial_queued_ttft);
     fflush(stdout);
     free(prompts);
@@ -209,7 +216,7 @@ static void warm_up(const jamba_model *m, const options *o) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_serving [--model DIR | --synthetic] [--threads N] [--concurrency C[,C...]] "
-                    "[--system T] [--user T] [--gen G] [--long-system T]\n");
+                    "[--system T] [--user T] [--gen G] [--long-system T] [--weights int8] [--activations int8]\n");
     exit(2);
 }
 
@@ -223,7 +230,7 @@ static int64_t positive(const char *s) {
 
 int main(int argc, char **argv) {
     options o = {.model_dir = JB_SOURCE_DIR "/models/demo", .threads = 2, .levels = {1, 8, 32}, .n_levels = 3,
-                 .system = 64, .user = 16, .gen = 32, .long_system = 2000};
+                 .system = 64, .user = 16, .gen = 32, .long_system = 2000, .activations = JAMBA_DTYPE_F32};
     for (int i = 1; i < argc; i++) {
         const bool more = i + 1 < argc;
         if (strcmp(argv[i], "--synthetic") == 0)
@@ -240,6 +247,10 @@ int main(int argc, char **argv) {
             o.gen = positive(argv[++i]);
         else if (strcmp(argv[i], "--long-system") == 0 && more)
             o.long_system = positive(argv[++i]);
+        else if (strcmp(argv[i], "--weights") == 0 && more && strcmp(argv[i + 1], "int8") == 0 && ++i)
+            o.int8_weights = true;
+        else if (strcmp(argv[i], "--activations") == 0 && more && strcmp(argv[i + 1], "int8") == 0 && ++i)
+            o.activations = JAMBA_DTYPE_I8;
         else if (strcmp(argv[i], "--concurrency") == 0 && more) {
             o.n_levels = 0;
             for (char *tok = strtok(argv[++i], ","); tok && o.n_levels < MAX_LEVELS; tok = strtok(NULL, ","))
@@ -250,7 +261,12 @@ int main(int argc, char **argv) {
     }
     jamba_model *m = NULL;
     jamba_error err;
-    jamba_status st = o.model_dir ? jamba_model_load(o.model_dir, NULL, &m, &err)
+    jamba_model_params mp = jamba_model_default_params();
+    if (o.int8_weights)
+        mp.experts = mp.mlp = mp.mixers = mp.lm_head = JAMBA_FORMAT_INT8;
+    if (o.int8_weights && o.model_dir == NULL)
+        usage(); /* the synthetic model is built in memory, as bf16 */
+    jamba_status st = o.model_dir ? jamba_model_load(o.model_dir, &mp, &m, &err)
                                   : jb_synthetic_model(JB_BENCH_SYNTHETIC, 7, JAMBA_DTYPE_BF16, o.threads, &m, &err);
     if (st != JAMBA_OK)
         die("loading the model", &err);
