@@ -3,17 +3,13 @@
  */
 #include "cpu/ffn.h"
 
-#include "cpu/kernels.h"
 #include "cpu/ops.h"
 
 #include <string.h>
 
 void jb_cpu_mlp(const jb_cpu_exec *ex, jb_ffn_workspace *ws, const jb_mlp_weights *w, const float *x, int64_t T,
                 float *out) {
-    const int64_t I = w->gate_proj.shape[0];
-    jb_cpu_matmul_ex(ex, ws->gate, x, T, &w->gate_proj, NULL);
-    jb_cpu_matmul_ex(ex, ws->up, x, T, &w->up_proj, NULL);
-    jb_cpu_kernels_active()->silu_mul(ws->gate, ws->up, T * I);
+    jb_cpu_matmul_swiglu(ex, ws->gate, ws->up, x, T, &w->gate_proj, &w->up_proj);
     jb_cpu_matmul_ex(ex, out, ws->gate, T, &w->down_proj, NULL);
 }
 

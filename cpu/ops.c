@@ -7,6 +7,7 @@
 #include "cpu/kernels.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,22 +23,6 @@ const float *jb_weight_f32(const jb_weight *w, float *scratch) {
         return w->data;
     jb_to_f32(scratch, w->data, w->dtype, weight_elements(w));
     return scratch;
-}
-
-typedef struct matmul_job {
-    const jb_cpu_kernel_table *kernels;
-    jb_gemm_args args;
-} matmul_job;
-
-static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
-    (void)thread;
-    const matmul_job *j = arg;
-    j->kernels->gemm(&j->args, n0, n1);
-}
-
-void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_weight *W, const float *bias) {
-    matmul_job job = {jb_cpu_kernels_active(), {X, T, W->shape[1], W->shape[0], W->data, W->dtype, W->scale, bias, Y}};
-    jb_pool_run(pool, job.args.N, jb_cpu_grain(pool, job.args.N, T * job.args.K, JB_MATMUL_ROWS), matmul_rows, &job);
 }
 
 int64_t jb_cpu_q8_row_bytes(int64_t K) { return (K + JB_Q8_ROW_ALIGN - 1) / JB_Q8_ROW_ALIGN * JB_Q8_ROW_ALIGN; }
@@ -88,30 +73,85 @@ static void quantize_range(void *arg, int64_t t0, int64_t t1, int thread) {
     jb_cpu_quantize_rows(j->X + t0 * j->K, t1 - t0, j->K, j->Xq + t0 * j->ldq, j->ldq, j->sx + t0, j->offset);
 }
 
-typedef struct matmul_q8_job {
-    const jb_cpu_kernel_table *kernels;
-    jb_gemm_q8_args args;
-} matmul_q8_job;
+/* One product of a job, as the columns of its kernel: fp32 activations (gemm) or int8 ones (gemm_q8). */
+typedef struct product {
+    bool q8;
+    jb_gemm_args f;
+    jb_gemm_q8_args q;
+} product;
 
-static void matmul_q8_rows(void *arg, int64_t n0, int64_t n1, int thread) {
+static void product_columns(const jb_cpu_kernel_table *kernels, const product *p, int64_t n0, int64_t n1) {
+    if (p->q8)
+        kernels->gemm_q8(&p->q, n0, n1);
+    else
+        kernels->gemm(&p->f, n0, n1);
+}
+
+/* Y = X W^T (+ bias) as ex runs it: an I8 weight whose rows fit ex's buffer multiplies X's rows quantized
+ * into it (by this call when `quantize`, else already there from a product of the same X). */
+static product prepare(const jb_cpu_exec *ex, const jb_cpu_kernel_table *kernels, float *Y, const float *X,
+                       int64_t T, const jb_weight *W, const float *bias, bool quantize) {
+    const int64_t K = W->shape[1], N = W->shape[0], ldq = jb_cpu_q8_row_bytes(K);
+    product p = {.f = {X, T, K, N, W->data, W->dtype, W->scale, bias, Y}};
+    p.q8 = W->dtype == JAMBA_DTYPE_I8 && ex->q8_rows != NULL && K <= JB_Q8_MAX_K && T <= ex->q8_rows_max &&
+           ldq <= ex->q8_row_bytes;
+    if (!p.q8)
+        return p;
+    p.q = (jb_gemm_q8_args){ex->q8_rows, ex->q8_scales, T, K, ldq, N, W->data, W->scale, bias, Y};
+    if (quantize) {
+        quantize_job q = {X, K, ldq, ex->q8_rows, ex->q8_scales, kernels->q8_offset};
+        jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), quantize_range, &q);
+    }
+    return p;
+}
+
+typedef struct matmul_job {
+    const jb_cpu_kernel_table *kernels;
+    product p;
+} matmul_job;
+
+static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
     (void)thread;
-    const matmul_q8_job *j = arg;
-    j->kernels->gemm_q8(&j->args, n0, n1);
+    const matmul_job *j = arg;
+    product_columns(j->kernels, &j->p, n0, n1);
 }
 
 void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
                       const float *bias) {
-    const int64_t K = W->shape[1], N = W->shape[0], ldq = jb_cpu_q8_row_bytes(K);
-    if (W->dtype != JAMBA_DTYPE_I8 || ex->q8_rows == NULL || K > JB_Q8_MAX_K || T > ex->q8_rows_max ||
-        ldq > ex->q8_row_bytes) {
-        jb_cpu_matmul(ex->pool, Y, X, T, W, bias);
-        return;
-    }
     const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
-    quantize_job q = {X, K, ldq, ex->q8_rows, ex->q8_scales, kernels->q8_offset};
-    jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), quantize_range, &q);
-    matmul_q8_job job = {kernels, {ex->q8_rows, ex->q8_scales, T, K, ldq, N, W->data, W->scale, bias, Y}};
-    jb_pool_run(ex->pool, N, jb_cpu_grain(ex->pool, N, T * K, JB_MATMUL_ROWS), matmul_q8_rows, &job);
+    matmul_job job = {kernels, prepare(ex, kernels, Y, X, T, W, bias, true)};
+    const int64_t N = W->shape[0];
+    jb_pool_run(ex->pool, N, jb_cpu_grain(ex->pool, N, T * W->shape[1], JB_MATMUL_ROWS), matmul_rows, &job);
+}
+
+void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_weight *W, const float *bias) {
+    const jb_cpu_exec fp32 = {.pool = pool};
+    jb_cpu_matmul_ex(&fp32, Y, X, T, W, bias);
+}
+
+typedef struct swiglu_job {
+    const jb_cpu_kernel_table *kernels;
+    product gate, up;
+    int64_t T, I;
+} swiglu_job;
+
+/* Columns [n0, n1) of both products, then SiLU(gate) ⊙ up over them in every row. */
+static void swiglu_rows(void *arg, int64_t n0, int64_t n1, int thread) {
+    (void)thread;
+    const swiglu_job *j = arg;
+    product_columns(j->kernels, &j->gate, n0, n1);
+    product_columns(j->kernels, &j->up, n0, n1);
+    for (int64_t t = 0; t < j->T; t++)
+        j->kernels->silu_mul(j->gate.f.Y + t * j->I + n0, j->up.f.Y + t * j->I + n0, n1 - n0);
+}
+
+void jb_cpu_matmul_swiglu(const jb_cpu_exec *ex, float *G, float *U, const float *X, int64_t T,
+                          const jb_weight *Wg, const jb_weight *Wu) {
+    const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
+    swiglu_job job = {kernels, prepare(ex, kernels, G, X, T, Wg, NULL, true), {0}, T, Wg->shape[0]};
+    job.up = prepare(ex, kernels, U, X, T, Wu, NULL, !job.gate.q8); /* the same rows: quantized once */
+    jb_pool_run(ex->pool, job.I, jb_cpu_grain(ex->pool, job.I, 2 * T * Wg->shape[1], JB_MATMUL_ROWS), swiglu_rows,
+                &job);
 }
 
 static int64_t min_parallel_work = JB_CPU_MIN_PARALLEL_WORK;

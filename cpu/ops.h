@@ -46,6 +46,12 @@ int64_t jb_cpu_q8_row_bytes(int64_t K);
 void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
                       const float *bias);
 
+/* G[T, I] = SiLU(X Wg^T) ⊙ (X Wu^T) and U[T, I] = X Wu^T (Wg, Wu [I, K]) in one parallel job: each range of
+ * columns multiplied by both, then gated (the same bits as two jb_cpu_matmul_ex and the kernels' silu_mul);
+ * int8 activations quantized once for both. */
+void jb_cpu_matmul_swiglu(const jb_cpu_exec *ex, float *G, float *U, const float *X, int64_t T,
+                          const jb_weight *Wg, const jb_weight *Wu);
+
 /* Each row of X[T, K] as int8 with one scale (symmetric, per row, as dynamic per-token quantization):
  * sx[t] = max_k |x[t, k]| / 127, xq = round-half-even(x · (127 / max)) in [-127, 127], stored as xq + offset
  * in Xq[t, 0 .. K) and 0 + offset in [K, ldq). A row of zeros gets scale 0; a row holding NaN or ±Inf gets
