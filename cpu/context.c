@@ -113,6 +113,7 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
         {(void **)&b->exec.q8_rows, 1, D2(q8_rows, q8_row_bytes), ROLE_WORK, "int8 activation rows"},
         {(void **)&b->exec.q8_scales, sizeof(float), D1(q8_rows), ROLE_WORK, "int8 activation scales"},
     };
+    f->rows = (int64_t)Tb;
     b->exec.q8_rows_max = (int64_t)q8_rows;
     b->exec.q8_row_bytes = (int64_t)q8_row_bytes;
     _Static_assert(sizeof table / sizeof table[0] <= MAX_BUFFERS, "MAX_BUFFERS");

@@ -23,19 +23,40 @@ void jb_cpu_moe(const jb_cpu_exec *ex, jb_ffn_workspace *ws, const jb_weight *ro
     jb_moe_route(ws->router, T, n_experts, top_k, ws->experts, ws->weights);
     jb_moe_plan_build(&ws->plan, ws->experts, ws->weights, T, n_experts, top_k);
     memset(out, 0, (size_t)(T * H) * sizeof *out);
-    /* Experts in ascending order, so each token's contributions are added in expert-id order. */
-    for (int64_t e = 0; e < n_experts; e++) {
-        const int64_t first = ws->plan.expert_begin[e], count = ws->plan.expert_begin[e + 1] - first;
-        if (count == 0)
-            continue;
-        for (int64_t i = 0; i < count; i++)
-            memcpy(ws->gathered + i * H, x + ws->plan.slot_token[first + i] * H, (size_t)H * sizeof *x);
-        jb_cpu_mlp(ex, ws, &experts[e], ws->gathered, count, ws->expert_out);
-        for (int64_t i = 0; i < count; i++) {
-            float *dst = out + ws->plan.slot_token[first + i] * H;
-            const float *src = ws->expert_out + i * H, w = ws->plan.slot_weight[first + i];
-            for (int64_t h = 0; h < H; h++)
-                dst[h] += src[h] * w;
+    /* The used experts in ascending order, as many at a time as the workspace has rows for (all of them in a
+     * decode step): their rows gathered one expert after another, the gate and up products of all of them
+     * one parallel job, the down products another; each token's contributions added in expert-id order. */
+    const int64_t capacity = ws->rows > T ? ws->rows : T; /* an expert has at most T rows */
+    for (int64_t e0 = 0; e0 < n_experts;) {
+        jb_cpu_part ffn[JB_CPU_MAX_PARTS], down[JB_CPU_MAX_PARTS];
+        int64_t used[JB_CPU_MAX_PARTS], rows = 0;
+        int n = 0;
+        for (; e0 < n_experts && n < JB_CPU_MAX_PARTS; e0++) {
+            const int64_t first = ws->plan.expert_begin[e0], count = ws->plan.expert_begin[e0 + 1] - first;
+            if (count == 0)
+                continue;
+            if (rows + count > capacity)
+                break;
+            for (int64_t i = 0; i < count; i++)
+                memcpy(ws->gathered + (rows + i) * H, x + ws->plan.slot_token[first + i] * H, (size_t)H * sizeof *x);
+            const jb_mlp_weights *w = &experts[e0];
+            const int64_t I = w->gate_proj.shape[0];
+            ffn[n] = (jb_cpu_part){ws->gathered + rows * H, count, &w->gate_proj, &w->up_proj, ws->gate + rows * I,
+                                   ws->up + rows * I};
+            down[n] = (jb_cpu_part){ws->gate + rows * I, count, &w->down_proj, NULL, ws->expert_out + rows * H, NULL};
+            used[n++] = e0;
+            rows += count;
+        }
+        jb_cpu_matmul_parts(ex, ffn, n);
+        jb_cpu_matmul_parts(ex, down, n);
+        for (int i = 0, r = 0; i < n; r += (int)down[i].T, i++) {
+            const int64_t first = ws->plan.expert_begin[used[i]];
+            for (int64_t j = 0; j < down[i].T; j++) {
+                float *dst = out + ws->plan.slot_token[first + j] * H;
+                const float *src = ws->expert_out + (r + j) * H, w = ws->plan.slot_weight[first + j];
+                for (int64_t h = 0; h < H; h++)
+                    dst[h] += src[h] * w;
+            }
         }
     }
 }

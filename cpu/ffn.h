@@ -21,6 +21,7 @@ typedef struct jb_ffn_workspace {
     int32_t *experts;      /* [T, k] */
     float *weights;        /* [T, k] */
     jb_moe_plan plan;      /* arrays sized for T tokens */
+    int64_t rows;          /* rows gate, up, gathered and expert_out hold (0: the T of the call) */
 } jb_ffn_workspace;
 
 /* out[T, H] = down(SiLU(gate(x)) ⊙ up(x)) */

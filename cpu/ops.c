@@ -87,19 +87,22 @@ static void product_columns(const jb_cpu_kernel_table *kernels, const product *p
         kernels->gemm(&p->f, n0, n1);
 }
 
-/* Y = X W^T (+ bias) as ex runs it: an I8 weight whose rows fit ex's buffer multiplies X's rows quantized
- * into it (by this call when `quantize`, else already there from a product of the same X). */
+/* Y = X W^T (+ bias) as ex runs it: an I8 weight whose rows fit ex's buffer from row `row0` on multiplies X's
+ * rows quantized into it there (by this call when `quantize`, else already there from a product of the same
+ * X). */
 static product prepare(const jb_cpu_exec *ex, const jb_cpu_kernel_table *kernels, float *Y, const float *X,
-                       int64_t T, const jb_weight *W, const float *bias, bool quantize) {
+                       int64_t T, int64_t row0, const jb_weight *W, const float *bias, bool quantize) {
     const int64_t K = W->shape[1], N = W->shape[0], ldq = jb_cpu_q8_row_bytes(K);
     product p = {.f = {X, T, K, N, W->data, W->dtype, W->scale, bias, Y}};
-    p.q8 = W->dtype == JAMBA_DTYPE_I8 && ex->q8_rows != NULL && K <= JB_Q8_MAX_K && T <= ex->q8_rows_max &&
-           ldq <= ex->q8_row_bytes;
+    p.q8 = W->dtype == JAMBA_DTYPE_I8 && ex->q8_rows != NULL && K <= JB_Q8_MAX_K &&
+           row0 + T <= ex->q8_rows_max && ldq <= ex->q8_row_bytes;
     if (!p.q8)
         return p;
-    p.q = (jb_gemm_q8_args){ex->q8_rows, ex->q8_scales, T, K, ldq, N, W->data, W->scale, bias, Y};
+    uint8_t *rows = ex->q8_rows + row0 * ldq;
+    float *scales = ex->q8_scales + row0;
+    p.q = (jb_gemm_q8_args){rows, scales, T, K, ldq, N, W->data, W->scale, bias, Y};
     if (quantize) {
-        quantize_job q = {X, K, ldq, ex->q8_rows, ex->q8_scales, kernels->q8_offset};
+        quantize_job q = {X, K, ldq, rows, scales, kernels->q8_offset};
         jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), quantize_range, &q);
     }
     return p;
@@ -119,7 +122,7 @@ static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
 void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
                       const float *bias) {
     const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
-    matmul_job job = {kernels, prepare(ex, kernels, Y, X, T, W, bias, true)};
+    matmul_job job = {kernels, prepare(ex, kernels, Y, X, T, 0, W, bias, true)};
     const int64_t N = W->shape[0];
     jb_pool_run(ex->pool, N, jb_cpu_grain(ex->pool, N, T * W->shape[1], JB_MATMUL_ROWS), matmul_rows, &job);
 }
@@ -129,29 +132,48 @@ void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_
     jb_cpu_matmul_ex(&fp32, Y, X, T, W, bias);
 }
 
-typedef struct swiglu_job {
+typedef struct parts_job {
     const jb_cpu_kernel_table *kernels;
-    product gate, up;
-    int64_t T, I;
-} swiglu_job;
+    int n;
+    product first[JB_CPU_MAX_PARTS], gated[JB_CPU_MAX_PARTS]; /* gated[i].f.Y NULL: part i is not gated */
+    int64_t N;
+} parts_job;
 
-/* Columns [n0, n1) of both products, then SiLU(gate) ⊙ up over them in every row. */
-static void swiglu_rows(void *arg, int64_t n0, int64_t n1, int thread) {
+/* Columns [n0, n1) of every part; a gated part's SiLU(first) ⊙ gated over them in each of its rows. */
+static void parts_rows(void *arg, int64_t n0, int64_t n1, int thread) {
     (void)thread;
-    const swiglu_job *j = arg;
-    product_columns(j->kernels, &j->gate, n0, n1);
-    product_columns(j->kernels, &j->up, n0, n1);
-    for (int64_t t = 0; t < j->T; t++)
-        j->kernels->silu_mul(j->gate.f.Y + t * j->I + n0, j->up.f.Y + t * j->I + n0, n1 - n0);
+    const parts_job *j = arg;
+    for (int i = 0; i < j->n; i++) {
+        product_columns(j->kernels, &j->first[i], n0, n1);
+        if (j->gated[i].f.Y == NULL)
+            continue;
+        product_columns(j->kernels, &j->gated[i], n0, n1);
+        for (int64_t t = 0; t < j->first[i].f.T; t++)
+            j->kernels->silu_mul(j->first[i].f.Y + t * j->N + n0, j->gated[i].f.Y + t * j->N + n0, n1 - n0);
+    }
+}
+
+void jb_cpu_matmul_parts(const jb_cpu_exec *ex, const jb_cpu_part *parts, int n) {
+    if (n <= 0)
+        return;
+    const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
+    parts_job job = {kernels, n < JB_CPU_MAX_PARTS ? n : JB_CPU_MAX_PARTS, {{0}}, {{0}}, parts[0].W->shape[0]};
+    int64_t work = 0, row0 = 0;
+    for (int i = 0; i < job.n; i++) {
+        const jb_cpu_part *p = &parts[i];
+        job.first[i] = prepare(ex, kernels, p->Y, p->X, p->T, row0, p->W, NULL, true);
+        if (p->W2) /* the same rows: quantized once */
+            job.gated[i] = prepare(ex, kernels, p->Y2, p->X, p->T, row0, p->W2, NULL, !job.first[i].q8);
+        work += (p->W2 ? 2 : 1) * p->T * p->W->shape[1];
+        row0 += p->T;
+    }
+    jb_pool_run(ex->pool, job.N, jb_cpu_grain(ex->pool, job.N, work, JB_MATMUL_ROWS), parts_rows, &job);
 }
 
 void jb_cpu_matmul_swiglu(const jb_cpu_exec *ex, float *G, float *U, const float *X, int64_t T,
                           const jb_weight *Wg, const jb_weight *Wu) {
-    const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
-    swiglu_job job = {kernels, prepare(ex, kernels, G, X, T, Wg, NULL, true), {0}, T, Wg->shape[0]};
-    job.up = prepare(ex, kernels, U, X, T, Wu, NULL, !job.gate.q8); /* the same rows: quantized once */
-    jb_pool_run(ex->pool, job.I, jb_cpu_grain(ex->pool, job.I, 2 * T * Wg->shape[1], JB_MATMUL_ROWS), swiglu_rows,
-                &job);
+    const jb_cpu_part one = {X, T, Wg, Wu, G, U};
+    jb_cpu_matmul_parts(ex, &one, 1);
 }
 
 static int64_t min_parallel_work = JB_CPU_MIN_PARALLEL_WORK;

@@ -52,6 +52,19 @@ void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T
 void jb_cpu_matmul_swiglu(const jb_cpu_exec *ex, float *G, float *U, const float *X, int64_t T,
                           const jb_weight *Wg, const jb_weight *Wu);
 
+/* Several products of the same output width over different rows (the experts of a MoE layer) as one
+ * parallel job over their columns: Y = X W^T, or with W2 the SwiGLU above (Y = SiLU(X W^T) ⊙ (X W2^T),
+ * Y2 = X W2^T). Int8 activations of part i go to ex's buffer after those of parts 0 .. i-1 (parts whose
+ * rows no longer fit there multiply fp32 activations). Each output has the bits of its own product. */
+#define JB_CPU_MAX_PARTS 32
+typedef struct jb_cpu_part {
+    const float *X;           /* [T, K] */
+    int64_t T;
+    const jb_weight *W, *W2;  /* [N, K]; W2 NULL: not gated */
+    float *Y, *Y2;            /* [T, N] */
+} jb_cpu_part;
+void jb_cpu_matmul_parts(const jb_cpu_exec *ex, const jb_cpu_part *parts, int n);
+
 /* Each row of X[T, K] as int8 with one scale (symmetric, per row, as dynamic per-token quantization):
  * sx[t] = max_k |x[t, k]| / 127, xq = round-half-even(x · (127 / max)) in [-127, 127], stored as xq + offset
  * in Xq[t, 0 .. K) and 0 + offset in [K, ldq). A row of zeros gets scale 0; a row holding NaN or ±Inf gets
