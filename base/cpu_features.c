@@ -27,7 +27,10 @@ static bool detect(jb_cpu_kernels k) {
                         __builtin_cpu_supports("avx512vl");
     if (k == JB_CPU_KERNELS_AVX512)
         return avx512;
-    return avx512 && __builtin_cpu_supports("avx512vnni");
+    const bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
+    if (k == JB_CPU_KERNELS_AVX512_VNNI)
+        return vnni;
+    return vnni && __builtin_cpu_supports("avx512bf16");
 }
 #else
 static bool detect(jb_cpu_kernels k) {
@@ -36,7 +39,7 @@ static bool detect(jb_cpu_kernels k) {
 }
 #endif
 
-static const char *const NAMES[JB_CPU_KERNELS_COUNT] = {"portable", "avx2", "avx512", "avx512vnni"};
+static const char *const NAMES[JB_CPU_KERNELS_COUNT] = {"portable", "avx2", "avx512", "avx512vnni", "avx512bf16"};
 
 const char *jb_cpu_kernels_name(jb_cpu_kernels k) {
     return (unsigned)k < JB_CPU_KERNELS_COUNT ? NAMES[k] : "unknown";

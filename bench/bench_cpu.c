@@ -5,7 +5,7 @@
  *
  *   bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] [--reps R]
  *             [--experts int8] [--mlp int8] [--mixers int8] [--lm-head int8] [--weights int8]
- *             [--activations int8] [--no-bandwidth]
+ *             [--activations int8|bf16] [--no-bandwidth]
  *
  * One JSON line per thread count on stdout:
  *   {"model":..., "kernels":..., "threads":N, "prefill_tokens":T, "prefill_tok_s":...,
@@ -15,8 +15,8 @@
  * bf16 model, 16 layers of hidden 1024 with 16 experts top-2 on every other layer (runtime/synthetic.h).
  * --experts / --mlp / --mixers / --lm-head int8: quantize the MoE experts / the dense MLPs / the Mamba and
  * attention projections / the LM head to int8 while loading, --weights int8 all four (as the CLI's options);
- * --activations int8: those int8 weights multiply int8-quantized activations (jamba_context_params
- * cpu_activations I8).
+ * --activations int8: those int8 weights multiply int8-quantized activations, bf16: bf16 weights multiply
+ * activations rounded to bf16 (jamba_context_params cpu_activations I8, BF16).
  * active_weight_bytes: the weights a decode token reads as held (int8 groups at one byte per parameter, row
  * scales not counted, and the Mamba mixers' conv, A_log, D and norm vectors counted with their projections:
  * jamba_param_counts does not separate them), the embedding left out (one row per token) unless it is the
@@ -181,7 +181,7 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
            "\"active_weight_bytes\":%.0f,\"decode_weight_gb_s\":%.2f,\"read_gb_s\":%s}\n",
            name, jb_cpu_kernels_name(jb_cpu_kernels_selected()), format_name(o->load.experts),
            format_name(o->load.mlp), format_name(o->load.mixers), format_name(o->load.lm_head),
-           o->activations == JAMBA_DTYPE_I8 ? "int8" : "f32", threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
+           o->activations == JAMBA_DTYPE_I8 ? "int8" : o->activations == JAMBA_DTYPE_BF16 ? "bf16" : "f32", threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
            active * decode / 1e9, read_gb_s);
     fflush(stdout);
     free(ids);
@@ -192,7 +192,7 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
 static void usage(void) {
     fprintf(stderr, "usage: bench_cpu [--model DIR | --synthetic] [--threads N[,N...]] [--prompt T] [--decode N] "
                     "[--reps R] [--experts int8] [--mlp int8] [--mixers int8] [--lm-head int8] [--weights int8] "
-                    "[--activations int8] [--no-bandwidth]\n");
+                    "[--activations int8|bf16] [--no-bandwidth]\n");
     exit(2);
 }
 
@@ -202,6 +202,12 @@ static jamba_weight_format parse_format(const char *s) {
     if (strcmp(s, "stored") != 0)
         usage();
     return JAMBA_FORMAT_STORED;
+}
+
+/* --activations int8 | bf16 | f32 (0 for anything else) */
+static jamba_dtype parse_activations(const char *s) {
+    return strcmp(s, "int8") == 0 ? JAMBA_DTYPE_I8 : strcmp(s, "bf16") == 0 ? JAMBA_DTYPE_BF16
+           : strcmp(s, "f32") == 0 ? JAMBA_DTYPE_F32 : JAMBA_DTYPE_UNKNOWN;
 }
 
 static void parse_threads(const char *s, bench_opts *o) {
@@ -242,8 +248,8 @@ int main(int argc, char **argv) {
             o.load.lm_head = parse_format(argv[++i]);
         else if (strcmp(argv[i], "--weights") == 0 && next) /* all four; later group flags override */
             o.load.experts = o.load.mlp = o.load.mixers = o.load.lm_head = parse_format(argv[++i]);
-        else if (strcmp(argv[i], "--activations") == 0 && next && strcmp(next, "int8") == 0 && ++i)
-            o.activations = JAMBA_DTYPE_I8;
+        else if (strcmp(argv[i], "--activations") == 0 && next && (o.activations = parse_activations(next)) && ++i)
+            continue;
         else if (strcmp(argv[i], "--no-bandwidth") == 0)
             o.bandwidth = false;
         else

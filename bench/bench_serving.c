@@ -3,7 +3,7 @@
  * the same requests one at a time.
  *
  *   bench_serving [--model DIR | --synthetic] [--threads N] [--concurrency C[,C...]] [--system T]
- *                 [--user T] [--gen G] [--long-system T] [--weights int8] [--activations int8]
+ *                 [--user T] [--gen G] [--long-system T] [--weights int8] [--activations int8|bf16]
  *
  * Throughput: C requests that share a system prompt of --system tokens (default 64) followed by their own
  * --user tokens (default 16), each generating --gen tokens (default 32, greedy), are submitted at once to a
@@ -16,8 +16,8 @@
  * the cold one, and the prefill tokens saved.
  * One JSON line per measurement on stdout, after one unmeasured request that warms the caches. Defaults:
  * models/demo, 2 threads, C = 1,8,32. --weights int8: a model folder's projection matrices quantized to int8
- * while loading (as `jamba --weights int8`); --activations int8: int8 weights multiply int8 activations
- * (jamba_context_params.cpu_activations I8).
+ * while loading (as `jamba --weights int8`); --activations int8 | bf16: int8 (bf16) weights multiply int8
+ * (bf16) activations (jamba_context_params.cpu_activations I8, BF16).
  */
 #include "bench/bench_util.h"
 #include "bench/synthetic_config.h"
@@ -157,7 +157,8 @@ static void throughput(const jamba_model *m, const char *label, const options *o
            "\"concurrency\":%d,\"prompt_tokens\":%lld,"
            "\"gen_tokens\":%lld,\"batched_tok_s\":%.1f,\"serial_tok_s\":%.1f,\"speedup\":%.2f,"
            "\"batched_ttft_ms_p50\":%.1f,\"serial_ttft_ms_p50\":%.1f,\"serial_queued_ttft_ms_p50\":%.1f}\n",
-           label, o->int8_weights ? "int8" : "stored", o->activations == JAMBA_DTYPE_I8 ? "int8" : "f32", o->threads,
+           label, o->int8_weights ? "int8" : "stored",
+           o->activations == JAMBA_DTYPE_I8 ? "int8" : o->activations == JAMBA_DTYPE_BF16 ? "bf16" : "f32", o->threads,
            c, (long long)n, (long long)o->gen, batched_tok_s, serial_tok_s,
            batched_tok_s / serial_tok_s, batched_ttft, serial_ttft, serial_queued_ttft);
     fflush(stdout);
@@ -216,7 +217,7 @@ static void warm_up(const jamba_model *m, const options *o) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_serving [--model DIR | --synthetic] [--threads N] [--concurrency C[,C...]] "
-                    "[--system T] [--user T] [--gen G] [--long-system T] [--weights int8] [--activations int8]\n");
+                    "[--system T] [--user T] [--gen G] [--long-system T] [--weights int8] [--activations int8|bf16]\n");
     exit(2);
 }
 
@@ -251,6 +252,8 @@ int main(int argc, char **argv) {
             o.int8_weights = true;
         else if (strcmp(argv[i], "--activations") == 0 && more && strcmp(argv[i + 1], "int8") == 0 && ++i)
             o.activations = JAMBA_DTYPE_I8;
+        else if (strcmp(argv[i], "--activations") == 0 && more && strcmp(argv[i + 1], "bf16") == 0 && ++i)
+            o.activations = JAMBA_DTYPE_BF16;
         else if (strcmp(argv[i], "--concurrency") == 0 && more) {
             o.n_levels = 0;
             for (char *tok = strtok(argv[++i], ","); tok && o.n_levels < MAX_LEVELS; tok = strtok(NULL, ","))

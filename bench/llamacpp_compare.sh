@@ -2,7 +2,7 @@
 # llamacpp_compare.sh — this runtime's CPU path against llama.cpp on the same models, precisions and threads,
 # paired in one run (not part of CI; docs/BENCHMARKS.md "Against llama.cpp" has the results and commands).
 #
-#   bench/llamacpp_compare.sh [--reps R] [--threads N] [--models demo,synthetic] [--precisions bf16,f32,int8,w8a8]
+#   bench/llamacpp_compare.sh [--reps R] [--threads N] [--models demo,synthetic] [--precisions bf16,bf16a,f32,int8,w8a8]
 #                             [--no-transformers] [--prepare-only]
 #
 # Everything it fetches, builds and converts stays under build/llamacpp/ (ignored by git; override with
@@ -16,7 +16,8 @@
 # Then per model and precision, R paired repetitions at N threads (default 2), alternating which runtime
 # goes first: prefill of a 512-token prompt and decode of 128 tokens after it —
 #   this runtime: bench_cpu --model DIR --threads N --prompt 512 --decode 128 --reps 1 --no-bandwidth
-#                 (+ --weights int8 for int8, + --activations int8 too for w8a8), under /usr/bin/time -v;
+#                 (+ --weights int8 for int8, + --activations int8 too for w8a8, --activations bf16 for
+#                 bf16a), under /usr/bin/time -v;
 #   llama.cpp:    llama-bench -m GGUF -t N -p 512 -n 0 -r 1, then -p 0 -n 128 -d 512 -r 1 (decode after a
 #                 512-token context, as ours), each under /usr/bin/time -v;
 # peak RSS (the larger of llama.cpp's two processes), greedy agreement on a fixed prompt (`jamba generate
@@ -29,7 +30,8 @@
 # conv and routers as stored) / GGUF Q8_0 (every 2-D weight but the router and the conv as int8 in blocks of
 # 32 with an f16 scale each, embedding included, activations quantized to 8 bits for the products); w8a8 = the
 # same int8 weights multiplying int8 activations (--activations int8: one scale per activation row, integer
-# dot products) / the same GGUF Q8_0.
+# dot products) / the same GGUF Q8_0; bf16a = the bf16 checkpoint multiplying activations rounded to bf16
+# (--activations bf16, as llama.cpp does for BF16) / the same GGUF BF16.
 #
 # Environment: PYTHON (default build/fixenv/bin/python: torch, transformers, safetensors, sentencepiece),
 # JAMBA_BUILD (default build/cpu: bench_cpu and jamba, a Release build), LLAMA_CPP_PYTHON_VERSION.
@@ -41,7 +43,7 @@ VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 PY=${PYTHON:-$ROOT/build/fixenv/bin/python}
 OURS=${JAMBA_BUILD:-$ROOT/build/cpu}
 HELPER="$ROOT/bench/llamacpp_compare.py"
-REPS=5 THREADS=2 MODELS=demo,synthetic PRECISIONS=bf16,f32,int8,w8a8 TRANSFORMERS=1 PREPARE_ONLY=0
+REPS=5 THREADS=2 MODELS=demo,synthetic PRECISIONS=bf16,bf16a,f32,int8,w8a8 TRANSFORMERS=1 PREPARE_ONLY=0
 PROMPT_TOKENS=512 DECODE_TOKENS=128 AGREE_TOKENS=32
 AGREE_PROMPT=$'ROMEO:\nBut soft, what light'
 
@@ -96,9 +98,13 @@ hf_dir() { # model precision -> the Hugging Face folder this runtime loads
     synthetic-*) echo "$M/synthetic-bf16" ;;
     esac
 }
-gguf_type() { case "$1" in bf16) echo bf16 ;; f32) echo f32 ;; int8 | w8a8) echo q8_0 ;; esac; }
+gguf_type() { case "$1" in bf16 | bf16a) echo bf16 ;; f32) echo f32 ;; int8 | w8a8) echo q8_0 ;; esac; }
 our_flags() { # precision -> this runtime's options for it
-    case "$1" in int8) echo --weights int8 ;; w8a8) echo --weights int8 --activations int8 ;; esac
+    case "$1" in
+    int8) echo --weights int8 ;;
+    w8a8) echo --weights int8 --activations int8 ;;
+    bf16a) echo --activations bf16 ;;
+    esac
 }
 gguf_file() { echo "$M/$1-$(gguf_type "$2").gguf"; }
 

@@ -19,8 +19,9 @@ static jamba_status cpu_resolve(const jamba_model *m, jamba_context_params *p, j
                        "needs the CUDA device)", jamba_dtype_name(p->kv_dtype));
     if (p->cpu_activations == JAMBA_DTYPE_UNKNOWN)
         p->cpu_activations = JAMBA_DTYPE_F32;
-    if (p->cpu_activations != JAMBA_DTYPE_F32 && p->cpu_activations != JAMBA_DTYPE_I8)
-        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: cpu_activations %s (F32 or I8)",
+    if (p->cpu_activations != JAMBA_DTYPE_F32 && p->cpu_activations != JAMBA_DTYPE_I8 &&
+        p->cpu_activations != JAMBA_DTYPE_BF16)
+        return jb_fail(err, JAMBA_ERR_INVALID_ARGUMENT, "context: cpu_activations %s (F32, I8 or BF16)",
                        jamba_dtype_name(p->cpu_activations));
     if (p->n_batch == 0)
         p->n_batch = JB_CPU_DEFAULT_BATCH;

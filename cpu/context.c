@@ -69,11 +69,13 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
     const uint64_t A = (uint64_t)c->n_attention_layers, M = (uint64_t)c->n_mamba_layers;
     const uint64_t score_rows = (uint64_t)jb_cpu_attn_score_rows(c->num_attention_heads, c->num_key_value_heads);
     const uint64_t vec = (uint64_t)max3(c->hidden_size, c->mamba_dt_rank, c->mamba_d_state);
-    /* int8 activations: the rows of any product (a step's rows, or the logit rows) of the longest input
+    /* int8 or bf16 activations: the rows of any product (a step's rows, or the logit rows) of the longest input
      * (H, D_i, R, q or I) */
-    const uint64_t q8_rows = p->cpu_activations == JAMBA_DTYPE_I8 ? (Tb > cap ? Tb : cap) : 0;
-    const uint64_t q8_row_bytes = (uint64_t)jb_cpu_q8_row_bytes(
-        max3(max3(c->hidden_size, c->mamba_d_inner, c->mamba_dt_rank), (int64_t)q, c->intermediate_size));
+    const bool lowp = p->cpu_activations == JAMBA_DTYPE_I8 || p->cpu_activations == JAMBA_DTYPE_BF16;
+    const uint64_t act_rows = lowp ? (Tb > cap ? Tb : cap) : 0;
+    const uint64_t act_row_bytes = (uint64_t)jb_cpu_lowp_row_bytes(
+        max3(max3(c->hidden_size, c->mamba_d_inner, c->mamba_dt_rank), (int64_t)q, c->intermediate_size),
+        p->cpu_activations == JAMBA_DTYPE_I8 ? 1 : 2);
     jb_cpu_workspace *w = &b->ws;
     jb_ffn_workspace *f = &w->ffn;
     const buffer table[] = {
@@ -110,12 +112,13 @@ static void buffer_table(jb_backend_ctx *b, const jamba_config *c, const jamba_c
         {(void **)&f->plan.expert_begin, sizeof(int64_t), D1(E + 1), ROLE_WORK, "a workspace"},
         {(void **)&f->plan.slot_token, sizeof(int64_t), D2(Tb, k), ROLE_WORK, "a workspace"},
         {(void **)&f->plan.slot_weight, sizeof(float), D2(Tb, k), ROLE_WORK, "a workspace"},
-        {(void **)&b->exec.q8_rows, 1, D2(q8_rows, q8_row_bytes), ROLE_WORK, "int8 activation rows"},
-        {(void **)&b->exec.q8_scales, sizeof(float), D1(q8_rows), ROLE_WORK, "int8 activation scales"},
+        {(void **)&b->exec.act_rows, 1, D2(act_rows, act_row_bytes), ROLE_WORK, "int8 or bf16 activation rows"},
+        {(void **)&b->exec.act_scales, sizeof(float), D1(act_rows), ROLE_WORK, "int8 activation scales"},
     };
     f->rows = (int64_t)Tb;
-    b->exec.q8_rows_max = (int64_t)q8_rows;
-    b->exec.q8_row_bytes = (int64_t)q8_row_bytes;
+    b->exec.activations = p->cpu_activations;
+    b->exec.act_rows_max = (int64_t)act_rows;
+    b->exec.act_row_bytes = (int64_t)act_row_bytes;
     _Static_assert(sizeof table / sizeof table[0] <= MAX_BUFFERS, "MAX_BUFFERS");
     memcpy(out, table, sizeof table);
     *n = sizeof table / sizeof table[0];

@@ -22,7 +22,8 @@ static void select_active(void) { active = jb_cpu_kernel_set(jb_cpu_kernels_sele
 
 const jb_cpu_kernel_table *jb_cpu_kernel_set(jb_cpu_kernels k) {
     static const jb_cpu_kernel_table *const sets[JB_CPU_KERNELS_COUNT] = {
-        &jb_cpu_kernels_portable, &jb_cpu_kernels_avx2, &jb_cpu_kernels_avx512, &jb_cpu_kernels_avx512vnni};
+        &jb_cpu_kernels_portable, &jb_cpu_kernels_avx2, &jb_cpu_kernels_avx512, &jb_cpu_kernels_avx512vnni,
+        &jb_cpu_kernels_avx512bf16};
     pthread_once(&once, init_once);
     if ((unsigned)k >= JB_CPU_KERNELS_COUNT || sets[k]->gemm == NULL || !jb_cpu_kernels_supported(k))
         return NULL;

@@ -1,6 +1,6 @@
 /*
  * kernels.h — the CPU backend's inner loops, one table per kernel set (base/cpu_features.h): portable C,
- * AVX2 + FMA + F16C, AVX-512, AVX-512 with VNNI. Each set is compiled with function-level target attributes, so one binary
+ * AVX2 + FMA + F16C, AVX-512, AVX-512 with VNNI, and with BF16 too. Each set is compiled with function-level target attributes, so one binary
  * runs anywhere and uses the best set the CPU has (or the one JAMBA_CPU_KERNELS names).
  *
  * Numerics, identical for every thread count and every way of splitting rows into steps:
@@ -14,6 +14,11 @@
  *         y[t, n] = ((float)(Σ_k xq[t, k] · w[n, k]) · sx[t]) · scale[n] (+ bias[n]), the sum exact in
  *         integers (so every set, tile shape and thread count gives the same bits), the activations
  *         quantized per row by jb_cpu_quantize_rows (cpu/ops.h).
+ *   gemm_b16 bf16 weights times activations rounded to bf16 (cpu_activations = BF16): lane i of VW sums the
+ *         pairs (2i, 2i+1) of every 2·VW values in increasing k, zeros past K, as vdpbf16ps does: acc + x·w of
+ *         the odd one, then of the even one (products exact in fp32, each sum rounded to nearest even; the
+ *         AVX-512 BF16 set is that instruction, whose denormal inputs and outputs are zeros), then the lanes
+ *         pairwise as gemm. The same bits for every tile shape, thread count and step split within a set.
  *   conv, scan, SiLU and softplus: vectorised over channels (elements), so each follows the plain loop's
  *         order of operations (cpu/mamba.h, cpu/ops.h); portable calls libm's expf and log1pf, the SIMD sets
  *         vector versions within a few ulp of them (so their results can differ in the last bits).
@@ -47,20 +52,22 @@ typedef struct jb_gemm_args {
 
 /* The longest row gemm_q8 takes: its int32 sums cannot overflow (K · 255 · 127 < 2^31). */
 #define JB_Q8_MAX_K 65536
-/* Activation rows are stored padded to a multiple of this many bytes (the widest set's step). */
-#define JB_Q8_ROW_ALIGN 64
+/* Activation rows of gemm_q8 and gemm_b16 are stored padded to a multiple of this many bytes (the widest
+ * set's step). */
+#define JB_LOWP_ROW_ALIGN 64
 
-/* One product of int8 weights with int8 activations: Y[T, N] = X[T, K] · W[N, K]^T (+ bias) as above. */
-typedef struct jb_gemm_q8_args {
-    const uint8_t *Xq;  /* [T, ldq] xq + q8_offset (the table's) per byte, ldq a multiple of JB_Q8_ROW_ALIGN,
-                           the padding past K holding 0 + q8_offset */
-    const float *sx;    /* [T] the rows' scales */
-    int64_t T, K, ldq, N; /* K ≤ JB_Q8_MAX_K */
-    const int8_t *W;    /* [N, K] */
-    const float *scale; /* [N] */
+/* One product of low-precision activations with weights of the same kind: int8 x int8 (gemm_q8) or
+ * bf16 x bf16 (gemm_b16), Y[T, N] = X[T, K] · W[N, K]^T (+ bias) as above. */
+typedef struct jb_gemm_lowp_args {
+    const void *X;      /* [T, ldx]: int8 as xq + q8_offset (the table's) per byte, or bf16; ldx elements a
+                           multiple of JB_LOWP_ROW_ALIGN bytes, the padding past K 0 (+ q8_offset) */
+    const float *sx;    /* [T] the int8 rows' scales (NULL for bf16) */
+    int64_t T, K, ldx, N; /* int8: K ≤ JB_Q8_MAX_K */
+    const void *W;      /* [N, K] int8 or bf16 */
+    const float *scale; /* [N] the int8 rows' scales (NULL for bf16) */
     const float *bias;  /* [N] or NULL */
     float *Y;           /* [T, N] */
-} jb_gemm_q8_args;
+} jb_gemm_lowp_args;
 
 typedef struct jb_cpu_kernel_table {
     jb_cpu_kernels set;
@@ -81,8 +88,10 @@ typedef struct jb_cpu_kernel_table {
     void (*attend)(const struct jb_attn_args *a, int64_t row, int64_t head0, int nh, float *score);
     /* Columns [n0, n1) of an int8 x int8 product for every row; q8_offset: what the set's activation bytes
      * add to xq (0: signed bytes; 128: unsigned, for VNNI's unsigned x signed products). */
-    void (*gemm_q8)(const jb_gemm_q8_args *a, int64_t n0, int64_t n1);
+    void (*gemm_q8)(const jb_gemm_lowp_args *a, int64_t n0, int64_t n1);
     int q8_offset;
+    /* Columns [n0, n1) of a bf16 x bf16 product for every row. */
+    void (*gemm_b16)(const jb_gemm_lowp_args *a, int64_t n0, int64_t n1);
 } jb_cpu_kernel_table;
 
 /* The table of kernel set k, or NULL when this CPU cannot run it (or this build has no such set). */
@@ -96,6 +105,7 @@ extern const jb_cpu_kernel_table jb_cpu_kernels_portable;
 extern const jb_cpu_kernel_table jb_cpu_kernels_avx2;
 extern const jb_cpu_kernel_table jb_cpu_kernels_avx512;
 extern const jb_cpu_kernel_table jb_cpu_kernels_avx512vnni;
+extern const jb_cpu_kernel_table jb_cpu_kernels_avx512bf16;
 
 /* E4M3 decoding table, 256 entries (filled on first use of jb_cpu_kernel_set). */
 extern float jb_cpu_e4m3_table[256];

@@ -101,6 +101,13 @@ static inline JB_KI int64_t vi_hsum(vi v) {
     return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1))));
 }
 
+/* bf16 x bf16 (kernels_body.h): the pairs widened by a shift and a mask. */
+static inline JB_KI void v_b16_pairs(const uint16_t *p, vf *e, vf *o) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    *e = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    *o = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
 #include "cpu/kernels_body.h"
 
 #else

@@ -2,10 +2,11 @@
  * kernels_avx512_set.h — the AVX-512 kernel sets (F, BW, VL, with FMA and F16C): 16 floats per vector,
  * prefill tiles of 4 rows x 4 weight rows (16 accumulators of 32 registers; a product's last 1-3 rows in
  * tiles of up to 3 x 8, at most 24 accumulators), bf16 widened by a shift, f16 by vcvtph2ps, int8 by sign
- * extension. Included once by kernels_avx512.c and once by kernels_avx512vnni.c, which define
- * JB_TARGET_AVX512 (the functions' target), KERNEL_SET and KERNEL_TABLE, and Q8_VNNI where the int8 x int8
+ * extension. Included once by kernels_avx512.c, kernels_avx512vnni.c and kernels_avx512bf16.c, which define
+ * JB_TARGET_AVX512 (the functions' target), KERNEL_SET and KERNEL_TABLE, Q8_VNNI where the int8 x int8
  * products use VNNI's vpdpbusd (64 byte products per instruction; else vpmaddwd on bytes widened to 16
- * bits, 32 per instruction). Compiled with -ffp-contract=off (cpu/CMakeLists.txt).
+ * bits, 32 per instruction), and B16_HW where the bf16 x bf16 products use vdpbf16ps (kernels_avx512bf16.c,
+ * with both). Compiled with -ffp-contract=off (cpu/CMakeLists.txt).
  */
 #include "cpu/kernels.h"
 
@@ -133,6 +134,25 @@ static inline JB_KI vq q8_load(const void *p) {
 }
 static inline JB_KI vi vi_dot(vi acc, vq x, vq w) { return _mm512_add_epi32(acc, _mm512_madd_epi16(x, w)); }
 static inline JB_KI vi vi_wsum(vi acc, vq w) { return _mm512_add_epi32(acc, _mm512_madd_epi16(w, _mm512_set1_epi16(1))); }
+#endif
+
+/* bf16 x bf16 (kernels_body.h): vdpbf16ps (as an asm statement, as vpdpbusd above), or the pairs widened by a
+ * shift and a mask. */
+#define B16_TILE_ROWS 4
+#ifdef B16_HW
+#define HAVE_VB 1
+typedef __m512i vb;
+static inline JB_KI vb vb_load(const uint16_t *p) { return _mm512_loadu_si512(p); }
+static inline JB_KI vf vb_dot(vf acc, vb x, vb w) {
+    __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+    return acc;
+}
+#else
+static inline JB_KI void v_b16_pairs(const uint16_t *p, vf *e, vf *o) {
+    const __m512i v = _mm512_loadu_si512(p);
+    *e = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    *o = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+}
 #endif
 
 #include "cpu/kernels_body.h"

@@ -24,12 +24,15 @@
  *   KERNEL_SET, KERNEL_TABLE     the jb_cpu_kernels value and the table's name
  * and for the int8 x int8 product (gemm_q8):
  *   vi, vq                 int32 lanes; Q8_STEP bytes of activations or weights as the set multiplies them
- *   Q8_STEP, Q8_OFFSET     bytes per step (dividing JB_Q8_ROW_ALIGN); what activation bytes add to xq
+ *   Q8_STEP, Q8_OFFSET     bytes per step (dividing JB_LOWP_ROW_ALIGN); what activation bytes add to xq
  *   Q8_TILE_ROWS, Q8_TILE_COLS   activation rows x weight rows of a tile (R·C + C + C + 1 registers)
  *   q8_load(p)             Q8_STEP bytes at p (activations or weights)
  *   vi_zero() vi_dot(acc, x, w)   acc + the products x·w summed into lanes (exact)
  *   vi_wsum(acc, w)        acc + the weights summed into lanes (used where Q8_OFFSET is not 0)
  *   vi_hsum(v)             the lanes' sum
+ * and for the bf16 x bf16 product (gemm_b16): v_b16_pairs(p, &e, &o), 2·VW bf16 values at p as fp32, the
+ * even-indexed ones in e and the odd ones in o; or, with HAVE_VB, the set's own vb, vb_load(p) and
+ * vb_dot(acc, x, w) (vdpbf16ps); B16_TILE_ROWS (optional, default 2) activation rows of a tile.
  *
  * Shapes: T activation rows, K inputs, N outputs; a tile is R activation rows x C weight rows whose R·C
  * accumulators stay in registers while k runs over all of K.
@@ -369,7 +372,7 @@ static JB_K void gemm(const jb_gemm_args *a, int64_t n0, int64_t n1) {
 
 /* ---- int8 weights x int8 activations (gemm_q8) -------------------------------------------------- */
 
-_Static_assert(JB_Q8_ROW_ALIGN % Q8_STEP == 0, "Q8_STEP");
+_Static_assert(JB_LOWP_ROW_ALIGN % Q8_STEP == 0, "Q8_STEP");
 
 /* y from an exact integer sum (kernels.h's formula; the same scalar operations in every set). */
 static inline JB_KI float q8_output(int64_t sum, float sx, float sw, const float *bias, int64_t n) {
@@ -389,7 +392,7 @@ static inline JB_KI void vi_hsum4(vi a, vi b, vi c, vi d, int64_t out[4]) {
  * weight). Where activations carry an offset, wsum[p] is row n_p's weight sum (offset · wsum is taken off):
  * computed here when `have_wsum` is 0, then kept by the caller for the next rows. Any order gives the same
  * sums, so decode reads its weights as two streams (P = 2) and prefill as tiles (P = Q8_TILE_COLS). */
-static inline JB_KI void q8_block(const jb_gemm_q8_args *a, int64_t t0, int R, int P, const int64_t *n,
+static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R, int P, const int64_t *n,
                                   int64_t wsum[Q8_TILE_COLS], int have_wsum) {
     const int64_t K = a->K;
     const uint8_t *x[Q8_TILE_ROWS];
@@ -397,9 +400,9 @@ static inline JB_KI void q8_block(const jb_gemm_q8_args *a, int64_t t0, int R, i
     vi acc[Q8_TILE_ROWS * Q8_TILE_COLS], ws[4];
     const int sums = Q8_OFFSET && !have_wsum;
     UNROLL for (int i = 0; i < R; i++)
-        x[i] = a->Xq + (t0 + i) * a->ldq;
+        x[i] = (const uint8_t *)a->X + (t0 + i) * a->ldx;
     UNROLL for (int p = 0; p < P; p++) {
-        w[p] = a->W + n[p] * K;
+        w[p] = (const int8_t *)a->W + n[p] * K;
         ws[p] = vi_zero();
         UNROLL for (int i = 0; i < R; i++)
             acc[p * R + i] = vi_zero();
@@ -443,56 +446,134 @@ static inline JB_KI void q8_block(const jb_gemm_q8_args *a, int64_t t0, int R, i
     }
 }
 
+/* ---- bf16 weights x bf16 activations (gemm_b16) -------------------------------------------------- */
+
+#define B16_STEP (2 * VW) /* bf16 values per step: a pair per lane */
+#ifndef B16_TILE_ROWS
+#define B16_TILE_ROWS 2
+#endif
+#define B16_TILE_COLS 4
+_Static_assert(JB_LOWP_ROW_ALIGN % (2 * B16_STEP) == 0, "B16_STEP");
+
+#ifndef HAVE_VB
+/* 2·VW bf16 values as the lanes' pairs: e = the even-indexed values, o = the odd ones, as fp32 (v_b16_pairs). */
+typedef struct vb {
+    vf e, o;
+} vb;
+static inline JB_KI vb vb_load(const uint16_t *p) {
+    vb v;
+    v_b16_pairs(p, &v.e, &v.o);
+    return v;
+}
+/* acc + each lane's pair: x_o·w_o first, then x_e·w_e, each sum rounded once (the products of two bf16 values
+ * are exact in fp32, so a fused multiply-add is that sum): vdpbf16ps's order. */
+static inline JB_KI vf vb_dot(vf acc, vb x, vb w) { return v_fma(x.e, w.e, v_fma(x.o, w.o, acc)); }
+#endif
+
+/* Y[t0 .. t0+R, rows n_p] for P weight rows: one fp32 accumulator per (row, weight row), lanes of pairs in
+ * increasing k, the last K mod B16_STEP values from a zero-padded copy of the weights (the activations are
+ * padded with zeros), then the lanes pairwise (v_reduce4's order). */
+static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R, int P, const int64_t *n) {
+    const int64_t K = a->K;
+    const uint16_t *x[B16_TILE_ROWS], *w[B16_TILE_COLS];
+    vf acc[B16_TILE_ROWS * B16_TILE_COLS];
+    UNROLL for (int i = 0; i < R; i++)
+        x[i] = (const uint16_t *)a->X + (t0 + i) * a->ldx;
+    UNROLL for (int p = 0; p < P; p++) {
+        w[p] = (const uint16_t *)a->W + n[p] * K;
+        UNROLL for (int i = 0; i < R; i++)
+            acc[p * R + i] = v_zero();
+    }
+    int64_t k = 0;
+    for (; k + B16_STEP <= K; k += B16_STEP)
+        UNROLL for (int p = 0; p < P; p++) {
+            const vb wv = vb_load(w[p] + k);
+            UNROLL for (int i = 0; i < R; i++)
+                acc[p * R + i] = vb_dot(acc[p * R + i], vb_load(x[i] + k), wv);
+        }
+    if (k < K)
+        UNROLL for (int p = 0; p < P; p++) {
+            uint16_t pad[B16_STEP] = {0};
+            memcpy(pad, w[p] + k, (size_t)(K - k) * sizeof *pad);
+            const vb wv = vb_load(pad);
+            UNROLL for (int i = 0; i < R; i++)
+                acc[p * R + i] = vb_dot(acc[p * R + i], vb_load(x[i] + k), wv);
+        }
+    const int nacc = P * R;
+    UNROLL for (int j = 0; j < nacc; j += 4) {
+        float s4[4];
+        v_reduce4(acc[j], j + 1 < nacc ? acc[j + 1] : acc[j], j + 2 < nacc ? acc[j + 2] : acc[j],
+                  j + 3 < nacc ? acc[j + 3] : acc[j], s4);
+        for (int q = 0; q < 4 && j + q < nacc; q++) {
+            const int p = (j + q) / R, i = (j + q) % R;
+            a->Y[(t0 + i) * a->N + n[p]] = a->bias ? s4[q] + a->bias[n[p]] : s4[q];
+        }
+    }
+}
+
+/* ---- walking a low-precision product: int8 (KIND_Q8) or bf16 (KIND_B16) blocks ---------------------- */
+
+#define KIND_Q8 0
+#define KIND_B16 1
+#define LOWP_ROWS(kind) ((kind) == KIND_Q8 ? Q8_TILE_ROWS : B16_TILE_ROWS)
+#define LOWP_COLS(kind) ((kind) == KIND_Q8 ? Q8_TILE_COLS : B16_TILE_COLS)
+#define LOWP_MAX_COLS (Q8_TILE_COLS > B16_TILE_COLS ? Q8_TILE_COLS : B16_TILE_COLS)
+
 /* Columns [n0, n1) for rows [t0, t0 + R) as blocks of P consecutive weight rows (the last block's rows past
  * n1 repeat n1 - 1; those sums are stored again, the same values). */
-static inline JB_KI void q8_columns(const jb_gemm_q8_args *a, int64_t t0, int R, int P, int64_t n0, int64_t n1,
-                                    int64_t wsum[Q8_TILE_COLS], int have_wsum) {
+static inline JB_KI void lowp_columns(const jb_gemm_lowp_args *a, int kind, int64_t t0, int R, int P, int64_t n0,
+                                      int64_t n1, int64_t wsum[LOWP_MAX_COLS], int have_wsum) {
     for (int64_t c = n0; c < n1; c += P) {
-        int64_t n[Q8_TILE_COLS];
+        int64_t n[LOWP_MAX_COLS];
         UNROLL for (int p = 0; p < P; p++)
             n[p] = c + p < n1 ? c + p : n1 - 1;
-        q8_block(a, t0, R, P, n, wsum, have_wsum);
+        if (kind == KIND_Q8)
+            q8_block(a, t0, R, P, n, wsum, have_wsum);
+        else
+            b16_block(a, t0, R, P, n);
     }
 }
 
 /* Fewer rows than a tile: the range's halves as two sequential weight streams (as few_rows). */
-static inline JB_KI void q8_few(const jb_gemm_q8_args *a, int R, int64_t n0, int64_t n1) {
+static inline JB_KI void lowp_few(const jb_gemm_lowp_args *a, int kind, int R, int64_t n0, int64_t n1) {
     const int64_t half = (n1 - n0) / 2;
+    int64_t wsum[LOWP_MAX_COLS];
     for (int64_t c = n0; c < n0 + half; c++) {
         const int64_t pair[2] = {c, c + half};
-        int64_t wsum[Q8_TILE_COLS];
-        q8_block(a, 0, R, 2, pair, wsum, 0);
+        if (kind == KIND_Q8)
+            q8_block(a, 0, R, 2, pair, wsum, 0);
+        else
+            b16_block(a, 0, R, 2, pair);
     }
-    if ((n1 - n0) % 2) {
-        const int64_t last = n1 - 1;
-        int64_t wsum[Q8_TILE_COLS];
-        q8_block(a, 0, R, 1, &last, wsum, 0);
-    }
+    if ((n1 - n0) % 2)
+        lowp_columns(a, kind, 0, R, 1, n1 - 1, n1, wsum, 0);
 }
 
 /* Tiles over chunks of rows whose bytes stay in L2, the chunk's last rows (fewer than a tile) as one
  * narrower block per weight rows. */
-static inline JB_KI void q8_tiles(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
-    int64_t chunk = 4 * L2_CHUNK_FLOATS / a->ldq / Q8_TILE_ROWS * Q8_TILE_ROWS;
-    chunk = chunk < Q8_TILE_ROWS ? Q8_TILE_ROWS : chunk;
+static inline JB_KI void lowp_tiles(const jb_gemm_lowp_args *a, int kind, int64_t n0, int64_t n1) {
+    const int TR = LOWP_ROWS(kind), TC = LOWP_COLS(kind);
+    const int64_t row_bytes = a->ldx * (kind == KIND_Q8 ? 1 : 2);
+    int64_t chunk = 4 * L2_CHUNK_FLOATS / row_bytes / TR * TR;
+    chunk = chunk < TR ? TR : chunk;
     for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
         const int64_t t1 = a->T - t0 < chunk ? a->T : t0 + chunk;
-        const int64_t full_end = t0 + (t1 - t0) / Q8_TILE_ROWS * Q8_TILE_ROWS;
-        for (int64_t c = n0; c < n1; c += Q8_TILE_COLS) {
-            const int64_t c1 = n1 - c < Q8_TILE_COLS ? n1 : c + Q8_TILE_COLS;
-            int64_t wsum[Q8_TILE_COLS] = {0}; /* the first block over these weight rows sums them */
-            for (int64_t t = t0; t < full_end; t += Q8_TILE_ROWS)
-                q8_columns(a, t, Q8_TILE_ROWS, Q8_TILE_COLS, c, c1, wsum, t > t0);
+        const int64_t full_end = t0 + (t1 - t0) / TR * TR;
+        for (int64_t c = n0; c < n1; c += TC) {
+            const int64_t c1 = n1 - c < TC ? n1 : c + TC;
+            int64_t wsum[LOWP_MAX_COLS] = {0}; /* int8: the first block over these weight rows sums them */
+            for (int64_t t = t0; t < full_end; t += TR)
+                lowp_columns(a, kind, t, TR, TC, c, c1, wsum, t > t0);
             const int have = full_end > t0;
-            switch (t1 - full_end) { /* Q8_TILE_ROWS ≤ 4 */
+            switch (t1 - full_end) { /* tiles of at most 4 rows */
             case 1:
-                q8_columns(a, full_end, 1, Q8_TILE_COLS, c, c1, wsum, have);
+                lowp_columns(a, kind, full_end, 1, TC, c, c1, wsum, have);
                 break;
             case 2:
-                q8_columns(a, full_end, 2 < Q8_TILE_ROWS ? 2 : 1, Q8_TILE_COLS, c, c1, wsum, have);
+                lowp_columns(a, kind, full_end, 2 < TR ? 2 : 1, TC, c, c1, wsum, have);
                 break;
             case 3:
-                q8_columns(a, full_end, 3 < Q8_TILE_ROWS ? 3 : 1, Q8_TILE_COLS, c, c1, wsum, have);
+                lowp_columns(a, kind, full_end, 3 < TR ? 3 : 1, TC, c, c1, wsum, have);
                 break;
             default:
                 break;
@@ -501,30 +582,41 @@ static inline JB_KI void q8_tiles(const jb_gemm_q8_args *a, int64_t n0, int64_t 
     }
 }
 
-static JB_K __attribute__((noinline)) void q8_few_rows(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
-    switch (a->T) { /* Q8_TILE_ROWS ≤ 4 */
+/* A product of fewer rows than a tile, as lowp_few of that constant count. */
+static inline JB_KI void lowp_few_rows(const jb_gemm_lowp_args *a, int kind, int64_t n0, int64_t n1) {
+    const int TR = LOWP_ROWS(kind);
+    switch (a->T) { /* tiles of at most 4 rows */
     case 1:
-        q8_few(a, 1, n0, n1);
+        lowp_few(a, kind, 1, n0, n1);
         break;
     case 2:
-        q8_few(a, 2 < Q8_TILE_ROWS ? 2 : 1, n0, n1);
+        lowp_few(a, kind, 2 < TR ? 2 : 1, n0, n1);
         break;
     default:
-        q8_few(a, 3 < Q8_TILE_ROWS ? 3 : 1, n0, n1);
+        lowp_few(a, kind, 3 < TR ? 3 : 1, n0, n1);
         break;
     }
 }
 
-static JB_K __attribute__((noinline)) void q8_tile_rows(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
-    q8_tiles(a, n0, n1);
-}
-
-static JB_K void gemm_q8(const jb_gemm_q8_args *a, int64_t n0, int64_t n1) {
-    if (a->T >= Q8_TILE_ROWS)
-        q8_tile_rows(a, n0, n1);
-    else
-        q8_few_rows(a, n0, n1);
-}
+/* Each way of each kind a function of its own (registers of its own, as GEMM_PATHS). */
+#define LOWP_PATHS(suffix, KIND)                                                                             \
+    static JB_K __attribute__((noinline)) void suffix##_few_rows(const jb_gemm_lowp_args *a, int64_t n0,     \
+                                                                 int64_t n1) {                              \
+        lowp_few_rows(a, KIND, n0, n1);                                                                      \
+    }                                                                                                        \
+    static JB_K __attribute__((noinline)) void suffix##_tile_rows(const jb_gemm_lowp_args *a, int64_t n0,    \
+                                                                  int64_t n1) {                             \
+        lowp_tiles(a, KIND, n0, n1);                                                                         \
+    }                                                                                                        \
+    static JB_K void gemm_##suffix(const jb_gemm_lowp_args *a, int64_t n0, int64_t n1) {                     \
+        if (a->T >= LOWP_ROWS(KIND))                                                                         \
+            suffix##_tile_rows(a, n0, n1);                                                                   \
+        else                                                                                                 \
+            suffix##_few_rows(a, n0, n1);                                                                    \
+    }
+LOWP_PATHS(q8, KIND_Q8)
+LOWP_PATHS(b16, KIND_B16)
+#undef LOWP_PATHS
 
 /* ---- e^x ---------------------------------------------------------------------------------------------- */
 
@@ -905,4 +997,4 @@ static JB_K void attend(const jb_attn_args *a, int64_t row, int64_t head0, int n
 }
 
 const jb_cpu_kernel_table KERNEL_TABLE = {KERNEL_SET, VW, ATTN_HEADS, gemm,   conv,   scan,     silu_mul,
-                                          softplus,   neg_exp, attend, gemm_q8, Q8_OFFSET};
+                                          softplus,   neg_exp, attend, gemm_q8, Q8_OFFSET, gemm_b16};

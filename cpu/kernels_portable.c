@@ -138,4 +138,13 @@ static inline JB_KI vi vi_dot(vi acc, vq x, vq w) {
 static inline JB_KI vi vi_wsum(vi acc, vq w) { return vi_dot(acc, w, w - w + 1); }
 static inline JB_KI int64_t vi_hsum(vi v) { return (int64_t)v[0] + v[1] + v[2] + v[3]; }
 
+/* bf16 x bf16 (kernels_body.h): the pairs widened lane by lane. */
+static inline JB_KI void v_b16_pairs(const uint16_t *p, vf *e, vf *o) {
+    vword u;
+    memcpy(&u, p, sizeof u);
+    const vword even = u << 16, odd = u & 0xffff0000u;
+    memcpy(e, &even, sizeof *e);
+    memcpy(o, &odd, sizeof *o);
+}
+
 #include "cpu/kernels_body.h"

@@ -25,7 +25,9 @@ const float *jb_weight_f32(const jb_weight *w, float *scratch) {
     return scratch;
 }
 
-int64_t jb_cpu_q8_row_bytes(int64_t K) { return (K + JB_Q8_ROW_ALIGN - 1) / JB_Q8_ROW_ALIGN * JB_Q8_ROW_ALIGN; }
+int64_t jb_cpu_lowp_row_bytes(int64_t K, int64_t elem) {
+    return (K * elem + JB_LOWP_ROW_ALIGN - 1) / JB_LOWP_ROW_ALIGN * JB_LOWP_ROW_ALIGN;
+}
 
 /* Plain loops the compiler vectorises: the largest magnitude as the largest bit pattern of |x| (for floats
  * that are not NaN the two orders agree, and patterns from 0x7f800000 up are ±Inf or NaN), and the rounding
@@ -59,51 +61,77 @@ void jb_cpu_quantize_rows(const float *X, int64_t T, int64_t K, uint8_t *Xq, int
     }
 }
 
-typedef struct quantize_job {
-    const float *X;
-    int64_t K, ldq;
-    uint8_t *Xq;
-    float *sx;
-    int offset;
-} quantize_job;
-
-static void quantize_range(void *arg, int64_t t0, int64_t t1, int thread) {
-    (void)thread;
-    const quantize_job *j = arg;
-    jb_cpu_quantize_rows(j->X + t0 * j->K, t1 - t0, j->K, j->Xq + t0 * j->ldq, j->ldq, j->sx + t0, j->offset);
+void jb_cpu_round_rows_bf16(const float *X, int64_t T, int64_t K, uint16_t *Xb, int64_t ldb) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = X + t * K;
+        uint16_t *b = Xb + t * ldb;
+        for (int64_t k = 0; k < K; k++) { /* jb_f32_to_bf16's rounding, inline so that it vectorises */
+            uint32_t u;
+            memcpy(&u, x + k, sizeof u);
+            const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+            b[k] = (uint16_t)(nan ? (u >> 16) | 0x40 : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+        memset(b + K, 0, (size_t)(ldb - K) * sizeof *b);
+    }
 }
 
-/* One product of a job, as the columns of its kernel: fp32 activations (gemm) or int8 ones (gemm_q8). */
-typedef struct product {
+/* Rows [t0, t1) of a product's activations converted for its kernel. */
+typedef struct convert_job {
     bool q8;
+    const float *X;
+    int64_t K, ldx;
+    void *rows;
+    float *sx;
+    int offset;
+} convert_job;
+
+static void convert_range(void *arg, int64_t t0, int64_t t1, int thread) {
+    (void)thread;
+    const convert_job *j = arg;
+    if (j->q8)
+        jb_cpu_quantize_rows(j->X + t0 * j->K, t1 - t0, j->K, (uint8_t *)j->rows + t0 * j->ldx, j->ldx, j->sx + t0,
+                             j->offset);
+    else
+        jb_cpu_round_rows_bf16(j->X + t0 * j->K, t1 - t0, j->K, (uint16_t *)j->rows + t0 * j->ldx, j->ldx);
+}
+
+/* One product of a job, as the columns of its kernel: fp32 activations (gemm), int8 (gemm_q8) or bf16 ones
+ * (gemm_b16). */
+typedef enum product_kind { PRODUCT_F32, PRODUCT_Q8, PRODUCT_B16 } product_kind;
+typedef struct product {
+    product_kind kind;
     jb_gemm_args f;
-    jb_gemm_q8_args q;
+    jb_gemm_lowp_args q;
 } product;
 
 static void product_columns(const jb_cpu_kernel_table *kernels, const product *p, int64_t n0, int64_t n1) {
-    if (p->q8)
+    if (p->kind == PRODUCT_Q8)
         kernels->gemm_q8(&p->q, n0, n1);
+    else if (p->kind == PRODUCT_B16)
+        kernels->gemm_b16(&p->q, n0, n1);
     else
         kernels->gemm(&p->f, n0, n1);
 }
 
-/* Y = X W^T (+ bias) as ex runs it: an I8 weight whose rows fit ex's buffer from row `row0` on multiplies X's
- * rows quantized into it there (by this call when `quantize`, else already there from a product of the same
- * X). */
+/* Y = X W^T (+ bias) as ex runs it: an I8 (BF16) weight meeting I8 (BF16) activations whose rows fit ex's
+ * buffer from row `row0` on multiplies X's rows converted into it there (by this call when `convert`, else
+ * already there from a product of the same X and kind). */
 static product prepare(const jb_cpu_exec *ex, const jb_cpu_kernel_table *kernels, float *Y, const float *X,
-                       int64_t T, int64_t row0, const jb_weight *W, const float *bias, bool quantize) {
-    const int64_t K = W->shape[1], N = W->shape[0], ldq = jb_cpu_q8_row_bytes(K);
-    product p = {.f = {X, T, K, N, W->data, W->dtype, W->scale, bias, Y}};
-    p.q8 = W->dtype == JAMBA_DTYPE_I8 && ex->q8_rows != NULL && K <= JB_Q8_MAX_K &&
-           row0 + T <= ex->q8_rows_max && ldq <= ex->q8_row_bytes;
-    if (!p.q8)
+                       int64_t T, int64_t row0, const jb_weight *W, const float *bias, bool convert) {
+    const int64_t K = W->shape[1], N = W->shape[0];
+    product p = {.kind = PRODUCT_F32, .f = {X, T, K, N, W->data, W->dtype, W->scale, bias, Y}};
+    const bool q8 = W->dtype == JAMBA_DTYPE_I8 && ex->activations == JAMBA_DTYPE_I8 && K <= JB_Q8_MAX_K;
+    const bool b16 = W->dtype == JAMBA_DTYPE_BF16 && ex->activations == JAMBA_DTYPE_BF16;
+    const int64_t elem = q8 ? 1 : 2, bytes = jb_cpu_lowp_row_bytes(K, elem);
+    if ((!q8 && !b16) || ex->act_rows == NULL || row0 + T > ex->act_rows_max || bytes > ex->act_row_bytes)
         return p;
-    uint8_t *rows = ex->q8_rows + row0 * ldq;
-    float *scales = ex->q8_scales + row0;
-    p.q = (jb_gemm_q8_args){rows, scales, T, K, ldq, N, W->data, W->scale, bias, Y};
-    if (quantize) {
-        quantize_job q = {X, K, ldq, rows, scales, kernels->q8_offset};
-        jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), quantize_range, &q);
+    p.kind = q8 ? PRODUCT_Q8 : PRODUCT_B16;
+    void *rows = (uint8_t *)ex->act_rows + row0 * bytes;
+    float *scales = q8 ? ex->act_scales + row0 : NULL;
+    p.q = (jb_gemm_lowp_args){rows, scales, T, K, bytes / elem, N, W->data, q8 ? W->scale : NULL, bias, Y};
+    if (convert) {
+        convert_job c = {q8, X, K, bytes / elem, rows, scales, kernels->q8_offset};
+        jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), convert_range, &c);
     }
     return p;
 }
@@ -163,7 +191,8 @@ void jb_cpu_matmul_parts(const jb_cpu_exec *ex, const jb_cpu_part *parts, int n)
         const jb_cpu_part *p = &parts[i];
         job.first[i] = prepare(ex, kernels, p->Y, p->X, p->T, row0, p->W, NULL, true);
         if (p->W2) /* the same rows: quantized once */
-            job.gated[i] = prepare(ex, kernels, p->Y2, p->X, p->T, row0, p->W2, NULL, !job.first[i].q8);
+            job.gated[i] = prepare(ex, kernels, p->Y2, p->X, p->T, row0, p->W2, NULL,
+                                   job.first[i].kind == PRODUCT_F32 || p->W2->dtype != p->W->dtype);
         work += (p->W2 ? 2 : 1) * p->T * p->W->shape[1];
         row0 += p->T;
     }

@@ -28,21 +28,24 @@ const float *jb_weight_f32(const jb_weight *w, float *scratch);
 void jb_cpu_matmul(jb_pool *pool, float *Y, const float *X, int64_t T, const jb_weight *W,
                    const float *bias);
 
-/* How a context's products run: its pool and, when its int8 weights meet int8 activations
- * (jamba_context_params.cpu_activations = I8), the buffer the quantized activation rows go to. */
+/* How a context's products run: its pool and, when its int8 or bf16 weights meet int8 or bf16 activations
+ * (jamba_context_params.cpu_activations = I8 or BF16), the buffer the converted activation rows go to. */
 typedef struct jb_cpu_exec {
     jb_pool *pool;
-    uint8_t *q8_rows;    /* [q8_rows_max, q8_row_bytes] or NULL: activations stay fp32 */
-    float *q8_scales;    /* [q8_rows_max] */
-    int64_t q8_rows_max, q8_row_bytes;
+    jamba_dtype activations; /* F32 (or UNKNOWN): all products take fp32 activations; I8: int8 weights take
+                                int8 ones; BF16: bf16 weights take bf16 ones */
+    void *act_rows;          /* [act_rows_max, act_row_bytes] or NULL: activations stay fp32 */
+    float *act_scales;       /* [act_rows_max] the int8 rows' scales */
+    int64_t act_rows_max, act_row_bytes;
 } jb_cpu_exec;
 
-/* Bytes of an activation row of K values quantized for gemm_q8 (cpu/kernels.h): K rounded up to
- * JB_Q8_ROW_ALIGN. */
-int64_t jb_cpu_q8_row_bytes(int64_t K);
+/* Bytes of an activation row of K values as gemm_q8 (elem 1) or gemm_b16 (elem 2) read it (cpu/kernels.h):
+ * K · elem rounded up to JB_LOWP_ROW_ALIGN. */
+int64_t jb_cpu_lowp_row_bytes(int64_t K, int64_t elem);
 
-/* jb_cpu_matmul on ex's pool; an I8 weight with K ≤ JB_Q8_MAX_K whose rows fit ex's buffer multiplies the
- * activations quantized by jb_cpu_quantize_rows, in integers (kernels.h, gemm_q8). */
+/* jb_cpu_matmul on ex's pool; where ex says so, an I8 weight (K ≤ JB_Q8_MAX_K) whose rows fit ex's buffer
+ * multiplies the activations quantized by jb_cpu_quantize_rows, in integers (kernels.h, gemm_q8), and a BF16
+ * weight the activations rounded by jb_cpu_round_rows_bf16, in pairs (gemm_b16). */
 void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
                       const float *bias);
 
@@ -70,6 +73,10 @@ void jb_cpu_matmul_parts(const jb_cpu_exec *ex, const jb_cpu_part *parts, int n)
  * in Xq[t, 0 .. K) and 0 + offset in [K, ldq). A row of zeros gets scale 0; a row holding NaN or ±Inf gets
  * scale NaN (so its products are NaN). */
 void jb_cpu_quantize_rows(const float *X, int64_t T, int64_t K, uint8_t *Xq, int64_t ldq, float *sx, int offset);
+
+/* Each row of X[T, K] rounded to bf16 (to nearest even, as jb_f32_to_bf16; NaN stays NaN) in Xb[t, 0 .. K),
+ * zeros in [K, ldb). */
+void jb_cpu_round_rows_bf16(const float *X, int64_t T, int64_t K, uint16_t *Xb, int64_t ldb);
 
 /* Work worth handing to another thread: about this many multiply-adds (some microseconds). Smaller
  * operations run on the calling thread alone, so waking and joining workers never costs more than it saves

@@ -510,14 +510,16 @@ typedef struct jamba_context_params {
                               (jamba_nccl_unique_id) and the same on every node; NULL (default) = the
                               environment's JAMBA_NCCL_ID when set */
     /* Appended after 0.1.0: a caller built against an older header gets the default. */
-    jamba_dtype cpu_activations; /* CPU: what int8 weights (jamba_model_params INT8) multiply. F32 (default;
-                              UNKNOWN means it): the fp32 activations, the int8 weights widened in registers
-                              (the reference numerics). I8: each activation row quantized to int8 with one
-                              scale (symmetric, dynamic per token, as vLLM's W8A8 and, per 32 values,
-                              llama.cpp's Q8_0) and multiplied in integers (AVX-512 VNNI where the CPU has it):
-                              faster and less exact (docs/design.md, "int8 activations"). Float weights are
-                              unaffected. Another dtype is JAMBA_ERR_INVALID_ARGUMENT; I8 with the CUDA device
-                              JAMBA_ERR_UNSUPPORTED */
+    jamba_dtype cpu_activations; /* CPU: what int8 and bf16 weights multiply. F32 (default; UNKNOWN means it):
+                              fp32 activations, the weights widened in registers (the reference numerics).
+                              I8: int8 weights (jamba_model_params INT8) multiply activation rows quantized
+                              to int8 with one scale each (symmetric, dynamic per token, as vLLM's W8A8 and,
+                              per 32 values, llama.cpp's Q8_0) in integers (AVX-512 VNNI where the CPU has it).
+                              BF16: bf16 weights multiply activations rounded to bf16 (as llama.cpp's BF16), in
+                              pairs with fp32 sums (AVX-512 BF16's vdpbf16ps where present). Both faster and
+                              less exact (docs/design.md, "low-precision activations"); weights of other types
+                              are unaffected. Another dtype is JAMBA_ERR_INVALID_ARGUMENT; anything but F32 with
+                              the CUDA device JAMBA_ERR_UNSUPPORTED */
 } jamba_context_params;
 
 JAMBA_API void jamba_context_params_init_sized(jamba_context_params *params, size_t size);

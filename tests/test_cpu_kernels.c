@@ -26,6 +26,7 @@
 #include "cpu/kernels.h"
 #include "cpu/mamba.h"
 #include "cpu/ops.h"
+#include "tests/support/kernel_sets.h"
 #include "tests/support/quantize_util.h"
 #include "tests/support/testutil.h"
 
@@ -40,17 +41,6 @@ static uint32_t next_u32(void) {
 
 /* Uniform in [lo, hi). */
 static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() & 0xffffff) / 16777216.0f; }
-
-/* The sets this CPU runs, portable first; *n their count. */
-static int available_sets(const jb_cpu_kernel_table *out[JB_CPU_KERNELS_COUNT]) {
-    int n = 0;
-    for (int k = 0; k < JB_CPU_KERNELS_COUNT; k++)
-        if (jb_cpu_kernel_set((jb_cpu_kernels)k))
-            out[n++] = jb_cpu_kernel_set((jb_cpu_kernels)k);
-    cr_assert_geq(n, 1);
-    cr_assert_eq(out[0], &jb_cpu_kernels_portable);
-    return n;
-}
 
 /* Distance in representable floats (0 for equal values, also +0 and -0; NaN only matches NaN). */
 static int64_t ulps(float a, float b) {
@@ -149,7 +139,7 @@ static jb_gemm_args gemm_args(const matrix *m, const float *X, int64_t T, int64_
 
 JB_TEST(kernels, gemm_exact_order_every_set_dtype_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     /* T: whole tiles and every count of rows left over (narrow tiles, some with columns past N) */
     static const int64_t shapes[][3] = {{1, 1, 1},   {1, 19, 13},  {2, 33, 5},  {7, 100, 11}, {13, 47, 9},
                                         {1, 129, 37}, {3, 70, 18}, {5, 40, 21}, {6, 35, 13}};
@@ -196,7 +186,7 @@ JB_TEST(kernels, gemm_exact_order_every_set_dtype_and_odd_shape) {
 /* Columns in any ranges (threads) and rows in any chunks (steps) give the same bits. */
 JB_TEST(kernels, gemm_same_bits_however_split) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     const int64_t T = 23, K = 77, N = 29;
     float *X = malloc((size_t)(T * K) * sizeof(float)), *Y = malloc((size_t)(T * N) * sizeof(float));
     float *Z = malloc((size_t)(T * N) * sizeof(float));
@@ -273,7 +263,7 @@ static float *sweep(int64_t *n) {
 
 JB_TEST(kernels, silu_softplus_and_exp_within_4_ulp_of_libm) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     int64_t n;
     float *x = sweep(&n), *y = malloc((size_t)n * sizeof(float)), *ones = malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++)
@@ -372,7 +362,7 @@ static void expect_close(const float *got, const float *want, int64_t n, double 
 
 JB_TEST(kernels, conv_matches_plain_loop_on_odd_shapes) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     const int64_t Di = 37, ldx = 41;
     for (int64_t case_ = 0; case_ < 6; case_++) { /* 1 and 7 tokens (decode and prefill walks), K 1, 3, 5 */
         const int64_t n = case_ < 3 ? 1 : 7, K = 1 + 2 * (case_ % 3);
@@ -400,7 +390,7 @@ JB_TEST(kernels, conv_matches_plain_loop_on_odd_shapes) {
 
 JB_TEST(kernels, scan_matches_plain_loop_on_odd_shapes) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     const int64_t Di = 37, ldbc = 2 * 17 + 3, ldz = 45;
     for (int64_t case_ = 0; case_ < 6; case_++) { /* 1, 3 and 9 tokens (decode and prefill walks), N 5 and 17 */
         const int64_t n = case_ / 2 == 0 ? 1 : case_ / 2 == 1 ? 3 : 9, N = case_ % 2 ? 17 : 5;
@@ -430,7 +420,7 @@ JB_TEST(kernels, scan_matches_plain_loop_on_odd_shapes) {
 /* Token by token (the few-token walk) and all at once (the transposed one): the same bits, window included. */
 JB_TEST(kernels, conv_same_bits_token_by_token) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     const int64_t n = 9, Di = 35, K = 4, ldx = 2 * Di;
     float *x = random_floats(n * ldx, -3, 3), *w = random_floats(Di * K, -1, 1), *b = random_floats(Di, -1, 1);
     float *win0 = random_floats(Di * (K - 1), -3, 3);
@@ -457,7 +447,7 @@ JB_TEST(kernels, conv_same_bits_token_by_token) {
 /* Token by token (the few-token walk) and all at once (the transposed one): the same bits, state included. */
 JB_TEST(kernels, scan_same_bits_token_by_token) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     const int64_t n = 11, Di = 35, N = 16, ldbc = 2 * N, ldz = Di;
     float *u = random_floats(n * Di, -2, 2), *delta = random_floats(n * Di, 0.001f, 0.5f);
     float *bc = random_floats(n * ldbc, -1, 1), *A = random_floats(Di * N, -8, -0.5f), *D = random_floats(Di, -1, 1);
@@ -513,7 +503,7 @@ static void plain_attention(const jb_attn_args *a) {
  * threaded call at 1, 3 and 5 threads (bit-identical). */
 static void attention_case(int64_t n, int64_t pos, int64_t nh, int64_t nkv, int64_t dh) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     const int64_t ctx = pos + n, rows = jb_cpu_attn_score_rows(nh, nkv), group = nh / nkv, m = n * nh * dh;
     float *q = random_floats(m, -1, 1), *k = random_floats(ctx * nkv * dh, -1, 1);
     float *v = random_floats(ctx * nkv * dh, -1, 1), *want = malloc((size_t)m * sizeof(float));

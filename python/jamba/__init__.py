@@ -199,7 +199,8 @@ class Model(_Closeable):
     # -- contexts and forward passes -------------------------------------------------------------
     def context(self, n_ctx=0, n_seq=1, *, n_batch=0, n_logits_max=0, threads=None, activations="f32"):
         """A fresh Context (CPU) holding n_seq sequences of at most n_ctx tokens (0: the model's default).
-        activations="int8": int8 weights multiply int8-quantized activations (cpu_activations I8)."""
+        activations="int8": int8 weights multiply int8-quantized activations, "bf16": bf16 weights multiply
+        activations rounded to bf16 (cpu_activations I8, BF16)."""
         return Context(self, n_ctx=n_ctx, n_seq=n_seq, n_batch=n_batch, n_logits_max=n_logits_max,
                        threads=self.threads if threads is None else threads, activations=activations)
 
@@ -347,7 +348,8 @@ class Model(_Closeable):
 
 _LOGITS = {"none": _lib.LOGITS_NONE, "last": _lib.LOGITS_LAST, "all": _lib.LOGITS_ALL}
 # What int8 weights multiply on the CPU (jamba_context_params.cpu_activations).
-_ACTIVATIONS = {"f32": _lib.DTYPE_NAMES.index("F32"), "int8": _lib.DTYPE_NAMES.index("I8")}
+_ACTIVATIONS = {"f32": _lib.DTYPE_NAMES.index("F32"), "int8": _lib.DTYPE_NAMES.index("I8"),
+                "bf16": _lib.DTYPE_NAMES.index("BF16")}
 
 
 class Context(_Closeable):

@@ -63,7 +63,7 @@ typedef struct cli_strings {
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts, void (*help)(void));
 
 /* Where and how a command runs the model: --device cpu|cuda, --gpu N, --gpu-dtype bf16|f32, --kv-dtype,
- * --activations f32|int8; and
+ * --activations f32|int8|bf16; and
  * how it is loaded (every command that loads weights): the weight formats --experts, --mlp, --mixers,
  * --lm-head (each int8|stored) and --weights (all four at once; a group's own flag wins over it, wherever
  * either stands), and --check-finite (scan every weight for NaN/Inf). */
@@ -118,6 +118,8 @@ typedef struct cli_device_args {
     CLI_FORMATS_HELP                                                                                           \
     "  --activations int8    CPU: int8 weights multiply int8 activations (one scale per token, integer dot\n" \
     "                        products, VNNI where present): faster, less exact; default f32 (exact)\n"       \
+    "  --activations bf16    CPU: bf16 weights multiply activations rounded to bf16 (pairs of products,\n"   \
+    "                        vdpbf16ps where present, as llama.cpp's BF16): faster prefill, less exact\n"    \
     "  --kv-dtype fp8        CUDA: an fp8 (e4m3) KV cache with per-token, per-head scales (about half the\n"\
     "                        bytes of bf16); default: the --gpu-dtype\n"                                     \
     CLI_CHECK_FINITE_HELP

@@ -26,8 +26,9 @@ static void print_lib_version(const char *what, int v) {
 
 static void print_help(void) {
     printf("usage: jamba devices\n\n"
-           "Print the CPU kernel set in use (JAMBA_CPU_KERNELS=portable|avx2|avx512|avx512vnni forces one;\n"
-           "avx512vnni is avx512 with VNNI's int8 dot products for --activations int8), the CUDA\n"
+           "Print the CPU kernel set in use (JAMBA_CPU_KERNELS=portable|avx2|avx512|avx512vnni|avx512bf16\n"
+           "forces one; avx512vnni adds VNNI's int8 dot products for --activations int8, avx512bf16 also\n"
+           "BF16's for --activations bf16), the CUDA\n"
            "runtime, driver, cuBLAS and NCCL versions this build uses, then each CUDA\n"
            "device with its compute capability and memory, after running a self-test kernel on it.\n"
            "Exits 1 when a device is present but this build's kernels cannot run on it.\n");

@@ -154,11 +154,13 @@ int cli_device_params(const char *cmd, const cli_device_args *d, jamba_context_p
         p->cpu_activations = JAMBA_DTYPE_F32;
     else if (strcmp(d->activations, "int8") == 0)
         p->cpu_activations = JAMBA_DTYPE_I8;
+    else if (strcmp(d->activations, "bf16") == 0)
+        p->cpu_activations = JAMBA_DTYPE_BF16;
     else
-        return cli_usage_error(cmd, "--activations %s: expected int8 or f32", d->activations);
-    if (p->cpu_activations == JAMBA_DTYPE_I8 && p->device != JAMBA_DEVICE_CPU)
-        return cli_usage_error(cmd, "--activations int8 is a CPU option (CUDA multiplies int8 weights with "
-                               "--gpu-dtype activations)");
+        return cli_usage_error(cmd, "--activations %s: expected int8, bf16 or f32", d->activations);
+    if (p->cpu_activations != JAMBA_DTYPE_F32 && p->device != JAMBA_DEVICE_CPU)
+        return cli_usage_error(cmd, "--activations %s is a CPU option (CUDA's activations are --gpu-dtype)",
+                               d->activations);
     if (p->device == JAMBA_DEVICE_CPU && p->kv_dtype != JAMBA_DTYPE_UNKNOWN && p->kv_dtype != JAMBA_DTYPE_F32)
         return cli_usage_error(cmd, "--kv-dtype %s needs --device cuda (the CPU path keeps an f32 KV cache)",
                                d->kv_dtype);

@@ -1,5 +1,6 @@
 /*
- * test_cpu_q8.c — int8 weights times int8 activations (jamba_context_params.cpu_activations = I8):
+ * test_cpu_lowp.c — low-precision activations (jamba_context_params.cpu_activations): int8 weights times
+ * int8 activations (I8), and bf16 weights times bf16 activations (BF16):
  *   jb_cpu_quantize_rows  the documented scale, rounding (half to even), offset and padding; rows of zeros
  *                         and rows holding NaN or ±Inf
  *   gemm_q8               every kernel set this CPU runs, bit-exact against the integer formula of
@@ -9,7 +10,11 @@
  *                         weights, or for rows the buffer cannot hold: jb_cpu_matmul's
  *   contexts              the parameter's checks; the demo's logits with --weights int8 and I8 activations
  *                         bit-identical across thread counts and chunkings, and the CLI option
- * (Its accuracy against the stored weights is in test_quantize_accuracy.c.)
+ *   jb_cpu_round_rows_bf16  rounding to nearest even, NaN, padding
+ *   gemm_b16              every kernel set, bit-exact against a scalar emulation of kernels.h's order
+ *                         (vdpbf16ps's) on odd shapes, however the columns are split; the demo's logits with
+ *                         BF16 activations bit-identical across thread counts and chunkings
+ * (Their accuracy against fp32 activations is in test_quantize_accuracy.c.)
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -17,8 +22,10 @@
 #include <string.h>
 
 #include "base/cpu_features.h"
+#include "ckpt/dtype.h"
 #include "cpu/kernels.h"
 #include "cpu/ops.h"
+#include "tests/support/kernel_sets.h"
 #include "tests/support/quantize_util.h"
 #include "tests/support/testutil.h"
 
@@ -103,25 +110,15 @@ static void reference(const product *p, const uint8_t *Xq, int64_t ldq, int offs
         }
 }
 
-/* The sets this CPU runs, portable first; their count. */
-static int available_sets(const jb_cpu_kernel_table *out[JB_CPU_KERNELS_COUNT]) {
-    int n = 0;
-    for (int k = 0; k < JB_CPU_KERNELS_COUNT; k++)
-        if (jb_cpu_kernel_set((jb_cpu_kernels)k))
-            out[n++] = jb_cpu_kernel_set((jb_cpu_kernels)k);
-    cr_assert_geq(n, 1);
-    return n;
-}
-
 JB_TEST(q8, gemm_q8_exact_every_set_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     const int64_t Ts[] = {1, 2, 3, 4, 5, 7, 9}, Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
     for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
             for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
                 product p = random_product(Ts[a], Ks[b], Ns[c]);
-                const int64_t ldq = jb_cpu_q8_row_bytes(p.K), T = p.T, N = p.N;
+                const int64_t ldq = jb_cpu_lowp_row_bytes(p.K, 1), T = p.T, N = p.N;
                 uint8_t *Xq = malloc((size_t)(T * ldq));
                 float *sx = malloc((size_t)T * sizeof(float)), *want = malloc((size_t)(T * N) * sizeof(float));
                 float *got = malloc((size_t)(T * N) * sizeof(float));
@@ -131,7 +128,7 @@ JB_TEST(q8, gemm_q8_exact_every_set_and_odd_shape) {
                         jb_cpu_quantize_rows(p.X, T, p.K, Xq, ldq, sx, sets[s]->q8_offset);
                         reference(&p, Xq, ldq, sets[s]->q8_offset, sx, bias, want);
                         memset(got, 0xff, (size_t)(T * N) * sizeof(float));
-                        const jb_gemm_q8_args g = {Xq, sx, T, p.K, ldq, N, p.W, p.scale, bias, got};
+                        const jb_gemm_lowp_args g = {Xq, sx, T, p.K, ldq, N, p.W, p.scale, bias, got};
                         const int64_t cut = N / 3; /* two column ranges, as threads take them */
                         sets[s]->gemm_q8(&g, 0, cut);
                         sets[s]->gemm_q8(&g, cut, N);
@@ -150,14 +147,14 @@ JB_TEST(q8, gemm_q8_exact_every_set_and_odd_shape) {
  * product: within the quantization's error. */
 JB_TEST(q8, gemm_q8_sets_agree_and_approximate_the_float_product) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = available_sets(sets);
+    const int n_sets = ks_available_sets(sets);
     product p = random_product(6, 1000, 40);
-    const int64_t ldq = jb_cpu_q8_row_bytes(p.K), T = p.T, N = p.N;
+    const int64_t ldq = jb_cpu_lowp_row_bytes(p.K, 1), T = p.T, N = p.N;
     uint8_t *Xq = malloc((size_t)(T * ldq));
     float sx[6], first[6 * 40], got[6 * 40];
     for (int s = 0; s < n_sets; s++) {
         jb_cpu_quantize_rows(p.X, T, p.K, Xq, ldq, sx, sets[s]->q8_offset);
-        const jb_gemm_q8_args g = {Xq, sx, T, p.K, ldq, N, p.W, p.scale, NULL, s ? got : first};
+        const jb_gemm_lowp_args g = {Xq, sx, T, p.K, ldq, N, p.W, p.scale, NULL, s ? got : first};
         sets[s]->gemm_q8(&g, 0, N);
         if (s)
             cr_assert_eq(memcmp(got, first, sizeof got), 0, "%s", jb_cpu_kernels_name(sets[s]->set));
@@ -180,7 +177,7 @@ JB_TEST(q8, gemm_q8_sets_agree_and_approximate_the_float_product) {
 
 JB_TEST(q8, matmul_ex_same_bits_every_thread_count_and_falls_back) {
     product p = random_product(9, 300, 37);
-    const int64_t T = p.T, N = p.N, ldq = jb_cpu_q8_row_bytes(p.K);
+    const int64_t T = p.T, N = p.N, ldq = jb_cpu_lowp_row_bytes(p.K, 1);
     jb_weight w = {p.W, JAMBA_DTYPE_I8, 2, {N, p.K, 0}, p.scale};
     uint8_t *rows = malloc((size_t)(T * ldq));
     float sx[9], Y[9 * 37], Z[9 * 37], F[9 * 37];
@@ -188,17 +185,17 @@ JB_TEST(q8, matmul_ex_same_bits_every_thread_count_and_falls_back) {
     uint8_t *Xq = malloc((size_t)(T * ldq));
     float want_sx[9];
     jb_cpu_quantize_rows(p.X, T, p.K, Xq, ldq, want_sx, kt->q8_offset);
-    const jb_gemm_q8_args g = {Xq, want_sx, T, p.K, ldq, N, p.W, p.scale, p.bias, Z};
+    const jb_gemm_lowp_args g = {Xq, want_sx, T, p.K, ldq, N, p.W, p.scale, p.bias, Z};
     kt->gemm_q8(&g, 0, N);
     for (int threads = 1; threads <= 3; threads++) {
         jb_pool *pool = NULL;
         cr_assert_eq(jb_pool_create(threads, &pool, NULL), JAMBA_OK);
-        const jb_cpu_exec ex = {pool, rows, sx, T, ldq};
+        const jb_cpu_exec ex = {pool, JAMBA_DTYPE_I8, rows, sx, T, ldq};
         jb_cpu_matmul_ex(&ex, Y, p.X, T, &w, p.bias);
         cr_assert_eq(memcmp(Y, Z, sizeof Y), 0, "%d threads", threads);
         /* no buffer, or one too small for the rows: the fp32-activation product */
         jb_cpu_matmul(pool, F, p.X, T, &w, p.bias);
-        const jb_cpu_exec none = {.pool = pool}, small = {pool, rows, sx, T - 1, ldq};
+        const jb_cpu_exec none = {.pool = pool}, small = {pool, JAMBA_DTYPE_I8, rows, sx, T - 1, ldq};
         jb_cpu_matmul_ex(&none, Y, p.X, T, &w, p.bias);
         cr_assert_eq(memcmp(Y, F, sizeof Y), 0);
         jb_cpu_matmul_ex(&small, Y, p.X, T, &w, p.bias);
@@ -217,9 +214,9 @@ JB_TEST(q8, context_checks_the_parameter) {
     cr_assert_eq(p.cpu_activations, JAMBA_DTYPE_F32, "the default");
     jamba_context *ctx = NULL;
     jamba_error err = {0};
-    p.cpu_activations = JAMBA_DTYPE_BF16;
+    p.cpu_activations = JAMBA_DTYPE_F16;
     cr_assert_eq(jamba_context_create(m, &p, &ctx, &err), JAMBA_ERR_INVALID_ARGUMENT);
-    cr_assert(strstr(err.message, "cpu_activations BF16") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "cpu_activations F16 (F32, I8 or BF16)") != NULL, "%s", err.message);
     cr_assert_null(ctx);
     p.cpu_activations = JAMBA_DTYPE_I8;
     p.device = JAMBA_DEVICE_CUDA;
@@ -249,7 +246,7 @@ JB_TEST(q8, cli_activations_option) {
     char *out = NULL, *errs = NULL;
     const char *const bad[] = {JB_CLI_PATH, "generate", "--model", QU_DEMO, "-n", "2", "--activations", "int4", NULL};
     cr_assert_neq(tu_run(bad, &out, &errs), 0);
-    cr_assert(strstr(errs, "--activations int4: expected int8 or f32") != NULL, "%s", errs);
+    cr_assert(strstr(errs, "--activations int4: expected int8, bf16 or f32") != NULL, "%s", errs);
     free(out), free(errs);
     const char *const gpu[] = {JB_CLI_PATH, "generate", "--model", QU_DEMO, "-n", "2", "--device", "cuda",
                                "--activations", "int8", NULL};
@@ -261,4 +258,101 @@ JB_TEST(q8, cli_activations_option) {
     cr_assert_eq(tu_run(ok, &out, &errs), 0, "%s", errs);
     cr_assert(strncmp(out, "ROMEO:", 6) == 0 && strlen(out) > 7, "%s", out);
     free(out), free(errs);
+}
+
+/* ---- bf16 activations ------------------------------------------------------------------------------- */
+
+JB_TEST(b16, round_rows_to_nearest_even_nan_and_padding) {
+    const float X[4] = {1.0f, 1.0f + 0x1p-8f, 1.0f + 0x1p-7f + 0x1p-8f, NAN};
+    uint16_t b[32];
+    memset(b, 0xaa, sizeof b);
+    jb_cpu_round_rows_bf16(X, 1, 4, b, 32);
+    cr_assert_eq(b[0], 0x3f80);
+    cr_assert_eq(b[1], 0x3f80, "a tie rounds to the even value: %#x", b[1]);
+    cr_assert_eq(b[2], 0x3f82, "a tie rounds to the even value: %#x", b[2]);
+    cr_assert((b[3] & 0x7f80) == 0x7f80 && (b[3] & 0x7f) != 0, "NaN stays NaN: %#x", b[3]);
+    for (int k = 0; k < 4; k++)
+        cr_assert_eq(b[k], jb_f32_to_bf16(X[k]), "as jb_f32_to_bf16");
+    for (int k = 4; k < 32; k++)
+        cr_assert_eq(b[k], 0, "padding %d", k);
+}
+
+static float bf16_value(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* kernels.h's gemm_b16 order for a set of width vw: lane l adds the odd then the even value of its pair. */
+static float emulate_b16(const uint16_t *x, const uint16_t *w, int64_t K, int vw, const float *bias) {
+    float lane[16] = {0};
+    for (int64_t k0 = 0; k0 < K; k0 += 2 * vw)
+        for (int l = 0; l < vw; l++) {
+            const int64_t e = k0 + 2 * l, o = e + 1;
+            const float xo = o < K ? bf16_value(x[o]) : 0.0f, wo = o < K ? bf16_value(w[o]) : 0.0f;
+            const float xe = e < K ? bf16_value(x[e]) : 0.0f, we = e < K ? bf16_value(w[e]) : 0.0f;
+            lane[l] = fmaf(xe, we, fmaf(xo, wo, lane[l])); /* exact products: fused = rounded sum */
+        }
+    for (int h = vw / 2; h >= 1; h /= 2)
+        for (int i = 0; i < h; i++)
+            lane[i] = lane[i] + lane[i + h];
+    return bias ? lane[0] + *bias : lane[0];
+}
+
+JB_TEST(b16, gemm_b16_exact_every_set_and_odd_shape) {
+    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
+    const int n_sets = ks_available_sets(sets);
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 9}, Ks[] = {1, 13, 32, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
+        for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
+            for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
+                const int64_t T = Ts[a], K = Ks[b], N = Ns[c], ldb = jb_cpu_lowp_row_bytes(K, 2) / 2;
+                float *X = malloc((size_t)(T * K) * sizeof(float)), *bias = malloc((size_t)N * sizeof(float));
+                uint16_t *Xb = malloc((size_t)(T * ldb) * 2), *W = malloc((size_t)(N * K) * 2);
+                float *want = malloc((size_t)(T * N) * sizeof(float)), *got = malloc((size_t)(T * N) * sizeof(float));
+                for (int64_t i = 0; i < T * K; i++)
+                    X[i] = 2.0f * signed_unit();
+                for (int64_t i = 0; i < N * K; i++)
+                    W[i] = jb_f32_to_bf16(2.0f * signed_unit());
+                for (int64_t n = 0; n < N; n++)
+                    bias[n] = signed_unit();
+                jb_cpu_round_rows_bf16(X, T, K, Xb, ldb);
+                for (int s = 0; s < n_sets; s++)
+                    for (int with_bias = 0; with_bias < 2; with_bias++) {
+                        const float *bi = with_bias ? bias : NULL;
+                        for (int64_t t = 0; t < T; t++)
+                            for (int64_t n = 0; n < N; n++)
+                                want[t * N + n] = emulate_b16(Xb + t * ldb, W + n * K, K, sets[s]->vector_width,
+                                                              bi ? bi + n : NULL);
+                        memset(got, 0xff, (size_t)(T * N) * sizeof(float));
+                        const jb_gemm_lowp_args g = {Xb, NULL, T, K, ldb, N, W, NULL, bi, got};
+                        const int64_t cut = N / 3;
+                        sets[s]->gemm_b16(&g, 0, cut);
+                        sets[s]->gemm_b16(&g, cut, N);
+                        for (int64_t i = 0; i < T * N; i++)
+                            cr_assert_eq(memcmp(&got[i], &want[i], sizeof(float)), 0,
+                                         "%s: T %lld K %lld N %lld bias %d: [%lld] %.9g, not %.9g",
+                                         jb_cpu_kernels_name(sets[s]->set), (long long)T, (long long)K,
+                                         (long long)N, with_bias, (long long)i, got[i], want[i]);
+                    }
+                free(X), free(bias), free(Xb), free(W), free(want), free(got);
+            }
+}
+
+/* The demo (bf16 weights) with BF16 activations, every operation split: the same bits for 1-3 threads and
+ * chunks of 5, close to and not equal to fp32 activations. */
+JB_TEST(b16, model_logits_same_bits_across_threads_and_chunks) {
+    setenv("JAMBA_CPU_MIN_PARALLEL_WORK", "0", 1);
+    jamba_model *m = qu_load_plain(QU_DEMO);
+    float *b16 = qu_expect_split_invariant(m, JAMBA_DTYPE_BF16);
+    float *f32 = qu_expect_split_invariant(m, JAMBA_DTYPE_F32);
+    const int64_t n = QU_SPLIT_TOKENS * jamba_model_config(m)->vocab_size;
+    cr_assert_neq(memcmp(f32, b16, (size_t)n * sizeof(float)), 0, "BF16 activations were used");
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < n; i++)
+        diff += ((double)b16[i] - f32[i]) * ((double)b16[i] - f32[i]), norm += (double)f32[i] * f32[i];
+    cr_assert_leq(sqrt(diff / norm), 0.02, "relative L2 %.3g", sqrt(diff / norm));
+    free(f32), free(b16);
+    jamba_model_free(m);
 }
