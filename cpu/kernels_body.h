@@ -393,7 +393,7 @@ static inline JB_KI void vi_hsum4(vi a, vi b, vi c, vi d, int64_t out[4]) {
  * computed here when `have_wsum` is 0, then kept by the caller for the next rows. Any order gives the same
  * sums, so decode reads its weights as two streams (P = 2) and prefill as tiles (P = Q8_TILE_COLS). */
 static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R, int P, const int64_t *n,
-                                  int64_t wsum[Q8_TILE_COLS], int have_wsum) {
+                                  int64_t wsum[Q8_TILE_COLS], int have_wsum, size_t prefetch) {
     const int64_t K = a->K;
     const uint8_t *x[Q8_TILE_ROWS];
     const int8_t *w[Q8_TILE_COLS];
@@ -410,6 +410,8 @@ static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R,
     int64_t k = 0;
     for (; k + Q8_STEP <= K; k += Q8_STEP)
         UNROLL for (int p = 0; p < P; p++) {
+            if (prefetch)
+                __builtin_prefetch(w[p] + prefetch + k);
             const vq wv = q8_load(w[p] + k);
             if (sums)
                 ws[p] = vi_wsum(ws[p], wv);
@@ -473,7 +475,8 @@ static inline JB_KI vf vb_dot(vf acc, vb x, vb w) { return v_fma(x.e, w.e, v_fma
 /* Y[t0 .. t0+R, rows n_p] for P weight rows: one fp32 accumulator per (row, weight row), lanes of pairs in
  * increasing k, the last K mod B16_STEP values from a zero-padded copy of the weights (the activations are
  * padded with zeros), then the lanes pairwise (v_reduce4's order). */
-static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R, int P, const int64_t *n) {
+static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R, int P, const int64_t *n,
+                                   size_t prefetch) {
     const int64_t K = a->K;
     const uint16_t *x[B16_TILE_ROWS], *w[B16_TILE_COLS];
     vf acc[B16_TILE_ROWS * B16_TILE_COLS];
@@ -487,6 +490,8 @@ static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R
     int64_t k = 0;
     for (; k + B16_STEP <= K; k += B16_STEP)
         UNROLL for (int p = 0; p < P; p++) {
+            if (prefetch)
+                __builtin_prefetch((const uint8_t *)(w[p] + k) + prefetch);
             const vb wv = vb_load(w[p] + k);
             UNROLL for (int i = 0; i < R; i++)
                 acc[p * R + i] = vb_dot(acc[p * R + i], vb_load(x[i] + k), wv);
@@ -522,15 +527,15 @@ static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R
 /* Columns [n0, n1) for rows [t0, t0 + R) as blocks of P consecutive weight rows (the last block's rows past
  * n1 repeat n1 - 1; those sums are stored again, the same values). */
 static inline JB_KI void lowp_columns(const jb_gemm_lowp_args *a, int kind, int64_t t0, int R, int P, int64_t n0,
-                                      int64_t n1, int64_t wsum[LOWP_MAX_COLS], int have_wsum) {
+                                      int64_t n1, int64_t wsum[LOWP_MAX_COLS], int have_wsum, size_t prefetch) {
     for (int64_t c = n0; c < n1; c += P) {
         int64_t n[LOWP_MAX_COLS];
         UNROLL for (int p = 0; p < P; p++)
             n[p] = c + p < n1 ? c + p : n1 - 1;
         if (kind == KIND_Q8)
-            q8_block(a, t0, R, P, n, wsum, have_wsum);
+            q8_block(a, t0, R, P, n, wsum, have_wsum, prefetch);
         else
-            b16_block(a, t0, R, P, n);
+            b16_block(a, t0, R, P, n, prefetch);
     }
 }
 
@@ -541,12 +546,12 @@ static inline JB_KI void lowp_few(const jb_gemm_lowp_args *a, int kind, int R, i
     for (int64_t c = n0; c < n0 + half; c++) {
         const int64_t pair[2] = {c, c + half};
         if (kind == KIND_Q8)
-            q8_block(a, 0, R, 2, pair, wsum, 0);
+            q8_block(a, 0, R, 2, pair, wsum, 0, 0);
         else
-            b16_block(a, 0, R, 2, pair);
+            b16_block(a, 0, R, 2, pair, 0);
     }
     if ((n1 - n0) % 2)
-        lowp_columns(a, kind, 0, R, 1, n1 - 1, n1, wsum, 0);
+        lowp_columns(a, kind, 0, R, 1, n1 - 1, n1, wsum, 0, 0);
 }
 
 /* Tiles over chunks of rows whose bytes stay in L2, the chunk's last rows (fewer than a tile) as one
@@ -562,18 +567,22 @@ static inline JB_KI void lowp_tiles(const jb_gemm_lowp_args *a, int kind, int64_
         for (int64_t c = n0; c < n1; c += TC) {
             const int64_t c1 = n1 - c < TC ? n1 : c + TC;
             int64_t wsum[LOWP_MAX_COLS] = {0}; /* int8: the first block over these weight rows sums them */
+            /* the first block over these weight rows streams them: it fetches the rows two tiles ahead (the
+             * rows side by side are short streams the hardware prefetcher does not follow; as `tile`) */
+            const size_t ahead = c + 3 * TC <= n1 ? (size_t)(2 * TC * a->K * (kind == KIND_Q8 ? 1 : 2)) : 0;
             for (int64_t t = t0; t < full_end; t += TR)
-                lowp_columns(a, kind, t, TR, TC, c, c1, wsum, t > t0);
+                lowp_columns(a, kind, t, TR, TC, c, c1, wsum, t > t0, t == t0 ? ahead : 0);
             const int have = full_end > t0;
+            const size_t tail_ahead = have ? 0 : ahead;
             switch (t1 - full_end) { /* tiles of at most 4 rows */
             case 1:
-                lowp_columns(a, kind, full_end, 1, TC, c, c1, wsum, have);
+                lowp_columns(a, kind, full_end, 1, TC, c, c1, wsum, have, tail_ahead);
                 break;
             case 2:
-                lowp_columns(a, kind, full_end, 2 < TR ? 2 : 1, TC, c, c1, wsum, have);
+                lowp_columns(a, kind, full_end, 2 < TR ? 2 : 1, TC, c, c1, wsum, have, tail_ahead);
                 break;
             case 3:
-                lowp_columns(a, kind, full_end, 3 < TR ? 3 : 1, TC, c, c1, wsum, have);
+                lowp_columns(a, kind, full_end, 3 < TR ? 3 : 1, TC, c, c1, wsum, have, tail_ahead);
                 break;
             default:
                 break;
