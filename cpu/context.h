@@ -44,7 +44,8 @@ typedef struct jb_cpu_workspace {
 struct jb_backend_ctx {
     const jamba_model *model;
     jamba_context_params params;   /* resolved */
-    jb_cpu_exec exec;              /* the thread pool, and the int8 activation rows of cpu_activations I8 */
+    jb_cpu_exec exec;              /* the thread pool, and the int8 or bf16 activation rows of cpu_activations
+                                      I8 or BF16 */
     int64_t *layer_slot;           /* [L] index among attention layers or among Mamba layers */
     float *kv;                     /* [S, A, 2, C, kv] */
     float *conv;                   /* [S, M, D_i, K-1] */

@@ -116,26 +116,28 @@ static inline JB_KI void v_reduce4(vf a, vf b, vf c, vf d, float out[4]) {
     out[3] = reduce1(d);
 }
 
-/* int8 x int8 (kernels_body.h): 16 bytes as int32, four products per lane. */
+/* int8 x int8 (kernels_body.h): 16 bytes (passed as 16 bytes: a wider vector type as a parameter would
+ * change the ABI), widened to int32 inside, four products per lane. */
 typedef int32_t vi __attribute__((vector_size(4 * sizeof(int32_t))));
-typedef int32_t vq __attribute__((vector_size(16 * sizeof(int32_t))));
+typedef vbyte16 vq;
+typedef int32_t vint16 __attribute__((vector_size(16 * sizeof(int32_t))));
 #define Q8_STEP 16
 #define Q8_OFFSET 0
 #define Q8_TILE_ROWS 2
 #define Q8_TILE_COLS 4
 static inline JB_KI vi vi_zero(void) { return (vi){0}; }
 static inline JB_KI vq q8_load(const void *p) {
-    vbyte16 b;
+    vq b;
     memcpy(&b, p, sizeof b);
-    return __builtin_convertvector(b, vq);
+    return b;
 }
 static inline JB_KI vi vi_dot(vi acc, vq x, vq w) {
-    const vq p = x * w;
+    const vint16 p = __builtin_convertvector(x, vint16) * __builtin_convertvector(w, vint16);
     for (int l = 0; l < 4; l++)
         acc[l] += p[4 * l] + p[4 * l + 1] + p[4 * l + 2] + p[4 * l + 3];
     return acc;
 }
-static inline JB_KI vi vi_wsum(vi acc, vq w) { return vi_dot(acc, w, w - w + 1); }
+static inline JB_KI vi vi_wsum(vi acc, vq w) { return vi_dot(acc, w - w + 1, w); }
 static inline JB_KI int64_t vi_hsum(vi v) { return (int64_t)v[0] + v[1] + v[2] + v[3]; }
 
 /* bf16 x bf16 (kernels_body.h): the pairs widened lane by lane. */

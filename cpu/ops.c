@@ -6,6 +6,7 @@
 
 #include "cpu/kernels.h"
 
+#include <float.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -46,14 +47,15 @@ void jb_cpu_quantize_rows(const float *X, int64_t T, int64_t K, uint8_t *Xq, int
         }
         float amax;
         memcpy(&amax, &top, sizeof amax);
-        if (top >= 0x7f800000u || top == 0) { /* ±Inf or NaN in the row: NaN products; zeros: zero products */
+        const float inv = top != 0 && top < 0x7f800000u ? 127.0f / amax : INFINITY;
+        if (top >= 0x7f800000u || !(inv <= FLT_MAX)) { /* ±Inf or NaN: NaN products; zeros (or every value
+                                                            below 127 / FLT_MAX, ~4e-37): zero products */
             memset(q, offset, (size_t)ldq);
-            sx[t] = top == 0 ? 0.0f : NAN;
+            sx[t] = top >= 0x7f800000u ? NAN : 0.0f;
             continue;
         }
         memset(q + K, offset, (size_t)(ldq - K));
         sx[t] = amax / 127.0f;
-        const float inv = 127.0f / amax;
         for (int64_t k = 0; k < K; k++) {
             const int32_t v = (int32_t)((x[k] * inv + round) - round);
             q[k] = (uint8_t)((v > 127 ? 127 : v < -127 ? -127 : v) + offset);
@@ -114,19 +116,20 @@ static void product_columns(const jb_cpu_kernel_table *kernels, const product *p
 }
 
 /* Y = X W^T (+ bias) as ex runs it: an I8 (BF16) weight meeting I8 (BF16) activations whose rows fit ex's
- * buffer from row `row0` on multiplies X's rows converted into it there (by this call when `convert`, else
- * already there from a product of the same X and kind). */
+ * buffer (its row `row0` on, at byte `byte0`) multiplies X's rows converted into it there (by this call when
+ * `convert`, else already there from a product of the same X and kind). */
 static product prepare(const jb_cpu_exec *ex, const jb_cpu_kernel_table *kernels, float *Y, const float *X,
-                       int64_t T, int64_t row0, const jb_weight *W, const float *bias, bool convert) {
+                       int64_t T, int64_t row0, int64_t byte0, const jb_weight *W, const float *bias, bool convert) {
     const int64_t K = W->shape[1], N = W->shape[0];
     product p = {.kind = PRODUCT_F32, .f = {X, T, K, N, W->data, W->dtype, W->scale, bias, Y}};
     const bool q8 = W->dtype == JAMBA_DTYPE_I8 && ex->activations == JAMBA_DTYPE_I8 && K <= JB_Q8_MAX_K;
     const bool b16 = W->dtype == JAMBA_DTYPE_BF16 && ex->activations == JAMBA_DTYPE_BF16;
     const int64_t elem = q8 ? 1 : 2, bytes = jb_cpu_lowp_row_bytes(K, elem);
-    if ((!q8 && !b16) || ex->act_rows == NULL || row0 + T > ex->act_rows_max || bytes > ex->act_row_bytes)
+    if ((!q8 && !b16) || ex->act_rows == NULL || bytes > ex->act_row_bytes || row0 + T > ex->act_rows_max ||
+        byte0 + T * bytes > ex->act_rows_max * ex->act_row_bytes)
         return p;
     p.kind = q8 ? PRODUCT_Q8 : PRODUCT_B16;
-    void *rows = (uint8_t *)ex->act_rows + row0 * bytes;
+    void *rows = (uint8_t *)ex->act_rows + byte0;
     float *scales = q8 ? ex->act_scales + row0 : NULL;
     p.q = (jb_gemm_lowp_args){rows, scales, T, K, bytes / elem, N, W->data, q8 ? W->scale : NULL, bias, Y};
     if (convert) {
@@ -134,6 +137,11 @@ static product prepare(const jb_cpu_exec *ex, const jb_cpu_kernel_table *kernels
         jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), convert_range, &c);
     }
     return p;
+}
+
+/* The bytes a product's converted rows take in ex's buffer (0 for fp32 activations). */
+static int64_t converted_bytes(const product *p) {
+    return p->kind == PRODUCT_F32 ? 0 : p->q.T * p->q.ldx * (p->kind == PRODUCT_Q8 ? 1 : 2);
 }
 
 typedef struct matmul_job {
@@ -150,7 +158,7 @@ static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
 void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
                       const float *bias) {
     const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
-    matmul_job job = {kernels, prepare(ex, kernels, Y, X, T, 0, W, bias, true)};
+    matmul_job job = {kernels, prepare(ex, kernels, Y, X, T, 0, 0, W, bias, true)};
     const int64_t N = W->shape[0];
     jb_pool_run(ex->pool, N, jb_cpu_grain(ex->pool, N, T * W->shape[1], JB_MATMUL_ROWS), matmul_rows, &job);
 }
@@ -182,21 +190,24 @@ static void parts_rows(void *arg, int64_t n0, int64_t n1, int thread) {
 }
 
 void jb_cpu_matmul_parts(const jb_cpu_exec *ex, const jb_cpu_part *parts, int n) {
-    if (n <= 0)
-        return;
     const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
-    parts_job job = {kernels, n < JB_CPU_MAX_PARTS ? n : JB_CPU_MAX_PARTS, {{0}}, {{0}}, parts[0].W->shape[0]};
-    int64_t work = 0, row0 = 0;
-    for (int i = 0; i < job.n; i++) {
-        const jb_cpu_part *p = &parts[i];
-        job.first[i] = prepare(ex, kernels, p->Y, p->X, p->T, row0, p->W, NULL, true);
-        if (p->W2) /* the same rows: quantized once */
-            job.gated[i] = prepare(ex, kernels, p->Y2, p->X, p->T, row0, p->W2, NULL,
-                                   job.first[i].kind == PRODUCT_F32 || p->W2->dtype != p->W->dtype);
-        work += (p->W2 ? 2 : 1) * p->T * p->W->shape[1];
-        row0 += p->T;
+    for (int at = 0; at < n; at += JB_CPU_MAX_PARTS) { /* one job per JB_CPU_MAX_PARTS parts */
+        parts_job job = {kernels, n - at < JB_CPU_MAX_PARTS ? n - at : JB_CPU_MAX_PARTS, {{0}}, {{0}},
+                         parts[at].W->shape[0]};
+        int64_t work = 0, row0 = 0, byte0 = 0;
+        for (int i = 0; i < job.n; i++) {
+            const jb_cpu_part *p = &parts[at + i];
+            job.first[i] = prepare(ex, kernels, p->Y, p->X, p->T, row0, byte0, p->W, NULL, true);
+            if (p->W2) /* the same rows: converted once */
+                job.gated[i] = prepare(ex, kernels, p->Y2, p->X, p->T, row0, byte0, p->W2, NULL,
+                                       job.first[i].kind == PRODUCT_F32 || p->W2->dtype != p->W->dtype);
+            work += (p->W2 ? 2 : 1) * p->T * p->W->shape[1];
+            row0 += p->T;
+            byte0 += converted_bytes(&job.first[i]) > converted_bytes(&job.gated[i]) ? converted_bytes(&job.first[i])
+                                                                                      : converted_bytes(&job.gated[i]);
+        }
+        jb_pool_run(ex->pool, job.N, jb_cpu_grain(ex->pool, job.N, work, JB_MATMUL_ROWS), parts_rows, &job);
     }
-    jb_pool_run(ex->pool, job.N, jb_cpu_grain(ex->pool, job.N, work, JB_MATMUL_ROWS), parts_rows, &job);
 }
 
 void jb_cpu_matmul_swiglu(const jb_cpu_exec *ex, float *G, float *U, const float *X, int64_t T,

@@ -57,8 +57,9 @@ void jb_cpu_matmul_swiglu(const jb_cpu_exec *ex, float *G, float *U, const float
 
 /* Several products of the same output width over different rows (the experts of a MoE layer) as one
  * parallel job over their columns: Y = X W^T, or with W2 the SwiGLU above (Y = SiLU(X W^T) ⊙ (X W2^T),
- * Y2 = X W2^T). Int8 activations of part i go to ex's buffer after those of parts 0 .. i-1 (parts whose
- * rows no longer fit there multiply fp32 activations). Each output has the bits of its own product. */
+ * Y2 = X W2^T). The converted activations of part i go to ex's buffer after those of parts 0 .. i-1 (parts
+ * whose rows no longer fit there multiply fp32 activations); more than JB_CPU_MAX_PARTS parts run as several
+ * jobs. Each output has the bits of its own product. */
 #define JB_CPU_MAX_PARTS 32
 typedef struct jb_cpu_part {
     const float *X;           /* [T, K] */
@@ -70,8 +71,9 @@ void jb_cpu_matmul_parts(const jb_cpu_exec *ex, const jb_cpu_part *parts, int n)
 
 /* Each row of X[T, K] as int8 with one scale (symmetric, per row, as dynamic per-token quantization):
  * sx[t] = max_k |x[t, k]| / 127, xq = round-half-even(x · (127 / max)) in [-127, 127], stored as xq + offset
- * in Xq[t, 0 .. K) and 0 + offset in [K, ldq). A row of zeros gets scale 0; a row holding NaN or ±Inf gets
- * scale NaN (so its products are NaN). */
+ * in Xq[t, 0 .. K) and 0 + offset in [K, ldq). A row of zeros (or of values all below 127 / FLT_MAX, whose
+ * 127 / max would overflow) gets scale 0 and zeros; a row holding NaN or ±Inf gets scale NaN (so its products
+ * are NaN). */
 void jb_cpu_quantize_rows(const float *X, int64_t T, int64_t K, uint8_t *Xq, int64_t ldq, float *sx, int offset);
 
 /* Each row of X[T, K] rounded to bf16 (to nearest even, as jb_f32_to_bf16; NaN stays NaN) in Xb[t, 0 .. K),

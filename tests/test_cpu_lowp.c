@@ -63,6 +63,16 @@ JB_TEST(q8, quantize_rows_scale_rounding_offset_and_padding) {
     cr_assert_eq(q[0][63], 128);
 }
 
+JB_TEST(q8, quantize_rows_too_small_to_scale_are_zeros) {
+    const float tiny[3] = {1e-38f, -2e-38f, 0.0f}; /* 127 / max overflows */
+    uint8_t q[64];
+    float sx;
+    jb_cpu_quantize_rows(tiny, 1, 3, q, 64, &sx, 128);
+    cr_assert_eq(sx, 0.0f);
+    for (int k = 0; k < 64; k++)
+        cr_assert_eq(q[k], 128, "element %d: %d", k, q[k]);
+}
+
 JB_TEST(q8, quantize_rows_non_finite_rows_get_nan_scales) {
     const float bad[3][3] = {{1.0f, NAN, 2.0f}, {-INFINITY, 1.0f, 0.0f}, {1.0f, 2.0f, -4.0f}};
     uint8_t q[3][64];
@@ -113,7 +123,7 @@ static void reference(const product *p, const uint8_t *Xq, int64_t ldq, int offs
 JB_TEST(q8, gemm_q8_exact_every_set_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t Ts[] = {1, 2, 3, 4, 5, 7, 9}, Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 9}, Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
     for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
             for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
@@ -303,7 +313,7 @@ static float emulate_b16(const uint16_t *x, const uint16_t *w, int64_t K, int vw
 JB_TEST(b16, gemm_b16_exact_every_set_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t Ts[] = {1, 2, 3, 4, 5, 9}, Ks[] = {1, 13, 32, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 9}, Ks[] = {1, 13, 32, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
     for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
             for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
@@ -355,4 +365,91 @@ JB_TEST(b16, model_logits_same_bits_across_threads_and_chunks) {
     cr_assert_leq(sqrt(diff / norm), 0.02, "relative L2 %.3g", sqrt(diff / norm));
     free(f32), free(b16);
     jamba_model_free(m);
+}
+
+/* ---- long rows: several row chunks per product (each a fresh start of the int8 tiles' weight sums) -------- */
+
+JB_TEST(lowp, long_rows_over_several_chunks_every_set) {
+    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
+    const int n_sets = ks_available_sets(sets);
+    const int64_t T = 27, K = 20000, N = 9; /* chunks of 12 (int8) and 4 (bf16) rows, and their leftovers */
+    product p = random_product(T, K, N);
+    const int64_t ldq = jb_cpu_lowp_row_bytes(K, 1), ldb = jb_cpu_lowp_row_bytes(K, 2) / 2;
+    uint8_t *Xq = malloc((size_t)(T * ldq));
+    uint16_t *Xb = malloc((size_t)(T * ldb) * 2), *Wb = malloc((size_t)(N * K) * 2);
+    float sx[27], want[27 * 9], got[27 * 9];
+    for (int64_t i = 0; i < N * K; i++)
+        Wb[i] = jb_f32_to_bf16(signed_unit());
+    jb_cpu_round_rows_bf16(p.X, T, K, Xb, ldb);
+    for (int s = 0; s < n_sets; s++) {
+        jb_cpu_quantize_rows(p.X, T, K, Xq, ldq, sx, sets[s]->q8_offset);
+        reference(&p, Xq, ldq, sets[s]->q8_offset, sx, p.bias, want);
+        const jb_gemm_lowp_args q = {Xq, sx, T, K, ldq, N, p.W, p.scale, p.bias, got};
+        sets[s]->gemm_q8(&q, 0, N);
+        cr_assert_eq(memcmp(got, want, sizeof got), 0, "%s: int8", jb_cpu_kernels_name(sets[s]->set));
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t n = 0; n < N; n++)
+                want[t * N + n] = emulate_b16(Xb + t * ldb, Wb + n * K, K, sets[s]->vector_width, NULL);
+        const jb_gemm_lowp_args b = {Xb, NULL, T, K, ldb, N, Wb, NULL, NULL, got};
+        sets[s]->gemm_b16(&b, 0, N);
+        cr_assert_eq(memcmp(got, want, sizeof got), 0, "%s: bf16", jb_cpu_kernels_name(sets[s]->set));
+    }
+    free(Xq), free(Xb), free(Wb);
+    free_product(&p);
+}
+
+/* ---- fused jobs ------------------------------------------------------------------------------------ */
+
+/* jb_cpu_matmul_parts (three gated parts of different row counts, then plain ones) = separate products and the
+ * kernels' silu_mul, bit for bit: with fp32, int8 and bf16 activations, and with a buffer too small for all
+ * parts' rows (the later parts then multiply fp32 activations, as jb_cpu_matmul_ex does without a buffer). */
+JB_TEST(lowp, parts_equal_separate_products) {
+    enum { P = 3, K = 70, I = 21, ROWS = 2 + 5 + 1 };
+    const int64_t Ts[P] = {2, 5, 1};
+    const jamba_dtype kinds[][2] = {{JAMBA_DTYPE_I8, JAMBA_DTYPE_F32}, {JAMBA_DTYPE_I8, JAMBA_DTYPE_I8},
+                                    {JAMBA_DTYPE_BF16, JAMBA_DTYPE_BF16}, {JAMBA_DTYPE_I8, JAMBA_DTYPE_I8}};
+    jb_pool *pool = NULL;
+    cr_assert_eq(jb_pool_create(2, &pool, NULL), JAMBA_OK);
+    const int64_t row_bytes = jb_cpu_lowp_row_bytes(K, 2);
+    uint8_t *rows = malloc((size_t)(ROWS * row_bytes));
+    float scales[ROWS];
+    for (size_t v = 0; v < sizeof kinds / sizeof kinds[0]; v++) {
+        const jamba_dtype wt = kinds[v][0];
+        const int64_t rows_max = v == 3 ? 4 : ROWS; /* the last variant: only the first part fits */
+        const jb_cpu_exec ex = {pool, kinds[v][1], rows, scales, rows_max, row_bytes};
+        product pg[P], pu[P];
+        uint16_t *bg[P], *bu[P];
+        jb_weight wg[P], wu[P];
+        float *G[P], *U[P], *G2[P], *U2[P];
+        jb_cpu_part parts[P];
+        for (int i = 0; i < P; i++) {
+            pg[i] = random_product(Ts[i], K, I), pu[i] = random_product(Ts[i], K, I);
+            bg[i] = malloc((size_t)(I * K) * 2), bu[i] = malloc((size_t)(I * K) * 2);
+            for (int64_t e = 0; e < I * K; e++)
+                bg[i][e] = jb_f32_to_bf16(signed_unit()), bu[i][e] = jb_f32_to_bf16(signed_unit());
+            const bool b16 = wt == JAMBA_DTYPE_BF16;
+            wg[i] = (jb_weight){b16 ? (void *)bg[i] : (void *)pg[i].W, wt, 2, {I, K, 0}, b16 ? NULL : pg[i].scale};
+            wu[i] = (jb_weight){b16 ? (void *)bu[i] : (void *)pu[i].W, wt, 2, {I, K, 0}, b16 ? NULL : pu[i].scale};
+            G[i] = malloc((size_t)(Ts[i] * I) * sizeof(float)), U[i] = malloc((size_t)(Ts[i] * I) * sizeof(float));
+            G2[i] = malloc((size_t)(Ts[i] * I) * sizeof(float)), U2[i] = malloc((size_t)(Ts[i] * I) * sizeof(float));
+            parts[i] = (jb_cpu_part){pg[i].X, Ts[i], &wg[i], &wu[i], G[i], U[i]};
+        }
+        jb_cpu_matmul_parts(&ex, parts, P);
+        for (int i = 0; i < P; i++) {
+            const bool fits = v != 3 || i == 0;
+            const jb_cpu_exec one = fits ? (jb_cpu_exec){pool, kinds[v][1], rows, scales, ROWS, row_bytes}
+                                         : (jb_cpu_exec){.pool = pool};
+            jb_cpu_matmul_ex(&one, G2[i], pg[i].X, Ts[i], &wg[i], NULL);
+            jb_cpu_matmul_ex(&one, U2[i], pg[i].X, Ts[i], &wu[i], NULL);
+            jb_cpu_kernels_active()->silu_mul(G2[i], U2[i], Ts[i] * I);
+            cr_assert_eq(memcmp(U[i], U2[i], (size_t)(Ts[i] * I) * sizeof(float)), 0, "variant %zu part %d: up", v, i);
+            cr_assert_eq(memcmp(G[i], G2[i], (size_t)(Ts[i] * I) * sizeof(float)), 0, "variant %zu part %d: gated", v, i);
+        }
+        for (int i = 0; i < P; i++) {
+            free_product(&pg[i]), free_product(&pu[i]);
+            free(bg[i]), free(bu[i]), free(G[i]), free(U[i]), free(G2[i]), free(U2[i]);
+        }
+    }
+    free(rows);
+    jb_pool_free(pool);
 }

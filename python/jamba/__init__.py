@@ -361,6 +361,8 @@ class Context(_Closeable):
         self.model = model
         p = lib.jamba_context_default_params()
         p.n_ctx, p.n_seq_max, p.n_batch, p.n_logits_max, p.n_threads = n_ctx, n_seq, n_batch, n_logits_max, threads
+        if activations not in _ACTIVATIONS:
+            raise ValueError(f"activations {activations!r}: expected one of {sorted(_ACTIVATIONS)}")
         p.cpu_activations = _ACTIVATIONS[activations]
         err = _lib.jamba_error()
         handle = ctypes.c_void_p()
