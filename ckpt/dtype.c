@@ -103,11 +103,3 @@ float jb_e4m3_to_f32(uint8_t b) {
     return sign * ldexpf((float)(8 + mant), exp - 10);
 }
 
-uint16_t jb_f32_to_bf16(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    if ((b & 0x7fffffffu) > 0x7f800000u) /* NaN stays a quiet NaN */
-        return (uint16_t)((b >> 16) | 0x40);
-    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
-

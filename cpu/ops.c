@@ -67,12 +67,8 @@ void jb_cpu_round_rows_bf16(const float *X, int64_t T, int64_t K, uint16_t *Xb, 
     for (int64_t t = 0; t < T; t++) {
         const float *x = X + t * K;
         uint16_t *b = Xb + t * ldb;
-        for (int64_t k = 0; k < K; k++) { /* jb_f32_to_bf16's rounding, inline so that it vectorises */
-            uint32_t u;
-            memcpy(&u, x + k, sizeof u);
-            const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
-            b[k] = (uint16_t)(nan ? (u >> 16) | 0x40 : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-        }
+        for (int64_t k = 0; k < K; k++)
+            b[k] = jb_f32_to_bf16(x[k]);
         memset(b + K, 0, (size_t)(ldb - K) * sizeof *b);
     }
 }
