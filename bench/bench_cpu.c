@@ -181,7 +181,7 @@ static void bench_threads(const jamba_model *m, const char *name, int threads, c
            "\"active_weight_bytes\":%.0f,\"decode_weight_gb_s\":%.2f,\"read_gb_s\":%s}\n",
            name, jb_cpu_kernels_name(jb_cpu_kernels_selected()), format_name(o->load.experts),
            format_name(o->load.mlp), format_name(o->load.mixers), format_name(o->load.lm_head),
-           o->activations == JAMBA_DTYPE_I8 ? "int8" : o->activations == JAMBA_DTYPE_BF16 ? "bf16" : "f32", threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
+           bench_activations_name(o->activations), threads, (long long)o->prompt, prefill, (long long)o->decode, decode, active,
            active * decode / 1e9, read_gb_s);
     fflush(stdout);
     free(ids);
@@ -202,12 +202,6 @@ static jamba_weight_format parse_format(const char *s) {
     if (strcmp(s, "stored") != 0)
         usage();
     return JAMBA_FORMAT_STORED;
-}
-
-/* --activations int8 | bf16 | f32 (0 for anything else) */
-static jamba_dtype parse_activations(const char *s) {
-    return strcmp(s, "int8") == 0 ? JAMBA_DTYPE_I8 : strcmp(s, "bf16") == 0 ? JAMBA_DTYPE_BF16
-           : strcmp(s, "f32") == 0 ? JAMBA_DTYPE_F32 : JAMBA_DTYPE_UNKNOWN;
 }
 
 static void parse_threads(const char *s, bench_opts *o) {
@@ -248,8 +242,10 @@ int main(int argc, char **argv) {
             o.load.lm_head = parse_format(argv[++i]);
         else if (strcmp(argv[i], "--weights") == 0 && next) /* all four; later group flags override */
             o.load.experts = o.load.mlp = o.load.mixers = o.load.lm_head = parse_format(argv[++i]);
-        else if (strcmp(argv[i], "--activations") == 0 && next && (o.activations = parse_activations(next)) && ++i)
-            continue;
+        else if (strcmp(argv[i], "--activations") == 0 && next) {
+            if ((o.activations = bench_activations(argv[++i])) == JAMBA_DTYPE_UNKNOWN)
+                usage();
+        }
         else if (strcmp(argv[i], "--no-bandwidth") == 0)
             o.bandwidth = false;
         else

@@ -158,7 +158,7 @@ static void throughput(const jamba_model *m, const char *label, const options *o
            "\"gen_tokens\":%lld,\"batched_tok_s\":%.1f,\"serial_tok_s\":%.1f,\"speedup\":%.2f,"
            "\"batched_ttft_ms_p50\":%.1f,\"serial_ttft_ms_p50\":%.1f,\"serial_queued_ttft_ms_p50\":%.1f}\n",
            label, o->int8_weights ? "int8" : "stored",
-           o->activations == JAMBA_DTYPE_I8 ? "int8" : o->activations == JAMBA_DTYPE_BF16 ? "bf16" : "f32", o->threads,
+           bench_activations_name(o->activations), o->threads,
            c, (long long)n, (long long)o->gen, batched_tok_s, serial_tok_s,
            batched_tok_s / serial_tok_s, batched_ttft, serial_ttft, serial_queued_ttft);
     fflush(stdout);
@@ -250,10 +250,10 @@ int main(int argc, char **argv) {
             o.long_system = positive(argv[++i]);
         else if (strcmp(argv[i], "--weights") == 0 && more && strcmp(argv[i + 1], "int8") == 0 && ++i)
             o.int8_weights = true;
-        else if (strcmp(argv[i], "--activations") == 0 && more && strcmp(argv[i + 1], "int8") == 0 && ++i)
-            o.activations = JAMBA_DTYPE_I8;
-        else if (strcmp(argv[i], "--activations") == 0 && more && strcmp(argv[i + 1], "bf16") == 0 && ++i)
-            o.activations = JAMBA_DTYPE_BF16;
+        else if (strcmp(argv[i], "--activations") == 0 && more) {
+            if ((o.activations = bench_activations(argv[++i])) == JAMBA_DTYPE_UNKNOWN)
+                usage();
+        }
         else if (strcmp(argv[i], "--concurrency") == 0 && more) {
             o.n_levels = 0;
             for (char *tok = strtok(argv[++i], ","); tok && o.n_levels < MAX_LEVELS; tok = strtok(NULL, ","))

@@ -4,6 +4,7 @@
 #include "bench/bench_util.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 double now(void) {
@@ -20,4 +21,15 @@ static int cmp_double(const void *a, const void *b) {
 double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+jamba_dtype bench_activations(const char *name) {
+    return strcmp(name, "int8") == 0   ? JAMBA_DTYPE_I8
+           : strcmp(name, "bf16") == 0 ? JAMBA_DTYPE_BF16
+           : strcmp(name, "f32") == 0  ? JAMBA_DTYPE_F32
+                                       : JAMBA_DTYPE_UNKNOWN;
+}
+
+const char *bench_activations_name(jamba_dtype activations) {
+    return activations == JAMBA_DTYPE_I8 ? "int8" : activations == JAMBA_DTYPE_BF16 ? "bf16" : "f32";
 }
