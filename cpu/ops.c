@@ -93,6 +93,30 @@ static void convert_range(void *arg, int64_t t0, int64_t t1, int thread) {
         jb_cpu_round_rows_bf16(j->X + t0 * j->K, t1 - t0, j->K, (uint16_t *)j->rows + t0 * j->ldx, j->ldx);
 }
 
+/* Several products' conversions as one parallel job over all their rows (row `first[i]` of the list is row 0
+ * of conversion i). */
+typedef struct convert_list {
+    int n;
+    convert_job job[2 * JB_CPU_MAX_PARTS];
+    int64_t first[2 * JB_CPU_MAX_PARTS + 1];
+    int64_t K_max;
+} convert_list;
+
+static void convert_list_range(void *arg, int64_t r0, int64_t r1, int thread) {
+    const convert_list *l = arg;
+    for (int i = 0; i < l->n; i++) {
+        const int64_t lo = r0 > l->first[i] ? r0 : l->first[i], hi = r1 < l->first[i + 1] ? r1 : l->first[i + 1];
+        if (lo < hi)
+            convert_range((void *)&l->job[i], lo - l->first[i], hi - l->first[i], thread);
+    }
+}
+
+static void run_conversions(const jb_cpu_exec *ex, convert_list *l) {
+    const int64_t rows = l->first[l->n];
+    if (rows > 0)
+        jb_pool_run(ex->pool, rows, jb_cpu_grain(ex->pool, rows, 4 * l->K_max, 1), convert_list_range, l);
+}
+
 /* One product of a job, as the columns of its kernel: fp32 activations (gemm), int8 (gemm_q8) or bf16 ones
  * (gemm_b16). */
 typedef enum product_kind { PRODUCT_F32, PRODUCT_Q8, PRODUCT_B16 } product_kind;
@@ -112,10 +136,11 @@ static void product_columns(const jb_cpu_kernel_table *kernels, const product *p
 }
 
 /* Y = X W^T (+ bias) as ex runs it: an I8 (BF16) weight meeting I8 (BF16) activations whose rows fit ex's
- * buffer (its row `row0` on, at byte `byte0`) multiplies X's rows converted into it there (by this call when
- * `convert`, else already there from a product of the same X and kind). */
+ * buffer (its row `row0` on, at byte `byte0`) multiplies X's rows converted into it there (their conversion
+ * added to `conv`, or, with conv NULL, already there from a product of the same X and kind). */
 static product prepare(const jb_cpu_exec *ex, const jb_cpu_kernel_table *kernels, float *Y, const float *X,
-                       int64_t T, int64_t row0, int64_t byte0, const jb_weight *W, const float *bias, bool convert) {
+                       int64_t T, int64_t row0, int64_t byte0, const jb_weight *W, const float *bias,
+                       convert_list *conv) {
     const int64_t K = W->shape[1], N = W->shape[0];
     product p = {.kind = PRODUCT_F32, .f = {X, T, K, N, W->data, W->dtype, W->scale, bias, Y}};
     const bool q8 = W->dtype == JAMBA_DTYPE_I8 && ex->activations == JAMBA_DTYPE_I8 && K <= JB_Q8_MAX_K;
@@ -128,9 +153,11 @@ static product prepare(const jb_cpu_exec *ex, const jb_cpu_kernel_table *kernels
     void *rows = (uint8_t *)ex->act_rows + byte0;
     float *scales = q8 ? ex->act_scales + row0 : NULL;
     p.q = (jb_gemm_lowp_args){rows, scales, T, K, bytes / elem, N, W->data, q8 ? W->scale : NULL, bias, Y};
-    if (convert) {
-        convert_job c = {q8, X, K, bytes / elem, rows, scales, kernels->q8_offset};
-        jb_pool_run(ex->pool, T, jb_cpu_grain(ex->pool, T, 4 * K, 1), convert_range, &c);
+    if (conv) {
+        conv->job[conv->n] = (convert_job){q8, X, K, bytes / elem, rows, scales, kernels->q8_offset};
+        conv->first[conv->n + 1] = conv->first[conv->n] + T;
+        conv->K_max = K > conv->K_max ? K : conv->K_max;
+        conv->n++;
     }
     return p;
 }
@@ -154,7 +181,9 @@ static void matmul_rows(void *arg, int64_t n0, int64_t n1, int thread) {
 void jb_cpu_matmul_ex(const jb_cpu_exec *ex, float *Y, const float *X, int64_t T, const jb_weight *W,
                       const float *bias) {
     const jb_cpu_kernel_table *kernels = jb_cpu_kernels_active();
-    matmul_job job = {kernels, prepare(ex, kernels, Y, X, T, 0, 0, W, bias, true)};
+    convert_list conv = {0};
+    matmul_job job = {kernels, prepare(ex, kernels, Y, X, T, 0, 0, W, bias, &conv)};
+    run_conversions(ex, &conv);
     const int64_t N = W->shape[0];
     jb_pool_run(ex->pool, N, jb_cpu_grain(ex->pool, N, T * W->shape[1], JB_MATMUL_ROWS), matmul_rows, &job);
 }
@@ -191,17 +220,20 @@ void jb_cpu_matmul_parts(const jb_cpu_exec *ex, const jb_cpu_part *parts, int n)
         parts_job job = {kernels, n - at < JB_CPU_MAX_PARTS ? n - at : JB_CPU_MAX_PARTS, {{0}}, {{0}},
                          parts[at].W->shape[0]};
         int64_t work = 0, row0 = 0, byte0 = 0;
+        convert_list conv = {0}; /* every part's rows converted in one job */
         for (int i = 0; i < job.n; i++) {
             const jb_cpu_part *p = &parts[at + i];
-            job.first[i] = prepare(ex, kernels, p->Y, p->X, p->T, row0, byte0, p->W, NULL, true);
+            job.first[i] = prepare(ex, kernels, p->Y, p->X, p->T, row0, byte0, p->W, NULL, &conv);
             if (p->W2) /* the same rows: converted once */
                 job.gated[i] = prepare(ex, kernels, p->Y2, p->X, p->T, row0, byte0, p->W2, NULL,
-                                       job.first[i].kind == PRODUCT_F32 || p->W2->dtype != p->W->dtype);
+                                       job.first[i].kind == PRODUCT_F32 || p->W2->dtype != p->W->dtype ? &conv
+                                                                                                         : NULL);
             work += (p->W2 ? 2 : 1) * p->T * p->W->shape[1];
             row0 += p->T;
             byte0 += converted_bytes(&job.first[i]) > converted_bytes(&job.gated[i]) ? converted_bytes(&job.first[i])
                                                                                       : converted_bytes(&job.gated[i]);
         }
+        run_conversions(ex, &conv);
         jb_pool_run(ex->pool, job.N, jb_cpu_grain(ex->pool, job.N, work, JB_MATMUL_ROWS), parts_rows, &job);
     }
 }
