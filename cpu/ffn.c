@@ -49,7 +49,8 @@ void jb_cpu_moe(const jb_cpu_exec *ex, jb_ffn_workspace *ws, const jb_weight *ro
         }
         jb_cpu_matmul_parts(ex, ffn, n);
         jb_cpu_matmul_parts(ex, down, n);
-        for (int i = 0, r = 0; i < n; r += (int)down[i].T, i++) {
+        int64_t r = 0;
+        for (int i = 0; i < n; r += down[i].T, i++) {
             const int64_t first = ws->plan.expert_begin[used[i]];
             for (int64_t j = 0; j < down[i].T; j++) {
                 float *dst = out + ws->plan.slot_token[first + j] * H;
