@@ -282,6 +282,15 @@ JB_TEST(nccl_id, missing_or_conflicting_sources_are_refused) {
 static const jb_tp_desc_limits LIMITS = {.n_seq_max = 4, .n_ctx = 4000, .n_batch = 2000, .max_segs = 4,
                                          .n_logits_max = 2000};
 
+/* A descriptor for LIMITS (freed by the caller); returns the largest encoded step's bytes. */
+static uint64_t desc_for_limits(jb_tp_desc *d) {
+    uint64_t cap = 0;
+    jamba_error err = {0};
+    cr_assert_eq(jb_tp_desc_capacity(&LIMITS, &cap, &err), JAMBA_OK, "%s", err.message);
+    cr_assert_eq(jb_tp_desc_alloc(&LIMITS, d, &err), JAMBA_OK, "%s", err.message);
+    return cap;
+}
+
 /* A step of three segments: sequence 2 prefilling n0 tokens at 10, sequences 0 and 3 one token each. */
 typedef struct sample_step {
     int32_t tokens[2000];
@@ -335,12 +344,10 @@ static void check_same_step(const jb_step_io *a, const jb_step_io *b) {
 }
 
 JB_TEST(tp_desc, steps_round_trip_in_one_part_and_in_two) {
-    uint64_t cap = 0;
     jamba_error err = {0};
-    cr_assert_eq(jb_tp_desc_capacity(&LIMITS, &cap, &err), JAMBA_OK);
-    cr_assert_eq(cap, 64 + 4 * 32 + 2000 * 4 + 2000 * 8);
     jb_tp_desc d;
-    cr_assert_eq(jb_tp_desc_alloc(&LIMITS, &d, &err), JAMBA_OK);
+    const uint64_t cap = desc_for_limits(&d);
+    cr_assert_eq(cap, 64 + 4 * 32 + 2000 * 4 + 2000 * 8);
     unsigned char *buf = calloc(1, cap);
     sample_step *s = calloc(1, sizeof *s);
     const int64_t prefill[] = {1, 50, 1500}; /* decode-sized (one part) to prefill-sized (two parts) */
@@ -363,11 +370,9 @@ JB_TEST(tp_desc, steps_round_trip_in_one_part_and_in_two) {
 }
 
 JB_TEST(tp_desc, operations_and_hello_round_trip) {
-    uint64_t cap = 0;
     jamba_error err = {0};
-    cr_assert_eq(jb_tp_desc_capacity(&LIMITS, &cap, &err), JAMBA_OK);
     jb_tp_desc d;
-    cr_assert_eq(jb_tp_desc_alloc(&LIMITS, &d, &err), JAMBA_OK);
+    const uint64_t cap = desc_for_limits(&d);
     unsigned char *buf = calloc(1, cap);
     cr_assert_eq(send_and_receive(buf, jb_tp_desc_encode_op(JB_TP_DESC_SEQ_COPY, 1, 3, 42, buf), cap, &d, &err),
                  JAMBA_OK, "%s", err.message);
@@ -396,11 +401,9 @@ JB_TEST(tp_desc, operations_and_hello_round_trip) {
 
 /* Encode a valid step, let `spoil` change it, and expect the decoder to refuse it naming `want`. */
 static void expect_refused(void (*spoil)(sample_step *), const char *want) {
-    uint64_t cap = 0;
     jamba_error err = {0};
-    cr_assert_eq(jb_tp_desc_capacity(&LIMITS, &cap, &err), JAMBA_OK);
     jb_tp_desc d;
-    cr_assert_eq(jb_tp_desc_alloc(&LIMITS, &d, &err), JAMBA_OK);
+    const uint64_t cap = desc_for_limits(&d);
     unsigned char *buf = calloc(1, cap);
     sample_step *s = calloc(1, sizeof *s);
     make_step(s, 4);
@@ -431,11 +434,9 @@ JB_TEST(tp_desc, malformed_steps_are_refused_by_name) {
 }
 
 JB_TEST(tp_desc, foreign_or_damaged_bytes_are_refused) {
-    uint64_t cap = 0;
     jamba_error err = {0};
-    cr_assert_eq(jb_tp_desc_capacity(&LIMITS, &cap, &err), JAMBA_OK);
     jb_tp_desc d;
-    cr_assert_eq(jb_tp_desc_alloc(&LIMITS, &d, &err), JAMBA_OK);
+    desc_for_limits(&d);
     unsigned char buf[JB_TP_DESC_HEAD];
     const uint64_t len = jb_tp_desc_encode_op(JB_TP_DESC_SEQ_RESET, 1, 0, 0, buf);
     buf[0] ^= 0xFF;
@@ -461,7 +462,7 @@ JB_TEST(tp_desc, foreign_or_damaged_bytes_are_refused) {
 
     const jb_tp_desc_limits huge = {.n_seq_max = 1, .n_ctx = 1, .n_batch = INT64_MAX / 2, .max_segs = 1,
                                     .n_logits_max = INT64_MAX / 2};
-    cr_assert_eq(jb_tp_desc_capacity(&huge, &cap, &err), JAMBA_ERR_OVERFLOW);
+    cr_assert_eq(jb_tp_desc_capacity(&huge, &(uint64_t){0}, &err), JAMBA_ERR_OVERFLOW);
 }
 
 /* ---- graph launches, one thread per rank ------------------------------------------------------------- */
