@@ -33,6 +33,9 @@
  * and for the bf16 x bf16 product (gemm_b16): v_b16_pairs(p, &e, &o), 2·VW bf16 values at p as fp32, the
  * even-indexed ones in e and the odd ones in o; or, with HAVE_VB, the set's own vb, vb_load(p) and
  * vb_dot(acc, x, w) (vdpbf16ps); B16_TILE_ROWS (optional, default 2) activation rows of a tile.
+ * For both: LOWP_STREAM_ROWS (optional, at most 8) the most activation rows whose product reads its weights
+ * as two sequential streams (2·LOWP_STREAM_ROWS accumulators and their operands must fit in the registers;
+ * by default fewer rows than the kind's tile).
  *
  * Shapes: T activation rows, K inputs, N outputs; a tile is R activation rows x C weight rows whose R·C
  * accumulators stay in registers while k runs over all of K.
@@ -60,6 +63,7 @@ _Static_assert(ATTN_HEADS >= 1 && ATTN_HEADS <= JB_CPU_ATTN_HEADS_MAX, "ATTN_HEA
 #define MAX_STATE 256      /* config.c's bound on mamba_d_state */
 #define MAX_TAPS 64        /* and on mamba_d_conv */
 #define L2_CHUNK_FLOATS 65536 /* activation rows per chunk: their floats stay within 256 KiB */
+#define MAX2(a, b) ((a) > (b) ? (a) : (b))
 /* One-row products with shorter weight rows go DECODE_COLS rows side by side, not two streams: such rows
  * make chains of FMAs too short to hide their latency (K / VW steps), and streams too short to matter
  * (bench_gemv, T = 1, K = 192 bf16 in cache: 56 vs 48 GB/s, where models that small stay; at K = 512 the
@@ -370,6 +374,30 @@ static JB_K void gemm(const jb_gemm_args *a, int64_t n0, int64_t n1) {
     }
 }
 
+/* ---- low-precision products' shapes: int8 (KIND_Q8) and bf16 (KIND_B16) -------------------------- */
+
+#ifndef B16_TILE_ROWS
+#define B16_TILE_ROWS 2
+#endif
+#define B16_TILE_COLS 4
+#define KIND_Q8 0
+#define KIND_B16 1
+#define LOWP_ROWS(kind) ((kind) == KIND_Q8 ? Q8_TILE_ROWS : B16_TILE_ROWS)
+#define LOWP_COLS(kind) ((kind) == KIND_Q8 ? Q8_TILE_COLS : B16_TILE_COLS)
+#define LOWP_MAX_COLS MAX2(Q8_TILE_COLS, B16_TILE_COLS)
+/* Products of at most LOWP_STREAMED(kind) rows read their weights as two streams (lowp_few), more as tiles. */
+#ifdef LOWP_STREAM_ROWS
+_Static_assert(LOWP_STREAM_ROWS >= 1 && LOWP_STREAM_ROWS <= 8, "LOWP_STREAM_ROWS");
+#define LOWP_STREAMED(kind) LOWP_STREAM_ROWS
+#define LOWP_STREAMED_MAX LOWP_STREAM_ROWS
+#else
+#define LOWP_STREAMED(kind) (LOWP_ROWS(kind) - 1)
+#define LOWP_STREAMED_MAX 0
+#endif
+/* A block's activation rows and accumulators at most: a tile's, or two streams' */
+#define LOWP_MAX_ROWS MAX2(MAX2(Q8_TILE_ROWS, B16_TILE_ROWS), LOWP_STREAMED_MAX)
+#define LOWP_MAX_ACCS MAX2(MAX2(Q8_TILE_ROWS * Q8_TILE_COLS, B16_TILE_ROWS * B16_TILE_COLS), 2 * LOWP_STREAMED_MAX)
+
 /* ---- int8 weights x int8 activations (gemm_q8) -------------------------------------------------- */
 
 _Static_assert(JB_LOWP_ROW_ALIGN % Q8_STEP == 0, "Q8_STEP");
@@ -395,9 +423,9 @@ static inline JB_KI void vi_hsum4(vi a, vi b, vi c, vi d, int64_t out[4]) {
 static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R, int P, const int64_t *n,
                                   int64_t wsum[Q8_TILE_COLS], int have_wsum, size_t prefetch) {
     const int64_t K = a->K;
-    const uint8_t *x[Q8_TILE_ROWS];
+    const uint8_t *x[LOWP_MAX_ROWS];
     const int8_t *w[Q8_TILE_COLS];
-    vi acc[Q8_TILE_ROWS * Q8_TILE_COLS], ws[4];
+    vi acc[LOWP_MAX_ACCS], ws[4];
     const int sums = Q8_OFFSET && !have_wsum;
     UNROLL for (int i = 0; i < R; i++)
         x[i] = (const uint8_t *)a->X + (t0 + i) * a->ldx;
@@ -408,16 +436,21 @@ static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R,
             acc[p * R + i] = vi_zero();
     }
     int64_t k = 0;
-    for (; k + Q8_STEP <= K; k += Q8_STEP)
+    for (; k + Q8_STEP <= K; k += Q8_STEP) { /* each activation vector loaded once, for every weight row */
+        vq wv[Q8_TILE_COLS];
         UNROLL for (int p = 0; p < P; p++) {
             if (prefetch)
                 __builtin_prefetch(w[p] + prefetch + k);
-            const vq wv = q8_load(w[p] + k);
+            wv[p] = q8_load(w[p] + k);
             if (sums)
-                ws[p] = vi_wsum(ws[p], wv);
-            UNROLL for (int i = 0; i < R; i++)
-                acc[p * R + i] = vi_dot(acc[p * R + i], q8_load(x[i] + k), wv);
+                ws[p] = vi_wsum(ws[p], wv[p]);
         }
+        UNROLL for (int i = 0; i < R; i++) {
+            const vq xv = q8_load(x[i] + k);
+            UNROLL for (int p = 0; p < P; p++)
+                acc[p * R + i] = vi_dot(acc[p * R + i], xv, wv[p]);
+        }
+    }
     if (k < K)
         UNROLL for (int p = 0; p < P; p++) {
             int8_t pad[Q8_STEP] = {0};
@@ -451,10 +484,6 @@ static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R,
 /* ---- bf16 weights x bf16 activations (gemm_b16) -------------------------------------------------- */
 
 #define B16_STEP (2 * VW) /* bf16 values per step: a pair per lane */
-#ifndef B16_TILE_ROWS
-#define B16_TILE_ROWS 2
-#endif
-#define B16_TILE_COLS 4
 _Static_assert(JB_LOWP_ROW_ALIGN % (2 * B16_STEP) == 0, "B16_STEP");
 
 #ifndef HAVE_VB
@@ -478,8 +507,8 @@ static inline JB_KI vf vb_dot(vf acc, vb x, vb w) { return v_fma(x.e, w.e, v_fma
 static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R, int P, const int64_t *n,
                                    size_t prefetch) {
     const int64_t K = a->K;
-    const uint16_t *x[B16_TILE_ROWS], *w[B16_TILE_COLS];
-    vf acc[B16_TILE_ROWS * B16_TILE_COLS];
+    const uint16_t *x[LOWP_MAX_ROWS], *w[B16_TILE_COLS];
+    vf acc[LOWP_MAX_ACCS];
     UNROLL for (int i = 0; i < R; i++)
         x[i] = (const uint16_t *)a->X + (t0 + i) * a->ldx;
     UNROLL for (int p = 0; p < P; p++) {
@@ -488,14 +517,19 @@ static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R
             acc[p * R + i] = v_zero();
     }
     int64_t k = 0;
-    for (; k + B16_STEP <= K; k += B16_STEP)
+    for (; k + B16_STEP <= K; k += B16_STEP) { /* each activation vector loaded once, for every weight row */
+        vb wv[B16_TILE_COLS];
         UNROLL for (int p = 0; p < P; p++) {
             if (prefetch)
                 __builtin_prefetch((const uint8_t *)(w[p] + k) + prefetch);
-            const vb wv = vb_load(w[p] + k);
-            UNROLL for (int i = 0; i < R; i++)
-                acc[p * R + i] = vb_dot(acc[p * R + i], vb_load(x[i] + k), wv);
+            wv[p] = vb_load(w[p] + k);
         }
+        UNROLL for (int i = 0; i < R; i++) {
+            const vb xv = vb_load(x[i] + k);
+            UNROLL for (int p = 0; p < P; p++)
+                acc[p * R + i] = vb_dot(acc[p * R + i], xv, wv[p]);
+        }
+    }
     if (k < K)
         UNROLL for (int p = 0; p < P; p++) {
             uint16_t pad[B16_STEP] = {0};
@@ -517,12 +551,6 @@ static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R
 }
 
 /* ---- walking a low-precision product: int8 (KIND_Q8) or bf16 (KIND_B16) blocks ---------------------- */
-
-#define KIND_Q8 0
-#define KIND_B16 1
-#define LOWP_ROWS(kind) ((kind) == KIND_Q8 ? Q8_TILE_ROWS : B16_TILE_ROWS)
-#define LOWP_COLS(kind) ((kind) == KIND_Q8 ? Q8_TILE_COLS : B16_TILE_COLS)
-#define LOWP_MAX_COLS (Q8_TILE_COLS > B16_TILE_COLS ? Q8_TILE_COLS : B16_TILE_COLS)
 
 /* Columns [n0, n1) for rows [t0, t0 + R) as blocks of P consecutive weight rows (the last block's rows past
  * n1 repeat n1 - 1; those sums are stored again, the same values). */
@@ -591,19 +619,23 @@ static inline JB_KI void lowp_tiles(const jb_gemm_lowp_args *a, int kind, int64_
     }
 }
 
-/* A product of fewer rows than a tile, as lowp_few of that constant count. */
+/* A product of at most LOWP_STREAMED(kind) rows, as lowp_few of that constant count. */
 static inline JB_KI void lowp_few_rows(const jb_gemm_lowp_args *a, int kind, int64_t n0, int64_t n1) {
-    const int TR = LOWP_ROWS(kind);
-    switch (a->T) { /* tiles of at most 4 rows */
-    case 1:
-        lowp_few(a, kind, 1, n0, n1);
+    switch (a->T) { /* LOWP_STREAMED ≤ 8 */
+#define LOWP_FEW_CASE(R)                                                                                     \
+    case R:                                                                                                  \
+        lowp_few(a, kind, R <= LOWP_STREAMED(kind) ? R : 1, n0, n1);                                         \
         break;
-    case 2:
-        lowp_few(a, kind, 2 < TR ? 2 : 1, n0, n1);
-        break;
+        LOWP_FEW_CASE(1)
+        LOWP_FEW_CASE(2)
+        LOWP_FEW_CASE(3)
+        LOWP_FEW_CASE(4)
+        LOWP_FEW_CASE(5)
+        LOWP_FEW_CASE(6)
+        LOWP_FEW_CASE(7)
     default:
-        lowp_few(a, kind, 3 < TR ? 3 : 1, n0, n1);
-        break;
+        LOWP_FEW_CASE(8)
+#undef LOWP_FEW_CASE
     }
 }
 
@@ -618,7 +650,7 @@ static inline JB_KI void lowp_few_rows(const jb_gemm_lowp_args *a, int kind, int
         lowp_tiles(a, KIND, n0, n1);                                                                         \
     }                                                                                                        \
     static JB_K void gemm_##suffix(const jb_gemm_lowp_args *a, int64_t n0, int64_t n1) {                     \
-        if (a->T >= LOWP_ROWS(KIND))                                                                         \
+        if (a->T > LOWP_STREAMED(KIND))                                                                      \
             suffix##_tile_rows(a, n0, n1);                                                                   \
         else                                                                                                 \
             suffix##_few_rows(a, n0, n1);                                                                    \

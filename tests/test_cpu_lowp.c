@@ -123,7 +123,7 @@ static void reference(const product *p, const uint8_t *Xq, int64_t ldq, int offs
 JB_TEST(q8, gemm_q8_exact_every_set_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 9}, Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}, Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
     for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
             for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
@@ -313,7 +313,7 @@ static float emulate_b16(const uint16_t *x, const uint16_t *w, int64_t K, int vw
 JB_TEST(b16, gemm_b16_exact_every_set_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 9}, Ks[] = {1, 13, 32, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}, Ks[] = {1, 13, 32, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
     for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
             for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
