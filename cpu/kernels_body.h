@@ -64,6 +64,10 @@ _Static_assert(ATTN_HEADS >= 1 && ATTN_HEADS <= JB_CPU_ATTN_HEADS_MAX, "ATTN_HEA
 #define MAX_TAPS 64        /* and on mamba_d_conv */
 #define L2_CHUNK_FLOATS 65536 /* activation rows per chunk: their floats stay within 256 KiB */
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
+/* Software prefetches go to L2 (prefetcht1), leaving L1 to the activation rows the tiles reread: from memory,
+ * bench_gemv --dtype b16 --K 1024 --N 4096 --footprint-mb 256, T = 16 113 -> 135 GFLOP/s and T = 32
+ * 142 -> 160 against prefetcht0 (one thread, three runs each). */
+#define PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 /* One-row products with shorter weight rows go DECODE_COLS rows side by side, not two streams: such rows
  * make chains of FMAs too short to hide their latency (K / VW steps), and streams too short to matter
  * (bench_gemv, T = 1, K = 192 bf16 in cache: 56 vs 48 GB/s, where models that small stay; at K = 512 the
@@ -100,7 +104,7 @@ static inline JB_KI void tile_step(vf *acc, int R, int C, const float *const *x,
     vf wv[DECODE_COLS];
     UNROLL for (int j = 0; j < C; j++) {
         if (prefetch)
-            __builtin_prefetch(w[j] + prefetch + (size_t)k * elem_size(dt));
+            PREFETCH_L2(w[j] + prefetch + (size_t)k * elem_size(dt));
         wv[j] = load_w(w[j], k, dt);
     }
     UNROLL for (int i = 0; i < R; i++) {
@@ -440,7 +444,7 @@ static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R,
         vq wv[Q8_TILE_COLS];
         UNROLL for (int p = 0; p < P; p++) {
             if (prefetch)
-                __builtin_prefetch(w[p] + prefetch + k);
+                PREFETCH_L2(w[p] + prefetch + k);
             wv[p] = q8_load(w[p] + k);
             if (sums)
                 ws[p] = vi_wsum(ws[p], wv[p]);
@@ -521,7 +525,7 @@ static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R
         vb wv[B16_TILE_COLS];
         UNROLL for (int p = 0; p < P; p++) {
             if (prefetch)
-                __builtin_prefetch((const uint8_t *)(w[p] + k) + prefetch);
+                PREFETCH_L2((const uint8_t *)(w[p] + k) + prefetch);
             wv[p] = vb_load(w[p] + k);
         }
         UNROLL for (int i = 0; i < R; i++) {
@@ -567,16 +571,27 @@ static inline JB_KI void lowp_columns(const jb_gemm_lowp_args *a, int kind, int6
     }
 }
 
+/* Weights from this many bytes on cannot stay in L2 between steps (they come from memory). */
+#define LOWP_FROM_MEMORY_BYTES ((int64_t)1 << 20)
+/* How far ahead each stream of lowp_few fetches, for two or more rows of weights from memory: the next page
+ * (the hardware prefetcher stops at page ends, and while several rows multiply it falls behind). bench_gemv
+ * --dtype b16 --K 1024 --N 4096 --footprint-mb 256, against none (medians): T = 4 18 -> 22 GB/s on one
+ * thread and 31 -> 46 on two, T = 8 9 -> 17, T = 3 +12%, T = 2 +4%; T = 1 not better (so not taken), and in
+ * cache 5-10% slower (so only from memory). */
+#define LOWP_STREAM_AHEAD 4096
+
 /* Fewer rows than a tile: the range's halves as two sequential weight streams (as few_rows). */
 static inline JB_KI void lowp_few(const jb_gemm_lowp_args *a, int kind, int R, int64_t n0, int64_t n1) {
     const int64_t half = (n1 - n0) / 2;
+    const int64_t bytes = a->N * a->K * (kind == KIND_Q8 ? 1 : 2);
+    const size_t ahead = R >= 2 && bytes >= LOWP_FROM_MEMORY_BYTES ? LOWP_STREAM_AHEAD : 0;
     int64_t wsum[LOWP_MAX_COLS];
     for (int64_t c = n0; c < n0 + half; c++) {
         const int64_t pair[2] = {c, c + half};
         if (kind == KIND_Q8)
-            q8_block(a, 0, R, 2, pair, wsum, 0, 0);
+            q8_block(a, 0, R, 2, pair, wsum, 0, ahead);
         else
-            b16_block(a, 0, R, 2, pair, 0);
+            b16_block(a, 0, R, 2, pair, ahead);
     }
     if ((n1 - n0) % 2)
         lowp_columns(a, kind, 0, R, 1, n1 - 1, n1, wsum, 0, 0);
