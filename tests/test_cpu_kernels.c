@@ -364,8 +364,8 @@ JB_TEST(kernels, conv_matches_plain_loop_on_odd_shapes) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
     const int64_t Di = 37, ldx = 41;
-    for (int64_t case_ = 0; case_ < 6; case_++) { /* 1 and 7 tokens (decode and prefill walks), K 1, 3, 5 */
-        const int64_t n = case_ < 3 ? 1 : 7, K = 1 + 2 * (case_ % 3);
+    for (int64_t case_ = 0; case_ < 8; case_++) { /* 1 and 7 tokens (decode and prefill walks), K 1, 3, 4, 5 */
+        const int64_t n = case_ < 4 ? 1 : 7, K = (int64_t[]){1, 3, 4, 5}[case_ % 4];
         float *x = random_floats(n * ldx, -3, 3), *w = random_floats(Di * K, -1, 1), *b = random_floats(Di, -1, 1);
         float *win0 = random_floats(Di * (K - 1) + 1, -3, 3);
         float *want = malloc((size_t)(n * Di) * sizeof(float)), *got = malloc((size_t)(n * Di) * sizeof(float));
