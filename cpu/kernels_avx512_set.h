@@ -76,6 +76,32 @@ static inline JB_KI vf v_e4m3(const uint8_t *p) {
     return _mm512_i32gather_ps(idx, jb_cpu_e4m3_table, 4);
 }
 
+/* The 16 x 16 block r[0 .. 16) transposed in registers: lane j of r[i] becomes lane i of r[j]. Pairs of rows
+ * interleave by lanes, then by lane pairs, then by 128-bit quarters twice. */
+#define HAVE_V_TRANSPOSE 1
+static inline JB_KI void v_transpose(vf r[16]) {
+    vf t[16], u[16];
+    for (int i = 0; i < 16; i += 2) { /* t[i]: rows i, i+1 interleaved by lanes */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* u: four rows' lanes k of each 128-bit quarter side by side */
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 16; i += 8) /* t: eight rows, quarters 0 and 2 then 1 and 3 */
+        for (int k = 0; k < 4; k++) {
+            t[i + k] = _mm512_shuffle_f32x4(u[i + k], u[i + 4 + k], 0x88);
+            t[i + 4 + k] = _mm512_shuffle_f32x4(u[i + k], u[i + 4 + k], 0xdd);
+        }
+    for (int k = 0; k < 8; k++) { /* all sixteen rows */
+        r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
+    }
+}
+
 /* The pairwise order: lanes i + i+8, i + i+4, i + i+2, i + i+1, four vectors at once. */
 static inline JB_KI void v_reduce4(vf a, vf b, vf c, vf d, float out[4]) {
     const vf ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),

@@ -856,6 +856,34 @@ static inline JB_KI void scan_block(const jb_scan_args *a, int64_t c, int nc) {
         scatter_n(a->state + c * N + s, N, h[s], nc);
 }
 
+#ifdef HAVE_V_TRANSPOSE
+/* scan_block_few for VW channels of VW states each (d_state 16 on AVX-512): the products h·C of each channel
+ * (one vector of states) transposed into vectors of channels, then summed over the states in order as vectors
+ * (v_transpose: the same sums, bit for bit, without the VW x VW scalar additions). */
+static inline JB_KI void scan_block_few_transposed(const jb_scan_args *a, int64_t c) {
+    const int64_t Di = a->d_inner;
+    for (int64_t t = 0; t < a->n; t++) {
+        const vf B = v_load(a->B + t * a->ldbc), C = v_load(a->C + t * a->ldbc);
+        vf prod[VW];
+        UNROLL for (int i = 0; i < VW; i++) {
+            const int64_t ch = c + i;
+            const vf dt = v_set1(a->delta[t * Di + ch]), u = v_set1(a->u[t * Di + ch]);
+            float *h = a->state + ch * VW;
+            const vf hs = v_add(v_mul(v_exp(v_mul(v_load(a->A + ch * VW), dt)), v_load(h)), v_mul(v_mul(dt, B), u));
+            v_store(h, hs);
+            prod[i] = v_mul(hs, C);
+        }
+        v_transpose(prod); /* prod[s]: state s of every channel */
+        vf y = v_zero();
+        UNROLL for (int s = 0; s < VW; s++)
+            y = v_add(y, prod[s]);
+        const vf u = v_load(a->u + t * Di + c);
+        const vf yv = v_add(y, v_mul(u, v_load(a->D + c)));
+        v_store(a->y + t * Di + c, v_mul(yv, v_silu(v_load(a->z + t * a->ldz + c))));
+    }
+}
+#endif
+
 /* The same channels and arithmetic for few tokens, with the state in its own layout: each channel's N states
  * are contiguous, so they are loaded and stored VW at a time (states in lanes) instead of transposed in and
  * out, which costs more than a decode token's arithmetic. Every state gets the operations scan_block gives
@@ -864,6 +892,12 @@ static inline JB_KI void scan_block(const jb_scan_args *a, int64_t c, int nc) {
 static inline JB_KI void scan_block_few(const jb_scan_args *a, int64_t c, int nc) {
     const int64_t N = a->d_state, Di = a->d_inner;
     float prod[VW][MAX_STATE], y[VW];
+#ifdef HAVE_V_TRANSPOSE
+    if (N == VW && nc == VW) { /* one vector of states per channel: the sums as vectors of channels */
+        scan_block_few_transposed(a, c);
+        return;
+    }
+#endif
     for (int64_t t = 0; t < a->n; t++) {
         const float *B = a->B + t * a->ldbc, *C = a->C + t * a->ldbc;
         for (int i = 0; i < VW; i++)

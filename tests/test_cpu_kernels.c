@@ -392,8 +392,8 @@ JB_TEST(kernels, scan_matches_plain_loop_on_odd_shapes) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
     const int64_t Di = 37, ldbc = 2 * 17 + 3, ldz = 45;
-    for (int64_t case_ = 0; case_ < 6; case_++) { /* 1, 3 and 9 tokens (decode and prefill walks), N 5 and 17 */
-        const int64_t n = case_ / 2 == 0 ? 1 : case_ / 2 == 1 ? 3 : 9, N = case_ % 2 ? 17 : 5;
+    for (int64_t case_ = 0; case_ < 9; case_++) { /* 1, 3 and 9 tokens (decode and prefill walks), N 5, 16, 17 */
+        const int64_t n = case_ / 3 == 0 ? 1 : case_ / 3 == 1 ? 3 : 9, N = (int64_t[]){5, 16, 17}[case_ % 3];
         float *u = random_floats(n * Di, -2, 2), *delta = random_floats(n * Di, 0.001f, 0.5f);
         float *bc = random_floats(n * ldbc, -1, 1), *A = random_floats(Di * N, -8, -0.5f), *D = random_floats(Di, -1, 1);
         float *z = random_floats(n * ldz, -3, 3), *state0 = random_floats(Di * N, -1, 1);
