@@ -64,9 +64,10 @@ _Static_assert(ATTN_HEADS >= 1 && ATTN_HEADS <= JB_CPU_ATTN_HEADS_MAX, "ATTN_HEA
 #define MAX_TAPS 64        /* and on mamba_d_conv */
 #define L2_CHUNK_FLOATS 65536 /* activation rows per chunk: their floats stay within 256 KiB */
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
-/* Software prefetches go to L2 (prefetcht1), leaving L1 to the activation rows the tiles reread: from memory,
- * bench_gemv --dtype b16 --K 1024 --N 4096 --footprint-mb 256, T = 16 113 -> 135 GFLOP/s and T = 32
- * 142 -> 160 against prefetcht0 (one thread, three runs each). */
+/* Software prefetches go to L2 (prefetcht1), leaving L1 to the activation rows the tiles reread: from memory
+ * (bench_gemv --K 1024 --N 4096 --footprint-mb 256, one thread; docs/BENCHMARKS.md, "a batched step's
+ * few-row products from memory") bf16 weights x fp32 activations at 16 rows 80 -> 100 GFLOP/s against
+ * prefetcht0, at 4 rows 11 -> 20 GB/s. */
 #define PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 /* One-row products with shorter weight rows go DECODE_COLS rows side by side, not two streams: such rows
  * make chains of FMAs too short to hide their latency (K / VW steps), and streams too short to matter
@@ -574,10 +575,10 @@ static inline JB_KI void lowp_columns(const jb_gemm_lowp_args *a, int kind, int6
 /* Weights from this many bytes on cannot stay in L2 between steps (they come from memory). */
 #define LOWP_FROM_MEMORY_BYTES ((int64_t)1 << 20)
 /* How far ahead each stream of lowp_few fetches, for two or more rows of weights from memory: the next page
- * (the hardware prefetcher stops at page ends, and while several rows multiply it falls behind). bench_gemv
- * --dtype b16 --K 1024 --N 4096 --footprint-mb 256, against none (medians): T = 4 18 -> 22 GB/s on one
- * thread and 31 -> 46 on two, T = 8 9 -> 17, T = 3 +12%, T = 2 +4%; T = 1 not better (so not taken), and in
- * cache 5-10% slower (so only from memory). */
+ * (the hardware prefetcher stops at page ends, and while several rows multiply it falls behind). Measured
+ * during development (bench_gemv --dtype b16 --K 1024 --N 4096 --footprint-mb 256, against none, medians;
+ * docs/BENCHMARKS.md): T = 4 18 -> 22 GB/s on one thread and 31 -> 46 on two, T = 8 9 -> 17, T = 3 +12%,
+ * T = 2 +4%; T = 1 not better (so not taken), and in cache 5-10% slower (so only from memory). */
 #define LOWP_STREAM_AHEAD 4096
 
 /* Fewer rows than a tile: the range's halves as two sequential weight streams (as few_rows). */
