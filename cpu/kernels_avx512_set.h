@@ -79,6 +79,7 @@ static inline JB_KI vf v_e4m3(const uint8_t *p) {
 /* The 16 x 16 block r[0 .. 16) transposed in registers: lane j of r[i] becomes lane i of r[j]. Pairs of rows
  * interleave by lanes, then by lane pairs, then by 128-bit quarters twice. */
 #define HAVE_V_TRANSPOSE 1
+_Static_assert(VW == 16, "v_transpose takes VW x VW");
 static inline JB_KI void v_transpose(vf r[16]) {
     vf t[16], u[16];
     for (int i = 0; i < 16; i += 2) { /* t[i]: rows i, i+1 interleaved by lanes */
@@ -165,9 +166,9 @@ static inline JB_KI vi vi_wsum(vi acc, vq w) { return _mm512_add_epi32(acc, _mm5
 /* bf16 x bf16 (kernels_body.h): vdpbf16ps (as an asm statement, as vpdpbusd above), or the pairs widened by a
  * shift and a mask. */
 #define B16_TILE_ROWS 4
-/* int8 and bf16 products of up to 8 rows (a batched decode step's experts) read their weights as two streams:
- * from memory (bench_gemv --footprint-mb 512, K = 1024) 1.1-1.6x the tiles' rate for bf16 and 1.5-2.2x for
- * int8 at T = 4-8; in cache equal or faster */
+/* int8 and bf16 products of up to 8 rows of weights from memory (a batched decode step's experts) read them as
+ * two streams: (bench_gemv --footprint-mb 512, K = 1024; docs/BENCHMARKS.md) about 2x the tiles' rate for
+ * bf16 and 2.7x for int8 at T = 4, 1.1x and 1.3x at T = 8 (in cache the tiles stay: lowp_streams) */
 #define LOWP_STREAM_ROWS 8
 #ifdef B16_HW
 #define HAVE_VB 1

@@ -390,7 +390,9 @@ static JB_K void gemm(const jb_gemm_args *a, int64_t n0, int64_t n1) {
 #define LOWP_ROWS(kind) ((kind) == KIND_Q8 ? Q8_TILE_ROWS : B16_TILE_ROWS)
 #define LOWP_COLS(kind) ((kind) == KIND_Q8 ? Q8_TILE_COLS : B16_TILE_COLS)
 #define LOWP_MAX_COLS MAX2(Q8_TILE_COLS, B16_TILE_COLS)
-/* Products of at most LOWP_STREAMED(kind) rows read their weights as two streams (lowp_few), more as tiles. */
+#define LOWP_ELEM(kind) ((kind) == KIND_Q8 ? 1 : 2) /* bytes per weight and per activation */
+/* Products of at most LOWP_STREAMED(kind) rows may read their weights as two streams (lowp_few; when, see
+ * lowp_streams), more always by tiles. */
 #ifdef LOWP_STREAM_ROWS
 _Static_assert(LOWP_STREAM_ROWS >= 1 && LOWP_STREAM_ROWS <= 8, "LOWP_STREAM_ROWS");
 #define LOWP_STREAMED(kind) LOWP_STREAM_ROWS
@@ -441,21 +443,16 @@ static inline JB_KI void q8_block(const jb_gemm_lowp_args *a, int64_t t0, int R,
             acc[p * R + i] = vi_zero();
     }
     int64_t k = 0;
-    for (; k + Q8_STEP <= K; k += Q8_STEP) { /* each activation vector loaded once, for every weight row */
-        vq wv[Q8_TILE_COLS];
+    for (; k + Q8_STEP <= K; k += Q8_STEP)
         UNROLL for (int p = 0; p < P; p++) {
             if (prefetch)
                 PREFETCH_L2(w[p] + prefetch + k);
-            wv[p] = q8_load(w[p] + k);
+            const vq wv = q8_load(w[p] + k);
             if (sums)
-                ws[p] = vi_wsum(ws[p], wv[p]);
+                ws[p] = vi_wsum(ws[p], wv);
+            UNROLL for (int i = 0; i < R; i++)
+                acc[p * R + i] = vi_dot(acc[p * R + i], q8_load(x[i] + k), wv);
         }
-        UNROLL for (int i = 0; i < R; i++) {
-            const vq xv = q8_load(x[i] + k);
-            UNROLL for (int p = 0; p < P; p++)
-                acc[p * R + i] = vi_dot(acc[p * R + i], xv, wv[p]);
-        }
-    }
     if (k < K)
         UNROLL for (int p = 0; p < P; p++) {
             int8_t pad[Q8_STEP] = {0};
@@ -522,7 +519,10 @@ static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R
             acc[p * R + i] = v_zero();
     }
     int64_t k = 0;
-    for (; k + B16_STEP <= K; k += B16_STEP) { /* each activation vector loaded once, for every weight row */
+#ifdef HAVE_VB
+    /* one register per vb: all P weight vectors first, then each activation vector loaded once for all of them
+     * (bench_gemv --dtype b16 --T 4 --K 1024 --N 512 --footprint-mb 1, two streams: 103 -> 154-162 GFLOP/s) */
+    for (; k + B16_STEP <= K; k += B16_STEP) {
         vb wv[B16_TILE_COLS];
         UNROLL for (int p = 0; p < P; p++) {
             if (prefetch)
@@ -535,6 +535,18 @@ static inline JB_KI void b16_block(const jb_gemm_lowp_args *a, int64_t t0, int R
                 acc[p * R + i] = vb_dot(acc[p * R + i], xv, wv[p]);
         }
     }
+#else
+    /* two registers per vb: a weight vector at a time (all of them at once spill on AVX2: the tiles in cache
+     * 76 -> 50 GFLOP/s) */
+    for (; k + B16_STEP <= K; k += B16_STEP)
+        UNROLL for (int p = 0; p < P; p++) {
+            if (prefetch)
+                PREFETCH_L2((const uint8_t *)(w[p] + k) + prefetch);
+            const vb wv = vb_load(w[p] + k);
+            UNROLL for (int i = 0; i < R; i++)
+                acc[p * R + i] = vb_dot(acc[p * R + i], vb_load(x[i] + k), wv);
+        }
+#endif
     if (k < K)
         UNROLL for (int p = 0; p < P; p++) {
             uint16_t pad[B16_STEP] = {0};
@@ -581,10 +593,10 @@ static inline JB_KI void lowp_columns(const jb_gemm_lowp_args *a, int kind, int6
  * T = 2 +4%; T = 1 not better (so not taken), and in cache 5-10% slower (so only from memory). */
 #define LOWP_STREAM_AHEAD 4096
 
-/* Fewer rows than a tile: the range's halves as two sequential weight streams (as few_rows). */
+/* At most LOWP_STREAMED(kind) rows: the range's halves as two sequential weight streams (as few_rows). */
 static inline JB_KI void lowp_few(const jb_gemm_lowp_args *a, int kind, int R, int64_t n0, int64_t n1) {
     const int64_t half = (n1 - n0) / 2;
-    const int64_t bytes = a->N * a->K * (kind == KIND_Q8 ? 1 : 2);
+    const int64_t bytes = a->N * a->K * LOWP_ELEM(kind);
     const size_t ahead = R >= 2 && bytes >= LOWP_FROM_MEMORY_BYTES ? LOWP_STREAM_AHEAD : 0;
     int64_t wsum[LOWP_MAX_COLS];
     for (int64_t c = n0; c < n0 + half; c++) {
@@ -602,7 +614,7 @@ static inline JB_KI void lowp_few(const jb_gemm_lowp_args *a, int kind, int R, i
  * narrower block per weight rows. */
 static inline JB_KI void lowp_tiles(const jb_gemm_lowp_args *a, int kind, int64_t n0, int64_t n1) {
     const int TR = LOWP_ROWS(kind), TC = LOWP_COLS(kind);
-    const int64_t row_bytes = a->ldx * (kind == KIND_Q8 ? 1 : 2);
+    const int64_t row_bytes = a->ldx * LOWP_ELEM(kind);
     int64_t chunk = 4 * L2_CHUNK_FLOATS / row_bytes / TR * TR;
     chunk = chunk < TR ? TR : chunk;
     for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
@@ -613,7 +625,7 @@ static inline JB_KI void lowp_tiles(const jb_gemm_lowp_args *a, int kind, int64_
             int64_t wsum[LOWP_MAX_COLS] = {0}; /* int8: the first block over these weight rows sums them */
             /* the first block over these weight rows streams them: it fetches the rows two tiles ahead (the
              * rows side by side are short streams the hardware prefetcher does not follow; as `tile`) */
-            const size_t ahead = c + 3 * TC <= n1 ? (size_t)(2 * TC * a->K * (kind == KIND_Q8 ? 1 : 2)) : 0;
+            const size_t ahead = c + 3 * TC <= n1 ? (size_t)(2 * TC * a->K * LOWP_ELEM(kind)) : 0;
             for (int64_t t = t0; t < full_end; t += TR)
                 lowp_columns(a, kind, t, TR, TC, c, c1, wsum, t > t0, t == t0 ? ahead : 0);
             const int have = full_end > t0;
@@ -644,6 +656,7 @@ static inline JB_KI void lowp_few_rows(const jb_gemm_lowp_args *a, int kind, int
         break;
         LOWP_FEW_CASE(1)
         LOWP_FEW_CASE(2)
+#if LOWP_STREAMED_MAX >= 4 /* sets without two-stream blocks of 4+ rows compile no copies for them */
         LOWP_FEW_CASE(3)
         LOWP_FEW_CASE(4)
         LOWP_FEW_CASE(5)
@@ -651,8 +664,21 @@ static inline JB_KI void lowp_few_rows(const jb_gemm_lowp_args *a, int kind, int
         LOWP_FEW_CASE(7)
     default:
         LOWP_FEW_CASE(8)
+#else
+    default:
+        LOWP_FEW_CASE(3)
+#endif
 #undef LOWP_FEW_CASE
     }
+}
+
+/* Whether a product reads its weights as two streams (lowp_few) rather than by tiles: with fewer rows than a
+ * tile, or up to LOWP_STREAMED(kind) rows of weights that come from memory (in cache the tiles stay faster:
+ * bench_gemv --T 4 --K 1024 --N 512 --footprint-mb 1, one thread, 165 GFLOP/s against 102 for bf16 on
+ * avx512bf16, 106 against 86 on avx512). */
+static inline JB_KI int lowp_streams(const jb_gemm_lowp_args *a, int kind) {
+    return a->T < LOWP_ROWS(kind) ||
+           (a->T <= LOWP_STREAMED(kind) && a->N * a->K * LOWP_ELEM(kind) >= LOWP_FROM_MEMORY_BYTES);
 }
 
 /* Each way of each kind a function of its own (registers of its own, as GEMM_PATHS). */
@@ -666,10 +692,10 @@ static inline JB_KI void lowp_few_rows(const jb_gemm_lowp_args *a, int kind, int
         lowp_tiles(a, KIND, n0, n1);                                                                         \
     }                                                                                                        \
     static JB_K void gemm_##suffix(const jb_gemm_lowp_args *a, int64_t n0, int64_t n1) {                     \
-        if (a->T > LOWP_STREAMED(KIND))                                                                      \
-            suffix##_tile_rows(a, n0, n1);                                                                   \
-        else                                                                                                 \
+        if (lowp_streams(a, KIND))                                                                           \
             suffix##_few_rows(a, n0, n1);                                                                    \
+        else                                                                                                 \
+            suffix##_tile_rows(a, n0, n1);                                                                   \
     }
 LOWP_PATHS(q8, KIND_Q8)
 LOWP_PATHS(b16, KIND_B16)
@@ -731,9 +757,9 @@ static inline JB_KI vf v_softplus(vf x) {
 
 /* ---- Mamba: VW channels at a time, each in the plain loop's order ------------------------------------- */
 
-/* Tokens from which transposing per-channel data into vectors of channels (conv_block_k, scan_block) is
- * amortised; fewer take the *_few walks, bit-identical (measured on AVX-512 with N = 16: the scan's is 2x
- * faster at one token and level at about four). */
+/* Tokens from which transposing per-channel data into vectors of channels is amortised for the scan
+ * (scan_block); fewer take scan_block_few, bit-identical (measured on AVX-512 with N = 16 before its transposed
+ * sums: 2x faster at one token and level at about four). The conv takes it for a d_conv other than 4. */
 #define FEW_TOKENS 4
 
 /* nc (≤ VW) floats from p, zero-padded to a vector; and back. */
@@ -823,8 +849,8 @@ static inline JB_KI void conv_block_few(const jb_conv_args *a, int64_t c, int nc
 static JB_K void conv(const jb_conv_args *a, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c += VW) {
         const int nc = c1 - c < VW ? (int)(c1 - c) : VW;
-        if (a->d_conv == 4) /* every Jamba checkpoint's: the taps and window in registers, 3-4x faster than with
-                               K a variable for 32+ tokens, and faster than conv_block_few for one */
+        if (a->d_conv == 4) /* every Jamba checkpoint's: the taps and window in registers (bench_mamba: 2.6x
+                               faster than with K a variable at 32 tokens, 5.8x at 512, 2x at one token) */
             conv_block_k(a, c, nc, 4);
         else if (a->n < FEW_TOKENS)
             conv_block_few(a, c, nc);

@@ -417,59 +417,66 @@ JB_TEST(kernels, scan_matches_plain_loop_on_odd_shapes) {
     }
 }
 
-/* Token by token (the few-token walk) and all at once (the transposed one): the same bits, window included. */
+/* Token by token (one-token segments) and all at once (the transposed walk): the same bits, window included;
+ * K 3 and 5 take the few-token walk for one token, K 4 its own constant-tap walk. */
 JB_TEST(kernels, conv_same_bits_token_by_token) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t n = 9, Di = 35, K = 4, ldx = 2 * Di;
-    float *x = random_floats(n * ldx, -3, 3), *w = random_floats(Di * K, -1, 1), *b = random_floats(Di, -1, 1);
-    float *win0 = random_floats(Di * (K - 1), -3, 3);
-    float *y1 = malloc((size_t)(n * Di) * sizeof(float)), *y2 = malloc((size_t)(n * Di) * sizeof(float));
-    const size_t win_bytes = (size_t)(Di * (K - 1)) * sizeof(float);
-    float *win1 = malloc(win_bytes), *win2 = malloc(win_bytes);
-    for (int s = 0; s < n_sets; s++) {
-        memcpy(win1, win0, win_bytes);
-        memcpy(win2, win0, win_bytes);
-        jb_conv_args all = {.n = n, .d_inner = Di, .d_conv = K, .x = x, .ldx = ldx, .w = w, .b = b, .window = win1,
-                            .out = y1};
-        sets[s]->conv(&all, 0, Di);
-        for (int64_t t = 0; t < n; t++) {
-            jb_conv_args one = all;
-            one.n = 1, one.x = x + t * ldx, one.window = win2, one.out = y2 + t * Di;
-            sets[s]->conv(&one, 0, Di);
+    for (int64_t K = 3; K <= 5; K++) {
+        const int64_t n = 9, Di = 35, ldx = 2 * Di;
+        float *x = random_floats(n * ldx, -3, 3), *w = random_floats(Di * K, -1, 1), *b = random_floats(Di, -1, 1);
+        float *win0 = random_floats(Di * (K - 1), -3, 3);
+        float *y1 = malloc((size_t)(n * Di) * sizeof(float)), *y2 = malloc((size_t)(n * Di) * sizeof(float));
+        const size_t win_bytes = (size_t)(Di * (K - 1)) * sizeof(float);
+        float *win1 = malloc(win_bytes), *win2 = malloc(win_bytes);
+        for (int s = 0; s < n_sets; s++) {
+            memcpy(win1, win0, win_bytes);
+            memcpy(win2, win0, win_bytes);
+            jb_conv_args all = {.n = n, .d_inner = Di, .d_conv = K, .x = x, .ldx = ldx, .w = w, .b = b,
+                                .window = win1, .out = y1};
+            sets[s]->conv(&all, 0, Di);
+            for (int64_t t = 0; t < n; t++) {
+                jb_conv_args one = all;
+                one.n = 1, one.x = x + t * ldx, one.window = win2, one.out = y2 + t * Di;
+                sets[s]->conv(&one, 0, Di);
+            }
+            expect_close(y2, y1, n * Di, 0, jb_cpu_kernels_name(sets[s]->set), "conv out, token by token");
+            expect_close(win2, win1, Di * (K - 1), 0, jb_cpu_kernels_name(sets[s]->set), "conv window, token by token");
         }
-        expect_close(y2, y1, n * Di, 0, jb_cpu_kernels_name(sets[s]->set), "conv out, token by token");
-        expect_close(win2, win1, Di * (K - 1), 0, jb_cpu_kernels_name(sets[s]->set), "conv window, token by token");
+        free(x), free(w), free(b), free(win0), free(y1), free(y2), free(win1), free(win2);
     }
-    free(x), free(w), free(b), free(win0), free(y1), free(y2), free(win1), free(win2);
 }
 
-/* Token by token (the few-token walk) and all at once (the transposed one): the same bits, state included. */
+/* Token by token (one-token segments: the few-token walk, with d_state 16 on AVX-512 its transposed sums) and all
+ * at once (the transposed walk): the same bits, state included. */
 JB_TEST(kernels, scan_same_bits_token_by_token) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t n = 11, Di = 35, N = 16, ldbc = 2 * N, ldz = Di;
-    float *u = random_floats(n * Di, -2, 2), *delta = random_floats(n * Di, 0.001f, 0.5f);
-    float *bc = random_floats(n * ldbc, -1, 1), *A = random_floats(Di * N, -8, -0.5f), *D = random_floats(Di, -1, 1);
-    float *z = random_floats(n * ldz, -3, 3), *state0 = random_floats(Di * N, -1, 1);
-    float *y1 = malloc((size_t)(n * Di) * sizeof(float)), *y2 = malloc((size_t)(n * Di) * sizeof(float));
-    float *h1 = malloc((size_t)(Di * N) * sizeof(float)), *h2 = malloc((size_t)(Di * N) * sizeof(float));
-    for (int s = 0; s < n_sets; s++) {
-        memcpy(h1, state0, (size_t)(Di * N) * sizeof(float));
-        memcpy(h2, state0, (size_t)(Di * N) * sizeof(float));
-        jb_scan_args all = {.n = n, .d_inner = Di, .d_state = N, .u = u, .delta = delta, .B = bc, .C = bc + N,
-                            .ldbc = ldbc, .A = A, .D = D, .z = z, .ldz = ldz, .state = h1, .y = y1};
-        sets[s]->scan(&all, 0, Di);
-        for (int64_t t = 0; t < n; t++) {
-            jb_scan_args one = all;
-            one.n = 1, one.u = u + t * Di, one.delta = delta + t * Di, one.B = bc + t * ldbc, one.C = bc + t * ldbc + N;
-            one.z = z + t * ldz, one.state = h2, one.y = y2 + t * Di;
-            sets[s]->scan(&one, 0, Di);
+    const int64_t Ns[] = {5, 16, 17};
+    for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
+        const int64_t n = 11, Di = 35, N = Ns[c], ldbc = 2 * N, ldz = Di;
+        float *u = random_floats(n * Di, -2, 2), *delta = random_floats(n * Di, 0.001f, 0.5f);
+        float *bc = random_floats(n * ldbc, -1, 1), *A = random_floats(Di * N, -8, -0.5f);
+        float *D = random_floats(Di, -1, 1), *z = random_floats(n * ldz, -3, 3), *state0 = random_floats(Di * N, -1, 1);
+        float *y1 = malloc((size_t)(n * Di) * sizeof(float)), *y2 = malloc((size_t)(n * Di) * sizeof(float));
+        float *h1 = malloc((size_t)(Di * N) * sizeof(float)), *h2 = malloc((size_t)(Di * N) * sizeof(float));
+        for (int s = 0; s < n_sets; s++) {
+            memcpy(h1, state0, (size_t)(Di * N) * sizeof(float));
+            memcpy(h2, state0, (size_t)(Di * N) * sizeof(float));
+            jb_scan_args all = {.n = n, .d_inner = Di, .d_state = N, .u = u, .delta = delta, .B = bc, .C = bc + N,
+                                .ldbc = ldbc, .A = A, .D = D, .z = z, .ldz = ldz, .state = h1, .y = y1};
+            sets[s]->scan(&all, 0, Di);
+            for (int64_t t = 0; t < n; t++) {
+                jb_scan_args one = all;
+                one.n = 1, one.u = u + t * Di, one.delta = delta + t * Di, one.B = bc + t * ldbc;
+                one.C = bc + t * ldbc + N, one.z = z + t * ldz, one.state = h2, one.y = y2 + t * Di;
+                sets[s]->scan(&one, 0, Di);
+            }
+            expect_close(y2, y1, n * Di, 0, jb_cpu_kernels_name(sets[s]->set), "scan y, token by token");
+            expect_close(h2, h1, Di * N, 0, jb_cpu_kernels_name(sets[s]->set), "scan state, token by token");
         }
-        expect_close(y2, y1, n * Di, 0, jb_cpu_kernels_name(sets[s]->set), "scan y, token by token");
-        expect_close(h2, h1, Di * N, 0, jb_cpu_kernels_name(sets[s]->set), "scan state, token by token");
+        free(u), free(delta), free(bc), free(A), free(D), free(z), free(state0), free(y1), free(y2), free(h1), free(h2);
     }
-    free(u), free(delta), free(bc), free(A), free(D), free(z), free(state0), free(y1), free(y2), free(h1), free(h2);
 }
 
 /* ---- attention ---------------------------------------------------------------------------------------- */

@@ -123,7 +123,8 @@ static void reference(const product *p, const uint8_t *Xq, int64_t ldq, int offs
 JB_TEST(q8, gemm_q8_exact_every_set_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}, Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+    const int64_t Ks[] = {1, 13, 64, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
     for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
             for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
@@ -313,7 +314,8 @@ static float emulate_b16(const uint16_t *x, const uint16_t *w, int64_t K, int vw
 JB_TEST(b16, gemm_b16_exact_every_set_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}, Ks[] = {1, 13, 32, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+    const int64_t Ks[] = {1, 13, 32, 100, 257}, Ns[] = {1, 2, 5, 9, 33};
     for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
             for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
@@ -396,6 +398,45 @@ JB_TEST(lowp, long_rows_over_several_chunks_every_set) {
     }
     free(Xq), free(Xb), free(Wb);
     free_product(&p);
+}
+
+/* Weights of a mebibyte and more, the size from which products of up to 8 rows read two streams (AVX-512) and
+ * those of 2+ rows fetch ahead: the same sums as the reference (the walk and fetching ahead only move memory). */
+JB_TEST(lowp, weights_over_a_mebibyte_every_set) {
+    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
+    const int n_sets = ks_available_sets(sets);
+    const int64_t K = 1024, N = 1024, Ts[] = {2, 5, 8}; /* int8: exactly 1 MiB; bf16: 2 MiB */
+    uint16_t *Wb = malloc((size_t)(N * K) * 2);
+    for (int64_t i = 0; i < N * K; i++)
+        Wb[i] = jb_f32_to_bf16(signed_unit());
+    for (size_t c = 0; c < sizeof Ts / sizeof Ts[0]; c++) {
+        const int64_t T = Ts[c];
+        product p = random_product(T, K, N);
+        const int64_t ldq = jb_cpu_lowp_row_bytes(K, 1), ldb = jb_cpu_lowp_row_bytes(K, 2) / 2;
+        uint8_t *Xq = malloc((size_t)(T * ldq));
+        uint16_t *Xb = malloc((size_t)(T * ldb) * 2);
+        float *sx = malloc((size_t)T * sizeof(float)), *want = malloc((size_t)(T * N) * sizeof(float));
+        float *got = malloc((size_t)(T * N) * sizeof(float));
+        jb_cpu_round_rows_bf16(p.X, T, K, Xb, ldb);
+        for (int s = 0; s < n_sets; s++) {
+            jb_cpu_quantize_rows(p.X, T, K, Xq, ldq, sx, sets[s]->q8_offset);
+            reference(&p, Xq, ldq, sets[s]->q8_offset, sx, p.bias, want);
+            const jb_gemm_lowp_args q = {Xq, sx, T, K, ldq, N, p.W, p.scale, p.bias, got};
+            sets[s]->gemm_q8(&q, 0, N);
+            cr_assert_eq(memcmp(got, want, (size_t)(T * N) * sizeof(float)), 0, "%s: int8 T %lld",
+                         jb_cpu_kernels_name(sets[s]->set), (long long)T);
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t n = 0; n < N; n++)
+                    want[t * N + n] = emulate_b16(Xb + t * ldb, Wb + n * K, K, sets[s]->vector_width, NULL);
+            const jb_gemm_lowp_args b = {Xb, NULL, T, K, ldb, N, Wb, NULL, NULL, got};
+            sets[s]->gemm_b16(&b, 0, N);
+            cr_assert_eq(memcmp(got, want, (size_t)(T * N) * sizeof(float)), 0, "%s: bf16 T %lld",
+                         jb_cpu_kernels_name(sets[s]->set), (long long)T);
+        }
+        free(Xq), free(Xb), free(sx), free(want), free(got);
+        free_product(&p);
+    }
+    free(Wb);
 }
 
 /* ---- fused jobs ------------------------------------------------------------------------------------ */
