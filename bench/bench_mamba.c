@@ -5,13 +5,15 @@
  *
  *   bench_mamba [--op conv|scan] [--tokens n] [--d-inner D] [--d-state N] [--d-conv K] [--reps R]
  *
- * One segment of n tokens over all D channels (defaults: Jamba-Mini's D_i is 8192, the synthetic model's 2048;
- * N 16, K 4), its inputs laid out as the CPU forward pass lays them out (the conv reads the in_proj output,
- * whose rows are 2·D wide). Each repetition runs the kernel 20 times; the line reports
- * the best repetition in ns per channel and token (conv) or per channel, token and state (scan), and the
- * median one. The state and window carry on from call to call (A < 0 keeps the state bounded). The kernel set is the one the runtime selects (JAMBA_CPU_KERNELS picks another). One JSON line:
- *   {"kernels":..., "op":..., "tokens":n, "d_inner":D, "d_state":N, "d_conv":K, "best_ns":..., "median_ns":...,
- *    "check":...}
+ * One segment of n tokens over all D channels (default 2048, the synthetic model's D_i; Jamba-Mini's is 8192;
+ * N 16, K 4), its inputs laid out as the CPU forward pass lays them out: the conv reads the in_proj output,
+ * whose rows are 2·D wide (x, then the gate z the scan reads), the scan reads B and C from x_proj's rows of
+ * dt_rank + 2·N (dt_rank D / 32 here). Each repetition runs the kernel 20 times; the line reports the best
+ * repetition in ns per channel and token (conv) or per channel, token and state (scan), and the median one.
+ * The state and window carry on from call to call (A < 0 keeps the state bounded). The kernel set is the one
+ * the runtime selects (JAMBA_CPU_KERNELS picks another). One JSON line:
+ *   {"kernels":..., "op":..., "tokens":n, "d_inner":D, "d_state":N, "d_conv":K, "best_ns":...,
+ *    "median_ns":..., "check":...}
  */
 #include "bench/bench_util.h"
 #include "base/cpu_features.h"
@@ -75,17 +77,19 @@ int main(int argc, char **argv) {
             usage();
     }
     const jb_cpu_kernel_table *kt = jb_cpu_kernels_active();
-    /* conv: x [n, 2D] (the in_proj output), taps [D, K], bias [D], window [D, K-1], out [n, D];
-     * scan: u, delta, z, y [n, D], B and C [n, N], A and state [D, N], D skip [D] */
+    /* conv: x [n, 2D] (the in_proj output: x, then z), taps [D, K], bias [D], window [D, K-1], out [n, D];
+     * scan: u, delta, y [n, D], z in x's second half, [dt | B | C] [n, R + 2N], A and state [D, N], skip [D] */
+    const long long R = D / 32 > 0 ? D / 32 : 1, ldbc = R + 2 * N;
     float *x = values(n * 2 * D, -2, 2, 1), *w = values(D * K, -0.5f, 0.5f, 2), *bias = values(D, -0.5f, 0.5f, 3);
-    float *window = values(D * (K > 1 ? K - 1 : 1), -1, 1, 4);
-    float *delta = values(n * D, 0.001f, 0.2f, 5), *bc = values(n * 2 * N, -1, 1, 6), *A = values(D * N, -8, -0.5f, 7);
+    float *window = values(D * (K > 1 ? K - 1 : 1), -1, 1, 4), *u = values(n * D, -2, 2, 11);
+    float *delta = values(n * D, 0.001f, 0.2f, 5), *bc = values(n * ldbc, -1, 1, 6), *A = values(D * N, -8, -0.5f, 7);
     float *skip = values(D, -1, 1, 8), *state = values(D * N, -1, 1, 9);
     float *out = values(n * D, 0, 1, 10);
     const jb_conv_args conv = {.n = n, .d_inner = D, .d_conv = K, .x = x, .ldx = 2 * D, .w = w, .b = bias,
                                .window = window, .out = out};
-    const jb_scan_args sa = {.n = n, .d_inner = D, .d_state = N, .u = x, .delta = delta, .B = bc, .C = bc + N,
-                             .ldbc = 2 * N, .A = A, .D = skip, .z = x + D, .ldz = 2 * D, .state = state, .y = out};
+    const jb_scan_args sa = {.n = n, .d_inner = D, .d_state = N, .u = u, .delta = delta, .B = bc + R,
+                             .C = bc + R + N, .ldbc = ldbc, .A = A, .D = skip, .z = x + D, .ldz = 2 * D,
+                             .state = state, .y = out};
     double secs[MAX_REPS];
     for (long long r = -1; r < reps; r++) { /* one warm-up */
         const double t0 = now();
@@ -106,6 +110,7 @@ int main(int argc, char **argv) {
            "\"best_ns\":%.3f,\"median_ns\":%.3f,\"check\":%.6g}\n",
            jb_cpu_kernels_name(jb_cpu_kernels_selected()), scan ? "scan" : "conv", n, D, N, K, best * 1e9 / units,
            median(secs, (int)reps) * 1e9 / units, (double)out[0]);
-    free(x), free(w), free(bias), free(window), free(delta), free(bc), free(A), free(skip), free(state), free(out);
+    free(x), free(w), free(bias), free(window), free(u), free(delta), free(bc), free(A), free(skip), free(state);
+    free(out);
     return 0;
 }
