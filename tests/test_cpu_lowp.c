@@ -369,74 +369,67 @@ JB_TEST(b16, model_logits_same_bits_across_threads_and_chunks) {
     jamba_model_free(m);
 }
 
-/* ---- long rows: several row chunks per product (each a fresh start of the int8 tiles' weight sums) -------- */
+/* ---- long rows and large weights: bit for bit on every set ---------------------------------------------- */
 
-JB_TEST(lowp, long_rows_over_several_chunks_every_set) {
+/* bf16 weights [N, K] of random values. */
+static uint16_t *random_bf16(int64_t N, int64_t K) {
+    uint16_t *w = malloc((size_t)(N * K) * 2);
+    for (int64_t i = 0; i < N * K; i++)
+        w[i] = jb_f32_to_bf16(signed_unit());
+    return w;
+}
+
+/* Every set's int8 product of p, and its bf16 product of p's rows with Wb [N, K], against the exact reference
+ * and the bf16 emulation, bit for bit. */
+static void expect_every_set_exact(const product *p, const uint16_t *Wb) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    const int64_t T = 27, K = 20000, N = 9; /* chunks of 12 (int8) and 4 (bf16) rows, and their leftovers */
-    product p = random_product(T, K, N);
+    const int64_t T = p->T, K = p->K, N = p->N;
     const int64_t ldq = jb_cpu_lowp_row_bytes(K, 1), ldb = jb_cpu_lowp_row_bytes(K, 2) / 2;
     uint8_t *Xq = malloc((size_t)(T * ldq));
-    uint16_t *Xb = malloc((size_t)(T * ldb) * 2), *Wb = malloc((size_t)(N * K) * 2);
-    float sx[27], want[27 * 9], got[27 * 9];
-    for (int64_t i = 0; i < N * K; i++)
-        Wb[i] = jb_f32_to_bf16(signed_unit());
-    jb_cpu_round_rows_bf16(p.X, T, K, Xb, ldb);
+    uint16_t *Xb = malloc((size_t)(T * ldb) * 2);
+    float *sx = malloc((size_t)T * sizeof(float)), *want = malloc((size_t)(T * N) * sizeof(float));
+    float *got = malloc((size_t)(T * N) * sizeof(float));
+    const size_t bytes = (size_t)(T * N) * sizeof(float);
+    jb_cpu_round_rows_bf16(p->X, T, K, Xb, ldb);
     for (int s = 0; s < n_sets; s++) {
-        jb_cpu_quantize_rows(p.X, T, K, Xq, ldq, sx, sets[s]->q8_offset);
-        reference(&p, Xq, ldq, sets[s]->q8_offset, sx, p.bias, want);
-        const jb_gemm_lowp_args q = {Xq, sx, T, K, ldq, N, p.W, p.scale, p.bias, got};
+        jb_cpu_quantize_rows(p->X, T, K, Xq, ldq, sx, sets[s]->q8_offset);
+        reference(p, Xq, ldq, sets[s]->q8_offset, sx, p->bias, want);
+        const jb_gemm_lowp_args q = {Xq, sx, T, K, ldq, N, p->W, p->scale, p->bias, got};
         sets[s]->gemm_q8(&q, 0, N);
-        cr_assert_eq(memcmp(got, want, sizeof got), 0, "%s: int8", jb_cpu_kernels_name(sets[s]->set));
+        cr_assert_eq(memcmp(got, want, bytes), 0, "%s: int8, T %lld K %lld N %lld", jb_cpu_kernels_name(sets[s]->set),
+                     (long long)T, (long long)K, (long long)N);
         for (int64_t t = 0; t < T; t++)
             for (int64_t n = 0; n < N; n++)
                 want[t * N + n] = emulate_b16(Xb + t * ldb, Wb + n * K, K, sets[s]->vector_width, NULL);
         const jb_gemm_lowp_args b = {Xb, NULL, T, K, ldb, N, Wb, NULL, NULL, got};
         sets[s]->gemm_b16(&b, 0, N);
-        cr_assert_eq(memcmp(got, want, sizeof got), 0, "%s: bf16", jb_cpu_kernels_name(sets[s]->set));
+        cr_assert_eq(memcmp(got, want, bytes), 0, "%s: bf16, T %lld K %lld N %lld", jb_cpu_kernels_name(sets[s]->set),
+                     (long long)T, (long long)K, (long long)N);
     }
-    free(Xq), free(Xb), free(Wb);
+    free(Xq), free(Xb), free(sx), free(want), free(got);
+}
+
+/* Several row chunks per product (each a fresh start of the int8 tiles' weight sums). */
+JB_TEST(lowp, long_rows_over_several_chunks_every_set) {
+    product p = random_product(27, 20000, 9); /* chunks of 12 (int8) and 4 (bf16) rows, and their leftovers */
+    uint16_t *Wb = random_bf16(p.N, p.K);
+    expect_every_set_exact(&p, Wb);
+    free(Wb);
     free_product(&p);
 }
 
 /* Weights of a mebibyte and more, the size from which products of up to 8 rows read two streams (AVX-512) and
- * those of 2+ rows fetch ahead: the same sums as the reference (the walk and fetching ahead only move memory). */
+ * those of 2+ rows fetch ahead: the same sums (the walk and fetching ahead only move memory). */
 JB_TEST(lowp, weights_over_a_mebibyte_every_set) {
-    const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
-    const int n_sets = ks_available_sets(sets);
-    const int64_t K = 1024, N = 1024, Ts[] = {2, 5, 8}; /* int8: exactly 1 MiB; bf16: 2 MiB */
-    uint16_t *Wb = malloc((size_t)(N * K) * 2);
-    for (int64_t i = 0; i < N * K; i++)
-        Wb[i] = jb_f32_to_bf16(signed_unit());
+    const int64_t Ts[] = {2, 5, 8};
     for (size_t c = 0; c < sizeof Ts / sizeof Ts[0]; c++) {
-        const int64_t T = Ts[c];
-        product p = random_product(T, K, N);
-        const int64_t ldq = jb_cpu_lowp_row_bytes(K, 1), ldb = jb_cpu_lowp_row_bytes(K, 2) / 2;
-        uint8_t *Xq = malloc((size_t)(T * ldq));
-        uint16_t *Xb = malloc((size_t)(T * ldb) * 2);
-        float *sx = malloc((size_t)T * sizeof(float)), *want = malloc((size_t)(T * N) * sizeof(float));
-        float *got = malloc((size_t)(T * N) * sizeof(float));
-        jb_cpu_round_rows_bf16(p.X, T, K, Xb, ldb);
-        for (int s = 0; s < n_sets; s++) {
-            jb_cpu_quantize_rows(p.X, T, K, Xq, ldq, sx, sets[s]->q8_offset);
-            reference(&p, Xq, ldq, sets[s]->q8_offset, sx, p.bias, want);
-            const jb_gemm_lowp_args q = {Xq, sx, T, K, ldq, N, p.W, p.scale, p.bias, got};
-            sets[s]->gemm_q8(&q, 0, N);
-            cr_assert_eq(memcmp(got, want, (size_t)(T * N) * sizeof(float)), 0, "%s: int8 T %lld",
-                         jb_cpu_kernels_name(sets[s]->set), (long long)T);
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t n = 0; n < N; n++)
-                    want[t * N + n] = emulate_b16(Xb + t * ldb, Wb + n * K, K, sets[s]->vector_width, NULL);
-            const jb_gemm_lowp_args b = {Xb, NULL, T, K, ldb, N, Wb, NULL, NULL, got};
-            sets[s]->gemm_b16(&b, 0, N);
-            cr_assert_eq(memcmp(got, want, (size_t)(T * N) * sizeof(float)), 0, "%s: bf16 T %lld",
-                         jb_cpu_kernels_name(sets[s]->set), (long long)T);
-        }
-        free(Xq), free(Xb), free(sx), free(want), free(got);
+        product p = random_product(Ts[c], 1024, 1024); /* int8: exactly 1 MiB; bf16: 2 MiB */
+        uint16_t *Wb = random_bf16(p.N, p.K);
+        expect_every_set_exact(&p, Wb);
+        free(Wb);
         free_product(&p);
     }
-    free(Wb);
 }
 
 /* ---- fused jobs ------------------------------------------------------------------------------------ */
