@@ -6,7 +6,8 @@
 #      reliability suite (tools/gen_reliability.py: ~670 crafted inputs against that build's jamba), then
 #      a ThreadSanitizer build of tests/tsan/test_threads only (contexts, model queries and tokenizers from
 #      several threads), then the Python package: pip install . in a venv (build/pyenv) + pytest tests/python
-#   4. libFuzzer smoke run of the safetensors, config, index, tokenizer.model and tokenizer.json parsers
+#   4. CPU build with clang (-Werror: clang's warnings differ from GCC's) + every Criterion suite
+#   5. libFuzzer smoke run of the safetensors, config, index, tokenizer.model and tokenizer.json parsers
 # Without a CUDA toolkit step 2 is skipped with a notice, unless JAMBA_REQUIRE_CUDA=1 (then it fails).
 # FUZZ_SECONDS (default 20) sets the fuzz time per target.
 set -euo pipefail
@@ -47,6 +48,7 @@ echo "== python package (pip install . into build/pyenv, pytest tests/python)"
 python3 -m venv build/pyenv
 build/pyenv/bin/pip install -q --disable-pip-version-check . pytest numpy openai
 (cd build && JAMBA_CLI="$PWD/cpu/jamba" pyenv/bin/python -m pytest -q -p no:cacheprovider ../tests/python)
+CC=clang suite clang -DJAMBA_CUDA=OFF -DJAMBA_REQUIRE_CRITERION=ON -DCMAKE_BUILD_TYPE=Release
 echo "== fuzz smoke"
 tools/fuzz-smoke.sh "${FUZZ_SECONDS:-20}"
 echo "== all test stages passed"
