@@ -307,25 +307,58 @@ static inline JB_KI void few_row_product(const jb_gemm_args *a, int64_t n0, int6
     }
 }
 
-/* Columns [n0, n1) for every row of a product of at least TILE_ROWS rows: in chunks that stay in L2, each
- * walked by tiles of TILE_ROWS x TILE_COLS while those weight rows stay in L1, and the chunk's last rows (fewer
- * than TILE_ROWS) as one narrow tile over the same weight rows. (A full tile's FMAs outweigh its streams: at
- * T = TILE_ROWS = 4 the tiles beat two streams by 13%, bench_gemv.) */
+/* Where a row tile's activation rows fit in L1 (at most L1_TILE_ROWS_BYTES) and the weights are narrower than
+ * them, a chunk's row tiles walk the weight rows in panels of L2_PANEL_BYTES, each row tile the whole panel:
+ * it rereads its activation rows from L1 and reads only the panel's weight rows from L2 (for bf16 weights half
+ * the bytes of the activation rows it read from L2 before). The order of the tiles changes no sum. Measured
+ * (bench_gemv, one thread, an Intel Xeon with AVX-512; docs/BENCHMARKS.md "the order of the prefill tiles"):
+ * bf16 weights K = 1024 +8-14% in cache, +12-13% from memory, K = 192 +5%, int8 +5%; fp32 weights -6% (not
+ * taken); K = 2048 (32 KiB of rows) +15% on that machine's 48 KiB L1, not taken for the 32 KiB L1 of others;
+ * K = 4096 no gain. */
+#define L1_TILE_ROWS_BYTES (24 * 1024)
+#define L2_PANEL_BYTES (192 * 1024)
+
+/* Rows [t0, t1) of one chunk against weight rows [n0, n1) (a multiple of DECODE_COLS wide, or ending at
+ * n_end, the end of this call's range): tiles of TILE_ROWS x TILE_COLS, the chunk's last rows (fewer than
+ * TILE_ROWS) as narrow tiles. rows_first: each row tile walks all of [n0, n1) in turn (its activation rows
+ * stay in L1); else all row tiles walk each group of weight rows in turn (those weight rows stay in L1). */
+static inline JB_KI void chunk_tiles(const jb_gemm_args *a, int64_t t0, int64_t t1, int64_t n0, int64_t n1,
+                                     int64_t n_end, jamba_dtype dt, int rows_first) {
+    const int64_t full_end = t0 + (t1 - t0) / TILE_ROWS * TILE_ROWS;
+    const int r = (int)(t1 - full_end);
+    const int64_t step = r ? NARROW_COLS(r) : TILE_COLS;
+    if (rows_first) {
+        for (int64_t t = t0; t < full_end; t += TILE_ROWS)
+            for (int64_t c = n0; c < n1; c += TILE_COLS)
+                tile(a, t, TILE_ROWS, c, TILE_COLS, n_end, dt, t == t0);
+        for (int64_t n = n0; r && n < n1; n += step)
+            narrow_tile(a, full_end, r, n, n_end, dt, full_end == t0);
+        return;
+    }
+    for (int64_t n = n0; n < n1; n += step) {
+        for (int64_t c = n; c < n + step && c < n1; c += TILE_COLS)
+            for (int64_t t = t0; t < full_end; t += TILE_ROWS)
+                tile(a, t, TILE_ROWS, c, TILE_COLS, n_end, dt, t == t0);
+        if (r)
+            narrow_tile(a, full_end, r, n, n_end, dt, full_end == t0);
+    }
+}
+
+/* Columns [n0, n1) for every row of a product of at least TILE_ROWS rows: in chunks of rows that stay in L2,
+ * each as chunk_tiles (in panels, or all columns at once), the first tile over each weight row streaming it
+ * from memory. (A full tile's FMAs outweigh its streams: at T = TILE_ROWS = 4 the tiles beat two streams by
+ * 13%, bench_gemv.) */
 static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
     int64_t chunk = L2_CHUNK_FLOATS / a->K / TILE_ROWS * TILE_ROWS;
     chunk = chunk < TILE_ROWS ? TILE_ROWS : chunk;
+    const int rows_first = elem_size(dt) < sizeof(float) &&
+                           TILE_ROWS * a->K * (int64_t)sizeof(float) <= L1_TILE_ROWS_BYTES;
+    int64_t panel = L2_PANEL_BYTES / (a->K * (int64_t)elem_size(dt)) / DECODE_COLS * DECODE_COLS;
+    panel = !rows_first ? n1 - n0 : panel < DECODE_COLS ? DECODE_COLS : panel;
     for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
         const int64_t t1 = a->T - t0 < chunk ? a->T : t0 + chunk;
-        const int64_t full_end = t0 + (t1 - t0) / TILE_ROWS * TILE_ROWS;
-        const int r = (int)(t1 - full_end);
-        const int64_t step = r ? NARROW_COLS(r) : TILE_COLS;
-        for (int64_t n = n0; n < n1; n += step) {
-            for (int64_t c = n; c < n + step && c < n1; c += TILE_COLS)
-                for (int64_t t = t0; t < full_end; t += TILE_ROWS)
-                    tile(a, t, TILE_ROWS, c, TILE_COLS, n1, dt, t == t0);
-            if (r)
-                narrow_tile(a, full_end, r, n, n1, dt, full_end == t0);
-        }
+        for (int64_t p = n0; p < n1; p += panel)
+            chunk_tiles(a, t0, t1, p, n1 - p < panel ? n1 : p + panel, n1, dt, rows_first);
     }
 }
 

@@ -140,9 +140,11 @@ static jb_gemm_args gemm_args(const matrix *m, const float *X, int64_t T, int64_
 JB_TEST(kernels, gemm_exact_order_every_set_dtype_and_odd_shape) {
     const jb_cpu_kernel_table *sets[JB_CPU_KERNELS_COUNT];
     const int n_sets = ks_available_sets(sets);
-    /* T: whole tiles and every count of rows left over (narrow tiles, some with columns past N) */
-    static const int64_t shapes[][3] = {{1, 1, 1},   {1, 19, 13},  {2, 33, 5},  {7, 100, 11}, {13, 47, 9},
-                                        {1, 129, 37}, {3, 70, 18}, {5, 40, 21}, {6, 35, 13}};
+    /* T: whole tiles and every count of rows left over (narrow tiles, some with columns past N); the last
+     * shape's 203 weight rows span two or three panels of the row-tiles-first walk (gemm_dtype) for the 1- and
+     * 2-byte dtypes */
+    static const int64_t shapes[][3] = {{1, 1, 1},    {1, 19, 13},  {2, 33, 5},  {7, 100, 11}, {13, 47, 9},
+                                        {1, 129, 37}, {3, 70, 18},  {5, 40, 21}, {6, 35, 13},  {9, 1000, 203}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int64_t T = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
         float *X = malloc((size_t)(T * K) * sizeof(float)), *Y = malloc((size_t)(T * N) * sizeof(float));
