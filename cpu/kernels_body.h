@@ -307,16 +307,18 @@ static inline JB_KI void few_row_product(const jb_gemm_args *a, int64_t n0, int6
     }
 }
 
-/* Where a row tile's activation rows fit in L1 (at most L1_TILE_ROWS_BYTES) and the weights are narrower than
- * them, a chunk's row tiles walk the weight rows in panels of L2_PANEL_BYTES, each row tile the whole panel:
- * it rereads its activation rows from L1 and reads only the panel's weight rows from L2 (for bf16 weights half
- * the bytes of the activation rows it read from L2 before). The order of the tiles changes no sum. Measured
- * (bench_gemv, one thread, an Intel Xeon with AVX-512; docs/BENCHMARKS.md "the order of the prefill tiles"):
- * bf16 weights at K = 1024 79 -> 99 GFLOP/s in cache, 75 -> 89 from memory (medians), int8 +1%; fp32
- * weights -6% (not taken); K = 2048 (32 KiB of rows) +15% on that machine's 48 KiB L1, not taken for the 32
- * KiB L1 of others; K = 4096 no gain. */
-#define L1_TILE_ROWS_BYTES (24 * 1024)
+/* Where a tile's operands fit in L1 (its activation rows and weight rows together at most L1_TILE_BYTES: K up
+ * to 1024 for bf16 weights on AVX-512) and its weight rows are fewer bytes than its activation rows, a
+ * chunk's row tiles walk the weight rows in panels of L2_PANEL_BYTES, each row tile the whole panel: it
+ * rereads its activation rows from L1 and reads only the panel's weight rows from L2 (on AVX-512 for bf16
+ * weights half the bytes of the activation rows it read from L2 before). The order of the tiles changes no
+ * sum. Measured (bench_gemv, one thread, an Intel Xeon with AVX-512; docs/BENCHMARKS.md "the order of the
+ * prefill tiles"): bf16 weights at K = 1024 79 -> 99 GFLOP/s in cache, 75 -> 89 from memory (medians), int8
+ * +1%; fp32 weights (as many bytes as the rows) -6%, not taken; K = 2048 +15% on that machine's 48 KiB L1, not
+ * taken for the 32 KiB L1 of others; K = 4096 no gain. The AVX2 set (3-row tiles) measured even at K = 1024. */
+#define L1_TILE_BYTES (24 * 1024)
 #define L2_PANEL_BYTES (192 * 1024)
+_Static_assert(DECODE_COLS % TILE_COLS == 0, "a panel of DECODE_COLS weight rows holds whole tiles");
 
 /* Rows [t0, t1) of one chunk against weight rows [n0, n1) (a multiple of DECODE_COLS wide, or ending at
  * n_end, the end of this call's range): tiles of TILE_ROWS x TILE_COLS, the chunk's last rows (fewer than
@@ -351,8 +353,8 @@ static inline JB_KI void chunk_tiles(const jb_gemm_args *a, int64_t t0, int64_t 
 static inline JB_KI void gemm_dtype(const jb_gemm_args *a, int64_t n0, int64_t n1, jamba_dtype dt) {
     int64_t chunk = L2_CHUNK_FLOATS / a->K / TILE_ROWS * TILE_ROWS;
     chunk = chunk < TILE_ROWS ? TILE_ROWS : chunk;
-    const int rows_first = elem_size(dt) < sizeof(float) &&
-                           TILE_ROWS * a->K * (int64_t)sizeof(float) <= L1_TILE_ROWS_BYTES;
+    const int64_t x_bytes = TILE_ROWS * (int64_t)sizeof(float), w_bytes = TILE_COLS * (int64_t)elem_size(dt);
+    const int rows_first = w_bytes < x_bytes && (x_bytes + w_bytes) * a->K <= L1_TILE_BYTES;
     int64_t panel = L2_PANEL_BYTES / (a->K * (int64_t)elem_size(dt)) / DECODE_COLS * DECODE_COLS;
     panel = !rows_first ? n1 - n0 : panel < DECODE_COLS ? DECODE_COLS : panel;
     for (int64_t t0 = 0; t0 < a->T; t0 += chunk) {
