@@ -34,8 +34,8 @@
  * even-indexed ones in e and the odd ones in o; or, with HAVE_VB, the set's own vb, vb_load(p) and
  * vb_dot(acc, x, w) (vdpbf16ps); B16_TILE_ROWS (optional, default 2) activation rows of a tile.
  * For both: LOWP_STREAM_ROWS (optional, at most 8) the most activation rows whose product reads its weights
- * as two sequential streams (2·LOWP_STREAM_ROWS accumulators and their operands must fit in the registers;
- * by default fewer rows than the kind's tile).
+ * as two sequential streams where they come from memory (lowp_streams; 2·LOWP_STREAM_ROWS accumulators and
+ * their operands must fit in the registers; by default fewer rows than the kind's tile).
  *
  * Shapes: T activation rows, K inputs, N outputs; a tile is R activation rows x C weight rows whose R·C
  * accumulators stay in registers while k runs over all of K.
@@ -623,8 +623,9 @@ static inline JB_KI void lowp_columns(const jb_gemm_lowp_args *a, int kind, int6
 #define LOWP_FROM_MEMORY_BYTES ((int64_t)1 << 20)
 /* How far ahead each stream of lowp_few fetches, for two or more rows of weights from memory: the next page
  * (the hardware prefetcher stops at page ends, and while several rows multiply it falls behind). Measured
- * during development (bench_gemv --dtype b16 --K 1024 --N 4096 --footprint-mb 256, against none, medians;
- * docs/BENCHMARKS.md): T = 4 18 -> 22 GB/s on one thread and 31 -> 46 on two, T = 8 9 -> 17, T = 3 +12%,
+ * during development (bench_gemv --dtype b16 --K 1024 --N 4096 --footprint-mb 256, against none; docs/
+ * BENCHMARKS.md): T = 4 18 -> 22 GB/s on one thread (medians) and 31 -> 46 summed over two processes at
+ * once, T = 8 9 -> 17 (one run each), T = 3 +12%,
  * T = 2 +4%; T = 1 not better (so not taken), and in cache 5-10% slower (so only from memory). */
 #define LOWP_STREAM_AHEAD 4096
 
@@ -708,9 +709,9 @@ static inline JB_KI void lowp_few_rows(const jb_gemm_lowp_args *a, int kind, int
 }
 
 /* Whether a product reads its weights as two streams (lowp_few) rather than by tiles: with fewer rows than a
- * tile, or up to LOWP_STREAMED(kind) rows of weights that come from memory (in cache the tiles stay faster:
- * bench_gemv --T 4 --K 1024 --N 512 --footprint-mb 1, one thread, 165 GFLOP/s against 102 for bf16 on
- * avx512bf16, 106 against 86 on avx512). */
+ * tile, or up to LOWP_STREAMED(kind) rows of a matrix of LOWP_FROM_MEMORY_BYTES or more, whose weights come
+ * from memory (smaller ones stay in cache, where the tiles are faster on the sets without vdpbf16ps:
+ * docs/BENCHMARKS.md, "a batched step's few-row products from memory"). */
 static inline JB_KI int lowp_streams(const jb_gemm_lowp_args *a, int kind) {
     return a->T < LOWP_ROWS(kind) ||
            (a->T <= LOWP_STREAMED(kind) && a->N * a->K * LOWP_ELEM(kind) >= LOWP_FROM_MEMORY_BYTES);

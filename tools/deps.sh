@@ -2,7 +2,8 @@
 # Install the Debian 12 packages a task needs, only those missing.
 #   tools/deps.sh run    build and run the CLI (compiler, CMake, jansson, PCRE2, xxHash, libmicrohttpd for
 #                        `jamba serve`)
-#   tools/deps.sh test   also Criterion (tests), clang with libFuzzer (fuzz smoke) and curl (server tests)
+#   tools/deps.sh test   also Criterion (tests), clang with libFuzzer (the clang build, fuzz smoke) and curl
+#                        (server tests)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libxxhash-dev libmicrohttpd-dev)
 if [ "${1:-run}" = "test" ]; then
