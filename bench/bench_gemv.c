@@ -22,6 +22,7 @@
 #include "cpu/kernels.h"
 #include "cpu/ops.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +36,8 @@ static void usage(void) {
 }
 
 static long long positive(const char *s) {
-    char *end;
-    const long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < 1)
+    long long v;
+    if (!bench_positive(s, LLONG_MAX, &v))
         usage();
     return v;
 }

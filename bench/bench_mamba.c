@@ -34,9 +34,8 @@ static void usage(void) {
 }
 
 static long long positive(const char *s, long long max) {
-    char *end;
-    const long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < 1 || v > max)
+    long long v;
+    if (!bench_positive(s, max, &v))
         usage();
     return v;
 }

@@ -222,9 +222,8 @@ static void usage(void) {
 }
 
 static int64_t positive(const char *s) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*end || v < 1 || v > 1000000)
+    long long v;
+    if (!bench_positive(s, 1000000, &v))
         usage();
     return v;
 }

@@ -1,5 +1,5 @@
 /*
- * bench_util.c — host timing and medians for the benchmarks (bench_util.h).
+ * bench_util.c — host timing, medians and option parsing for the benchmarks (bench_util.h).
  */
 #include "bench/bench_util.h"
 
@@ -21,6 +21,15 @@ static int cmp_double(const void *a, const void *b) {
 double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+bool bench_positive(const char *s, long long max, long long *v) {
+    char *end;
+    const long long x = strtoll(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || x < 1 || x > max)
+        return false;
+    *v = x;
+    return true;
 }
 
 jamba_dtype bench_activations(const char *name) {

@@ -314,8 +314,9 @@ static inline JB_KI void few_row_product(const jb_gemm_args *a, int64_t n0, int6
  * weights half the bytes of the activation rows it read from L2 before). The order of the tiles changes no
  * sum. Measured (bench_gemv, one thread, an Intel Xeon with AVX-512; docs/BENCHMARKS.md "the order of the
  * prefill tiles"): bf16 weights at K = 1024 79 -> 99 GFLOP/s in cache, 75 -> 89 from memory (medians), int8
- * +1%; fp32 weights (as many bytes as the rows) -6%, not taken; K = 2048 +15% on that machine's 48 KiB L1, not
- * taken for the 32 KiB L1 of others; K = 4096 no gain. The AVX2 set (3-row tiles) measured even at K = 1024. */
+ * +1%. During development (an uncommitted switch): fp32 weights (as many bytes as the rows) -6%, not taken;
+ * K = 2048 +15% on that machine's 48 KiB L1, not taken for the 32 KiB L1 of others; K = 4096 no gain; the
+ * AVX2 set (3-row tiles) even at K = 1024. */
 #define L1_TILE_BYTES (24 * 1024)
 #define L2_PANEL_BYTES (192 * 1024)
 _Static_assert(DECODE_COLS % TILE_COLS == 0, "a panel of DECODE_COLS weight rows holds whole tiles");
@@ -625,8 +626,8 @@ static inline JB_KI void lowp_columns(const jb_gemm_lowp_args *a, int kind, int6
  * (the hardware prefetcher stops at page ends, and while several rows multiply it falls behind). Measured
  * during development (bench_gemv --dtype b16 --K 1024 --N 4096 --footprint-mb 256, against none; docs/
  * BENCHMARKS.md): T = 4 18 -> 22 GB/s on one thread (medians) and 31 -> 46 summed over two processes at
- * once, T = 8 9 -> 17 (one run each), T = 3 +12%,
- * T = 2 +4%; T = 1 not better (so not taken), and in cache 5-10% slower (so only from memory). */
+ * once, T = 8 9 -> 17 (one run each), T = 3 +12%, T = 2 +4%; T = 1 not better (so not taken), and in cache
+ * 5-10% slower (so only from memory). */
 #define LOWP_STREAM_AHEAD 4096
 
 /* At most LOWP_STREAMED(kind) rows: the range's halves as two sequential weight streams (as few_rows). */
